@@ -1,0 +1,22 @@
+//! tidelet: a standalone, kubelet-like node agent for embedded Linux.
+//!
+//! The binary (`main.rs`) is a thin CLI over this library. Modules, by what they own:
+//! - `manifest`: Pod manifests: parse, validate as the API server would, static-pod naming/UID;
+//! - `resolve`: a container's argv/env/cwd/user from its spec and its image (Kubernetes rules);
+//! - `quantity`, `qos`: resource arithmetic, QoS class, oom_score_adj, shares/weight (pure);
+//! - `cgroups`: one trait, v1 and v2 backends;
+//! - `runtime`: the per-pod supervisor (infra process), container spawn, CRI logs, exec;
+//! - `source`: pod sources (the static-pod directory; later MQTT);
+//! - `reconcile`: desired vs actual pods -> actions (pure);
+//! - `pod`: pod/container lifecycle state machines, back-off, Kubernetes status;
+//! - `agent`: the loop that ties sources, reconcile and runtime together;
+//! - `api`: the local unix-socket API and its client;
+//! - `state`: atomic writes of state on disk.
+
+pub mod cgroups;
+pub mod manifest;
+pub mod qos;
+pub mod quantity;
+pub mod resolve;
+pub mod runtime;
+pub mod state;

@@ -1,0 +1,139 @@
+//! What the agent and a pod supervisor say to each other, and what the supervisor records.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Written by the agent to `<pod_dir>/sandbox.json` before it starts the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub pod_uid: String,
+    /// `metadata.name` (already `<name>-<node>`).
+    pub pod_name: String,
+    pub namespace: String,
+    /// UTS hostname inside the pod (the pod name, or `spec.hostname`).
+    pub hostname: String,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    /// One PID namespace for all the pod's containers.
+    pub share_process_namespace: bool,
+    /// `<root-dir>/pods/<uid>`: the supervisor's socket, records and scratch live here.
+    pub pod_dir: PathBuf,
+    /// `cgroup.procs` files the supervisor writes itself into (the pod's infra cgroup).
+    pub cgroup_procs: Vec<PathBuf>,
+    pub oom_score_adj: i32,
+}
+
+/// A bind mount into a container's rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Host path (file or directory).
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub readonly: bool,
+}
+
+/// Everything needed to start one container (one attempt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// Restart count: 0 for the first start.
+    pub attempt: u32,
+    pub image: String,
+    pub image_id: String,
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`; `PATH` here is used to find `argv[0]` when it has no `/`.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// Image layers, top-most first (overlayfs `lowerdir=` order).
+    pub lowerdirs: Vec<PathBuf>,
+    /// overlayfs upper and work dirs (kept across restarts of the container) and the mount point.
+    pub upperdir: PathBuf,
+    pub workdir: PathBuf,
+    pub rootfs: PathBuf,
+    pub readonly_rootfs: bool,
+    /// Bind mounts in order: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, volumes.
+    pub mounts: Vec<BindMount>,
+    /// `cgroup.procs` files of the container's cgroup.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// File to read `oom_kill N` from (see `cgroups::read_oom_kills`) to tell an OOM kill.
+    pub oom_kill_file: Option<PathBuf>,
+    pub oom_score_adj: i32,
+    /// CRI-format log file of this attempt; rotated to `<log_path>.1`, `.2`, ... by size.
+    pub log_path: PathBuf,
+    pub log_max_bytes: u64,
+    pub log_max_files: u32,
+    /// Signal number sent first on stop (SIGTERM unless the image says otherwise).
+    pub stop_signal: i32,
+}
+
+/// A container's state as the supervisor knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum ContainerState {
+    Running {
+        pid: i32,
+        /// Unix time, nanoseconds.
+        started_at: i64,
+    },
+    /// The process ended (or could not be started: `reason` `StartError`, exit code 128).
+    Exited {
+        exit_code: i32,
+        /// The signal that killed it, if any (exit_code is then 128 + signal).
+        signal: Option<i32>,
+        /// `Completed`, `Error`, `OOMKilled` or `StartError`.
+        reason: String,
+        message: String,
+        started_at: i64,
+        finished_at: i64,
+    },
+}
+
+/// What `<pod_dir>/containers/<name>.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    pub attempt: u32,
+    pub state: ContainerState,
+    /// Supervisor-wide change counter at the last change of this record.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStatus {
+    /// The supervisor's (infra process's) pid.
+    pub pid: i32,
+    /// Increases on every container state change.
+    pub seq: u64,
+    pub containers: Vec<ContainerRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request {
+    /// Start a container; answered once it runs (`Ok(Record)`) or failed to start.
+    Start { spec: Box<ContainerSpec> },
+    /// Send `signal`, then SIGKILL after `grace_secs`; answered at once.
+    Stop { name: String, signal: i32, grace_secs: u64 },
+    /// Forget an exited container's record (before it is started again or removed).
+    Remove { name: String },
+    Status,
+    /// Answered once `seq` is greater than `since` or `timeout_ms` passed.
+    Wait { since: u64, timeout_ms: u64 },
+    /// Stop every container (signal, grace, SIGKILL), then exit.
+    Shutdown { grace_secs: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum Response {
+    Ok,
+    Record { record: ContainerRecord },
+    Status { status: SandboxStatus },
+    Error { message: String },
+}

@@ -1,0 +1,118 @@
+//! tidelet's OCI image store.
+//!
+//! Layout under the store root (`<root-dir>/images` in the agent):
+//! - `blobs/sha256/<hex>`: every blob, verified against its digest before it is kept;
+//! - `layers/<diffid-hex>/`: each layer unpacked once, whiteouts applied, shared by images;
+//! - `index.json`: image names -> manifest digest, written atomically.
+//!
+//! A container's rootfs is an overlayfs whose lower dirs are `ResolvedImage::lowerdirs`.
+//! Registry pulls (a later issue) will feed the same store through `Store::import_*`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What a container needs from its image's config (`config` in the OCI image config).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` strings, in image order.
+    pub env: Vec<String>,
+    pub working_dir: String,
+    /// `user`, `user:group`, `uid` or `uid:gid`, as in the image config; empty for root.
+    pub user: String,
+    pub stop_signal: Option<String>,
+}
+
+/// An image ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// `sha256:<hex>` of the image config: the image ID.
+    pub id: String,
+    /// The name it was found under, normalised (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// Unpacked layer directories, top-most layer first (overlayfs `lowerdir=` order).
+    pub lowerdirs: Vec<PathBuf>,
+    pub config: ImageConfig,
+}
+
+/// One row of `tidelet image ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    pub names: Vec<String>,
+    pub id: String,
+    /// Sum of the compressed layer sizes.
+    pub size: u64,
+    pub architecture: String,
+    pub os: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{archive}: {reason}")]
+    BadArchive { archive: PathBuf, reason: String },
+    #[error("{archive}: blob {digest}: digest mismatch (content hashes to {actual})")]
+    DigestMismatch {
+        archive: PathBuf,
+        digest: String,
+        actual: String,
+    },
+    #[error("{archive}: layer {layer}: entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        archive: PathBuf,
+        layer: String,
+        entry: String,
+        reason: String,
+    },
+    #[error("image reference {reference:?} is not valid: {reason}")]
+    BadReference { reference: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Normalise an image reference as the container runtimes do: `busybox` ->
+/// `docker.io/library/busybox:latest`, `localhost/busybox:1.35` unchanged, digests kept.
+pub fn normalize_reference(reference: &str) -> Result<String> {
+    let _ = reference;
+    unimplemented!("images: normalize_reference")
+}
+
+/// The content-addressed store.
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) a store rooted at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        Ok(Store { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Import an OCI archive (OCI layout in a tar, as `skopeo copy oci-archive:` writes) or a
+    /// `docker save` archive; returns the normalised names imported.
+    pub fn import(&self, archive: &Path) -> Result<Vec<String>> {
+        let _ = archive;
+        unimplemented!("images: import")
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageSummary>> {
+        unimplemented!("images: list")
+    }
+
+    /// Find an image by reference (normalised first) or by ID / ID prefix; `Ok(None)` when absent.
+    pub fn resolve(&self, reference: &str) -> Result<Option<ResolvedImage>> {
+        let _ = reference;
+        unimplemented!("images: resolve")
+    }
+}
