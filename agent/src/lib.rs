@@ -13,10 +13,18 @@
 //! - `api`: the local unix-socket API and its client;
 //! - `state`: atomic writes of state on disk.
 
+pub mod agent;
+pub mod api;
 pub mod cgroups;
+pub mod cli;
+pub mod config;
 pub mod manifest;
+pub mod pod;
 pub mod qos;
 pub mod quantity;
+pub mod reconcile;
+pub mod render;
 pub mod resolve;
 pub mod runtime;
+pub mod source;
 pub mod state;

@@ -1,1 +1,18 @@
-//! End-to-end tests.
+//! End-to-end tests: each starts the real tidelet binary as root on its own temp directories
+//! and cgroup root, and checks from outside (`/proc`, cgroup files, the CLI).
+
+mod bad_input;
+mod isolation;
+mod lifecycle;
+mod survival;
+
+/// A pod manifest with busybox containers running `cmds` (name, shell command).
+pub fn pod_yaml(name: &str, extra_spec: &str, containers: &[(&str, &str, &str)]) -> String {
+    let mut s = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n{extra_spec}  terminationGracePeriodSeconds: 2\n  containers:\n");
+    for (c, cmd, resources) in containers {
+        s.push_str(&format!(
+            "  - name: {c}\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [\"sh\", \"-c\", {cmd:?}]\n{resources}"
+        ));
+    }
+    s
+}

@@ -1,1 +1,372 @@
-//! Test harness: starts the real tidelet binary on temp directories.
+//! Test harness for tidelet's end-to-end tests: it starts the real `tidelet` binary as root on
+//! a temporary root directory, static-pod directory and cgroup root, so tests can run side by
+//! side, and it checks what tidelet did from the outside (`/proc`, cgroup files).
+//!
+//! Privileged tests call `privileged()` first: without root they skip, unless
+//! `TIDELET_REQUIRE_PRIVILEGED=1` (CI) makes that a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Whether this test may run. Panics when privileges are required but missing.
+pub fn privileged() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+            panic!("TIDELET_REQUIRE_PRIVILEGED=1 but this test is not running as root");
+        }
+        eprintln!("skipping: needs root (set TIDELET_REQUIRE_PRIVILEGED=1 to make this a failure)");
+    }
+    root
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The tidelet binary under test: `$TIDELET_BIN`, else `target/debug/tidelet`.
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TIDELET_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+    let p = target.join("debug/tidelet");
+    assert!(p.exists(), "{} not found: run `cargo build` first (or set TIDELET_BIN)", p.display());
+    p
+}
+
+/// The test images (`busybox.oci.tar`, `busybox.docker.tar`, `layered.oci.tar`), built once.
+pub fn images() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = workspace().join("target/test-images");
+        let out = Command::new("bash")
+            .arg(workspace().join("images/build-test-images.sh"))
+            .arg(&dir)
+            .output()
+            .expect("run build-test-images.sh");
+        assert!(out.status.success(), "build-test-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    })
+}
+
+/// Poll `f` every 20 ms until it returns `Some`, or panic with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A running tidelet on its own directories and cgroup root.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub manifests: PathBuf,
+    pub cgroup_root: String,
+    pub node: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Start an agent with the busybox test image imported.
+    pub fn start() -> Agent {
+        let dir = tempfile::Builder::new().prefix("tidelet-e2e-").tempdir().unwrap();
+        let root = dir.path().join("root");
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir_all(&manifests).unwrap();
+        let mut a = Agent {
+            root,
+            manifests,
+            cgroup_root: format!("/tidelet-e2e-{}", random_suffix()),
+            node: "e2e".into(),
+            dir,
+            child: None,
+        };
+        let imp = a.cli(&["image", "import", images().join("busybox.oci.tar").to_str().unwrap()]);
+        assert!(imp.status.success(), "image import: {}", String::from_utf8_lossy(&imp.stderr));
+        a.spawn();
+        a
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    /// (Re)start the agent process.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(bin())
+            .args(["--root-dir", self.root.to_str().unwrap(), "run", "--static-pod-path", self.manifests.to_str().unwrap()])
+            .args(["--node-name", &self.node, "--cgroup-root", &self.cgroup_root])
+            .env("TIDELET_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tidelet");
+        self.child = Some(child);
+        let sock = self.root.join("tidelet.sock");
+        wait_for("the agent's API socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok().map(|_| ())
+        });
+    }
+
+    /// SIGKILL the agent (pods must keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the agent process is still alive (it must never die on bad input).
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin()).arg("--root-dir").arg(&self.root).args(args).output().expect("run tidelet")
+    }
+
+    pub fn write(&self, file: &str, content: &str) {
+        // Write beside and rename in, as a careful tool would (tests of partial writes write
+        // directly).
+        let tmp = self.manifests.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, self.manifests.join(file)).unwrap();
+    }
+
+    pub fn write_bytes(&self, file: &str, content: &[u8]) {
+        std::fs::write(self.manifests.join(file), content).unwrap();
+    }
+
+    pub fn remove(&self, file: &str) {
+        std::fs::remove_file(self.manifests.join(file)).unwrap();
+    }
+
+    pub fn full_name(&self, name: &str) -> String {
+        format!("{name}-{}", self.node)
+    }
+
+    /// `tidelet get pod NAME -o json`, or None if the agent does not know it.
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        let out = self.cli(&["get", "pod", name, "-o", "json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("get pod -o json gives JSON"))
+    }
+
+    pub fn pods(&self) -> Vec<Value> {
+        let out = self.cli(&["get", "pods", "-o", "json"]);
+        assert!(out.status.success(), "get pods: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Wait until every container of the pod runs; returns the pod JSON.
+    pub fn wait_running(&self, name: &str) -> Value {
+        self.wait_pod(name, "all containers running", |p| all_running(p))
+    }
+
+    pub fn wait_pod(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        wait_for(&format!("pod {name}: {what}"), Duration::from_secs(30), || self.pod(name).filter(|p| f(p)))
+    }
+
+    pub fn container_status<'a>(pod: &'a Value, c: &str) -> &'a Value {
+        pod["status"]["containerStatuses"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == c))
+            .unwrap_or_else(|| panic!("no status for container {c} in {pod}"))
+    }
+
+    /// Host pid of a running container's init, from `describe` output's source (`get -o json`
+    /// carries no pids, so ask the agent's view through `describe`).
+    pub fn container_pid(&self, pod: &str, c: &str) -> i32 {
+        let out = self.cli(&["describe", "pod", pod]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut in_c = false;
+        for line in text.lines() {
+            if line.trim_end() == format!("  {c}:") {
+                in_c = true;
+            } else if in_c && line.trim_start().starts_with("PID:") {
+                return line.split_whitespace().last().unwrap().parse().unwrap();
+            } else if in_c && line.starts_with("  ") && !line.starts_with("    ") {
+                break;
+            }
+        }
+        panic!("no PID for container {c} of {pod} in:\n{text}");
+    }
+
+    /// Pids of supervisor processes of this agent (their command line names our root).
+    pub fn supervisor_pids(&self) -> Vec<i32> {
+        processes_mentioning(self.root.to_str().unwrap())
+    }
+
+    /// Paths of this agent's cgroups on every v1 hierarchy (or v2) that still exist.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let base = Path::new("/sys/fs/cgroup");
+        let rel = self.cgroup_root.trim_start_matches('/');
+        if base.join("cgroup.controllers").exists() {
+            let p = base.join(rel);
+            if p.exists() {
+                out.push(p);
+            }
+        } else if let Ok(rd) = std::fs::read_dir(base) {
+            for e in rd.flatten() {
+                let p = e.path().join(rel);
+                if p.exists() {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// The cgroup directory of `rel` (under the cgroup root) in the memory hierarchy.
+    pub fn memory_cgroup(&self, rel: &str) -> PathBuf {
+        let base = Path::new("/sys/fs/cgroup");
+        let root = self.cgroup_root.trim_start_matches('/');
+        if base.join("cgroup.controllers").exists() {
+            base.join(root).join(rel)
+        } else {
+            base.join("memory").join(root).join(rel)
+        }
+    }
+
+    pub fn cpu_cgroup(&self, rel: &str) -> PathBuf {
+        let base = Path::new("/sys/fs/cgroup");
+        let root = self.cgroup_root.trim_start_matches('/');
+        if base.join("cgroup.controllers").exists() {
+            base.join(root).join(rel)
+        } else {
+            base.join("cpu").join(root).join(rel)
+        }
+    }
+
+    /// Remove every manifest and wait for every pod to be gone; then stop the agent.
+    pub fn stop_all(&mut self) {
+        for e in std::fs::read_dir(&self.manifests).unwrap().flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        if self.alive() {
+            let _ = wait_for_quiet(Duration::from_secs(60), || self.pods().is_empty() && self.supervisor_pids().is_empty());
+        }
+        self.kill9();
+    }
+}
+
+fn wait_for_quiet(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        // Best effort after a failed test: kill what this agent left, then its cgroups.
+        for pid in self.supervisor_pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for dir in self.cgroup_dirs() {
+            kill_and_remove_cgroup(&dir);
+        }
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{}", self.agent_log());
+        }
+    }
+}
+
+fn kill_and_remove_cgroup(dir: &Path) {
+    let mut dirs = vec![];
+    collect_dirs(dir, &mut dirs);
+    for d in &dirs {
+        if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+            for pid in s.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for d in dirs.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// Pids whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&c).contains(needle) && pid != std::process::id() as i32 {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+pub fn all_running(p: &Value) -> bool {
+    let Some(cs) = p["status"]["containerStatuses"].as_array() else { return false };
+    !cs.is_empty() && cs.iter().all(|c| c["state"]["running"].is_object())
+}
+
+/// The namespace link (`net:[4026531992]`) of a process.
+pub fn ns(pid: i32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap().to_string_lossy().to_string()
+}
+
+/// The parent pid of a process.
+pub fn ppid(pid: i32) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+pub fn read_trim(p: impl AsRef<Path>) -> String {
+    let p = p.as_ref();
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+}
+
+/// Mounts in the host's mount namespace whose mount point contains `needle`.
+pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+}

@@ -12,3 +12,9 @@
 pub mod protocol;
 
 pub use protocol::*;
+mod stubs;
+pub use stubs::spawn_supervisor;
+pub mod client { pub use super::stubs::Client; }
+pub mod supervisor { pub use super::stubs::main; }
+pub mod logs { pub use super::stubs::read_logs; }
+pub mod exec { pub use super::stubs::exec_in_container; }

@@ -1,0 +1,179 @@
+//! The agent: sources -> reconcile -> pod workers, plus the local API.
+//!
+//! The main loop owns the static-pod directory and the map of pod workers. On every change
+//! notification (and on the periodic rescan) it recomputes the desired set and tells each
+//! worker its pod (a `watch` channel: the latest value wins). Workers own everything else.
+
+pub mod node;
+pub mod prepare;
+pub mod shared;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::cgroups::Cgroups;
+use crate::config::Config;
+use crate::reconcile::{self, Action, Told};
+use crate::source::{DesiredPod, DesiredSet, StaticDir};
+use node::Node;
+use shared::Shared;
+use worker::{PodRecord, Worker};
+
+/// What every worker shares.
+pub struct Ctx {
+    pub cfg: Config,
+    pub node: Node,
+    pub store: tidelet_images::Store,
+    pub cgroups: Arc<dyn Cgroups>,
+    pub shared: Shared,
+    /// The tidelet binary, started as `tidelet shim` for each pod.
+    pub exe: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: another tidelet is already using this root directory")]
+    Locked { path: PathBuf },
+    #[error(transparent)]
+    Cgroups(#[from] crate::cgroups::Error),
+    #[error(transparent)]
+    Images(#[from] tidelet_images::Error),
+    #[error("watching {path}: {message}")]
+    Watch { path: PathBuf, message: String },
+}
+
+struct WorkerHandle {
+    tx: watch::Sender<Option<DesiredPod>>,
+    gone: watch::Receiver<bool>,
+}
+
+pub struct Agent {
+    ctx: Arc<Ctx>,
+    source: StaticDir,
+    workers: BTreeMap<String, WorkerHandle>,
+    told: BTreeMap<String, Told>,
+    _lock: std::fs::File,
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
+    move |source| AgentError::Io { path: path.to_path_buf(), source }
+}
+
+impl Agent {
+    pub fn new(cfg: Config) -> Result<Agent, AgentError> {
+        for d in [cfg.root_dir.clone(), cfg.pods_dir(), cfg.logs_dir(), cfg.images_dir(), cfg.static_pod_path.clone()] {
+            std::fs::create_dir_all(&d).map_err(io(&d))?;
+        }
+        let lock_path = cfg.root_dir.join("tidelet.lock");
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(AgentError::Locked { path: lock_path });
+        }
+        let cgroups: Arc<dyn Cgroups> = Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
+        cgroups.apply(&cfg.kubepods_cgroup(), &Default::default())?;
+        for q in ["burstable", "besteffort"] {
+            cgroups.apply(&format!("{}/{q}", cfg.kubepods_cgroup()), &Default::default())?;
+        }
+        let store = tidelet_images::Store::open(&cfg.images_dir())?;
+        let node = Node::detect(&cfg.node_name, cfg.node_ip.as_deref());
+        let exe = std::fs::read_link("/proc/self/exe").map_err(io(std::path::Path::new("/proc/self/exe")))?;
+        let source = StaticDir::new(&cfg.static_pod_path, &cfg.node_name);
+        let ctx = Arc::new(Ctx { cfg, node, store, cgroups, shared: Shared::default(), exe });
+        Ok(Agent { ctx, source, workers: BTreeMap::new(), told: BTreeMap::new(), _lock: lock })
+    }
+
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.ctx.clone()
+    }
+
+    fn rescan(&mut self) -> DesiredSet {
+        if let Err(e) = self.source.rescan() {
+            tracing::error!(dir = %self.source.dir().display(), error = %e, "cannot read the static pod directory");
+        }
+        self.source.desired()
+    }
+
+    fn spawn_worker(&mut self, key: &str, adopt: Vec<PodRecord>) {
+        let (tx, rx) = watch::channel(None);
+        let (gone_tx, gone_rx) = watch::channel(false);
+        let w = Worker::new(self.ctx.clone(), key.to_string(), rx, adopt, gone_tx);
+        tokio::spawn(w.run());
+        self.workers.insert(key.to_string(), WorkerHandle { tx, gone: gone_rx });
+    }
+
+    fn apply(&mut self, set: &DesiredSet) {
+        let desired: BTreeMap<String, Told> = set
+            .pods
+            .iter()
+            .map(|(k, d)| (k.clone(), Told { uid: d.pod.uid.clone(), file_errors: d.file_errors.clone() }))
+            .collect();
+        for action in reconcile::diff(&desired, &self.told) {
+            match action {
+                Action::Set { key } => {
+                    if !self.workers.contains_key(&key) {
+                        self.spawn_worker(&key, vec![]);
+                    }
+                    let d = set.pods[&key].clone();
+                    tracing::debug!(pod = %key, uid = %d.pod.uid, "desired");
+                    let _ = self.workers[&key].tx.send(Some(d));
+                }
+                Action::Remove { key } => {
+                    if let Some(w) = self.workers.get(&key) {
+                        let _ = w.tx.send(None);
+                    }
+                }
+            }
+        }
+        self.told = desired;
+        // Workers whose pod is gone and not wanted again are dropped (closing their channel).
+        let told = &self.told;
+        self.workers.retain(|k, w| told.contains_key(k) || !*w.gone.borrow());
+    }
+
+    /// Adopt what the state directory records, then reconcile forever.
+    pub async fn run(mut self, mut shutdown: mpsc::Receiver<()>, ready: impl FnOnce()) -> Result<(), AgentError> {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let dir = self.ctx.cfg.static_pod_path.clone();
+        let _watcher = crate::source::static_dir::watch(&dir, tx)
+            .map_err(|e| AgentError::Watch { path: dir.clone(), message: e.to_string() })?;
+        let set = self.rescan();
+        // Group the pods on disk by name; each name's worker adopts or removes them.
+        let mut on_disk: BTreeMap<String, Vec<PodRecord>> = BTreeMap::new();
+        for rec in worker::load_records(&self.ctx.cfg.pods_dir()) {
+            on_disk.entry(rec.key.clone()).or_default().push(rec);
+        }
+        for (key, recs) in on_disk {
+            self.spawn_worker(&key, recs);
+        }
+        self.apply(&set);
+        for e in &set.errors {
+            tracing::warn!(file = %e.file.display(), field = %e.field, reason = %e.reason, "static pod problem");
+        }
+        ready();
+        let mut tick = tokio::time::interval(self.ctx.cfg.file_check_frequency);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = rx.recv() => {}
+                _ = tick.tick() => {}
+                _ = shutdown.recv() => {
+                    tracing::info!("agent stopping; pods keep running");
+                    return Ok(());
+                }
+            }
+            let set = self.rescan();
+            self.apply(&set);
+        }
+    }
+}

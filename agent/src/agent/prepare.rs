@@ -1,0 +1,272 @@
+//! From a pod's manifest to what the runtime executes: the sandbox spec, the cgroup layout,
+//! the files every container gets (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`),
+//! volumes, and each container's `ContainerSpec`. This is the hook where later issues set up a
+//! pod's devices and network.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use tidelet_images::ResolvedImage;
+
+use crate::agent::node::Node;
+use crate::cgroups::Cgroups;
+use crate::config::Config;
+use crate::qos::{self, QosClass};
+use crate::resolve::{self, PodFields};
+use crate::runtime::{BindMount, ContainerSpec, SandboxSpec};
+
+/// Where a pod lives on the node; derived once from its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    pub hostname: String,
+    pub qos: QosClass,
+    /// `<cgroupRoot>/kubepods[/qos]/pod<uid>`.
+    pub cgroup: String,
+    pub pod_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub restart_policy: String,
+    pub grace_secs: u64,
+}
+
+/// The cgroup (under the pod's) that holds the infra process. Not a DNS label, so it can
+/// never collide with a container's name.
+pub const INFRA_CGROUP: &str = "_infra";
+
+pub fn spec(pod: &Pod) -> &PodSpec {
+    static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
+    pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
+}
+
+pub fn plan(cfg: &Config, node: &Node, pod: &Pod) -> PodPlan {
+    let s = spec(pod);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let qos = qos::qos_class(s);
+    let mut cgroup = cfg.kubepods_cgroup();
+    if let Some(dir) = qos.cgroup_dir() {
+        cgroup = format!("{cgroup}/{dir}");
+    }
+    cgroup = format!("{cgroup}/pod{uid}");
+    let hostname = if s.host_network == Some(true) {
+        node.hostname.clone()
+    } else {
+        // kubelet truncates the pod name to a valid hostname (63 chars, no trailing '-' or '.').
+        let h = s.hostname.clone().unwrap_or_else(|| name.clone());
+        let mut h: String = h.chars().take(63).collect();
+        while h.ends_with(['-', '.']) {
+            h.pop();
+        }
+        h
+    };
+    PodPlan {
+        pod_dir: cfg.pods_dir().join(&uid),
+        log_dir: cfg.logs_dir().join(format!("{namespace}_{name}_{uid}")),
+        uid,
+        name,
+        namespace,
+        hostname,
+        qos,
+        cgroup,
+        restart_policy: s.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+        grace_secs: s.termination_grace_period_seconds.unwrap_or(30).max(0) as u64,
+    }
+}
+
+pub fn sandbox_spec(plan: &PodPlan, pod: &Pod, cgroups: &dyn Cgroups) -> SandboxSpec {
+    let s = spec(pod);
+    SandboxSpec {
+        pod_uid: plan.uid.clone(),
+        pod_name: plan.name.clone(),
+        namespace: plan.namespace.clone(),
+        hostname: plan.hostname.clone(),
+        host_network: s.host_network == Some(true),
+        host_ipc: s.host_ipc == Some(true),
+        host_pid: s.host_pid == Some(true),
+        share_process_namespace: s.share_process_namespace == Some(true),
+        pod_dir: plan.pod_dir.clone(),
+        cgroup_procs: cgroups.procs_files(&format!("{}/{INFRA_CGROUP}", plan.cgroup)),
+        oom_score_adj: qos::INFRA_OOM_SCORE_ADJ,
+    }
+}
+
+/// Write the files every container of the pod bind-mounts: kubelet's managed `/etc/hosts`
+/// (the host's for hostNetwork pods), `/etc/hostname`, and `/etc/resolv.conf` from the node.
+pub fn write_pod_files(cfg: &Config, plan: &PodPlan, pod: &Pod) -> std::io::Result<()> {
+    let s = spec(pod);
+    let etc = plan.pod_dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let hosts = if s.host_network == Some(true) {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        format!(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.1.1\t{}\n",
+            plan.hostname
+        )
+    };
+    crate::state::atomic_write(&etc.join("hosts"), hosts.as_bytes())?;
+    crate::state::atomic_write(&etc.join("hostname"), format!("{}\n", plan.hostname).as_bytes())?;
+    let resolv = std::fs::read(&cfg.resolv_conf).unwrap_or_default();
+    crate::state::atomic_write(&etc.join("resolv.conf"), &resolv)?;
+    std::fs::create_dir_all(plan.pod_dir.join("volumes"))?;
+    Ok(())
+}
+
+/// Why a container cannot be started (its waiting reason and message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn volume_mounts(plan: &PodPlan, pod: &Pod, c: &Container) -> Result<Vec<BindMount>, NotReady> {
+    let s = spec(pod);
+    let mut out = Vec::new();
+    for vm in c.volume_mounts.iter().flatten() {
+        let err = |m: String| NotReady { reason: "CreateContainerConfigError", message: m };
+        let vol = s
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == vm.name)
+            .ok_or_else(|| err(format!("volumeMount {:?}: no volume of that name", vm.name)))?;
+        let source = if vol.empty_dir.is_some() {
+            let p = plan.pod_dir.join("volumes").join(&vol.name);
+            std::fs::create_dir_all(&p).map_err(|e| err(format!("emptyDir {:?}: {e}", vol.name)))?;
+            p
+        } else if let Some(hp) = &vol.host_path {
+            let p = PathBuf::from(&hp.path);
+            match hp.type_.as_deref().unwrap_or("") {
+                "DirectoryOrCreate" => std::fs::create_dir_all(&p)
+                    .map_err(|e| err(format!("hostPath {:?}: {e}", hp.path)))?,
+                "FileOrCreate" if !p.exists() => {
+                    std::fs::File::create(&p).map_err(|e| err(format!("hostPath {:?}: {e}", hp.path)))?;
+                }
+                "Directory" if !p.is_dir() => return Err(err(format!("hostPath {:?} is not a directory", hp.path))),
+                "File" if !p.is_file() => return Err(err(format!("hostPath {:?} is not a file", hp.path))),
+                _ if !p.exists() && !hp.type_.as_deref().unwrap_or("").is_empty() => {
+                    return Err(err(format!("hostPath {:?} does not exist", hp.path)))
+                }
+                _ => {}
+            }
+            p
+        } else {
+            return Err(err(format!("volume {:?}: only emptyDir and hostPath are supported", vol.name)));
+        };
+        out.push(BindMount { source, destination: vm.mount_path.clone(), readonly: vm.read_only == Some(true) });
+    }
+    Ok(out)
+}
+
+/// Paths of one container attempt's rootfs: a fresh writable layer per attempt, as a
+/// restarted Kubernetes container gets.
+pub fn rootfs_dir(plan: &PodPlan, name: &str, attempt: u32) -> PathBuf {
+    plan.pod_dir.join("rootfs").join(format!("{name}-{attempt}"))
+}
+
+pub fn container_cgroup(plan: &PodPlan, name: &str) -> String {
+    format!("{}/{name}", plan.cgroup)
+}
+
+pub fn log_path(plan: &PodPlan, name: &str, attempt: u32) -> PathBuf {
+    plan.log_dir.join(name).join(format!("{attempt}.log"))
+}
+
+pub fn stop_signal(image: Option<&ResolvedImage>) -> i32 {
+    let name = image.and_then(|i| i.config.stop_signal.clone()).unwrap_or_default();
+    let name = name.trim_start_matches("SIG");
+    if let Ok(n) = name.parse::<i32>() {
+        return n;
+    }
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .unwrap_or(libc::SIGTERM)
+}
+
+pub struct Inputs<'a> {
+    pub cfg: &'a Config,
+    pub node: &'a Node,
+    pub cgroups: &'a dyn Cgroups,
+    pub plan: &'a PodPlan,
+    pub pod: &'a Pod,
+}
+
+pub fn container_spec(
+    inp: &Inputs<'_>,
+    c: &Container,
+    image: &ResolvedImage,
+    attempt: u32,
+) -> Result<ContainerSpec, NotReady> {
+    let (plan, pod) = (inp.plan, inp.pod);
+    let s = spec(pod);
+    let fields = PodFields {
+        pod_name: plan.name.clone(),
+        namespace: plan.namespace.clone(),
+        uid: plan.uid.clone(),
+        node_name: inp.node.name.clone(),
+        host_ip: inp.node.ip.clone(),
+        pod_ip: if s.host_network == Some(true) { inp.node.ip.clone() } else { String::new() },
+        service_account: s.service_account_name.clone().unwrap_or_else(|| "default".into()),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+    };
+    let process = resolve::resolve_process(c, s.security_context.as_ref(), &image.config, &image.lowerdirs, &fields)
+        .map_err(|e| NotReady { reason: "CreateContainerConfigError", message: e.to_string() })?;
+    let etc = plan.pod_dir.join("etc");
+    let mut mounts = vec![
+        BindMount { source: etc.join("hosts"), destination: "/etc/hosts".into(), readonly: false },
+        BindMount { source: etc.join("hostname"), destination: "/etc/hostname".into(), readonly: false },
+        BindMount { source: etc.join("resolv.conf"), destination: "/etc/resolv.conf".into(), readonly: false },
+    ];
+    mounts.extend(volume_mounts(plan, pod, c)?);
+    let root = rootfs_dir(plan, &c.name, attempt);
+    let cg = container_cgroup(plan, &c.name);
+    Ok(ContainerSpec {
+        name: c.name.clone(),
+        attempt,
+        image: c.image.clone().unwrap_or_default(),
+        image_id: image.id.clone(),
+        argv: process.argv,
+        env: process.env,
+        cwd: process.cwd,
+        uid: process.uid,
+        gid: process.gid,
+        additional_gids: process.additional_gids,
+        lowerdirs: image.lowerdirs.clone(),
+        upperdir: root.join("upper"),
+        workdir: root.join("work"),
+        rootfs: root.join("merged"),
+        readonly_rootfs: c.security_context.as_ref().and_then(|s| s.read_only_root_filesystem) == Some(true),
+        mounts,
+        cgroup_procs: inp.cgroups.procs_files(&cg),
+        oom_kill_file: Some(inp.cgroups.oom_kill_file(&cg)),
+        oom_score_adj: qos::oom_score_adj(s, c, inp.node.memory_capacity),
+        log_path: log_path(plan, &c.name, attempt),
+        log_max_bytes: inp.cfg.container_log_max_size,
+        log_max_files: inp.cfg.container_log_max_files,
+        stop_signal: stop_signal(Some(image)),
+    })
+}
+
+/// Create the directories a container attempt needs.
+pub fn make_container_dirs(spec: &ContainerSpec) -> std::io::Result<()> {
+    for d in [&spec.upperdir, &spec.workdir, &spec.rootfs] {
+        std::fs::create_dir_all(d)?;
+    }
+    if let Some(p) = spec.log_path.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    Ok(())
+}
+
+/// Remove a directory tree; missing is fine.
+pub fn remove_tree(p: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}

@@ -1,0 +1,56 @@
+//! What the API serves: the latest published view of every pod. Workers publish; the API
+//! reads. A plain mutex: views are small and published only on changes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+
+use crate::pod::events::Events;
+
+/// What `exec` and `logs` need about a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    /// Host pid of the container's init, while it runs.
+    pub pid: Option<i32>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Log file of the current (or last) attempt.
+    pub log_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PodView {
+    /// The pod with its status.
+    pub pod: Pod,
+    pub events: Events,
+    pub containers: Vec<ContainerInfo>,
+    /// The manifest file it came from.
+    pub file: PathBuf,
+}
+
+#[derive(Default)]
+pub struct Shared {
+    pods: Mutex<BTreeMap<String, PodView>>,
+}
+
+impl Shared {
+    pub fn publish(&self, key: &str, view: PodView) {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), view);
+    }
+    pub fn remove(&self, key: &str) {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+    pub fn list(&self) -> Vec<PodView> {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+    pub fn get(&self, key: &str) -> Option<PodView> {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+}

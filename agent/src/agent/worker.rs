@@ -1,0 +1,510 @@
+//! One task per pod name: it owns that pod's lifecycle on the node. It is told the desired pod
+//! (latest value wins, through a `watch` channel), creates or adopts the sandbox, starts
+//! containers when their lifecycle says so, absorbs exits reported by the supervisor, tears the
+//! pod down when it is no longer wanted or replaced, and publishes the pod's status.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::prepare::{self, Inputs, PodPlan};
+use super::shared::{ContainerInfo, PodView};
+use super::Ctx;
+use crate::pod::events::Events;
+use crate::pod::lifecycle::{Due, Event, Life, Memo};
+use crate::pod::status::{self, PodFacts, Terminated};
+use crate::runtime::client::Client;
+use crate::runtime::{ContainerRecord, ContainerSpec, ContainerState, SandboxStatus};
+use crate::source::DesiredPod;
+
+/// What `<pod_dir>/pod.json` holds: enough to adopt the pod after an agent restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub key: String,
+    pub pod: Pod,
+    pub file: PathBuf,
+    pub cgroup: String,
+    pub log_dir: PathBuf,
+    pub start_time_ns: i64,
+    pub containers: BTreeMap<String, Memo>,
+    /// Run-time facts of running containers (for exec).
+    #[serde(default)]
+    pub info: BTreeMap<String, ContainerInfo>,
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+struct Running {
+    plan: PodPlan,
+    rec: PodRecord,
+    client: Client,
+    seq: u64,
+    failed: Option<(String, String)>,
+}
+
+pub struct Worker {
+    ctx: Arc<Ctx>,
+    key: String,
+    rx: watch::Receiver<Option<DesiredPod>>,
+    /// Pods of this name found on disk at start, to adopt or tear down.
+    adopt: Vec<PodRecord>,
+    running: Option<Running>,
+    events: Events,
+    notice: Option<(String, String)>,
+    /// Set when the pod is gone and the worker idles.
+    gone: watch::Sender<bool>,
+}
+
+impl Worker {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        key: String,
+        rx: watch::Receiver<Option<DesiredPod>>,
+        adopt: Vec<PodRecord>,
+        gone: watch::Sender<bool>,
+    ) -> Self {
+        Worker { ctx, key, rx, adopt, running: None, events: Events::default(), notice: None, gone }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let desired = self.rx.borrow_and_update().clone();
+            let want_uid = desired.as_ref().map(|d| d.pod.uid.clone());
+            // Pods on disk under this name that are not the desired one go first.
+            for rec in std::mem::take(&mut self.adopt) {
+                if Some(&rec.pod.metadata.uid.clone().unwrap_or_default()) == want_uid.as_ref() && self.running.is_none() {
+                    match self.adopt_pod(rec.clone()).await {
+                        Some(r) => self.running = Some(r),
+                        None => self.cleanup_record(&rec).await,
+                    }
+                } else {
+                    self.cleanup_record(&rec).await;
+                }
+            }
+            if let Some(r) = self.running.take() {
+                if Some(&r.plan.uid) == want_uid.as_ref() {
+                    self.running = Some(r);
+                } else {
+                    self.teardown(r).await;
+                }
+            }
+            let Some(d) = desired else {
+                self.ctx.shared.remove(&self.key);
+                let _ = self.gone.send(true);
+                if self.rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let _ = self.gone.send(false);
+            self.notice = (!d.file_errors.is_empty()).then(|| {
+                let msg = d.file_errors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+                ("InvalidManifest".to_string(), format!("manifest is invalid, still running the last good spec: {msg}"))
+            });
+            if let Some((_, m)) = &self.notice {
+                self.events.push(true, "InvalidManifest", m.clone(), now_ns());
+            }
+            if self.running.is_none() {
+                match self.create(&d).await {
+                    Ok(r) => self.running = Some(r),
+                    Err(msg) => {
+                        self.events.push(true, "FailedCreatePodSandBox", msg.clone(), now_ns());
+                        tracing::error!(pod = %self.key, error = %msg, "cannot create pod sandbox");
+                        self.publish_failed(&d, &msg);
+                        tokio::select! {
+                            r = self.rx.changed() => if r.is_err() { return },
+                            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if self.drive().await.is_err() {
+                // Told to stop for good (channel closed): leave the pod running.
+                return;
+            }
+        }
+    }
+
+    fn inputs<'a>(&'a self, r: &'a Running) -> Inputs<'a> {
+        Inputs { cfg: &self.ctx.cfg, node: &self.ctx.node, cgroups: &*self.ctx.cgroups, plan: &r.plan, pod: &r.rec.pod }
+    }
+
+    async fn create(&mut self, d: &DesiredPod) -> Result<Running, String> {
+        let pod = d.pod.pod.clone();
+        let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &pod);
+        let span = tracing::info_span!("create", pod = %self.key, uid = %plan.uid);
+        let _e = span.enter();
+        let s = prepare::spec(&pod);
+        // Leftovers of an earlier life of this UID (e.g. the supervisor died): start clean.
+        let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
+        let _ = self.ctx.cgroups.remove(&plan.cgroup);
+        let _ = prepare::remove_tree(&plan.pod_dir);
+        std::fs::create_dir_all(&plan.pod_dir).map_err(|e| format!("{}: {e}", plan.pod_dir.display()))?;
+        prepare::write_pod_files(&self.ctx.cfg, &plan, &pod).map_err(|e| format!("pod files: {e}"))?;
+        let mut pod_res = crate::qos::pod_resources(s);
+        pod_res.pids_limit = self.ctx.cfg.pod_pids_limit;
+        self.ctx.cgroups.apply(&plan.cgroup, &pod_res).map_err(|e| e.to_string())?;
+        self.ctx
+            .cgroups
+            .apply(&format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP), &Default::default())
+            .map_err(|e| e.to_string())?;
+        let mut containers = BTreeMap::new();
+        for c in &s.containers {
+            containers.insert(c.name.clone(), Memo::default());
+        }
+        let rec = PodRecord {
+            key: self.key.clone(),
+            pod: pod.clone(),
+            file: d.pod.file.clone(),
+            cgroup: plan.cgroup.clone(),
+            log_dir: plan.log_dir.clone(),
+            start_time_ns: now_ns(),
+            containers,
+            info: BTreeMap::new(),
+        };
+        save(&plan, &rec)?;
+        let sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
+        let exe = self.ctx.exe.clone();
+        let pod_dir = plan.pod_dir.clone();
+        let pid = tokio::task::spawn_blocking(move || crate::runtime::spawn_supervisor(&exe, &pod_dir, &sandbox))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        tracing::info!(pid, "pod sandbox started");
+        self.events.push(false, "SandboxStarted", format!("infra process {pid}"), now_ns());
+        let client = Client::connect(&plan.pod_dir);
+        Ok(Running { plan, rec, client, seq: 0, failed: None })
+    }
+
+    async fn adopt_pod(&mut self, rec: PodRecord) -> Option<Running> {
+        let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
+        let client = Client::connect(&plan.pod_dir);
+        match client.status().await {
+            Ok(st) => {
+                tracing::info!(pod = %self.key, uid = %plan.uid, infra = st.pid, "adopted running pod");
+                self.events.push(false, "Adopted", format!("infra process {} adopted after agent restart", st.pid), now_ns());
+                let mut r = Running { plan, rec, client, seq: 0, failed: None };
+                self.absorb(&mut r, &st);
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(pod = %self.key, uid = %plan.uid, error = %e, "pod supervisor is gone; recreating the pod");
+                None
+            }
+        }
+    }
+
+    /// Remove what a pod record describes (supervisor, cgroups, dirs).
+    async fn cleanup_record(&mut self, rec: &PodRecord) {
+        let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
+        let client = Client::connect(&plan.pod_dir);
+        let r = Running { plan, rec: rec.clone(), client, seq: 0, failed: None };
+        self.teardown(r).await;
+    }
+
+    async fn teardown(&mut self, r: Running) {
+        let span = tracing::info_span!("teardown", pod = %self.key, uid = %r.plan.uid);
+        let _e = span.enter();
+        let grace = r.plan.grace_secs;
+        let res = tokio::time::timeout(Duration::from_secs(grace + 15), r.client.shutdown(grace)).await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "supervisor did not answer shutdown; killing the pod's cgroup"),
+            Err(_) => tracing::warn!("supervisor shutdown timed out; killing the pod's cgroup"),
+        }
+        let cg = self.ctx.cgroups.clone();
+        let (cgroup, pod_dir, log_dir) = (r.rec.cgroup.clone(), r.plan.pod_dir.clone(), r.plan.log_dir.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            cg.kill_all(&cgroup).map_err(|e| e.to_string())?;
+            cg.remove(&cgroup).map_err(|e| e.to_string())?;
+            prepare::remove_tree(&pod_dir).map_err(|e| format!("{}: {e}", pod_dir.display()))?;
+            prepare::remove_tree(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => tracing::info!("pod removed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "pod removal incomplete"),
+            Err(e) => tracing::error!(error = %e, "pod removal task failed"),
+        }
+        self.events.push(false, "Killing", "pod stopped and removed".into(), now_ns());
+    }
+
+    /// Run the pod until the desired pod changes. `Err` when the channel closed.
+    async fn drive(&mut self) -> Result<(), ()> {
+        loop {
+            let mut r = self.running.take().expect("drive needs a running pod");
+            self.act(&mut r).await;
+            self.publish(&r);
+            let next = r.rec.containers.values().filter_map(|m| match m.due(now_ns()) {
+                Due::At(t) => Some(t),
+                Due::Start(_) => Some(now_ns()),
+                Due::Nothing => None,
+            }).min();
+            let sleep_for = next
+                .map(|t| Duration::from_nanos((t - now_ns()).max(0) as u64))
+                .unwrap_or(Duration::from_secs(3600));
+            let seq = r.seq;
+            let client = r.client.clone();
+            self.running = Some(r);
+            tokio::select! {
+                changed = self.rx.changed() => {
+                    return changed.map_err(|_| ());
+                }
+                st = client.wait(seq, Duration::from_secs(30)) => {
+                    let mut r = self.running.take().expect("running");
+                    match st {
+                        Ok(st) => self.absorb(&mut r, &st),
+                        Err(e) => {
+                            tracing::warn!(pod = %self.key, error = %e, "lost the pod supervisor; recreating the pod");
+                            self.events.push(true, "SandboxChanged", format!("pod sandbox lost ({e}); it will be killed and re-created"), now_ns());
+                            self.teardown(r).await;
+                            return Ok(());
+                        }
+                    }
+                    self.running = Some(r);
+                }
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+    }
+
+    /// Fold a supervisor status into the containers' lifecycles.
+    fn absorb(&mut self, r: &mut Running, st: &SandboxStatus) {
+        r.seq = st.seq;
+        let policy = r.plan.restart_policy.clone();
+        let mut changed = false;
+        for record in &st.containers {
+            let Some(memo) = r.rec.containers.get_mut(&record.name) else { continue };
+            let before = memo.clone();
+            if let Some(ev) = record_event(record, &r.plan.uid) {
+                if let Event::Exited { term, .. } = &ev {
+                    let running_it = matches!(memo.life, Life::Running { attempt, .. } if attempt == record.attempt);
+                    if running_it {
+                        let warn = term.exit_code != 0;
+                        self.events.push(warn, if term.reason == "OOMKilled" { "OOMKilled" } else { "Exited" },
+                            format!("container {} exited with code {} ({})", record.name, term.exit_code, term.reason), now_ns());
+                        tracing::info!(pod = %self.key, container = %record.name, exit_code = term.exit_code, reason = %term.reason, "container exited");
+                    }
+                }
+                if matches!(ev, Event::Started { .. }) && !matches!(memo.life, Life::Waiting { .. } | Life::BackOff { .. }) {
+                    // Already known running.
+                } else {
+                    memo.step(ev, &policy);
+                }
+            }
+            if *memo != before {
+                changed = true;
+                if let Life::BackOff { .. } = memo.life {
+                    let msg = format!("Back-off restarting failed container {}", record.name);
+                    self.events.push(true, "BackOff", msg, now_ns());
+                }
+                if !matches!(memo.life, Life::Running { .. }) {
+                    if let Some(i) = r.rec.info.get_mut(&record.name) {
+                        i.pid = None;
+                    }
+                }
+            }
+        }
+        if changed {
+            if let Err(e) = save(&r.plan, &r.rec) {
+                tracing::error!(pod = %self.key, error = %e, "cannot save pod state");
+            }
+        }
+    }
+
+    /// Start the containers whose lifecycle says so.
+    async fn act(&mut self, r: &mut Running) {
+        let containers = prepare::spec(&r.rec.pod).containers.clone();
+        let mut changed = false;
+        for c in &containers {
+            let Some(memo) = r.rec.containers.get(&c.name) else { continue };
+            let Due::Start(attempt) = memo.due(now_ns()) else { continue };
+            changed = true;
+            let ev = self.start_container(r, c, attempt).await;
+            let memo = r.rec.containers.get_mut(&c.name).expect("memo");
+            let prev_attempt = attempt.checked_sub(1);
+            memo.step(ev, &r.plan.restart_policy.clone());
+            if let (Some(prev), Life::Running { .. }) = (prev_attempt, &memo.life) {
+                // The previous attempt's writable layer is not needed any more.
+                let _ = prepare::remove_tree(&prepare::rootfs_dir(&r.plan, &c.name, prev));
+            }
+        }
+        if changed {
+            if let Err(e) = save(&r.plan, &r.rec) {
+                tracing::error!(pod = %self.key, error = %e, "cannot save pod state");
+            }
+        }
+    }
+
+    async fn start_container(&mut self, r: &mut Running, c: &k8s_openapi::api::core::v1::Container, attempt: u32) -> Event {
+        let retry = |reason: &str, message: String| Event::Blocked {
+            reason: reason.to_string(),
+            message,
+            retry_at_ns: now_ns() + 5_000_000_000,
+        };
+        let image_ref = c.image.clone().unwrap_or_default();
+        let image = match self.ctx.store.resolve(&image_ref) {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                let never = c.image_pull_policy.as_deref() == Some("Never");
+                let (reason, msg) = if never {
+                    ("ErrImageNeverPull", format!("Container image {image_ref:?} is not present with pull policy of Never"))
+                } else {
+                    ("ErrImagePull", format!("Container image {image_ref:?} is not present and pulling images is not supported yet; import it with `tidelet image import`"))
+                };
+                self.events.push(true, reason, msg.clone(), now_ns());
+                return retry(reason, msg);
+            }
+            Err(e) => {
+                self.events.push(true, "InspectFailed", e.to_string(), now_ns());
+                return retry("InspectFailed", e.to_string());
+            }
+        };
+        if c.image_pull_policy.as_deref() == Some("Always") {
+            self.events.push(false, "Pulled", format!("image {image_ref:?} is used from the local store (pulls are not supported yet)"), now_ns());
+        }
+        let spec: ContainerSpec = match prepare::container_spec(&self.inputs(r), c, &image, attempt) {
+            Ok(s) => s,
+            Err(e) => {
+                self.events.push(true, "Failed", e.message.clone(), now_ns());
+                return retry(e.reason, e.message);
+            }
+        };
+        let res = self.ctx.cgroups.apply(&prepare::container_cgroup(&r.plan, &c.name), &crate::qos::container_resources(c));
+        if let Err(e) = res {
+            return retry("CreateContainerError", e.to_string());
+        }
+        if let Err(e) = prepare::make_container_dirs(&spec) {
+            return retry("CreateContainerError", e.to_string());
+        }
+        if let Some(m) = r.rec.containers.get_mut(&c.name) {
+            m.image_id = image.id.clone();
+        }
+        match r.client.start(&spec).await {
+            Ok(record) => {
+                if let ContainerState::Running { pid, .. } = record.state {
+                    self.events.push(false, "Started", format!("Started container {} (pid {pid})", c.name), now_ns());
+                    tracing::info!(pod = %self.key, container = %c.name, pid, attempt, "container started");
+                }
+                let pid = match record.state { ContainerState::Running { pid, .. } => Some(pid), _ => None };
+                r.rec.info.insert(c.name.clone(), ContainerInfo {
+                    name: c.name.clone(),
+                    pid,
+                    env: spec.env.clone(),
+                    cwd: spec.cwd.clone(),
+                    uid: spec.uid,
+                    gid: spec.gid,
+                    cgroup_procs: spec.cgroup_procs.clone(),
+                    log_path: Some(spec.log_path.clone()),
+                });
+                if let ContainerState::Exited { message, .. } = &record.state {
+                    self.events.push(true, "Failed", format!("Error: {message}"), now_ns());
+                }
+                r.seq = r.seq.max(record.seq);
+                record_event(&record, &r.plan.uid).unwrap_or_else(|| retry("RunContainerError", "no state".into()))
+            }
+            Err(e) => {
+                self.events.push(true, "Failed", e.to_string(), now_ns());
+                retry("RunContainerError", e.to_string())
+            }
+        }
+    }
+
+    fn facts(&self, r: Option<&Running>, rec_pod: &Pod) -> PodFacts {
+        let s = prepare::spec(rec_pod);
+        let host_network = s.host_network == Some(true);
+        PodFacts {
+            restart_policy: s.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+            qos_class: crate::qos::qos_class(s).as_str().to_string(),
+            host_ip: self.ctx.node.ip.clone(),
+            pod_ip: if host_network { self.ctx.node.ip.clone() } else { String::new() },
+            start_time_ns: r.map(|r| r.rec.start_time_ns),
+            failed: r.and_then(|r| r.failed.clone()),
+            notice: self.notice.clone(),
+        }
+    }
+
+    fn publish(&self, r: &Running) {
+        let now = now_ns();
+        let pod_desc = format!("{}_{}({})", r.plan.name, r.plan.namespace, r.plan.uid);
+        let s = prepare::spec(&r.rec.pod);
+        let views: Vec<_> = s
+            .containers
+            .iter()
+            .map(|c| {
+                let m = r.rec.containers.get(&c.name).cloned().unwrap_or_default();
+                m.view(&c.name, c.image.as_deref().unwrap_or(""), &pod_desc, now)
+            })
+            .collect();
+        let mut pod = r.rec.pod.clone();
+        pod.status = Some(status::pod_status(&self.facts(Some(r), &r.rec.pod), &views));
+        let containers = s
+            .containers
+            .iter()
+            .map(|c| r.rec.info.get(&c.name).cloned().unwrap_or_else(|| ContainerInfo { name: c.name.clone(), ..Default::default() }))
+            .collect();
+        self.ctx.shared.publish(&self.key, PodView { pod, events: self.events.clone(), containers, file: r.rec.file.clone() });
+    }
+
+    fn publish_failed(&self, d: &DesiredPod, msg: &str) {
+        let mut pod = d.pod.pod.clone();
+        let mut facts = self.facts(None, &pod);
+        facts.failed = Some(("FailedCreatePodSandBox".into(), msg.to_string()));
+        let views: Vec<_> = prepare::spec(&pod)
+            .containers
+            .iter()
+            .map(|c| Memo::default().view(&c.name, c.image.as_deref().unwrap_or(""), "", now_ns()))
+            .collect();
+        pod.status = Some(status::pod_status(&facts, &views));
+        self.ctx.shared.publish(&self.key, PodView { pod, events: self.events.clone(), containers: vec![], file: d.pod.file.clone() });
+    }
+}
+
+fn save(plan: &PodPlan, rec: &PodRecord) -> Result<(), String> {
+    crate::state::atomic_write_json(&plan.pod_dir.join("pod.json"), rec).map_err(|e| format!("{}: {e}", plan.pod_dir.display()))
+}
+
+/// A supervisor record as a lifecycle event.
+fn record_event(rec: &ContainerRecord, uid: &str) -> Option<Event> {
+    let container_id = format!("tidelet://{uid}/{}/{}", rec.name, rec.attempt);
+    Some(match &rec.state {
+        ContainerState::Running { started_at, .. } => Event::Started { attempt: rec.attempt, started_at: *started_at, container_id },
+        ContainerState::Exited { exit_code, signal, reason, message, started_at, finished_at } => Event::Exited {
+            attempt: rec.attempt,
+            term: Terminated {
+                exit_code: *exit_code,
+                signal: *signal,
+                reason: reason.clone(),
+                message: message.clone(),
+                started_at: *started_at,
+                finished_at: *finished_at,
+                container_id,
+            },
+        },
+    })
+}
+
+/// Read every pod record under `pods_dir` (for adoption at start).
+pub fn load_records(pods_dir: &std::path::Path) -> Vec<PodRecord> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(pods_dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path().join("pod.json");
+        match std::fs::read(&p).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<PodRecord>(&b).map_err(|e| e.to_string())) {
+            Ok(r) => out.push(r),
+            Err(err) => tracing::warn!(path = %p.display(), error = %err, "unreadable pod record; leaving it alone"),
+        }
+    }
+    out
+}

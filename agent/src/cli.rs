@@ -1,0 +1,351 @@
+//! The command line: flags (clap) and the commands behind them. `main.rs` only calls `main`.
+
+use std::error::Error;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::{self, Request, Response};
+use crate::config::{self, Config};
+use crate::manifest;
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+#[derive(Parser, Debug)]
+#[command(name = "tidelet", version, about = "A standalone, kubelet-like node agent for embedded Linux")]
+pub struct Cli {
+    /// tidelet's state directory; the CLI finds the running agent through it.
+    #[arg(long, global = true, env = "TIDELET_ROOT_DIR", default_value = config::DEFAULT_ROOT_DIR)]
+    pub root_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent: watch the static-pod directory and run its pods.
+    Run(RunArgs),
+    /// Check manifest files offline; prints every problem, exit status 1 if any.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Node name used for static-pod naming (defaults to the host name).
+        #[arg(long)]
+        node_name: Option<String>,
+    },
+    /// Manage images in the local store.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Show pods.
+    Get {
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// Show a pod in detail, with its events.
+    Describe {
+        #[command(subcommand)]
+        what: DescribeWhat,
+    },
+    /// Print a container's logs.
+    Logs {
+        pod: String,
+        #[arg(short, long)]
+        container: Option<String>,
+        #[arg(short, long)]
+        follow: bool,
+        /// The previous attempt's logs (after a restart).
+        #[arg(short, long)]
+        previous: bool,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Run a command in a running container.
+    Exec {
+        pod: String,
+        #[arg(short, long)]
+        container: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// (internal) The per-pod supervisor.
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        pod_dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// KubeletConfiguration-style YAML file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub static_pod_path: Option<PathBuf>,
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Parent cgroup of `kubepods` (e.g. `/` or `/tidelet`).
+    #[arg(long)]
+    pub cgroup_root: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Import an OCI archive or a `docker save` archive.
+    Import {
+        file: PathBuf,
+    },
+    /// List images.
+    Ls,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Wide,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GetWhat {
+    #[command(alias = "pod", alias = "po")]
+    Pods {
+        name: Option<String>,
+        #[arg(short, long)]
+        output: Option<Output>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DescribeWhat {
+    #[command(alias = "pods", alias = "po")]
+    Pod {
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+}
+
+pub fn init_tracing(for_agent: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TIDELET_LOG").unwrap_or_else(|_| EnvFilter::new(if for_agent { "info" } else { "warn" }));
+    // Under systemd, journald adds its own timestamps.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    if journal {
+        b.without_time().init();
+    } else {
+        b.init();
+    }
+}
+
+pub fn main(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Shim { pod_dir } => {
+            crate::runtime::supervisor::main(&pod_dir);
+        }
+        Command::Run(args) => {
+            init_tracing(true);
+            run(cli.root_dir, args)
+        }
+        Command::Validate { files, node_name } => {
+            init_tracing(false);
+            Ok(validate(&files, node_name))
+        }
+        Command::Image(cmd) => {
+            init_tracing(false);
+            image(&cli.root_dir, cmd)
+        }
+        Command::Get { what: GetWhat::Pods { name, output, namespace } } => get_pods(&cli.root_dir, name, output, namespace),
+        Command::Describe { what: DescribeWhat::Pod { name, namespace } } => describe(&cli.root_dir, &name, namespace),
+        Command::Logs { pod, container, follow, previous, namespace } => {
+            logs(&cli.root_dir, &pod, container, follow, previous, namespace)
+        }
+        Command::Exec { pod, container, namespace, command } => exec(&cli.root_dir, &pod, container, namespace, command),
+    }
+}
+
+fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {
+    let mut cfg = Config { root_dir, ..Config::default() };
+    if let Some(f) = &args.config {
+        cfg.merge_file(f)?;
+    }
+    if let Some(v) = args.static_pod_path {
+        cfg.static_pod_path = v;
+    }
+    if let Some(v) = args.node_name {
+        cfg.node_name = v.to_lowercase();
+    }
+    if let Some(v) = args.cgroup_root {
+        cfg.cgroup_root = v;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let socket = cfg.socket_path();
+        tracing::info!(root_dir = %cfg.root_dir.display(), static_pod_path = %cfg.static_pod_path.display(), node = %cfg.node_name, cgroup_root = %cfg.cgroup_root, "tidelet starting");
+        let agent = crate::agent::Agent::new(cfg)?;
+        let listener = api::server::bind(&socket)?;
+        tokio::spawn(api::server::serve(listener, agent.ctx()));
+        let (stop_tx, stop_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            let _ = stop_tx.send(()).await;
+        });
+        agent.run(stop_rx, || tracing::info!("tidelet ready")).await?;
+        Ok::<i32, Box<dyn Error>>(0)
+    })
+}
+
+fn validate(files: &[PathBuf], node_name: Option<String>) -> i32 {
+    let node = node_name.unwrap_or_else(|| Config::default().node_name);
+    let mut bad = false;
+    for f in files {
+        let r = manifest::load_file(f, &node);
+        for p in &r.errors {
+            println!("error: {p}");
+            bad = true;
+        }
+        for pod in &r.pods {
+            for w in &pod.warnings {
+                println!("warning: {w}");
+            }
+        }
+        if r.errors.is_empty() {
+            println!("{}: ok ({} pod{})", f.display(), r.pods.len(), if r.pods.len() == 1 { "" } else { "s" });
+        }
+    }
+    i32::from(bad)
+}
+
+fn image(root: &std::path::Path, cmd: ImageCmd) -> Result<i32> {
+    let store = tidelet_images::Store::open(&root.join("images"))?;
+    match cmd {
+        ImageCmd::Import { file } => {
+            for name in store.import(&file)? {
+                println!("imported {name}");
+            }
+        }
+        ImageCmd::Ls => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<50} {:<15} {:>10} {}", "IMAGE", "ID", "SIZE", "PLATFORM")?;
+            for i in store.list()? {
+                let id = i.id.trim_start_matches("sha256:");
+                let names = if i.names.is_empty() { vec!["<none>".to_string()] } else { i.names.clone() };
+                for n in names {
+                    writeln!(out, "{:<50} {:<15} {:>10} {}/{}", n, &id[..id.len().min(12)], human_size(i.size), i.os, i.architecture)?;
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n}B") } else { format!("{v:.1}{}", UNITS[u]) }
+}
+
+fn get_pod_view(root: &std::path::Path, name: &str, namespace: Option<String>) -> Result<crate::agent::shared::PodView> {
+    match api::client::call(&config::api_socket(root), &Request::GetPod { name: name.to_string(), namespace })? {
+        Response::Pod { pod } => Ok(*pod),
+        other => Err(format!("unexpected answer: {other:?}").into()),
+    }
+}
+
+fn get_pods(root: &std::path::Path, name: Option<String>, output: Option<Output>, namespace: Option<String>) -> Result<i32> {
+    let views = match &name {
+        Some(n) => vec![get_pod_view(root, n, namespace)?],
+        None => match api::client::call(&config::api_socket(root), &Request::ListPods)? {
+            Response::Pods { pods } => pods
+                .into_iter()
+                .filter(|v| namespace.as_ref().is_none_or(|ns| v.pod.metadata.namespace.as_ref() == Some(ns)))
+                .collect(),
+            other => return Err(format!("unexpected answer: {other:?}").into()),
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    match output {
+        Some(Output::Json) | Some(Output::Yaml) => {
+            let value = if name.is_some() {
+                serde_json::to_value(&views[0].pod)?
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": views.iter().map(|v| &v.pod).collect::<Vec<_>>()})
+            };
+            let mut value = value;
+            if let Some(items) = value.get_mut("items").and_then(|i| i.as_array_mut()) {
+                for i in items {
+                    add_type_meta(i);
+                }
+            } else {
+                add_type_meta(&mut value);
+            }
+            if output == Some(Output::Json) {
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                write!(out, "{}", serde_yaml::to_string(&value)?)?;
+            }
+        }
+        _ => crate::render::pod_table(&mut out, &views, output == Some(Output::Wide))?,
+    }
+    Ok(0)
+}
+
+fn add_type_meta(v: &mut serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("apiVersion".into(), "v1".into());
+        o.insert("kind".into(), "Pod".into());
+    }
+}
+
+fn describe(root: &std::path::Path, name: &str, namespace: Option<String>) -> Result<i32> {
+    let v = get_pod_view(root, name, namespace)?;
+    crate::render::describe(&mut std::io::stdout().lock(), &v)?;
+    Ok(0)
+}
+
+fn pick_container<'a>(v: &'a crate::agent::shared::PodView, name: Option<&str>) -> Result<&'a crate::agent::shared::ContainerInfo> {
+    match name {
+        Some(n) => v.containers.iter().find(|c| c.name == n).ok_or_else(|| format!("container {n:?} not found in the pod").into()),
+        None if v.containers.len() == 1 => Ok(&v.containers[0]),
+        None => Err(format!(
+            "the pod has several containers; choose one with -c: {}",
+            v.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        )
+        .into()),
+    }
+}
+
+fn logs(root: &std::path::Path, pod: &str, container: Option<String>, follow: bool, previous: bool, namespace: Option<String>) -> Result<i32> {
+    let v = get_pod_view(root, pod, namespace)?;
+    let c = pick_container(&v, container.as_deref())?;
+    let mut path = c.log_path.clone().ok_or("the container has not started yet: no logs")?;
+    if previous {
+        let attempt: u32 = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if attempt == 0 {
+            return Err(format!("previous terminated container {:?} not found", c.name).into());
+        }
+        path = path.with_file_name(format!("{}.log", attempt - 1));
+    }
+    crate::runtime::logs::read_logs(&path, follow, &mut std::io::stdout().lock())?;
+    Ok(0)
+}
+
+fn exec(root: &std::path::Path, pod: &str, container: Option<String>, namespace: Option<String>, command: Vec<String>) -> Result<i32> {
+    let v = get_pod_view(root, pod, namespace)?;
+    let c = pick_container(&v, container.as_deref())?;
+    let pid = c.pid.ok_or_else(|| format!("container {:?} is not running", c.name))?;
+    Ok(crate::runtime::exec::exec_in_container(pid, &command, &c.env, &c.cwd, &c.cgroup_procs)?)
+}

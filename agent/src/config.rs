@@ -1,0 +1,240 @@
+//! The agent's configuration: a KubeletConfiguration-style YAML file (same key names where
+//! kubelet has one) overridden by command-line flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::quantity;
+
+pub const DEFAULT_ROOT_DIR: &str = "/var/lib/tidelet";
+pub const DEFAULT_STATIC_POD_PATH: &str = "/etc/tidelet/manifests";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub root_dir: PathBuf,
+    pub static_pod_path: PathBuf,
+    /// Lower-cased; the static-pod name suffix.
+    pub node_name: String,
+    /// Parent of `kubepods` in every cgroup hierarchy, e.g. `/` or `/tidelet-test`.
+    pub cgroup_root: String,
+    /// Where cgroup file systems are mounted (`/sys/fs/cgroup`).
+    pub cgroup_mount: PathBuf,
+    pub mountinfo: PathBuf,
+    /// Full rescan of the static-pod directory (kubelet's `fileCheckFrequency`).
+    pub file_check_frequency: Duration,
+    pub container_log_max_size: u64,
+    pub container_log_max_files: u32,
+    pub pod_pids_limit: Option<i64>,
+    /// The node's IP in pod status (`status.hostIP`); detected when unset.
+    pub node_ip: Option<String>,
+    /// Copied into pods as `/etc/resolv.conf` (kubelet's `resolvConf`).
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root_dir: PathBuf::from(DEFAULT_ROOT_DIR),
+            static_pod_path: PathBuf::from(DEFAULT_STATIC_POD_PATH),
+            node_name: default_node_name(),
+            cgroup_root: "/".into(),
+            cgroup_mount: PathBuf::from("/sys/fs/cgroup"),
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            file_check_frequency: Duration::from_secs(20),
+            container_log_max_size: 10 << 20,
+            container_log_max_files: 5,
+            pod_pids_limit: None,
+            node_ip: None,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+        .to_lowercase()
+}
+
+/// The config file's keys (KubeletConfiguration names where kubelet has them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileConfig {
+    api_version: Option<String>,
+    kind: Option<String>,
+    static_pod_path: Option<PathBuf>,
+    root_dir: Option<PathBuf>,
+    /// kubelet's `--hostname-override`.
+    hostname_override: Option<String>,
+    cgroup_root: Option<String>,
+    file_check_frequency: Option<String>,
+    container_log_max_size: Option<String>,
+    container_log_max_files: Option<u32>,
+    pod_pids_limit: Option<i64>,
+    /// kubelet's `--node-ip`.
+    node_ip: Option<String>,
+    resolv_conf: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field}: {reason}")]
+    Field { path: PathBuf, field: &'static str, reason: String },
+}
+
+/// Parse a Go-style duration as KubeletConfiguration writes them (`20s`, `1m30s`, `500ms`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += Duration::try_from_secs_f64(value * unit).ok()?;
+    }
+    Some(total)
+}
+
+impl Config {
+    /// Apply a config file on top of `self`.
+    pub fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let f: FileConfig = serde_yaml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let field = |field, reason: String| ConfigError::Field { path: path.into(), field, reason };
+        if let Some(kind) = &f.kind {
+            if kind != "KubeletConfiguration" && kind != "TideletConfiguration" {
+                return Err(field("kind", format!("{kind:?} is not KubeletConfiguration")));
+            }
+        }
+        let _ = f.api_version;
+        if let Some(v) = f.static_pod_path {
+            self.static_pod_path = v;
+        }
+        if let Some(v) = f.root_dir {
+            self.root_dir = v;
+        }
+        if let Some(v) = f.hostname_override {
+            self.node_name = v.to_lowercase();
+        }
+        if let Some(v) = f.cgroup_root {
+            self.cgroup_root = v;
+        }
+        if let Some(v) = f.file_check_frequency {
+            self.file_check_frequency = parse_duration(&v)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| field("fileCheckFrequency", format!("{v:?} is not a duration like 20s")))?;
+        }
+        if let Some(v) = f.container_log_max_size {
+            let n = quantity::parse_units(&v).map_err(|e| field("containerLogMaxSize", e.to_string()))?;
+            if n < 4096 {
+                return Err(field("containerLogMaxSize", format!("{v:?} is below 4Ki")));
+            }
+            self.container_log_max_size = n as u64;
+        }
+        if let Some(v) = f.container_log_max_files {
+            if v < 2 {
+                return Err(field("containerLogMaxFiles", "must be at least 2".into()));
+            }
+            self.container_log_max_files = v;
+        }
+        if let Some(v) = f.pod_pids_limit {
+            self.pod_pids_limit = (v > 0).then_some(v);
+        }
+        if let Some(v) = f.node_ip {
+            self.node_ip = Some(v);
+        }
+        if let Some(v) = f.resolv_conf {
+            self.resolv_conf = v;
+        }
+        Ok(())
+    }
+
+    /// The cgroup path (relative to each hierarchy's root) of `kubepods`.
+    pub fn kubepods_cgroup(&self) -> String {
+        let root = self.cgroup_root.trim_matches('/');
+        if root.is_empty() {
+            "kubepods".into()
+        } else {
+            format!("{root}/kubepods")
+        }
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.root_dir.join("pods")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root_dir.join("logs")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.root_dir.join("images")
+    }
+    pub fn socket_path(&self) -> PathBuf {
+        api_socket(&self.root_dir)
+    }
+}
+
+/// The agent's API socket under a root directory.
+pub fn api_socket(root_dir: &Path) -> PathBuf {
+    root_dir.join("tidelet.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        let cases = [("20s", Some(20_000)), ("1m30s", Some(90_000)), ("500ms", Some(500)), ("1h", Some(3_600_000)), ("", None), ("5", None), ("3x", None)];
+        for (s, want) in cases {
+            assert_eq!(parse_duration(s).map(|d| d.as_millis() as u64), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "kind: KubeletConfiguration\nstaticPodPath: /x\ncgroupRoot: /t\ncontainerLogMaxSize: 1Mi\nfileCheckFrequency: 5s\n").unwrap();
+        let mut c = Config::default();
+        c.merge_file(&p).unwrap();
+        assert_eq!(c.static_pod_path, PathBuf::from("/x"));
+        assert_eq!(c.kubepods_cgroup(), "t/kubepods");
+        assert_eq!(c.container_log_max_size, 1 << 20);
+        assert_eq!(c.file_check_frequency, Duration::from_secs(5));
+
+        std::fs::write(&p, "containerLogMaxSize: lots\n").unwrap();
+        let e = c.merge_file(&p).unwrap_err().to_string();
+        assert!(e.contains("containerLogMaxSize"), "{e}");
+        std::fs::write(&p, "staticPodPat: /x\n").unwrap();
+        let e = c.merge_file(&p).unwrap_err().to_string();
+        assert!(e.contains("staticPodPat"), "{e}");
+    }
+}

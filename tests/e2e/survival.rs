@@ -1,0 +1,66 @@
+//! Pods outlive the agent: SIGKILL it, change things while it is down, start it again.
+
+use std::time::Duration;
+
+use tidelet_e2e::*;
+
+use crate::pod_yaml;
+
+#[test]
+fn agent_sigkill_and_restart_adopts_pods_and_reports_exits_meanwhile() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start();
+    a.write("stay.yaml", &pod_yaml("stay", "", &[("c", "sleep 3600", "")]));
+    a.write("dies.yaml", &pod_yaml("dies", "", &[("c", "sleep 3600", "")]));
+    let (stay, dies) = (a.full_name("stay"), a.full_name("dies"));
+    let stay1 = a.wait_running(&stay);
+    a.wait_running(&dies);
+    let stay_pid = a.container_pid(&stay, "c");
+    let dies_pid = a.container_pid(&dies, "c");
+    let sup_before = a.supervisor_pids();
+
+    a.kill9();
+    // While the agent is down: the pods keep running; one container is killed.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::path::Path::new(&format!("/proc/{stay_pid}")).exists(), "pod survives the agent");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dies_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    a.spawn();
+    let p = a.wait_running(&stay);
+    assert_eq!(p["metadata"]["uid"], stay1["metadata"]["uid"]);
+    assert_eq!(a.container_pid(&stay, "c"), stay_pid, "adopted, not restarted");
+    assert_eq!(Agent::container_status(&p, "c")["restartCount"], 0);
+    let d = a.wait_pod(&dies, "exit while down reported and restarted", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"] == 1 && all_running(p)
+    });
+    let last = &Agent::container_status(&d, "c")["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137, "{last}");
+    let sup_after = a.supervisor_pids();
+    assert_eq!(sup_before.len(), sup_after.len());
+    for s in &sup_before {
+        assert!(sup_after.contains(s), "supervisor {s} kept");
+    }
+    a.stop_all();
+}
+
+#[test]
+fn two_agents_side_by_side_do_not_see_each_other() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start();
+    let mut b = Agent::start();
+    a.write("p.yaml", &pod_yaml("p", "", &[("c", "sleep 3600", "")]));
+    b.write("p.yaml", &pod_yaml("p", "", &[("c", "sleep 3600", "")]));
+    a.wait_running(&a.full_name("p"));
+    b.wait_running(&b.full_name("p"));
+    assert_eq!(a.pods().len(), 1);
+    assert_eq!(b.pods().len(), 1);
+    assert_ne!(a.container_pid(&a.full_name("p"), "c"), b.container_pid(&b.full_name("p"), "c"));
+    a.stop_all();
+    assert!(all_running(&b.pod(&b.full_name("p")).unwrap()), "b's pod untouched by a's shutdown");
+    b.stop_all();
+}
