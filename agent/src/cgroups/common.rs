@@ -24,9 +24,9 @@ pub(crate) const REMOVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deepest tree `pids`/`remove` walk; tidelet's trees are 5 levels deep.
 const MAX_DEPTH: usize = 32;
 
-/// The relative cgroup path for read-only uses: a leading `/` is ignored.
+/// The relative cgroup path for read-only uses: leading and trailing `/` are ignored.
 pub(crate) fn rel(path: &str) -> &Path {
-    Path::new(path.trim_start_matches('/'))
+    Path::new(path.trim_matches('/'))
 }
 
 /// The relative cgroup path for operations that change things: not the root itself, and only
@@ -37,8 +37,9 @@ pub(crate) fn checked(path: &str) -> Result<&Path> {
     if p.as_os_str().is_empty() {
         return invalid("is the hierarchy root; tidelet only manages cgroups below it");
     }
-    if !p.components().all(|c| matches!(c, Component::Normal(_))) {
-        return invalid("must only have plain components (no `.` or `..`)");
+    let plain = |s: &str| !s.is_empty() && s != "." && s != "..";
+    if !path.trim_matches('/').split('/').all(plain) || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return invalid("must only have plain components (no `.`, `..` or empty ones)");
     }
     Ok(p)
 }
@@ -200,7 +201,7 @@ mod tests {
         for (p, want) in ok {
             assert_eq!(checked(p).unwrap(), Path::new(want), "{p}");
         }
-        for p in ["", "/", "a/../b", "..", "./a", "a/./b"] {
+        for p in ["", "/", "a/../b", "..", "./a", "a/./b", "a//b"] {
             let err = checked(p).unwrap_err().to_string();
             assert!(err.contains(&format!("{p:?}")), "{p:?}: {err}");
         }
