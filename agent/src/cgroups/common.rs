@@ -33,26 +33,44 @@ pub(crate) fn rel(path: &str) -> &Path {
 /// plain components (no `..`), so nothing outside the hierarchy can be touched.
 pub(crate) fn checked(path: &str) -> Result<&Path> {
     let p = rel(path);
-    let invalid = |reason| Err(Error::InvalidPath { path: path.to_string(), reason });
+    let invalid = |reason| {
+        Err(Error::InvalidPath {
+            path: path.to_string(),
+            reason,
+        })
+    };
     if p.as_os_str().is_empty() {
         return invalid("is the hierarchy root; tidelet only manages cgroups below it");
     }
     let plain = |s: &str| !s.is_empty() && s != "." && s != "..";
-    if !path.trim_matches('/').split('/').all(plain) || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+    if !path.trim_matches('/').split('/').all(plain)
+        || !p.components().all(|c| matches!(c, Component::Normal(_)))
+    {
         return invalid("must only have plain components (no `.`, `..` or empty ones)");
     }
     Ok(p)
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Write `value` into the existing interface file `dir/file` in one `write(2)`.
 pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let path = dir.join(file);
-    let err = |source| Error::Write { path: path.clone(), value: value.to_string(), source };
-    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).map_err(err)?;
+    let err = |source| Error::Write {
+        path: path.clone(),
+        value: value.to_string(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(err)?;
     f.write_all(value.as_bytes()).map_err(err)?;
     tracing::debug!(file = %path.display(), value, "cgroup write");
     Ok(())
@@ -70,13 +88,20 @@ pub(crate) fn mkdir(dir: &Path) -> Result<bool> {
             Ok(true)
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(Error::Io { path: dir.to_path_buf(), source: e }),
+        Err(e) => Err(Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
 /// The pids of a `cgroup.procs` file.
 pub(crate) fn parse_procs(contents: &str) -> Vec<i32> {
-    contents.lines().filter_map(|l| l.trim().parse().ok()).filter(|p| *p > 0).collect()
+    contents
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|p| *p > 0)
+        .collect()
 }
 
 /// `dir` and every directory below it, children before their parents. A missing `dir` gives
@@ -86,7 +111,12 @@ pub(crate) fn tree_post_order(dir: &Path) -> Result<Vec<PathBuf>> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::Io { path: dir.to_path_buf(), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: dir.to_path_buf(),
+                    source: e,
+                })
+            }
         };
         if depth < MAX_DEPTH {
             for entry in entries {
@@ -115,7 +145,12 @@ pub(crate) fn tree_pids(dirs: &[PathBuf]) -> Result<Vec<i32>> {
                 Ok(s) => pids.extend(parse_procs(&s)),
                 // The cgroup went away between listing and reading.
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::Io { path: procs, source: e }),
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: procs,
+                        source: e,
+                    })
+                }
             }
         }
     }
@@ -145,14 +180,21 @@ pub(crate) fn kill_until_empty(
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(Error::Busy { path: path.to_path_buf(), pids, waited: KILL_TIMEOUT });
+            return Err(Error::Busy {
+                path: path.to_path_buf(),
+                pids,
+                waited: KILL_TIMEOUT,
+            });
         }
         nudge()?;
         for pid in pids.into_iter().filter(|p| *p != me) {
             match kill(Pid::from_raw(pid), Signal::SIGKILL) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
                 Err(e) => {
-                    return Err(Error::Io { path: path.to_path_buf(), source: e.into() });
+                    return Err(Error::Io {
+                        path: path.to_path_buf(),
+                        source: e.into(),
+                    });
                 }
             }
         }
@@ -167,24 +209,37 @@ pub(crate) fn remove_trees(path: &Path, bases: &[PathBuf]) -> Result<()> {
     let deadline = Instant::now() + REMOVE_TIMEOUT;
     let mut round = 0;
     loop {
-        let mut busy = None;
+        let mut busy: Vec<PathBuf> = Vec::new();
         for base in bases {
             for dir in tree_post_order(base)? {
+                // The parent of a busy cgroup cannot go either; try it next round.
+                if busy.iter().any(|b| b.starts_with(&dir)) {
+                    continue;
+                }
                 match std::fs::remove_dir(&dir) {
                     Ok(()) => tracing::debug!(dir = %dir.display(), "cgroup removed"),
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                        busy.get_or_insert(dir);
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => busy.push(dir),
+                    Err(e) => {
+                        return Err(Error::Io {
+                            path: dir,
+                            source: e,
+                        })
                     }
-                    Err(e) => return Err(Error::Io { path: dir, source: e }),
                 }
             }
         }
-        let Some(dir) = busy else { return Ok(()) };
+        let Some(dir) = busy.into_iter().next() else {
+            return Ok(());
+        };
         if Instant::now() >= deadline {
-            let pids = tree_pids(&[dir.clone()]).unwrap_or_default();
+            let pids = tree_pids(std::slice::from_ref(&dir)).unwrap_or_default();
             tracing::warn!(cgroup = %path.display(), dir = %dir.display(), ?pids, "cgroup still busy");
-            return Err(Error::Busy { path: dir, pids, waited: REMOVE_TIMEOUT });
+            return Err(Error::Busy {
+                path: dir,
+                pids,
+                waited: REMOVE_TIMEOUT,
+            });
         }
         back_off(round, deadline);
         round += 1;
@@ -197,7 +252,11 @@ mod tests {
 
     #[test]
     fn checks_paths() {
-        let ok = [("a", "a"), ("/tidelet/kubepods", "tidelet/kubepods"), ("a/b/c", "a/b/c")];
+        let ok = [
+            ("a", "a"),
+            ("/tidelet/kubepods", "tidelet/kubepods"),
+            ("a/b/c", "a/b/c"),
+        ];
         for (p, want) in ok {
             assert_eq!(checked(p).unwrap(), Path::new(want), "{p}");
         }
@@ -225,15 +284,20 @@ mod tests {
         let pos = |d: &str| order.iter().position(|p| p == &t.path().join(d)).unwrap();
         assert!(pos("a/b/c") < pos("a/b") && pos("a/b") < pos("a") && pos("a/d") < pos("a"));
         assert_eq!(order.len(), 4);
-        assert!(tree_post_order(&t.path().join("missing")).unwrap().is_empty());
+        assert!(tree_post_order(&t.path().join("missing"))
+            .unwrap()
+            .is_empty());
 
         // A plain file in the tree makes rmdir fail (ENOTEMPTY): the error names the directory.
         std::fs::write(t.path().join("a/d/data"), "keep").unwrap();
-        let err = remove_trees(Path::new("a"), &[base.clone()]).unwrap_err();
+        let err = remove_trees(Path::new("a"), std::slice::from_ref(&base)).unwrap_err();
         assert!(err.to_string().contains("a/d"), "{err}");
-        assert_eq!(std::fs::read_to_string(t.path().join("a/d/data")).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("a/d/data")).unwrap(),
+            "keep"
+        );
         std::fs::remove_file(t.path().join("a/d/data")).unwrap();
-        remove_trees(Path::new("a"), &[base.clone()]).unwrap();
+        remove_trees(Path::new("a"), std::slice::from_ref(&base)).unwrap();
         assert!(!base.exists());
         remove_trees(Path::new("a"), &[base]).unwrap();
     }
@@ -241,11 +305,19 @@ mod tests {
     #[test]
     fn write_refuses_missing_interface_files() {
         let t = tempfile::tempdir().unwrap();
-        let err = write(t.path(), "memory.max", "123").unwrap_err().to_string();
-        assert!(err.contains("memory.max") && err.contains("\"123\""), "{err}");
+        let err = write(t.path(), "memory.max", "123")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("memory.max") && err.contains("\"123\""),
+            "{err}"
+        );
         assert!(!t.path().join("memory.max").exists());
         std::fs::write(t.path().join("memory.max"), "max\n").unwrap();
         write(t.path(), "memory.max", "123").unwrap();
-        assert_eq!(std::fs::read_to_string(t.path().join("memory.max")).unwrap(), "123");
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("memory.max")).unwrap(),
+            "123"
+        );
     }
 }

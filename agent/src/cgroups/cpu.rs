@@ -13,11 +13,13 @@ use super::{Error, Resources, Result};
 use crate::qos::{shares_to_weight, MAX_SHARES, MIN_SHARES};
 
 pub(crate) fn v1_shares(res: &Resources) -> Option<String> {
-    res.cpu_shares.map(|s| s.clamp(MIN_SHARES, MAX_SHARES).to_string())
+    res.cpu_shares
+        .map(|s| s.clamp(MIN_SHARES, MAX_SHARES).to_string())
 }
 
 pub(crate) fn v1_quota(res: &Resources) -> Option<String> {
-    res.cpu_quota.map(|q| if q > 0 { q.to_string() } else { "-1".into() })
+    res.cpu_quota
+        .map(|q| if q > 0 { q.to_string() } else { "-1".into() })
 }
 
 pub(crate) fn v2_weight(res: &Resources) -> Option<String> {
@@ -27,13 +29,21 @@ pub(crate) fn v2_weight(res: &Resources) -> Option<String> {
 /// v2 `cpu.max` ("$MAX $PERIOD"). With only a period, the current quota (`current`, the file's
 /// contents) is kept; with only a quota, the kernel keeps the current period.
 pub(crate) fn v2_max(res: &Resources, current: Option<&str>) -> Option<String> {
-    let quota = |q: i64| if q > 0 { q.to_string() } else { "max".to_string() };
+    let quota = |q: i64| {
+        if q > 0 {
+            q.to_string()
+        } else {
+            "max".to_string()
+        }
+    };
     match (res.cpu_quota, res.cpu_period) {
         (None, None) => None,
         (Some(q), None) => Some(quota(q)),
         (Some(q), Some(p)) => Some(format!("{} {p}", quota(q))),
         (None, Some(p)) => {
-            let cur = current.and_then(|c| c.split_whitespace().next()).unwrap_or("max");
+            let cur = current
+                .and_then(|c| c.split_whitespace().next())
+                .unwrap_or("max");
             Some(format!("{cur} {p}"))
         }
     }
@@ -85,16 +95,29 @@ mod tests {
     use super::*;
 
     fn res(shares: Option<u64>, quota: Option<i64>, period: Option<u64>) -> Resources {
-        Resources { cpu_shares: shares, cpu_quota: quota, cpu_period: period, ..Default::default() }
+        Resources {
+            cpu_shares: shares,
+            cpu_quota: quota,
+            cpu_period: period,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn v1_values() {
         let cases = [
             (res(None, None, None), None, None),
-            (res(Some(1024), Some(50_000), Some(100_000)), Some("1024"), Some("50000")),
+            (
+                res(Some(1024), Some(50_000), Some(100_000)),
+                Some("1024"),
+                Some("50000"),
+            ),
             (res(Some(0), Some(0), None), Some("2"), Some("-1")),
-            (res(Some(1 << 20), Some(-1), None), Some("262144"), Some("-1")),
+            (
+                res(Some(1 << 20), Some(-1), None),
+                Some("262144"),
+                Some("-1"),
+            ),
         ];
         for (r, shares, quota) in cases {
             assert_eq!(v1_shares(&r).as_deref(), shares, "{r:?}");
@@ -106,11 +129,36 @@ mod tests {
     fn v2_values() {
         let cases = [
             (res(None, None, None), None, None, None),
-            (res(Some(1024), Some(50_000), Some(100_000)), None, Some("39"), Some("50000 100000")),
-            (res(Some(2), Some(-1), Some(100_000)), None, Some("1"), Some("max 100000")),
-            (res(Some(262_144), Some(20_000), None), None, Some("10000"), Some("20000")),
-            (res(None, None, Some(50_000)), Some("30000 100000\n"), None, Some("30000 50000")),
-            (res(None, None, Some(50_000)), Some("max 100000\n"), None, Some("max 50000")),
+            (
+                res(Some(1024), Some(50_000), Some(100_000)),
+                None,
+                Some("39"),
+                Some("50000 100000"),
+            ),
+            (
+                res(Some(2), Some(-1), Some(100_000)),
+                None,
+                Some("1"),
+                Some("max 100000"),
+            ),
+            (
+                res(Some(262_144), Some(20_000), None),
+                None,
+                Some("10000"),
+                Some("20000"),
+            ),
+            (
+                res(None, None, Some(50_000)),
+                Some("30000 100000\n"),
+                None,
+                Some("30000 50000"),
+            ),
+            (
+                res(None, None, Some(50_000)),
+                Some("max 100000\n"),
+                None,
+                Some("max 50000"),
+            ),
         ];
         for (r, current, weight, max) in cases {
             assert_eq!(v2_weight(&r).as_deref(), weight, "{r:?}");

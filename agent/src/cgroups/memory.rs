@@ -11,12 +11,14 @@ use super::{Resources, Result};
 
 /// v1 `memory.limit_in_bytes` value (`-1` is unlimited).
 pub(crate) fn v1_limit(res: &Resources) -> Option<String> {
-    res.memory_limit.map(|v| if v > 0 { v.to_string() } else { "-1".into() })
+    res.memory_limit
+        .map(|v| if v > 0 { v.to_string() } else { "-1".into() })
 }
 
 /// v2 `memory.max` value.
 pub(crate) fn v2_max(res: &Resources) -> Option<String> {
-    res.memory_limit.map(|v| if v > 0 { v.to_string() } else { "max".into() })
+    res.memory_limit
+        .map(|v| if v > 0 { v.to_string() } else { "max".into() })
 }
 
 pub(crate) fn apply_v1(dir: &Path, res: &Resources) -> Result<()> {
@@ -58,7 +60,10 @@ mod tests {
             (Some(-1), Some("-1"), Some("max")),
         ];
         for (limit, v1, v2) in cases {
-            let res = Resources { memory_limit: limit, ..Default::default() };
+            let res = Resources {
+                memory_limit: limit,
+                ..Default::default()
+            };
             assert_eq!(v1_limit(&res).as_deref(), v1, "{limit:?}");
             assert_eq!(v2_max(&res).as_deref(), v2, "{limit:?}");
         }

@@ -60,11 +60,19 @@ pub enum Error {
     #[error("cgroups: {0}")]
     Unsupported(String),
     #[error("{path}: line {line}: {reason}")]
-    Mountinfo { path: PathBuf, line: usize, reason: &'static str },
+    Mountinfo {
+        path: PathBuf,
+        line: usize,
+        reason: &'static str,
+    },
     #[error("cgroup path {path:?} {reason}")]
     InvalidPath { path: String, reason: &'static str },
     #[error("cgroups at {root}: missing controller(s) {missing}: {hint}")]
-    MissingControllers { root: PathBuf, missing: String, hint: String },
+    MissingControllers {
+        root: PathBuf,
+        missing: String,
+        hint: String,
+    },
     #[error("enabling {controllers} in {path}: {source}; {}", v2::ENABLE_HINT)]
     EnableControllers {
         path: PathBuf,
@@ -75,7 +83,11 @@ pub enum Error {
     /// Processes that would not go away in time (`kill_all`), or a cgroup the kernel still
     /// reports busy (`remove`).
     #[error("{path}: processes {pids:?} still there after {waited:?}")]
-    Busy { path: PathBuf, pids: Vec<i32>, waited: Duration },
+    Busy {
+        path: PathBuf,
+        pids: Vec<i32>,
+        waited: Duration,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -104,8 +116,10 @@ pub trait Cgroups: Send + Sync {
 /// cgroup2 at `mount_root` itself gives v2 (which must offer memory, cpu and pids); cgroup v1
 /// hierarchies below it give v1 (a hybrid host's cgroup2 at `mount_root/unified` is ignored).
 pub fn detect(mount_root: &Path, mountinfo: &Path) -> Result<Box<dyn Cgroups>> {
-    let text = std::fs::read_to_string(mountinfo)
-        .map_err(|source| Error::Io { path: mountinfo.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(mountinfo).map_err(|source| Error::Io {
+        path: mountinfo.to_path_buf(),
+        source,
+    })?;
     let mounts = mountinfo::parse(&text).map_err(|e| Error::Mountinfo {
         path: mountinfo.to_path_buf(),
         line: e.line,
@@ -133,5 +147,7 @@ pub fn read_oom_kills(file: &Path) -> std::io::Result<u64> {
     Ok(parse_oom_kills(&std::fs::read_to_string(file)?))
 }
 
+#[cfg(test)]
+mod privileged;
 #[cfg(test)]
 mod tests;

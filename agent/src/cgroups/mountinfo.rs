@@ -31,8 +31,20 @@ pub struct ParseError {
 /// The v1 controllers the kernel knows; other super options (`rw`, `name=systemd`,
 /// `clone_children`, ...) are not controllers.
 const V1_CONTROLLERS: &[&str] = &[
-    "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "misc",
-    "net_cls", "net_prio", "perf_event", "pids", "rdma",
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "misc",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
 ];
 
 /// Undo the octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` backslash).
@@ -41,7 +53,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
         if let (b'\\', Some(o)) = (b[i], oct) {
             // Three octal digits fit in 9 bits; mountinfo only escapes values below 0o400.
             let v = o.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
@@ -64,7 +78,10 @@ pub fn parse(contents: &str) -> Result<Vec<Mount>, ParseError> {
         if line.trim().is_empty() {
             continue;
         }
-        mounts.push(parse_line(line).map_err(|reason| ParseError { line: i + 1, reason })?);
+        mounts.push(parse_line(line).map_err(|reason| ParseError {
+            line: i + 1,
+            reason,
+        })?);
     }
     Ok(mounts)
 }
@@ -126,7 +143,9 @@ pub fn layout(mount_root: &Path, mounts: &[Mount]) -> Result<Layout, String> {
     }
     if let Some(m) = visible.get(mount_root) {
         if m.fs_type == "cgroup2" {
-            return Ok(Layout::V2 { root: mount_root.to_path_buf() });
+            return Ok(Layout::V2 {
+                root: mount_root.to_path_buf(),
+            });
         }
     }
     let mut hierarchies = Vec::new();
@@ -141,7 +160,10 @@ pub fn layout(mount_root: &Path, mounts: &[Mount]) -> Result<Layout, String> {
             .cloned()
             .collect();
         if !controllers.is_empty() {
-            hierarchies.push(Hierarchy { mount_point: point.to_path_buf(), controllers });
+            hierarchies.push(Hierarchy {
+                mount_point: point.to_path_buf(),
+                controllers,
+            });
         }
     }
     if !hierarchies.is_empty() {
@@ -152,7 +174,9 @@ pub fn layout(mount_root: &Path, mounts: &[Mount]) -> Result<Layout, String> {
         .filter(|(p, _)| p.starts_with(mount_root))
         .map(|(p, m)| {
             let note = match m.fs_type.as_str() {
-                "cgroup2" => " (cgroup2 not at the mount root: hybrid mode without v1 controllers?)",
+                "cgroup2" => {
+                    " (cgroup2 not at the mount root: hybrid mode without v1 controllers?)"
+                }
                 "cgroup" => " (cgroup v1 without controllers, e.g. name=systemd)",
                 _ => "",
             };
@@ -226,11 +250,26 @@ mod tests {
     #[test]
     fn rejects_malformed_lines() {
         let cases = [
-            ("36 35 98:0 / /mnt rw", "no \" - \" separator before the file system type"),
-            ("36 35 / /mnt - ext3 /dev/root rw", "fewer than 6 fields before the separator"),
-            ("36 35 98:0 / /mnt rw - ext3", "fewer than 3 fields after the separator"),
-            ("x 35 98:0 / /mnt rw - ext3 /dev/root rw", "mount id and parent id must be numbers"),
-            ("36 35 98:0 / mnt rw - ext3 /dev/root rw", "root and mount point must be absolute paths"),
+            (
+                "36 35 98:0 / /mnt rw",
+                "no \" - \" separator before the file system type",
+            ),
+            (
+                "36 35 / /mnt - ext3 /dev/root rw",
+                "fewer than 6 fields before the separator",
+            ),
+            (
+                "36 35 98:0 / /mnt rw - ext3",
+                "fewer than 3 fields after the separator",
+            ),
+            (
+                "x 35 98:0 / /mnt rw - ext3 /dev/root rw",
+                "mount id and parent id must be numbers",
+            ),
+            (
+                "36 35 98:0 / mnt rw - ext3 /dev/root rw",
+                "root and mount point must be absolute paths",
+            ),
         ];
         for (line, reason) in cases {
             let text = format!("\n{line}\n");
@@ -294,7 +333,11 @@ mod tests {
         ];
         for (name, text, want) in cases {
             let mounts = parse(text).unwrap();
-            assert_eq!(layout(root, &mounts), want.map_err(str::to_string), "{name}");
+            assert_eq!(
+                layout(root, &mounts),
+                want.map_err(str::to_string),
+                "{name}"
+            );
         }
     }
 
@@ -303,6 +346,9 @@ mod tests {
         let mounts = parse(HYBRID).unwrap();
         let root = Path::new("/sys/fs/cgroup/unified");
         assert_eq!(layout(root, &mounts), Ok(Layout::V2 { root: root.into() }));
-        assert_eq!(layout(Path::new("/sys/fs/cgroup/unified/"), &mounts).map(|_| ()), Ok(()));
+        assert_eq!(
+            layout(Path::new("/sys/fs/cgroup/unified/"), &mounts).map(|_| ()),
+            Ok(())
+        );
     }
 }

@@ -7,7 +7,8 @@ use super::common::write;
 use super::{Resources, Result};
 
 pub(crate) fn max(res: &Resources) -> Option<String> {
-    res.pids_limit.map(|v| if v > 0 { v.to_string() } else { "max".into() })
+    res.pids_limit
+        .map(|v| if v > 0 { v.to_string() } else { "max".into() })
 }
 
 pub(crate) fn apply(dir: &Path, res: &Resources) -> Result<()> {
@@ -23,8 +24,16 @@ mod tests {
 
     #[test]
     fn max_values() {
-        for (limit, want) in [(None, None), (Some(100), Some("100")), (Some(0), Some("max")), (Some(-1), Some("max"))] {
-            let res = Resources { pids_limit: limit, ..Default::default() };
+        for (limit, want) in [
+            (None, None),
+            (Some(100), Some("100")),
+            (Some(0), Some("max")),
+            (Some(-1), Some("max")),
+        ] {
+            let res = Resources {
+                pids_limit: limit,
+                ..Default::default()
+            };
             assert_eq!(max(&res).as_deref(), want, "{limit:?}");
         }
     }

@@ -35,8 +35,17 @@ fn read(p: impl AsRef<Path>) -> String {
 fn mountinfo(dir: &Path, lines: &[(&str, &str, &str)]) -> std::path::PathBuf {
     let mut text = format!("20 1 0:20 / {} rw - tmpfs tmpfs rw\n", dir.display());
     for (i, (point, fs_type, opts)) in lines.iter().enumerate() {
-        let point = if point.is_empty() { dir.to_path_buf() } else { dir.join(point) };
-        text += &format!("{} 20 0:{} / {} rw - {fs_type} {fs_type} {opts}\n", 30 + i, 30 + i, point.display());
+        let point = if point.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(point)
+        };
+        text += &format!(
+            "{} 20 0:{} / {} rw - {fs_type} {fs_type} {opts}\n",
+            30 + i,
+            30 + i,
+            point.display()
+        );
     }
     let file = dir.join("mountinfo");
     fs::write(&file, text).unwrap();
@@ -57,13 +66,35 @@ fn limits() -> Resources {
 fn fake_v1(t: &Path) -> Box<dyn Cgroups> {
     let root = t.join("cg");
     fs::create_dir(&root).unwrap();
-    fake_tree(&root.join("memory"), &[("memory.limit_in_bytes", "9223372036854771712\n"), ("memory.use_hierarchy", "1\n"), ("cgroup.procs", "")]);
+    fake_tree(
+        &root.join("memory"),
+        &[
+            ("memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory.use_hierarchy", "1\n"),
+            ("cgroup.procs", ""),
+        ],
+    );
     fake_tree(
         &root.join("cpu,cpuacct"),
-        &[("cpu.shares", "1024\n"), ("cpu.cfs_quota_us", "-1\n"), ("cpu.cfs_period_us", "100000\n"), ("cgroup.procs", "")],
+        &[
+            ("cpu.shares", "1024\n"),
+            ("cpu.cfs_quota_us", "-1\n"),
+            ("cpu.cfs_period_us", "100000\n"),
+            ("cgroup.procs", ""),
+        ],
     );
-    fake_tree(&root.join("pids"), &[("pids.max", "max\n"), ("cgroup.procs", "")]);
-    fake_tree(&root.join("cpuset"), &[("cpuset.cpus", ""), ("cpuset.mems", ""), ("cgroup.procs", "")]);
+    fake_tree(
+        &root.join("pids"),
+        &[("pids.max", "max\n"), ("cgroup.procs", "")],
+    );
+    fake_tree(
+        &root.join("cpuset"),
+        &[
+            ("cpuset.cpus", ""),
+            ("cpuset.mems", ""),
+            ("cgroup.procs", ""),
+        ],
+    );
     fs::write(root.join("cpuset/cpuset.cpus"), "0-3\n").unwrap();
     fs::write(root.join("cpuset/cpuset.mems"), "0\n").unwrap();
     fs::create_dir(root.join("unified")).unwrap();
@@ -89,7 +120,10 @@ fn v1_apply_writes_each_controller_and_inherits_cpuset() {
     let root = t.path().join("cg");
     assert_eq!(cg.version(), Version::V1);
     cg.apply(PATH, &limits()).unwrap();
-    assert_eq!(read(root.join("memory").join(PATH).join("memory.limit_in_bytes")), "67108864");
+    assert_eq!(
+        read(root.join("memory").join(PATH).join("memory.limit_in_bytes")),
+        "67108864"
+    );
     let cpu = root.join("cpu,cpuacct").join(PATH);
     assert_eq!(read(cpu.join("cpu.shares")), "512");
     assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
@@ -107,9 +141,17 @@ fn v1_apply_writes_each_controller_and_inherits_cpuset() {
     assert_eq!(read(parent), "9223372036854771712\n");
 
     // Again with new values; `None` leaves what is there.
-    let again = Resources { memory_limit: Some(128 << 20), cpu_quota: Some(-1), pids_limit: Some(0), ..Default::default() };
+    let again = Resources {
+        memory_limit: Some(128 << 20),
+        cpu_quota: Some(-1),
+        pids_limit: Some(0),
+        ..Default::default()
+    };
     cg.apply(PATH, &again).unwrap();
-    assert_eq!(read(root.join("memory").join(PATH).join("memory.limit_in_bytes")), "134217728");
+    assert_eq!(
+        read(root.join("memory").join(PATH).join("memory.limit_in_bytes")),
+        "134217728"
+    );
     assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "-1");
     assert_eq!(read(cpu.join("cpu.shares")), "512");
     assert_eq!(read(root.join("pids").join(PATH).join("pids.max")), "max");
@@ -129,11 +171,25 @@ fn v1_files_and_pids_cover_every_hierarchy() {
     want.sort();
     assert_eq!(procs, want);
     assert_eq!(cg.procs_files(&format!("/{PATH}")), cg.procs_files(PATH));
-    assert_eq!(cg.oom_kill_file(PATH), root.join("memory").join(PATH).join("memory.oom_control"));
+    assert_eq!(
+        cg.oom_kill_file(PATH),
+        root.join("memory").join(PATH).join("memory.oom_control")
+    );
 
-    fs::write(root.join("memory").join(PATH).join("cgroup.procs"), "10\n11\n").unwrap();
-    fs::write(root.join("pids/tidelet/kubepods/burstable/podx/cgroup.procs"), "9\n10\n").unwrap();
-    assert_eq!(cg.pids("tidelet/kubepods/burstable/podx").unwrap(), vec![9, 10, 11]);
+    fs::write(
+        root.join("memory").join(PATH).join("cgroup.procs"),
+        "10\n11\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("pids/tidelet/kubepods/burstable/podx/cgroup.procs"),
+        "9\n10\n",
+    )
+    .unwrap();
+    assert_eq!(
+        cg.pids("tidelet/kubepods/burstable/podx").unwrap(),
+        vec![9, 10, 11]
+    );
     assert_eq!(cg.pids(PATH).unwrap(), vec![10, 11]);
     assert_eq!(cg.pids("tidelet/missing").unwrap(), Vec::<i32>::new());
 }
@@ -143,18 +199,39 @@ fn refuses_the_root_and_escapes() {
     let t = tempfile::tempdir().unwrap();
     let cg = fake_v1(t.path());
     for p in ["", "/", "tidelet/../../etc"] {
-        assert!(matches!(cg.apply(p, &limits()), Err(Error::InvalidPath { .. })), "{p:?}");
-        assert!(matches!(cg.kill_all(p), Err(Error::InvalidPath { .. })), "{p:?}");
-        assert!(matches!(cg.remove(p), Err(Error::InvalidPath { .. })), "{p:?}");
+        assert!(
+            matches!(cg.apply(p, &limits()), Err(Error::InvalidPath { .. })),
+            "{p:?}"
+        );
+        assert!(
+            matches!(cg.kill_all(p), Err(Error::InvalidPath { .. })),
+            "{p:?}"
+        );
+        assert!(
+            matches!(cg.remove(p), Err(Error::InvalidPath { .. })),
+            "{p:?}"
+        );
     }
 }
 
 #[test]
 fn v1_without_required_controllers_names_them() {
     let t = tempfile::tempdir().unwrap();
-    let mi = mountinfo(t.path(), &[("memory", "cgroup", "rw,memory"), ("cpu", "cgroup", "rw,cpu")]);
-    let err = detect(t.path(), &mi).err().expect("pids is missing").to_string();
-    assert!(err.contains("missing controller(s) pids") && err.contains("CONFIG_CGROUP_PIDS"), "{err}");
+    let mi = mountinfo(
+        t.path(),
+        &[
+            ("memory", "cgroup", "rw,memory"),
+            ("cpu", "cgroup", "rw,cpu"),
+        ],
+    );
+    let err = detect(t.path(), &mi)
+        .err()
+        .expect("pids is missing")
+        .to_string();
+    assert!(
+        err.contains("missing controller(s) pids") && err.contains("CONFIG_CGROUP_PIDS"),
+        "{err}"
+    );
 }
 
 fn fake_v2(t: &Path, controllers: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -186,7 +263,12 @@ fn v2_apply_enables_controllers_top_down_and_writes_limits() {
     let leaf = root.join(PATH);
     let mut dir = root.clone();
     for c in PATH.split('/') {
-        assert_eq!(read(dir.join("cgroup.subtree_control")), "+memory +cpu +pids", "{}", dir.display());
+        assert_eq!(
+            read(dir.join("cgroup.subtree_control")),
+            "+memory +cpu +pids",
+            "{}",
+            dir.display()
+        );
         dir.push(c);
     }
     // The leaf holds processes: nothing is enabled below it.
@@ -198,9 +280,17 @@ fn v2_apply_enables_controllers_top_down_and_writes_limits() {
 
     // Already enabled (as the kernel lists them) is left alone; new values replace old ones.
     fs::write(root.join("cgroup.subtree_control"), "cpu memory pids\n").unwrap();
-    let again = Resources { memory_limit: Some(0), cpu_shares: Some(2), cpu_period: Some(50_000), ..Default::default() };
+    let again = Resources {
+        memory_limit: Some(0),
+        cpu_shares: Some(2),
+        cpu_period: Some(50_000),
+        ..Default::default()
+    };
     cg.apply(PATH, &again).unwrap();
-    assert_eq!(read(root.join("cgroup.subtree_control")), "cpu memory pids\n");
+    assert_eq!(
+        read(root.join("cgroup.subtree_control")),
+        "cpu memory pids\n"
+    );
     assert_eq!(read(leaf.join("memory.max")), "max");
     assert_eq!(read(leaf.join("cpu.weight")), "1");
     assert_eq!(read(leaf.join("cpu.max")), "50000 50000");
@@ -217,8 +307,17 @@ fn v2_apply_enables_controllers_top_down_and_writes_limits() {
 fn v2_missing_controllers_say_how_to_enable_them() {
     let t = tempfile::tempdir().unwrap();
     let (root, mi) = fake_v2(t.path(), "cpu io\n");
-    let err = detect(&root, &mi).err().expect("memory and pids are missing").to_string();
-    for want in ["memory, pids", "+memory", "cgroup.subtree_control", "Delegate=yes", "\"cpu io\""] {
+    let err = detect(&root, &mi)
+        .err()
+        .expect("memory and pids are missing")
+        .to_string();
+    for want in [
+        "memory, pids",
+        "+memory",
+        "cgroup.subtree_control",
+        "Delegate=yes",
+        "\"cpu io\"",
+    ] {
         assert!(err.contains(want), "{want:?} not in {err}");
     }
 }
@@ -243,22 +342,34 @@ fn v2_controller_that_cannot_be_enabled_is_named() {
     // A limit whose file is missing (controller not enabled) names the file and the value.
     fs::remove_file(root.join(PATH).join("pids.max")).unwrap();
     let err = cg.apply(PATH, &limits()).unwrap_err();
-    assert!(matches!(&err, Error::Write { path, value, .. } if path.ends_with("c1/pids.max") && value == "100"), "{err}");
+    assert!(
+        matches!(&err, Error::Write { path, value, .. } if path.ends_with("c1/pids.max") && value == "100"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unsupported_and_malformed_hosts_are_explained() {
     let t = tempfile::tempdir().unwrap();
     let mi = mountinfo(t.path(), &[("unified", "cgroup2", "rw")]);
-    let err = detect(t.path(), &mi).err().expect("no usable cgroups").to_string();
-    assert!(err.contains("cgroup2 at") && err.contains("unified") && err.contains("tmpfs at"), "{err}");
+    let err = detect(t.path(), &mi)
+        .err()
+        .expect("no usable cgroups")
+        .to_string();
+    assert!(
+        err.contains("cgroup2 at") && err.contains("unified") && err.contains("tmpfs at"),
+        "{err}"
+    );
 
     let bad = t.path().join("bad");
     fs::write(&bad, "20 1 0:20 / / rw - ext4 /dev/root rw\ngarbage\n").unwrap();
     let err = detect(t.path(), &bad).err().expect("malformed").to_string();
     assert!(err.contains("bad: line 2"), "{err}");
 
-    let err = detect(t.path(), &t.path().join("nope")).err().expect("missing").to_string();
+    let err = detect(t.path(), &t.path().join("nope"))
+        .err()
+        .expect("missing")
+        .to_string();
     assert!(err.contains("nope"), "{err}");
 }
 
@@ -266,7 +377,12 @@ fn unsupported_and_malformed_hosts_are_explained() {
 fn oom_kill_counts_parse_from_both_versions() {
     let v2 = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n";
     let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n";
-    for (text, want) in [(v2, 2), (v1, 5), ("oom_kill_disable 0\nunder_oom 0\n", 0), ("", 0)] {
+    for (text, want) in [
+        (v2, 2),
+        (v1, 5),
+        ("oom_kill_disable 0\nunder_oom 0\n", 0),
+        ("", 0),
+    ] {
         assert_eq!(parse_oom_kills(text), want, "{text:?}");
     }
 }

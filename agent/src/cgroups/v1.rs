@@ -15,7 +15,9 @@ use super::{cpu, memory, pids, Cgroups, Error, Resources, Result, Version};
 /// Controllers tidelet needs to set its limits.
 pub const REQUIRED: &[&str] = &["memory", "cpu", "pids"];
 /// Hierarchies a tidelet cgroup is created in when the host mounts them.
-pub const USED: &[&str] = &["memory", "cpu", "cpuacct", "pids", "cpuset", "freezer", "devices", "blkio"];
+pub const USED: &[&str] = &[
+    "memory", "cpu", "cpuacct", "pids", "cpuset", "freezer", "devices", "blkio",
+];
 
 #[derive(Debug, Clone)]
 pub struct V1 {
@@ -45,10 +47,11 @@ impl V1 {
             return Err(Error::MissingControllers {
                 root,
                 missing: missing.join(", "),
-                hint: "cgroup v1: mount each as its own hierarchy (e.g. `mount -t cgroup -o memory \
+                hint:
+                    "cgroup v1: mount each as its own hierarchy (e.g. `mount -t cgroup -o memory \
                        cgroup /sys/fs/cgroup/memory`) or enable it in the kernel (CONFIG_MEMCG, \
                        CONFIG_CFS_BANDWIDTH, CONFIG_CGROUP_PIDS)"
-                    .into(),
+                        .into(),
             });
         }
         Ok(V1 { hierarchies: used })
@@ -66,7 +69,10 @@ impl V1 {
     }
 
     fn bases(&self, path: &Path) -> Vec<PathBuf> {
-        self.hierarchies.iter().map(|h| h.mount_point.join(path)).collect()
+        self.hierarchies
+            .iter()
+            .map(|h| h.mount_point.join(path))
+            .collect()
     }
 
     /// Create `path` level by level in hierarchy `h`.
@@ -109,7 +115,10 @@ impl Cgroups for V1 {
         for h in &self.hierarchies {
             self.create(h, p)?;
         }
-        let dir = |c| self.dir(c, p).expect("V1::new checked the required controllers");
+        let dir = |c| {
+            self.dir(c, p)
+                .expect("V1::new checked the required controllers")
+        };
         memory::apply_v1(&dir("memory"), res)?;
         cpu::apply_v1(&dir("cpu"), res)?;
         pids::apply(&dir("pids"), res)?;
@@ -118,12 +127,16 @@ impl Cgroups for V1 {
     }
 
     fn procs_files(&self, path: &str) -> Vec<PathBuf> {
-        self.bases(rel(path)).into_iter().map(|b| b.join("cgroup.procs")).collect()
+        self.bases(rel(path))
+            .into_iter()
+            .map(|b| b.join("cgroup.procs"))
+            .collect()
     }
 
     fn oom_kill_file(&self, path: &str) -> PathBuf {
         let dir = self.dir("memory", rel(path));
-        dir.expect("V1::new checked the required controllers").join(memory::OOM_FILE_V1)
+        dir.expect("V1::new checked the required controllers")
+            .join(memory::OOM_FILE_V1)
     }
 
     fn pids(&self, path: &str) -> Result<Vec<i32>> {

@@ -15,7 +15,8 @@ use super::{cpu, memory, pids, Cgroups, Error, Resources, Result, Version};
 pub const REQUIRED: &[&str] = &["memory", "cpu", "pids"];
 
 /// How to make controllers available, for error messages.
-pub(crate) const ENABLE_HINT: &str = "enable them top-down by writing e.g. `+memory +cpu +pids` into \
+pub(crate) const ENABLE_HINT: &str =
+    "enable them top-down by writing e.g. `+memory +cpu +pids` into \
     the parent's cgroup.subtree_control (under systemd, give tidelet's unit `Delegate=yes`); a \
     controller missing from the root's cgroup.controllers is not built into the kernel or is \
     still bound to a cgroup v1 hierarchy";
@@ -34,12 +35,20 @@ impl V2 {
         let file = root.join("cgroup.controllers");
         let available = read(&file)?;
         let available: Vec<&str> = available.split_whitespace().collect();
-        let missing: Vec<&str> = REQUIRED.iter().copied().filter(|c| !available.contains(c)).collect();
+        let missing: Vec<&str> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|c| !available.contains(c))
+            .collect();
         if !missing.is_empty() {
             return Err(Error::MissingControllers {
                 root: root.to_path_buf(),
                 missing: missing.join(", "),
-                hint: format!("{} lists only {:?}; {ENABLE_HINT}", file.display(), available.join(" ")),
+                hint: format!(
+                    "{} lists only {:?}; {ENABLE_HINT}",
+                    file.display(),
+                    available.join(" ")
+                ),
             });
         }
         Ok(V2::with_controllers(root, REQUIRED))
@@ -49,24 +58,40 @@ impl V2 {
     /// offers them (for hosts and tests with another set; limits of other controllers fail
     /// when written).
     pub fn with_controllers(root: &Path, controllers: &[&str]) -> V2 {
-        V2 { root: root.to_path_buf(), controllers: controllers.iter().map(|c| c.to_string()).collect() }
+        V2 {
+            root: root.to_path_buf(),
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
+        }
     }
 
     /// Make sure `dir`'s children get our controllers.
     fn enable_for_children(&self, dir: &Path) -> Result<()> {
         let file = dir.join("cgroup.subtree_control");
         let current = read(&file)?;
-        let enabled: Vec<&str> = current.split_whitespace().map(|c| c.trim_start_matches('+')).collect();
-        let missing: Vec<&str> =
-            self.controllers.iter().map(String::as_str).filter(|c| !enabled.contains(c)).collect();
+        let enabled: Vec<&str> = current
+            .split_whitespace()
+            .map(|c| c.trim_start_matches('+'))
+            .collect();
+        let missing: Vec<&str> = self
+            .controllers
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !enabled.contains(c))
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        let value = missing.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
+        let value = missing
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         write(dir, "cgroup.subtree_control", &value).map_err(|e| match e {
-            Error::Write { path, source, .. } => {
-                Error::EnableControllers { path, controllers: missing.join(", "), source }
-            }
+            Error::Write { path, source, .. } => Error::EnableControllers {
+                path,
+                controllers: missing.join(", "),
+                source,
+            },
             other => other,
         })
     }
@@ -113,7 +138,8 @@ impl Cgroups for V2 {
         let nudge = || {
             if kill_file.exists() {
                 match write(&dir, "cgroup.kill", "1") {
-                    Err(Error::Write { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(Error::Write { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound => {}
                     other => other?,
                 }
             }
