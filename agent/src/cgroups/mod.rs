@@ -22,7 +22,8 @@ pub mod v2;
 pub use v1::V1;
 pub use v2::V2;
 
-/// Limits for one cgroup; `None` leaves the kernel's default (unlimited) in place.
+/// Limits for one cgroup; `None` leaves the current value in place (the kernel's default,
+/// unlimited, in a new cgroup). Memory, quota and pids limits of 0 or below mean unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// Bytes.
@@ -95,7 +96,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// The operations tidelet needs on cgroups.
 pub trait Cgroups: Send + Sync {
     fn version(&self) -> Version;
-    /// Create `path` (and missing parents) and write `res` into it. Idempotent.
+    /// Create `path` (and missing parents) and write `res` into it. Idempotent, and may be
+    /// called again with new values. `path` must be below the hierarchy root, with plain
+    /// components only (`InvalidPath` otherwise). On v2 the controllers are enabled in every
+    /// ancestor of `path` but not in `path` itself: processes may only join leaves (a cgroup
+    /// that has processes cannot later get child cgroups with limits).
     fn apply(&self, path: &str, res: &Resources) -> Result<()>;
     /// The `cgroup.procs` files a process must be written to in order to join `path`
     /// (one per v1 hierarchy tidelet uses; one on v2).
@@ -105,9 +110,12 @@ pub trait Cgroups: Send + Sync {
     fn oom_kill_file(&self, path: &str) -> PathBuf;
     /// Every pid in `path` and below.
     fn pids(&self, path: &str) -> Result<Vec<i32>>;
-    /// SIGKILL every process in `path` and below.
+    /// SIGKILL every process in `path` and below (v2: `cgroup.kill` where the kernel has
+    /// it), repeating until none is left; `Busy` after 5 s. A missing `path` is fine.
     fn kill_all(&self, path: &str) -> Result<()>;
-    /// Remove `path` and everything below it (children first). Missing is fine.
+    /// Remove `path` and everything below it (children first). Missing is fine. While the
+    /// kernel still reports a cgroup busy (processes exiting) it is retried, up to 3 s in
+    /// total, then `Busy` names it and its pids.
     fn remove(&self, path: &str) -> Result<()>;
 }
 

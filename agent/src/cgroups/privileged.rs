@@ -163,6 +163,29 @@ fn v1_host_limits_procs_kill_and_remove() {
     assert_eq!(read_trim(cpu.join("cpu.cfs_quota_us")), "25000");
     assert_eq!(read_trim(cpu.join("cpu.shares")), "256");
 
+    // 1.5 CPUs in a 2-CPU pod. Shortening the period first would mean 3 CPUs, which v1 refuses
+    // (EINVAL); apply must then write the quota first.
+    let wide = Resources {
+        cpu_quota: Some(150_000),
+        cpu_period: Some(100_000),
+        ..Default::default()
+    };
+    cg.apply(&c1, &wide).unwrap();
+    let refused = fs::write(cpu.join("cpu.cfs_period_us"), "50000").unwrap_err();
+    assert_eq!(
+        refused.raw_os_error(),
+        Some(libc::EINVAL),
+        "the kernel checks the parent's bandwidth"
+    );
+    let narrow = Resources {
+        cpu_quota: Some(50_000),
+        cpu_period: Some(50_000),
+        ..Default::default()
+    };
+    cg.apply(&c1, &narrow).unwrap();
+    assert_eq!(read_trim(cpu.join("cpu.cfs_quota_us")), "50000");
+    assert_eq!(read_trim(cpu.join("cpu.cfs_period_us")), "50000");
+
     // A real process joins every hierarchy.
     let mut child = Command::new("sleep").arg("100").spawn().unwrap();
     join(cg.as_ref(), &c1, child.id());

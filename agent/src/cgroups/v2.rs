@@ -19,7 +19,8 @@ pub(crate) const ENABLE_HINT: &str =
     "enable them top-down by writing e.g. `+memory +cpu +pids` into \
     the parent's cgroup.subtree_control (under systemd, give tidelet's unit `Delegate=yes`); a \
     controller missing from the root's cgroup.controllers is not built into the kernel or is \
-    still bound to a cgroup v1 hierarchy";
+    still bound to a cgroup v1 hierarchy; a non-root cgroup that already holds processes \
+    cannot enable controllers for children (EBUSY): processes belong in leaf cgroups";
 
 #[derive(Debug, Clone)]
 pub struct V2 {
