@@ -3,10 +3,27 @@
 //! Paths handed to a `Cgroups` are relative to each hierarchy's root, e.g.
 //! `tidelet/kubepods/burstable/pod<uid>/app`; the mount root (`/sys/fs/cgroup`) and the
 //! mountinfo file are parameters so that tests can run on temp dirs.
+//!
+//! Layout, as in youki: `mountinfo` decides v1 or v2 (pure), `v1` and `v2` are the two
+//! backends behind the `Cgroups` trait, `memory`, `cpu` and `pids` turn `Resources` into each
+//! controller's file values, and `common` holds the bounded file, kill and removal helpers.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// Limits for one cgroup; `None` leaves the kernel's default (unlimited) in place.
+mod common;
+mod cpu;
+mod memory;
+pub mod mountinfo;
+mod pids;
+pub mod v1;
+pub mod v2;
+
+pub use v1::V1;
+pub use v2::V2;
+
+/// Limits for one cgroup; `None` leaves the current value in place (the kernel's default,
+/// unlimited, in a new cgroup). Memory, quota and pids limits of 0 or below mean unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// Bytes.
@@ -33,8 +50,45 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An interface file refused a value (or is missing: the controller is not there).
+    #[error("writing {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cgroups: {0}")]
     Unsupported(String),
+    #[error("{path}: line {line}: {reason}")]
+    Mountinfo {
+        path: PathBuf,
+        line: usize,
+        reason: &'static str,
+    },
+    #[error("cgroup path {path:?} {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("cgroups at {root}: missing controller(s) {missing}: {hint}")]
+    MissingControllers {
+        root: PathBuf,
+        missing: String,
+        hint: String,
+    },
+    #[error("enabling {controllers} in {path}: {source}; {}", v2::ENABLE_HINT)]
+    EnableControllers {
+        path: PathBuf,
+        controllers: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Processes that would not go away in time (`kill_all`), or a cgroup the kernel still
+    /// reports busy (`remove`).
+    #[error("{path}: processes {pids:?} still there after {waited:?}")]
+    Busy {
+        path: PathBuf,
+        pids: Vec<i32>,
+        waited: Duration,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -42,7 +96,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// The operations tidelet needs on cgroups.
 pub trait Cgroups: Send + Sync {
     fn version(&self) -> Version;
-    /// Create `path` (and missing parents) and write `res` into it. Idempotent.
+    /// Create `path` (and missing parents) and write `res` into it. Idempotent, and may be
+    /// called again with new values. `path` must be below the hierarchy root, with plain
+    /// components only (`InvalidPath` otherwise). On v2 the controllers are enabled in every
+    /// ancestor of `path` but not in `path` itself: processes may only join leaves (a cgroup
+    /// that has processes cannot later get child cgroups with limits).
     fn apply(&self, path: &str, res: &Resources) -> Result<()>;
     /// The `cgroup.procs` files a process must be written to in order to join `path`
     /// (one per v1 hierarchy tidelet uses; one on v2).
@@ -52,17 +110,35 @@ pub trait Cgroups: Send + Sync {
     fn oom_kill_file(&self, path: &str) -> PathBuf;
     /// Every pid in `path` and below.
     fn pids(&self, path: &str) -> Result<Vec<i32>>;
-    /// SIGKILL every process in `path` and below.
+    /// SIGKILL every process in `path` and below (v2: `cgroup.kill` where the kernel has
+    /// it), repeating until none is left; `Busy` after 5 s. A missing `path` is fine.
     fn kill_all(&self, path: &str) -> Result<()>;
-    /// Remove `path` and everything below it (children first). Missing is fine.
+    /// Remove `path` and everything below it (children first). Missing is fine. While the
+    /// kernel still reports a cgroup busy (processes exiting) it is retried, up to 3 s in
+    /// total, then `Busy` names it and its pids.
     fn remove(&self, path: &str) -> Result<()>;
 }
 
 /// Detect the cgroup version from `mountinfo` (normally `/proc/self/mountinfo`) for a cgroup
 /// file system mounted at `mount_root` (normally `/sys/fs/cgroup`).
+/// cgroup2 at `mount_root` itself gives v2 (which must offer memory, cpu and pids); cgroup v1
+/// hierarchies below it give v1 (a hybrid host's cgroup2 at `mount_root/unified` is ignored).
 pub fn detect(mount_root: &Path, mountinfo: &Path) -> Result<Box<dyn Cgroups>> {
-    let _ = (mount_root, mountinfo);
-    unimplemented!("cgroups: detect")
+    let text = std::fs::read_to_string(mountinfo).map_err(|source| Error::Io {
+        path: mountinfo.to_path_buf(),
+        source,
+    })?;
+    let mounts = mountinfo::parse(&text).map_err(|e| Error::Mountinfo {
+        path: mountinfo.to_path_buf(),
+        line: e.line,
+        reason: e.reason,
+    })?;
+    let layout = mountinfo::layout(mount_root, &mounts).map_err(Error::Unsupported)?;
+    tracing::info!(root = %mount_root.display(), ?layout, "cgroups detected");
+    Ok(match layout {
+        mountinfo::Layout::V2 { root } => Box::new(V2::new(&root)?),
+        mountinfo::Layout::V1 { hierarchies } => Box::new(V1::new(hierarchies)?),
+    })
 }
 
 /// Parse the OOM-kill count from the contents of a `memory.events` or `memory.oom_control` file.
@@ -78,3 +154,8 @@ pub fn parse_oom_kills(contents: &str) -> u64 {
 pub fn read_oom_kills(file: &Path) -> std::io::Result<u64> {
     Ok(parse_oom_kills(&std::fs::read_to_string(file)?))
 }
+
+#[cfg(test)]
+mod privileged;
+#[cfg(test)]
+mod tests;
