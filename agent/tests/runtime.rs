@@ -463,11 +463,8 @@ async fn supervisor_outlives_its_starter_and_records_exits_while_nobody_is_conne
     );
     let sid: i32 = fields[3].parse().unwrap();
     // SAFETY: getsid(0) has no preconditions.
-    assert_ne!(
-        sid,
-        unsafe { libc::getsid(0) },
-        "the supervisor is still in our session"
-    );
+    let our_sid = unsafe { libc::getsid(0) };
+    assert_ne!(sid, our_sid, "the supervisor is still in our session");
     pod.run(pod.spec("later", &["sh", "-c", "sleep 1; echo done; exit 7"]))
         .await;
     // Nobody asks: the record file must say it exited.

@@ -685,12 +685,13 @@ mod tests {
     #[test]
     fn exits_map_to_codes_and_reasons() {
         let p = Pid::from_raw(7);
-        let cases: &[(
+        type Case = (
             WaitStatus,
             Option<u64>,
             Option<u64>,
-            (i32, Option<i32>, &str),
-        )] = &[
+            (i32, Option<i32>, &'static str),
+        );
+        let cases: &[Case] = &[
             (WaitStatus::Exited(p, 0), None, None, (0, None, "Completed")),
             (WaitStatus::Exited(p, 3), None, None, (3, None, "Error")),
             (

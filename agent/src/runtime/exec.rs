@@ -165,8 +165,8 @@ unsafe fn in_child(
     argv: &[*const libc::c_char],
     env: &[*const libc::c_char],
 ) -> ! {
-    // SAFETY (whole body): raw system calls on descriptors and C strings prepared before the
-    // fork; nothing allocates.
+    // SAFETY: the whole body makes raw system calls on descriptors and C strings prepared
+    // before the fork, which outlive this function (it never returns); nothing allocates.
     unsafe {
         let mut digits = [0u8; 12];
         let mut n = libc::getpid() as u32;

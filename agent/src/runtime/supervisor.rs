@@ -178,7 +178,11 @@ pub fn main(args: &[String]) -> i32 {
     // Detach: fork, setsid, fork again. The process is single-threaded here.
     // SAFETY: single-threaded (main.rs dispatches `shim` before starting any runtime).
     match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => return 0,
+        Ok(ForkResult::Parent { child }) => {
+            // The middle process exits at once; reaping it here leaves no zombie to init.
+            let _ = nix::sys::wait::waitpid(child, None);
+            return 0;
+        }
         Ok(ForkResult::Child) => {}
         Err(e) => return report(&mut ready, Err(format!("fork: {}", e.desc()))),
     }
