@@ -260,6 +260,18 @@ async fn pod_gets_own_namespaces_and_containers_share_them_with_separate_mnt_and
         );
         assert_ne!(ns(&a, kind), ns("self", kind));
     }
+    let rollup = fs::read_to_string(format!("/proc/{sup}/smaps_rollup")).unwrap();
+    // The supervisor's own memory (its anonymous pages; the binary's pages are shared by
+    // every pod) stays well under a MiB with two containers and their log buffers.
+    let anon_kb: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        anon_kb < 768,
+        "supervisor anonymous memory {anon_kb} kB:\n{rollup}"
+    );
     // No mount of the pod is visible in the host's mount namespace.
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
@@ -467,6 +479,11 @@ async fn supervisor_outlives_its_starter_and_records_exits_while_nobody_is_conne
     assert_ne!(sid, our_sid, "the supervisor is still in our session");
     pod.run(pod.spec("later", &["sh", "-c", "sleep 1; echo done; exit 7"]))
         .await;
+    // SIGTERM to the supervisor (an agent service stopping) does not end the pod.
+    // SAFETY: kill(2) of the supervisor this test started.
+    assert_eq!(unsafe { libc::kill(pod.pid, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(alive(pod.pid), "SIGTERM ended the supervisor");
     // Nobody asks: the record file must say it exited.
     let file = pod.pod_dir.join("containers/later.json");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -152,6 +152,16 @@ impl Supervisor {
                     continue;
                 }
             };
+            // Pipes first, last pipe first: reading one may drop it (EOF), which must not
+            // shift the indices of the others still to read, and container exits and new
+            // starts (which change the container set) come after.
+            let mut ready = ready;
+            ready.sort_by_key(|s| match *s {
+                Src::Pipe(c, p) => (0, usize::MAX - c, usize::MAX - p),
+                Src::Signal => (1, 0, 0),
+                Src::Listener => (2, 0, 0),
+                Src::Client(i) => (3, i, 0),
+            });
             for src in ready {
                 match src {
                     Src::Signal => self.on_signals(),

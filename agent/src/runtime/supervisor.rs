@@ -187,6 +187,9 @@ pub fn main(args: &[String]) -> i32 {
         Err(e) => return report(&mut ready, Err(format!("fork: {}", e.desc()))),
     }
     let _ = setsid();
+    // Do not pin the agent's working directory (or its mount); predictable file modes.
+    let _ = nix::unistd::chdir("/");
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // SAFETY: as above, still single-threaded.
     match unsafe { fork() } {
         // SAFETY: _exit skips atexit handlers that belong to the grandchild too.
