@@ -324,13 +324,22 @@ async fn host_network_pod_shares_host_net_and_uts_namespaces() {
     if !privileged() {
         return;
     }
-    let pod = start_pod("pod-hostnet", |s| s.host_network = true);
+    let pod = start_pod("pod-hostnet", |s| {
+        s.host_network = true;
+        s.host_pid = true;
+    });
     let sup = pod.pid.to_string();
     assert_eq!(ns(&sup, "net"), ns("self", "net"));
     assert_eq!(ns(&sup, "uts"), ns("self", "uts"));
     assert_ne!(ns(&sup, "ipc"), ns("self", "ipc"));
     let c = running_pid(&pod.run(pod.spec("c", &["sleep", "1000"])).await).to_string();
     assert_eq!(ns(&c, "net"), ns("self", "net"));
+    assert_eq!(
+        ns(&c, "pid"),
+        ns("self", "pid"),
+        "hostPID: the container is in the host's PID namespace"
+    );
+    assert_ne!(ns(&c, "mnt"), ns("self", "mnt"));
     pod.client.shutdown(0).await.unwrap();
 }
 
@@ -561,6 +570,8 @@ async fn exec_runs_a_command_inside_the_container() {
     assert_eq!(exec_in_container(pid, &argv, &env, "/etc", &[]).unwrap(), 5);
     let argv = vec!["sh".to_string(), "-c".to_string(), "kill -9 $$".to_string()];
     assert_eq!(exec_in_container(pid, &argv, &env, "/", &[]).unwrap(), 137);
+    let busy = pod.client.remove("target").await.unwrap_err().to_string();
+    assert!(busy.contains("\"target\" is running"), "{busy}");
     let err = exec_in_container(pid, &["nosuchcmd".to_string()], &env, "/", &[]).unwrap_err();
     assert!(
         err.to_string()
@@ -607,4 +618,128 @@ async fn memory_cgroup_oom_kill_is_reported_as_oomkilled() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!cg.exists(), "cgroup {} left behind", cg.display());
+}
+
+#[tokio::test]
+async fn long_lines_become_partial_pieces_and_the_log_rotates_by_size() {
+    if !privileged() {
+        return;
+    }
+    let pod = start_pod("pod-logs", |_| {});
+    let mut spec = pod.spec(
+        "chatty",
+        &["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' a; echo; i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done"],
+    );
+    spec.log_max_bytes = 30_000;
+    spec.log_max_files = 3;
+    pod.run(spec).await;
+    let rec = pod.wait_exit("chatty", Duration::from_secs(10)).await;
+    assert_eq!(exited(&rec).0, 0);
+    let log = pod.root.join("logs/chatty/0.log");
+    let rotated: Vec<PathBuf> = (1..5)
+        .map(|n| PathBuf::from(format!("{}.{n}", log.display())))
+        .collect();
+    assert!(
+        rotated[0].exists() && rotated[1].exists(),
+        "two rotated files"
+    );
+    assert!(!rotated[2].exists(), "at most 3 files are kept");
+    for f in [&log, &rotated[0], &rotated[1]] {
+        assert!(
+            fs::metadata(f).unwrap().len() <= 30_000,
+            "{} is too big",
+            f.display()
+        );
+    }
+    let raw: String = [&rotated[1], &rotated[0], &log]
+        .iter()
+        .map(|f| fs::read_to_string(f).unwrap())
+        .collect();
+    assert_eq!(
+        raw.lines().filter(|l| l.contains(" stdout P ")).count(),
+        2,
+        "40000 bytes = 2 full 16 KiB pieces + rest"
+    );
+    let text = pod.logs("chatty");
+    let mut want = format!("{}\n", "a".repeat(40_000));
+    for i in 0..300 {
+        want.push_str(&format!("line-{i}\n"));
+    }
+    assert_eq!(text, want);
+    pod.client.shutdown(0).await.unwrap();
+}
+
+#[tokio::test]
+async fn supervisor_start_failure_is_reported_with_its_reason() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pod_dir = dir.path().join("pod");
+    let mut spec = sandbox(&pod_dir, "pod-bad");
+    spec.cgroup_procs = vec![dir.path().join("no-such-cgroup/cgroup.procs")];
+    let err =
+        spawn_supervisor(Path::new(env!("CARGO_BIN_EXE_tidelet")), &pod_dir, &spec).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("join cgroup")
+            && msg.contains("no-such-cgroup/cgroup.procs")
+            && msg.contains("No such file"),
+        "{msg}"
+    );
+    assert!(!pod_dir.join("shim.sock").exists());
+    let mut spec = sandbox(&pod_dir, "bad_host name!");
+    spec.hostname = "x".repeat(100);
+    let msg = spawn_supervisor(Path::new(env!("CARGO_BIN_EXE_tidelet")), &pod_dir, &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("sethostname"), "{msg}");
+}
+
+#[tokio::test]
+async fn wait_answers_on_change_or_at_its_timeout() {
+    if !privileged() {
+        return;
+    }
+    let pod = start_pod("pod-wait", |_| {});
+    let st = pod.client.status().await.unwrap();
+    assert_eq!((st.pid, st.seq, st.containers.len()), (pod.pid, 0, 0));
+    let t0 = Instant::now();
+    let st = pod
+        .client
+        .wait(0, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(290),
+        "answered early: {st:?}"
+    );
+    assert_eq!(st.seq, 0);
+    let waiter = {
+        let client = pod.client.clone();
+        tokio::spawn(async move { client.wait(1, Duration::from_secs(10)).await })
+    };
+    let r = pod.run(pod.spec("quick", &["sh", "-c", "sleep 0.3"])).await;
+    assert_eq!(r.seq, 1);
+    let t0 = Instant::now();
+    let st = waiter.await.unwrap().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(st.seq, 2);
+    assert!(matches!(
+        st.containers[0].state,
+        ContainerState::Exited { exit_code: 0, .. }
+    ));
+    let err = pod.client.remove("nope").await;
+    assert!(err.is_ok(), "removing an unknown container is a no-op");
+    let err = pod
+        .client
+        .stop("nope", 15, 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no container \"nope\"") && err.contains("stop"),
+        "{err}"
+    );
+    pod.client.shutdown(0).await.unwrap();
 }
