@@ -301,10 +301,18 @@ pub fn read_logs(path: &Path, follow: Option<&AtomicBool>, out: &mut dyn Write) 
             out.flush()?;
             let rotated = fs::metadata(path).map(|m| m.ino() != *ino).unwrap_or(true);
             if rotated {
-                // Finish what was written to the old file before it was renamed.
+                // Finish what was written to the old file before it was renamed, then the
+                // files rotated in after it (several rotations may fall between two polls).
                 copy_messages(r, out, &mut pending)?;
                 pending.clear();
+                let old = *ino;
                 current = None;
+                for newer in newer_rotated_files(path, old).iter().rev() {
+                    if let Ok(f) = File::open(newer) {
+                        copy_messages(&mut BufReader::new(f), out, &mut pending)?;
+                        pending.clear();
+                    }
+                }
                 continue;
             }
         }
@@ -313,6 +321,21 @@ pub fn read_logs(path: &Path, follow: Option<&AtomicBool>, out: &mut dyn Write) 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The rotated files of `path` newer than the file with inode `ino`, newest first (all of
+/// them when that file was already rotated away).
+fn newer_rotated_files(path: &Path, ino: u64) -> Vec<PathBuf> {
+    let mut newer = Vec::new();
+    for k in 1.. {
+        let p = rotated_path(path, k);
+        match fs::metadata(&p) {
+            Ok(m) if m.ino() == ino => break,
+            Ok(_) => newer.push(p),
+            Err(_) => break,
+        }
+    }
+    newer
 }
 
 /// Copy the messages of complete lines from `r`; an incomplete last line stays in `pending`.
@@ -525,5 +548,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         stop.store(true, Ordering::Relaxed);
         assert_eq!(reader.join().unwrap(), "first\nsecond\nthird\n");
+    }
+
+    #[test]
+    fn reader_following_catches_up_over_several_rotations_between_polls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        // Each line is 46 bytes: every line rotates the file; three files are kept.
+        let mut log = LogFile::open(&path, 60, 3).unwrap();
+        log.write_line(&format_cri_line(1, Stream::Stdout, false, b"one"))
+            .unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (p2, s2) = (path.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            read_logs(&p2, Some(&s2), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(250));
+        for m in ["two", "six"] {
+            log.write_line(&format_cri_line(2, Stream::Stdout, false, m.as_bytes()))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(reader.join().unwrap(), "one\ntwo\nsix\n");
     }
 }
