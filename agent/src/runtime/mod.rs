@@ -10,9 +10,9 @@
 //! one JSON response per line (see `protocol`).
 //!
 //! Modules: `supervisor` (starting and setting up a supervisor; `tidelet shim`),
-//! `event_loop` (its poll loop and reaper), `container` (clone, rootfs, exec of one
-//! container), `logs` (CRI log writer, rotation, reader), `exec` (`tidelet exec`),
-//! `client` (the agent's async client), `sys` (small system helpers).
+//! `event_loop` (its poll loop and reaper), `container` (clone and exec of one container),
+//! `rootfs` (its mounts and `pivot_root`), `logs` (CRI log writer, rotation, reader),
+//! `exec` (`tidelet exec`), `client` (the agent's async client), `sys` (small helpers).
 
 use std::path::PathBuf;
 
@@ -22,6 +22,7 @@ pub mod event_loop;
 pub mod exec;
 pub mod logs;
 pub mod protocol;
+pub mod rootfs;
 pub mod supervisor;
 mod sys;
 
