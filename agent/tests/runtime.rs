@@ -435,6 +435,18 @@ async fn stop_escalates_to_sigkill_after_the_grace_period() {
     running_pid(&r);
     let t0 = Instant::now();
     pod.client.stop("sleeper", libc::SIGTERM, 1).await.unwrap();
+    // A second supervisor for the same pod refuses to take its socket over.
+    let again = spawn_supervisor(
+        Path::new(env!("CARGO_BIN_EXE_tidelet")),
+        &pod.pod_dir,
+        &sandbox(&pod.pod_dir, "pod-stop"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        again.contains(&format!("already serves this pod (pid {})", pod.pid)),
+        "{again}"
+    );
     let rec = pod.wait_exit("sleeper", Duration::from_secs(10)).await;
     let took = t0.elapsed();
     assert_eq!(exited(&rec), (137, Some(9), "Error".into(), String::new()));

@@ -8,6 +8,9 @@
 //! error pipe as `<step>: <errno text>` and the child exits; EOF on that pipe without a
 //! message therefore means `execve` succeeded.
 //!
+//! The supervisor waits (blocking its loop) from the clone until the child has exec'd or
+//! failed: a few milliseconds of mounts, and it makes the Start reply carry the outcome.
+//!
 //! The clone is a raw `clone(2)` without a new stack (fork semantics). The supervisor is
 //! single-threaded, so the child may allocate and use the standard library freely: no other
 //! thread can hold the allocator's lock at the instant of the clone.

@@ -197,6 +197,7 @@ pub fn main(args: &[String]) -> i32 {
         Ok(ForkResult::Child) => {}
         Err(e) => return report(&mut ready, Err(format!("fork: {}", e.desc()))),
     }
+    set_name(b"tidelet-shim\0");
     let setup = setup(&pod_dir, ready.as_ref().map(|f| f.as_raw_fd()));
     let mut sup = match setup {
         Ok(s) => s,
@@ -231,6 +232,12 @@ fn report(ready: &mut Option<fs::File>, result: Result<i32, String>) -> i32 {
         None => eprint!("{line}"),
     }
     i32::from(result.is_err())
+}
+
+/// The name `ps` shows (`comm`); `name` ends with a NUL.
+fn set_name(name: &'static [u8]) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `name`.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
 }
 
 fn redirect_stdio_to_null() {
@@ -297,6 +304,14 @@ fn setup(pod_dir: &Path, ready_fd: Option<RawFd>) -> Result<Supervisor, String> 
     let records = pod_dir.join(RECORDS_DIR);
     fs::create_dir_all(&records).map_err(|e| format!("{}: {e}", records.display()))?;
     let sock = pod_dir.join(SOCKET_FILE);
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        let pid = fs::read_to_string(pod_dir.join(PID_FILE)).unwrap_or_default();
+        return Err(format!(
+            "{}: a supervisor already serves this pod (pid {})",
+            sock.display(),
+            pid.trim()
+        ));
+    }
     let _ = fs::remove_file(&sock);
     let listener =
         UnixListener::bind(&sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
@@ -332,6 +347,7 @@ fn start_pid_one(ready_fd: Option<RawFd>) -> Result<i32, String> {
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
             redirect_stdio_to_null();
             sys::reset_signals();
+            set_name(b"tidelet-pid1\0");
             loop {
                 // SAFETY: wait(2) for any child; orphans of the namespace are reparented here.
                 if unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } < 0 {
