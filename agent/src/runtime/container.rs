@@ -44,7 +44,7 @@ pub struct Spawned {
 
 /// Start `spec`'s process. `new_pid_ns`: give it its own PID namespace. On failure the
 /// message is the StartError text (`<step>: <reason>`), and no child is left behind.
-pub fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, String> {
+pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, String> {
     let pipe =
         |what: &str| pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("{what} pipe: {}", e.desc()));
     let (out_r, out_w) = pipe("stdout")?;
@@ -182,7 +182,7 @@ fn cstr(s: &[u8], what: &str) -> Result<CString, String> {
 }
 
 /// `execve` `argv` with `env`, looking `argv[0]` up in the env's `PATH` when it has no `/`.
-pub fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, String> {
+pub(crate) fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, String> {
     let Some(arg0) = argv.first() else {
         return Err("exec: empty command".into());
     };

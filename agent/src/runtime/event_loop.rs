@@ -94,7 +94,7 @@ struct Client {
 }
 
 /// The state of one pod supervisor.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     pod_dir: PathBuf,
     pid: i32,
     /// Each container gets its own PID namespace.
@@ -118,7 +118,7 @@ enum Src {
 }
 
 impl Supervisor {
-    pub fn new(
+    pub(crate) fn new(
         pod_dir: PathBuf,
         pid: i32,
         own_pid_ns: bool,
@@ -141,7 +141,7 @@ impl Supervisor {
     }
 
     /// Serve until a `Shutdown` completes; returns the exit code.
-    pub fn run(&mut self) -> i32 {
+    pub(crate) fn run(&mut self) -> i32 {
         tracing::info!(pod_dir = %self.pod_dir.display(), pid = self.pid, "supervisor running");
         loop {
             let ready = match self.poll_once() {
