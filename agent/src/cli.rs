@@ -70,12 +70,6 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// (internal) The per-pod supervisor.
-    #[command(hide = true)]
-    Shim {
-        #[arg(long)]
-        pod_dir: PathBuf,
-    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,9 +140,6 @@ pub fn init_tracing(for_agent: bool) {
 
 pub fn main(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Shim { pod_dir } => {
-            crate::runtime::supervisor::main(&pod_dir);
-        }
         Command::Run(args) => {
             init_tracing(true);
             run(cli.root_dir, args)
@@ -339,7 +330,8 @@ fn logs(root: &std::path::Path, pod: &str, container: Option<String>, follow: bo
         }
         path = path.with_file_name(format!("{}.log", attempt - 1));
     }
-    crate::runtime::logs::read_logs(&path, follow, &mut std::io::stdout().lock())?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    crate::runtime::logs::read_logs(&path, follow.then_some(&stop), &mut std::io::stdout().lock())?;
     Ok(0)
 }
 

@@ -3,6 +3,12 @@
 use clap::Parser;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // Hidden: the per-pod supervisor. Dispatched first, before any runtime or thread starts,
+    // because it forks, and so that a supervisor never pays for the CLI's parsing.
+    if args.get(1).map(String::as_str) == Some("shim") {
+        std::process::exit(tidelet::runtime::supervisor::main(&args[2..]));
+    }
     let cli = tidelet::cli::Cli::parse();
     match tidelet::cli::main(cli) {
         Ok(code) => std::process::exit(code),

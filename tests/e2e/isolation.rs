@@ -87,7 +87,7 @@ fn cgroup_limits_qos_and_oom_score_adj_are_written() {
     assert_eq!(adj(&g), -997);
     assert_eq!(adj(&be), 1000);
     let mem_total_kib: i64 = std::fs::read_to_string("/proc/meminfo").unwrap().lines().next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    let want = (1000 - 1000 * (32 << 20) / (mem_total_kib * 1024)).clamp(2, 999);
+    let want = (1000 - 1000 * (32 << 20) / (mem_total_kib * 1024)).clamp(3, 999);
     assert_eq!(adj(&b), want, "Burstable formula");
 
     let guid = gp["metadata"]["uid"].as_str().unwrap();

@@ -183,13 +183,13 @@ impl Worker {
             .map_err(|e| e.to_string())?;
         tracing::info!(pid, "pod sandbox started");
         self.events.push(false, "SandboxStarted", format!("infra process {pid}"), now_ns());
-        let client = Client::connect(&plan.pod_dir);
+        let client = Client::new(&plan.pod_dir);
         Ok(Running { plan, rec, client, seq: 0, failed: None })
     }
 
     async fn adopt_pod(&mut self, rec: PodRecord) -> Option<Running> {
         let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
-        let client = Client::connect(&plan.pod_dir);
+        let client = Client::new(&plan.pod_dir);
         match client.status().await {
             Ok(st) => {
                 tracing::info!(pod = %self.key, uid = %plan.uid, infra = st.pid, "adopted running pod");
@@ -208,7 +208,7 @@ impl Worker {
     /// Remove what a pod record describes (supervisor, cgroups, dirs).
     async fn cleanup_record(&mut self, rec: &PodRecord) {
         let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
-        let client = Client::connect(&plan.pod_dir);
+        let client = Client::new(&plan.pod_dir);
         let r = Running { plan, rec: rec.clone(), client, seq: 0, failed: None };
         self.teardown(r).await;
     }
@@ -391,7 +391,7 @@ impl Worker {
         if let Some(m) = r.rec.containers.get_mut(&c.name) {
             m.image_id = image.id.clone();
         }
-        match r.client.start(&spec).await {
+        match r.client.start(spec.clone()).await {
             Ok(record) => {
                 if let ContainerState::Running { pid, .. } = record.state {
                     self.events.push(false, "Started", format!("Started container {} (pid {pid})", c.name), now_ns());

@@ -8,13 +8,45 @@
 //! happens while the agent is down is still reported. The agent decides (restarts, stops); the
 //! supervisor executes and records. They talk over `<pod_dir>/shim.sock`, one JSON request and
 //! one JSON response per line (see `protocol`).
+//!
+//! Modules: `supervisor` (starting and setting up a supervisor; `tidelet shim`),
+//! `event_loop` (its poll loop and reaper), `container` (clone and exec of one container),
+//! `rootfs` (its mounts and `pivot_root`), `logs` (CRI log writer, rotation, reader),
+//! `exec` (`tidelet exec`), `client` (the agent's async client), `sys` (small helpers).
 
+use std::path::PathBuf;
+
+pub mod client;
+pub mod container;
+pub mod event_loop;
+pub mod exec;
+pub mod logs;
 pub mod protocol;
+pub mod rootfs;
+pub mod supervisor;
+mod sys;
 
+pub use client::{Client, ClientError};
+pub use exec::exec_in_container;
+pub use logs::read_logs;
 pub use protocol::*;
-mod stubs;
-pub use stubs::spawn_supervisor;
-pub mod client { pub use super::stubs::Client; }
-pub mod supervisor { pub use super::stubs::main; }
-pub mod logs { pub use super::stubs::read_logs; }
-pub mod exec { pub use super::stubs::exec_in_container; }
+pub use supervisor::spawn_supervisor;
+
+/// Errors of the synchronous runtime functions (starting a supervisor, exec).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {op}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pod {pod_dir}: the supervisor failed to start: {message}")]
+    SupervisorStart { pod_dir: PathBuf, message: String },
+    #[error("exec in container (pid {pid}): {step}: {message}")]
+    Exec {
+        pid: i32,
+        step: String,
+        message: String,
+    },
+}

@@ -117,16 +117,29 @@ pub struct SandboxStatus {
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Request {
     /// Start a container; answered once it runs (`Ok(Record)`) or failed to start.
-    Start { spec: Box<ContainerSpec> },
+    Start {
+        spec: Box<ContainerSpec>,
+    },
     /// Send `signal`, then SIGKILL after `grace_secs`; answered at once.
-    Stop { name: String, signal: i32, grace_secs: u64 },
+    Stop {
+        name: String,
+        signal: i32,
+        grace_secs: u64,
+    },
     /// Forget an exited container's record (before it is started again or removed).
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
     Status,
     /// Answered once `seq` is greater than `since` or `timeout_ms` passed.
-    Wait { since: u64, timeout_ms: u64 },
+    Wait {
+        since: u64,
+        timeout_ms: u64,
+    },
     /// Stop every container (signal, grace, SIGKILL), then exit.
-    Shutdown { grace_secs: u64 },
+    Shutdown {
+        grace_secs: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

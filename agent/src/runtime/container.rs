@@ -1,0 +1,256 @@
+//! Starting one container: `clone(2)` into new mount (and PID) namespaces, then, in the
+//! child, the rootfs (see `rootfs`), `pivot_root`, the user, the working directory and
+//! `execve`.
+//!
+//! The parent (the pod supervisor) puts the child into its cgroups and sets its
+//! `oom_score_adj` before releasing it through a sync pipe, so not one instruction of the
+//! container runs outside its limits. Every failure in the child is written to a CLOEXEC
+//! error pipe as `<step>: <errno text>` and the child exits; EOF on that pipe without a
+//! message therefore means `execve` succeeded.
+//!
+//! The supervisor waits (blocking its loop) from the clone until the child has exec'd or
+//! failed: a few milliseconds of mounts, and it makes the Start reply carry the outcome.
+//!
+//! The clone is a raw `clone(2)` without a new stack (fork semantics). The supervisor is
+//! single-threaded, so the child may allocate and use the standard library freely: no other
+//! thread can hold the allocator's lock at the instant of the clone.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::{pipe2, Pid};
+
+use super::protocol::ContainerSpec;
+use super::{rootfs, sys};
+
+/// Default `PATH` when the container's env has none (as runc/containerd use).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Longest error message read back from a child.
+const MAX_CHILD_ERROR: usize = 4096;
+
+/// A container that was started: its init pid (in the supervisor's PID namespace) and the
+/// read ends of its stdout/stderr pipes.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Start `spec`'s process. `new_pid_ns`: give it its own PID namespace. On failure the
+/// message is the StartError text (`<step>: <reason>`), and no child is left behind.
+pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, String> {
+    let pipe =
+        |what: &str| pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("{what} pipe: {}", e.desc()));
+    let (out_r, out_w) = pipe("stdout")?;
+    let (err_r, err_w) = pipe("stderr")?;
+    let (sync_r, sync_w) = pipe("sync")?;
+    let (errp_r, errp_w) = pipe("error")?;
+
+    let mut flags = libc::CLONE_NEWNS;
+    if new_pid_ns {
+        flags |= libc::CLONE_NEWPID;
+    }
+    // SAFETY: a raw clone without a new stack behaves as fork(2); the supervisor is
+    // single-threaded (see the module doc), so the child has a consistent copy of memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if ret < 0 {
+        return Err(format!("clone: {}", Errno::last().desc()));
+    }
+    if ret == 0 {
+        drop((out_r, err_r, sync_w, errp_r));
+        let msg = match child(spec, &out_w, &err_w, sync_r) {
+            Err(m) => m,
+            Ok(never) => match never {},
+        };
+        let mut f = fs::File::from(errp_w);
+        let _ = f.write_all(msg.as_bytes());
+        // SAFETY: _exit ends the child without running the parent's atexit handlers or
+        // flushing its copied stdio buffers.
+        unsafe { libc::_exit(127) };
+    }
+    let pid = ret as i32;
+    drop((out_w, err_w, sync_r, errp_w));
+    let released = (|| {
+        for procs in &spec.cgroup_procs {
+            sys::write_file(procs, pid.to_string().as_bytes())
+                .map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
+        }
+        sys::set_oom_score_adj(pid, spec.oom_score_adj)
+            .map_err(|e| format!("oom_score_adj: {e}"))?;
+        fs::File::from(sync_w)
+            .write_all(b"g")
+            .map_err(|e| format!("release child: {e}"))
+    })();
+    if let Err(msg) = released {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        return Err(msg);
+    }
+    let mut msg = Vec::new();
+    let _ = fs::File::from(errp_r)
+        .take(MAX_CHILD_ERROR as u64)
+        .read_to_end(&mut msg);
+    if !msg.is_empty() {
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        return Err(String::from_utf8_lossy(&msg).into_owned());
+    }
+    Ok(Spawned {
+        pid,
+        stdout: out_r,
+        stderr: err_r,
+    })
+}
+
+fn fail(step: impl std::fmt::Display, e: Errno) -> String {
+    format!("{step}: {}", e.desc())
+}
+
+fn io_fail(step: impl std::fmt::Display, e: io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => fail(step, Errno::from_raw(n)),
+        None => format!("{step}: {e}"),
+    }
+}
+
+/// The child side: everything from the sync pipe to `execve`. Returns only on failure.
+fn child(
+    spec: &ContainerSpec,
+    out_w: &OwnedFd,
+    err_w: &OwnedFd,
+    sync_r: OwnedFd,
+) -> Result<std::convert::Infallible, String> {
+    sys::reset_signals();
+    let null = fs::File::open("/dev/null").map_err(|e| io_fail("open /dev/null", e))?;
+    for (from, to) in [
+        (null.as_raw_fd(), 0),
+        (out_w.as_raw_fd(), 1),
+        (err_w.as_raw_fd(), 2),
+    ] {
+        // SAFETY: dup2 on descriptors this process owns; the targets are the standard fds.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(fail("set up stdio", Errno::last()));
+        }
+    }
+    let mut go = [0u8; 1];
+    match fs::File::from(sync_r).read(&mut go) {
+        Ok(1) => {}
+        _ => return Err("wait for parent: released without go".into()),
+    }
+    rootfs::setup_rootfs(spec)?;
+    rootfs::pivot(&spec.rootfs)?;
+    let gids: Vec<nix::unistd::Gid> = spec
+        .additional_gids
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&gids).map_err(|e| fail("setgroups", e))?;
+    nix::unistd::setgid(nix::unistd::Gid::from_raw(spec.gid))
+        .map_err(|e| fail(format!("setgid {}", spec.gid), e))?;
+    nix::unistd::setuid(nix::unistd::Uid::from_raw(spec.uid))
+        .map_err(|e| fail(format!("setuid {}", spec.uid), e))?;
+    let cwd = if spec.cwd.is_empty() {
+        "/"
+    } else {
+        spec.cwd.as_str()
+    };
+    nix::unistd::chdir(cwd).map_err(|e| fail(format!("chdir {cwd:?}"), e))?;
+    exec(&spec.argv, &spec.env)
+}
+
+fn cstr(s: &[u8], what: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| {
+        format!(
+            "{what} {:?}: contains a NUL byte",
+            String::from_utf8_lossy(s)
+        )
+    })
+}
+
+/// `execve` `argv` with `env`, looking `argv[0]` up in the env's `PATH` when it has no `/`.
+pub(crate) fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, String> {
+    let Some(arg0) = argv.first() else {
+        return Err("exec: empty command".into());
+    };
+    let c_argv = argv
+        .iter()
+        .map(|a| cstr(a.as_bytes(), "argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_env = env
+        .iter()
+        .map(|a| cstr(a.as_bytes(), "env"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let candidates = exec_candidates(arg0, env);
+    let mut last = Errno::ENOENT;
+    for cand in candidates {
+        let path = cstr(cand.as_bytes(), "path")?;
+        match nix::unistd::execve(&path, &c_argv, &c_env) {
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
+            Err(Errno::EACCES) => last = Errno::EACCES,
+            Err(e) => return Err(fail(format!("exec {arg0:?}"), e)),
+            Ok(never) => match never {},
+        }
+    }
+    Err(fail(format!("exec {arg0:?}"), last))
+}
+
+/// The paths `execve` is tried with, in order (pure).
+pub fn exec_candidates(arg0: &str, env: &[String]) -> Vec<String> {
+    if arg0.contains('/') {
+        return vec![arg0.to_string()];
+    }
+    if arg0.is_empty() {
+        return vec![];
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .map(|d| if d.is_empty() { "." } else { d })
+        .map(|d| format!("{}/{arg0}", d.trim_end_matches('/')))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_candidates_follow_path_rules() {
+        let env = |p: &str| vec!["A=1".to_string(), format!("PATH={p}")];
+        let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
+            ("/bin/sh", env("/x"), vec!["/bin/sh"]),
+            ("./run", env("/x"), vec!["./run"]),
+            ("sh", env("/x:/y/"), vec!["/x/sh", "/y/sh"]),
+            ("sh", env("/x::/z"), vec!["/x/sh", "./sh", "/z/sh"]),
+            (
+                "sh",
+                vec![],
+                DEFAULT_PATH
+                    .split(':')
+                    .map(|d| Box::leak(format!("{d}/sh").into_boxed_str()) as &str)
+                    .collect(),
+            ),
+            ("", env("/x"), vec![]),
+        ];
+        for (arg0, env, want) in cases {
+            assert_eq!(exec_candidates(arg0, &env), want, "{arg0}");
+        }
+    }
+}

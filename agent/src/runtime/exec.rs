@@ -1,0 +1,245 @@
+//! `tidelet exec`: run a command inside a running container, from the CLI process (root).
+//!
+//! The calling process may be multi-threaded (tokio), and `setns(CLONE_NEWNS)` refuses a
+//! process whose threads share its filesystem state, so all namespace work happens in a
+//! forked child: it joins the container's cgroups, `setns`es into
+//! `/proc/<pid>/ns/{ipc,uts,net,pid,mnt}` (mnt last: after it the root is the container's),
+//! then forks again so the new PID namespace applies, and the grandchild `chdir`s and
+//! `execve`s with the container's env and the caller's stdio. Everything the children need
+//! (namespace fds, C strings, candidate paths) is prepared before the first fork, so after
+//! it they only make raw system calls (no allocation in a possibly multi-threaded fork).
+//! Failures come back over a CLOEXEC pipe as `errno (4 bytes) + step name`.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+use super::container::exec_candidates;
+use super::Error;
+
+const NAMESPACES: [(&str, libc::c_int); 5] = [
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("pid", libc::CLONE_NEWPID),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+/// Run `argv` in the container whose init is `pid` (as seen from the host), with `env` and
+/// working directory `cwd`, after joining `cgroup_procs`. Returns the exit status (128 +
+/// signal when killed by a signal).
+pub fn exec_in_container(
+    pid: i32,
+    argv: &[String],
+    env: &[String],
+    cwd: &str,
+    cgroup_procs: &[PathBuf],
+) -> Result<i32, Error> {
+    let fail = |step: &str, message: String| Error::Exec {
+        pid,
+        step: step.to_string(),
+        message,
+    };
+    let arg0 = argv
+        .first()
+        .ok_or_else(|| fail("exec", "empty command".into()))?;
+    let mut ns_fds: Vec<(File, libc::c_int, &'static [u8])> = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let path = format!("/proc/{pid}/ns/{name}");
+        let f = File::open(&path).map_err(|e| fail("open namespace", format!("{path}: {e}")))?;
+        let step: &'static [u8] = match name {
+            "ipc" => b"setns ipc",
+            "uts" => b"setns uts",
+            "net" => b"setns net",
+            "pid" => b"setns pid",
+            _ => b"setns mnt",
+        };
+        ns_fds.push((f, flag, step));
+    }
+    let cgroups = cgroup_procs
+        .iter()
+        .map(|p| {
+            OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(|e| fail("join cgroup", format!("{}: {e}", p.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cs =
+        |s: &str| CString::new(s).map_err(|_| fail("exec", format!("{s:?} contains a NUL byte")));
+    let c_argv = argv.iter().map(|a| cs(a)).collect::<Result<Vec<_>, _>>()?;
+    let c_env = env.iter().map(|a| cs(a)).collect::<Result<Vec<_>, _>>()?;
+    let c_paths = exec_candidates(arg0, env)
+        .iter()
+        .map(|a| cs(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_cwd = cs(if cwd.is_empty() { "/" } else { cwd })?;
+    let mut argv_p: Vec<*const libc::c_char> = c_argv.iter().map(|c| c.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = c_env.iter().map(|c| c.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| fail("pipe", e.desc().into()))?;
+
+    // SAFETY: after fork the child only makes async-signal-safe system calls on data
+    // prepared above (see the module doc) and ends with _exit.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(fail("fork", Errno::last().desc().into()));
+    }
+    if child == 0 {
+        // SAFETY: see above; `in_child` never returns.
+        unsafe { in_child(&err_w, &cgroups, &ns_fds, &c_cwd, &c_paths, &argv_p, &env_p) }
+    }
+    drop(err_w);
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child into a local int.
+        let r = unsafe { libc::waitpid(child, &mut status, 0) };
+        if r >= 0 {
+            break;
+        }
+        if Errno::last() != Errno::EINTR {
+            return Err(fail("wait", Errno::last().desc().into()));
+        }
+    }
+    let mut msg = Vec::new();
+    let _ = File::from(err_r).take(256).read_to_end(&mut msg);
+    if msg.len() >= 4 {
+        let errno = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+        let step = String::from_utf8_lossy(&msg[4..]).into_owned();
+        let step = if step == "exec" {
+            format!("exec {arg0:?}")
+        } else {
+            step
+        };
+        return Err(fail(
+            "exec",
+            format!("{step}: {}", Errno::from_raw(errno).desc()),
+        ));
+    }
+    Ok(status_code(status))
+}
+
+/// Exit status of a wait status: the code, or 128 + signal.
+fn status_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        128
+    }
+}
+
+/// Report `step` with the current errno on the error pipe and exit.
+///
+/// # Safety
+/// Only async-signal-safe calls; ends the process.
+unsafe fn die(err_w: &OwnedFd, step: &[u8], errno: i32) -> ! {
+    let mut buf = [0u8; 64];
+    buf[..4].copy_from_slice(&errno.to_ne_bytes());
+    let n = step.len().min(60);
+    buf[4..4 + n].copy_from_slice(&step[..n]);
+    // SAFETY: write(2) from a stack buffer, then _exit(2).
+    unsafe {
+        libc::write(err_w.as_raw_fd(), buf.as_ptr().cast(), 4 + n);
+        libc::_exit(127)
+    }
+}
+
+/// The forked child: cgroups, setns, fork, and in the grandchild chdir + execve.
+///
+/// # Safety
+/// Must run in a freshly forked child; uses only async-signal-safe calls.
+unsafe fn in_child(
+    err_w: &OwnedFd,
+    cgroups: &[File],
+    ns_fds: &[(File, libc::c_int, &'static [u8])],
+    cwd: &CString,
+    paths: &[CString],
+    argv: &[*const libc::c_char],
+    env: &[*const libc::c_char],
+) -> ! {
+    // SAFETY: the whole body makes raw system calls on descriptors and C strings prepared
+    // before the fork, which outlive this function (it never returns); nothing allocates.
+    unsafe {
+        let mut digits = [0u8; 12];
+        let mut n = libc::getpid() as u32;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for f in cgroups {
+            if libc::write(f.as_raw_fd(), digits[i..].as_ptr().cast(), digits.len() - i) < 0 {
+                die(err_w, b"join cgroup", Errno::last_raw());
+            }
+        }
+        for (f, flag, step) in ns_fds {
+            if libc::setns(f.as_raw_fd(), *flag) < 0 {
+                die(err_w, step, Errno::last_raw());
+            }
+        }
+        let grandchild = libc::fork();
+        if grandchild < 0 {
+            die(err_w, b"fork into the pid namespace", Errno::last_raw());
+        }
+        if grandchild == 0 {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if libc::chdir(cwd.as_ptr()) < 0 {
+                die(err_w, b"chdir", Errno::last_raw());
+            }
+            let mut last = libc::ENOENT;
+            for p in paths {
+                libc::execve(p.as_ptr(), argv.as_ptr(), env.as_ptr());
+                let e = Errno::last_raw();
+                if e == libc::EACCES {
+                    last = e;
+                } else if e != libc::ENOENT && e != libc::ENOTDIR {
+                    die(err_w, b"exec", e);
+                }
+            }
+            die(err_w, b"exec", last);
+        }
+        let mut status = 0;
+        while libc::waitpid(grandchild, &mut status, 0) < 0 {
+            if Errno::last_raw() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        libc::_exit(status_code(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_process_is_an_error_naming_its_namespace_file() {
+        let err = exec_in_container(i32::MAX, &["true".into()], &[], "/", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("/proc/{}/ns/ipc", i32::MAX)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_command_is_refused() {
+        let err = exec_in_container(1, &[], &[], "/", &[]).unwrap_err();
+        assert!(err.to_string().contains("empty command"), "{err}");
+    }
+}

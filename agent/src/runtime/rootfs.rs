@@ -1,0 +1,363 @@
+//! A container's root filesystem, set up by the child in its new mount namespace: make `/`
+//! rprivate, overlayfs of the image layers at `rootfs`, `/proc`, read-only `/sys`, a private
+//! `/dev` (device nodes, devpts, shm, mqueue, the standard links), the bind mounts (whose
+//! destinations are resolved inside the rootfs and may not escape it), an optional
+//! read-only remount, then `pivot_root` with the old root detached.
+//!
+//! Errors are the StartError text `<step>: <errno text>`.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+
+use super::protocol::ContainerSpec;
+
+fn fail(step: impl std::fmt::Display, e: Errno) -> String {
+    format!("{step}: {}", e.desc())
+}
+
+fn io_fail(step: impl std::fmt::Display, e: io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => fail(step, Errno::from_raw(n)),
+        None => format!("{step}: {e}"),
+    }
+}
+
+fn mnt(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    step: &str,
+) -> Result<(), String> {
+    mount(src, target, fstype, flags, data)
+        .map_err(|e| fail(format!("{step} at {:?}", target.display().to_string()), e))
+}
+
+fn mkdir_p(p: &Path, mode: u32) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(p)
+        .map_err(|e| io_fail(format!("mkdir {:?}", p.display().to_string()), e))
+}
+
+/// Mount the container's filesystems at `spec.rootfs` (in the child's mount namespace).
+pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
+    let root = &spec.rootfs;
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+        "make / rprivate",
+    )?;
+    for d in [&spec.upperdir, &spec.workdir, root] {
+        mkdir_p(d, 0o755)?;
+    }
+    let data = overlay_options(&spec.lowerdirs, &spec.upperdir, &spec.workdir)?;
+    mnt(
+        Some("overlay"),
+        root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+        "mount overlay",
+    )?;
+    let nsd = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    mkdir_p(&root.join("proc"), 0o555)?;
+    mnt(
+        Some("proc"),
+        &root.join("proc"),
+        Some("proc"),
+        nsd,
+        None,
+        "mount proc",
+    )?;
+    mkdir_p(&root.join("sys"), 0o555)?;
+    mnt(
+        Some("sysfs"),
+        &root.join("sys"),
+        Some("sysfs"),
+        nsd | MsFlags::MS_RDONLY,
+        None,
+        "mount sysfs",
+    )?;
+    setup_dev(&root.join("dev"))?;
+    for m in &spec.mounts {
+        bind_mount(root, &m.source, &m.destination, m.readonly)?;
+    }
+    if spec.readonly_rootfs {
+        let f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mnt(None, root, None, f, None, "remount rootfs read-only")?;
+    }
+    Ok(())
+}
+
+/// `lowerdir=…,upperdir=…,workdir=…`, refusing paths overlayfs would misparse.
+pub fn overlay_options(lowerdirs: &[PathBuf], upper: &Path, work: &Path) -> Result<String, String> {
+    if lowerdirs.is_empty() {
+        return Err("mount overlay: no lower directories".into());
+    }
+    let check = |p: &Path| {
+        let s = p
+            .to_str()
+            .ok_or_else(|| format!("mount overlay: path {p:?} is not UTF-8"))?;
+        if s.contains([',', ':']) || s.is_empty() {
+            return Err(format!(
+                "mount overlay: path {s:?} is empty or contains ',' or ':'"
+            ));
+        }
+        Ok(s.to_string())
+    };
+    let lower = lowerdirs
+        .iter()
+        .map(|p| check(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(":");
+    Ok(format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        check(upper)?,
+        check(work)?
+    ))
+}
+
+fn setup_dev(dev: &Path) -> Result<(), String> {
+    mkdir_p(dev, 0o755)?;
+    let f = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
+    mnt(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        f,
+        Some("mode=755,size=65536k"),
+        "mount /dev tmpfs",
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let p = dev.join(name);
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| fail(format!("mknod /dev/{name}"), e))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
+            .map_err(|e| io_fail(format!("chmod /dev/{name}"), e))?;
+    }
+    let nsx = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mkdir_p(&dev.join("pts"), 0o755)?;
+    mnt(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        nsx,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        "mount devpts",
+    )?;
+    mkdir_p(&dev.join("shm"), 0o1777)?;
+    mnt(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nsx | MsFlags::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+        "mount /dev/shm",
+    )?;
+    mkdir_p(&dev.join("mqueue"), 0o755)?;
+    mnt(
+        Some("mqueue"),
+        &dev.join("mqueue"),
+        Some("mqueue"),
+        nsx | MsFlags::MS_NODEV,
+        None,
+        "mount mqueue",
+    )?;
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(name))
+            .map_err(|e| io_fail(format!("symlink /dev/{name}"), e))?;
+    }
+    Ok(())
+}
+
+fn bind_mount(root: &Path, source: &Path, dest: &str, readonly: bool) -> Result<(), String> {
+    let target = resolve_in_root(root, dest)?;
+    let meta = fs::metadata(source).map_err(|e| {
+        io_fail(
+            format!("bind mount source {:?}", source.display().to_string()),
+            e,
+        )
+    })?;
+    if meta.is_dir() {
+        mkdir_p(&target, 0o755)?;
+    } else if fs::symlink_metadata(&target).is_err() {
+        if let Some(parent) = target.parent() {
+            mkdir_p(parent, 0o755)?;
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&target)
+            .map_err(|e| io_fail(format!("create mount point {dest:?}"), e))?;
+    }
+    let step = format!("bind mount {:?} on {dest:?}", source.display().to_string());
+    mount(
+        Some(source),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| fail(&step, e))?;
+    if readonly {
+        let f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, &target, None::<&str>, f, None::<&str>)
+            .map_err(|e| fail(format!("{step} (read-only)"), e))?;
+    }
+    Ok(())
+}
+
+/// The host path of `dest` inside `root`, following symlinks as the container would see
+/// them (absolute targets are relative to `root`). Refuses a `..` in `dest` and any symlink
+/// that would lead out of `root`. Missing components are fine (they will be created).
+pub fn resolve_in_root(root: &Path, dest: &str) -> Result<PathBuf, String> {
+    let refuse = |why: &str| Err(format!("mount destination {dest:?}: {why}"));
+    if !dest.starts_with('/') {
+        return refuse("not an absolute path");
+    }
+    let mut todo: Vec<std::ffi::OsString> = Vec::new();
+    for c in Path::new(dest).components() {
+        match c {
+            Component::Normal(n) => todo.push(n.to_os_string()),
+            Component::ParentDir => return refuse("contains \"..\""),
+            _ => {}
+        }
+    }
+    todo.reverse();
+    let mut done: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        let here: PathBuf = root.join(done.iter().collect::<PathBuf>()).join(&name);
+        match fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return refuse("too many levels of symbolic links");
+                }
+                let target = fs::read_link(&here).map_err(|e| {
+                    io_fail(format!("readlink {:?}", here.display().to_string()), e)
+                })?;
+                if target.is_absolute() {
+                    done.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push(n.to_os_string()),
+                        Component::ParentDir => todo.push(OsStr::from_bytes(b"..").to_os_string()),
+                        _ => {}
+                    }
+                }
+            }
+            _ if name == ".." => {
+                if done.pop().is_none() {
+                    return refuse("a symbolic link in it leads out of the rootfs");
+                }
+            }
+            _ => done.push(name),
+        }
+    }
+    Ok(root.join(done.iter().collect::<PathBuf>()))
+}
+
+/// `pivot_root` into `root` (which must be a mount point) and detach the old root.
+pub(crate) fn pivot(root: &Path) -> Result<(), String> {
+    nix::unistd::chdir(root).map_err(|e| fail("chdir to rootfs", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail("detach old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_join_lowers_and_refuse_bad_paths() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            overlay_options(&[p("/l/a"), p("/l/b")], &p("/u"), &p("/w")).unwrap(),
+            "lowerdir=/l/a:/l/b,upperdir=/u,workdir=/w"
+        );
+        assert!(overlay_options(&[], &p("/u"), &p("/w"))
+            .unwrap_err()
+            .contains("no lower"));
+        assert!(overlay_options(&[p("/l:a")], &p("/u"), &p("/w"))
+            .unwrap_err()
+            .contains("\"/l:a\""));
+        assert!(overlay_options(&[p("/l")], &p("/u,x"), &p("/w"))
+            .unwrap_err()
+            .contains("\"/u,x\""));
+    }
+
+    #[test]
+    fn mount_destinations_resolve_inside_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc/real")).unwrap();
+        fs::create_dir_all(root.join("run")).unwrap();
+        std::os::unix::fs::symlink("/run", root.join("var-run")).unwrap();
+        std::os::unix::fs::symlink("real", root.join("etc/rel")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("etc/up")).unwrap();
+        std::os::unix::fs::symlink("/etc/loop", root.join("etc/loop")).unwrap();
+        std::os::unix::fs::symlink("../run", root.join("etc/run")).unwrap();
+        let ok: &[(&str, &str)] = &[
+            ("/etc/hostname", "etc/hostname"),
+            ("/var-run/x", "run/x"),
+            ("/etc/rel/hosts", "etc/real/hosts"),
+            ("/etc/run/a", "run/a"),
+            ("/new/dir/file", "new/dir/file"),
+            ("//etc/./hostname", "etc/hostname"),
+        ];
+        for (dest, want) in ok {
+            assert_eq!(
+                resolve_in_root(root, dest).unwrap(),
+                root.join(want),
+                "{dest}"
+            );
+        }
+        let bad: &[(&str, &str)] = &[
+            ("/etc/../../x", "contains \"..\""),
+            ("etc/hosts", "not an absolute path"),
+            ("/etc/up/x", "leads out of the rootfs"),
+            ("/etc/loop", "too many levels"),
+        ];
+        for (dest, want) in bad {
+            let err = resolve_in_root(root, dest).unwrap_err();
+            assert!(err.contains(want) && err.contains(dest), "{dest}: {err}");
+        }
+    }
+}

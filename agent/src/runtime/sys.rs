@@ -1,0 +1,67 @@
+//! Small system helpers shared by the supervisor, container spawn and exec: writing control
+//! files, `oom_score_adj`, signal state for children, and bringing `lo` up without `ip`.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+
+/// Write `data` to an existing control file (cgroup.procs, oom_score_adj…) in one `write(2)`.
+pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    OpenOptions::new().write(true).open(path)?.write_all(data)
+}
+
+/// Set `/proc/<pid>/oom_score_adj`.
+pub fn set_oom_score_adj(pid: i32, adj: i32) -> io::Result<()> {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    write_file(Path::new(&path), adj.to_string().as_bytes())
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+}
+
+/// Give a child the signal state a fresh process expects: nothing blocked (the supervisor
+/// blocks the signals it reads through its signalfd) and SIGPIPE at its default (Rust's
+/// runtime ignores it, and an ignored disposition survives `execve`).
+pub fn reset_signals() {
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in [
+        Signal::SIGPIPE,
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+}
+
+/// Bring the loopback interface of the current network namespace up (SIOCGIFFLAGS, set
+/// IFF_UP, SIOCSIFFLAGS on a datagram socket).
+pub fn bring_up_loopback() -> io::Result<()> {
+    // SAFETY: plain socket(2); the result is checked and wrapped in an OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads into the ifreq we own, sized as the kernel expects.
+    if unsafe { libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the flags member of the union is the one SIOCGIFFLAGS filled.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    if unsafe { libc::ioctl(raw, libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
