@@ -472,7 +472,7 @@ mod tests {
         for (q, want) in cases {
             let got = find_record(&idx, &q)
                 .unwrap()
-                .map(|(r, _)| r.id.chars().nth(7).unwrap());
+                .map(|(r, _)| idx.images.iter().position(|i| i.id == r.id).unwrap());
             assert_eq!(got, want, "{q:?}");
         }
         assert!(
