@@ -144,7 +144,9 @@ pub fn stage(archive: &Path, staging: &Path) -> Result<Staged> {
         .entries()
         .map_err(|e| bad(format!("not a tar archive: {e}")))?;
     for (n, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|e| bad(format!("not a valid tar archive: {e}")))?;
+        // The tar crate quotes the bad header: keep the reason readable.
+        let mut entry =
+            entry.map_err(|e| bad(format!("not a valid tar archive: {}", clip(&e.to_string()))))?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let rel = entry_rel_path(&raw).map_err(|r| bad(format!("entry {name:?}: {r}")))?;
@@ -220,6 +222,13 @@ pub fn stage(archive: &Path, staging: &Path) -> Result<Staged> {
         return Err(bad("archive holds no files".into()));
     }
     Ok(staged)
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(120) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// A file named `blobs/<alg>/<hex>` must hash to that name.

@@ -361,11 +361,12 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let cases: Vec<(
+        type Case<'a> = (
             BTreeMap<String, String>,
-            Option<&str>,
-            std::result::Result<&str, &str>,
-        )> = vec![
+            Option<&'a str>,
+            std::result::Result<&'a str, &'a str>,
+        );
+        let cases: Vec<Case<'_>> = vec![
             (
                 ann(&[(ANNOTATION_REF_NAME, "localhost/busybox:1.35")]),
                 None,

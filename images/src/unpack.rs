@@ -468,7 +468,7 @@ impl Unpacker<'_> {
         let gid =
             u32::try_from(gid).map_err(|_| self.bad(name, format!("gid {gid} out of range")))?;
         Ok(Meta {
-            mode: mode as u32,
+            mode,
             uid,
             gid,
             mtime,
@@ -643,7 +643,12 @@ mod tests {
         let oci_gz = "application/vnd.oci.image.layer.v1.tar+gzip";
         let oci_tar = "application/vnd.oci.image.layer.v1.tar";
         let docker_gz = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-        let cases: &[(Option<&str>, &[u8], std::result::Result<Compression, &str>)] = &[
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a [u8],
+            std::result::Result<Compression, &'a str>,
+        );
+        let cases: &[Case<'_>] = &[
             (Some(oci_gz), gz, Ok(Compression::Gzip)),
             (Some(docker_gz), gz, Ok(Compression::Gzip)),
             (Some(oci_tar), tar, Ok(Compression::None)),

@@ -1,0 +1,470 @@
+//! Importing archives built in temp dirs: the good shapes of both formats, and each bad input
+//! the issue names, which must fail with its specific error and leave no layer behind.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::json;
+use tidelet_images::{Error, ImageConfig, Store};
+
+fn base_layer() -> Vec<u8> {
+    layer_tar(&[
+        E::Dir("bin/"),
+        E::File("bin/hello", b"#!/bin/sh\necho hi\n"),
+        E::Symlink("bin/sh", "/bin/busybox"),
+        E::Hardlink("bin/hello2", "bin/hello"),
+        E::Dir("etc/"),
+        E::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+    ])
+}
+
+fn run() -> serde_json::Value {
+    json!({"Entrypoint": ["/bin/hello"], "Cmd": ["a"], "Env": ["PATH=/bin", "X=1"], "WorkingDir": "/w",
+           "User": "1000:1000", "StopSignal": "SIGINT"})
+}
+
+/// Layer dirs of the store, temp dirs included (they must not survive a failure either).
+fn layer_dirs(store: &Store) -> Vec<String> {
+    ls(&store.root().join("layers"))
+}
+
+#[test]
+fn good_oci_archive_imports_resolves_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let layers = [
+        gz(base_layer()),
+        plain(layer_tar(&[E::File("top.txt", b"top")])),
+    ];
+    let archive = write_archive(
+        dir.path(),
+        "x.tar",
+        &oci_files("localhost/x:1", &layers, run()),
+    );
+
+    assert_eq!(store.import(&archive).unwrap(), vec!["localhost/x:1"]);
+    let img = store
+        .resolve("localhost/x:1")
+        .unwrap()
+        .expect("imported image resolves");
+    assert_eq!(img.name, "localhost/x:1");
+    assert_eq!(
+        img.config,
+        ImageConfig {
+            entrypoint: vec!["/bin/hello".into()],
+            cmd: vec!["a".into()],
+            env: vec!["PATH=/bin".into(), "X=1".into()],
+            working_dir: "/w".into(),
+            user: "1000:1000".into(),
+            stop_signal: Some("SIGINT".into()),
+        }
+    );
+    // Top-most first.
+    assert_eq!(img.lowerdirs.len(), 2);
+    assert!(img.lowerdirs[0].join("top.txt").is_file());
+    let base = &img.lowerdirs[1];
+    assert_eq!(
+        fs::read(base.join("bin/hello")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    assert_eq!(
+        fs::read_link(base.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox"),
+        "absolute symlink kept as is"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(base.join("bin/hello2")).unwrap().ino(),
+        fs::metadata(base.join("bin/hello")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::metadata(base.join("bin/hello")).unwrap().mode() & 0o7777,
+        0o644
+    );
+    assert_eq!(
+        fs::metadata(base.join("bin/hello")).unwrap().mtime(),
+        1_700_000_000
+    );
+    assert_eq!(
+        fs::metadata(base.join("etc")).unwrap().mtime(),
+        1_700_000_000,
+        "dir mtime set after its contents"
+    );
+
+    // ID and ID prefixes resolve too.
+    let id = img.id.clone();
+    assert!(id.starts_with("sha256:"));
+    assert_eq!(
+        store.resolve(&id).unwrap().unwrap().lowerdirs,
+        img.lowerdirs
+    );
+    assert_eq!(store.resolve(&id[7..19]).unwrap().unwrap().id, id);
+    assert_eq!(store.resolve("localhost/nope:1").unwrap(), None);
+
+    let summary = store.list().unwrap();
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0].names, vec!["localhost/x:1"]);
+    assert_eq!(summary[0].id, id);
+    assert_eq!(
+        summary[0].size,
+        layers.iter().map(|l| l.blob.len() as u64).sum::<u64>()
+    );
+    assert_eq!(
+        (summary[0].architecture.as_str(), summary[0].os.as_str()),
+        (host_arch(), "linux")
+    );
+
+    // Again: same result, nothing new on disk.
+    let before = layer_dirs(&store);
+    assert_eq!(store.import(&archive).unwrap(), vec!["localhost/x:1"]);
+    assert_eq!(store.list().unwrap(), summary);
+    assert_eq!(layer_dirs(&store), before);
+    assert!(ls(&store.root().join("tmp")).is_empty(), "staging removed");
+    for l in &layers {
+        assert!(
+            store
+                .root()
+                .join("blobs/sha256")
+                .join(sha(&l.blob))
+                .is_file(),
+            "blob kept"
+        );
+    }
+}
+
+#[test]
+fn new_image_under_same_name_moves_the_name_and_shares_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let a = write_archive(
+        dir.path(),
+        "a.tar",
+        &oci_files("localhost/x:1", &[gz(base_layer())], json!({"Cmd": ["a"]})),
+    );
+    let b = write_archive(
+        dir.path(),
+        "b.tar",
+        &oci_files("localhost/x:1", &[gz(base_layer())], json!({"Cmd": ["b"]})),
+    );
+    store.import(&a).unwrap();
+    let first = store.resolve("localhost/x:1").unwrap().unwrap();
+    store.import(&b).unwrap();
+    let second = store.resolve("localhost/x:1").unwrap().unwrap();
+    assert_ne!(first.id, second.id);
+    assert_eq!(second.config.cmd, vec!["b"]);
+    assert_eq!(
+        first.lowerdirs, second.lowerdirs,
+        "the shared layer is unpacked once"
+    );
+    assert_eq!(layer_dirs(&store).len(), 1);
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), 2);
+    let old = list.iter().find(|s| s.id == first.id).unwrap();
+    assert!(old.names.is_empty(), "the old image lost its name");
+    assert_eq!(
+        store.resolve(&first.id).unwrap().unwrap().config.cmd,
+        vec!["a"],
+        "still reachable by ID"
+    );
+}
+
+#[test]
+fn good_docker_save_archives_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let layers = [
+        plain(base_layer()),
+        plain(layer_tar(&[E::File("top.txt", b"top")])),
+    ];
+    let legacy = write_archive(
+        dir.path(),
+        "legacy.tar",
+        &docker_files("busybox", &layers, run()),
+    );
+    assert_eq!(
+        store.import(&legacy).unwrap(),
+        vec!["docker.io/library/busybox:latest"]
+    );
+    let img = store.resolve("busybox").unwrap().unwrap();
+    assert_eq!(img.config.entrypoint, vec!["/bin/hello"]);
+    assert!(img.lowerdirs[0].join("top.txt").is_file());
+    assert!(img.lowerdirs[1].join("etc/passwd").is_file());
+
+    let blobs = write_archive(
+        dir.path(),
+        "new.tar",
+        &docker_blob_files("localhost/new:2", &layers, run()),
+    );
+    assert_eq!(store.import(&blobs).unwrap(), vec!["localhost/new:2"]);
+    let img2 = store.resolve("localhost/new:2").unwrap().unwrap();
+    // Same config, same image: one image, two names.
+    assert_eq!(img2.id, img.id);
+    assert_eq!(store.list().unwrap().len(), 1);
+    assert_eq!(store.list().unwrap()[0].names.len(), 2);
+}
+
+#[test]
+fn tag_only_oci_name_needs_an_explicit_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = write_archive(
+        dir.path(),
+        "t.tar",
+        &oci_files("1.35", &[plain(base_layer())], json!({})),
+    );
+    match store.import(&archive) {
+        Err(Error::BadArchive { reason, .. }) => {
+            assert!(reason.contains("only the tag \"1.35\""), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(layer_dirs(&store).is_empty());
+    assert_eq!(
+        store
+            .import_named(&archive, Some("localhost/named:1.35"))
+            .unwrap(),
+        vec!["localhost/named:1.35"]
+    );
+}
+
+/// Import `files` as an archive and return the error, checking nothing was left behind.
+fn import_fails(files: &[(String, Vec<u8>)]) -> (Error, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = write_archive(dir.path(), "bad.tar", files);
+    let err = store.import(&archive).expect_err("import must fail");
+    assert!(
+        layer_dirs(&store).is_empty(),
+        "layer dirs left: {:?}",
+        layer_dirs(&store)
+    );
+    assert!(ls(&store.root().join("tmp")).is_empty(), "staging left");
+    assert!(store.list().unwrap().is_empty());
+    (err, archive)
+}
+
+fn unsafe_layer(entries: &[E<'_>], want_entry: &str, want_reason: &str) {
+    let (err, archive) = import_fails(&oci_files(
+        "localhost/bad:1",
+        &[plain(layer_tar(entries))],
+        json!({}),
+    ));
+    match err {
+        Error::UnsafeEntry {
+            archive: a,
+            layer,
+            entry,
+            reason,
+        } => {
+            assert_eq!(a, archive);
+            assert!(layer.starts_with("sha256:"), "{layer}");
+            assert_eq!(entry, want_entry);
+            assert!(reason.contains(want_reason), "{reason}");
+        }
+        other => panic!("want UnsafeEntry for {want_entry}, got {other:?}"),
+    }
+}
+
+#[test]
+fn dotdot_entries_are_rejected() {
+    unsafe_layer(
+        &[E::File("ok", b"1"), E::File("../evil", b"x")],
+        "../evil",
+        "..",
+    );
+    unsafe_layer(
+        &[E::Dir("a/"), E::File("a/../../evil", b"x")],
+        "a/../../evil",
+        "..",
+    );
+}
+
+#[test]
+fn absolute_entries_are_rejected() {
+    unsafe_layer(&[E::File("/etc/evil", b"x")], "/etc/evil", "absolute");
+}
+
+#[test]
+fn writing_through_a_symlink_is_rejected() {
+    let before = fs::read("/etc/passwd").unwrap();
+    unsafe_layer(
+        &[E::Symlink("evil", "/etc"), E::File("evil/passwd", b"x")],
+        "evil/passwd",
+        "symlink",
+    );
+    assert_eq!(
+        fs::read("/etc/passwd").unwrap(),
+        before,
+        "nothing written through the symlink"
+    );
+    unsafe_layer(
+        &[
+            E::Dir("d/"),
+            E::Symlink("d/up", ".."),
+            E::File("d/up/x", b"x"),
+        ],
+        "d/up/x",
+        "symlink",
+    );
+}
+
+#[test]
+fn hardlinks_out_of_the_layer_are_rejected() {
+    unsafe_layer(&[E::Hardlink("h", "/etc/passwd")], "h", "absolute");
+    unsafe_layer(&[E::Hardlink("h", "../../etc/passwd")], "h", "..");
+    unsafe_layer(&[E::Hardlink("h", "missing")], "h", "not an earlier entry");
+    unsafe_layer(
+        &[E::Symlink("s", "/etc"), E::Hardlink("h", "s/passwd")],
+        "h",
+        "symlink",
+    );
+}
+
+#[test]
+fn bad_blob_digest_is_rejected() {
+    let mut files = oci_files("localhost/bad:1", &[gz(base_layer())], json!({}));
+    let layer = files
+        .iter_mut()
+        .find(|(_, d)| d.starts_with(&[0x1f, 0x8b]))
+        .unwrap();
+    let n = layer.1.len();
+    layer.1[n / 2] ^= 0xff;
+    let claimed = layer.0.clone();
+    match import_fails(&files).0 {
+        Error::DigestMismatch { digest, actual, .. } => {
+            assert_eq!(format!("blobs/sha256/{}", &digest[7..]), claimed);
+            assert_ne!(digest, actual);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_config_name_in_docker_archive_is_rejected() {
+    let mut files = docker_files("localhost/d:1", &[plain(base_layer())], json!({}));
+    let cfg = files
+        .iter_mut()
+        .find(|(p, _)| p.ends_with(".json") && p != "manifest.json")
+        .unwrap();
+    cfg.1.push(b' ');
+    assert!(matches!(
+        import_fails(&files).0,
+        Error::DigestMismatch { .. }
+    ));
+}
+
+#[test]
+fn bad_diff_id_is_rejected() {
+    let layers = [plain(base_layer())];
+    let mut cfg: serde_json::Value = serde_json::from_slice(&config(&layers, json!({}))).unwrap();
+    let wrong = format!("sha256:{}", sha(b"something else"));
+    cfg["rootfs"]["diff_ids"] = json!([wrong]);
+    let files = oci_files_with_config(
+        "localhost/bad:1",
+        &layers,
+        serde_json::to_vec(&cfg).unwrap(),
+    );
+    match import_fails(&files).0 {
+        Error::DigestMismatch { digest, actual, .. } => {
+            assert_eq!(digest, wrong);
+            assert_eq!(actual, layers[0].diff_id);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn zstd_layers_are_unsupported() {
+    let mut blob = vec![0x28, 0xb5, 0x2f, 0xfd];
+    blob.extend_from_slice(&[0; 64]);
+    let layer = Layer {
+        diff_id: format!("sha256:{}", sha(b"x")),
+        blob,
+        media_type: "application/vnd.oci.image.layer.v1.tar+zstd",
+    };
+    match import_fails(&oci_files("localhost/z:1", &[layer], json!({}))).0 {
+        Error::BadArchive { reason, .. } => assert!(
+            reason.contains("zstd") && reason.contains("unsupported"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn oversized_and_garbage_json_is_rejected() {
+    let mut files = oci_files("localhost/j:1", &[plain(base_layer())], json!({}));
+    let idx = files.iter_mut().find(|(p, _)| p == "index.json").unwrap();
+    idx.1 = vec![b' '; 5 * 1024 * 1024];
+    match import_fails(&files).0 {
+        Error::BadArchive { reason, .. } => assert!(reason.contains("limit"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let mut files = oci_files("localhost/j:1", &[plain(base_layer())], json!({}));
+    files.iter_mut().find(|(p, _)| p == "index.json").unwrap().1 = b"{not json".to_vec();
+    assert!(matches!(import_fails(&files).0, Error::BadArchive { .. }));
+}
+
+#[test]
+fn other_digest_algorithms_are_rejected() {
+    let files = vec![("blobs/sha512/abcd".to_string(), b"x".to_vec())];
+    match import_fails(&files).0 {
+        Error::BadArchive { reason, .. } => {
+            assert!(reason.contains("unsupported digest algorithm"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn raw_import_fails(bytes: &[u8], want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = dir.path().join("raw.tar");
+    fs::write(&archive, bytes).unwrap();
+    match store.import(&archive) {
+        Err(Error::BadArchive { archive: a, reason }) => {
+            assert_eq!(a, archive);
+            assert!(reason.contains(want), "{reason} should contain {want}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(layer_dirs(&store).is_empty());
+    assert!(ls(&store.root().join("tmp")).is_empty());
+}
+
+#[test]
+fn truncated_archive_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_archive(
+        dir.path(),
+        "g.tar",
+        &oci_files("localhost/t:1", &[plain(base_layer())], json!({})),
+    );
+    let bytes = fs::read(good).unwrap();
+    // Cut inside the layer blob (the largest file) and at a header boundary.
+    raw_import_fails(&bytes[..bytes.len() / 3], "truncated");
+    raw_import_fails(&bytes[..1536], "truncated");
+}
+
+#[test]
+fn non_tar_and_empty_files_are_rejected() {
+    raw_import_fails(
+        &b"this is not a tar archive at all\n".repeat(40),
+        "not a valid tar archive",
+    );
+    raw_import_fails(b"", "empty");
+    raw_import_fails(&[0u8; 1024], "no files");
+}
+
+#[test]
+fn missing_archive_is_an_io_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    match store.import(&dir.path().join("nope.tar")) {
+        Err(Error::Io { path, .. }) => assert_eq!(path, dir.path().join("nope.tar")),
+        other => panic!("{other:?}"),
+    }
+}
