@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::digest::{self, Digest, HashingWriter};
 use crate::manifest::{self, Descriptor, Manifest, ParsedConfig};
+use crate::tarext::Extensions;
 use crate::unpack::entry_rel_path;
 use crate::{Error, Result};
 
@@ -143,11 +144,15 @@ pub fn stage(archive: &Path, staging: &Path) -> Result<Staged> {
     let entries = tar
         .entries()
         .map_err(|e| bad(format!("not a tar archive: {e}")))?;
-    for (n, entry) in entries.enumerate() {
+    let mut extensions = Extensions::default();
+    for (n, entry) in entries.raw(true).enumerate() {
         // The tar crate quotes the bad header: keep the reason readable.
         let mut entry =
             entry.map_err(|e| bad(format!("not a valid tar archive: {}", clip(&e.to_string()))))?;
-        let raw = entry.path_bytes().into_owned();
+        let Some(member) = extensions.absorb(&mut entry).map_err(&bad)? else {
+            continue;
+        };
+        let raw = member.path;
         let name = String::from_utf8_lossy(&raw).into_owned();
         let rel = entry_rel_path(&raw).map_err(|r| bad(format!("entry {name:?}: {r}")))?;
         let key = rel
@@ -184,8 +189,8 @@ pub fn stage(archive: &Path, staging: &Path) -> Result<Staged> {
             }
             // `docker save` links repeated layers to their first copy.
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
+                let target = member
+                    .link
                     .ok_or_else(|| bad(format!("entry {name:?}: link without target")))?;
                 let target = String::from_utf8_lossy(&target).into_owned();
                 let resolved = if entry.header().entry_type() == tar::EntryType::Symlink {
@@ -210,6 +215,7 @@ pub fn stage(archive: &Path, staging: &Path) -> Result<Staged> {
             }
         }
     }
+    extensions.finish().map_err(&bad)?;
     for (key, target) in links {
         let f = staged
             .files

@@ -15,10 +15,13 @@ mod digest;
 mod manifest;
 mod reference;
 mod store;
+mod tarext;
 mod unpack;
+mod xattr;
 
 pub use store::Store;
-pub use unpack::{lgetxattr, OPAQUE_XATTR};
+pub use unpack::OPAQUE_XATTR;
+pub use xattr::{lgetxattr, lsetxattr};
 
 use serde::{Deserialize, Serialize};
 

@@ -173,7 +173,7 @@ impl Store {
         let _enter = span.enter();
         let staged = archive::stage(archive, staging)?;
         let plans = archive::plan(&staged, name)?;
-        let mut records = Vec::new();
+        // Every layer of every image first: a rejected layer must leave no blob or name behind.
         for plan in &plans {
             for layer in &plan.layers {
                 let src = LayerSource {
@@ -184,6 +184,9 @@ impl Store {
                 };
                 unpack::unpack_layer(&src, &self.layers_dir())?;
             }
+        }
+        let mut records = Vec::new();
+        for plan in &plans {
             self.commit_blobs(plan)?;
             records.push(record_of(plan));
         }
@@ -209,11 +212,14 @@ impl Store {
         );
         for (digest, path) in files {
             let dest = dir.join(digest.hex());
+            // Already there, or a file listed twice (a repeated layer) and moved already.
             if dest.exists() {
                 continue;
             }
-            // The same staged file may be listed twice (a repeated layer): copy, keep staging.
-            fs::copy(path, &dest).map_err(io_err(&dest))?;
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(path))?;
+            fs::rename(path, &dest).map_err(io_err(&dest))?;
         }
         let dest = dir.join(plan.manifest_digest.hex());
         if !dest.exists() {

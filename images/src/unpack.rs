@@ -8,7 +8,7 @@
 //! stack directly as overlay lower dirs. Entries are checked before anything is written: no
 //! absolute paths, no `..`, never through a symlink, hard links only to files of this layer.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -20,6 +20,8 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
 use crate::digest::{Digest, HashingReader};
+use crate::tarext::{Extensions, Member};
+use crate::xattr::lsetxattr;
 use crate::{Error, Result};
 
 /// The xattr overlayfs reads to hide a lower directory's contents.
@@ -184,10 +186,14 @@ fn unpack_into(src: &LayerSource<'_>, root: &Path) -> Result<()> {
         let entries = tar
             .entries()
             .map_err(|e| bad(format!("reading tar: {e}")))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| bad(format!("reading tar: {e}")))?;
-            unpacker.entry(entry)?;
+        let mut extensions = Extensions::default();
+        for entry in entries.raw(true) {
+            let mut entry = entry.map_err(|e| bad(format!("reading tar: {e}")))?;
+            if let Some(member) = extensions.absorb(&mut entry).map_err(&bad)? {
+                unpacker.entry(entry, member)?;
+            }
         }
+        extensions.finish().map_err(&bad)?;
     }
     let (actual, _) = hashing
         .finish()
@@ -238,12 +244,11 @@ impl Unpacker<'_> {
         }
     }
 
-    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
-        let rel = entry_rel_path(&raw).map_err(|r| self.unsafe_entry(&name, r))?;
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>, member: Member) -> Result<()> {
+        let name = String::from_utf8_lossy(&member.path).into_owned();
+        let rel = entry_rel_path(&member.path).map_err(|r| self.unsafe_entry(&name, r))?;
         let kind = entry.header().entry_type();
-        let meta = self.meta(&mut entry, &name)?;
+        let meta = self.meta(&entry, &member, &name)?;
 
         let file_name = rel
             .file_name()
@@ -292,13 +297,20 @@ impl Unpacker<'_> {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
                     .map_err(io_err(&path))?;
-                io::copy(&mut entry, &mut out)
+                let copied = io::copy(&mut entry, &mut out)
                     .map_err(|e| self.bad(&name, format!("reading contents: {e}")))?;
+                if copied != entry.size() {
+                    return Err(self.bad(
+                        &name,
+                        format!("truncated ({copied} of {} bytes)", entry.size()),
+                    ));
+                }
                 self.finish_entry(&path, &meta, true)
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
+                let target = member
+                    .link
+                    .clone()
                     .ok_or_else(|| self.bad(&name, "symlink without a target"))?;
                 // Kept as is, even when absolute: it resolves inside the container's root.
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
@@ -306,8 +318,9 @@ impl Unpacker<'_> {
                 self.finish_entry(&path, &meta, false)
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
+                let target = member
+                    .link
+                    .clone()
                     .ok_or_else(|| self.bad(&name, "hard link without a target"))?;
                 let target_name = String::from_utf8_lossy(&target).into_owned();
                 let target_rel = entry_rel_path(&target).map_err(|r| {
@@ -428,7 +441,12 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta> {
+    fn meta<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        member: &Member,
+        name: &str,
+    ) -> Result<Meta> {
         let h = entry.header();
         let mode = h.mode().map_err(|e| self.bad(name, format!("mode: {e}")))? & 0o7777;
         let mut uid = h.uid().map_err(|e| self.bad(name, format!("uid: {e}")))?;
@@ -438,29 +456,21 @@ impl Unpacker<'_> {
             .map_err(|e| self.bad(name, format!("mtime: {e}")))?;
         let mut mtime = TimeSpec::new(i64::try_from(secs).unwrap_or(i64::MAX), 0);
         let mut xattrs = Vec::new();
-        if let Some(exts) = entry
-            .pax_extensions()
-            .map_err(|e| self.bad(name, format!("pax header: {e}")))?
-        {
-            for ext in exts {
-                let ext = ext.map_err(|e| self.bad(name, format!("pax header: {e}")))?;
-                let key = ext.key_bytes();
-                let value = ext.value_bytes();
-                let text = std::str::from_utf8(value).unwrap_or("");
-                if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                    xattrs.push((x.to_vec(), value.to_vec()));
-                } else if key == b"uid" {
-                    uid = text
-                        .parse()
-                        .map_err(|_| self.bad(name, format!("pax uid {text:?}")))?;
-                } else if key == b"gid" {
-                    gid = text
-                        .parse()
-                        .map_err(|_| self.bad(name, format!("pax gid {text:?}")))?;
-                } else if key == b"mtime" {
-                    mtime = parse_pax_time(text)
-                        .ok_or_else(|| self.bad(name, format!("pax mtime {text:?}")))?;
-                }
+        for (key, value) in &member.pax {
+            let text = std::str::from_utf8(value).unwrap_or("");
+            if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+                xattrs.push((x.to_vec(), value.clone()));
+            } else if key == b"uid" {
+                uid = text
+                    .parse()
+                    .map_err(|_| self.bad(name, format!("pax uid {text:?}")))?;
+            } else if key == b"gid" {
+                gid = text
+                    .parse()
+                    .map_err(|_| self.bad(name, format!("pax gid {text:?}")))?;
+            } else if key == b"mtime" {
+                mtime = parse_pax_time(text)
+                    .ok_or_else(|| self.bad(name, format!("pax mtime {text:?}")))?;
             }
         }
         let uid =
@@ -550,56 +560,6 @@ fn remove_any(path: &Path) -> Result<()> {
     } else {
         fs::remove_file(path).map_err(io_err(path))
     }
-}
-
-/// Set an extended attribute on `path` itself (never on what a symlink points to).
-pub fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let cname = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: both strings are valid NUL-terminated C strings that outlive the call, and
-    // `value` is a live slice whose pointer and length are passed together.
-    let rc = unsafe {
-        libc::lsetxattr(
-            cpath.as_ptr(),
-            cname.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Read an extended attribute of `path` itself; `None` when absent. Values are capped at 4 KiB.
-pub fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let cname = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid C strings; `buf` is writable for `buf.len()` bytes for the whole call.
-    let rc = unsafe {
-        libc::lgetxattr(
-            cpath.as_ptr(),
-            cname.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENODATA) {
-            Ok(None)
-        } else {
-            Err(e)
-        };
-    }
-    buf.truncate(rc as usize);
-    Ok(Some(buf))
 }
 
 #[cfg(test)]
