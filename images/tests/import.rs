@@ -468,3 +468,224 @@ fn missing_archive_is_an_io_error_naming_it() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An OCI layout whose index.json points at a nested (multi-arch) index.
+fn multi_arch_files(arches: &[(&str, Option<&str>)]) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut descs = Vec::new();
+    let mut cmds = Vec::new();
+    for (arch, variant) in arches {
+        let cmd = format!("built-for-{arch}-{}", variant.unwrap_or(""));
+        cmds.push(cmd.clone());
+        let layer = plain(layer_tar(&[E::File("arch", arch.as_bytes())]));
+        let single = oci_files("unused:1", std::slice::from_ref(&layer), json!({"Cmd": [cmd]}));
+        let manifest = single.iter().find(|(p, d)| p.starts_with("blobs/") && d.starts_with(b"{\"config\"")).cloned();
+        // serde_json orders keys alphabetically: the manifest is the blob starting with "config".
+        let (mpath, mbytes) = manifest.expect("manifest blob");
+        let mut platform = json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            platform["variant"] = json!(v);
+        }
+        descs.push(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                          "digest": format!("sha256:{}", &mpath["blobs/sha256/".len()..]),
+                          "size": mbytes.len(), "platform": platform}));
+        files.extend(single.into_iter().filter(|(p, _)| p.starts_with("blobs/")));
+    }
+    let nested = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs})).unwrap();
+    files.push((format!("blobs/sha256/{}", sha(&nested)), nested.clone()));
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{}", sha(&nested)),
+        "size": nested.len(), "annotations": {"org.opencontainers.image.ref.name": "localhost/multi:1"}}]});
+    files.push(("index.json".into(), serde_json::to_vec(&index).unwrap()));
+    files.push(("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()));
+    (files, cmds)
+}
+
+#[test]
+fn nested_index_picks_the_host_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let host = host_arch();
+    let host_variant = match host {
+        "arm" => Some("v7"),
+        _ => None,
+    };
+    let (mut files, cmds) = multi_arch_files(&[("s390x", None), (host, host_variant), ("arm", Some("v6"))]);
+    files.dedup_by(|a, b| a.0 == b.0);
+    let archive = write_archive(dir.path(), "multi.tar", &files);
+    assert_eq!(store.import(&archive).unwrap(), vec!["localhost/multi:1"]);
+    let img = store.resolve("localhost/multi:1").unwrap().unwrap();
+    assert_eq!(img.config.cmd, vec![cmds[1].clone()]);
+    assert_eq!(fs::read(img.lowerdirs[0].join("arch")).unwrap(), host.as_bytes());
+    assert_eq!(layer_dirs(&store).len(), 1, "only the host's layer is unpacked");
+}
+
+#[test]
+fn nested_index_without_the_host_platform_is_rejected() {
+    let (files, _) = multi_arch_files(&[("s390x", None), ("mips64le", None)]);
+    match import_fails(&files).0 {
+        Error::BadArchive { reason, .. } => assert!(reason.contains("no image for platform linux/"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn docker_save_with_linked_repeated_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    // The same (empty-ish) layer twice; docker save writes the second as a symlink.
+    let l = layer_tar(&[E::Dir("d/")]);
+    let layers = [plain(l.clone()), plain(layer_tar(&[E::File("x", b"x")])), plain(l)];
+    let files = docker_files("localhost/rep:1", &layers, json!({}));
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in &files {
+        let mut h = tar::Header::new_gnu();
+        if p.starts_with(&sha(b"layer2")) {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            let target = format!("../{}/layer.tar", sha(b"layer0"));
+            b.append_link(&mut h, p, &target).unwrap();
+            continue;
+        }
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, p, &data[..]).unwrap();
+    }
+    let archive = dir.path().join("rep.tar");
+    fs::write(&archive, b.into_inner().unwrap()).unwrap();
+    store.import(&archive).unwrap();
+    let img = store.resolve("localhost/rep:1").unwrap().unwrap();
+    assert_eq!(img.lowerdirs.len(), 3);
+    assert_eq!(img.lowerdirs[0], img.lowerdirs[2]);
+    assert_eq!(layer_dirs(&store).len(), 2);
+}
+
+#[test]
+fn docker_save_link_out_of_the_archive_is_rejected() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "l/layer.tar", "../../etc/passwd").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = dir.path().join("l.tar");
+    fs::write(&archive, b.into_inner().unwrap()).unwrap();
+    match store.import(&archive) {
+        Err(Error::BadArchive { reason, .. }) => assert!(reason.contains("leaves the archive"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn long_names_and_pax_records_are_honoured() {
+    let long = format!("{}/file.txt", "long-directory-name".repeat(8));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mode(0o640);
+    h.set_mtime(1_600_000_000);
+    b.append_data(&mut h, &long, &b"long"[..]).unwrap();
+    b.append_pax_extensions([("SCHILY.xattr.user.tidelet", &b"yes"[..]), ("mtime", b"1500000000.5")]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(1);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    h.set_mode(0o600);
+    b.append_data(&mut h, "xattr-file", &b"x"[..]).unwrap();
+    let layer = plain(b.into_inner().unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = write_archive(dir.path(), "p.tar", &oci_files("localhost/pax:1", &[layer], json!({})));
+    store.import(&archive).unwrap();
+    let root = store.resolve("localhost/pax:1").unwrap().unwrap().lowerdirs[0].clone();
+    assert_eq!(fs::read(root.join(&long)).unwrap(), b"long");
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(root.join(&long)).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.mtime()), (0o640, 1_600_000_000));
+    let m = fs::metadata(root.join("xattr-file")).unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 500_000_000), "PAX mtime wins");
+    // user.* xattrs need a file system that has them (ext4 and tmpfs do).
+    assert_eq!(
+        tidelet_images::lgetxattr(&root.join("xattr-file"), "user.tidelet").unwrap().as_deref(),
+        Some(&b"yes"[..])
+    );
+}
+
+#[test]
+fn layer_overlay_xattrs_are_not_taken_from_the_archive() {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..])]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    h.set_mode(0o755);
+    b.append_data(&mut h, "d/", &b""[..]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = write_archive(dir.path(), "o.tar", &oci_files("localhost/o:1", &[plain(b.into_inner().unwrap())], json!({})));
+    store.import(&archive).unwrap();
+    let root = store.resolve("localhost/o:1").unwrap().unwrap().lowerdirs[0].clone();
+    assert!(root.join("d").is_dir());
+    assert_eq!(tidelet_images::lgetxattr(&root.join("d"), "trusted.overlay.redirect").unwrap(), None);
+}
+
+#[test]
+fn a_file_as_parent_is_rejected() {
+    unsafe_layer(&[E::File("f", b"x"), E::File("f/g", b"y")], "f/g", "not a directory");
+}
+
+#[test]
+fn unsupported_entry_types_are_rejected() {
+    let (err, _) = import_fails(&oci_files(
+        "localhost/s:1",
+        &[plain(layer_tar(&[E::Kind("sparse", tar::EntryType::GNUSparse)]))],
+        json!({}),
+    ));
+    match err {
+        Error::BadArchive { reason, .. } => assert!(reason.contains("unsupported tar entry type"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn resolve_reports_a_missing_layer_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = write_archive(dir.path(), "m.tar", &oci_files("localhost/m:1", &[plain(base_layer())], json!({})));
+    store.import(&archive).unwrap();
+    let layer = store.resolve("localhost/m:1").unwrap().unwrap().lowerdirs[0].clone();
+    fs::remove_dir_all(&layer).unwrap();
+    match store.resolve("localhost/m:1") {
+        Err(Error::Io { path, source }) => {
+            assert_eq!(path, layer);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Importing again repairs it.
+    store.import(&archive).unwrap();
+    assert!(store.resolve("localhost/m:1").unwrap().unwrap().lowerdirs[0].is_dir());
+}
+
+#[test]
+fn stale_temp_dirs_of_dead_imports_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    Store::open(&root).unwrap();
+    // pid 0x7ffffffe cannot be alive (above pid_max); our own pid is.
+    let dead = root.join("layers").join(format!(".tmp-{}-2147483646-0", "a".repeat(64)));
+    let live = root.join("tmp").join(format!("import-{}-99", std::process::id()));
+    fs::create_dir_all(dead.join("half")).unwrap();
+    fs::create_dir_all(&live).unwrap();
+    Store::open(&root).unwrap();
+    assert!(!dead.exists(), "half-unpacked layer of a dead import removed");
+    assert!(live.exists(), "a live import's staging kept");
+}
