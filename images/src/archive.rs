@@ -310,11 +310,10 @@ fn plan_oci(staged: &Staged, name_override: Option<&str>) -> Result<Vec<ImagePla
             top.clone()
         };
         // The name sits on the top-level descriptor; some tools put it on the nested one.
-        let name = match manifest::oci_image_names(&top.annotations, name_override)? {
-            Ok(n) => n,
-            Err(reason) => manifest::oci_image_names(&chosen.annotations, None)?
-                .map_err(|_| staged.bad(format!("manifest {}: {reason}", chosen.digest)))?,
-        };
+        let mut annotations = chosen.annotations.clone();
+        annotations.extend(top.annotations.clone());
+        let name = manifest::oci_image_name(&annotations, name_override, &staged.archive)?
+            .map_err(|reason| staged.bad(format!("manifest {}: {reason}", chosen.digest)))?;
         let manifest_file = staged.blob(&chosen)?;
         let manifest_json = staged.json("manifest", manifest_file)?;
         let m = manifest::parse_manifest(&manifest_json)
@@ -404,11 +403,13 @@ fn plan_docker(staged: &Staged, name_override: Option<&str>) -> Result<Vec<Image
                 .iter()
                 .map(|t| crate::reference::parse(t).map(|r| r.to_string()))
                 .collect::<Result<Vec<_>>>()?,
+            // `docker save <id>` writes no tags: name it after the file, as for OCI.
             (None, _) => {
-                return Err(staged.bad(format!(
-                    "image {}: no RepoTags; import with an explicit name",
-                    e.config
-                )))
+                vec![
+                    manifest::name_from_file(&staged.archive, None).map_err(|reason| {
+                        staged.bad(format!("image {}: no RepoTags, and {reason}", e.config))
+                    })?,
+                ]
             }
         };
         let desc = |f: &StagedFile, media_type: &str| Descriptor {

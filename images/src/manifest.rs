@@ -3,6 +3,7 @@
 //! them (which platform to run, which names an image gets). No I/O here.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -244,29 +245,63 @@ pub fn pick_platform<'a>(
         .or_else(|| candidates().next())
 }
 
-/// The names an OCI image gets: the override if given; else `ref.name` when it is a full
-/// reference; a tag-only `ref.name` (what skopeo writes for `oci-archive:file:tag`) falls back
-/// to containerd's name annotation. `Err` says why there is no name.
-pub fn oci_image_names(
+/// Where an image's name comes from, in order: an explicit name (which, given without a tag,
+/// takes the archive's tag); a full reference in `ref.name`; containerd's name annotation; and
+/// last `localhost/<archive file stem>:<tag>`, as skopeo's `oci-archive:file:tag` leaves only a
+/// tag in `ref.name`. `Err` (a plain reason) only when none of these gives a valid name.
+pub fn oci_image_name(
     annotations: &BTreeMap<String, String>,
     name_override: Option<&str>,
+    archive: &Path,
 ) -> Result<std::result::Result<String, String>> {
+    let ref_name = annotations.get(ANNOTATION_REF_NAME);
+    let tag = ref_name
+        .filter(|r| reference::valid_tag(r))
+        .map(String::as_str);
     if let Some(n) = name_override {
+        return Ok(Ok(with_tag(n, tag)?));
+    }
+    if let Some(r) = ref_name.filter(|_| tag.is_none()) {
+        return Ok(Ok(reference::parse(r)?.to_string()));
+    }
+    if let Some(n) = annotations.get(ANNOTATION_CONTAINERD_NAME) {
         return Ok(Ok(reference::parse(n)?.to_string()));
     }
-    let containerd = annotations.get(ANNOTATION_CONTAINERD_NAME);
-    match annotations.get(ANNOTATION_REF_NAME) {
-        Some(r) if !reference::valid_tag(r) => Ok(Ok(reference::parse(r)?.to_string())),
-        Some(tag) => match containerd {
-            Some(n) => Ok(Ok(reference::parse(n)?.to_string())),
-            None => Ok(Err(format!(
-                "{ANNOTATION_REF_NAME} is only the tag {tag:?}, not a name; import with an explicit name"
-            ))),
-        },
-        None => match containerd {
-            Some(n) => Ok(Ok(reference::parse(n)?.to_string())),
-            None => Ok(Err(format!("no {ANNOTATION_REF_NAME} annotation; import with an explicit name"))),
-        },
+    Ok(name_from_file(archive, tag))
+}
+
+/// `name`, normalised; `tag` added when `name` has neither tag nor digest of its own.
+pub fn with_tag(name: &str, tag: Option<&str>) -> Result<String> {
+    match tag {
+        Some(t) if !reference::has_tag_or_digest(name) => {
+            Ok(reference::parse(&format!("{name}:{t}"))?.to_string())
+        }
+        _ => Ok(reference::parse(name)?.to_string()),
+    }
+}
+
+/// `localhost/<stem>:<tag>` from an archive's file name (`busybox.oci.tar` -> `busybox`).
+pub fn name_from_file(archive: &Path, tag: Option<&str>) -> std::result::Result<String, String> {
+    let file = archive.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    let stem = file.split('.').next().unwrap_or("").to_ascii_lowercase();
+    let cleaned: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let candidate = format!("localhost/{cleaned}:{}", tag.unwrap_or("latest"));
+    match reference::parse(&candidate) {
+        Ok(r) if !cleaned.is_empty() => {
+            tracing::warn!(archive = %archive.display(), name = %r, "archive names no image; naming it after the file");
+            Ok(r.to_string())
+        }
+        _ => Err(format!("the archive names no image and {file:?} gives no valid name; import with an explicit name")),
     }
 }
 
@@ -361,31 +396,38 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        type Case<'a> = (
-            BTreeMap<String, String>,
-            Option<&'a str>,
-            std::result::Result<&'a str, &'a str>,
-        );
+        let file = Path::new("/x/busybox.oci.tar");
+        type Case<'a> = (BTreeMap<String, String>, Option<&'a str>, &'a str);
         let cases: Vec<Case<'_>> = vec![
             (
                 ann(&[(ANNOTATION_REF_NAME, "localhost/busybox:1.35")]),
                 None,
-                Ok("localhost/busybox:1.35"),
+                "localhost/busybox:1.35",
             ),
             (
                 ann(&[(ANNOTATION_REF_NAME, "docker.io/library/busybox:1")]),
                 None,
-                Ok("docker.io/library/busybox:1"),
+                "docker.io/library/busybox:1",
             ),
             (
                 ann(&[(ANNOTATION_REF_NAME, "1.35")]),
                 None,
-                Err("only the tag \"1.35\""),
+                "localhost/busybox:1.35",
             ),
             (
                 ann(&[(ANNOTATION_REF_NAME, "1.35")]),
                 Some("localhost/x:2"),
-                Ok("localhost/x:2"),
+                "localhost/x:2",
+            ),
+            (
+                ann(&[(ANNOTATION_REF_NAME, "1.35")]),
+                Some("localhost/x"),
+                "localhost/x:1.35",
+            ),
+            (
+                ann(&[(ANNOTATION_REF_NAME, "localhost/a:1")]),
+                Some("localhost/x"),
+                "localhost/x:latest",
             ),
             (
                 ann(&[
@@ -393,27 +435,54 @@ mod tests {
                     (ANNOTATION_CONTAINERD_NAME, "docker.io/library/busybox:1.35"),
                 ]),
                 None,
-                Ok("docker.io/library/busybox:1.35"),
+                "docker.io/library/busybox:1.35",
             ),
-            (ann(&[]), None, Err("no org.opencontainers.image.ref.name")),
+            (ann(&[]), None, "localhost/busybox:latest"),
             (
                 ann(&[]),
                 Some("busybox"),
-                Ok("docker.io/library/busybox:latest"),
+                "docker.io/library/busybox:latest",
             ),
         ];
         for (a, o, want) in cases {
-            match (oci_image_names(&a, o).unwrap(), want) {
-                (Ok(n), Ok(w)) => assert_eq!(n, w),
-                (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
-                (g, w) => panic!("{a:?} {o:?}: got {g:?}, want {w:?}"),
-            }
+            assert_eq!(
+                oci_image_name(&a, o, file).unwrap().unwrap(),
+                want,
+                "{a:?} {o:?}"
+            );
         }
         let bad = ann(&[(ANNOTATION_REF_NAME, "Bad/Name:1")]);
         assert!(matches!(
-            oci_image_names(&bad, None),
+            oci_image_name(&bad, None, file),
             Err(crate::Error::BadReference { .. })
         ));
+        let no_name = oci_image_name(&ann(&[]), None, Path::new("/x/...tar")).unwrap();
+        assert!(no_name
+            .unwrap_err()
+            .contains("import with an explicit name"));
+    }
+
+    #[test]
+    fn names_from_files() {
+        let cases = [
+            (
+                "/a/busybox.oci.tar",
+                Some("1.35"),
+                Some("localhost/busybox:1.35"),
+            ),
+            ("My Image.tar", None, Some("localhost/my-image:latest")),
+            ("__x__.tar", None, Some("localhost/x:latest")),
+            ("a--b.tar", None, Some("localhost/a--b:latest")),
+            (".tar", None, None),
+            ("-.tar", None, None),
+        ];
+        for (f, tag, want) in cases {
+            assert_eq!(
+                name_from_file(Path::new(f), tag).ok().as_deref(),
+                want,
+                "{f}"
+            );
+        }
     }
 
     #[test]

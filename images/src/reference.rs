@@ -104,6 +104,12 @@ pub fn parse(reference: &str) -> Result<Reference> {
     })
 }
 
+/// Does `reference` carry its own tag or digest (a `:` after the last `/`, or an `@`)?
+pub fn has_tag_or_digest(reference: &str) -> bool {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    reference.contains('@') || last.contains(':')
+}
+
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`: also what an OCI `ref.name` holding only a tag looks like.
 pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
@@ -253,6 +259,19 @@ mod tests {
         let r = parse(&format!("busybox@sha256:{H}")).unwrap();
         assert_eq!(r.tag, None);
         assert_eq!(r.digest.unwrap().hex(), H);
+    }
+
+    #[test]
+    fn explicit_tags() {
+        for (r, want) in [
+            ("busybox", false),
+            ("busybox:1", true),
+            ("localhost:5000/x", false),
+            ("localhost:5000/x:2", true),
+            ("x@sha256:00", true),
+        ] {
+            assert_eq!(has_tag_or_digest(r), want, "{r}");
+        }
     }
 
     #[test]

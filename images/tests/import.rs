@@ -207,26 +207,55 @@ fn good_docker_save_archives_both_forms() {
 }
 
 #[test]
-fn tag_only_oci_name_needs_an_explicit_name() {
+fn tag_only_oci_name_takes_the_file_name_or_an_explicit_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     let archive = write_archive(
         dir.path(),
-        "t.tar",
+        "tagged.oci.tar",
         &oci_files("1.35", &[plain(base_layer())], json!({})),
     );
-    match store.import(&archive) {
-        Err(Error::BadArchive { reason, .. }) => {
-            assert!(reason.contains("only the tag \"1.35\""), "{reason}")
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(layer_dirs(&store).is_empty());
+    assert_eq!(
+        store.import(&archive).unwrap(),
+        vec!["localhost/tagged:1.35"]
+    );
     assert_eq!(
         store
-            .import_named(&archive, Some("localhost/named:1.35"))
+            .import_named(&archive, Some("localhost/named"))
             .unwrap(),
         vec!["localhost/named:1.35"]
+    );
+    assert_eq!(
+        store.import_named(&archive, Some("busybox:2")).unwrap(),
+        vec!["docker.io/library/busybox:2"]
+    );
+    let ids: Vec<String> = ["localhost/tagged:1.35", "localhost/named:1.35", "busybox:2"]
+        .iter()
+        .map(|n| store.resolve(n).unwrap().unwrap().id)
+        .collect();
+    assert!(ids.iter().all(|i| i == &ids[0]), "one image, three names");
+    match store.import_named(&archive, Some("Not A Name")) {
+        Err(Error::BadReference { reference, .. }) => assert_eq!(reference, "Not A Name:1.35"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn untagged_docker_save_is_named_after_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let mut files = docker_files("x:1", &[plain(base_layer())], json!({}));
+    let m = files
+        .iter_mut()
+        .find(|(p, _)| p == "manifest.json")
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&m.1).unwrap();
+    v[0]["RepoTags"] = serde_json::Value::Null;
+    m.1 = serde_json::to_vec(&v).unwrap();
+    let archive = write_archive(dir.path(), "by-id.tar", &files);
+    assert_eq!(
+        store.import(&archive).unwrap(),
+        vec!["localhost/by-id:latest"]
     );
 }
 
@@ -478,17 +507,26 @@ fn multi_arch_files(arches: &[(&str, Option<&str>)]) -> (Vec<(String, Vec<u8>)>,
         let cmd = format!("built-for-{arch}-{}", variant.unwrap_or(""));
         cmds.push(cmd.clone());
         let layer = plain(layer_tar(&[E::File("arch", arch.as_bytes())]));
-        let single = oci_files("unused:1", std::slice::from_ref(&layer), json!({"Cmd": [cmd]}));
-        let manifest = single.iter().find(|(p, d)| p.starts_with("blobs/") && d.starts_with(b"{\"config\"")).cloned();
+        let single = oci_files(
+            "unused:1",
+            std::slice::from_ref(&layer),
+            json!({"Cmd": [cmd]}),
+        );
+        let manifest = single
+            .iter()
+            .find(|(p, d)| p.starts_with("blobs/") && d.starts_with(b"{\"config\""))
+            .cloned();
         // serde_json orders keys alphabetically: the manifest is the blob starting with "config".
         let (mpath, mbytes) = manifest.expect("manifest blob");
         let mut platform = json!({"architecture": arch, "os": "linux"});
         if let Some(v) = variant {
             platform["variant"] = json!(v);
         }
-        descs.push(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        descs.push(
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
                           "digest": format!("sha256:{}", &mpath["blobs/sha256/".len()..]),
-                          "size": mbytes.len(), "platform": platform}));
+                          "size": mbytes.len(), "platform": platform}),
+        );
         files.extend(single.into_iter().filter(|(p, _)| p.starts_with("blobs/")));
     }
     let nested = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs})).unwrap();
@@ -497,7 +535,10 @@ fn multi_arch_files(arches: &[(&str, Option<&str>)]) -> (Vec<(String, Vec<u8>)>,
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{}", sha(&nested)),
         "size": nested.len(), "annotations": {"org.opencontainers.image.ref.name": "localhost/multi:1"}}]});
     files.push(("index.json".into(), serde_json::to_vec(&index).unwrap()));
-    files.push(("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()));
+    files.push((
+        "oci-layout".into(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    ));
     (files, cmds)
 }
 
@@ -510,21 +551,31 @@ fn nested_index_picks_the_host_platform() {
         "arm" => Some("v7"),
         _ => None,
     };
-    let (mut files, cmds) = multi_arch_files(&[("s390x", None), (host, host_variant), ("arm", Some("v6"))]);
+    let (mut files, cmds) =
+        multi_arch_files(&[("s390x", None), (host, host_variant), ("arm", Some("v6"))]);
     files.dedup_by(|a, b| a.0 == b.0);
     let archive = write_archive(dir.path(), "multi.tar", &files);
     assert_eq!(store.import(&archive).unwrap(), vec!["localhost/multi:1"]);
     let img = store.resolve("localhost/multi:1").unwrap().unwrap();
     assert_eq!(img.config.cmd, vec![cmds[1].clone()]);
-    assert_eq!(fs::read(img.lowerdirs[0].join("arch")).unwrap(), host.as_bytes());
-    assert_eq!(layer_dirs(&store).len(), 1, "only the host's layer is unpacked");
+    assert_eq!(
+        fs::read(img.lowerdirs[0].join("arch")).unwrap(),
+        host.as_bytes()
+    );
+    assert_eq!(
+        layer_dirs(&store).len(),
+        1,
+        "only the host's layer is unpacked"
+    );
 }
 
 #[test]
 fn nested_index_without_the_host_platform_is_rejected() {
     let (files, _) = multi_arch_files(&[("s390x", None), ("mips64le", None)]);
     match import_fails(&files).0 {
-        Error::BadArchive { reason, .. } => assert!(reason.contains("no image for platform linux/"), "{reason}"),
+        Error::BadArchive { reason, .. } => {
+            assert!(reason.contains("no image for platform linux/"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -535,7 +586,11 @@ fn docker_save_with_linked_repeated_layer() {
     let store = Store::open(&dir.path().join("store")).unwrap();
     // The same (empty-ish) layer twice; docker save writes the second as a symlink.
     let l = layer_tar(&[E::Dir("d/")]);
-    let layers = [plain(l.clone()), plain(layer_tar(&[E::File("x", b"x")])), plain(l)];
+    let layers = [
+        plain(l.clone()),
+        plain(layer_tar(&[E::File("x", b"x")])),
+        plain(l),
+    ];
     let files = docker_files("localhost/rep:1", &layers, json!({}));
     let mut b = tar::Builder::new(Vec::new());
     for (p, data) in &files {
@@ -566,13 +621,16 @@ fn docker_save_link_out_of_the_archive_is_rejected() {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_size(0);
-    b.append_link(&mut h, "l/layer.tar", "../../etc/passwd").unwrap();
+    b.append_link(&mut h, "l/layer.tar", "../../etc/passwd")
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     let archive = dir.path().join("l.tar");
     fs::write(&archive, b.into_inner().unwrap()).unwrap();
     match store.import(&archive) {
-        Err(Error::BadArchive { reason, .. }) => assert!(reason.contains("leaves the archive"), "{reason}"),
+        Err(Error::BadArchive { reason, .. }) => {
+            assert!(reason.contains("leaves the archive"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -588,7 +646,11 @@ fn long_names_and_pax_records_are_honoured() {
     h.set_mode(0o640);
     h.set_mtime(1_600_000_000);
     b.append_data(&mut h, &long, &b"long"[..]).unwrap();
-    b.append_pax_extensions([("SCHILY.xattr.user.tidelet", &b"yes"[..]), ("mtime", b"1500000000.5")]).unwrap();
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.tidelet", &b"yes"[..]),
+        ("mtime", b"1500000000.5"),
+    ])
+    .unwrap();
     let mut h = tar::Header::new_ustar();
     h.set_size(1);
     h.set_uid(0);
@@ -600,7 +662,11 @@ fn long_names_and_pax_records_are_honoured() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    let archive = write_archive(dir.path(), "p.tar", &oci_files("localhost/pax:1", &[layer], json!({})));
+    let archive = write_archive(
+        dir.path(),
+        "p.tar",
+        &oci_files("localhost/pax:1", &[layer], json!({})),
+    );
     store.import(&archive).unwrap();
     let root = store.resolve("localhost/pax:1").unwrap().unwrap().lowerdirs[0].clone();
     assert_eq!(fs::read(root.join(&long)).unwrap(), b"long");
@@ -608,10 +674,16 @@ fn long_names_and_pax_records_are_honoured() {
     let m = fs::metadata(root.join(&long)).unwrap();
     assert_eq!((m.mode() & 0o7777, m.mtime()), (0o640, 1_600_000_000));
     let m = fs::metadata(root.join("xattr-file")).unwrap();
-    assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 500_000_000), "PAX mtime wins");
+    assert_eq!(
+        (m.mtime(), m.mtime_nsec()),
+        (1_500_000_000, 500_000_000),
+        "PAX mtime wins"
+    );
     // user.* xattrs need a file system that has them (ext4 and tmpfs do).
     assert_eq!(
-        tidelet_images::lgetxattr(&root.join("xattr-file"), "user.tidelet").unwrap().as_deref(),
+        tidelet_images::lgetxattr(&root.join("xattr-file"), "user.tidelet")
+            .unwrap()
+            .as_deref(),
         Some(&b"yes"[..])
     );
 }
@@ -619,7 +691,8 @@ fn long_names_and_pax_records_are_honoured() {
 #[test]
 fn layer_overlay_xattrs_are_not_taken_from_the_archive() {
     let mut b = tar::Builder::new(Vec::new());
-    b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..])]).unwrap();
+    b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..])])
+        .unwrap();
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_size(0);
@@ -630,27 +703,47 @@ fn layer_overlay_xattrs_are_not_taken_from_the_archive() {
     b.append_data(&mut h, "d/", &b""[..]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    let archive = write_archive(dir.path(), "o.tar", &oci_files("localhost/o:1", &[plain(b.into_inner().unwrap())], json!({})));
+    let archive = write_archive(
+        dir.path(),
+        "o.tar",
+        &oci_files(
+            "localhost/o:1",
+            &[plain(b.into_inner().unwrap())],
+            json!({}),
+        ),
+    );
     store.import(&archive).unwrap();
     let root = store.resolve("localhost/o:1").unwrap().unwrap().lowerdirs[0].clone();
     assert!(root.join("d").is_dir());
-    assert_eq!(tidelet_images::lgetxattr(&root.join("d"), "trusted.overlay.redirect").unwrap(), None);
+    assert_eq!(
+        tidelet_images::lgetxattr(&root.join("d"), "trusted.overlay.redirect").unwrap(),
+        None
+    );
 }
 
 #[test]
 fn a_file_as_parent_is_rejected() {
-    unsafe_layer(&[E::File("f", b"x"), E::File("f/g", b"y")], "f/g", "not a directory");
+    unsafe_layer(
+        &[E::File("f", b"x"), E::File("f/g", b"y")],
+        "f/g",
+        "not a directory",
+    );
 }
 
 #[test]
 fn unsupported_entry_types_are_rejected() {
     let (err, _) = import_fails(&oci_files(
         "localhost/s:1",
-        &[plain(layer_tar(&[E::Kind("sparse", tar::EntryType::GNUSparse)]))],
+        &[plain(layer_tar(&[E::Kind(
+            "sparse",
+            tar::EntryType::GNUSparse,
+        )]))],
         json!({}),
     ));
     match err {
-        Error::BadArchive { reason, .. } => assert!(reason.contains("unsupported tar entry type"), "{reason}"),
+        Error::BadArchive { reason, .. } => {
+            assert!(reason.contains("unsupported tar entry type"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -659,7 +752,11 @@ fn unsupported_entry_types_are_rejected() {
 fn resolve_reports_a_missing_layer_dir() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    let archive = write_archive(dir.path(), "m.tar", &oci_files("localhost/m:1", &[plain(base_layer())], json!({})));
+    let archive = write_archive(
+        dir.path(),
+        "m.tar",
+        &oci_files("localhost/m:1", &[plain(base_layer())], json!({})),
+    );
     store.import(&archive).unwrap();
     let layer = store.resolve("localhost/m:1").unwrap().unwrap().lowerdirs[0].clone();
     fs::remove_dir_all(&layer).unwrap();
@@ -681,11 +778,18 @@ fn stale_temp_dirs_of_dead_imports_are_removed_on_open() {
     let root = dir.path().join("store");
     Store::open(&root).unwrap();
     // pid 0x7ffffffe cannot be alive (above pid_max); our own pid is.
-    let dead = root.join("layers").join(format!(".tmp-{}-2147483646-0", "a".repeat(64)));
-    let live = root.join("tmp").join(format!("import-{}-99", std::process::id()));
+    let dead = root
+        .join("layers")
+        .join(format!(".tmp-{}-2147483646-0", "a".repeat(64)));
+    let live = root
+        .join("tmp")
+        .join(format!("import-{}-99", std::process::id()));
     fs::create_dir_all(dead.join("half")).unwrap();
     fs::create_dir_all(&live).unwrap();
     Store::open(&root).unwrap();
-    assert!(!dead.exists(), "half-unpacked layer of a dead import removed");
+    assert!(
+        !dead.exists(),
+        "half-unpacked layer of a dead import removed"
+    );
     assert!(live.exists(), "a live import's staging kept");
 }

@@ -270,18 +270,19 @@ fn owners_setid_bits_and_device_nodes_are_preserved() {
         return;
     }
     let mut b = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, kind: tar::EntryType, mode: u32, uid: u64, dev: (u32, u32), data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(uid);
-        h.set_gid(uid);
-        h.set_mtime(1_700_000_000);
-        h.set_size(data.len() as u64);
-        h.set_device_major(dev.0).unwrap();
-        h.set_device_minor(dev.1).unwrap();
-        b.append_data(&mut h, name, data).unwrap();
-    };
+    let mut add =
+        |name: &str, kind: tar::EntryType, mode: u32, uid: u64, dev: (u32, u32), data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(uid);
+            h.set_gid(uid);
+            h.set_mtime(1_700_000_000);
+            h.set_size(data.len() as u64);
+            h.set_device_major(dev.0).unwrap();
+            h.set_device_minor(dev.1).unwrap();
+            b.append_data(&mut h, name, data).unwrap();
+        };
     add("dev/", tar::EntryType::Directory, 0o755, 0, (0, 0), b"");
     add("dev/null", tar::EntryType::Char, 0o666, 0, (1, 3), b"");
     add("dev/loop9", tar::EntryType::Block, 0o660, 6, (7, 9), b"");
@@ -289,13 +290,31 @@ fn owners_setid_bits_and_device_nodes_are_preserved() {
     add("bin/", tar::EntryType::Directory, 0o755, 0, (0, 0), b"");
     add("bin/su", tar::EntryType::Regular, 0o4755, 0, (0, 0), b"#!");
     add("home/", tar::EntryType::Directory, 0o755, 0, (0, 0), b"");
-    add("home/app/", tar::EntryType::Directory, 0o700, 1000, (0, 0), b"");
-    add("home/app/f", tar::EntryType::Regular, 0o2640, 1000, (0, 0), b"f");
+    add(
+        "home/app/",
+        tar::EntryType::Directory,
+        0o700,
+        1000,
+        (0, 0),
+        b"",
+    );
+    add(
+        "home/app/f",
+        tar::EntryType::Regular,
+        0o2640,
+        1000,
+        (0, 0),
+        b"f",
+    );
     let layer = plain(b.into_inner().unwrap());
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
-    let archive = write_archive(dir.path(), "dev.tar", &oci_files("localhost/dev:1", &[layer], json!({})));
+    let archive = write_archive(
+        dir.path(),
+        "dev.tar",
+        &oci_files("localhost/dev:1", &[layer], json!({})),
+    );
     store.import(&archive).unwrap();
     let root = store.resolve("localhost/dev:1").unwrap().unwrap().lowerdirs[0].clone();
     let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
@@ -306,7 +325,21 @@ fn owners_setid_bits_and_device_nodes_are_preserved() {
     assert_eq!(meta("dev/loop9").rdev(), nix::sys::stat::makedev(7, 9));
     assert_eq!((meta("dev/loop9").uid(), meta("dev/loop9").gid()), (6, 6));
     assert!(meta("dev/fifo").file_type().is_fifo());
-    assert_eq!(meta("bin/su").mode() & 0o7777, 0o4755, "set-uid survives the chown");
-    assert_eq!((meta("home/app").uid(), meta("home/app").mode() & 0o7777), (1000, 0o700));
-    assert_eq!((meta("home/app/f").uid(), meta("home/app/f").gid(), meta("home/app/f").mode() & 0o7777), (1000, 1000, 0o2640));
+    assert_eq!(
+        meta("bin/su").mode() & 0o7777,
+        0o4755,
+        "set-uid survives the chown"
+    );
+    assert_eq!(
+        (meta("home/app").uid(), meta("home/app").mode() & 0o7777),
+        (1000, 0o700)
+    );
+    assert_eq!(
+        (
+            meta("home/app/f").uid(),
+            meta("home/app/f").gid(),
+            meta("home/app/f").mode() & 0o7777
+        ),
+        (1000, 1000, 0o2640)
+    );
 }
