@@ -3,10 +3,18 @@
 //! Layout under the store root (`<root-dir>/images` in the agent):
 //! - `blobs/sha256/<hex>`: every blob, verified against its digest before it is kept;
 //! - `layers/<diffid-hex>/`: each layer unpacked once, whiteouts applied, shared by images;
-//! - `index.json`: image names -> manifest digest, written atomically.
+//! - `index.json`: image names -> manifest digest (plus what `list`/`resolve` need), written
+//!   atomically;
+//! - `tmp/`: staging of archives being imported (removed afterwards, or on the next `open`
+//!   if the importing process died).
 //!
 //! A container's rootfs is an overlayfs whose lower dirs are `ResolvedImage::lowerdirs`.
 //! Registry pulls (a later issue) will feed the same store through `Store::import_*`.
+//!
+//! Modules: `archive` stages an archive and plans its images, `manifest` parses the JSON
+//! documents, `digest` verifies, `tarext` bounds tar extension headers, `unpack` writes a
+//! layer safely with overlay whiteouts, `store` commits and looks up, `reference` normalises
+//! names.
 
 use std::path::PathBuf;
 

@@ -133,11 +133,15 @@ pub fn unpack_layer(src: &LayerSource<'_>, layers_dir: &Path) -> Result<PathBuf>
         std::process::id()
     ));
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let result = unpack_into(src, &tmp).and_then(|()| {
-        // Everything on disk before the rename makes the layer look complete.
-        let dir = File::open(&tmp).map_err(io_err(&tmp))?;
-        nix::unistd::syncfs(&dir).map_err(nix_err(&tmp))
-    });
+    // The layer root is `/` of every container using it: 0755 unless the layer says otherwise.
+    let result = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+        .map_err(io_err(&tmp))
+        .and_then(|()| unpack_into(src, &tmp))
+        .and_then(|()| {
+            // Everything on disk before the rename makes the layer look complete.
+            let dir = File::open(&tmp).map_err(io_err(&tmp))?;
+            nix::unistd::syncfs(&dir).map_err(nix_err(&tmp))
+        });
     if let Err(e) = result {
         if let Err(rm) = fs::remove_dir_all(&tmp) {
             tracing::warn!(path = %tmp.display(), error = %rm, "cannot remove rejected layer");
@@ -420,7 +424,10 @@ impl Unpacker<'_> {
                     );
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    // A directory the tar implies but does not list: 0755 whatever our umask.
                     fs::create_dir(&cur).map_err(io_err(&cur))?;
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                        .map_err(io_err(&cur))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let shown = cur

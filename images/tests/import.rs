@@ -793,3 +793,32 @@ fn stale_temp_dirs_of_dead_imports_are_removed_on_open() {
     );
     assert!(live.exists(), "a live import's staging kept");
 }
+
+#[test]
+fn implied_directories_are_0755_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = write_archive(
+        dir.path(),
+        "u.tar",
+        &oci_files(
+            "localhost/u:1",
+            &[plain(layer_tar(&[E::File("a/b/c", b"c")]))],
+            json!({}),
+        ),
+    );
+    // umask is process-wide: other tests of this binary only create files whose modes they set.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let result = store.import(&archive);
+    nix::sys::stat::umask(old);
+    result.unwrap();
+    let root = store.resolve("localhost/u:1").unwrap().unwrap().lowerdirs[0].clone();
+    use std::os::unix::fs::MetadataExt;
+    for p in ["", "a", "a/b"] {
+        assert_eq!(
+            fs::metadata(root.join(p)).unwrap().mode() & 0o777,
+            0o755,
+            "{p:?}"
+        );
+    }
+}
