@@ -288,8 +288,12 @@ fn plan_oci(staged: &Staged, name_override: Option<&str>) -> Result<Vec<ImagePla
     let (arch, variant) = manifest::host_platform();
     let mut plans = Vec::new();
     for top in &index.manifests {
-        let chosen = if top.is_index() {
-            let bytes = staged.json("nested index", staged.blob(top)?)?;
+        let top_json = staged.json("manifest", staged.blob(top)?)?;
+        // Some writers leave out mediaType: an index is what has `manifests`.
+        let is_index =
+            top.is_index() || (top.media_type.is_empty() && manifest::looks_like_index(&top_json));
+        let chosen = if is_index {
+            let bytes = top_json;
             let nested = manifest::parse_index(&bytes)
                 .map_err(|e| staged.bad(format!("index {}: {e}", top.digest)))?;
             match manifest::pick_platform(&nested.manifests, arch, variant) {

@@ -136,6 +136,15 @@ pub fn parse_index(bytes: &[u8]) -> std::result::Result<Index, String> {
     Ok(index)
 }
 
+/// A JSON document with a `manifests` array: an image index, whatever its descriptor said.
+pub fn looks_like_index(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        manifests: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(bytes).is_ok_and(|p| p.manifests.is_some())
+}
+
 pub fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, String> {
     let m: Manifest =
         serde_json::from_slice(bytes).map_err(|e| format!("not an OCI image manifest: {e}"))?;
@@ -561,6 +570,11 @@ mod tests {
         assert!(parse_docker_manifest(b"[]")
             .unwrap_err()
             .contains("no image"));
+        assert!(looks_like_index(br#"{"schemaVersion":2,"manifests":[]}"#));
+        assert!(!looks_like_index(
+            br#"{"schemaVersion":2,"config":{},"layers":[]}"#
+        ));
+        assert!(!looks_like_index(b"nonsense"));
         let null_tags = br#"[{"Config":"a.json","RepoTags":null,"Layers":[]}]"#;
         assert_eq!(parse_docker_manifest(null_tags).unwrap()[0].repo_tags, None);
     }

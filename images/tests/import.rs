@@ -822,3 +822,26 @@ fn implied_directories_are_0755_whatever_the_umask() {
         );
     }
 }
+
+#[test]
+fn nested_index_without_media_type_is_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let (mut files, _) = multi_arch_files(&[(
+        host_arch(),
+        if host_arch() == "arm" {
+            Some("v7")
+        } else {
+            None
+        },
+    )]);
+    let idx = files.iter_mut().find(|(p, _)| p == "index.json").unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&idx.1).unwrap();
+    v["manifests"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("mediaType");
+    idx.1 = serde_json::to_vec(&v).unwrap();
+    let archive = write_archive(dir.path(), "multi.tar", &files);
+    assert_eq!(store.import(&archive).unwrap(), vec!["localhost/multi:1"]);
+}
