@@ -3,12 +3,33 @@
 //! Layout under the store root (`<root-dir>/images` in the agent):
 //! - `blobs/sha256/<hex>`: every blob, verified against its digest before it is kept;
 //! - `layers/<diffid-hex>/`: each layer unpacked once, whiteouts applied, shared by images;
-//! - `index.json`: image names -> manifest digest, written atomically.
+//! - `index.json`: image names -> manifest digest (plus what `list`/`resolve` need), written
+//!   atomically;
+//! - `tmp/`: staging of archives being imported (removed afterwards, or on the next `open`
+//!   if the importing process died).
 //!
 //! A container's rootfs is an overlayfs whose lower dirs are `ResolvedImage::lowerdirs`.
 //! Registry pulls (a later issue) will feed the same store through `Store::import_*`.
+//!
+//! Modules: `archive` stages an archive and plans its images, `manifest` parses the JSON
+//! documents, `digest` verifies, `tarext` bounds tar extension headers, `unpack` writes a
+//! layer safely with overlay whiteouts, `store` commits and looks up, `reference` normalises
+//! names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+mod archive;
+mod digest;
+mod manifest;
+mod reference;
+mod store;
+mod tarext;
+mod unpack;
+mod xattr;
+
+pub use store::Store;
+pub use unpack::OPAQUE_XATTR;
+pub use xattr::{lgetxattr, lsetxattr};
 
 use serde::{Deserialize, Serialize};
 
@@ -80,39 +101,5 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Normalise an image reference as the container runtimes do: `busybox` ->
 /// `docker.io/library/busybox:latest`, `localhost/busybox:1.35` unchanged, digests kept.
 pub fn normalize_reference(reference: &str) -> Result<String> {
-    let _ = reference;
-    unimplemented!("images: normalize_reference")
-}
-
-/// The content-addressed store.
-pub struct Store {
-    root: PathBuf,
-}
-
-impl Store {
-    /// Open (creating if needed) a store rooted at `root`.
-    pub fn open(root: &Path) -> Result<Store> {
-        Ok(Store { root: root.to_path_buf() })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Import an OCI archive (OCI layout in a tar, as `skopeo copy oci-archive:` writes) or a
-    /// `docker save` archive; returns the normalised names imported.
-    pub fn import(&self, archive: &Path) -> Result<Vec<String>> {
-        let _ = archive;
-        unimplemented!("images: import")
-    }
-
-    pub fn list(&self) -> Result<Vec<ImageSummary>> {
-        unimplemented!("images: list")
-    }
-
-    /// Find an image by reference (normalised first) or by ID / ID prefix; `Ok(None)` when absent.
-    pub fn resolve(&self, reference: &str) -> Result<Option<ResolvedImage>> {
-        let _ = reference;
-        unimplemented!("images: resolve")
-    }
+    reference::parse(reference).map(|r| r.to_string())
 }
