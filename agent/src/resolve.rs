@@ -1,13 +1,33 @@
 //! A container's process (argv, env, working directory, user) from its spec and its image,
 //! following Kubernetes' rules: `command` replaces the image's Entrypoint and drops its Cmd;
 //! `args` alone replaces Cmd; `$(VAR)` references are expanded in command, args and env.
+//!
+//! Who does what in Kubernetes, and so here:
+//! - kubelet (`makeEnvironmentVariables`) resolves the container's `env` in order, expanding
+//!   `$(VAR)` in each value against the entries *before* it (never the image's env), and
+//!   `ExpandContainerCommandAndArgs` expands command and args against the resolved container
+//!   env (again without the image's env);
+//! - the CRI runtime (containerd `WithProcessArgs`, `WithEnv`, `WithUser`,
+//!   `WithAdditionalGIDs`) merges image and container argv and env, and resolves the user
+//!   against the image's `/etc/passwd` and `/etc/group`.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, PodSecurityContext};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSecurityContext};
 use tidelet_images::ImageConfig;
 
-/// Values for `env[].valueFrom.fieldRef`.
+use crate::quantity;
+
+/// `PATH` added when neither the image nor the container sets one (containerd's default).
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Largest `/etc/passwd` or `/etc/group` read from an image.
+const MAX_ACCOUNT_FILE_BYTES: u64 = 1 << 20;
+
+/// Values for `env[].valueFrom.fieldRef` and `resourceFieldRef`, and the pod hostname.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodFields {
     pub pod_name: String,
@@ -19,17 +39,36 @@ pub struct PodFields {
     pub service_account: String,
     pub labels: std::collections::BTreeMap<String, String>,
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The pod's hostname (`spec.hostname`); empty means the pod name cut to 63 characters,
+    /// as kubelet does. Used for `HOSTNAME`.
+    pub hostname: String,
+    /// `status.podIPs`; empty means `[pod_ip]` (or none when that is empty).
+    pub pod_ips: Vec<String>,
+    /// What `resourceFieldRef` reports for a `limits.*` the container does not set, as kubelet
+    /// uses the node's allocatable resources. Zero values are reported as `0`.
+    pub allocatable: NodeAllocatable,
+}
+
+/// The node's allocatable resources (kubelet's `nodeAllocatable`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeAllocatable {
+    pub cpu_milli: i64,
+    pub memory_bytes: i64,
+    pub ephemeral_storage_bytes: i64,
 }
 
 /// What the runtime executes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Process {
     pub argv: Vec<String>,
-    /// `KEY=VALUE`, image env first, then the container's (later wins), deduplicated.
+    /// `KEY=VALUE`, image env first, then the container's (a later value replaces an earlier
+    /// one in place), deduplicated; then `HOSTNAME` and `PATH` when neither set them.
     pub env: Vec<String>,
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// The primary gid first (as containerd sets it), then the user's groups from the image's
+    /// `/etc/group`, then the pod's `supplementalGroups`; no duplicates.
     pub additional_gids: Vec<u32>,
 }
 
@@ -41,6 +80,13 @@ pub struct ResolveError {
     pub reason: String,
 }
 
+fn err(field: impl Into<String>, reason: impl Into<String>) -> ResolveError {
+    ResolveError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
 /// Resolve `container`'s process against its image. `lowerdirs` (top-most first) are searched
 /// for `/etc/passwd` and `/etc/group` when the user is given by name.
 pub fn resolve_process(
@@ -50,6 +96,1095 @@ pub fn resolve_process(
     lowerdirs: &[PathBuf],
     fields: &PodFields,
 ) -> Result<Process, ResolveError> {
-    let _ = (container, pod_security, image, lowerdirs, fields);
-    unimplemented!("resolve: resolve_process")
+    let container_env = container_env(container, fields)?;
+    let argv = argv(container, image, &container_env)?;
+    let env = merge_env(&image.env, &container_env, &pod_hostname(fields));
+    let cwd = [
+        container.working_dir.as_deref().unwrap_or_default(),
+        image.working_dir.as_str(),
+    ]
+    .into_iter()
+    .find(|d| !d.is_empty())
+    .unwrap_or("/")
+    .to_string();
+    let user = resolve_user(container, pod_security, image, &LayeredRootfs { lowerdirs })?;
+    Ok(Process {
+        argv,
+        env,
+        cwd,
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: user.additional_gids,
+    })
+}
+
+/// kubelet's hostname for a pod: `spec.hostname`, else the pod name, cut to 63 characters
+/// without a trailing `-` or `.`.
+pub fn pod_hostname(fields: &PodFields) -> String {
+    if !fields.hostname.is_empty() {
+        return fields.hostname.clone();
+    }
+    let mut h: String = fields.pod_name.chars().take(63).collect();
+    while h.ends_with(['-', '.']) {
+        h.pop();
+    }
+    h
+}
+
+/// Expand `$(VAR)` in `input` exactly as Kubernetes' `third_party/forked/golang/expansion`:
+/// `$$` is a literal `$`, a reference `mapping` does not know is left as written, an unclosed
+/// `$(` is kept verbatim, and a `$` before anything else is kept with what follows. (Go copies
+/// the byte after such a `$` as a Latin-1 rune, garbling a following multi-byte character; we
+/// keep the character intact.)
+pub fn expand<'a>(input: &str, mapping: impl Fn(&str) -> Option<&'a str>) -> String {
+    let b = input.as_bytes();
+    let mut out = String::with_capacity(input.len());
+    let mut checkpoint = 0;
+    let mut cursor = 0;
+    while cursor < b.len() {
+        if b[cursor] == b'$' && cursor + 1 < b.len() {
+            out.push_str(&input[checkpoint..cursor]);
+            let rest = &input[cursor + 1..];
+            let advance = match b[cursor + 1] {
+                b'$' => {
+                    out.push('$');
+                    1
+                }
+                b'(' => match rest[1..].find(')') {
+                    Some(end) => {
+                        let name = &rest[1..1 + end];
+                        match mapping(name) {
+                            Some(v) => out.push_str(v),
+                            None => {
+                                out.push_str("$(");
+                                out.push_str(name);
+                                out.push(')');
+                            }
+                        }
+                        end + 2
+                    }
+                    None => {
+                        out.push_str("$(");
+                        1
+                    }
+                },
+                _ => {
+                    // Keep the `$`; what follows is copied from the checkpoint.
+                    out.push('$');
+                    0
+                }
+            };
+            cursor += advance;
+            checkpoint = cursor + 1;
+        }
+        cursor += 1;
+    }
+    out.push_str(&input[checkpoint.min(b.len())..]);
+    out
+}
+
+/// The container's env as kubelet resolves it: in order, each value expanded against the
+/// entries before it; a name given twice keeps its first position and its last value.
+fn container_env(c: &Container, fields: &PodFields) -> Result<Vec<(String, String)>, ResolveError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        let value = match env_value(c, e, i, fields, &out, &index)? {
+            Some(v) => v,
+            None => continue,
+        };
+        match index.get(&e.name) {
+            Some(&at) => out[at].1 = value,
+            None => {
+                index.insert(e.name.clone(), out.len());
+                out.push((e.name.clone(), value));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One entry's value; `None` for an optional reference that is absent (kubelet skips it).
+fn env_value(
+    c: &Container,
+    e: &EnvVar,
+    i: usize,
+    fields: &PodFields,
+    earlier: &[(String, String)],
+    index: &HashMap<String, usize>,
+) -> Result<Option<String>, ResolveError> {
+    let value = e.value.as_deref().unwrap_or_default();
+    if !value.is_empty() {
+        let lookup = |name: &str| index.get(name).map(|&at| earlier[at].1.as_str());
+        return Ok(Some(expand(value, lookup)));
+    }
+    let Some(from) = &e.value_from else {
+        return Ok(Some(String::new()));
+    };
+    let at = format!("env[{i}].valueFrom");
+    if let Some(f) = &from.field_ref {
+        return field_ref(&f.field_path, fields)
+            .map(Some)
+            .map_err(|r| err(format!("{at}.fieldRef.fieldPath"), r));
+    }
+    if let Some(r) = &from.resource_field_ref {
+        if let Some(name) = r
+            .container_name
+            .as_deref()
+            .filter(|n| !n.is_empty() && *n != c.name)
+        {
+            return Err(err(
+                format!("{at}.resourceFieldRef.containerName"),
+                format!("{name:?}: only the container's own resources can be referred to"),
+            ));
+        }
+        let divisor = r.divisor.as_ref().map(|d| d.0.as_str()).unwrap_or_default();
+        return resource_field_ref(c, &r.resource, divisor, &fields.allocatable)
+            .map(Some)
+            .map_err(|reason| err(format!("{at}.resourceFieldRef"), reason));
+    }
+    let optional = |o: Option<bool>| o.unwrap_or(false);
+    if let Some(r) = &from.config_map_key_ref {
+        if optional(r.optional) {
+            return Ok(None);
+        }
+        return Err(err(
+            format!("{at}.configMapKeyRef"),
+            "ConfigMaps are not supported by tidelet yet (set optional: true to skip)",
+        ));
+    }
+    if let Some(r) = &from.secret_key_ref {
+        if optional(r.optional) {
+            return Ok(None);
+        }
+        return Err(err(
+            format!("{at}.secretKeyRef"),
+            "Secrets are not supported by tidelet yet (set optional: true to skip)",
+        ));
+    }
+    Err(err(at, "no source given"))
+}
+
+/// kubelet's `podFieldSelectorRuntimeValue` for the paths the API server allows in env.
+fn field_ref(path: &str, f: &PodFields) -> Result<String, String> {
+    let pod_ips = || {
+        if f.pod_ips.is_empty() {
+            f.pod_ip.clone()
+        } else {
+            f.pod_ips.join(",")
+        }
+    };
+    Ok(match path {
+        "metadata.name" => f.pod_name.clone(),
+        "metadata.namespace" => f.namespace.clone(),
+        "metadata.uid" => f.uid.clone(),
+        "spec.nodeName" => f.node_name.clone(),
+        "spec.serviceAccountName" => f.service_account.clone(),
+        "status.hostIP" | "status.hostIPs" => f.host_ip.clone(),
+        "status.podIP" => f.pod_ip.clone(),
+        "status.podIPs" => pod_ips(),
+        _ => {
+            let map = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
+            match subscript(path) {
+                Some(("labels", k)) => map(&f.labels, k),
+                Some(("annotations", k)) => map(&f.annotations, k),
+                _ => return Err(format!("{path:?}: not a supported field path")),
+            }
+        }
+    })
+}
+
+/// `metadata.labels['k']` -> `("labels", "k")`.
+fn subscript(p: &str) -> Option<(&str, &str)> {
+    let rest = p.strip_prefix("metadata.")?;
+    let (map, rest) = rest.split_once('[')?;
+    let key = rest.strip_prefix('\'')?.strip_suffix("']")?;
+    matches!(map, "labels" | "annotations").then_some((map, key))
+}
+
+/// kubelet's `ExtractContainerResourceValue`, after `MergeContainerResourceLimits` (a missing
+/// or zero cpu/memory/ephemeral-storage limit is the node's allocatable): the value divided by
+/// the divisor (default 1), rounded up.
+fn resource_field_ref(
+    c: &Container,
+    resource: &str,
+    divisor: &str,
+    alloc: &NodeAllocatable,
+) -> Result<String, String> {
+    let (kind, name) = resource
+        .split_once('.')
+        .filter(|(k, _)| matches!(*k, "limits" | "requests"))
+        .ok_or_else(|| format!("{resource:?}: unsupported container resource"))?;
+    let cpu = name == "cpu";
+    if !(cpu || matches!(name, "memory" | "ephemeral-storage") || name.starts_with("hugepages-")) {
+        return Err(format!("{resource:?}: unsupported container resource"));
+    }
+    let parse = |q: &str| {
+        if cpu {
+            quantity::parse_milli(q)
+        } else {
+            quantity::parse_units(q)
+        }
+    };
+    let res = c.resources.as_ref();
+    let list = if kind == "limits" {
+        res.and_then(|r| r.limits.as_ref())
+    } else {
+        res.and_then(|r| r.requests.as_ref())
+    };
+    let mut value = match list.and_then(|l| l.get(name)) {
+        Some(q) => parse(&q.0).map_err(|e| e.to_string())?,
+        None => 0,
+    };
+    if kind == "limits" && value == 0 {
+        value = match name {
+            "cpu" => alloc.cpu_milli,
+            "memory" => alloc.memory_bytes,
+            "ephemeral-storage" => alloc.ephemeral_storage_bytes,
+            _ => 0,
+        };
+    }
+    let divisor = match divisor {
+        "" => 0,
+        d => parse(d).map_err(|e| format!("divisor: {e}"))?,
+    };
+    let divisor = if divisor > 0 {
+        divisor
+    } else {
+        parse("1").map_err(|e| e.to_string())?
+    };
+    Ok(((value + divisor - 1).div_euclid(divisor)).to_string())
+}
+
+/// containerd's `WithProcessArgs`: a non-empty `command` replaces Entrypoint and drops Cmd;
+/// `args` alone replaces Cmd; an Entrypoint of `[""]` means none. Command and args are
+/// expanded against the container env (not the image's).
+fn argv(
+    c: &Container,
+    image: &ImageConfig,
+    env: &[(String, String)],
+) -> Result<Vec<String>, ResolveError> {
+    let map: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
+        v.iter()
+            .flatten()
+            .map(|s| expand(s, |n| map.get(n).copied()))
+            .collect()
+    };
+    let mut command = expand_all(&c.command);
+    let mut args = expand_all(&c.args);
+    if command.is_empty() {
+        if args.is_empty() {
+            args = image.cmd.clone();
+        }
+        if !(image.entrypoint.len() == 1 && image.entrypoint[0].is_empty()) {
+            command = image.entrypoint.clone();
+        }
+    }
+    command.extend(args);
+    if command.is_empty() {
+        return Err(err(
+            "command",
+            "no command specified (neither the container nor its image gives one)",
+        ));
+    }
+    Ok(command)
+}
+
+/// Image env, then container env, each `KEY=VALUE` replacing an earlier one of the same key
+/// in place (an image entry without `=` unsets the key, as containerd does); then `HOSTNAME`
+/// and `PATH` if still unset.
+fn merge_env(image: &[String], container: &[(String, String)], hostname: &str) -> Vec<String> {
+    let mut out: Vec<Option<String>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let container = container.iter().map(|(k, v)| format!("{k}={v}"));
+    for entry in image.iter().cloned().chain(container) {
+        let (key, set) = match entry.split_once('=') {
+            Some((k, _)) => (k.to_string(), true),
+            None => (entry.clone(), false),
+        };
+        match (index.get(&key), set) {
+            (Some(&at), true) => out[at] = Some(entry),
+            (Some(&at), false) => out[at] = None,
+            (None, true) => {
+                index.insert(key, out.len());
+                out.push(Some(entry));
+            }
+            (None, false) => {}
+        }
+    }
+    let mut env: Vec<String> = out.into_iter().flatten().collect();
+    let has = |env: &[String], k: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').is_some_and(|(key, _)| key == k))
+    };
+    if !has(&env, "HOSTNAME") {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    if !has(&env, "PATH") {
+        env.push(DEFAULT_PATH.to_string());
+    }
+    env
+}
+
+/// Where `/etc/passwd` and `/etc/group` come from: an image's layers, or a fake in tests.
+trait AccountFiles {
+    /// The file's text (`etc/passwd` or `etc/group`), `None` when the image has none.
+    fn read(&self, rel: &str) -> Result<Option<String>, ResolveError>;
+}
+
+/// The overlay of `lowerdirs` (top-most first): the top-most layer that has the file wins; a
+/// whiteout (a 0/0 character device) or an opaque `etc` hides the layers below.
+struct LayeredRootfs<'a> {
+    lowerdirs: &'a [PathBuf],
+}
+
+impl AccountFiles for LayeredRootfs<'_> {
+    fn read(&self, rel: &str) -> Result<Option<String>, ResolveError> {
+        for dir in self.lowerdirs {
+            let etc = dir.join("etc");
+            let meta = match std::fs::symlink_metadata(&etc) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(err("user", format!("{}: {e}", etc.display()))),
+            };
+            if meta.file_type().is_char_device() {
+                return Ok(None);
+            }
+            if !meta.is_dir() {
+                return Err(err(
+                    "user",
+                    format!("{}: not a directory; cannot look users up", etc.display()),
+                ));
+            }
+            let path = dir.join(rel);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => return read_capped(&path).map(Some),
+                Ok(m) if m.file_type().is_char_device() => return Ok(None),
+                Ok(_) => {
+                    return Err(err(
+                        "user",
+                        format!(
+                            "{}: not a regular file; cannot look users up",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if is_opaque(&etc) {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(err("user", format!("{}: {e}", path.display()))),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn read_capped(path: &Path) -> Result<String, ResolveError> {
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_ACCOUNT_FILE_BYTES).read_to_string(&mut text))
+        .map_err(|e| err("user", format!("{}: {e}", path.display())))?;
+    Ok(text)
+}
+
+/// Whether overlayfs treats `dir` as opaque (`trusted.overlay.opaque` = `y`).
+fn is_opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = [0u8; 2];
+    // SAFETY: `c` is a NUL-terminated path and the name a NUL-terminated literal, both alive for
+    // the call; `buf` is writable for the length passed.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    n == 1 && buf[0] == b'y'
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry> + '_ {
+    text.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 4 || l.starts_with('#') {
+            return None;
+        }
+        Some(PasswdEntry {
+            name: f[0].to_string(),
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+        })
+    })
+}
+
+/// `(name, gid, members)` of each `/etc/group` line.
+fn group_entries(text: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> + '_ {
+    text.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 3 || l.starts_with('#') {
+            return None;
+        }
+        let members = f
+            .get(3)
+            .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        Some((f[0], f[2].parse().ok()?, members))
+    })
+}
+
+struct User {
+    uid: u32,
+    gid: u32,
+    additional_gids: Vec<u32>,
+}
+
+/// The user: `runAsUser`/`runAsGroup` of the container, else of the pod, else the image's
+/// `User` (`uid`, `uid:gid`, `name`, `name:group`); a `runAsGroup` without a `runAsUser`
+/// overrides the image's group (as CRI-O does). Names must exist in the image.
+fn resolve_user(
+    c: &Container,
+    pod: Option<&PodSecurityContext>,
+    image: &ImageConfig,
+    files: &dyn AccountFiles,
+) -> Result<User, ResolveError> {
+    let sc = c.security_context.as_ref();
+    let run_as_user = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod.and_then(|p| p.run_as_user));
+    let run_as_group = sc
+        .and_then(|s| s.run_as_group)
+        .or(pod.and_then(|p| p.run_as_group));
+    let id = |v: i64, field: &str| {
+        u32::try_from(v).map_err(|_| err(field, format!("{v}: not a valid ID")))
+    };
+    let (user, group, field) = match run_as_user {
+        Some(u) => (
+            id(u, "securityContext.runAsUser")?.to_string(),
+            None,
+            "securityContext.runAsUser",
+        ),
+        None => {
+            let (u, g) = match image.user.split_once(':') {
+                Some((u, g)) => (u.to_string(), Some(g.to_string())),
+                None => (image.user.clone(), None),
+            };
+            (
+                if u.is_empty() { "0".to_string() } else { u },
+                g.filter(|g| !g.is_empty()),
+                "image User",
+            )
+        }
+    };
+    let group = match run_as_group {
+        Some(g) => Some(id(g, "securityContext.runAsGroup")?.to_string()),
+        None => group,
+    };
+    let text = files.read("etc/passwd")?;
+    let entry = match user.parse::<u32>() {
+        Ok(uid) => text
+            .as_deref()
+            .and_then(|t| passwd_entries(t).find(|e| e.uid == uid))
+            .map(|e| (e.name, uid, Some(e.gid))),
+        Err(_) => {
+            let e = text
+                .as_deref()
+                .and_then(|t| passwd_entries(t).find(|e| e.name == user))
+                .ok_or_else(|| {
+                    err(
+                        field,
+                        format!("user {user:?} not found in the image's /etc/passwd"),
+                    )
+                })?;
+            Some((e.name, e.uid, Some(e.gid)))
+        }
+    };
+    let uid = entry
+        .as_ref()
+        .map_or_else(|| user.parse().unwrap_or(0), |e| e.1);
+    let username = entry.as_ref().map(|e| e.0.clone());
+    let groups = files.read("etc/group")?;
+    let gid = match group {
+        None => entry.as_ref().and_then(|e| e.2).unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => groups
+                .as_deref()
+                .and_then(|t| group_entries(t).find(|(n, _, _)| *n == g))
+                .map(|(_, gid, _)| gid)
+                .ok_or_else(|| {
+                    err(
+                        field,
+                        format!("group {g:?} not found in the image's /etc/group"),
+                    )
+                })?,
+        },
+    };
+    let mut additional = vec![gid];
+    if let (Some(name), Some(text)) = (&username, &groups) {
+        for (gname, ggid, members) in group_entries(text) {
+            if gname != name && members.contains(&name.as_str()) {
+                additional.push(ggid);
+            }
+        }
+    }
+    for (i, g) in pod
+        .and_then(|p| p.supplemental_groups.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        additional.push(u32::try_from(*g).map_err(|_| {
+            err(
+                format!("pod securityContext.supplementalGroups[{i}]"),
+                format!("{g}: not a valid ID"),
+            )
+        })?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    additional.retain(|g| seen.insert(*g));
+    Ok(User {
+        uid,
+        gid,
+        additional_gids: additional,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::SecurityContext;
+    use serde_json::json;
+
+    fn container(v: serde_json::Value) -> Container {
+        let mut v = v;
+        v["name"] = json!("app");
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn image(entrypoint: &[&str], cmd: &[&str], env: &[&str]) -> ImageConfig {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
+        ImageConfig {
+            entrypoint: s(entrypoint),
+            cmd: s(cmd),
+            env: s(env),
+            ..Default::default()
+        }
+    }
+
+    fn fields() -> PodFields {
+        PodFields {
+            pod_name: "web-node1".into(),
+            namespace: "default".into(),
+            uid: "u-1".into(),
+            node_name: "node1".into(),
+            host_ip: "10.0.0.1".into(),
+            pod_ip: "10.1.0.5".into(),
+            service_account: "sa".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            annotations: [("a/b".to_string(), "c".to_string())].into(),
+            pod_ips: vec!["10.1.0.5".into(), "fd00::5".into()],
+            allocatable: NodeAllocatable {
+                cpu_milli: 2000,
+                memory_bytes: 4 << 30,
+                ephemeral_storage_bytes: 10 << 30,
+            },
+            ..Default::default()
+        }
+    }
+
+    fn resolve(c: serde_json::Value, img: &ImageConfig) -> Result<Process, ResolveError> {
+        resolve_process(&container(c), None, img, &[], &fields())
+    }
+
+    #[test]
+    fn expansion_follows_kubernetes() {
+        let vars: HashMap<&str, &str> =
+            [("A", "a"), ("B", "b"), ("EMPTY", ""), ("", "blank")].into();
+        let cases = [
+            ("$(A)", "a"),
+            ("x$(A)y$(B)z", "xaybz"),
+            ("$(A)$(B)", "ab"),
+            ("$$(A)", "$(A)"),
+            ("$$$(A)", "$a"),
+            ("foo$$$$bar", "foo$$bar"),
+            ("$(UNKNOWN)", "$(UNKNOWN)"),
+            ("$(A", "$(A"),
+            ("x$(", "x$("),
+            ("$A", "$A"),
+            ("$", "$"),
+            ("a$", "a$"),
+            ("$$", "$"),
+            ("$(EMPTY)", ""),
+            ("$()", "blank"),
+            ("$(A)(B)", "a(B)"),
+            ("$((A))", "$((A))"),
+            ("$(A)$", "a$"),
+            ("$é$(A)", "$éa"),
+            ("é$$(B", "é$(B"),
+            ("no refs", "no refs"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand(input, |n| vars.get(n).copied()), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn argv_follows_entrypoint_and_cmd_rules() {
+        let img = image(&["/bin/sh", "-c"], &["echo hi"], &[]);
+        type Case<'a> = (
+            serde_json::Value,
+            ImageConfig,
+            Result<Vec<&'a str>, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (json!({}), img.clone(), Ok(vec!["/bin/sh", "-c", "echo hi"])),
+            (
+                json!({"command": ["ls", "-l"]}),
+                img.clone(),
+                Ok(vec!["ls", "-l"]),
+            ),
+            (
+                json!({"args": ["date"]}),
+                img.clone(),
+                Ok(vec!["/bin/sh", "-c", "date"]),
+            ),
+            (
+                json!({"command": ["a"], "args": ["b"]}),
+                img.clone(),
+                Ok(vec!["a", "b"]),
+            ),
+            (
+                json!({"command": [], "args": []}),
+                img.clone(),
+                Ok(vec!["/bin/sh", "-c", "echo hi"]),
+            ),
+            (json!({}), image(&[""], &["top"], &[]), Ok(vec!["top"])),
+            (
+                json!({"args": ["x"]}),
+                image(&[], &["top"], &[]),
+                Ok(vec!["x"]),
+            ),
+            (
+                json!({}),
+                image(&[], &[], &[]),
+                Err("command: no command specified"),
+            ),
+            (
+                json!({"command": ["echo", "$(X)", "$$(X)", "$(Y)"], "env": [{"name": "X", "value": "1"}]}),
+                img.clone(),
+                Ok(vec!["echo", "1", "$(X)", "$(Y)"]),
+            ),
+            // The image's env is not used for expansion, and image Cmd is never expanded.
+            (
+                json!({"args": ["$(IMG)"]}),
+                image(&["e"], &[], &["IMG=i"]),
+                Ok(vec!["e", "$(IMG)"]),
+            ),
+            (
+                json!({}),
+                image(&["e", "$(X)"], &[], &[]),
+                Ok(vec!["e", "$(X)"]),
+            ),
+        ];
+        for (c, img, want) in cases {
+            let got = resolve(c.clone(), &img).map(|p| p.argv);
+            match want {
+                Ok(argv) => {
+                    assert_eq!(got, Ok(argv.iter().map(|s| s.to_string()).collect()), "{c}")
+                }
+                Err(e) => assert!(
+                    got.as_ref().is_err_and(|g| g.to_string().starts_with(e)),
+                    "{c}: {got:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn env_merges_image_and_container_and_expands_in_order() {
+        let hostname = "HOSTNAME=web-node1";
+        let cases: Vec<(serde_json::Value, Vec<&str>, Vec<&str>)> = vec![
+            (json!({}), vec![], vec![hostname, DEFAULT_PATH]),
+            (
+                json!({}),
+                vec!["PATH=/bin", "A=1"],
+                vec!["PATH=/bin", "A=1", hostname],
+            ),
+            (
+                json!({"env": [{"name": "C", "value": "3"}, {"name": "A", "value": "4"}]}),
+                vec!["A=1", "B=2"],
+                vec!["A=4", "B=2", "C=3", hostname, DEFAULT_PATH],
+            ),
+            // Earlier container entries expand, the image's env does not.
+            (
+                json!({"env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "$(X)-$(IMG)-$(Z)"}, {"name": "Z", "value": "z"}]}),
+                vec!["IMG=i"],
+                vec![
+                    "IMG=i",
+                    "X=1",
+                    "Y=1-$(IMG)-$(Z)",
+                    "Z=z",
+                    hostname,
+                    DEFAULT_PATH,
+                ],
+            ),
+            // A name given twice keeps its first place and its last value.
+            (
+                json!({"env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "$(X)"}, {"name": "X", "value": "2"}]}),
+                vec![],
+                vec!["X=2", "Y=1", hostname, DEFAULT_PATH],
+            ),
+            (
+                json!({"env": [{"name": "E"}, {"name": "HOSTNAME", "value": "h"}]}),
+                vec![],
+                vec!["E=", "HOSTNAME=h", DEFAULT_PATH],
+            ),
+            // An image entry without `=` unsets (containerd).
+            (
+                json!({}),
+                vec!["A=1", "A", "B=2"],
+                vec!["B=2", hostname, DEFAULT_PATH],
+            ),
+            (
+                json!({"env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": true}}},
+                               {"name": "M", "valueFrom": {"configMapKeyRef": {"name": "m", "key": "k", "optional": true}}}]}),
+                vec![],
+                vec![hostname, DEFAULT_PATH],
+            ),
+        ];
+        for (c, img_env, want) in cases {
+            let got = resolve(c.clone(), &image(&["sh"], &[], &img_env))
+                .unwrap()
+                .env;
+            assert_eq!(got, want, "{c} with image env {img_env:?}");
+        }
+    }
+
+    #[test]
+    fn env_value_from_fields_and_resources() {
+        let field = |p: &str| json!({"name": "V", "valueFrom": {"fieldRef": {"fieldPath": p}}});
+        let res = |r: &str, d: Option<&str>| json!({"name": "V", "valueFrom": {"resourceFieldRef": {"resource": r, "divisor": d}}});
+        let resources = json!({"limits": {"cpu": "500m", "memory": "64Mi", "hugepages-2Mi": "4Mi"}, "requests": {"cpu": "250m", "memory": "32Mi"}});
+        let cases: Vec<(serde_json::Value, Result<&str, &str>)> = vec![
+            (field("metadata.name"), Ok("web-node1")),
+            (field("metadata.namespace"), Ok("default")),
+            (field("metadata.uid"), Ok("u-1")),
+            (field("spec.nodeName"), Ok("node1")),
+            (field("spec.serviceAccountName"), Ok("sa")),
+            (field("status.hostIP"), Ok("10.0.0.1")),
+            (field("status.podIP"), Ok("10.1.0.5")),
+            (field("status.podIPs"), Ok("10.1.0.5,fd00::5")),
+            (field("metadata.labels['app']"), Ok("web")),
+            (field("metadata.labels['missing']"), Ok("")),
+            (field("metadata.annotations['a/b']"), Ok("c")),
+            (field("spec.hostname"), Err("env[0].valueFrom.fieldRef.fieldPath: \"spec.hostname\": not a supported field path")),
+            (res("limits.cpu", None), Ok("1")),
+            (res("limits.cpu", Some("1m")), Ok("500")),
+            (res("requests.cpu", Some("1m")), Ok("250")),
+            (res("requests.cpu", None), Ok("1")),
+            (res("limits.memory", None), Ok("67108864")),
+            (res("limits.memory", Some("1Mi")), Ok("64")),
+            (res("requests.memory", Some("1Gi")), Ok("1")),
+            (res("limits.hugepages-2Mi", Some("1Mi")), Ok("4")),
+            (res("limits.ephemeral-storage", Some("1Gi")), Ok("10")),
+            (res("requests.ephemeral-storage", None), Ok("0")),
+            (res("limits.pids", None), Err("env[0].valueFrom.resourceFieldRef: \"limits.pids\": unsupported container resource")),
+            (
+                json!({"name": "V", "valueFrom": {"configMapKeyRef": {"name": "m", "key": "k"}}}),
+                Err("env[0].valueFrom.configMapKeyRef: ConfigMaps are not supported"),
+            ),
+            (
+                json!({"name": "V", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": false}}}),
+                Err("env[0].valueFrom.secretKeyRef: Secrets are not supported"),
+            ),
+            (
+                json!({"name": "V", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "containerName": "other"}}}),
+                Err("env[0].valueFrom.resourceFieldRef.containerName: \"other\""),
+            ),
+        ];
+        for (env, want) in cases {
+            let got = resolve(
+                json!({"env": [env], "resources": resources}),
+                &image(&["sh"], &[], &[]),
+            );
+            match want {
+                Ok(v) => assert_eq!(got.unwrap().env[0], format!("V={v}"), "{env}"),
+                Err(e) => assert!(
+                    got.as_ref().is_err_and(|g| g.to_string().starts_with(e)),
+                    "{env}: {got:?}"
+                ),
+            }
+        }
+        // Without limits, kubelet reports the node's allocatable.
+        let named = |n: &str, r: &str, d: &str| json!({"name": n, "valueFrom": {"resourceFieldRef": {"resource": r, "divisor": d}}});
+        let env = json!([
+            named("C", "limits.cpu", "1m"),
+            named("M", "limits.memory", "1Mi"),
+            named("E", "limits.ephemeral-storage", "1Gi")
+        ]);
+        let got = resolve(json!({"env": env}), &image(&["sh"], &[], &[])).unwrap();
+        assert_eq!(got.env[..3], ["C=2000", "M=4096", "E=10"]);
+    }
+
+    #[test]
+    fn hostname_and_cwd() {
+        let mut f = fields();
+        f.pod_name = format!("{}-x", "a".repeat(62));
+        assert_eq!(
+            pod_hostname(&f),
+            "a".repeat(62),
+            "cut to 63 without the trailing '-'"
+        );
+        f.hostname = "given".into();
+        assert_eq!(pod_hostname(&f), "given");
+        let cases = [
+            (json!({}), "", "/"),
+            (json!({}), "/img", "/img"),
+            (json!({"workingDir": "/c"}), "/img", "/c"),
+        ];
+        for (c, img_dir, want) in cases {
+            let img = ImageConfig {
+                working_dir: img_dir.into(),
+                entrypoint: vec!["sh".into()],
+                ..Default::default()
+            };
+            assert_eq!(resolve(c.clone(), &img).unwrap().cwd, want, "{c}");
+        }
+    }
+
+    struct FakeFiles(HashMap<&'static str, &'static str>);
+
+    impl AccountFiles for FakeFiles {
+        fn read(&self, rel: &str) -> Result<Option<String>, ResolveError> {
+            Ok(self.0.get(rel).map(|s| s.to_string()))
+        }
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n# comment\nalice:x:1000:1000::/home/alice:/bin/sh\nbob:x:1001:100::/:/bin/sh\nbroken line\n";
+    const GROUP: &str = "root:x:0:\nwheel:x:10:root,alice\nusers:x:100:\nalice:x:1000:alice\nstaff:x:50:bob,alice\n";
+
+    #[test]
+    fn user_resolution() {
+        let both = FakeFiles([("etc/passwd", PASSWD), ("etc/group", GROUP)].into());
+        let none = FakeFiles(HashMap::new());
+        let sc = |u: Option<i64>, g: Option<i64>| SecurityContext {
+            run_as_user: u,
+            run_as_group: g,
+            ..Default::default()
+        };
+        let psc = |u: Option<i64>, g: Option<i64>, sup: Vec<i64>| PodSecurityContext {
+            run_as_user: u,
+            run_as_group: g,
+            supplemental_groups: Some(sup),
+            ..Default::default()
+        };
+        type Case<'a> = (
+            &'a str,
+            Option<SecurityContext>,
+            Option<PodSecurityContext>,
+            &'a FakeFiles,
+            Result<(u32, u32, Vec<u32>), &'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("", None, None, &both, Ok((0, 0, vec![0, 10]))),
+            ("", None, None, &none, Ok((0, 0, vec![0]))),
+            (
+                "1000",
+                None,
+                None,
+                &both,
+                Ok((1000, 1000, vec![1000, 10, 50])),
+            ),
+            ("1000", None, None, &none, Ok((1000, 0, vec![0]))),
+            ("4242", None, None, &both, Ok((4242, 0, vec![0]))),
+            (
+                "alice",
+                None,
+                None,
+                &both,
+                Ok((1000, 1000, vec![1000, 10, 50])),
+            ),
+            ("bob", None, None, &both, Ok((1001, 100, vec![100, 50]))),
+            (
+                "alice:staff",
+                None,
+                None,
+                &both,
+                Ok((1000, 50, vec![50, 10])),
+            ),
+            ("alice:7", None, None, &both, Ok((1000, 7, vec![7, 10, 50]))),
+            ("1000:50", None, None, &both, Ok((1000, 50, vec![50, 10]))),
+            (
+                "carol",
+                None,
+                None,
+                &both,
+                Err("image User: user \"carol\" not found in the image's /etc/passwd"),
+            ),
+            (
+                "carol",
+                None,
+                None,
+                &none,
+                Err("image User: user \"carol\" not found"),
+            ),
+            (
+                "alice:nogroup",
+                None,
+                None,
+                &both,
+                Err("image User: group \"nogroup\" not found in the image's /etc/group"),
+            ),
+            // Container beats pod beats image; runAsGroup alone overrides the image's group.
+            (
+                "alice",
+                Some(sc(Some(1001), None)),
+                Some(psc(Some(1000), None, vec![])),
+                &both,
+                Ok((1001, 100, vec![100, 50])),
+            ),
+            (
+                "alice",
+                None,
+                Some(psc(Some(0), Some(5), vec![])),
+                &both,
+                Ok((0, 5, vec![5, 10])),
+            ),
+            (
+                "alice",
+                Some(sc(None, Some(9))),
+                None,
+                &both,
+                Ok((1000, 9, vec![9, 10, 50])),
+            ),
+            (
+                "",
+                Some(sc(Some(2000), Some(3000))),
+                Some(psc(None, None, vec![3000, 4000, 10])),
+                &both,
+                Ok((2000, 3000, vec![3000, 4000, 10])),
+            ),
+            (
+                "",
+                Some(sc(Some(-1), None)),
+                None,
+                &both,
+                Err("securityContext.runAsUser: -1: not a valid ID"),
+            ),
+        ];
+        for (user, csc, pod, files, want) in cases {
+            let mut c = container(json!({}));
+            c.security_context = csc;
+            let img = ImageConfig {
+                user: user.into(),
+                ..Default::default()
+            };
+            let got = resolve_user(&c, pod.as_ref(), &img, files)
+                .map(|u| (u.uid, u.gid, u.additional_gids));
+            match want {
+                Ok(w) => assert_eq!(got, Ok(w), "user {user:?}"),
+                Err(e) => assert!(
+                    got.as_ref().is_err_and(|g| g.to_string().starts_with(e)),
+                    "user {user:?}: {:?}",
+                    got.err()
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn account_files_come_from_the_top_most_layer_that_has_them() {
+        let top = tempfile::tempdir().unwrap();
+        let low = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(top.path().join("etc")).unwrap();
+        std::fs::create_dir_all(low.path().join("etc")).unwrap();
+        std::fs::write(top.path().join("etc/group"), "top:x:7:alice\n").unwrap();
+        std::fs::write(low.path().join("etc/group"), "low:x:8:alice\n").unwrap();
+        std::fs::write(low.path().join("etc/passwd"), PASSWD).unwrap();
+        let dirs = [top.path().to_path_buf(), low.path().to_path_buf()];
+        let img = ImageConfig {
+            user: "alice".into(),
+            entrypoint: vec!["sh".into()],
+            ..Default::default()
+        };
+        let p = resolve_process(&container(json!({})), None, &img, &dirs, &fields()).unwrap();
+        assert_eq!(
+            (p.uid, p.gid, p.additional_gids),
+            (1000, 1000, vec![1000, 7])
+        );
+
+        std::os::unix::fs::symlink("/etc/passwd", top.path().join("etc/passwd")).unwrap();
+        let e = resolve_process(&container(json!({})), None, &img, &dirs, &fields()).unwrap_err();
+        assert!(
+            e.reason.contains("not a regular file"),
+            "a symlink is not followed out of the image: {e}"
+        );
+    }
+
+    /// Whiteouts (0/0 character devices) and opaque directories hide lower layers; creating
+    /// them needs root.
+    #[test]
+    fn whiteouts_and_opaque_dirs_hide_lower_layers() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_none(),
+                "TIDELET_REQUIRE_PRIVILEGED is set but we are not root"
+            );
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let files = |dirs: &[PathBuf]| {
+            LayeredRootfs { lowerdirs: dirs }
+                .read("etc/passwd")
+                .unwrap()
+        };
+        let top = tempfile::tempdir().unwrap();
+        let low = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(top.path().join("etc")).unwrap();
+        std::fs::create_dir_all(low.path().join("etc")).unwrap();
+        std::fs::write(low.path().join("etc/passwd"), PASSWD).unwrap();
+        let dirs = [top.path().to_path_buf(), low.path().to_path_buf()];
+        assert_eq!(files(&dirs).as_deref(), Some(PASSWD));
+
+        let etc =
+            std::ffi::CString::new(top.path().join("etc").into_os_string().into_encoded_bytes())
+                .unwrap();
+        // SAFETY: valid NUL-terminated path and name; the value buffer is valid for 1 byte.
+        let rc = unsafe {
+            libc::lsetxattr(
+                etc.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+        assert_eq!(files(&dirs), None, "opaque etc hides the lower passwd");
+        // SAFETY: as above.
+        let rc = unsafe { libc::lremovexattr(etc.as_ptr(), c"trusted.overlay.opaque".as_ptr()) };
+        assert_eq!(rc, 0);
+
+        nix::sys::stat::mknod(
+            &top.path().join("etc/passwd"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(files(&dirs), None, "a whiteout hides the lower passwd");
+    }
 }

@@ -61,7 +61,10 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str, file: &Path) -> String {
     };
     let meta = &mut pod.metadata;
     meta.uid = Some(uid.clone());
-    meta.name = Some(static_pod_name(meta.name.as_deref().unwrap_or_default(), node_name));
+    meta.name = Some(static_pod_name(
+        meta.name.as_deref().unwrap_or_default(),
+        node_name,
+    ));
     if meta.namespace.as_deref().unwrap_or_default().is_empty() {
         meta.namespace = Some("default".to_string());
     }
@@ -71,22 +74,36 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str, file: &Path) -> String {
 
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.node_name = Some(node_name.to_string());
-    spec.restart_policy.get_or_insert_with(|| "Always".to_string());
-    spec.termination_grace_period_seconds.get_or_insert(DEFAULT_TERMINATION_GRACE_PERIOD);
-    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_string());
+    spec.restart_policy
+        .get_or_insert_with(|| "Always".to_string());
+    spec.termination_grace_period_seconds
+        .get_or_insert(DEFAULT_TERMINATION_GRACE_PERIOD);
+    spec.dns_policy
+        .get_or_insert_with(|| "ClusterFirst".to_string());
     spec.enable_service_links.get_or_insert(true);
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
         default_container(c);
     }
     uid
 }
 
 fn default_container(c: &mut Container) {
-    if c.image_pull_policy.as_deref().unwrap_or_default().is_empty() {
-        c.image_pull_policy = Some(default_pull_policy(c.image.as_deref().unwrap_or_default()).to_string());
+    if c.image_pull_policy
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        c.image_pull_policy =
+            Some(default_pull_policy(c.image.as_deref().unwrap_or_default()).to_string());
     }
-    c.termination_message_path.get_or_insert_with(|| DEFAULT_TERMINATION_MESSAGE_PATH.to_string());
-    c.termination_message_policy.get_or_insert_with(|| "File".to_string());
+    c.termination_message_path
+        .get_or_insert_with(|| DEFAULT_TERMINATION_MESSAGE_PATH.to_string());
+    c.termination_message_policy
+        .get_or_insert_with(|| "File".to_string());
     // SetDefaults_Pod: a resource with a limit and no request is requested at its limit.
     if let Some(res) = c.resources.as_mut() {
         if let Some(limits) = &res.limits {
@@ -109,29 +126,49 @@ mod tests {
     }
 
     fn base() -> Pod {
-        pod(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
-                   "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}))
+        pod(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                   "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}),
+        )
     }
 
     #[test]
     fn uid_is_deterministic_and_follows_content_node_and_file() {
         let f = Path::new("/etc/tidelet/pods/web.yaml");
         let a = static_pod_uid(&base(), "node1", f);
-        assert_eq!(a, static_pod_uid(&base(), "node1", f), "same content, same UID");
+        assert_eq!(
+            a,
+            static_pod_uid(&base(), "node1", f),
+            "same content, same UID"
+        );
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         let mut changed = base();
         changed.spec.as_mut().unwrap().containers[0].image = Some("busybox:1.37".into());
-        assert_ne!(a, static_pod_uid(&changed, "node1", f), "changed spec, new UID");
-        assert_ne!(a, static_pod_uid(&base(), "node2", f), "other node, other UID");
-        assert_ne!(a, static_pod_uid(&base(), "node1", Path::new("/etc/tidelet/pods/web2.yaml")));
+        assert_ne!(
+            a,
+            static_pod_uid(&changed, "node1", f),
+            "changed spec, new UID"
+        );
+        assert_ne!(
+            a,
+            static_pod_uid(&base(), "node2", f),
+            "other node, other UID"
+        );
+        assert_ne!(
+            a,
+            static_pod_uid(&base(), "node1", Path::new("/etc/tidelet/pods/web2.yaml"))
+        );
     }
 
     #[test]
     fn applies_kubelet_and_api_defaults() {
         let mut p = base();
         let uid = apply_defaults(&mut p, "Node1", Path::new("/p/web.yaml"));
-        assert_eq!(uid, static_pod_uid(&base(), "Node1", Path::new("/p/web.yaml")));
+        assert_eq!(
+            uid,
+            static_pod_uid(&base(), "Node1", Path::new("/p/web.yaml"))
+        );
         assert_eq!(p.metadata.name.as_deref(), Some("web-node1"));
         assert_eq!(p.metadata.namespace.as_deref(), Some("default"));
         assert_eq!(p.metadata.uid.as_deref(), Some(uid.as_str()));
@@ -145,7 +182,10 @@ mod tests {
         assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
         let c = &spec.containers[0];
         assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
-        assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+        assert_eq!(
+            c.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
     }
 
     #[test]
@@ -164,8 +204,16 @@ mod tests {
         let c = &spec.containers[0];
         assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
         let req = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
-        assert_eq!(req["cpu"], Quantity("100m".into()), "an explicit request is kept");
-        assert_eq!(req["memory"], Quantity("64Mi".into()), "a missing request defaults to the limit");
+        assert_eq!(
+            req["cpu"],
+            Quantity("100m".into()),
+            "an explicit request is kept"
+        );
+        assert_eq!(
+            req["memory"],
+            Quantity("64Mi".into()),
+            "a missing request defaults to the limit"
+        );
     }
 
     #[test]

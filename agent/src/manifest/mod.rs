@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 
 pub use defaults::{
-    default_pull_policy, static_pod_name, static_pod_uid, CONFIG_HASH_ANNOTATION, CONFIG_SOURCE_ANNOTATION,
-    DEFAULT_TERMINATION_GRACE_PERIOD, DEFAULT_TERMINATION_MESSAGE_PATH,
+    default_pull_policy, static_pod_name, static_pod_uid, CONFIG_HASH_ANNOTATION,
+    CONFIG_SOURCE_ANNOTATION, DEFAULT_TERMINATION_GRACE_PERIOD, DEFAULT_TERMINATION_MESSAGE_PATH,
 };
 pub use support::{HONOURED, NOT_SUPPORTED};
 
@@ -38,7 +38,13 @@ impl fmt::Display for Problem {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.reason)
         } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.field, self.reason)
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.reason
+            )
         }
     }
 }
@@ -73,10 +79,13 @@ pub struct FileResult {
 pub fn is_manifest_file_name(name: &str) -> bool {
     // Editor leftovers end in other extensions (`.swp`, `.swx`, `.bak`, `.orig`, `~`, vim's
     // `4913` probe) or are hidden (`.#name`, `.name.swp`); emacs autosaves are `#name#`.
-    if name.starts_with('.') || name.starts_with('#') || name.ends_with('#') || name.ends_with('~') {
+    if name.starts_with('.') || name.starts_with('#') || name.ends_with('#') || name.ends_with('~')
+    {
         return false;
     }
-    let Some((stem, ext)) = name.rsplit_once('.') else { return false };
+    let Some((stem, ext)) = name.rsplit_once('.') else {
+        return false;
+    };
     !stem.is_empty() && matches!(ext, "yaml" | "yml" | "json")
 }
 
@@ -84,7 +93,10 @@ pub fn is_manifest_file_name(name: &str) -> bool {
 pub fn load_file(path: &Path, node_name: &str) -> FileResult {
     let result = match read_capped(path) {
         Ok(bytes) => parse_manifest(path, &bytes, node_name),
-        Err(reason) => FileResult { pods: Vec::new(), errors: vec![problem(path, "", reason)] },
+        Err(reason) => FileResult {
+            pods: Vec::new(),
+            errors: vec![problem(path, "", reason)],
+        },
     };
     tracing::debug!(file = %path.display(), pods = result.pods.len(), errors = result.errors.len(), "manifest read");
     result
@@ -116,19 +128,33 @@ fn too_large(len: u64) -> String {
 }
 
 fn problem(file: &Path, field: impl Into<String>, reason: impl Into<String>) -> Problem {
-    Problem { file: file.to_path_buf(), field: field.into(), reason: reason.into() }
+    Problem {
+        file: file.to_path_buf(),
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Parse manifest bytes that came from `path`: one or more YAML documents (or one JSON
 /// object), each a `v1` `Pod`, validated and defaulted for `node_name`.
 pub fn parse_manifest(path: &Path, bytes: &[u8], node_name: &str) -> FileResult {
     match parse_checked(path, bytes, node_name) {
-        Ok(pods) => FileResult { pods, errors: Vec::new() },
-        Err(errors) => FileResult { pods: Vec::new(), errors },
+        Ok(pods) => FileResult {
+            pods,
+            errors: Vec::new(),
+        },
+        Err(errors) => FileResult {
+            pods: Vec::new(),
+            errors,
+        },
     }
 }
 
-fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Result<Vec<StaticPod>, Vec<Problem>> {
+fn parse_checked(
+    path: &Path,
+    bytes: &[u8],
+    node_name: &str,
+) -> Result<Vec<StaticPod>, Vec<Problem>> {
     let whole = |reason: String| vec![problem(path, "", reason)];
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(whole(too_large(bytes.len() as u64)));
@@ -137,15 +163,26 @@ fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Result<Vec<Stati
         return Err(whole("file is empty".into()));
     }
     if let Some(at) = bytes.iter().position(|b| *b == 0) {
-        return Err(whole(format!("binary data, not a manifest (NUL byte at offset {at})")));
+        return Err(whole(format!(
+            "binary data, not a manifest (NUL byte at offset {at})"
+        )));
     }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| whole(format!("binary data, not a manifest (not UTF-8 at offset {})", e.valid_up_to())))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        whole(format!(
+            "binary data, not a manifest (not UTF-8 at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
     let docs = parse::documents(text).map_err(whole)?;
-    let docs: Vec<(usize, serde_json::Value)> =
-        docs.into_iter().enumerate().filter(|(_, d)| !d.is_null()).collect();
+    let docs: Vec<(usize, serde_json::Value)> = docs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_null())
+        .collect();
     if docs.is_empty() {
-        return Err(whole("file holds no Pod (only empty documents or comments)".into()));
+        return Err(whole(
+            "file holds no Pod (only empty documents or comments)".into(),
+        ));
     }
     let several = docs.len() > 1;
     let mut errors = Vec::new();
@@ -166,16 +203,28 @@ fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Result<Vec<Stati
         };
         let invalid = validate::validate_pod(&pod, node_name);
         if !invalid.is_empty() {
-            errors.extend(invalid.into_iter().map(|e| problem(path, at(&e.field), e.reason)));
+            errors.extend(
+                invalid
+                    .into_iter()
+                    .map(|e| problem(path, at(&e.field), e.reason)),
+            );
             continue;
         }
         let key = format!(
             "{}/{}",
-            pod.metadata.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or("default"),
+            pod.metadata
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("default"),
             pod.metadata.name.as_deref().unwrap_or_default()
         );
         if let Some(first) = names.insert(key.clone(), i) {
-            errors.push(problem(path, at("metadata.name"), format!("pod {key} is already defined by document {}", first + 1)));
+            errors.push(problem(
+                path,
+                at("metadata.name"),
+                format!("pod {key} is already defined by document {}", first + 1),
+            ));
             continue;
         }
         let warnings = support::unsupported_fields(&doc)
@@ -193,7 +242,12 @@ fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Result<Vec<Stati
 
 fn static_pod(mut pod: Pod, path: &Path, node_name: &str, warnings: Vec<Problem>) -> StaticPod {
     let uid = defaults::apply_defaults(&mut pod, node_name, path);
-    StaticPod { pod, file: path.to_path_buf(), uid, warnings }
+    StaticPod {
+        pod,
+        file: path.to_path_buf(),
+        uid,
+        warnings,
+    }
 }
 
 #[cfg(test)]

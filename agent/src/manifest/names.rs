@@ -12,7 +12,9 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
         return Err(format!("{s:?}: must be no more than 63 characters"));
     }
     let b = s.as_bytes();
-    let ok = b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    let ok = b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-';
     if ok {
@@ -41,11 +43,15 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
 
 /// A UID given in a manifest is used in paths and cgroup names: letters, digits, `-`, `_`.
 pub fn uid(s: &str) -> Result<(), String> {
-    let ok = s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    let ok = s.len() <= 64
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
     if ok {
         Ok(())
     } else {
-        Err(format!("{s:?}: must be at most 64 letters, digits, '-' or '_'"))
+        Err(format!(
+            "{s:?}: must be at most 64 letters, digits, '-' or '_'"
+        ))
     }
 }
 
@@ -53,7 +59,8 @@ pub fn uid(s: &str) -> Result<(), String> {
 fn is_qualified_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -67,7 +74,9 @@ pub fn qualified_name(s: &str) -> Result<(), String> {
     };
     if let Some(p) = prefix {
         if p.is_empty() || dns1123_subdomain(p).is_err() {
-            return Err(format!("{s:?}: the prefix before '/' must be a DNS subdomain"));
+            return Err(format!(
+                "{s:?}: the prefix before '/' must be a DNS subdomain"
+            ));
         }
     }
     if name.len() > 63 || !is_qualified_part(name) {
@@ -92,7 +101,8 @@ pub fn env_var_name(s: &str) -> Result<(), String> {
     let b = s.as_bytes();
     let ok = !b.is_empty()
         && !b[0].is_ascii_digit()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
     if ok {
         Ok(())
     } else {
@@ -105,7 +115,8 @@ pub fn env_var_name(s: &str) -> Result<(), String> {
 pub fn port_name(s: &str) -> Result<(), String> {
     let b = s.as_bytes();
     let ok = s.len() <= 15
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.iter().any(u8::is_ascii_lowercase)
         && !s.contains("--")
         && !s.starts_with('-')
@@ -113,7 +124,9 @@ pub fn port_name(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{s:?}: must be at most 15 lowercase letters, digits and '-', with at least one letter"))
+        Err(format!(
+            "{s:?}: must be at most 15 lowercase letters, digits and '-', with at least one letter"
+        ))
     }
 }
 
@@ -158,7 +171,10 @@ pub fn env_field_path(p: &str) -> Result<(), String> {
 pub fn subscript(p: &str) -> Option<(&str, &str)> {
     for map in ["labels", "annotations"] {
         let rest = p.strip_prefix("metadata.")?.strip_prefix(map);
-        if let Some(key) = rest.and_then(|r| r.strip_prefix("['")).and_then(|r| r.strip_suffix("']")) {
+        if let Some(key) = rest
+            .and_then(|r| r.strip_prefix("['"))
+            .and_then(|r| r.strip_suffix("']"))
+        {
             if qualified_name(key).is_ok() {
                 return Some((map, key));
             }
@@ -272,7 +288,10 @@ mod tests {
         assert!(clean_path("a/b", true).is_err());
         assert_eq!(clean_path("a/b", false), Ok(()));
         assert!(clean_path("/a/../b", false).is_err());
-        assert_eq!(subscript("metadata.annotations['a/b']"), Some(("annotations", "a/b")));
+        assert_eq!(
+            subscript("metadata.annotations['a/b']"),
+            Some(("annotations", "a/b"))
+        );
         assert_eq!(subscript("metadata.labels[app]"), None);
     }
 }

@@ -70,7 +70,9 @@ impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
         match v {
             Value::String(s) => Ok(s),
             // YAML allows `1: x` or `true: x`; Kubernetes keys are strings.
-            other => Err(D::Error::custom(format_args!("mapping key {other} is not a string"))),
+            other => Err(D::Error::custom(format_args!(
+                "mapping key {other} is not a string"
+            ))),
         }
     }
 }
@@ -157,7 +159,10 @@ pub(crate) fn documents(text: &str) -> Result<Vec<Value>, String> {
         let v = Seed(&mut budget).deserialize(de).map_err(|e| {
             let e = e.to_string();
             if e.contains("repetition limit") {
-                format!("document {}: invalid YAML: {e} (a YAML alias bomb?); refused", i + 1)
+                format!(
+                    "document {}: invalid YAML: {e} (a YAML alias bomb?); refused",
+                    i + 1
+                )
             } else {
                 format!("document {}: invalid YAML: {e}", i + 1)
             }
@@ -185,7 +190,10 @@ fn flow_depth_guard(text: &str) -> Result<(), String> {
                 _ => {}
             }
             if depth > MAX_FLOW_DEPTH {
-                return Err(format!("invalid YAML: nested more than {MAX_FLOW_DEPTH} levels deep at line {}", line + 1));
+                return Err(format!(
+                    "invalid YAML: nested more than {MAX_FLOW_DEPTH} levels deep at line {}",
+                    line + 1
+                ));
             }
         }
     }
@@ -199,18 +207,31 @@ pub(crate) type FieldProblem = (String, String);
 /// unknown fields. All unknown fields are reported, not just the first.
 pub(crate) fn pod_from_value(doc: &Value) -> Result<Pod, Vec<FieldProblem>> {
     let Value::Object(obj) = doc else {
-        return Err(vec![(String::new(), format!("a document must be a mapping (a Pod), got {}", kind_of(doc)))]);
+        return Err(vec![(
+            String::new(),
+            format!("a document must be a mapping (a Pod), got {}", kind_of(doc)),
+        )]);
     };
     let mut problems = Vec::new();
     match obj.get("apiVersion") {
         Some(Value::String(v)) if v == "v1" => {}
-        None | Some(Value::Null) => problems.push(("apiVersion".into(), "required (must be \"v1\")".into())),
-        Some(v) => problems.push(("apiVersion".into(), format!("{v} is not supported (must be \"v1\")"))),
+        None | Some(Value::Null) => {
+            problems.push(("apiVersion".into(), "required (must be \"v1\")".into()))
+        }
+        Some(v) => problems.push((
+            "apiVersion".into(),
+            format!("{v} is not supported (must be \"v1\")"),
+        )),
     }
     match obj.get("kind") {
         Some(Value::String(k)) if k == "Pod" => {}
-        None | Some(Value::Null) => problems.push(("kind".into(), "required (must be \"Pod\")".into())),
-        Some(k) => problems.push(("kind".into(), format!("kind {k} is not supported: only Pod"))),
+        None | Some(Value::Null) => {
+            problems.push(("kind".into(), "required (must be \"Pod\")".into()))
+        }
+        Some(k) => problems.push((
+            "kind".into(),
+            format!("kind {k} is not supported: only Pod"),
+        )),
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -223,13 +244,17 @@ pub(crate) fn pod_from_value(doc: &Value) -> Result<Pod, Vec<FieldProblem>> {
             return Err(vec![(path, e.into_inner().to_string())]);
         }
     };
-    let back = serde_json::to_value(&pod).map_err(|e| vec![(String::new(), format!("cannot re-encode the Pod: {e}"))])?;
+    let back = serde_json::to_value(&pod)
+        .map_err(|e| vec![(String::new(), format!("cannot re-encode the Pod: {e}"))])?;
     let mut unknown = Vec::new();
     unknown_fields(doc, &back, &mut String::new(), &mut unknown);
     if unknown.is_empty() {
         Ok(pod)
     } else {
-        Err(unknown.into_iter().map(|f| (f, "unknown field".to_string())).collect())
+        Err(unknown
+            .into_iter()
+            .map(|f| (f, "unknown field".to_string()))
+            .collect())
     }
 }
 
@@ -296,21 +321,34 @@ mod tests {
         assert_eq!(docs[2]["b"][0], "x");
         let docs = documents(" {\"a\": {\"b\": 2}}").unwrap();
         assert_eq!(docs, vec![serde_json::json!({"a": {"b": 2}})]);
-        assert!(documents("{\"a\": 1} {\"b\": 2}").unwrap_err().contains("invalid JSON"));
-        assert!(documents("a: [1, 2\n").unwrap_err().contains("invalid YAML"));
+        assert!(documents("{\"a\": 1} {\"b\": 2}")
+            .unwrap_err()
+            .contains("invalid JSON"));
+        assert!(documents("a: [1, 2\n")
+            .unwrap_err()
+            .contains("invalid YAML"));
         assert!(documents("a: 1\na: 2\n").unwrap_err().contains("duplicate"));
         assert!(documents("1: x\n").unwrap_err().contains("not a string"));
     }
 
     #[test]
     fn refuses_billion_laughs_quickly() {
-        let mut y = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
-        for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i", "j"]) {
+        let mut y = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i", "j"])
+        {
             y.push_str(&format!("{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
         }
         let start = Instant::now();
         let err = documents(&y).unwrap_err();
-        assert!(start.elapsed() < Duration::from_millis(500), "took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "took {:?}",
+            start.elapsed()
+        );
         assert!(err.contains("alias bomb"), "{err}");
     }
 
@@ -329,7 +367,11 @@ mod tests {
         y.push_str("*big]\n");
         let start = Instant::now();
         let err = documents(&y).unwrap_err();
-        assert!(start.elapsed() < Duration::from_millis(900), "took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            start.elapsed()
+        );
         assert!(err.contains("alias bomb"), "{err}");
     }
 
@@ -337,10 +379,16 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let start = Instant::now();
         let y = format!("{}1{}", "[".repeat(5_000_000), "]".repeat(5_000_000));
-        assert!(documents(&y).unwrap_err().contains("nested more than 1000 levels deep at line 1"));
+        assert!(documents(&y)
+            .unwrap_err()
+            .contains("nested more than 1000 levels deep at line 1"));
         let y = format!("{}1", "- ".repeat(100_000));
         assert!(documents(&y).is_err());
-        assert!(start.elapsed() < Duration::from_millis(900), "took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            start.elapsed()
+        );
         let j = format!("{{\"a\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(documents(&j).is_err());
     }
@@ -375,7 +423,10 @@ mod tests {
         ];
         for (y, want) in cases {
             let got = pod_problems(y);
-            let want: Vec<FieldProblem> = want.iter().map(|(f, r)| (f.to_string(), r.to_string())).collect();
+            let want: Vec<FieldProblem> = want
+                .iter()
+                .map(|(f, r)| (f.to_string(), r.to_string()))
+                .collect();
             assert_eq!(got, want, "{y}");
         }
     }

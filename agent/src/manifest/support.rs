@@ -123,8 +123,14 @@ mod tests {
     #[test]
     fn reports_only_unhonoured_non_empty_fields() {
         let cases = [
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}}}), vec![]),
-            (json!({"metadata": {"name": "a", "generateName": "a-", "ownerReferences": []}}), vec!["metadata.generateName"]),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"x": "y"}}}),
+                vec![],
+            ),
+            (
+                json!({"metadata": {"name": "a", "generateName": "a-", "ownerReferences": []}}),
+                vec!["metadata.generateName"],
+            ),
             (json!({"metadata": {"creationTimestamp": null}}), vec![]),
             (json!({"status": {"phase": "Running"}}), vec!["status"]),
             (
@@ -163,7 +169,11 @@ mod tests {
         for h in HONOURED {
             let shadowing: Vec<_> = HONOURED
                 .iter()
-                .filter(|o| *o != h && h.strip_prefix(*o).is_some_and(|r| r.starts_with('.') || r.starts_with("[]")))
+                .filter(|o| {
+                    *o != h
+                        && h.strip_prefix(*o)
+                            .is_some_and(|r| r.starts_with('.') || r.starts_with("[]"))
+                })
                 .collect();
             assert!(shadowing.is_empty(), "{h} is shadowed by {shadowing:?}");
         }

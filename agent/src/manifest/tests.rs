@@ -60,13 +60,22 @@ fn a_valid_pod_is_defaulted_for_the_node() {
     assert_eq!(p.file, Path::new("/pods/web.yaml"));
     assert_eq!(p.pod.metadata.name.as_deref(), Some("web-node1"));
     assert_eq!(p.pod.metadata.uid.as_deref(), Some(p.uid.as_str()));
-    assert_eq!(p.pod.spec.as_ref().unwrap().node_name.as_deref(), Some("node1"));
+    assert_eq!(
+        p.pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("node1")
+    );
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     // Formatting and comments do not change the UID; content, node and file do.
-    let reformatted = format!("# a comment\n{}", POD.replace("[sleep, '1000']", "\n    - sleep\n    - \"1000\""));
+    let reformatted = format!(
+        "# a comment\n{}",
+        POD.replace("[sleep, '1000']", "\n    - sleep\n    - \"1000\"")
+    );
     assert_eq!(parse(&reformatted).pods[0].uid, p.uid);
     assert_ne!(parse(&POD.replace("1000", "1001")).pods[0].uid, p.uid);
-    assert_ne!(parse_manifest(Path::new("/pods/web.yaml"), POD.as_bytes(), "node2").pods[0].uid, p.uid);
+    assert_ne!(
+        parse_manifest(Path::new("/pods/web.yaml"), POD.as_bytes(), "node2").pods[0].uid,
+        p.uid
+    );
 }
 
 #[test]
@@ -79,34 +88,68 @@ fn json_manifests_are_read() {
 
 #[test]
 fn several_documents_and_empty_ones() {
-    let text = format!("---\n{POD}---\n---\n{}", POD.replace("name: web", "name: api"));
+    let text = format!(
+        "---\n{POD}---\n---\n{}",
+        POD.replace("name: web", "name: api")
+    );
     let r = parse(&text);
     assert_eq!(r.errors, vec![]);
-    let names: Vec<_> = r.pods.iter().map(|p| p.pod.metadata.name.clone().unwrap()).collect();
+    let names: Vec<_> = r
+        .pods
+        .iter()
+        .map(|p| p.pod.metadata.name.clone().unwrap())
+        .collect();
     assert_eq!(names, ["web-node1", "api-node1"]);
     assert_ne!(r.pods[0].uid, r.pods[1].uid);
 }
 
 #[test]
 fn one_bad_document_rejects_the_whole_file() {
-    let text = format!("{POD}---\n{}", POD.replace("image: busybox:1.36", "image: ''"));
+    let text = format!(
+        "{POD}---\n{}",
+        POD.replace("image: busybox:1.36", "image: ''")
+    );
     let r = parse(&text);
     assert!(r.pods.is_empty());
-    assert_eq!(reasons(&r), ["/pods/web.yaml: (document 2) spec.containers[0].image: required"]);
+    assert_eq!(
+        reasons(&r),
+        ["/pods/web.yaml: (document 2) spec.containers[0].image: required"]
+    );
     let dup = parse(&format!("{POD}---\n{POD}"));
     assert!(dup.pods.is_empty());
-    assert!(reasons(&dup)[0].contains("(document 2) metadata.name: pod default/web is already defined by document 1"), "{:?}", reasons(&dup));
+    assert!(
+        reasons(&dup)[0].contains(
+            "(document 2) metadata.name: pod default/web is already defined by document 1"
+        ),
+        "{:?}",
+        reasons(&dup)
+    );
 }
 
 #[test]
 fn bad_input_gets_a_clear_error() {
     let cases: &[(&[u8], &str)] = &[
         (b"", "/pods/web.yaml: file is empty"),
-        (b"   \n# nothing\n", "/pods/web.yaml: file holds no Pod (only empty documents or comments)"),
-        (b"apiVersion: v1\x00kind: Pod", "/pods/web.yaml: binary data, not a manifest (NUL byte at offset 14)"),
-        (b"kind: \xff\xfe", "/pods/web.yaml: binary data, not a manifest (not UTF-8 at offset 6)"),
-        (b"apiVersion: v1\nkind: ConfigMap\n", "/pods/web.yaml: kind: kind \"ConfigMap\" is not supported: only Pod"),
-        (b"just a string", "/pods/web.yaml: a document must be a mapping (a Pod), got a string"),
+        (
+            b"   \n# nothing\n",
+            "/pods/web.yaml: file holds no Pod (only empty documents or comments)",
+        ),
+        (
+            b"apiVersion: v1\x00kind: Pod",
+            "/pods/web.yaml: binary data, not a manifest (NUL byte at offset 14)",
+        ),
+        (
+            b"kind: \xff\xfe",
+            "/pods/web.yaml: binary data, not a manifest (not UTF-8 at offset 6)",
+        ),
+        (
+            b"apiVersion: v1\nkind: ConfigMap\n",
+            "/pods/web.yaml: kind: kind \"ConfigMap\" is not supported: only Pod",
+        ),
+        (
+            b"just a string",
+            "/pods/web.yaml: a document must be a mapping (a Pod), got a string",
+        ),
     ];
     for (bytes, want) in cases {
         let r = parse_manifest(Path::new("/pods/web.yaml"), bytes, "node1");
@@ -114,14 +157,21 @@ fn bad_input_gets_a_clear_error() {
         assert_eq!(reasons(&r), [*want], "{:?}", String::from_utf8_lossy(bytes));
     }
     let r = parse("apiVersion: v1\nkind: Pod\nmetadata: {name: [}\n");
-    assert!(reasons(&r)[0].starts_with("/pods/web.yaml: document 1: invalid YAML: "), "{:?}", reasons(&r));
+    assert!(
+        reasons(&r)[0].starts_with("/pods/web.yaml: document 1: invalid YAML: "),
+        "{:?}",
+        reasons(&r)
+    );
     assert!(reasons(&r)[0].contains("line 3"), "{:?}", reasons(&r));
 }
 
 #[test]
 fn unknown_fields_are_errors_with_their_path() {
     let r = parse(&POD.replace("    image:", "    imagePullPolicyy: Always\n    image:"));
-    assert_eq!(reasons(&r), ["/pods/web.yaml: spec.containers[0].imagePullPolicyy: unknown field"]);
+    assert_eq!(
+        reasons(&r),
+        ["/pods/web.yaml: spec.containers[0].imagePullPolicyy: unknown field"]
+    );
 }
 
 #[test]
@@ -129,19 +179,27 @@ fn alias_bomb_is_refused_quickly() {
     let mut y = String::from("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    a0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
     for i in 1..10 {
         let p = i - 1;
-        y.push_str(&format!("    a{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n"));
+        y.push_str(&format!(
+            "    a{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n"
+        ));
     }
     let start = Instant::now();
     let r = parse(&y);
-    assert!(start.elapsed() < Duration::from_millis(500), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        start.elapsed()
+    );
     assert_eq!(r.errors.len(), 1);
     assert!(r.errors[0].reason.contains("alias bomb"), "{:?}", r.errors);
 }
 
 #[test]
 fn unsupported_fields_are_warnings() {
-    let text = POD.replace("    image:", "    livenessProbe:\n      exec: {command: [\"true\"]}\n    image:")
-        + "  tolerations:\n  - key: k\n";
+    let text = POD.replace(
+        "    image:",
+        "    livenessProbe:\n      exec: {command: [\"true\"]}\n    image:",
+    ) + "  tolerations:\n  - key: k\n";
     let r = parse(&text);
     assert_eq!(r.errors, vec![]);
     let w: Vec<String> = r.pods[0].warnings.iter().map(|p| p.to_string()).collect();
@@ -169,14 +227,30 @@ fn load_file_reads_real_files_and_refuses_big_ones() {
     f.set_len(MAX_MANIFEST_BYTES + 1).unwrap(); // sparse: cheap to create
     let start = Instant::now();
     let r = load_file(&big, "node1");
-    assert!(start.elapsed() < Duration::from_millis(200), "refused before reading");
-    assert_eq!(reasons(&r), [format!("{}: file is too large ({} bytes; the limit is {MAX_MANIFEST_BYTES} bytes)", big.display(), MAX_MANIFEST_BYTES + 1)]);
+    assert!(
+        start.elapsed() < Duration::from_millis(200),
+        "refused before reading"
+    );
+    assert_eq!(
+        reasons(&r),
+        [format!(
+            "{}: file is too large ({} bytes; the limit is {MAX_MANIFEST_BYTES} bytes)",
+            big.display(),
+            MAX_MANIFEST_BYTES + 1
+        )]
+    );
 
     let empty = dir.path().join("empty.yaml");
     std::fs::write(&empty, "").unwrap();
-    assert_eq!(reasons(&load_file(&empty, "n")), [format!("{}: file is empty", empty.display())]);
+    assert_eq!(
+        reasons(&load_file(&empty, "n")),
+        [format!("{}: file is empty", empty.display())]
+    );
 
     let missing = dir.path().join("missing.yaml");
     assert!(reasons(&load_file(&missing, "n"))[0].contains("cannot open"));
-    assert_eq!(reasons(&load_file(dir.path(), "n")), [format!("{}: not a regular file", dir.path().display())]);
+    assert_eq!(
+        reasons(&load_file(dir.path(), "n")),
+        [format!("{}: not a regular file", dir.path().display())]
+    );
 }
