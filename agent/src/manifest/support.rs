@@ -69,12 +69,13 @@ pub fn unsupported_fields(doc: &Value) -> Vec<String> {
     out
 }
 
-/// `null`, `""`, `false`, `[]` and `{}` say nothing: a field set to one of them is not
-/// reported (`hostNetwork: false`, `tolerations: []`).
+/// `null`, `""`, `[]` and `{}` say nothing: a field set to one of them is not reported
+/// (`tolerations: []`, `status: {}`). Booleans are always reported: `false` is not always the
+/// default (`allowPrivilegeEscalation: false` asks for a restriction).
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
-        Value::Bool(b) => !b,
+        Value::Bool(_) => false,
         Value::String(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
@@ -138,12 +139,13 @@ mod tests {
                     {"name": "a", "image": "b", "env": [{"name": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
                     {"name": "c", "image": "d", "livenessProbe": {"exec": {"command": ["true"]}},
                      "env": [{"name": "y", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
-                     "securityContext": {"runAsUser": 1, "privileged": true, "readOnlyRootFilesystem": false}}
+                     "securityContext": {"runAsUser": 1, "privileged": true, "readOnlyRootFilesystem": false, "seLinuxOptions": {}}}
                 ]}}),
                 vec![
                     "spec.containers[1].env[0].valueFrom.secretKeyRef",
                     "spec.containers[1].livenessProbe",
                     "spec.containers[1].securityContext.privileged",
+                    "spec.containers[1].securityContext.readOnlyRootFilesystem",
                 ],
             ),
             (

@@ -2,6 +2,7 @@
 //! file/field/reason, warnings, and defaulting.
 
 use super::*;
+use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -248,9 +249,121 @@ fn load_file_reads_real_files_and_refuses_big_ones() {
     );
 
     let missing = dir.path().join("missing.yaml");
-    assert!(reasons(&load_file(&missing, "n"))[0].contains("cannot open"));
+    assert!(reasons(&load_file(&missing, "n"))[0].contains("cannot read: No such file"));
+    let fifo = dir.path().join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    assert_eq!(
+        reasons(&load_file(&fifo, "n")),
+        [format!("{}: not a regular file", fifo.display())]
+    );
     assert_eq!(
         reasons(&load_file(dir.path(), "n")),
         [format!("{}: not a regular file", dir.path().display())]
     );
+}
+
+/// A manifest using much of the Pod API, as `kubectl get -o yaml` writes it: no field may be
+/// mistaken for an unknown one, and everything tidelet ignores is reported.
+#[test]
+fn a_rich_manifest_has_no_false_unknown_fields() {
+    let text = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: rich
+  namespace: tools
+  creationTimestamp: null
+  labels: {app.kubernetes.io/name: rich, tier: ""}
+  annotations: {note: "hello: world"}
+  ownerReferences: []
+spec:
+  hostNetwork: false
+  shareProcessNamespace: true
+  terminationGracePeriodSeconds: 5
+  restartPolicy: OnFailure
+  dnsPolicy: ClusterFirstWithHostNet
+  priorityClassName: system-node-critical
+  priority: 2000001000
+  serviceAccountName: default
+  enableServiceLinks: false
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{operator: Exists, effect: NoExecute, tolerationSeconds: 300}]
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: a, operator: In, values: [b]}]}]
+  securityContext: {runAsUser: 1000, runAsGroup: 1000, supplementalGroups: [5], fsGroup: 2000, sysctls: [{name: net.ipv4.ip_forward, value: "1"}]}
+  volumes:
+  - name: scratch
+    emptyDir: {medium: Memory, sizeLimit: 64Mi}
+  - name: host
+    hostPath: {path: /var/log, type: Directory}
+  - name: cfg
+    configMap: {name: cfg, items: [{key: a, path: a.conf}], defaultMode: 420}
+  initContainers:
+  - name: init
+    image: busybox:1.36
+    command: [sh, -c, "echo init"]
+  containers:
+  - name: main
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c]
+    args: ["echo $(GREETING) && sleep 3600"]
+    workingDir: /tmp
+    env:
+    - {name: GREETING, value: hi}
+    - name: POD
+      valueFrom: {fieldRef: {apiVersion: v1, fieldPath: metadata.name}}
+    - name: MEM
+      valueFrom: {resourceFieldRef: {containerName: main, resource: limits.memory, divisor: 1Mi}}
+    envFrom: [{configMapRef: {name: cfg}}]
+    ports: [{name: http, containerPort: 8080, protocol: TCP, hostPort: 8080}]
+    resources:
+      limits: {cpu: 500m, memory: 128Mi, ephemeral-storage: 1Gi}
+      requests: {cpu: 0.1, memory: 64Mi}
+    volumeMounts:
+    - {name: scratch, mountPath: /scratch}
+    - {name: host, mountPath: /host-logs, readOnly: true, mountPropagation: HostToContainer}
+    securityContext: {runAsUser: 1001, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    livenessProbe: {httpGet: {path: /healthz, port: http}, initialDelaySeconds: 3, periodSeconds: 10}
+    readinessProbe: {tcpSocket: {port: 8080}}
+    lifecycle: {preStop: {exec: {command: [sh, -c, "sleep 1"]}}}
+    terminationMessagePath: /dev/termination-log
+    terminationMessagePolicy: FallbackToLogsOnError
+    stdin: false
+    tty: false
+status: {}
+"#;
+    let r = parse(text);
+    assert_eq!(r.errors, vec![]);
+    let w: Vec<&str> = r.pods[0]
+        .warnings
+        .iter()
+        .map(|p| p.field.as_str())
+        .collect();
+    assert_eq!(
+        w,
+        [
+            "spec.affinity",
+            "spec.containers[0].envFrom",
+            "spec.containers[0].lifecycle",
+            "spec.containers[0].livenessProbe",
+            "spec.containers[0].readinessProbe",
+            "spec.containers[0].securityContext.allowPrivilegeEscalation",
+            "spec.containers[0].securityContext.capabilities",
+            "spec.containers[0].stdin",
+            "spec.containers[0].tty",
+            "spec.containers[0].volumeMounts[1].mountPropagation",
+            "spec.initContainers",
+            "spec.nodeSelector",
+            "spec.securityContext.fsGroup",
+            "spec.securityContext.sysctls",
+            "spec.tolerations",
+            "spec.volumes[2].configMap",
+        ]
+    );
+    let p = &r.pods[0].pod;
+    assert_eq!(p.metadata.name.as_deref(), Some("rich-node1"));
+    assert_eq!(p.metadata.namespace.as_deref(), Some("tools"));
 }
