@@ -72,11 +72,11 @@ impl AccountFiles for LayeredRootfs<'_> {
 }
 
 fn read_capped(path: &Path) -> Result<String, ResolveError> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     File::open(path)
-        .and_then(|f| f.take(MAX_ACCOUNT_FILE_BYTES).read_to_string(&mut text))
+        .and_then(|f| f.take(MAX_ACCOUNT_FILE_BYTES).read_to_end(&mut bytes))
         .map_err(|e| err("user", format!("{}: {e}", path.display())))?;
-    Ok(text)
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Whether overlayfs treats `dir` as opaque (`trusted.overlay.opaque` = `y`).
@@ -181,7 +181,18 @@ pub(super) fn resolve_user(
         Some(g) => Some(id(g, "securityContext.runAsGroup")?.to_string()),
         None => group,
     };
-    let text = files.read("etc/passwd")?;
+    // A file a name lookup needs must be readable; otherwise an unreadable one (a symlink, say)
+    // counts as absent, as containerd ignores a missing one.
+    let tolerate = |r: Result<Option<String>, ResolveError>, needed: bool| match r {
+        Err(e) if !needed => {
+            tracing::warn!(error = %e, "account file ignored");
+            Ok(None)
+        }
+        r => r,
+    };
+    let group_is_name = group.as_deref().is_some_and(|g| g.parse::<u32>().is_err());
+    let text = tolerate(files.read("etc/passwd"), user.parse::<u32>().is_err())?;
+    let groups = tolerate(files.read("etc/group"), group_is_name)?;
     let entry = match user.parse::<u32>() {
         Ok(uid) => text
             .as_deref()
@@ -204,7 +215,6 @@ pub(super) fn resolve_user(
         .as_ref()
         .map_or_else(|| user.parse().unwrap_or(0), |e| e.1);
     let username = entry.as_ref().map(|e| e.0.clone());
-    let groups = files.read("etc/group")?;
     let gid = match group {
         None => entry.as_ref().and_then(|e| e.2).unwrap_or(0),
         Some(g) => match g.parse::<u32>() {
@@ -250,6 +260,7 @@ pub(super) fn resolve_user(
         additional_gids: additional,
     })
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +438,13 @@ mod tests {
             e.reason.contains("not a regular file"),
             "a symlink is not followed out of the image: {e}"
         );
+        // A numeric user needs no lookup: the unreadable file counts as absent.
+        let img = ImageConfig {
+            user: "1000".into(),
+            ..Default::default()
+        };
+        let u = resolve_user(&c, None, &img, &LayeredRootfs { lowerdirs: &dirs }).unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids), (1000, 0, vec![0]));
     }
 
     /// Whiteouts (0/0 character devices) and opaque directories hide lower layers; creating
