@@ -1,10 +1,25 @@
 //! Pod manifests: reading static-pod files, validating them as the API server would (for what
 //! tidelet runs), and static-pod naming and UID (kubelet's `applyDefaults` for file sources).
 
+mod defaults;
+mod names;
+mod parse;
+mod support;
+mod validate;
+
+use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
+
+pub use defaults::{
+    default_pull_policy, static_pod_name, static_pod_uid, CONFIG_HASH_ANNOTATION,
+    CONFIG_SOURCE_ANNOTATION, DEFAULT_TERMINATION_GRACE_PERIOD, DEFAULT_TERMINATION_MESSAGE_PATH,
+};
+pub use support::{HONOURED, NOT_SUPPORTED};
 
 /// Largest manifest file read; larger files are rejected without being parsed.
 pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;
@@ -23,7 +38,13 @@ impl fmt::Display for Problem {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.reason)
         } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.field, self.reason)
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.reason
+            )
         }
     }
 }
@@ -56,19 +77,187 @@ pub struct FileResult {
 /// Whether a directory entry is a manifest: `.yaml`, `.yml`, `.json`; not hidden (`.` prefix)
 /// and not an editor leftover (`~` suffix, `.swp`, `#...#`).
 pub fn is_manifest_file_name(name: &str) -> bool {
-    let _ = name;
-    unimplemented!("manifest: is_manifest_file_name")
+    // Editor leftovers end in other extensions (`.swp`, `.swx`, `.bak`, `.orig`, `~`, vim's
+    // `4913` probe) or are hidden (`.#name`, `.name.swp`); emacs autosaves are `#name#`.
+    if name.starts_with('.') || name.starts_with('#') || name.ends_with('#') || name.ends_with('~')
+    {
+        return false;
+    }
+    let Some((stem, ext)) = name.rsplit_once('.') else {
+        return false;
+    };
+    !stem.is_empty() && matches!(ext, "yaml" | "yml" | "json")
 }
 
 /// Read and parse one file (at most `MAX_MANIFEST_BYTES`).
 pub fn load_file(path: &Path, node_name: &str) -> FileResult {
-    let _ = (path, node_name);
-    unimplemented!("manifest: load_file")
+    let result = match read_capped(path) {
+        Ok(bytes) => parse_manifest(path, &bytes, node_name),
+        Err(reason) => FileResult {
+            pods: Vec::new(),
+            errors: vec![problem(path, "", reason)],
+        },
+    };
+    tracing::debug!(file = %path.display(), pods = result.pods.len(), errors = result.errors.len(), "manifest read");
+    result
+}
+
+/// The file's bytes, refusing anything but a regular file and anything over the limit
+/// (checked on the metadata first, then while reading, in case the file grows). The file is
+/// opened non-blocking so that a FIFO dropped into the directory cannot hang the reader.
+fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_MANIFEST_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_MANIFEST_BYTES) as usize);
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+fn too_large(len: u64) -> String {
+    format!("file is too large ({len} bytes; the limit is {MAX_MANIFEST_BYTES} bytes)")
+}
+
+fn problem(file: &Path, field: impl Into<String>, reason: impl Into<String>) -> Problem {
+    Problem {
+        file: file.to_path_buf(),
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Parse manifest bytes that came from `path`: one or more YAML documents (or one JSON
 /// object), each a `v1` `Pod`, validated and defaulted for `node_name`.
 pub fn parse_manifest(path: &Path, bytes: &[u8], node_name: &str) -> FileResult {
-    let _ = (path, bytes, node_name);
-    unimplemented!("manifest: parse_manifest")
+    match parse_checked(path, bytes, node_name) {
+        Ok(pods) => FileResult {
+            pods,
+            errors: Vec::new(),
+        },
+        Err(errors) => FileResult {
+            pods: Vec::new(),
+            errors,
+        },
+    }
 }
+
+fn parse_checked(
+    path: &Path,
+    bytes: &[u8],
+    node_name: &str,
+) -> Result<Vec<StaticPod>, Vec<Problem>> {
+    let whole = |reason: String| vec![problem(path, "", reason)];
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(whole(too_large(bytes.len() as u64)));
+    }
+    if bytes.is_empty() {
+        return Err(whole("file is empty".into()));
+    }
+    if let Some(at) = bytes.iter().position(|b| *b == 0) {
+        return Err(whole(format!(
+            "binary data, not a manifest (NUL byte at offset {at})"
+        )));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        whole(format!(
+            "binary data, not a manifest (not UTF-8 at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+    let docs = parse::documents(text).map_err(whole)?;
+    let docs: Vec<(usize, serde_json::Value)> = docs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_null())
+        .collect();
+    if docs.is_empty() {
+        return Err(whole(
+            "file holds no Pod (only empty documents or comments)".into(),
+        ));
+    }
+    let several = docs.len() > 1;
+    let mut errors = Vec::new();
+    let mut pods = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, doc) in docs {
+        let at = |field: &str| match (several, field.is_empty()) {
+            (false, _) => field.to_string(),
+            (true, true) => format!("(document {})", i + 1),
+            (true, false) => format!("(document {}) {field}", i + 1),
+        };
+        let pod = match parse::pod_from_value(&doc) {
+            Ok(p) => p,
+            Err(probs) => {
+                errors.extend(probs.into_iter().map(|(f, r)| problem(path, at(&f), r)));
+                continue;
+            }
+        };
+        let invalid = validate::validate_pod(&pod, node_name);
+        if !invalid.is_empty() {
+            errors.extend(
+                invalid
+                    .into_iter()
+                    .map(|e| problem(path, at(&e.field), e.reason)),
+            );
+            continue;
+        }
+        let key = format!(
+            "{}/{}",
+            pod.metadata
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        if let Some(first) = names.insert(key.clone(), i) {
+            errors.push(problem(
+                path,
+                at("metadata.name"),
+                format!("pod {key} is already defined by document {}", first + 1),
+            ));
+            continue;
+        }
+        let warnings = support::unsupported_fields(&doc)
+            .into_iter()
+            .map(|f| problem(path, at(&f), NOT_SUPPORTED))
+            .collect();
+        pods.push(static_pod(pod, path, node_name, warnings));
+    }
+    if errors.is_empty() {
+        Ok(pods)
+    } else {
+        Err(errors)
+    }
+}
+
+fn static_pod(mut pod: Pod, path: &Path, node_name: &str, warnings: Vec<Problem>) -> StaticPod {
+    let uid = defaults::apply_defaults(&mut pod, node_name, path);
+    StaticPod {
+        pod,
+        file: path.to_path_buf(),
+        uid,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,433 @@
+//! From manifest bytes to generic documents and typed Pods.
+//!
+//! Every document is first read into a generic `serde_json::Value` through a *budgeted*
+//! visitor: YAML aliases are replayed by serde_yaml, so a small file can expand into an
+//! enormous tree ("billion laughs"); the budget caps the number of values and string bytes a
+//! file may expand to, which bounds both time and memory whatever the input. The generic tree
+//! is then deserialised into a k8s-openapi `Pod` (type errors carry the field path), and the
+//! Pod is serialised back and compared key by key with the input: k8s-openapi silently ignores
+//! unknown fields, the API server (strict decoding) does not, and neither do we.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// Most values (scalars, sequences, mappings) one file may expand to: far more than any Pod
+/// needs (the API server stores objects of at most ~1.5 MB).
+pub(crate) const MAX_VALUES: usize = 100_000;
+/// String bytes (keys and values) a file may expand to beyond its own length: without
+/// aliases a document's strings never exceed the text they come from.
+pub(crate) const EXTRA_STRING_BYTES: usize = 64 << 10;
+
+/// What is left of a file's expansion budget.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    values: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(values: usize, bytes: usize) -> Self {
+        Budget { values, bytes }
+    }
+
+    fn charge<E: serde::de::Error>(&mut self, bytes: usize) -> Result<(), E> {
+        if self.values == 0 {
+            return Err(E::custom(format_args!(
+                "document expands to more than {MAX_VALUES} values (a YAML alias bomb?); refused"
+            )));
+        }
+        if bytes > self.bytes {
+            return Err(E::custom(format_args!(
+                "document expands to more bytes of strings than the file holds (a YAML alias bomb?); refused"
+            )));
+        }
+        self.values -= 1;
+        self.bytes -= bytes;
+        Ok(())
+    }
+}
+
+/// Builds a `Value` while charging every node to the budget.
+struct Seed<'a>(&'a mut Budget);
+
+impl<'de> DeserializeSeed<'de> for Seed<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// Map keys must be strings (as in JSON and Kubernetes); charged like string values.
+struct KeySeed<'a>(&'a mut Budget);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        let v = d.deserialize_any(Seed(self.0))?;
+        match v {
+            Value::String(s) => Ok(s),
+            // YAML allows `1: x` or `true: x`; Kubernetes keys are strings.
+            other => Err(D::Error::custom(format_args!(
+                "mapping key {other} is not a string"
+            ))),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Seed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML/JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.0.charge(0)?;
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.0.charge(0)?;
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.0.charge(0)?;
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.0.charge(0)?;
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom(format_args!("{v} is not a finite number")))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.0.charge(v.len())?;
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.0.charge(v.len())?;
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.0.charge(0)?;
+        Ok(Value::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.0.charge(0)?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Seed(&mut *self.0))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.0.charge(0)?;
+        let mut out = Map::new();
+        while let Some(k) = map.next_key_seed(KeySeed(&mut *self.0))? {
+            let v = map.next_value_seed(Seed(&mut *self.0))?;
+            if out.insert(k.clone(), v).is_some() {
+                return Err(A::Error::custom(format_args!("duplicate key {k:?}")));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// The documents of a file: one JSON object, or one or more YAML documents separated by
+/// `---`. Empty YAML documents come back as `Value::Null`, for the caller to skip. The error
+/// is a complete reason (`invalid YAML: ... at line 3 column 5`).
+pub(crate) fn documents(text: &str) -> Result<Vec<Value>, String> {
+    let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
+    if text.trim_start().starts_with('{') {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let v = Seed(&mut budget)
+            .deserialize(&mut de)
+            .map_err(|e| format!("invalid JSON: {e}"))?;
+        de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+        return Ok(vec![v]);
+    }
+    flow_depth_guard(text)?;
+    let mut out = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let v = Seed(&mut budget).deserialize(de).map_err(|e| {
+            let e = e.to_string();
+            if e.contains("repetition limit") {
+                format!(
+                    "document {}: invalid YAML: {e} (a YAML alias bomb?); refused",
+                    i + 1
+                )
+            } else {
+                format!("document {}: invalid YAML: {e}", i + 1)
+            }
+        })?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Deepest bracket nesting accepted before YAML parsing (see `flow_depth_guard`).
+pub(crate) const MAX_FLOW_DEPTH: usize = 1000;
+
+/// libyaml (under serde_yaml) spends tens of microseconds per level of flow nesting
+/// (`[[[[...`) before serde_yaml's own depth limit of 128 can refuse it, so a 10 MiB file of
+/// brackets would take minutes. Refuse such text up front with a plain count of brackets; it
+/// ignores quoting, so a manifest would need a thousand unbalanced brackets inside strings to
+/// be refused wrongly.
+fn flow_depth_guard(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    for (line, l) in text.lines().enumerate() {
+        for b in l.bytes() {
+            match b {
+                b'[' | b'{' => depth += 1,
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_FLOW_DEPTH {
+                return Err(format!(
+                    "invalid YAML: nested more than {MAX_FLOW_DEPTH} levels deep at line {}",
+                    line + 1
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A problem inside one document: field path (may be empty) and reason.
+pub(crate) type FieldProblem = (String, String);
+
+/// Typed Pod from a generic document, after checking `apiVersion`/`kind` and refusing
+/// unknown fields. All unknown fields are reported, not just the first.
+pub(crate) fn pod_from_value(doc: &Value) -> Result<Pod, Vec<FieldProblem>> {
+    let Value::Object(obj) = doc else {
+        return Err(vec![(
+            String::new(),
+            format!("a document must be a mapping (a Pod), got {}", kind_of(doc)),
+        )]);
+    };
+    let mut problems = Vec::new();
+    match obj.get("apiVersion") {
+        Some(Value::String(v)) if v == "v1" => {}
+        None | Some(Value::Null) => {
+            problems.push(("apiVersion".into(), "required (must be \"v1\")".into()))
+        }
+        Some(v) => problems.push((
+            "apiVersion".into(),
+            format!("{v} is not supported (must be \"v1\")"),
+        )),
+    }
+    match obj.get("kind") {
+        Some(Value::String(k)) if k == "Pod" => {}
+        None | Some(Value::Null) => {
+            problems.push(("kind".into(), "required (must be \"Pod\")".into()))
+        }
+        Some(k) => problems.push((
+            "kind".into(),
+            format!("kind {k} is not supported: only Pod"),
+        )),
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let pod: Pod = match serde_path_to_error::deserialize(doc) {
+        Ok(p) => p,
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            return Err(vec![(path, e.into_inner().to_string())]);
+        }
+    };
+    let back = serde_json::to_value(&pod)
+        .map_err(|e| vec![(String::new(), format!("cannot re-encode the Pod: {e}"))])?;
+    let mut unknown = Vec::new();
+    unknown_fields(doc, &back, &mut String::new(), &mut unknown);
+    if unknown.is_empty() {
+        Ok(pod)
+    } else {
+        Err(unknown
+            .into_iter()
+            .map(|f| (f, "unknown field".to_string()))
+            .collect())
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Append `key` to a field path (`spec` + `containers` -> `spec.containers`).
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Key paths present in `input` but absent from `output` (the Pod re-encoded). Nulls in the
+/// input are absent values (`creationTimestamp: null`); only keys are compared, never values,
+/// so quantities' and numbers' forms do not matter.
+fn unknown_fields(input: &Value, output: &Value, path: &mut String, out: &mut Vec<String>) {
+    match (input, output) {
+        (Value::Object(i), Value::Object(o)) => {
+            for (k, v) in i {
+                if v.is_null() {
+                    continue;
+                }
+                let p = join(path, k);
+                match o.get(k) {
+                    Some(ov) => {
+                        let mut p = p;
+                        unknown_fields(v, ov, &mut p, out);
+                    }
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(o)) => {
+            for (n, (iv, ov)) in i.iter().zip(o).enumerate() {
+                let mut p = format!("{path}[{n}]");
+                unknown_fields(iv, ov, &mut p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn reads_yaml_documents_and_json() {
+        let docs = documents("a: 1\n---\n---\nb: [x]\n").unwrap();
+        assert_eq!(docs.len(), 3);
+        assert!(docs[1].is_null());
+        assert_eq!(docs[2]["b"][0], "x");
+        let docs = documents(" {\"a\": {\"b\": 2}}").unwrap();
+        assert_eq!(docs, vec![serde_json::json!({"a": {"b": 2}})]);
+        assert!(documents("{\"a\": 1} {\"b\": 2}")
+            .unwrap_err()
+            .contains("invalid JSON"));
+        assert!(documents("a: [1, 2\n")
+            .unwrap_err()
+            .contains("invalid YAML"));
+        assert!(documents("a: 1\na: 2\n").unwrap_err().contains("duplicate"));
+        assert!(documents("1: x\n").unwrap_err().contains("not a string"));
+    }
+
+    #[test]
+    fn refuses_billion_laughs_quickly() {
+        let mut y = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i", "j"])
+        {
+            y.push_str(&format!("{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        }
+        let start = Instant::now();
+        let err = documents(&y).unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert!(err.contains("alias bomb"), "{err}");
+    }
+
+    #[test]
+    fn refuses_wide_alias_fan_out_quickly() {
+        // One large anchor referenced many times: under serde_yaml's own repetition limit
+        // (100 jumps per event) but quadratic in size without our budget.
+        let mut y = String::from("big: &big [");
+        for i in 0..20_000 {
+            y.push_str(&format!("{i},"));
+        }
+        y.push_str("0]\nrefs: [");
+        for _ in 0..2_000 {
+            y.push_str("*big,");
+        }
+        y.push_str("*big]\n");
+        let start = Instant::now();
+        let err = documents(&y).unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert!(err.contains("alias bomb"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let start = Instant::now();
+        let y = format!("{}1{}", "[".repeat(5_000_000), "]".repeat(5_000_000));
+        assert!(documents(&y)
+            .unwrap_err()
+            .contains("nested more than 1000 levels deep at line 1"));
+        let y = format!("{}1", "- ".repeat(100_000));
+        assert!(documents(&y).is_err());
+        assert!(
+            start.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            start.elapsed()
+        );
+        let j = format!("{{\"a\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(documents(&j).is_err());
+    }
+
+    fn pod_problems(y: &str) -> Vec<FieldProblem> {
+        let doc = documents(y).unwrap().remove(0);
+        pod_from_value(&doc).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn typed_pods_and_their_errors() {
+        let base = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  creationTimestamp: null\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+        assert_eq!(pod_problems(base), vec![]);
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("apiVersion: v1\nkind: Deployment\n", &[("kind", "kind \"Deployment\" is not supported: only Pod")]),
+            ("apiVersion: apps/v1\nkind: Pod\n", &[("apiVersion", "\"apps/v1\" is not supported (must be \"v1\")")]),
+            ("kind: Pod\n", &[("apiVersion", "required (must be \"v1\")")]),
+            ("- 1\n", &[("", "a document must be a mapping (a Pod), got a list")]),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers:\n  - name: c\n    image: b\n    imagePullPolicyy: Always\n  - name: d\n    image: b\n    resources: {limits: {cpu: 1}, foo: 2}\n  bogus: {x: 1}\n",
+                &[
+                    ("spec.bogus", "unknown field"),
+                    ("spec.containers[0].imagePullPolicyy", "unknown field"),
+                    ("spec.containers[1].resources.foo", "unknown field"),
+                ],
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers:\n  - name: c\n    image: b\n    ports: [{containerPort: eighty}]\n",
+                &[("spec.containers[0].ports[0].containerPort", "invalid type: string \"eighty\", expected i32")],
+            ),
+            ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: {}}\n", &[("spec.containers", "invalid type: map, expected a sequence")]),
+        ];
+        for (y, want) in cases {
+            let got = pod_problems(y);
+            let want: Vec<FieldProblem> = want
+                .iter()
+                .map(|(f, r)| (f.to_string(), r.to_string()))
+                .collect();
+            assert_eq!(got, want, "{y}");
+        }
+    }
+}
