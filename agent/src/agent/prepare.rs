@@ -213,6 +213,13 @@ pub fn container_spec(
         service_account: s.service_account_name.clone().unwrap_or_else(|| "default".into()),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+        hostname: plan.hostname.clone(),
+        pod_ips: vec![],
+        allocatable: resolve::NodeAllocatable {
+            cpu_milli: inp.node.cpus as i64 * 1000,
+            memory_bytes: inp.node.memory_capacity,
+            ephemeral_storage_bytes: 0,
+        },
     };
     let process = resolve::resolve_process(c, s.security_context.as_ref(), &image.config, &image.lowerdirs, &fields)
         .map_err(|e| NotReady { reason: "CreateContainerConfigError", message: e.to_string() })?;
