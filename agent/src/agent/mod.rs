@@ -87,6 +87,9 @@ impl Agent {
         }
         let store = tidelet_images::Store::open(&cfg.images_dir())?;
         let node = Node::detect(&cfg.node_name, cfg.node_ip.as_deref());
+        if !node.can_lower_oom_score {
+            tracing::warn!("no CAP_SYS_RESOURCE: negative oom_score_adj values (Guaranteed pods, infra processes) cannot be applied; those processes keep score 0");
+        }
         let exe = std::fs::read_link("/proc/self/exe").map_err(io(std::path::Path::new("/proc/self/exe")))?;
         let source = StaticDir::new(&cfg.static_pod_path, &cfg.node_name);
         let ctx = Arc::new(Ctx { cfg, node, store, cgroups, shared: Shared::default(), exe });
@@ -104,8 +107,10 @@ impl Agent {
         self.source.desired()
     }
 
-    fn spawn_worker(&mut self, key: &str, adopt: Vec<PodRecord>) {
-        let (tx, rx) = watch::channel(None);
+    /// Start the worker of `key`, told `initial` from the start: a worker that adopts pods
+    /// must never see a transient "not desired" and tear down what it should keep.
+    fn spawn_worker(&mut self, key: &str, adopt: Vec<PodRecord>, initial: Option<DesiredPod>) {
+        let (tx, rx) = watch::channel(initial);
         let (gone_tx, gone_rx) = watch::channel(false);
         let w = Worker::new(self.ctx.clone(), key.to_string(), rx, adopt, gone_tx);
         tokio::spawn(w.run());
@@ -122,7 +127,7 @@ impl Agent {
             match action {
                 Action::Set { key } => {
                     if !self.workers.contains_key(&key) {
-                        self.spawn_worker(&key, vec![]);
+                        self.spawn_worker(&key, vec![], None);
                     }
                     let d = set.pods[&key].clone();
                     tracing::debug!(pod = %key, uid = %d.pod.uid, "desired");
@@ -154,7 +159,8 @@ impl Agent {
             on_disk.entry(rec.key.clone()).or_default().push(rec);
         }
         for (key, recs) in on_disk {
-            self.spawn_worker(&key, recs);
+            let initial = set.pods.get(&key).cloned();
+            self.spawn_worker(&key, recs, initial);
         }
         self.apply(&set);
         for e in &set.errors {

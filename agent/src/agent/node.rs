@@ -13,6 +13,9 @@ pub struct Node {
     /// Bytes of memory (`MemTotal`), for oom_score_adj.
     pub memory_capacity: i64,
     pub cpus: usize,
+    /// Whether tidelet holds CAP_SYS_RESOURCE, without which negative `oom_score_adj` values
+    /// (Guaranteed pods, the infra process) cannot be applied.
+    pub can_lower_oom_score: bool,
 }
 
 impl Node {
@@ -27,6 +30,7 @@ impl Node {
                 .unwrap_or_else(|| name.to_string()),
             memory_capacity,
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            can_lower_oom_score: has_capability(CAP_SYS_RESOURCE),
         }
     }
 }
@@ -58,4 +62,18 @@ fn detect_ip() -> String {
         }
     }
     v6.unwrap_or_else(|| "127.0.0.1".into())
+}
+
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether the effective capability set of this process has `cap`.
+pub fn has_capability(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << cap) != 0)
 }

@@ -12,11 +12,26 @@ pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     OpenOptions::new().write(true).open(path)?.write_all(data)
 }
 
-/// Set `/proc/<pid>/oom_score_adj`.
-pub fn set_oom_score_adj(pid: i32, adj: i32) -> io::Result<()> {
+/// Set `/proc/<pid>/oom_score_adj`; returns the value in force afterwards.
+///
+/// Lowering a score below the process's floor needs CAP_SYS_RESOURCE. Without it (a
+/// container engine's sandbox, a systemd unit without that capability) the process keeps
+/// the lowest score it may have, its current one, rather than failing the pod: the agent
+/// warns at start-up that negative scores cannot be applied on this node.
+pub fn set_oom_score_adj(pid: i32, adj: i32) -> io::Result<i32> {
     let path = format!("/proc/{pid}/oom_score_adj");
-    write_file(Path::new(&path), adj.to_string().as_bytes())
-        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+    match write_file(Path::new(&path), adj.to_string().as_bytes()) {
+        Ok(()) => Ok(adj),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let current: i32 = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
+            if adj < current {
+                Ok(current)
+            } else {
+                Err(io::Error::new(e.kind(), format!("{path}: {e}")))
+            }
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("{path}: {e}"))),
+    }
 }
 
 /// Give a child the signal state a fresh process expects: nothing blocked (the supervisor
