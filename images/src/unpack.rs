@@ -122,6 +122,9 @@ fn nix_err(path: &Path) -> impl FnOnce(nix::Error) -> Error + '_ {
 /// Unpack `src` into `layers_dir/<diffid-hex>` unless it is already there; returns that dir.
 pub fn unpack_layer(src: &LayerSource<'_>, layers_dir: &Path) -> Result<PathBuf> {
     let dest = layers_dir.join(src.diff_id.hex());
+    // Refuse what we could not unpack even when this diff_id is already here, so an archive
+    // is accepted or refused the same way whatever the store already holds.
+    drop(open_layer(src)?);
     if dest.is_dir() {
         tracing::debug!(layer = %src.diff_id, "layer already unpacked");
         return Ok(dest);
@@ -163,20 +166,29 @@ pub fn unpack_layer(src: &LayerSource<'_>, layers_dir: &Path) -> Result<PathBuf>
     Ok(dest)
 }
 
+/// The layer's uncompressed stream, after checking its compression is one we read.
+fn open_layer(src: &LayerSource<'_>) -> Result<Box<dyn Read>> {
+    let file = File::open(src.blob).map_err(io_err(src.blob))?;
+    let mut buffered = BufReader::with_capacity(64 * 1024, file);
+    let magic = buffered.fill_buf().map_err(io_err(src.blob))?;
+    let compression = compression(src.media_type, magic).map_err(|reason| Error::BadArchive {
+        archive: src.archive.to_path_buf(),
+        reason: format!("layer {}: {reason}", src.diff_id),
+    })?;
+    let reader: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::None => Box::new(buffered),
+    };
+    Ok(reader)
+}
+
 fn unpack_into(src: &LayerSource<'_>, root: &Path) -> Result<()> {
     let layer = src.diff_id.to_string();
     let bad = |reason: String| Error::BadArchive {
         archive: src.archive.to_path_buf(),
         reason: format!("layer {layer}: {reason}"),
     };
-    let file = File::open(src.blob).map_err(io_err(src.blob))?;
-    let mut buffered = BufReader::with_capacity(64 * 1024, file);
-    let magic = buffered.fill_buf().map_err(io_err(src.blob))?;
-    let compression = compression(src.media_type, magic).map_err(bad)?;
-    let decompressed: Box<dyn Read> = match compression {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::None => Box::new(buffered),
-    };
+    let decompressed = open_layer(src)?;
     let mut hashing = HashingReader::new(decompressed);
     let mut unpacker = Unpacker {
         archive: src.archive,
