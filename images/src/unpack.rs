@@ -289,7 +289,7 @@ impl Unpacker<'_> {
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    remove_any(&path)?;
+                    self.remove(&path)?;
                     fs::create_dir(&path).map_err(io_err(&path))?;
                 }
                 Err(_) => fs::create_dir(&path).map_err(io_err(&path))?,
@@ -302,7 +302,7 @@ impl Unpacker<'_> {
         // Anything else replaces what an earlier entry of this layer put there; removing a
         // symlink removes the link, never what it points to.
         if fs::symlink_metadata(&path).is_ok() {
-            remove_any(&path)?;
+            self.remove(&path)?;
         }
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -394,7 +394,7 @@ impl Unpacker<'_> {
         }
         let path = dir.join(hidden);
         if fs::symlink_metadata(&path).is_ok() {
-            remove_any(&path)?;
+            self.remove(&path)?;
         }
         nix::sys::stat::mknod(
             &path,
@@ -539,8 +539,20 @@ impl Unpacker<'_> {
         set_mtime(path, meta.mtime)
     }
 
+    /// Remove what an earlier entry put at `path`, and forget the directories that went with
+    /// it: their deferred chmod must never land on whatever replaces them (a symlink to `/etc`).
+    fn remove(&mut self, path: &Path) -> Result<()> {
+        remove_any(path)?;
+        self.dirs.retain(|(d, _)| !d.starts_with(path));
+        Ok(())
+    }
+
     fn finish_dirs(&mut self) -> Result<()> {
-        for (path, meta) in self.dirs.drain(..).rev() {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (path, meta) in dirs.into_iter().rev() {
+            // chmod follows symlinks: check once more that the whole path is still real dirs.
+            let rel = path.strip_prefix(self.root).unwrap_or(Path::new(""));
+            self.check_no_symlink(&rel.display().to_string(), rel, false)?;
             fs::set_permissions(&path, fs::Permissions::from_mode(meta.mode))
                 .map_err(io_err(&path))?;
             set_mtime(&path, meta.mtime)?;
