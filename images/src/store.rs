@@ -324,7 +324,13 @@ impl Store {
 
     /// Remove temp dirs left by a crashed import, never one a live process is still writing.
     fn remove_stale_temps(&self) {
-        for dir in [self.layers_dir(), self.root.join("tmp")] {
+        let dirs = [
+            self.layers_dir(),
+            self.root.join("tmp"),
+            self.root.clone(),
+            self.root.join("blobs/sha256"),
+        ];
+        for dir in dirs {
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -336,8 +342,12 @@ impl Store {
                 if pid == std::process::id() || process_alive(pid) {
                     continue;
                 }
-                tracing::info!(path = %e.path().display(), "removing stale temp dir");
-                archive::remove_staging(&e.path());
+                tracing::info!(path = %e.path().display(), "removing stale temp file");
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    archive::remove_staging(&e.path());
+                } else {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
     }
@@ -356,14 +366,19 @@ fn record_of(plan: &ImagePlan) -> ImageRecord {
     }
 }
 
-/// The pid in `.tmp-<hex>-<pid>-<n>` (layers) or `import-<pid>-<n>` (staging).
+/// The pid in `.tmp-<hex>-<pid>-<n>` (layers), `import-<pid>-<n>` (staging) or
+/// `.<file>.tmp-<pid>` (an atomic write).
 pub(crate) fn temp_owner(name: &str) -> Option<u32> {
-    let rest = name
+    if let Some(rest) = name
         .strip_prefix(".tmp-")
-        .or_else(|| name.strip_prefix("import-"))?;
-    let mut parts = rest.rsplit('-');
-    let _n = parts.next()?;
-    parts.next()?.parse().ok()
+        .or_else(|| name.strip_prefix("import-"))
+    {
+        let mut parts = rest.rsplit('-');
+        let _n = parts.next()?;
+        return parts.next()?.parse().ok();
+    }
+    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    pid.parse().ok()
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -497,5 +512,8 @@ mod tests {
         assert_eq!(temp_owner("import-77-0"), Some(77));
         assert_eq!(temp_owner("abc"), None);
         assert_eq!(temp_owner(".tmp-x"), None);
+        assert_eq!(temp_owner(".index.json.tmp-42"), Some(42));
+        assert_eq!(temp_owner("index.json"), None);
+        assert_eq!(temp_owner(&"a".repeat(64)), None);
     }
 }

@@ -122,6 +122,9 @@ fn nix_err(path: &Path) -> impl FnOnce(nix::Error) -> Error + '_ {
 /// Unpack `src` into `layers_dir/<diffid-hex>` unless it is already there; returns that dir.
 pub fn unpack_layer(src: &LayerSource<'_>, layers_dir: &Path) -> Result<PathBuf> {
     let dest = layers_dir.join(src.diff_id.hex());
+    // Refuse what we could not unpack even when this diff_id is already here, so an archive
+    // is accepted or refused the same way whatever the store already holds.
+    drop(open_layer(src)?);
     if dest.is_dir() {
         tracing::debug!(layer = %src.diff_id, "layer already unpacked");
         return Ok(dest);
@@ -163,20 +166,29 @@ pub fn unpack_layer(src: &LayerSource<'_>, layers_dir: &Path) -> Result<PathBuf>
     Ok(dest)
 }
 
+/// The layer's uncompressed stream, after checking its compression is one we read.
+fn open_layer(src: &LayerSource<'_>) -> Result<Box<dyn Read>> {
+    let file = File::open(src.blob).map_err(io_err(src.blob))?;
+    let mut buffered = BufReader::with_capacity(64 * 1024, file);
+    let magic = buffered.fill_buf().map_err(io_err(src.blob))?;
+    let compression = compression(src.media_type, magic).map_err(|reason| Error::BadArchive {
+        archive: src.archive.to_path_buf(),
+        reason: format!("layer {}: {reason}", src.diff_id),
+    })?;
+    let reader: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::None => Box::new(buffered),
+    };
+    Ok(reader)
+}
+
 fn unpack_into(src: &LayerSource<'_>, root: &Path) -> Result<()> {
     let layer = src.diff_id.to_string();
     let bad = |reason: String| Error::BadArchive {
         archive: src.archive.to_path_buf(),
         reason: format!("layer {layer}: {reason}"),
     };
-    let file = File::open(src.blob).map_err(io_err(src.blob))?;
-    let mut buffered = BufReader::with_capacity(64 * 1024, file);
-    let magic = buffered.fill_buf().map_err(io_err(src.blob))?;
-    let compression = compression(src.media_type, magic).map_err(bad)?;
-    let decompressed: Box<dyn Read> = match compression {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::None => Box::new(buffered),
-    };
+    let decompressed = open_layer(src)?;
     let mut hashing = HashingReader::new(decompressed);
     let mut unpacker = Unpacker {
         archive: src.archive,
@@ -277,7 +289,7 @@ impl Unpacker<'_> {
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    remove_any(&path)?;
+                    self.remove(&path)?;
                     fs::create_dir(&path).map_err(io_err(&path))?;
                 }
                 Err(_) => fs::create_dir(&path).map_err(io_err(&path))?,
@@ -290,7 +302,7 @@ impl Unpacker<'_> {
         // Anything else replaces what an earlier entry of this layer put there; removing a
         // symlink removes the link, never what it points to.
         if fs::symlink_metadata(&path).is_ok() {
-            remove_any(&path)?;
+            self.remove(&path)?;
         }
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -382,7 +394,7 @@ impl Unpacker<'_> {
         }
         let path = dir.join(hidden);
         if fs::symlink_metadata(&path).is_ok() {
-            remove_any(&path)?;
+            self.remove(&path)?;
         }
         nix::sys::stat::mknod(
             &path,
@@ -527,8 +539,20 @@ impl Unpacker<'_> {
         set_mtime(path, meta.mtime)
     }
 
+    /// Remove what an earlier entry put at `path`, and forget the directories that went with
+    /// it: their deferred chmod must never land on whatever replaces them (a symlink to `/etc`).
+    fn remove(&mut self, path: &Path) -> Result<()> {
+        remove_any(path)?;
+        self.dirs.retain(|(d, _)| !d.starts_with(path));
+        Ok(())
+    }
+
     fn finish_dirs(&mut self) -> Result<()> {
-        for (path, meta) in self.dirs.drain(..).rev() {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (path, meta) in dirs.into_iter().rev() {
+            // chmod follows symlinks: check once more that the whole path is still real dirs.
+            let rel = path.strip_prefix(self.root).unwrap_or(Path::new(""));
+            self.check_no_symlink(&rel.display().to_string(), rel, false)?;
             fs::set_permissions(&path, fs::Permissions::from_mode(meta.mode))
                 .map_err(io_err(&path))?;
             set_mtime(&path, meta.mtime)?;

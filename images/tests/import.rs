@@ -845,3 +845,57 @@ fn nested_index_without_media_type_is_recognised() {
     let archive = write_archive(dir.path(), "multi.tar", &files);
     assert_eq!(store.import(&archive).unwrap(), vec!["localhost/multi:1"]);
 }
+
+/// A directory entry later replaced by a symlink: its deferred chmod must not follow the link.
+#[test]
+fn replaced_directories_do_not_leak_their_mode_through_symlinks() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(outside.join("b")).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(outside.join("b"), fs::Permissions::from_mode(0o755)).unwrap();
+    let target = outside.display().to_string();
+
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, link: Option<&str>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_size(0);
+        match link {
+            Some(l) => b.append_link(&mut h, name, l).unwrap(),
+            None => b.append_data(&mut h, name, &b""[..]).unwrap(),
+        }
+    };
+    add("d/", tar::EntryType::Directory, 0o700, None);
+    add("d", tar::EntryType::Symlink, 0o777, Some(&target));
+    add("a/", tar::EntryType::Directory, 0o755, None);
+    add("a/b/", tar::EntryType::Directory, 0o700, None);
+    add("a", tar::EntryType::Symlink, 0o777, Some(&target));
+    let layer = plain(b.into_inner().unwrap());
+
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let archive = write_archive(
+        dir.path(),
+        "r.tar",
+        &oci_files("localhost/r:1", &[layer], json!({})),
+    );
+    store.import(&archive).unwrap();
+    let root = store.resolve("localhost/r:1").unwrap().unwrap().lowerdirs[0].clone();
+    assert_eq!(fs::read_link(root.join("d")).unwrap(), outside);
+    assert_eq!(fs::read_link(root.join("a")).unwrap(), outside);
+    assert_eq!(
+        fs::metadata(&outside).unwrap().mode() & 0o777,
+        0o755,
+        "outside dir untouched"
+    );
+    assert_eq!(
+        fs::metadata(outside.join("b")).unwrap().mode() & 0o777,
+        0o755,
+        "outside subdir untouched"
+    );
+}
