@@ -144,15 +144,30 @@ impl<'de> Visitor<'de> for Seed<'_> {
 /// `---`. Empty YAML documents come back as `Value::Null`, for the caller to skip. The error
 /// is a complete reason (`invalid YAML: ... at line 3 column 5`).
 pub(crate) fn documents(text: &str) -> Result<Vec<Value>, String> {
-    let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
     if text.trim_start().starts_with('{') {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let v = Seed(&mut budget)
-            .deserialize(&mut de)
-            .map_err(|e| format!("invalid JSON: {e}"))?;
-        de.end().map_err(|e| format!("invalid JSON: {e}"))?;
-        return Ok(vec![v]);
+        // JSON, or a YAML flow mapping (`{apiVersion: v1, ...}`): JSON first, for its exact
+        // errors; YAML if that fails, as YAML is a superset.
+        let json_error = match json_document(text) {
+            Ok(v) => return Ok(vec![v]),
+            Err(e) => e,
+        };
+        return yaml_documents(text).map_err(|_| json_error);
     }
+    yaml_documents(text)
+}
+
+fn json_document(text: &str) -> Result<Value, String> {
+    let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = Seed(&mut budget)
+        .deserialize(&mut de)
+        .map_err(|e| format!("invalid JSON: {e}"))?;
+    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    Ok(v)
+}
+
+fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
+    let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
     flow_depth_guard(text)?;
     let mut out = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
