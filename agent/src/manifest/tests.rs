@@ -32,6 +32,7 @@ fn manifest_file_names() {
         ("web.yml", true),
         ("web.json", true),
         ("a.b.yaml", true),
+        ("Web.YAML", true),
         (".web.yaml", false),
         (".web.yaml.swp", false),
         ("web.yaml.swp", false),

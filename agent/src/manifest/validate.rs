@@ -71,7 +71,8 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
                     format!("{:?}: duplicate container name", c.name),
                 );
             }
-            validate_container(c, &at, &volumes, &mut e);
+            let host_network = spec.host_network.unwrap_or(false);
+            validate_container(c, &at, &volumes, host_network, &mut e);
         }
     }
     one_of(
@@ -181,7 +182,7 @@ fn validate_volumes<'a>(volumes: &'a [Volume], e: &mut Errors) -> HashSet<&'a st
             } else {
                 e.check(
                     format!("{at}.hostPath.path"),
-                    names::clean_path(&hp.path, false),
+                    names::clean_path(&hp.path, true),
                 );
             }
             let types = [
@@ -216,7 +217,13 @@ fn validate_volumes<'a>(volumes: &'a [Volume], e: &mut Errors) -> HashSet<&'a st
     seen
 }
 
-fn validate_container(c: &Container, at: &str, volumes: &HashSet<&str>, e: &mut Errors) {
+fn validate_container(
+    c: &Container,
+    at: &str,
+    volumes: &HashSet<&str>,
+    host_network: bool,
+    e: &mut Errors,
+) {
     e.check(format!("{at}.name"), names::dns1123_label(&c.name));
     match c.image.as_deref() {
         None | Some("") => e.add(format!("{at}.image"), "required"),
@@ -281,11 +288,19 @@ fn validate_container(c: &Container, at: &str, volumes: &HashSet<&str>, e: &mut 
                 format!("{}: must be between 1 and 65535", p.container_port),
             );
         }
-        if let Some(hp) = p.host_port.filter(|hp| !(0..=65535).contains(hp)) {
-            e.add(
+        match p.host_port.filter(|hp| *hp != 0) {
+            Some(hp) if !(1..=65535).contains(&hp) => e.add(
                 format!("{pat}.hostPort"),
                 format!("{hp}: must be between 1 and 65535"),
-            );
+            ),
+            Some(hp) if host_network && hp != p.container_port => e.add(
+                format!("{pat}.hostPort"),
+                format!(
+                    "{hp}: must match containerPort {} when hostNetwork is true",
+                    p.container_port
+                ),
+            ),
+            _ => {}
         }
         one_of(
             e,
