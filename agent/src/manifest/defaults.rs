@@ -54,8 +54,8 @@ pub fn default_pull_policy(image: &str) -> &'static str {
 
 /// Apply every default to `pod` (already validated) and return its UID.
 pub fn apply_defaults(pod: &mut Pod, node_name: &str, file: &Path) -> String {
-    let meta = &mut pod.metadata;
-    let uid = match meta.uid.as_deref() {
+    // Hash the pod as read, before any default below changes it.
+    let uid = match pod.metadata.uid.as_deref() {
         Some(u) if !u.is_empty() => u.to_string(),
         _ => static_pod_uid(pod, node_name, file),
     };
