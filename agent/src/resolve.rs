@@ -12,7 +12,7 @@
 //!   against the image's `/etc/passwd` and `/etc/group`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSecurityContext};
 use tidelet_images::ImageConfig;
@@ -28,7 +28,7 @@ use user::{resolve_user, LayeredRootfs};
 /// `PATH` added when neither the image nor the container sets one (containerd's default).
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Values for `env[].valueFrom.fieldRef`.
+/// Values for `env[].valueFrom.fieldRef` and `resourceFieldRef`, and the pod hostname.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodFields {
     pub pod_name: String,
@@ -40,21 +40,14 @@ pub struct PodFields {
     pub service_account: String,
     pub labels: std::collections::BTreeMap<String, String>,
     pub annotations: std::collections::BTreeMap<String, String>,
-}
-
-/// What kubelet knows beyond `PodFields`, for `resolve_process_with`. The default is what
-/// `resolve_process` uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExtraFields {
-    /// The pod's hostname (`spec.hostname`), for `HOSTNAME`; empty means the pod name cut to
-    /// 63 characters, as kubelet does.
+    /// The pod's hostname (`spec.hostname`); empty means the pod name cut to 63 characters,
+    /// as kubelet does. Used for `HOSTNAME`.
     pub hostname: String,
     /// `status.podIPs`; empty means `[pod_ip]` (or none when that is empty).
     pub pod_ips: Vec<String>,
-    /// The node's allocatable resources: kubelet reports them for a `resourceFieldRef` to a
-    /// `limits.{cpu,memory,ephemeral-storage}` the container does not set. `None`: such a
-    /// reference is an error rather than a made-up number.
-    pub allocatable: Option<NodeAllocatable>,
+    /// What `resourceFieldRef` reports for a `limits.*` the container does not set, as kubelet
+    /// uses the node's allocatable resources. Zero values are reported as `0`.
+    pub allocatable: NodeAllocatable,
 }
 
 /// The node's allocatable resources (kubelet's `nodeAllocatable`).
@@ -63,43 +56,6 @@ pub struct NodeAllocatable {
     pub cpu_milli: i64,
     pub memory_bytes: i64,
     pub ephemeral_storage_bytes: i64,
-}
-
-impl NodeAllocatable {
-    /// The host's capacity, as kubelet's allocatable without reservations: CPUs this process
-    /// may run on, `MemTotal` of `<proc_root>/meminfo`, and the size of the file system
-    /// holding `root_dir` (kubelet's root directory).
-    pub fn from_host(proc_root: &Path, root_dir: &Path) -> std::io::Result<NodeAllocatable> {
-        let meminfo = proc_root.join("meminfo");
-        let text = std::fs::read_to_string(&meminfo)?;
-        let memory_bytes = meminfo_total_bytes(&text).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: no MemTotal line", meminfo.display()),
-            )
-        })?;
-        let cpus = std::thread::available_parallelism()?.get() as i64;
-        let fs = nix::sys::statvfs::statvfs(root_dir).map_err(std::io::Error::from)?;
-        let ephemeral_storage_bytes =
-            (fs.blocks() as i64).saturating_mul(fs.fragment_size() as i64);
-        Ok(NodeAllocatable {
-            cpu_milli: cpus * 1000,
-            memory_bytes,
-            ephemeral_storage_bytes,
-        })
-    }
-}
-
-/// `MemTotal:  16318912 kB` -> bytes.
-fn meminfo_total_bytes(meminfo: &str) -> Option<i64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let mut parts = line["MemTotal:".len()..].split_whitespace();
-    let value: i64 = parts.next()?.parse().ok()?;
-    match parts.next() {
-        Some("kB") => value.checked_mul(1024),
-        None => Some(value),
-        Some(_) => None,
-    }
 }
 
 /// What the runtime executes.
@@ -141,29 +97,9 @@ pub fn resolve_process(
     lowerdirs: &[PathBuf],
     fields: &PodFields,
 ) -> Result<Process, ResolveError> {
-    resolve_process_with(
-        container,
-        pod_security,
-        image,
-        lowerdirs,
-        fields,
-        &ExtraFields::default(),
-    )
-}
-
-/// `resolve_process` with what kubelet knows beyond `PodFields`: the hostname, all pod IPs,
-/// and the node's allocatable resources.
-pub fn resolve_process_with(
-    container: &Container,
-    pod_security: Option<&PodSecurityContext>,
-    image: &ImageConfig,
-    lowerdirs: &[PathBuf],
-    fields: &PodFields,
-    extra: &ExtraFields,
-) -> Result<Process, ResolveError> {
-    let container_env = container_env(container, fields, extra)?;
+    let container_env = container_env(container, fields)?;
     let argv = argv(container, image, &container_env)?;
-    let env = merge_env(&image.env, &container_env, &pod_hostname(fields, extra));
+    let env = merge_env(&image.env, &container_env, &pod_hostname(fields));
     let cwd = [
         container.working_dir.as_deref().unwrap_or_default(),
         image.working_dir.as_str(),
@@ -185,9 +121,9 @@ pub fn resolve_process_with(
 
 /// kubelet's hostname for a pod: `spec.hostname`, else the pod name, cut to 63 characters
 /// without a trailing `-` or `.`.
-pub fn pod_hostname(fields: &PodFields, extra: &ExtraFields) -> String {
-    if !extra.hostname.is_empty() {
-        return extra.hostname.clone();
+pub fn pod_hostname(fields: &PodFields) -> String {
+    if !fields.hostname.is_empty() {
+        return fields.hostname.clone();
     }
     let mut h: String = fields.pod_name.chars().take(63).collect();
     while h.ends_with(['-', '.']) {
@@ -198,15 +134,11 @@ pub fn pod_hostname(fields: &PodFields, extra: &ExtraFields) -> String {
 
 /// The container's env as kubelet resolves it: in order, each value expanded against the
 /// entries before it; a name given twice keeps its first position and its last value.
-fn container_env(
-    c: &Container,
-    fields: &PodFields,
-    extra: &ExtraFields,
-) -> Result<Vec<(String, String)>, ResolveError> {
+fn container_env(c: &Container, fields: &PodFields) -> Result<Vec<(String, String)>, ResolveError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for (i, e) in c.env.iter().flatten().enumerate() {
-        let value = match env_value(c, e, i, (fields, extra), &out, &index)? {
+        let value = match env_value(c, e, i, fields, &out, &index)? {
             Some(v) => v,
             None => continue,
         };
@@ -226,7 +158,7 @@ fn env_value(
     c: &Container,
     e: &EnvVar,
     i: usize,
-    (fields, extra): (&PodFields, &ExtraFields),
+    fields: &PodFields,
     earlier: &[(String, String)],
     index: &HashMap<String, usize>,
 ) -> Result<Option<String>, ResolveError> {
@@ -240,7 +172,7 @@ fn env_value(
     };
     let at = format!("env[{i}].valueFrom");
     if let Some(f) = &from.field_ref {
-        return field_ref(&f.field_path, fields, &extra.pod_ips)
+        return field_ref(&f.field_path, fields)
             .map(Some)
             .map_err(|r| err(format!("{at}.fieldRef.fieldPath"), r));
     }
@@ -256,7 +188,7 @@ fn env_value(
             ));
         }
         let divisor = r.divisor.as_ref().map(|d| d.0.as_str()).unwrap_or_default();
-        return resource_field_ref(c, &r.resource, divisor, extra.allocatable.as_ref())
+        return resource_field_ref(c, &r.resource, divisor, &fields.allocatable)
             .map(Some)
             .map_err(|reason| err(format!("{at}.resourceFieldRef"), reason));
     }
@@ -283,12 +215,12 @@ fn env_value(
 }
 
 /// kubelet's `podFieldSelectorRuntimeValue` for the paths the API server allows in env.
-fn field_ref(path: &str, f: &PodFields, pod_ips: &[String]) -> Result<String, String> {
+fn field_ref(path: &str, f: &PodFields) -> Result<String, String> {
     let pod_ips = || {
-        if pod_ips.is_empty() {
+        if f.pod_ips.is_empty() {
             f.pod_ip.clone()
         } else {
-            pod_ips.join(",")
+            f.pod_ips.join(",")
         }
     };
     Ok(match path {
@@ -326,7 +258,7 @@ fn resource_field_ref(
     c: &Container,
     resource: &str,
     divisor: &str,
-    alloc: Option<&NodeAllocatable>,
+    alloc: &NodeAllocatable,
 ) -> Result<String, String> {
     let (kind, name) = resource
         .split_once('.')
@@ -354,15 +286,10 @@ fn resource_field_ref(
         None => 0,
     };
     if kind == "limits" && value == 0 {
-        let from_node = |pick: fn(&NodeAllocatable) -> i64| {
-            alloc.map(pick).ok_or_else(|| {
-                format!("{resource:?}: the container sets no {name} limit and the node's allocatable {name} is not known")
-            })
-        };
         value = match name {
-            "cpu" => from_node(|a| a.cpu_milli)?,
-            "memory" => from_node(|a| a.memory_bytes)?,
-            "ephemeral-storage" => from_node(|a| a.ephemeral_storage_bytes)?,
+            "cpu" => alloc.cpu_milli,
+            "memory" => alloc.memory_bytes,
+            "ephemeral-storage" => alloc.ephemeral_storage_bytes,
             _ => 0,
         };
     }
@@ -481,23 +408,18 @@ mod tests {
             service_account: "sa".into(),
             labels: [("app".to_string(), "web".to_string())].into(),
             annotations: [("a/b".to_string(), "c".to_string())].into(),
-        }
-    }
-
-    fn extra() -> ExtraFields {
-        ExtraFields {
             pod_ips: vec!["10.1.0.5".into(), "fd00::5".into()],
-            allocatable: Some(NodeAllocatable {
+            allocatable: NodeAllocatable {
                 cpu_milli: 2000,
                 memory_bytes: 4 << 30,
                 ephemeral_storage_bytes: 10 << 30,
-            }),
+            },
             ..Default::default()
         }
     }
 
     fn resolve(c: serde_json::Value, img: &ImageConfig) -> Result<Process, ResolveError> {
-        resolve_process_with(&container(c), None, img, &[], &fields(), &extra())
+        resolve_process(&container(c), None, img, &[], &fields())
     }
 
     #[test]
@@ -696,31 +618,19 @@ mod tests {
         ]);
         let got = resolve(json!({"env": env}), &image(&["sh"], &[], &[])).unwrap();
         assert_eq!(got.env[..3], ["C=2000", "M=4096", "E=10"]);
-        // Unknown allocatable (plain `resolve_process`): an error, not a made-up number.
-        let c = container(json!({"env": [named("C", "limits.cpu", "1m")]}));
-        let e = resolve_process(&c, None, &image(&["sh"], &[], &[]), &[], &fields()).unwrap_err();
-        assert_eq!(e.field, "env[0].valueFrom.resourceFieldRef");
-        assert!(e.reason.contains("no cpu limit"), "{e}");
-        // ... and status.podIPs falls back to the one pod IP.
-        let c = container(
-            json!({"env": [{"name": "I", "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}}]}),
-        );
-        let p = resolve_process(&c, None, &image(&["sh"], &[], &[]), &[], &fields()).unwrap();
-        assert_eq!(p.env[0], "I=10.1.0.5");
     }
 
     #[test]
     fn hostname_and_cwd() {
         let mut f = fields();
         f.pod_name = format!("{}-x", "a".repeat(62));
-        let mut x = ExtraFields::default();
         assert_eq!(
-            pod_hostname(&f, &x),
+            pod_hostname(&f),
             "a".repeat(62),
             "cut to 63 without the trailing '-'"
         );
-        x.hostname = "given".into();
-        assert_eq!(pod_hostname(&f, &x), "given");
+        f.hostname = "given".into();
+        assert_eq!(pod_hostname(&f), "given");
         let cases = [
             (json!({}), "", "/"),
             (json!({}), "/img", "/img"),
@@ -734,29 +644,5 @@ mod tests {
             };
             assert_eq!(resolve(c.clone(), &img).unwrap().cwd, want, "{c}");
         }
-    }
-
-    #[test]
-    fn node_allocatable_from_meminfo_and_the_host() {
-        let cases = [
-            (
-                "MemTotal:       16318912 kB\nMemFree: 1 kB\n",
-                Some(16318912 * 1024),
-            ),
-            ("MemFree: 1 kB\nMemTotal: 10\n", Some(10)),
-            ("MemFree: 1 kB\n", None),
-            ("MemTotal: x kB\n", None),
-            ("MemTotal: 1 MB\n", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(meminfo_total_bytes(text), want, "{text:?}");
-        }
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("meminfo"), "MemTotal: 2048 kB\n").unwrap();
-        let a = NodeAllocatable::from_host(dir.path(), dir.path()).unwrap();
-        assert_eq!(a.memory_bytes, 2048 * 1024);
-        assert!(a.cpu_milli >= 1000 && a.cpu_milli % 1000 == 0, "{a:?}");
-        assert!(a.ephemeral_storage_bytes > 0, "{a:?}");
-        assert!(NodeAllocatable::from_host(&dir.path().join("none"), dir.path()).is_err());
     }
 }
