@@ -243,10 +243,7 @@ pub(crate) fn pod_from_value(doc: &Value) -> Result<Pod, Vec<FieldProblem>> {
         None | Some(Value::Null) => {
             problems.push(("kind".into(), "required (must be \"Pod\")".into()))
         }
-        Some(k) => problems.push((
-            "kind".into(),
-            format!("kind {k} is not supported: only Pod"),
-        )),
+        Some(k) => problems.push(("kind".into(), format!("{k} is not supported (only Pod)"))),
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -418,7 +415,7 @@ mod tests {
         let base = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  creationTimestamp: null\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
         assert_eq!(pod_problems(base), vec![]);
         let cases: &[(&str, &[(&str, &str)])] = &[
-            ("apiVersion: v1\nkind: Deployment\n", &[("kind", "kind \"Deployment\" is not supported: only Pod")]),
+            ("apiVersion: v1\nkind: Deployment\n", &[("kind", "\"Deployment\" is not supported (only Pod)")]),
             ("apiVersion: apps/v1\nkind: Pod\n", &[("apiVersion", "\"apps/v1\" is not supported (must be \"v1\")")]),
             ("kind: Pod\n", &[("apiVersion", "required (must be \"v1\")")]),
             ("- 1\n", &[("", "a document must be a mapping (a Pod), got a list")]),

@@ -146,7 +146,7 @@ fn bad_input_gets_a_clear_error() {
         ),
         (
             b"apiVersion: v1\nkind: ConfigMap\n",
-            "/pods/web.yaml: kind: kind \"ConfigMap\" is not supported: only Pod",
+            "/pods/web.yaml: kind: \"ConfigMap\" is not supported (only Pod)",
         ),
         (
             b"just a string",
