@@ -19,7 +19,8 @@ pub use defaults::{
     default_pull_policy, static_pod_name, static_pod_uid, CONFIG_HASH_ANNOTATION,
     CONFIG_SOURCE_ANNOTATION, DEFAULT_TERMINATION_GRACE_PERIOD, DEFAULT_TERMINATION_MESSAGE_PATH,
 };
-pub use support::{HONOURED, NOT_SUPPORTED};
+pub use support::{unsupported_fields, HONOURED, NOT_SUPPORTED};
+pub use validate::{validate_pod, FieldError};
 
 /// Largest manifest file read; larger files are rejected without being parsed.
 pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;

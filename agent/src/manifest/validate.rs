@@ -54,7 +54,7 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
         e.add("spec.containers", "at least one container is required");
     }
     let volumes = validate_volumes(spec.volumes.as_deref().unwrap_or_default(), &mut e);
-    let mut names = HashSet::new();
+    let mut container_names = HashSet::new();
     let lists = [
         ("spec.containers", &spec.containers[..]),
         (
@@ -65,7 +65,7 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
     for (list, containers) in lists {
         for (i, c) in containers.iter().enumerate() {
             let at = format!("{list}[{i}]");
-            if !names.insert(c.name.as_str()) && !c.name.is_empty() {
+            if !container_names.insert(c.name.as_str()) && !c.name.is_empty() {
                 e.add(
                     format!("{at}.name"),
                     format!("{:?}: duplicate container name", c.name),
