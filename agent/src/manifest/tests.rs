@@ -215,6 +215,26 @@ fn unsupported_fields_are_warnings() {
 }
 
 #[test]
+fn a_uid_in_the_file_is_replaced_and_reported() {
+    let r = parse(&POD.replace("  name: web\n", "  name: web\n  uid: ../../evil\n"));
+    assert_eq!(r.errors, vec![]);
+    let p = &r.pods[0];
+    assert_eq!(p.uid.len(), 32);
+    assert_eq!(p.pod.metadata.uid.as_deref(), Some(p.uid.as_str()));
+    let w: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        ["/pods/web.yaml: metadata.uid: not supported by tidelet yet; ignored"]
+    );
+    // Content changes still change the UID.
+    let changed = parse(
+        &POD.replace("  name: web\n", "  name: web\n  uid: ../../evil\n")
+            .replace("1000", "1001"),
+    );
+    assert_ne!(changed.pods[0].uid, p.uid);
+}
+
+#[test]
 fn load_file_reads_real_files_and_refuses_big_ones() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("web.yaml");

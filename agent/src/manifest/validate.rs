@@ -140,9 +140,6 @@ fn validate_metadata(pod: &Pod, node_name: &str, e: &mut Errors) {
     if let Some(ns) = m.namespace.as_deref().filter(|n| !n.is_empty()) {
         e.check("metadata.namespace", names::dns1123_label(ns));
     }
-    if let Some(uid) = m.uid.as_deref().filter(|u| !u.is_empty()) {
-        e.check("metadata.uid", names::uid(uid));
-    }
     for (k, v) in m.labels.iter().flatten() {
         let at = format!("metadata.labels[{k:?}]");
         e.check(at.clone(), names::qualified_name(k));
