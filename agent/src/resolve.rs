@@ -12,7 +12,7 @@
 //!   against the image's `/etc/passwd` and `/etc/group`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSecurityContext};
 use tidelet_images::ImageConfig;
@@ -45,8 +45,9 @@ pub struct PodFields {
     pub hostname: String,
     /// `status.podIPs`; empty means `[pod_ip]` (or none when that is empty).
     pub pod_ips: Vec<String>,
-    /// What `resourceFieldRef` reports for a `limits.*` the container does not set, as kubelet
-    /// uses the node's allocatable resources. Zero values are reported as `0`.
+    /// What `resourceFieldRef` reports for a `limits.{cpu,memory,ephemeral-storage}` the
+    /// container does not set, as kubelet uses the node's allocatable resources (see
+    /// `NodeAllocatable::from_host`). A zero here is reported as `0`.
     pub allocatable: NodeAllocatable,
 }
 
@@ -56,6 +57,43 @@ pub struct NodeAllocatable {
     pub cpu_milli: i64,
     pub memory_bytes: i64,
     pub ephemeral_storage_bytes: i64,
+}
+
+impl NodeAllocatable {
+    /// The host's capacity, as kubelet's allocatable without reservations: CPUs this process
+    /// may run on, `MemTotal` of `<proc_root>/meminfo`, and the size of the file system
+    /// holding `root_dir` (kubelet's root directory, where ephemeral storage lives).
+    pub fn from_host(proc_root: &Path, root_dir: &Path) -> std::io::Result<NodeAllocatable> {
+        let meminfo = proc_root.join("meminfo");
+        let text = std::fs::read_to_string(&meminfo)?;
+        let memory_bytes = meminfo_total_bytes(&text).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: no MemTotal line", meminfo.display()),
+            )
+        })?;
+        let cpus = std::thread::available_parallelism()?.get() as i64;
+        let fs = nix::sys::statvfs::statvfs(root_dir).map_err(std::io::Error::from)?;
+        let ephemeral_storage_bytes =
+            (fs.blocks() as i64).saturating_mul(fs.fragment_size() as i64);
+        Ok(NodeAllocatable {
+            cpu_milli: cpus * 1000,
+            memory_bytes,
+            ephemeral_storage_bytes,
+        })
+    }
+}
+
+/// `MemTotal:  16318912 kB` -> bytes.
+fn meminfo_total_bytes(meminfo: &str) -> Option<i64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut parts = line["MemTotal:".len()..].split_whitespace();
+    let value: i64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") => value.checked_mul(1024),
+        None => Some(value),
+        Some(_) => None,
+    }
 }
 
 /// What the runtime executes.
@@ -644,5 +682,29 @@ mod tests {
             };
             assert_eq!(resolve(c.clone(), &img).unwrap().cwd, want, "{c}");
         }
+    }
+
+    #[test]
+    fn node_allocatable_from_meminfo_and_the_host() {
+        let cases = [
+            (
+                "MemTotal:       16318912 kB\nMemFree: 1 kB\n",
+                Some(16318912 * 1024),
+            ),
+            ("MemFree: 1 kB\nMemTotal: 10\n", Some(10)),
+            ("MemFree: 1 kB\n", None),
+            ("MemTotal: x kB\n", None),
+            ("MemTotal: 1 MB\n", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(meminfo_total_bytes(text), want, "{text:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meminfo"), "MemTotal: 2048 kB\n").unwrap();
+        let a = NodeAllocatable::from_host(dir.path(), dir.path()).unwrap();
+        assert_eq!(a.memory_bytes, 2048 * 1024);
+        assert!(a.cpu_milli >= 1000 && a.cpu_milli % 1000 == 0, "{a:?}");
+        assert!(a.ephemeral_storage_bytes > 0, "{a:?}");
+        assert!(NodeAllocatable::from_host(&dir.path().join("none"), dir.path()).is_err());
     }
 }

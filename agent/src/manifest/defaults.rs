@@ -6,8 +6,9 @@
 //! encoded as JSON: fixed field order, sorted maps), followed by `host:<nodeName>` and
 //! `file:<path>`, as kubelet hashes its decoded pod. It is therefore deterministic, changes
 //! with any change of the content (not of formatting or comments), and differs per node and
-//! per file. As in kubelet, a `metadata.uid` written in the file is kept (validation makes sure
-//! it is safe to use in paths).
+//! per file. Unlike kubelet, a `metadata.uid` written in the file is replaced (and reported as
+//! ignored): tidelet replaces a pod exactly when its UID changes, so the UID must follow the
+//! content.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -54,11 +55,8 @@ pub fn default_pull_policy(image: &str) -> &'static str {
 
 /// Apply every default to `pod` (already validated) and return its UID.
 pub fn apply_defaults(pod: &mut Pod, node_name: &str, file: &Path) -> String {
-    let meta = &mut pod.metadata;
-    let uid = match meta.uid.as_deref() {
-        Some(u) if !u.is_empty() => u.to_string(),
-        _ => static_pod_uid(pod, node_name, file),
-    };
+    // Hash the pod as read, before any default below changes it.
+    let uid = static_pod_uid(pod, node_name, file);
     let meta = &mut pod.metadata;
     meta.uid = Some(uid.clone());
     meta.name = Some(static_pod_name(
@@ -195,8 +193,13 @@ mod tests {
             "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "c", "image": "busybox", "imagePullPolicy": "Never",
                                      "resources": {"limits": {"cpu": "1", "memory": "64Mi"}, "requests": {"cpu": "100m"}}}]}}));
+        let as_read = p.clone();
         let uid = apply_defaults(&mut p, "n", Path::new("/p"));
-        assert_eq!(uid, "1234-abcd");
+        assert_eq!(
+            uid,
+            static_pod_uid(&as_read, "n", Path::new("/p")),
+            "a uid in the file is replaced"
+        );
         assert_eq!(p.metadata.namespace.as_deref(), Some("kube-system"));
         let spec = p.spec.as_ref().unwrap();
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));

@@ -19,7 +19,8 @@ pub use defaults::{
     default_pull_policy, static_pod_name, static_pod_uid, CONFIG_HASH_ANNOTATION,
     CONFIG_SOURCE_ANNOTATION, DEFAULT_TERMINATION_GRACE_PERIOD, DEFAULT_TERMINATION_MESSAGE_PATH,
 };
-pub use support::{HONOURED, NOT_SUPPORTED};
+pub use support::{unsupported_fields, HONOURED, NOT_SUPPORTED};
+pub use validate::{validate_pod, FieldError};
 
 /// Largest manifest file read; larger files are rejected without being parsed.
 pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;
@@ -74,8 +75,8 @@ pub struct FileResult {
     pub errors: Vec<Problem>,
 }
 
-/// Whether a directory entry is a manifest: `.yaml`, `.yml`, `.json`; not hidden (`.` prefix)
-/// and not an editor leftover (`~` suffix, `.swp`, `#...#`).
+/// Whether a directory entry is a manifest: `.yaml`, `.yml`, `.json` (any case); not hidden
+/// (`.` prefix) and not an editor leftover (`~` suffix, `.swp`, `#...#`).
 pub fn is_manifest_file_name(name: &str) -> bool {
     // Editor leftovers end in other extensions (`.swp`, `.swx`, `.bak`, `.orig`, `~`, vim's
     // `4913` probe) or are hidden (`.#name`, `.name.swp`); emacs autosaves are `#name#`.
@@ -86,7 +87,10 @@ pub fn is_manifest_file_name(name: &str) -> bool {
     let Some((stem, ext)) = name.rsplit_once('.') else {
         return false;
     };
-    !stem.is_empty() && matches!(ext, "yaml" | "yml" | "json")
+    !stem.is_empty()
+        && ["yaml", "yml", "json"]
+            .iter()
+            .any(|e| ext.eq_ignore_ascii_case(e))
 }
 
 /// Read and parse one file (at most `MAX_MANIFEST_BYTES`).

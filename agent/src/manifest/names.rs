@@ -41,20 +41,6 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
     }
 }
 
-/// A UID given in a manifest is used in paths and cgroup names: letters, digits, `-`, `_`.
-pub fn uid(s: &str) -> Result<(), String> {
-    let ok = s.len() <= 64
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?}: must be at most 64 letters, digits, '-' or '_'"
-        ))
-    }
-}
-
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
 fn is_qualified_part(s: &str) -> bool {
     let b = s.as_bytes();
@@ -249,8 +235,6 @@ mod tests {
             (dns1123_subdomain, "a..b", false),
             (dns1123_subdomain, ".a", false),
             (dns1123_subdomain, &"a.".repeat(127), false),
-            (uid, "0f8e-AB_1", true),
-            (uid, "../x", false),
             (qualified_name, "app.kubernetes.io/name", true),
             (qualified_name, "Name_1", true),
             (qualified_name, "/x", false),

@@ -144,15 +144,30 @@ impl<'de> Visitor<'de> for Seed<'_> {
 /// `---`. Empty YAML documents come back as `Value::Null`, for the caller to skip. The error
 /// is a complete reason (`invalid YAML: ... at line 3 column 5`).
 pub(crate) fn documents(text: &str) -> Result<Vec<Value>, String> {
-    let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
     if text.trim_start().starts_with('{') {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let v = Seed(&mut budget)
-            .deserialize(&mut de)
-            .map_err(|e| format!("invalid JSON: {e}"))?;
-        de.end().map_err(|e| format!("invalid JSON: {e}"))?;
-        return Ok(vec![v]);
+        // JSON, or a YAML flow mapping (`{apiVersion: v1, ...}`): JSON first, for its exact
+        // errors; YAML if that fails, as YAML is a superset.
+        let json_error = match json_document(text) {
+            Ok(v) => return Ok(vec![v]),
+            Err(e) => e,
+        };
+        return yaml_documents(text).map_err(|_| json_error);
     }
+    yaml_documents(text)
+}
+
+fn json_document(text: &str) -> Result<Value, String> {
+    let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = Seed(&mut budget)
+        .deserialize(&mut de)
+        .map_err(|e| format!("invalid JSON: {e}"))?;
+    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    Ok(v)
+}
+
+fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
+    let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
     flow_depth_guard(text)?;
     let mut out = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -228,10 +243,7 @@ pub(crate) fn pod_from_value(doc: &Value) -> Result<Pod, Vec<FieldProblem>> {
         None | Some(Value::Null) => {
             problems.push(("kind".into(), "required (must be \"Pod\")".into()))
         }
-        Some(k) => problems.push((
-            "kind".into(),
-            format!("kind {k} is not supported: only Pod"),
-        )),
+        Some(k) => problems.push(("kind".into(), format!("{k} is not supported (only Pod)"))),
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -403,7 +415,7 @@ mod tests {
         let base = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  creationTimestamp: null\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
         assert_eq!(pod_problems(base), vec![]);
         let cases: &[(&str, &[(&str, &str)])] = &[
-            ("apiVersion: v1\nkind: Deployment\n", &[("kind", "kind \"Deployment\" is not supported: only Pod")]),
+            ("apiVersion: v1\nkind: Deployment\n", &[("kind", "\"Deployment\" is not supported (only Pod)")]),
             ("apiVersion: apps/v1\nkind: Pod\n", &[("apiVersion", "\"apps/v1\" is not supported (must be \"v1\")")]),
             ("kind: Pod\n", &[("apiVersion", "required (must be \"v1\")")]),
             ("- 1\n", &[("", "a document must be a mapping (a Pod), got a list")]),

@@ -15,7 +15,6 @@ pub const HONOURED: &[&str] = &[
     "metadata.namespace",
     "metadata.labels",
     "metadata.annotations",
-    "metadata.uid",
     "spec.containers[].name",
     "spec.containers[].image",
     "spec.containers[].imagePullPolicy",

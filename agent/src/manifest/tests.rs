@@ -32,6 +32,7 @@ fn manifest_file_names() {
         ("web.yml", true),
         ("web.json", true),
         ("a.b.yaml", true),
+        ("Web.YAML", true),
         (".web.yaml", false),
         (".web.yaml.swp", false),
         ("web.yaml.swp", false),
@@ -145,7 +146,7 @@ fn bad_input_gets_a_clear_error() {
         ),
         (
             b"apiVersion: v1\nkind: ConfigMap\n",
-            "/pods/web.yaml: kind: kind \"ConfigMap\" is not supported: only Pod",
+            "/pods/web.yaml: kind: \"ConfigMap\" is not supported (only Pod)",
         ),
         (
             b"just a string",
@@ -211,6 +212,26 @@ fn unsupported_fields_are_warnings() {
             "/pods/web.yaml: spec.tolerations: not supported by tidelet yet; ignored"
         ]
     );
+}
+
+#[test]
+fn a_uid_in_the_file_is_replaced_and_reported() {
+    let r = parse(&POD.replace("  name: web\n", "  name: web\n  uid: ../../evil\n"));
+    assert_eq!(r.errors, vec![]);
+    let p = &r.pods[0];
+    assert_eq!(p.uid.len(), 32);
+    assert_eq!(p.pod.metadata.uid.as_deref(), Some(p.uid.as_str()));
+    let w: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        ["/pods/web.yaml: metadata.uid: not supported by tidelet yet; ignored"]
+    );
+    // Content changes still change the UID.
+    let changed = parse(
+        &POD.replace("  name: web\n", "  name: web\n  uid: ../../evil\n")
+            .replace("1000", "1001"),
+    );
+    assert_ne!(changed.pods[0].uid, p.uid);
 }
 
 #[test]

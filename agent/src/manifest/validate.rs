@@ -54,7 +54,7 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
         e.add("spec.containers", "at least one container is required");
     }
     let volumes = validate_volumes(spec.volumes.as_deref().unwrap_or_default(), &mut e);
-    let mut names = HashSet::new();
+    let mut container_names = HashSet::new();
     let lists = [
         ("spec.containers", &spec.containers[..]),
         (
@@ -65,13 +65,14 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
     for (list, containers) in lists {
         for (i, c) in containers.iter().enumerate() {
             let at = format!("{list}[{i}]");
-            if !names.insert(c.name.as_str()) && !c.name.is_empty() {
+            if !container_names.insert(c.name.as_str()) && !c.name.is_empty() {
                 e.add(
                     format!("{at}.name"),
                     format!("{:?}: duplicate container name", c.name),
                 );
             }
-            validate_container(c, &at, &volumes, &mut e);
+            let host_network = spec.host_network.unwrap_or(false);
+            validate_container(c, &at, &volumes, host_network, &mut e);
         }
     }
     one_of(
@@ -139,9 +140,6 @@ fn validate_metadata(pod: &Pod, node_name: &str, e: &mut Errors) {
     if let Some(ns) = m.namespace.as_deref().filter(|n| !n.is_empty()) {
         e.check("metadata.namespace", names::dns1123_label(ns));
     }
-    if let Some(uid) = m.uid.as_deref().filter(|u| !u.is_empty()) {
-        e.check("metadata.uid", names::uid(uid));
-    }
     for (k, v) in m.labels.iter().flatten() {
         let at = format!("metadata.labels[{k:?}]");
         e.check(at.clone(), names::qualified_name(k));
@@ -181,7 +179,7 @@ fn validate_volumes<'a>(volumes: &'a [Volume], e: &mut Errors) -> HashSet<&'a st
             } else {
                 e.check(
                     format!("{at}.hostPath.path"),
-                    names::clean_path(&hp.path, false),
+                    names::clean_path(&hp.path, true),
                 );
             }
             let types = [
@@ -216,7 +214,13 @@ fn validate_volumes<'a>(volumes: &'a [Volume], e: &mut Errors) -> HashSet<&'a st
     seen
 }
 
-fn validate_container(c: &Container, at: &str, volumes: &HashSet<&str>, e: &mut Errors) {
+fn validate_container(
+    c: &Container,
+    at: &str,
+    volumes: &HashSet<&str>,
+    host_network: bool,
+    e: &mut Errors,
+) {
     e.check(format!("{at}.name"), names::dns1123_label(&c.name));
     match c.image.as_deref() {
         None | Some("") => e.add(format!("{at}.image"), "required"),
@@ -281,11 +285,19 @@ fn validate_container(c: &Container, at: &str, volumes: &HashSet<&str>, e: &mut 
                 format!("{}: must be between 1 and 65535", p.container_port),
             );
         }
-        if let Some(hp) = p.host_port.filter(|hp| !(0..=65535).contains(hp)) {
-            e.add(
+        match p.host_port.filter(|hp| *hp != 0) {
+            Some(hp) if !(1..=65535).contains(&hp) => e.add(
                 format!("{pat}.hostPort"),
                 format!("{hp}: must be between 1 and 65535"),
-            );
+            ),
+            Some(hp) if host_network && hp != p.container_port => e.add(
+                format!("{pat}.hostPort"),
+                format!(
+                    "{hp}: must match containerPort {} when hostNetwork is true",
+                    p.container_port
+                ),
+            ),
+            _ => {}
         }
         one_of(
             e,
