@@ -13,7 +13,11 @@ use crate::manifest;
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 #[derive(Parser, Debug)]
-#[command(name = "tidelet", version, about = "A standalone, kubelet-like node agent for embedded Linux")]
+#[command(
+    name = "tidelet",
+    version,
+    about = "A standalone, kubelet-like node agent for embedded Linux"
+)]
 pub struct Cli {
     /// tidelet's state directory; the CLI finds the running agent through it.
     #[arg(long, global = true, env = "TIDELET_ROOT_DIR", default_value = config::DEFAULT_ROOT_DIR)]
@@ -89,9 +93,7 @@ pub struct RunArgs {
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
     /// Import an OCI archive or a `docker save` archive.
-    Import {
-        file: PathBuf,
-    },
+    Import { file: PathBuf },
     /// List images.
     Ls,
 }
@@ -127,10 +129,14 @@ pub enum DescribeWhat {
 
 pub fn init_tracing(for_agent: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TIDELET_LOG").unwrap_or_else(|_| EnvFilter::new(if for_agent { "info" } else { "warn" }));
+    let filter = EnvFilter::try_from_env("TIDELET_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(if for_agent { "info" } else { "warn" }));
     // Under systemd, journald adds its own timestamps.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
     if journal {
         b.without_time().init();
     } else {
@@ -152,17 +158,38 @@ pub fn main(cli: Cli) -> Result<i32> {
             init_tracing(false);
             image(&cli.root_dir, cmd)
         }
-        Command::Get { what: GetWhat::Pods { name, output, namespace } } => get_pods(&cli.root_dir, name, output, namespace),
-        Command::Describe { what: DescribeWhat::Pod { name, namespace } } => describe(&cli.root_dir, &name, namespace),
-        Command::Logs { pod, container, follow, previous, namespace } => {
-            logs(&cli.root_dir, &pod, container, follow, previous, namespace)
-        }
-        Command::Exec { pod, container, namespace, command } => exec(&cli.root_dir, &pod, container, namespace, command),
+        Command::Get {
+            what:
+                GetWhat::Pods {
+                    name,
+                    output,
+                    namespace,
+                },
+        } => get_pods(&cli.root_dir, name, output, namespace),
+        Command::Describe {
+            what: DescribeWhat::Pod { name, namespace },
+        } => describe(&cli.root_dir, &name, namespace),
+        Command::Logs {
+            pod,
+            container,
+            follow,
+            previous,
+            namespace,
+        } => logs(&cli.root_dir, &pod, container, follow, previous, namespace),
+        Command::Exec {
+            pod,
+            container,
+            namespace,
+            command,
+        } => exec(&cli.root_dir, &pod, container, namespace, command),
     }
 }
 
 fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {
-    let mut cfg = Config { root_dir, ..Config::default() };
+    let mut cfg = Config {
+        root_dir,
+        ..Config::default()
+    };
     if let Some(f) = &args.config {
         cfg.merge_file(f)?;
     }
@@ -175,7 +202,10 @@ fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {
     if let Some(v) = args.cgroup_root {
         cfg.cgroup_root = v;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let socket = cfg.socket_path();
         tracing::info!(root_dir = %cfg.root_dir.display(), static_pod_path = %cfg.static_pod_path.display(), node = %cfg.node_name, cgroup_root = %cfg.cgroup_root, "tidelet starting");
@@ -209,7 +239,12 @@ fn validate(files: &[PathBuf], node_name: Option<String>) -> i32 {
             }
         }
         if r.errors.is_empty() {
-            println!("{}: ok ({} pod{})", f.display(), r.pods.len(), if r.pods.len() == 1 { "" } else { "s" });
+            println!(
+                "{}: ok ({} pod{})",
+                f.display(),
+                r.pods.len(),
+                if r.pods.len() == 1 { "" } else { "s" }
+            );
         }
     }
     i32::from(bad)
@@ -225,12 +260,24 @@ fn image(root: &std::path::Path, cmd: ImageCmd) -> Result<i32> {
         }
         ImageCmd::Ls => {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{:<50} {:<15} {:>10} {}", "IMAGE", "ID", "SIZE", "PLATFORM")?;
+            writeln!(out, "{:<50} {:<15} {:>10} PLATFORM", "IMAGE", "ID", "SIZE")?;
             for i in store.list()? {
                 let id = i.id.trim_start_matches("sha256:");
-                let names = if i.names.is_empty() { vec!["<none>".to_string()] } else { i.names.clone() };
+                let names = if i.names.is_empty() {
+                    vec!["<none>".to_string()]
+                } else {
+                    i.names.clone()
+                };
                 for n in names {
-                    writeln!(out, "{:<50} {:<15} {:>10} {}/{}", n, &id[..id.len().min(12)], human_size(i.size), i.os, i.architecture)?;
+                    writeln!(
+                        out,
+                        "{:<50} {:<15} {:>10} {}/{}",
+                        n,
+                        &id[..id.len().min(12)],
+                        human_size(i.size),
+                        i.os,
+                        i.architecture
+                    )?;
                 }
             }
         }
@@ -246,23 +293,46 @@ fn human_size(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n}B") } else { format!("{v:.1}{}", UNITS[u]) }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
 }
 
-fn get_pod_view(root: &std::path::Path, name: &str, namespace: Option<String>) -> Result<crate::agent::shared::PodView> {
-    match api::client::call(&config::api_socket(root), &Request::GetPod { name: name.to_string(), namespace })? {
+fn get_pod_view(
+    root: &std::path::Path,
+    name: &str,
+    namespace: Option<String>,
+) -> Result<crate::agent::shared::PodView> {
+    match api::client::call(
+        &config::api_socket(root),
+        &Request::GetPod {
+            name: name.to_string(),
+            namespace,
+        },
+    )? {
         Response::Pod { pod } => Ok(*pod),
         other => Err(format!("unexpected answer: {other:?}").into()),
     }
 }
 
-fn get_pods(root: &std::path::Path, name: Option<String>, output: Option<Output>, namespace: Option<String>) -> Result<i32> {
+fn get_pods(
+    root: &std::path::Path,
+    name: Option<String>,
+    output: Option<Output>,
+    namespace: Option<String>,
+) -> Result<i32> {
     let views = match &name {
         Some(n) => vec![get_pod_view(root, n, namespace)?],
         None => match api::client::call(&config::api_socket(root), &Request::ListPods)? {
             Response::Pods { pods } => pods
                 .into_iter()
-                .filter(|v| namespace.as_ref().is_none_or(|ns| v.pod.metadata.namespace.as_ref() == Some(ns)))
+                .filter(|v| {
+                    namespace
+                        .as_ref()
+                        .is_none_or(|ns| v.pod.metadata.namespace.as_ref() == Some(ns))
+                })
                 .collect(),
             other => return Err(format!("unexpected answer: {other:?}").into()),
         },
@@ -307,37 +377,80 @@ fn describe(root: &std::path::Path, name: &str, namespace: Option<String>) -> Re
     Ok(0)
 }
 
-fn pick_container<'a>(v: &'a crate::agent::shared::PodView, name: Option<&str>) -> Result<&'a crate::agent::shared::ContainerInfo> {
+fn pick_container<'a>(
+    v: &'a crate::agent::shared::PodView,
+    name: Option<&str>,
+) -> Result<&'a crate::agent::shared::ContainerInfo> {
     match name {
-        Some(n) => v.containers.iter().find(|c| c.name == n).ok_or_else(|| format!("container {n:?} not found in the pod").into()),
+        Some(n) => v
+            .containers
+            .iter()
+            .find(|c| c.name == n)
+            .ok_or_else(|| format!("container {n:?} not found in the pod").into()),
         None if v.containers.len() == 1 => Ok(&v.containers[0]),
         None => Err(format!(
             "the pod has several containers; choose one with -c: {}",
-            v.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            v.containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
         .into()),
     }
 }
 
-fn logs(root: &std::path::Path, pod: &str, container: Option<String>, follow: bool, previous: bool, namespace: Option<String>) -> Result<i32> {
+fn logs(
+    root: &std::path::Path,
+    pod: &str,
+    container: Option<String>,
+    follow: bool,
+    previous: bool,
+    namespace: Option<String>,
+) -> Result<i32> {
     let v = get_pod_view(root, pod, namespace)?;
     let c = pick_container(&v, container.as_deref())?;
-    let mut path = c.log_path.clone().ok_or("the container has not started yet: no logs")?;
+    let mut path = c
+        .log_path
+        .clone()
+        .ok_or("the container has not started yet: no logs")?;
     if previous {
-        let attempt: u32 = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let attempt: u32 = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if attempt == 0 {
             return Err(format!("previous terminated container {:?} not found", c.name).into());
         }
         path = path.with_file_name(format!("{}.log", attempt - 1));
     }
     let stop = std::sync::atomic::AtomicBool::new(false);
-    crate::runtime::logs::read_logs(&path, follow.then_some(&stop), &mut std::io::stdout().lock())?;
+    crate::runtime::logs::read_logs(
+        &path,
+        follow.then_some(&stop),
+        &mut std::io::stdout().lock(),
+    )?;
     Ok(0)
 }
 
-fn exec(root: &std::path::Path, pod: &str, container: Option<String>, namespace: Option<String>, command: Vec<String>) -> Result<i32> {
+fn exec(
+    root: &std::path::Path,
+    pod: &str,
+    container: Option<String>,
+    namespace: Option<String>,
+    command: Vec<String>,
+) -> Result<i32> {
     let v = get_pod_view(root, pod, namespace)?;
     let c = pick_container(&v, container.as_deref())?;
-    let pid = c.pid.ok_or_else(|| format!("container {:?} is not running", c.name))?;
-    Ok(crate::runtime::exec::exec_in_container(pid, &command, &c.env, &c.cwd, &c.cgroup_procs)?)
+    let pid = c
+        .pid
+        .ok_or_else(|| format!("container {:?} is not running", c.name))?;
+    Ok(crate::runtime::exec::exec_in_container(
+        pid,
+        &command,
+        &c.env,
+        &c.cwd,
+        &c.cgroup_procs,
+    )?)
 }

@@ -91,7 +91,11 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {field}: {reason}")]
-    Field { path: PathBuf, field: &'static str, reason: String },
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 /// Parse a Go-style duration as KubeletConfiguration writes them (`20s`, `1m30s`, `500ms`).
@@ -102,10 +106,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let value: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..u] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -124,14 +132,25 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 impl Config {
     /// Apply a config file on top of `self`.
     pub fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let f: FileConfig = serde_yaml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
-        let field = |field, reason: String| ConfigError::Field { path: path.into(), field, reason };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let f: FileConfig = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let field = |field, reason: String| ConfigError::Field {
+            path: path.into(),
+            field,
+            reason,
+        };
         if let Some(kind) = &f.kind {
             if kind != "KubeletConfiguration" && kind != "TideletConfiguration" {
-                return Err(field("kind", format!("{kind:?} is not KubeletConfiguration")));
+                return Err(field(
+                    "kind",
+                    format!("{kind:?} is not KubeletConfiguration"),
+                ));
             }
         }
         let _ = f.api_version;
@@ -148,12 +167,17 @@ impl Config {
             self.cgroup_root = v;
         }
         if let Some(v) = f.file_check_frequency {
-            self.file_check_frequency = parse_duration(&v)
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| field("fileCheckFrequency", format!("{v:?} is not a duration like 20s")))?;
+            self.file_check_frequency =
+                parse_duration(&v).filter(|d| !d.is_zero()).ok_or_else(|| {
+                    field(
+                        "fileCheckFrequency",
+                        format!("{v:?} is not a duration like 20s"),
+                    )
+                })?;
         }
         if let Some(v) = f.container_log_max_size {
-            let n = quantity::parse_units(&v).map_err(|e| field("containerLogMaxSize", e.to_string()))?;
+            let n = quantity::parse_units(&v)
+                .map_err(|e| field("containerLogMaxSize", e.to_string()))?;
             if n < 4096 {
                 return Err(field("containerLogMaxSize", format!("{v:?} is below 4Ki")));
             }
@@ -212,7 +236,15 @@ mod tests {
 
     #[test]
     fn durations_parse_like_go() {
-        let cases = [("20s", Some(20_000)), ("1m30s", Some(90_000)), ("500ms", Some(500)), ("1h", Some(3_600_000)), ("", None), ("5", None), ("3x", None)];
+        let cases = [
+            ("20s", Some(20_000)),
+            ("1m30s", Some(90_000)),
+            ("500ms", Some(500)),
+            ("1h", Some(3_600_000)),
+            ("", None),
+            ("5", None),
+            ("3x", None),
+        ];
         for (s, want) in cases {
             assert_eq!(parse_duration(s).map(|d| d.as_millis() as u64), want, "{s}");
         }

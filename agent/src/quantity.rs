@@ -26,10 +26,15 @@ struct Parsed {
 }
 
 fn parse(s: &str) -> Result<Parsed, QuantityError> {
-    let err = |reason| QuantityError { value: s.to_string(), reason };
+    let err = |reason| QuantityError {
+        value: s.to_string(),
+        reason,
+    };
     let t = s.trim();
     if t.is_empty() || t != s {
-        return Err(err("must be a number with an optional suffix, without spaces"));
+        return Err(err(
+            "must be a number with an optional suffix, without spaces",
+        ));
     }
     let (negative, body) = match t.as_bytes()[0] {
         b'-' => (true, &t[1..]),
@@ -78,14 +83,26 @@ fn parse(s: &str) -> Result<Parsed, QuantityError> {
             }
             exp10 += e;
         }
-        _ => return Err(err("has an unknown suffix (use m, k, M, G, Ki, Mi, Gi, ...)")),
+        _ => {
+            return Err(err(
+                "has an unknown suffix (use m, k, M, G, Ki, Mi, Gi, ...)",
+            ))
+        }
     }
-    Ok(Parsed { negative, digits, exp10, exp2 })
+    Ok(Parsed {
+        negative,
+        digits,
+        exp10,
+        exp2,
+    })
 }
 
 /// `value * 10^scale`, rounded up (away from zero for positive values).
 fn scaled(p: Parsed, scale: i32, original: &str) -> Result<i64, QuantityError> {
-    let overflow = || QuantityError { value: original.to_string(), reason: "is too large" };
+    let overflow = || QuantityError {
+        value: original.to_string(),
+        reason: "is too large",
+    };
     let mut v: u128 = p.digits;
     let e = p.exp10 + scale;
     let mut remainder = false;
@@ -94,7 +111,10 @@ fn scaled(p: Parsed, scale: i32, original: &str) -> Result<i64, QuantityError> {
             v = v.checked_mul(10).ok_or_else(overflow)?;
         }
     }
-    v = v.checked_shl(p.exp2).filter(|x| x >> p.exp2 == v).ok_or_else(overflow)?;
+    v = v
+        .checked_shl(p.exp2)
+        .filter(|x| x >> p.exp2 == v)
+        .ok_or_else(overflow)?;
     if e < 0 {
         for _ in 0..(-e) {
             remainder |= v % 10 != 0;
@@ -158,7 +178,19 @@ mod tests {
 
     #[test]
     fn rejects_malformed_quantities() {
-        for s in ["", " 1", "1 ", "abc", "1.2.3", "1Kb", "Mi", ".", "1e", "1e99", "99999999999999999999999999999999Ei"] {
+        for s in [
+            "",
+            " 1",
+            "1 ",
+            "abc",
+            "1.2.3",
+            "1Kb",
+            "Mi",
+            ".",
+            "1e",
+            "1e99",
+            "99999999999999999999999999999999Ei",
+        ] {
             assert!(parse_units(s).is_err(), "{s:?} should be rejected");
         }
     }

@@ -46,22 +46,45 @@ mod tests {
         Told {
             uid: uid.into(),
             file_errors: (0..errs)
-                .map(|i| Problem { file: "f".into(), field: String::new(), reason: format!("e{i}") })
+                .map(|i| Problem {
+                    file: "f".into(),
+                    field: String::new(),
+                    reason: format!("e{i}"),
+                })
                 .collect(),
         }
     }
 
     #[test]
     fn diff_table() {
-        let m = |v: &[(&str, Told)]| v.iter().map(|(k, t)| (k.to_string(), t.clone())).collect::<BTreeMap<_, _>>();
+        let m = |v: &[(&str, Told)]| {
+            v.iter()
+                .map(|(k, t)| (k.to_string(), t.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
         let set = |k: &str| Action::Set { key: k.into() };
         let rm = |k: &str| Action::Remove { key: k.into() };
         let cases = vec![
             ("nothing", m(&[]), m(&[]), vec![]),
             ("new pod", m(&[("a", told("1", 0))]), m(&[]), vec![set("a")]),
-            ("unchanged", m(&[("a", told("1", 0))]), m(&[("a", told("1", 0))]), vec![]),
-            ("spec changed", m(&[("a", told("2", 0))]), m(&[("a", told("1", 0))]), vec![set("a")]),
-            ("file became invalid", m(&[("a", told("1", 1))]), m(&[("a", told("1", 0))]), vec![set("a")]),
+            (
+                "unchanged",
+                m(&[("a", told("1", 0))]),
+                m(&[("a", told("1", 0))]),
+                vec![],
+            ),
+            (
+                "spec changed",
+                m(&[("a", told("2", 0))]),
+                m(&[("a", told("1", 0))]),
+                vec![set("a")],
+            ),
+            (
+                "file became invalid",
+                m(&[("a", told("1", 1))]),
+                m(&[("a", told("1", 0))]),
+                vec![set("a")],
+            ),
             ("removed", m(&[]), m(&[("a", told("1", 0))]), vec![rm("a")]),
             (
                 "mixed",

@@ -9,8 +9,14 @@ use crate::agent::shared::PodView;
 /// The STATUS column as kubectl prints it: the first container's waiting or terminated reason,
 /// else the phase (`Terminating` is not a state tidelet shows).
 pub fn status_column(pod: &Pod) -> String {
-    let Some(st) = &pod.status else { return "Unknown".into() };
-    let mut reason = st.reason.clone().filter(|r| r != "InvalidManifest").unwrap_or_else(|| st.phase.clone().unwrap_or_default());
+    let Some(st) = &pod.status else {
+        return "Unknown".into();
+    };
+    let mut reason = st
+        .reason
+        .clone()
+        .filter(|r| r != "InvalidManifest")
+        .unwrap_or_else(|| st.phase.clone().unwrap_or_default());
     for cs in st.container_statuses.iter().flatten() {
         if let Some(state) = &cs.state {
             if let Some(w) = state.waiting.as_ref().and_then(|w| w.reason.clone()) {
@@ -18,7 +24,10 @@ pub fn status_column(pod: &Pod) -> String {
                     reason = w;
                 }
             } else if let Some(t) = &state.terminated {
-                reason = t.reason.clone().unwrap_or_else(|| format!("ExitCode:{}", t.exit_code));
+                reason = t
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("ExitCode:{}", t.exit_code));
             }
         }
     }
@@ -26,7 +35,9 @@ pub fn status_column(pod: &Pod) -> String {
 }
 
 pub fn age(start: Option<i64>, now: i64) -> String {
-    let Some(s) = start else { return "<unknown>".into() };
+    let Some(s) = start else {
+        return "<unknown>".into();
+    };
     let d = (now - s).max(0);
     match d {
         0..=119 => format!("{d}s"),
@@ -42,7 +53,9 @@ pub fn pod_table(out: &mut impl Write, views: &[PodView], wide: bool) -> io::Res
     for v in views {
         let p = &v.pod;
         let st = p.status.as_ref();
-        let css = st.and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+        let css = st
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
         let ready = css.iter().filter(|c| c.ready).count();
         let restarts: i32 = css.iter().map(|c| c.restart_count).sum();
         let mut row = vec![
@@ -50,11 +63,23 @@ pub fn pod_table(out: &mut impl Write, views: &[PodView], wide: bool) -> io::Res
             format!("{ready}/{}", css.len()),
             status_column(p),
             restarts.to_string(),
-            age(st.and_then(|s| s.start_time.as_ref()).map(|t| t.0.as_second()), now),
+            age(
+                st.and_then(|s| s.start_time.as_ref())
+                    .map(|t| t.0.as_second()),
+                now,
+            ),
         ];
         if wide {
-            row.push(st.and_then(|s| s.pod_ip.clone()).unwrap_or_else(|| "<none>".into()));
-            row.push(p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default());
+            row.push(
+                st.and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_else(|| "<none>".into()),
+            );
+            row.push(
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+            );
             row.push(st.and_then(|s| s.qos_class.clone()).unwrap_or_default());
         }
         rows.push(row);
@@ -70,7 +95,14 @@ pub fn pod_table(out: &mut impl Write, views: &[PodView], wide: bool) -> io::Res
         }
     }
     let line = |cells: Vec<&str>| {
-        cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect::<Vec<_>>().join("   ").trim_end().to_string()
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("   ")
+            .trim_end()
+            .to_string()
     };
     if rows.is_empty() {
         return writeln!(out, "No resources found");
@@ -87,13 +119,44 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
     let st = p.status.clone().unwrap_or_default();
     let m = &p.metadata;
     writeln!(out, "Name:         {}", m.name.as_deref().unwrap_or(""))?;
-    writeln!(out, "Namespace:    {}", m.namespace.as_deref().unwrap_or("default"))?;
+    writeln!(
+        out,
+        "Namespace:    {}",
+        m.namespace.as_deref().unwrap_or("default")
+    )?;
     writeln!(out, "UID:          {}", m.uid.as_deref().unwrap_or(""))?;
-    writeln!(out, "Node:         {}/{}", p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or(""), st.host_ip.as_deref().unwrap_or(""))?;
+    writeln!(
+        out,
+        "Node:         {}/{}",
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or(""),
+        st.host_ip.as_deref().unwrap_or("")
+    )?;
     writeln!(out, "Source:       {}", v.file.display())?;
-    writeln!(out, "Start Time:   {}", st.start_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default())?;
+    writeln!(
+        out,
+        "Start Time:   {}",
+        st.start_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default()
+    )?;
     let labels = m.labels.clone().unwrap_or_default();
-    writeln!(out, "Labels:       {}", if labels.is_empty() { "<none>".into() } else { labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",") })?;
+    writeln!(
+        out,
+        "Labels:       {}",
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    )?;
     writeln!(out, "Status:       {}", st.phase.as_deref().unwrap_or(""))?;
     if let Some(r) = &st.reason {
         writeln!(out, "Reason:       {r}")?;
@@ -102,11 +165,19 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
         writeln!(out, "Message:      {msg}")?;
     }
     writeln!(out, "IP:           {}", st.pod_ip.as_deref().unwrap_or(""))?;
-    writeln!(out, "QoS Class:    {}", st.qos_class.as_deref().unwrap_or(""))?;
+    writeln!(
+        out,
+        "QoS Class:    {}",
+        st.qos_class.as_deref().unwrap_or("")
+    )?;
     writeln!(out, "Containers:")?;
     for cs in st.container_statuses.iter().flatten() {
         writeln!(out, "  {}:", cs.name)?;
-        writeln!(out, "    Container ID:  {}", cs.container_id.as_deref().unwrap_or(""))?;
+        writeln!(
+            out,
+            "    Container ID:  {}",
+            cs.container_id.as_deref().unwrap_or("")
+        )?;
         writeln!(out, "    Image:         {}", cs.image)?;
         writeln!(out, "    Image ID:      {}", cs.image_id)?;
         if let Some(info) = v.containers.iter().find(|c| c.name == cs.name) {
@@ -133,8 +204,20 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
     for e in v.events.iter() {
         any = true;
         let when = age(Some(e.last_ns / 1_000_000_000), now / 1_000_000_000);
-        let count = if e.count > 1 { format!(" (x{} over {})", e.count, age(Some(e.first_ns / 1_000_000_000), now / 1_000_000_000)) } else { String::new() };
-        writeln!(out, "  {:<8} {:<22} {:>6}{}  {}", e.type_, e.reason, when, count, e.message)?;
+        let count = if e.count > 1 {
+            format!(
+                " (x{} over {})",
+                e.count,
+                age(Some(e.first_ns / 1_000_000_000), now / 1_000_000_000)
+            )
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "  {:<8} {:<22} {:>6}{}  {}",
+            e.type_, e.reason, when, count, e.message
+        )?;
     }
     if !any {
         writeln!(out, "  <none>")?;
@@ -142,18 +225,36 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
     Ok(())
 }
 
-fn write_state(out: &mut impl Write, label: &str, s: &k8s_openapi::api::core::v1::ContainerState) -> io::Result<()> {
+fn write_state(
+    out: &mut impl Write,
+    label: &str,
+    s: &k8s_openapi::api::core::v1::ContainerState,
+) -> io::Result<()> {
     if let Some(r) = &s.running {
-        writeln!(out, "    {label:<14} Running (started {})", r.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default())?;
+        writeln!(
+            out,
+            "    {label:<14} Running (started {})",
+            r.started_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default()
+        )?;
     } else if let Some(w) = &s.waiting {
-        writeln!(out, "    {label:<14} Waiting: {} {}", w.reason.as_deref().unwrap_or(""), w.message.as_deref().unwrap_or(""))?;
+        writeln!(
+            out,
+            "    {label:<14} Waiting: {} {}",
+            w.reason.as_deref().unwrap_or(""),
+            w.message.as_deref().unwrap_or("")
+        )?;
     } else if let Some(t) = &s.terminated {
         writeln!(
             out,
             "    {label:<14} Terminated: {} (exit code {}{}) {}",
             t.reason.as_deref().unwrap_or(""),
             t.exit_code,
-            t.signal.map(|s| format!(", signal {s}")).unwrap_or_default(),
+            t.signal
+                .map(|s| format!(", signal {s}"))
+                .unwrap_or_default(),
             t.message.as_deref().unwrap_or("")
         )?;
     }
@@ -166,7 +267,13 @@ mod tests {
 
     #[test]
     fn age_formats_like_kubectl() {
-        let cases = [(0, "0s"), (59, "59s"), (130, "2m"), (7300, "2h"), (200_000, "2d")];
+        let cases = [
+            (0, "0s"),
+            (59, "59s"),
+            (130, "2m"),
+            (7300, "2h"),
+            (200_000, "2d"),
+        ];
         for (d, want) in cases {
             assert_eq!(age(Some(1000), 1000 + d), want);
         }

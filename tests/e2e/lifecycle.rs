@@ -13,7 +13,10 @@ fn file_add_change_remove_drives_the_pod_and_leaves_nothing_behind() {
         return;
     }
     let mut a = Agent::start();
-    a.write("app.yaml", &pod_yaml("app", "", &[("c", "echo hello-$HOSTNAME; sleep 3600", "")]));
+    a.write(
+        "app.yaml",
+        &pod_yaml("app", "", &[("c", "echo hello-$HOSTNAME; sleep 3600", "")]),
+    );
     let name = a.full_name("app");
     let p1 = a.wait_running(&name);
     let uid1 = p1["metadata"]["uid"].as_str().unwrap().to_string();
@@ -22,7 +25,12 @@ fn file_add_change_remove_drives_the_pod_and_leaves_nothing_behind() {
     assert_eq!(p1["status"]["phase"], "Running");
     assert!(p1["status"]["hostIP"].is_string());
     assert!(p1["status"]["startTime"].is_string());
-    let ready = p1["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    let ready = p1["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
     assert_eq!(ready["status"], "True");
     let pid1 = a.container_pid(&name, "c");
 
@@ -35,33 +43,61 @@ fn file_add_change_remove_drives_the_pod_and_leaves_nothing_behind() {
     assert_eq!(logs.trim(), format!("hello-{name}"));
     let table = String::from_utf8_lossy(&a.cli(&["get", "pods"]).stdout).to_string();
     assert!(table.starts_with("NAME"), "{table}");
-    assert!(table.contains(&name) && table.contains("Running") && table.contains("1/1"), "{table}");
+    assert!(
+        table.contains(&name) && table.contains("Running") && table.contains("1/1"),
+        "{table}"
+    );
 
     // Change the spec: the pod is replaced (new UID, new process, old one gone).
-    a.write("app.yaml", &pod_yaml("app", "", &[("c", "echo v2; sleep 3600", "")]));
-    let p2 = a.wait_pod(&name, "replaced", |p| p["metadata"]["uid"] != uid1.as_str() && all_running(p));
+    a.write(
+        "app.yaml",
+        &pod_yaml("app", "", &[("c", "echo v2; sleep 3600", "")]),
+    );
+    let p2 = a.wait_pod(&name, "replaced", |p| {
+        p["metadata"]["uid"] != uid1.as_str() && all_running(p)
+    });
     assert_ne!(p2["metadata"]["uid"], p1["metadata"]["uid"]);
-    wait_for("old container gone", Duration::from_secs(20), || (!std::path::Path::new(&format!("/proc/{pid1}")).exists()).then_some(()));
-    assert!(!a.root.join("pods").join(&uid1).exists(), "old pod's state removed");
+    wait_for("old container gone", Duration::from_secs(20), || {
+        (!std::path::Path::new(&format!("/proc/{pid1}")).exists()).then_some(())
+    });
+    assert!(
+        !a.root.join("pods").join(&uid1).exists(),
+        "old pod's state removed"
+    );
 
     // Remove the file: the pod goes, with its processes, mounts, cgroups and state.
     let uid2 = p2["metadata"]["uid"].as_str().unwrap().to_string();
     a.remove("app.yaml");
-    wait_for("pod gone", Duration::from_secs(30), || a.pod(&name).is_none().then_some(()));
-    wait_for("supervisors gone", Duration::from_secs(10), || a.supervisor_pids().is_empty().then_some(()));
+    wait_for("pod gone", Duration::from_secs(30), || {
+        a.pod(&name).is_none().then_some(())
+    });
+    wait_for("supervisors gone", Duration::from_secs(10), || {
+        a.supervisor_pids().is_empty().then_some(())
+    });
     assert!(!a.root.join("pods").join(&uid2).exists());
-    assert!(host_mounts_mentioning(a.root.to_str().unwrap()).is_empty(), "no mounts left");
-    let leftovers: Vec<_> = a.cgroup_dirs().into_iter().filter(|d| walk_has(d, &uid2)).collect();
+    assert!(
+        host_mounts_mentioning(a.root.to_str().unwrap()).is_empty(),
+        "no mounts left"
+    );
+    let leftovers: Vec<_> = a
+        .cgroup_dirs()
+        .into_iter()
+        .filter(|d| walk_has(d, &uid2))
+        .collect();
     assert!(leftovers.is_empty(), "pod cgroups removed: {leftovers:?}");
     assert!(a.alive());
     a.stop_all();
 }
 
 fn walk_has(dir: &std::path::Path, needle: &str) -> bool {
-    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
-        e.file_type().map(|t| t.is_dir()).unwrap_or(false)
-            && (e.file_name().to_string_lossy().contains(needle) || walk_has(&e.path(), needle))
-    })
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                && (e.file_name().to_string_lossy().contains(needle) || walk_has(&e.path(), needle))
+        })
 }
 
 #[test]
@@ -70,32 +106,66 @@ fn crashing_container_restarts_with_backoff_and_policies_hold() {
         return;
     }
     let mut a = Agent::start();
-    a.write("crash.yaml", &pod_yaml("crash", "", &[("c", "echo run; exit 3", "")]));
-    a.write("once.yaml", &pod_yaml("once", "  restartPolicy: OnFailure\n", &[("c", "exit 0", "")]));
-    a.write("never.yaml", &pod_yaml("never", "  restartPolicy: Never\n", &[("c", "exit 7", "")]));
+    a.write(
+        "crash.yaml",
+        &pod_yaml("crash", "", &[("c", "echo run; exit 3", "")]),
+    );
+    a.write(
+        "once.yaml",
+        &pod_yaml(
+            "once",
+            "  restartPolicy: OnFailure\n",
+            &[("c", "exit 0", "")],
+        ),
+    );
+    a.write(
+        "never.yaml",
+        &pod_yaml("never", "  restartPolicy: Never\n", &[("c", "exit 7", "")]),
+    );
     let crash = a.full_name("crash");
     // First restart is immediate, the next after 10 s: within ~15 s it restarted twice and
     // shows CrashLoopBackOff in between.
     let p = a.wait_pod(&crash, "CrashLoopBackOff", |p| {
         let cs = &p["status"]["containerStatuses"][0];
-        cs["state"]["waiting"]["reason"] == "CrashLoopBackOff" && cs["restartCount"].as_i64() >= Some(1)
+        cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && cs["restartCount"].as_i64() >= Some(1)
     });
     let cs = Agent::container_status(&p, "c");
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3);
     assert_eq!(cs["lastState"]["terminated"]["reason"], "Error");
-    assert!(cs["state"]["waiting"]["message"].as_str().unwrap().contains("back-off 10s"), "{cs}");
+    assert!(
+        cs["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("back-off 10s"),
+        "{cs}"
+    );
     assert_eq!(p["status"]["phase"], "Running");
     let t0 = std::time::Instant::now();
     wait_for("second restart", Duration::from_secs(30), || {
-        a.pod(&crash).filter(|p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2))
+        a.pod(&crash)
+            .filter(|p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2))
     });
-    assert!(t0.elapsed() >= Duration::from_secs(5), "the second restart waited for its back-off");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(5),
+        "the second restart waited for its back-off"
+    );
 
-    let once = a.wait_pod(&a.full_name("once"), "Succeeded", |p| p["status"]["phase"] == "Succeeded");
-    assert_eq!(Agent::container_status(&once, "c")["state"]["terminated"]["reason"], "Completed");
+    let once = a.wait_pod(&a.full_name("once"), "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(
+        Agent::container_status(&once, "c")["state"]["terminated"]["reason"],
+        "Completed"
+    );
     assert_eq!(Agent::container_status(&once, "c")["restartCount"], 0);
-    let never = a.wait_pod(&a.full_name("never"), "Failed", |p| p["status"]["phase"] == "Failed");
-    assert_eq!(Agent::container_status(&never, "c")["state"]["terminated"]["exitCode"], 7);
+    let never = a.wait_pod(&a.full_name("never"), "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(
+        Agent::container_status(&never, "c")["state"]["terminated"]["exitCode"],
+        7
+    );
     a.stop_all();
 }
 
@@ -106,8 +176,21 @@ fn oom_kill_is_reported_as_oomkilled() {
     }
     let mut a = Agent::start();
     let limits = "    resources:\n      limits: {memory: 16Mi}\n";
-    a.write("oom.yaml", &pod_yaml("oom", "  restartPolicy: Never\n", &[("c", "dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 1", limits)]));
-    let p = a.wait_pod(&a.full_name("oom"), "terminated", |p| p["status"]["containerStatuses"][0]["state"]["terminated"].is_object());
+    a.write(
+        "oom.yaml",
+        &pod_yaml(
+            "oom",
+            "  restartPolicy: Never\n",
+            &[(
+                "c",
+                "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+                limits,
+            )],
+        ),
+    );
+    let p = a.wait_pod(&a.full_name("oom"), "terminated", |p| {
+        p["status"]["containerStatuses"][0]["state"]["terminated"].is_object()
+    });
     let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(t["reason"], "OOMKilled", "{t}");
     assert_eq!(t["exitCode"], 137);
@@ -124,8 +207,14 @@ fn killed_from_outside_is_noticed_and_restarted() {
     let name = a.full_name("k");
     a.wait_running(&name);
     let pid = a.container_pid(&name, "c");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let p = a.wait_pod(&name, "restarted", |p| p["status"]["containerStatuses"][0]["restartCount"] == 1 && all_running(p));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let p = a.wait_pod(&name, "restarted", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"] == 1 && all_running(p)
+    });
     let last = &Agent::container_status(&p, "c")["lastState"]["terminated"];
     assert_eq!(last["exitCode"], 137);
     assert_eq!(last["signal"], 9);
@@ -142,17 +231,37 @@ fn stop_sends_signal_then_kills_after_grace() {
     // The container traps TERM and records it in a hostPath file; the grace period is 2 s.
     let dir = a.dir.path().join("shared");
     std::fs::create_dir_all(&dir).unwrap();
-    let spec = format!("  volumes:\n  - name: out\n    hostPath: {{path: {}}}\n", dir.display());
-    let mut yaml = pod_yaml("grace", &spec, &[("c", "trap 'echo got-term > /out/term' TERM; while true; do sleep 0.1; done", "")]);
+    let spec = format!(
+        "  volumes:\n  - name: out\n    hostPath: {{path: {}}}\n",
+        dir.display()
+    );
+    let mut yaml = pod_yaml(
+        "grace",
+        &spec,
+        &[(
+            "c",
+            "trap 'echo got-term > /out/term' TERM; while true; do sleep 0.1; done",
+            "",
+        )],
+    );
     yaml.push_str("    volumeMounts:\n    - {name: out, mountPath: /out}\n");
     a.write("grace.yaml", &yaml);
     let name = a.full_name("grace");
     a.wait_running(&name);
     let t0 = std::time::Instant::now();
     a.remove("grace.yaml");
-    wait_for("pod gone", Duration::from_secs(30), || a.pod(&name).is_none().then_some(()));
-    assert_eq!(read_trim(dir.join("term")), "got-term", "the stop signal reached the container");
-    assert!(t0.elapsed() >= Duration::from_millis(1500), "it was given its grace period before SIGKILL");
+    wait_for("pod gone", Duration::from_secs(30), || {
+        a.pod(&name).is_none().then_some(())
+    });
+    assert_eq!(
+        read_trim(dir.join("term")),
+        "got-term",
+        "the stop signal reached the container"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "it was given its grace period before SIGKILL"
+    );
     a.stop_all();
 }
 
@@ -162,19 +271,37 @@ fn invalid_edit_keeps_the_last_good_pod_until_fixed() {
         return;
     }
     let mut a = Agent::start();
-    a.write("keep.yaml", &pod_yaml("keep", "", &[("c", "sleep 3600", "")]));
+    a.write(
+        "keep.yaml",
+        &pod_yaml("keep", "", &[("c", "sleep 3600", "")]),
+    );
     let name = a.full_name("keep");
     let p1 = a.wait_running(&name);
     let pid = a.container_pid(&name, "c");
     a.write("keep.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: keep}\nspec:\n  containers:\n  - name: c\n    image: [not, a, string\n");
-    let p = a.wait_pod(&name, "invalid manifest reported", |p| p["status"]["reason"] == "InvalidManifest");
-    assert!(p["status"]["message"].as_str().unwrap().contains("keep.yaml"), "{p}");
+    let p = a.wait_pod(&name, "invalid manifest reported", |p| {
+        p["status"]["reason"] == "InvalidManifest"
+    });
+    assert!(
+        p["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keep.yaml"),
+        "{p}"
+    );
     assert_eq!(p["metadata"]["uid"], p1["metadata"]["uid"]);
     assert_eq!(a.container_pid(&name, "c"), pid, "still the same process");
     let desc = String::from_utf8_lossy(&a.cli(&["describe", "pod", &name]).stdout).to_string();
     assert!(desc.contains("InvalidManifest"), "{desc}");
     // Fix it with a new spec: replaced.
-    a.write("keep.yaml", &pod_yaml("keep", "", &[("c", "sleep 3601", "")]));
-    a.wait_pod(&name, "replaced", |p| p["metadata"]["uid"] != p1["metadata"]["uid"] && all_running(p) && p["status"]["reason"].is_null());
+    a.write(
+        "keep.yaml",
+        &pod_yaml("keep", "", &[("c", "sleep 3601", "")]),
+    );
+    a.wait_pod(&name, "replaced", |p| {
+        p["metadata"]["uid"] != p1["metadata"]["uid"]
+            && all_running(p)
+            && p["status"]["reason"].is_null()
+    });
     a.stop_all();
 }

@@ -12,8 +12,14 @@ fn agent_sigkill_and_restart_adopts_pods_and_reports_exits_meanwhile() {
         return;
     }
     let mut a = Agent::start();
-    a.write("stay.yaml", &pod_yaml("stay", "", &[("c", "sleep 3600", "")]));
-    a.write("dies.yaml", &pod_yaml("dies", "", &[("c", "sleep 3600", "")]));
+    a.write(
+        "stay.yaml",
+        &pod_yaml("stay", "", &[("c", "sleep 3600", "")]),
+    );
+    a.write(
+        "dies.yaml",
+        &pod_yaml("dies", "", &[("c", "sleep 3600", "")]),
+    );
     let (stay, dies) = (a.full_name("stay"), a.full_name("dies"));
     let stay1 = a.wait_running(&stay);
     a.wait_running(&dies);
@@ -24,14 +30,25 @@ fn agent_sigkill_and_restart_adopts_pods_and_reports_exits_meanwhile() {
     a.kill9();
     // While the agent is down: the pods keep running; one container is killed.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(std::path::Path::new(&format!("/proc/{stay_pid}")).exists(), "pod survives the agent");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dies_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(
+        std::path::Path::new(&format!("/proc/{stay_pid}")).exists(),
+        "pod survives the agent"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dies_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
     a.spawn();
     let p = a.wait_running(&stay);
     assert_eq!(p["metadata"]["uid"], stay1["metadata"]["uid"]);
-    assert_eq!(a.container_pid(&stay, "c"), stay_pid, "adopted, not restarted");
+    assert_eq!(
+        a.container_pid(&stay, "c"),
+        stay_pid,
+        "adopted, not restarted"
+    );
     assert_eq!(Agent::container_status(&p, "c")["restartCount"], 0);
     let d = a.wait_pod(&dies, "exit while down reported and restarted", |p| {
         p["status"]["containerStatuses"][0]["restartCount"] == 1 && all_running(p)
@@ -59,8 +76,14 @@ fn two_agents_side_by_side_do_not_see_each_other() {
     b.wait_running(&b.full_name("p"));
     assert_eq!(a.pods().len(), 1);
     assert_eq!(b.pods().len(), 1);
-    assert_ne!(a.container_pid(&a.full_name("p"), "c"), b.container_pid(&b.full_name("p"), "c"));
+    assert_ne!(
+        a.container_pid(&a.full_name("p"), "c"),
+        b.container_pid(&b.full_name("p"), "c")
+    );
     a.stop_all();
-    assert!(all_running(&b.pod(&b.full_name("p")).unwrap()), "b's pod untouched by a's shutdown");
+    assert!(
+        all_running(&b.pod(&b.full_name("p")).unwrap()),
+        "b's pod untouched by a's shutdown"
+    );
     b.stop_all();
 }

@@ -25,7 +25,10 @@ pub fn privileged() -> bool {
 }
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The tidelet binary under test: `$TIDELET_BIN`, else `target/debug/tidelet`.
@@ -33,9 +36,15 @@ pub fn bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TIDELET_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
     let p = target.join("debug/tidelet");
-    assert!(p.exists(), "{} not found: run `cargo build` first (or set TIDELET_BIN)", p.display());
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build` first (or set TIDELET_BIN)",
+        p.display()
+    );
     p
 }
 
@@ -49,7 +58,11 @@ pub fn images() -> &'static Path {
             .arg(&dir)
             .output()
             .expect("run build-test-images.sh");
-        assert!(out.status.success(), "build-test-images.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "build-test-images.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -70,7 +83,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 
 fn random_suffix() -> String {
     let mut b = [0u8; 4];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -87,7 +101,10 @@ pub struct Agent {
 impl Agent {
     /// Start an agent with the busybox test image imported.
     pub fn start() -> Agent {
-        let dir = tempfile::Builder::new().prefix("tidelet-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("tidelet-e2e-")
+            .tempdir()
+            .unwrap();
         let root = dir.path().join("root");
         let manifests = dir.path().join("manifests");
         std::fs::create_dir_all(&manifests).unwrap();
@@ -99,8 +116,16 @@ impl Agent {
             dir,
             child: None,
         };
-        let imp = a.cli(&["image", "import", images().join("busybox.oci.tar").to_str().unwrap()]);
-        assert!(imp.status.success(), "image import: {}", String::from_utf8_lossy(&imp.stderr));
+        let imp = a.cli(&[
+            "image",
+            "import",
+            images().join("busybox.oci.tar").to_str().unwrap(),
+        ]);
+        assert!(
+            imp.status.success(),
+            "image import: {}",
+            String::from_utf8_lossy(&imp.stderr)
+        );
         a.spawn();
         a
     }
@@ -111,11 +136,26 @@ impl Agent {
 
     /// (Re)start the agent process.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let child = Command::new(bin())
-            .args(["--root-dir", self.root.to_str().unwrap(), "run", "--static-pod-path", self.manifests.to_str().unwrap()])
-            .args(["--node-name", &self.node, "--cgroup-root", &self.cgroup_root])
-            .env("TIDELET_LOG", "debug")
+            .args([
+                "--root-dir",
+                self.root.to_str().unwrap(),
+                "run",
+                "--static-pod-path",
+                self.manifests.to_str().unwrap(),
+            ])
+            .args([
+                "--node-name",
+                &self.node,
+                "--cgroup-root",
+                &self.cgroup_root,
+            ])
+            .env("TIDELET_LOG", "info,tidelet::agent=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -124,7 +164,9 @@ impl Agent {
         self.child = Some(child);
         let sock = self.root.join("tidelet.sock");
         wait_for("the agent's API socket", Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock).ok().map(|_| ())
+            std::os::unix::net::UnixStream::connect(&sock)
+                .ok()
+                .map(|_| ())
         });
     }
 
@@ -138,7 +180,9 @@ impl Agent {
 
     /// Whether the agent process is still alive (it must never die on bad input).
     pub fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     pub fn agent_log(&self) -> String {
@@ -146,7 +190,12 @@ impl Agent {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin()).arg("--root-dir").arg(&self.root).args(args).output().expect("run tidelet")
+        Command::new(bin())
+            .arg("--root-dir")
+            .arg(&self.root)
+            .args(args)
+            .output()
+            .expect("run tidelet")
     }
 
     pub fn write(&self, file: &str, content: &str) {
@@ -172,23 +221,33 @@ impl Agent {
     /// `tidelet get pod NAME -o json`, or None if the agent does not know it.
     pub fn pod(&self, name: &str) -> Option<Value> {
         let out = self.cli(&["get", "pod", name, "-o", "json"]);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("get pod -o json gives JSON"))
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("get pod -o json gives JSON"))
     }
 
     pub fn pods(&self) -> Vec<Value> {
         let out = self.cli(&["get", "pods", "-o", "json"]);
-        assert!(out.status.success(), "get pods: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "get pods: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// Wait until every container of the pod runs; returns the pod JSON.
     pub fn wait_running(&self, name: &str) -> Value {
-        self.wait_pod(name, "all containers running", |p| all_running(p))
+        self.wait_pod(name, "all containers running", all_running)
     }
 
     pub fn wait_pod(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        wait_for(&format!("pod {name}: {what}"), Duration::from_secs(30), || self.pod(name).filter(|p| f(p)))
+        wait_for(
+            &format!("pod {name}: {what}"),
+            Duration::from_secs(30),
+            || self.pod(name).filter(|p| f(p)),
+        )
     }
 
     pub fn container_status<'a>(pod: &'a Value, c: &str) -> &'a Value {
@@ -218,7 +277,7 @@ impl Agent {
 
     /// Pids of supervisor processes of this agent (their command line names our root).
     pub fn supervisor_pids(&self) -> Vec<i32> {
-        processes_mentioning(self.root.to_str().unwrap())
+        processes_mentioning(&format!("shim\0--pod-dir\0{}/pods/", self.root.display()))
     }
 
     /// Paths of this agent's cgroups on every v1 hierarchy (or v2) that still exist.
@@ -269,7 +328,9 @@ impl Agent {
             let _ = std::fs::remove_file(e.path());
         }
         if self.alive() {
-            let _ = wait_for_quiet(Duration::from_secs(60), || self.pods().is_empty() && self.supervisor_pids().is_empty());
+            let _ = wait_for_quiet(Duration::from_secs(60), || {
+                self.pods().is_empty() && self.supervisor_pids().is_empty()
+            });
         }
         self.kill9();
     }
@@ -291,14 +352,22 @@ impl Drop for Agent {
         self.kill9();
         // Best effort after a failed test: kill what this agent left, then its cgroups.
         for pid in self.supervisor_pids() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
         for dir in self.cgroup_dirs() {
             kill_and_remove_cgroup(&dir);
         }
         if std::thread::panicking() {
-            eprintln!("---- agent log ----\n{}", self.agent_log());
+            let log = self.agent_log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("---- agent log (last 80 lines) ----");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
         }
     }
 }
@@ -309,7 +378,10 @@ fn kill_and_remove_cgroup(dir: &Path) {
     for d in &dirs {
         if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
             for pid in s.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
@@ -334,7 +406,9 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
 pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
             if String::from_utf8_lossy(&c).contains(needle) && pid != std::process::id() as i32 {
                 out.push(pid);
@@ -345,13 +419,18 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
 }
 
 pub fn all_running(p: &Value) -> bool {
-    let Some(cs) = p["status"]["containerStatuses"].as_array() else { return false };
+    let Some(cs) = p["status"]["containerStatuses"].as_array() else {
+        return false;
+    };
     !cs.is_empty() && cs.iter().all(|c| c["state"]["running"].is_object())
 }
 
 /// The namespace link (`net:[4026531992]`) of a process.
 pub fn ns(pid: i32, kind: &str) -> String {
-    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap().to_string_lossy().to_string()
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap()
+        .to_string_lossy()
+        .to_string()
 }
 
 /// The parent pid of a process.
@@ -363,10 +442,18 @@ pub fn ppid(pid: i32) -> i32 {
 
 pub fn read_trim(p: impl AsRef<Path>) -> String {
     let p = p.as_ref();
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
 }
 
 /// Mounts in the host's mount namespace whose mount point contains `needle`.
 pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
 }

@@ -62,38 +62,80 @@ pub struct Agent {
     source: StaticDir,
     workers: BTreeMap<String, WorkerHandle>,
     told: BTreeMap<String, Told>,
+    /// Problems of the last scan that are not a file's own parse errors (those are logged
+    /// when the file is read): duplicates across files. Logged once when they appear.
+    cross_file_errors: Vec<crate::manifest::Problem>,
     _lock: std::fs::File,
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
-    move |source| AgentError::Io { path: path.to_path_buf(), source }
+    move |source| AgentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Agent {
     pub fn new(cfg: Config) -> Result<Agent, AgentError> {
-        for d in [cfg.root_dir.clone(), cfg.pods_dir(), cfg.logs_dir(), cfg.images_dir(), cfg.static_pod_path.clone()] {
+        for d in [
+            cfg.root_dir.clone(),
+            cfg.pods_dir(),
+            cfg.logs_dir(),
+            cfg.images_dir(),
+            cfg.static_pod_path.clone(),
+        ] {
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
         let lock_path = cfg.root_dir.join("tidelet.lock");
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
             return Err(AgentError::Locked { path: lock_path });
         }
-        let cgroups: Arc<dyn Cgroups> = Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
+        let cgroups: Arc<dyn Cgroups> =
+            Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
         cgroups.apply(&cfg.kubepods_cgroup(), &Default::default())?;
         for q in ["burstable", "besteffort"] {
-            cgroups.apply(&format!("{}/{q}", cfg.kubepods_cgroup()), &Default::default())?;
+            cgroups.apply(
+                &format!("{}/{q}", cfg.kubepods_cgroup()),
+                &Default::default(),
+            )?;
         }
         let store = tidelet_images::Store::open(&cfg.images_dir())?;
         let node = Node::detect(&cfg.node_name, cfg.node_ip.as_deref());
         if !node.can_lower_oom_score {
             tracing::warn!("no CAP_SYS_RESOURCE: negative oom_score_adj values (Guaranteed pods, infra processes) cannot be applied; those processes keep score 0");
         }
-        let exe = std::fs::read_link("/proc/self/exe").map_err(io(std::path::Path::new("/proc/self/exe")))?;
+        let exe = std::fs::read_link("/proc/self/exe")
+            .map_err(io(std::path::Path::new("/proc/self/exe")))?;
         let source = StaticDir::new(&cfg.static_pod_path, &cfg.node_name);
-        let ctx = Arc::new(Ctx { cfg, node, store, cgroups, shared: Shared::default(), exe });
-        Ok(Agent { ctx, source, workers: BTreeMap::new(), told: BTreeMap::new(), _lock: lock })
+        let ctx = Arc::new(Ctx {
+            cfg,
+            node,
+            store,
+            cgroups,
+            shared: Shared::default(),
+            exe,
+        });
+        Ok(Agent {
+            ctx,
+            source,
+            workers: BTreeMap::new(),
+            told: BTreeMap::new(),
+            cross_file_errors: Vec::new(),
+            _lock: lock,
+        })
     }
 
     pub fn ctx(&self) -> Arc<Ctx> {
@@ -114,14 +156,33 @@ impl Agent {
         let (gone_tx, gone_rx) = watch::channel(false);
         let w = Worker::new(self.ctx.clone(), key.to_string(), rx, adopt, gone_tx);
         tokio::spawn(w.run());
-        self.workers.insert(key.to_string(), WorkerHandle { tx, gone: gone_rx });
+        self.workers
+            .insert(key.to_string(), WorkerHandle { tx, gone: gone_rx });
     }
 
     fn apply(&mut self, set: &DesiredSet) {
+        let cross: Vec<_> = set
+            .errors
+            .iter()
+            .filter(|e| e.field == "metadata.name" && e.reason.contains("already defined"))
+            .cloned()
+            .collect();
+        for e in cross.iter().filter(|e| !self.cross_file_errors.contains(e)) {
+            tracing::warn!(file = %e.file.display(), field = %e.field, reason = %e.reason, "static pod ignored");
+        }
+        self.cross_file_errors = cross;
         let desired: BTreeMap<String, Told> = set
             .pods
             .iter()
-            .map(|(k, d)| (k.clone(), Told { uid: d.pod.uid.clone(), file_errors: d.file_errors.clone() }))
+            .map(|(k, d)| {
+                (
+                    k.clone(),
+                    Told {
+                        uid: d.pod.uid.clone(),
+                        file_errors: d.file_errors.clone(),
+                    },
+                )
+            })
             .collect();
         for action in reconcile::diff(&desired, &self.told) {
             match action {
@@ -143,15 +204,23 @@ impl Agent {
         self.told = desired;
         // Workers whose pod is gone and not wanted again are dropped (closing their channel).
         let told = &self.told;
-        self.workers.retain(|k, w| told.contains_key(k) || !*w.gone.borrow());
+        self.workers
+            .retain(|k, w| told.contains_key(k) || !*w.gone.borrow());
     }
 
     /// Adopt what the state directory records, then reconcile forever.
-    pub async fn run(mut self, mut shutdown: mpsc::Receiver<()>, ready: impl FnOnce()) -> Result<(), AgentError> {
+    pub async fn run(
+        mut self,
+        mut shutdown: mpsc::Receiver<()>,
+        ready: impl FnOnce(),
+    ) -> Result<(), AgentError> {
         let (tx, mut rx) = mpsc::channel::<()>(1);
         let dir = self.ctx.cfg.static_pod_path.clone();
-        let _watcher = crate::source::static_dir::watch(&dir, tx)
-            .map_err(|e| AgentError::Watch { path: dir.clone(), message: e.to_string() })?;
+        let _watcher =
+            crate::source::static_dir::watch(&dir, tx).map_err(|e| AgentError::Watch {
+                path: dir.clone(),
+                message: e.to_string(),
+            })?;
         let set = self.rescan();
         // Group the pods on disk by name; each name's worker adopts or removes them.
         let mut on_disk: BTreeMap<String, Vec<PodRecord>> = BTreeMap::new();
@@ -163,9 +232,6 @@ impl Agent {
             self.spawn_worker(&key, recs, initial);
         }
         self.apply(&set);
-        for e in &set.errors {
-            tracing::warn!(file = %e.file.display(), field = %e.field, reason = %e.reason, "static pod problem");
-        }
         ready();
         let mut tick = tokio::time::interval(self.ctx.cfg.file_check_frequency);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

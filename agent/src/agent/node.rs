@@ -29,7 +29,9 @@ impl Node {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| name.to_string()),
             memory_capacity,
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             can_lower_oom_score: has_capability(CAP_SYS_RESOURCE),
         }
     }
@@ -43,11 +45,15 @@ fn procfs_memtotal() -> Option<i64> {
 /// The first IPv4 address of an interface that is up and not loopback; else 127.0.0.1.
 /// (Read from the interfaces, never by sending anything.)
 fn detect_ip() -> String {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return "127.0.0.1".into() };
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return "127.0.0.1".into();
+    };
     let mut v6 = None;
     for a in addrs {
         let up = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
-        let lo = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
+        let lo = a
+            .flags
+            .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
         if !up || lo {
             continue;
         }

@@ -37,14 +37,20 @@ pub const INFRA_CGROUP: &str = "_infra";
 
 pub fn spec(pod: &Pod) -> &PodSpec {
     static EMPTY: std::sync::OnceLock<PodSpec> = std::sync::OnceLock::new();
-    pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
+    pod.spec
+        .as_ref()
+        .unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
 }
 
 pub fn plan(cfg: &Config, node: &Node, pod: &Pod) -> PodPlan {
     let s = spec(pod);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let qos = qos::qos_class(s);
     let mut cgroup = cfg.kubepods_cgroup();
     if let Some(dir) = qos.cgroup_dir() {
@@ -108,7 +114,10 @@ pub fn write_pod_files(cfg: &Config, plan: &PodPlan, pod: &Pod) -> std::io::Resu
         )
     };
     crate::state::atomic_write(&etc.join("hosts"), hosts.as_bytes())?;
-    crate::state::atomic_write(&etc.join("hostname"), format!("{}\n", plan.hostname).as_bytes())?;
+    crate::state::atomic_write(
+        &etc.join("hostname"),
+        format!("{}\n", plan.hostname).as_bytes(),
+    )?;
     let resolv = std::fs::read(&cfg.resolv_conf).unwrap_or_default();
     crate::state::atomic_write(&etc.join("resolv.conf"), &resolv)?;
     std::fs::create_dir_all(plan.pod_dir.join("volumes"))?;
@@ -126,7 +135,10 @@ fn volume_mounts(plan: &PodPlan, pod: &Pod, c: &Container) -> Result<Vec<BindMou
     let s = spec(pod);
     let mut out = Vec::new();
     for vm in c.volume_mounts.iter().flatten() {
-        let err = |m: String| NotReady { reason: "CreateContainerConfigError", message: m };
+        let err = |m: String| NotReady {
+            reason: "CreateContainerConfigError",
+            message: m,
+        };
         let vol = s
             .volumes
             .iter()
@@ -135,7 +147,8 @@ fn volume_mounts(plan: &PodPlan, pod: &Pod, c: &Container) -> Result<Vec<BindMou
             .ok_or_else(|| err(format!("volumeMount {:?}: no volume of that name", vm.name)))?;
         let source = if vol.empty_dir.is_some() {
             let p = plan.pod_dir.join("volumes").join(&vol.name);
-            std::fs::create_dir_all(&p).map_err(|e| err(format!("emptyDir {:?}: {e}", vol.name)))?;
+            std::fs::create_dir_all(&p)
+                .map_err(|e| err(format!("emptyDir {:?}: {e}", vol.name)))?;
             p
         } else if let Some(hp) = &vol.host_path {
             let p = PathBuf::from(&hp.path);
@@ -143,10 +156,15 @@ fn volume_mounts(plan: &PodPlan, pod: &Pod, c: &Container) -> Result<Vec<BindMou
                 "DirectoryOrCreate" => std::fs::create_dir_all(&p)
                     .map_err(|e| err(format!("hostPath {:?}: {e}", hp.path)))?,
                 "FileOrCreate" if !p.exists() => {
-                    std::fs::File::create(&p).map_err(|e| err(format!("hostPath {:?}: {e}", hp.path)))?;
+                    std::fs::File::create(&p)
+                        .map_err(|e| err(format!("hostPath {:?}: {e}", hp.path)))?;
                 }
-                "Directory" if !p.is_dir() => return Err(err(format!("hostPath {:?} is not a directory", hp.path))),
-                "File" if !p.is_file() => return Err(err(format!("hostPath {:?} is not a file", hp.path))),
+                "Directory" if !p.is_dir() => {
+                    return Err(err(format!("hostPath {:?} is not a directory", hp.path)))
+                }
+                "File" if !p.is_file() => {
+                    return Err(err(format!("hostPath {:?} is not a file", hp.path)))
+                }
                 _ if !p.exists() && !hp.type_.as_deref().unwrap_or("").is_empty() => {
                     return Err(err(format!("hostPath {:?} does not exist", hp.path)))
                 }
@@ -154,9 +172,16 @@ fn volume_mounts(plan: &PodPlan, pod: &Pod, c: &Container) -> Result<Vec<BindMou
             }
             p
         } else {
-            return Err(err(format!("volume {:?}: only emptyDir and hostPath are supported", vol.name)));
+            return Err(err(format!(
+                "volume {:?}: only emptyDir and hostPath are supported",
+                vol.name
+            )));
         };
-        out.push(BindMount { source, destination: vm.mount_path.clone(), readonly: vm.read_only == Some(true) });
+        out.push(BindMount {
+            source,
+            destination: vm.mount_path.clone(),
+            readonly: vm.read_only == Some(true),
+        });
     }
     Ok(out)
 }
@@ -164,7 +189,9 @@ fn volume_mounts(plan: &PodPlan, pod: &Pod, c: &Container) -> Result<Vec<BindMou
 /// Paths of one container attempt's rootfs: a fresh writable layer per attempt, as a
 /// restarted Kubernetes container gets.
 pub fn rootfs_dir(plan: &PodPlan, name: &str, attempt: u32) -> PathBuf {
-    plan.pod_dir.join("rootfs").join(format!("{name}-{attempt}"))
+    plan.pod_dir
+        .join("rootfs")
+        .join(format!("{name}-{attempt}"))
 }
 
 pub fn container_cgroup(plan: &PodPlan, name: &str) -> String {
@@ -176,7 +203,9 @@ pub fn log_path(plan: &PodPlan, name: &str, attempt: u32) -> PathBuf {
 }
 
 pub fn stop_signal(image: Option<&ResolvedImage>) -> i32 {
-    let name = image.and_then(|i| i.config.stop_signal.clone()).unwrap_or_default();
+    let name = image
+        .and_then(|i| i.config.stop_signal.clone())
+        .unwrap_or_default();
     let name = name.trim_start_matches("SIG");
     if let Ok(n) = name.parse::<i32>() {
         return n;
@@ -209,8 +238,15 @@ pub fn container_spec(
         uid: plan.uid.clone(),
         node_name: inp.node.name.clone(),
         host_ip: inp.node.ip.clone(),
-        pod_ip: if s.host_network == Some(true) { inp.node.ip.clone() } else { String::new() },
-        service_account: s.service_account_name.clone().unwrap_or_else(|| "default".into()),
+        pod_ip: if s.host_network == Some(true) {
+            inp.node.ip.clone()
+        } else {
+            String::new()
+        },
+        service_account: s
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         hostname: plan.hostname.clone(),
@@ -221,13 +257,34 @@ pub fn container_spec(
             ephemeral_storage_bytes: 0,
         },
     };
-    let process = resolve::resolve_process(c, s.security_context.as_ref(), &image.config, &image.lowerdirs, &fields)
-        .map_err(|e| NotReady { reason: "CreateContainerConfigError", message: e.to_string() })?;
+    let process = resolve::resolve_process(
+        c,
+        s.security_context.as_ref(),
+        &image.config,
+        &image.lowerdirs,
+        &fields,
+    )
+    .map_err(|e| NotReady {
+        reason: "CreateContainerConfigError",
+        message: e.to_string(),
+    })?;
     let etc = plan.pod_dir.join("etc");
     let mut mounts = vec![
-        BindMount { source: etc.join("hosts"), destination: "/etc/hosts".into(), readonly: false },
-        BindMount { source: etc.join("hostname"), destination: "/etc/hostname".into(), readonly: false },
-        BindMount { source: etc.join("resolv.conf"), destination: "/etc/resolv.conf".into(), readonly: false },
+        BindMount {
+            source: etc.join("hosts"),
+            destination: "/etc/hosts".into(),
+            readonly: false,
+        },
+        BindMount {
+            source: etc.join("hostname"),
+            destination: "/etc/hostname".into(),
+            readonly: false,
+        },
+        BindMount {
+            source: etc.join("resolv.conf"),
+            destination: "/etc/resolv.conf".into(),
+            readonly: false,
+        },
     ];
     mounts.extend(volume_mounts(plan, pod, c)?);
     let root = rootfs_dir(plan, &c.name, attempt);
@@ -247,7 +304,11 @@ pub fn container_spec(
         upperdir: root.join("upper"),
         workdir: root.join("work"),
         rootfs: root.join("merged"),
-        readonly_rootfs: c.security_context.as_ref().and_then(|s| s.read_only_root_filesystem) == Some(true),
+        readonly_rootfs: c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem)
+            == Some(true),
         mounts,
         cgroup_procs: inp.cgroups.procs_files(&cg),
         oom_kill_file: Some(inp.cgroups.oom_kill_file(&cg)),

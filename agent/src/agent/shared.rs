@@ -42,15 +42,30 @@ pub struct Shared {
 
 impl Shared {
     pub fn publish(&self, key: &str, view: PodView) {
-        self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), view);
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), view);
     }
     pub fn remove(&self, key: &str) {
-        self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
     pub fn list(&self) -> Vec<PodView> {
-        self.pods.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
     pub fn get(&self, key: &str) -> Option<PodView> {
-        self.pods.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 }

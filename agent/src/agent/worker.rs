@@ -73,7 +73,16 @@ impl Worker {
         adopt: Vec<PodRecord>,
         gone: watch::Sender<bool>,
     ) -> Self {
-        Worker { ctx, key, rx, adopt, running: None, events: Events::default(), notice: None, gone }
+        Worker {
+            ctx,
+            key,
+            rx,
+            adopt,
+            running: None,
+            events: Events::default(),
+            notice: None,
+            gone,
+        }
     }
 
     pub async fn run(mut self) {
@@ -82,7 +91,9 @@ impl Worker {
             let want_uid = desired.as_ref().map(|d| d.pod.uid.clone());
             // Pods on disk under this name that are not the desired one go first.
             for rec in std::mem::take(&mut self.adopt) {
-                if Some(&rec.pod.metadata.uid.clone().unwrap_or_default()) == want_uid.as_ref() && self.running.is_none() {
+                if Some(&rec.pod.metadata.uid.clone().unwrap_or_default()) == want_uid.as_ref()
+                    && self.running.is_none()
+                {
                     match self.adopt_pod(rec.clone()).await {
                         Some(r) => self.running = Some(r),
                         None => self.cleanup_record(&rec).await,
@@ -108,17 +119,27 @@ impl Worker {
             };
             let _ = self.gone.send(false);
             self.notice = (!d.file_errors.is_empty()).then(|| {
-                let msg = d.file_errors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
-                ("InvalidManifest".to_string(), format!("manifest is invalid, still running the last good spec: {msg}"))
+                let msg = d
+                    .file_errors
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    "InvalidManifest".to_string(),
+                    format!("manifest is invalid, still running the last good spec: {msg}"),
+                )
             });
             if let Some((_, m)) = &self.notice {
-                self.events.push(true, "InvalidManifest", m.clone(), now_ns());
+                self.events
+                    .push(true, "InvalidManifest", m.clone(), now_ns());
             }
             if self.running.is_none() {
                 match self.create(&d).await {
                     Ok(r) => self.running = Some(r),
                     Err(msg) => {
-                        self.events.push(true, "FailedCreatePodSandBox", msg.clone(), now_ns());
+                        self.events
+                            .push(true, "FailedCreatePodSandBox", msg.clone(), now_ns());
                         tracing::error!(pod = %self.key, error = %msg, "cannot create pod sandbox");
                         self.publish_failed(&d, &msg);
                         tokio::select! {
@@ -137,7 +158,13 @@ impl Worker {
     }
 
     fn inputs<'a>(&'a self, r: &'a Running) -> Inputs<'a> {
-        Inputs { cfg: &self.ctx.cfg, node: &self.ctx.node, cgroups: &*self.ctx.cgroups, plan: &r.plan, pod: &r.rec.pod }
+        Inputs {
+            cfg: &self.ctx.cfg,
+            node: &self.ctx.node,
+            cgroups: &*self.ctx.cgroups,
+            plan: &r.plan,
+            pod: &r.rec.pod,
+        }
     }
 
     async fn create(&mut self, d: &DesiredPod) -> Result<Running, String> {
@@ -150,14 +177,22 @@ impl Worker {
         let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
         let _ = self.ctx.cgroups.remove(&plan.cgroup);
         let _ = prepare::remove_tree(&plan.pod_dir);
-        std::fs::create_dir_all(&plan.pod_dir).map_err(|e| format!("{}: {e}", plan.pod_dir.display()))?;
-        prepare::write_pod_files(&self.ctx.cfg, &plan, &pod).map_err(|e| format!("pod files: {e}"))?;
+        std::fs::create_dir_all(&plan.pod_dir)
+            .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))?;
+        prepare::write_pod_files(&self.ctx.cfg, &plan, &pod)
+            .map_err(|e| format!("pod files: {e}"))?;
         let mut pod_res = crate::qos::pod_resources(s);
         pod_res.pids_limit = self.ctx.cfg.pod_pids_limit;
-        self.ctx.cgroups.apply(&plan.cgroup, &pod_res).map_err(|e| e.to_string())?;
         self.ctx
             .cgroups
-            .apply(&format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP), &Default::default())
+            .apply(&plan.cgroup, &pod_res)
+            .map_err(|e| e.to_string())?;
+        self.ctx
+            .cgroups
+            .apply(
+                &format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP),
+                &Default::default(),
+            )
             .map_err(|e| e.to_string())?;
         let mut containers = BTreeMap::new();
         for c in &s.containers {
@@ -177,14 +212,27 @@ impl Worker {
         let sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
         let exe = self.ctx.exe.clone();
         let pod_dir = plan.pod_dir.clone();
-        let pid = tokio::task::spawn_blocking(move || crate::runtime::spawn_supervisor(&exe, &pod_dir, &sandbox))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let pid = tokio::task::spawn_blocking(move || {
+            crate::runtime::spawn_supervisor(&exe, &pod_dir, &sandbox)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         tracing::info!(pid, "pod sandbox started");
-        self.events.push(false, "SandboxStarted", format!("infra process {pid}"), now_ns());
+        self.events.push(
+            false,
+            "SandboxStarted",
+            format!("infra process {pid}"),
+            now_ns(),
+        );
         let client = Client::new(&plan.pod_dir);
-        Ok(Running { plan, rec, client, seq: 0, failed: None })
+        Ok(Running {
+            plan,
+            rec,
+            client,
+            seq: 0,
+            failed: None,
+        })
     }
 
     async fn adopt_pod(&mut self, rec: PodRecord) -> Option<Running> {
@@ -193,8 +241,19 @@ impl Worker {
         match client.status().await {
             Ok(st) => {
                 tracing::info!(pod = %self.key, uid = %plan.uid, infra = st.pid, "adopted running pod");
-                self.events.push(false, "Adopted", format!("infra process {} adopted after agent restart", st.pid), now_ns());
-                let mut r = Running { plan, rec, client, seq: 0, failed: None };
+                self.events.push(
+                    false,
+                    "Adopted",
+                    format!("infra process {} adopted after agent restart", st.pid),
+                    now_ns(),
+                );
+                let mut r = Running {
+                    plan,
+                    rec,
+                    client,
+                    seq: 0,
+                    failed: None,
+                };
                 self.absorb(&mut r, &st);
                 Some(r)
             }
@@ -209,7 +268,13 @@ impl Worker {
     async fn cleanup_record(&mut self, rec: &PodRecord) {
         let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
         let client = Client::new(&plan.pod_dir);
-        let r = Running { plan, rec: rec.clone(), client, seq: 0, failed: None };
+        let r = Running {
+            plan,
+            rec: rec.clone(),
+            client,
+            seq: 0,
+            failed: None,
+        };
         self.teardown(r).await;
     }
 
@@ -217,14 +282,21 @@ impl Worker {
         let span = tracing::info_span!("teardown", pod = %self.key, uid = %r.plan.uid);
         let _e = span.enter();
         let grace = r.plan.grace_secs;
-        let res = tokio::time::timeout(Duration::from_secs(grace + 15), r.client.shutdown(grace)).await;
+        let res =
+            tokio::time::timeout(Duration::from_secs(grace + 15), r.client.shutdown(grace)).await;
         match res {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "supervisor did not answer shutdown; killing the pod's cgroup"),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "supervisor did not answer shutdown; killing the pod's cgroup")
+            }
             Err(_) => tracing::warn!("supervisor shutdown timed out; killing the pod's cgroup"),
         }
         let cg = self.ctx.cgroups.clone();
-        let (cgroup, pod_dir, log_dir) = (r.rec.cgroup.clone(), r.plan.pod_dir.clone(), r.plan.log_dir.clone());
+        let (cgroup, pod_dir, log_dir) = (
+            r.rec.cgroup.clone(),
+            r.plan.pod_dir.clone(),
+            r.plan.log_dir.clone(),
+        );
         let result = tokio::task::spawn_blocking(move || {
             cg.kill_all(&cgroup).map_err(|e| e.to_string())?;
             cg.remove(&cgroup).map_err(|e| e.to_string())?;
@@ -237,7 +309,8 @@ impl Worker {
             Ok(Err(e)) => tracing::error!(error = %e, "pod removal incomplete"),
             Err(e) => tracing::error!(error = %e, "pod removal task failed"),
         }
-        self.events.push(false, "Killing", "pod stopped and removed".into(), now_ns());
+        self.events
+            .push(false, "Killing", "pod stopped and removed".into(), now_ns());
     }
 
     /// Run the pod until the desired pod changes. `Err` when the channel closed.
@@ -246,11 +319,16 @@ impl Worker {
             let mut r = self.running.take().expect("drive needs a running pod");
             self.act(&mut r).await;
             self.publish(&r);
-            let next = r.rec.containers.values().filter_map(|m| match m.due(now_ns()) {
-                Due::At(t) => Some(t),
-                Due::Start(_) => Some(now_ns()),
-                Due::Nothing => None,
-            }).min();
+            let next = r
+                .rec
+                .containers
+                .values()
+                .filter_map(|m| match m.due(now_ns()) {
+                    Due::At(t) => Some(t),
+                    Due::Start(_) => Some(now_ns()),
+                    Due::Nothing => None,
+                })
+                .min();
             let sleep_for = next
                 .map(|t| Duration::from_nanos((t - now_ns()).max(0) as u64))
                 .unwrap_or(Duration::from_secs(3600));
@@ -285,19 +363,34 @@ impl Worker {
         let policy = r.plan.restart_policy.clone();
         let mut changed = false;
         for record in &st.containers {
-            let Some(memo) = r.rec.containers.get_mut(&record.name) else { continue };
+            let Some(memo) = r.rec.containers.get_mut(&record.name) else {
+                continue;
+            };
             let before = memo.clone();
             if let Some(ev) = record_event(record, &r.plan.uid) {
                 if let Event::Exited { term, .. } = &ev {
                     let running_it = matches!(memo.life, Life::Running { attempt, .. } if attempt == record.attempt);
                     if running_it {
                         let warn = term.exit_code != 0;
-                        self.events.push(warn, if term.reason == "OOMKilled" { "OOMKilled" } else { "Exited" },
-                            format!("container {} exited with code {} ({})", record.name, term.exit_code, term.reason), now_ns());
+                        self.events.push(
+                            warn,
+                            if term.reason == "OOMKilled" {
+                                "OOMKilled"
+                            } else {
+                                "Exited"
+                            },
+                            format!(
+                                "container {} exited with code {} ({})",
+                                record.name, term.exit_code, term.reason
+                            ),
+                            now_ns(),
+                        );
                         tracing::info!(pod = %self.key, container = %record.name, exit_code = term.exit_code, reason = %term.reason, "container exited");
                     }
                 }
-                if matches!(ev, Event::Started { .. }) && !matches!(memo.life, Life::Waiting { .. } | Life::BackOff { .. }) {
+                if matches!(ev, Event::Started { .. })
+                    && !matches!(memo.life, Life::Waiting { .. } | Life::BackOff { .. })
+                {
                     // Already known running.
                 } else {
                     memo.step(ev, &policy);
@@ -328,8 +421,12 @@ impl Worker {
         let containers = prepare::spec(&r.rec.pod).containers.clone();
         let mut changed = false;
         for c in &containers {
-            let Some(memo) = r.rec.containers.get(&c.name) else { continue };
-            let Due::Start(attempt) = memo.due(now_ns()) else { continue };
+            let Some(memo) = r.rec.containers.get(&c.name) else {
+                continue;
+            };
+            let Due::Start(attempt) = memo.due(now_ns()) else {
+                continue;
+            };
             changed = true;
             let ev = self.start_container(r, c, attempt).await;
             let memo = r.rec.containers.get_mut(&c.name).expect("memo");
@@ -347,7 +444,12 @@ impl Worker {
         }
     }
 
-    async fn start_container(&mut self, r: &mut Running, c: &k8s_openapi::api::core::v1::Container, attempt: u32) -> Event {
+    async fn start_container(
+        &mut self,
+        r: &mut Running,
+        c: &k8s_openapi::api::core::v1::Container,
+        attempt: u32,
+    ) -> Event {
         let retry = |reason: &str, message: String| Event::Blocked {
             reason: reason.to_string(),
             message,
@@ -367,21 +469,27 @@ impl Worker {
                 return retry(reason, msg);
             }
             Err(e) => {
-                self.events.push(true, "InspectFailed", e.to_string(), now_ns());
+                self.events
+                    .push(true, "InspectFailed", e.to_string(), now_ns());
                 return retry("InspectFailed", e.to_string());
             }
         };
         if c.image_pull_policy.as_deref() == Some("Always") {
             self.events.push(false, "Pulled", format!("image {image_ref:?} is used from the local store (pulls are not supported yet)"), now_ns());
         }
-        let spec: ContainerSpec = match prepare::container_spec(&self.inputs(r), c, &image, attempt) {
+        let spec: ContainerSpec = match prepare::container_spec(&self.inputs(r), c, &image, attempt)
+        {
             Ok(s) => s,
             Err(e) => {
-                self.events.push(true, "Failed", e.message.clone(), now_ns());
+                self.events
+                    .push(true, "Failed", e.message.clone(), now_ns());
                 return retry(e.reason, e.message);
             }
         };
-        let res = self.ctx.cgroups.apply(&prepare::container_cgroup(&r.plan, &c.name), &crate::qos::container_resources(c));
+        let res = self.ctx.cgroups.apply(
+            &prepare::container_cgroup(&r.plan, &c.name),
+            &crate::qos::container_resources(c),
+        );
         if let Err(e) = res {
             return retry("CreateContainerError", e.to_string());
         }
@@ -394,25 +502,38 @@ impl Worker {
         match r.client.start(spec.clone()).await {
             Ok(record) => {
                 if let ContainerState::Running { pid, .. } = record.state {
-                    self.events.push(false, "Started", format!("Started container {} (pid {pid})", c.name), now_ns());
+                    self.events.push(
+                        false,
+                        "Started",
+                        format!("Started container {} (pid {pid})", c.name),
+                        now_ns(),
+                    );
                     tracing::info!(pod = %self.key, container = %c.name, pid, attempt, "container started");
                 }
-                let pid = match record.state { ContainerState::Running { pid, .. } => Some(pid), _ => None };
-                r.rec.info.insert(c.name.clone(), ContainerInfo {
-                    name: c.name.clone(),
-                    pid,
-                    env: spec.env.clone(),
-                    cwd: spec.cwd.clone(),
-                    uid: spec.uid,
-                    gid: spec.gid,
-                    cgroup_procs: spec.cgroup_procs.clone(),
-                    log_path: Some(spec.log_path.clone()),
-                });
+                let pid = match record.state {
+                    ContainerState::Running { pid, .. } => Some(pid),
+                    _ => None,
+                };
+                r.rec.info.insert(
+                    c.name.clone(),
+                    ContainerInfo {
+                        name: c.name.clone(),
+                        pid,
+                        env: spec.env.clone(),
+                        cwd: spec.cwd.clone(),
+                        uid: spec.uid,
+                        gid: spec.gid,
+                        cgroup_procs: spec.cgroup_procs.clone(),
+                        log_path: Some(spec.log_path.clone()),
+                    },
+                );
                 if let ContainerState::Exited { message, .. } = &record.state {
-                    self.events.push(true, "Failed", format!("Error: {message}"), now_ns());
+                    self.events
+                        .push(true, "Failed", format!("Error: {message}"), now_ns());
                 }
                 r.seq = r.seq.max(record.seq);
-                record_event(&record, &r.plan.uid).unwrap_or_else(|| retry("RunContainerError", "no state".into()))
+                record_event(&record, &r.plan.uid)
+                    .unwrap_or_else(|| retry("RunContainerError", "no state".into()))
             }
             Err(e) => {
                 self.events.push(true, "Failed", e.to_string(), now_ns());
@@ -428,7 +549,11 @@ impl Worker {
             restart_policy: s.restart_policy.clone().unwrap_or_else(|| "Always".into()),
             qos_class: crate::qos::qos_class(s).as_str().to_string(),
             host_ip: self.ctx.node.ip.clone(),
-            pod_ip: if host_network { self.ctx.node.ip.clone() } else { String::new() },
+            pod_ip: if host_network {
+                self.ctx.node.ip.clone()
+            } else {
+                String::new()
+            },
             start_time_ns: r.map(|r| r.rec.start_time_ns),
             failed: r.and_then(|r| r.failed.clone()),
             notice: self.notice.clone(),
@@ -452,9 +577,26 @@ impl Worker {
         let containers = s
             .containers
             .iter()
-            .map(|c| r.rec.info.get(&c.name).cloned().unwrap_or_else(|| ContainerInfo { name: c.name.clone(), ..Default::default() }))
+            .map(|c| {
+                r.rec
+                    .info
+                    .get(&c.name)
+                    .cloned()
+                    .unwrap_or_else(|| ContainerInfo {
+                        name: c.name.clone(),
+                        ..Default::default()
+                    })
+            })
             .collect();
-        self.ctx.shared.publish(&self.key, PodView { pod, events: self.events.clone(), containers, file: r.rec.file.clone() });
+        self.ctx.shared.publish(
+            &self.key,
+            PodView {
+                pod,
+                events: self.events.clone(),
+                containers,
+                file: r.rec.file.clone(),
+            },
+        );
     }
 
     fn publish_failed(&self, d: &DesiredPod, msg: &str) {
@@ -467,20 +609,40 @@ impl Worker {
             .map(|c| Memo::default().view(&c.name, c.image.as_deref().unwrap_or(""), "", now_ns()))
             .collect();
         pod.status = Some(status::pod_status(&facts, &views));
-        self.ctx.shared.publish(&self.key, PodView { pod, events: self.events.clone(), containers: vec![], file: d.pod.file.clone() });
+        self.ctx.shared.publish(
+            &self.key,
+            PodView {
+                pod,
+                events: self.events.clone(),
+                containers: vec![],
+                file: d.pod.file.clone(),
+            },
+        );
     }
 }
 
 fn save(plan: &PodPlan, rec: &PodRecord) -> Result<(), String> {
-    crate::state::atomic_write_json(&plan.pod_dir.join("pod.json"), rec).map_err(|e| format!("{}: {e}", plan.pod_dir.display()))
+    crate::state::atomic_write_json(&plan.pod_dir.join("pod.json"), rec)
+        .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))
 }
 
 /// A supervisor record as a lifecycle event.
 fn record_event(rec: &ContainerRecord, uid: &str) -> Option<Event> {
     let container_id = format!("tidelet://{uid}/{}/{}", rec.name, rec.attempt);
     Some(match &rec.state {
-        ContainerState::Running { started_at, .. } => Event::Started { attempt: rec.attempt, started_at: *started_at, container_id },
-        ContainerState::Exited { exit_code, signal, reason, message, started_at, finished_at } => Event::Exited {
+        ContainerState::Running { started_at, .. } => Event::Started {
+            attempt: rec.attempt,
+            started_at: *started_at,
+            container_id,
+        },
+        ContainerState::Exited {
+            exit_code,
+            signal,
+            reason,
+            message,
+            started_at,
+            finished_at,
+        } => Event::Exited {
             attempt: rec.attempt,
             term: Terminated {
                 exit_code: *exit_code,
@@ -498,12 +660,19 @@ fn record_event(rec: &ContainerRecord, uid: &str) -> Option<Event> {
 /// Read every pod record under `pods_dir` (for adoption at start).
 pub fn load_records(pods_dir: &std::path::Path) -> Vec<PodRecord> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(pods_dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(pods_dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path().join("pod.json");
-        match std::fs::read(&p).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<PodRecord>(&b).map_err(|e| e.to_string())) {
+        match std::fs::read(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<PodRecord>(&b).map_err(|e| e.to_string()))
+        {
             Ok(r) => out.push(r),
-            Err(err) => tracing::warn!(path = %p.display(), error = %err, "unreadable pod record; leaving it alone"),
+            Err(err) => {
+                tracing::warn!(path = %p.display(), error = %err, "unreadable pod record; leaving it alone")
+            }
         }
     }
     out

@@ -16,7 +16,10 @@ pub const MAX_LINE: usize = 16 << 20;
 pub enum Request {
     ListPods,
     /// `name` is the pod's name (`<name>-<node>`) or its manifest name (`<name>`).
-    GetPod { name: String, namespace: Option<String> },
+    GetPod {
+        name: String,
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

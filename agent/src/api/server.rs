@@ -23,7 +23,9 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>) {
     // be able to grow the agent without limit.
     let slots = Arc::new(tokio::sync::Semaphore::new(32));
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!("too many API connections; refusing one");
             continue;
@@ -45,7 +47,9 @@ async fn handle(stream: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
     r.read_line(&mut line).await?;
     let resp = match serde_json::from_str::<Request>(&line) {
         Ok(req) => answer(req, ctx),
-        Err(e) => Response::Error { message: format!("bad request: {e}") },
+        Err(e) => Response::Error {
+            message: format!("bad request: {e}"),
+        },
     };
     let mut out = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
     out.push(b'\n');
@@ -55,14 +59,18 @@ async fn handle(stream: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
 
 pub fn answer(req: Request, ctx: &Ctx) -> Response {
     match req {
-        Request::ListPods => Response::Pods { pods: ctx.shared.list() },
+        Request::ListPods => Response::Pods {
+            pods: ctx.shared.list(),
+        },
         Request::GetPod { name, namespace } => {
             let ns = namespace.unwrap_or_else(|| "default".into());
             let full = format!("{ns}/{name}");
             let suffixed = format!("{ns}/{name}-{}", ctx.cfg.node_name);
             match ctx.shared.get(&full).or_else(|| ctx.shared.get(&suffixed)) {
                 Some(v) => Response::Pod { pod: Box::new(v) },
-                None => Response::Error { message: format!("pod {name:?} not found in namespace {ns:?}") },
+                None => Response::Error {
+                    message: format!("pod {name:?} not found in namespace {ns:?}"),
+                },
             }
         }
     }

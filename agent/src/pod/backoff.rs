@@ -18,7 +18,8 @@ pub struct Backoff {
 
 impl Backoff {
     fn expired(&self, exit_ns: i64) -> bool {
-        self.secs == 0 || exit_ns.saturating_sub(self.last_exit_ns) > 2 * MAX_SECS as i64 * 1_000_000_000
+        self.secs == 0
+            || exit_ns.saturating_sub(self.last_exit_ns) > 2 * MAX_SECS as i64 * 1_000_000_000
     }
 
     /// The earliest time (unix ns) a container that exited at `exit_ns` may start again, given
@@ -38,7 +39,10 @@ impl Backoff {
         } else {
             (self.secs * 2).min(MAX_SECS)
         };
-        Backoff { secs, last_exit_ns: exit_ns }
+        Backoff {
+            secs,
+            last_exit_ns: exit_ns,
+        }
     }
 }
 
@@ -75,7 +79,10 @@ mod tests {
 
     #[test]
     fn long_run_resets_backoff() {
-        let b = Backoff { secs: 160, last_exit_ns: 0 };
+        let b = Backoff {
+            secs: 160,
+            last_exit_ns: 0,
+        };
         assert_eq!(b.restart_at(11 * 60 * S), None);
         assert_eq!(b.next(11 * 60 * S).secs, INITIAL_SECS);
         // within ten minutes it keeps growing

@@ -31,7 +31,12 @@ pub struct Events {
 impl Events {
     pub fn push(&mut self, warning: bool, reason: &str, message: String, now_ns: i64) {
         let type_ = if warning { "Warning" } else { "Normal" };
-        if let Some(e) = self.ring.iter_mut().rev().find(|e| e.reason == reason && e.message == message && e.type_ == type_) {
+        if let Some(e) = self
+            .ring
+            .iter_mut()
+            .rev()
+            .find(|e| e.reason == reason && e.message == message && e.type_ == type_)
+        {
             e.count += 1;
             e.last_ns = now_ns;
             return;

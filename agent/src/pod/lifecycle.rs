@@ -11,10 +11,18 @@ use super::status::{ContainerView, Current, Terminated};
 pub enum Life {
     /// Not running yet: waiting for its first start, its image or its config. `retry_at_ns`
     /// `None` means "start as soon as possible".
-    Waiting { reason: String, message: String, retry_at_ns: Option<i64> },
-    Running { attempt: u32, started_at: i64, container_id: String },
-    /// Exited; restarted at `at_ns` (kubelet's CrashLoopBackOff).
-    BackOff { attempt: u32, at_ns: i64 },
+    Waiting {
+        reason: String,
+        message: String,
+        retry_at_ns: Option<i64>,
+    },
+    Running {
+        attempt: u32,
+        started_at: i64,
+        container_id: String,
+    },
+    /// Exited; restarted at `at_ns`, `secs` after the exit (kubelet's CrashLoopBackOff).
+    BackOff { attempt: u32, at_ns: i64, secs: u64 },
     /// Exited and not restarted (restart policy).
     Done(Terminated),
 }
@@ -33,7 +41,11 @@ pub struct Memo {
 impl Default for Memo {
     fn default() -> Self {
         Memo {
-            life: Life::Waiting { reason: "ContainerCreating".into(), message: String::new(), retry_at_ns: None },
+            life: Life::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+                retry_at_ns: None,
+            },
             next_attempt: 0,
             restart_count: 0,
             backoff: Backoff::default(),
@@ -46,11 +58,19 @@ impl Default for Memo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The runtime reports attempt `attempt` running.
-    Started { attempt: u32, started_at: i64, container_id: String },
+    Started {
+        attempt: u32,
+        started_at: i64,
+        container_id: String,
+    },
     /// Attempt `attempt` ended (or failed to start).
     Exited { attempt: u32, term: Terminated },
     /// It cannot start now (no image, bad config); try again at `retry_at_ns`.
-    Blocked { reason: String, message: String, retry_at_ns: i64 },
+    Blocked {
+        reason: String,
+        message: String,
+        retry_at_ns: i64,
+    },
 }
 
 /// What the worker must do for this container.
@@ -66,8 +86,16 @@ pub enum Due {
 impl Memo {
     pub fn step(&mut self, ev: Event, restart_policy: &str) {
         match ev {
-            Event::Started { attempt, started_at, container_id } => {
-                self.life = Life::Running { attempt, started_at, container_id };
+            Event::Started {
+                attempt,
+                started_at,
+                container_id,
+            } => {
+                self.life = Life::Running {
+                    attempt,
+                    started_at,
+                    container_id,
+                };
                 self.restart_count = attempt;
                 self.next_attempt = attempt + 1;
             }
@@ -82,26 +110,50 @@ impl Memo {
                 self.restart_count = attempt;
                 self.next_attempt = attempt + 1;
                 if backoff::should_restart(restart_policy, term.exit_code) {
-                    let at = self.backoff.restart_at(term.finished_at).unwrap_or(term.finished_at);
+                    let at = self
+                        .backoff
+                        .restart_at(term.finished_at)
+                        .unwrap_or(term.finished_at);
+                    let secs = ((at - term.finished_at) / 1_000_000_000) as u64;
                     self.backoff = self.backoff.next(term.finished_at);
                     self.last_terminated = Some(term);
-                    self.life = Life::BackOff { attempt: attempt + 1, at_ns: at };
+                    self.life = Life::BackOff {
+                        attempt: attempt + 1,
+                        at_ns: at,
+                        secs,
+                    };
                 } else {
                     self.life = Life::Done(term);
                 }
             }
-            Event::Blocked { reason, message, retry_at_ns } => {
-                self.life = Life::Waiting { reason, message, retry_at_ns: Some(retry_at_ns) };
+            Event::Blocked {
+                reason,
+                message,
+                retry_at_ns,
+            } => {
+                self.life = Life::Waiting {
+                    reason,
+                    message,
+                    retry_at_ns: Some(retry_at_ns),
+                };
             }
         }
     }
 
     pub fn due(&self, now_ns: i64) -> Due {
         match &self.life {
-            Life::Waiting { retry_at_ns: None, .. } => Due::Start(self.next_attempt),
-            Life::Waiting { retry_at_ns: Some(t), .. } if *t <= now_ns => Due::Start(self.next_attempt),
-            Life::Waiting { retry_at_ns: Some(t), .. } => Due::At(*t),
-            Life::BackOff { attempt, at_ns } if *at_ns <= now_ns => Due::Start(*attempt),
+            Life::Waiting {
+                retry_at_ns: None, ..
+            } => Due::Start(self.next_attempt),
+            Life::Waiting {
+                retry_at_ns: Some(t),
+                ..
+            } if *t <= now_ns => Due::Start(self.next_attempt),
+            Life::Waiting {
+                retry_at_ns: Some(t),
+                ..
+            } => Due::At(*t),
+            Life::BackOff { attempt, at_ns, .. } if *at_ns <= now_ns => Due::Start(*attempt),
             Life::BackOff { at_ns, .. } => Due::At(*at_ns),
             Life::Running { .. } | Life::Done(_) => Due::Nothing,
         }
@@ -109,18 +161,30 @@ impl Memo {
 
     pub fn view(&self, name: &str, image: &str, pod_desc: &str, now_ns: i64) -> ContainerView {
         let current = match &self.life {
-            Life::Waiting { reason, message, .. } => Current::Waiting { reason: reason.clone(), message: message.clone() },
-            Life::Running { started_at, container_id, .. } => {
-                Current::Running { started_at: *started_at, container_id: container_id.clone() }
-            }
-            Life::BackOff { at_ns, .. } if *at_ns > now_ns => Current::Waiting {
+            Life::Waiting {
+                reason, message, ..
+            } => Current::Waiting {
+                reason: reason.clone(),
+                message: message.clone(),
+            },
+            Life::Running {
+                started_at,
+                container_id,
+                ..
+            } => Current::Running {
+                started_at: *started_at,
+                container_id: container_id.clone(),
+            },
+            Life::BackOff { at_ns, secs, .. } if *at_ns > now_ns => Current::Waiting {
                 reason: "CrashLoopBackOff".into(),
                 message: format!(
-                    "back-off {}s restarting failed container={name} pod={pod_desc}",
-                    self.backoff.secs
+                    "back-off {secs}s restarting failed container={name} pod={pod_desc}"
                 ),
             },
-            Life::BackOff { .. } => Current::Waiting { reason: "ContainerCreating".into(), message: String::new() },
+            Life::BackOff { .. } => Current::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+            },
             Life::Done(t) => Current::Terminated(t.clone()),
         };
         ContainerView {
@@ -156,16 +220,45 @@ mod tests {
     fn crash_loop_restarts_with_growing_backoff() {
         let mut m = Memo::default();
         assert_eq!(m.due(0), Due::Start(0));
-        m.step(Event::Started { attempt: 0, started_at: 0, container_id: "a".into() }, "Always");
+        m.step(
+            Event::Started {
+                attempt: 0,
+                started_at: 0,
+                container_id: "a".into(),
+            },
+            "Always",
+        );
         assert_eq!(m.due(0), Due::Nothing);
-        m.step(Event::Exited { attempt: 0, term: term(1, 10 * S) }, "Always");
+        m.step(
+            Event::Exited {
+                attempt: 0,
+                term: term(1, 10 * S),
+            },
+            "Always",
+        );
         // first restart is immediate
         assert_eq!(m.due(10 * S), Due::Start(1));
-        m.step(Event::Started { attempt: 1, started_at: 10 * S, container_id: "b".into() }, "Always");
-        m.step(Event::Exited { attempt: 1, term: term(1, 11 * S) }, "Always");
+        m.step(
+            Event::Started {
+                attempt: 1,
+                started_at: 10 * S,
+                container_id: "b".into(),
+            },
+            "Always",
+        );
+        m.step(
+            Event::Exited {
+                attempt: 1,
+                term: term(1, 11 * S),
+            },
+            "Always",
+        );
         assert_eq!(m.due(11 * S), Due::At(21 * S));
         let v = m.view("c", "img", "p", 12 * S);
-        assert!(matches!(v.current, Current::Waiting { ref reason, .. } if reason == "CrashLoopBackOff"));
+        assert!(
+            matches!(v.current, Current::Waiting { ref reason, ref message } if reason == "CrashLoopBackOff" && message.starts_with("back-off 10s ")),
+            "{v:?}"
+        );
         assert_eq!(v.restart_count, 1);
         assert_eq!(v.last_terminated.unwrap().exit_code, 1);
         assert_eq!(m.due(21 * S), Due::Start(2));
@@ -173,28 +266,74 @@ mod tests {
 
     #[test]
     fn policy_decides_done_or_restart() {
-        let cases = [("Never", 1, false), ("Never", 0, false), ("OnFailure", 0, false), ("OnFailure", 2, true), ("Always", 0, true)];
+        let cases = [
+            ("Never", 1, false),
+            ("Never", 0, false),
+            ("OnFailure", 0, false),
+            ("OnFailure", 2, true),
+            ("Always", 0, true),
+        ];
         for (policy, code, restarts) in cases {
             let mut m = Memo::default();
-            m.step(Event::Started { attempt: 0, started_at: 0, container_id: "a".into() }, policy);
-            m.step(Event::Exited { attempt: 0, term: term(code, S) }, policy);
-            assert_eq!(matches!(m.life, Life::BackOff { .. }), restarts, "{policy} {code}");
-            assert_eq!(matches!(m.life, Life::Done(_)), !restarts, "{policy} {code}");
+            m.step(
+                Event::Started {
+                    attempt: 0,
+                    started_at: 0,
+                    container_id: "a".into(),
+                },
+                policy,
+            );
+            m.step(
+                Event::Exited {
+                    attempt: 0,
+                    term: term(code, S),
+                },
+                policy,
+            );
+            assert_eq!(
+                matches!(m.life, Life::BackOff { .. }),
+                restarts,
+                "{policy} {code}"
+            );
+            assert_eq!(
+                matches!(m.life, Life::Done(_)),
+                !restarts,
+                "{policy} {code}"
+            );
         }
     }
 
     #[test]
     fn stale_exit_of_an_old_attempt_is_ignored() {
         let mut m = Memo::default();
-        m.step(Event::Started { attempt: 3, started_at: 0, container_id: "a".into() }, "Always");
-        m.step(Event::Exited { attempt: 2, term: term(1, S) }, "Always");
+        m.step(
+            Event::Started {
+                attempt: 3,
+                started_at: 0,
+                container_id: "a".into(),
+            },
+            "Always",
+        );
+        m.step(
+            Event::Exited {
+                attempt: 2,
+                term: term(1, S),
+            },
+            "Always",
+        );
         assert!(matches!(m.life, Life::Running { attempt: 3, .. }));
     }
 
     #[test]
     fn start_error_counts_as_an_exit() {
         let mut m = Memo::default();
-        m.step(Event::Exited { attempt: 0, term: term(128, S) }, "Always");
+        m.step(
+            Event::Exited {
+                attempt: 0,
+                term: term(128, S),
+            },
+            "Always",
+        );
         assert!(matches!(m.life, Life::BackOff { attempt: 1, .. }));
         assert_eq!(m.restart_count, 0);
     }
@@ -202,7 +341,14 @@ mod tests {
     #[test]
     fn blocked_waits_and_retries() {
         let mut m = Memo::default();
-        m.step(Event::Blocked { reason: "ErrImageNeverPull".into(), message: "m".into(), retry_at_ns: 5 * S }, "Always");
+        m.step(
+            Event::Blocked {
+                reason: "ErrImageNeverPull".into(),
+                message: "m".into(),
+                retry_at_ns: 5 * S,
+            },
+            "Always",
+        );
         assert_eq!(m.due(S), Due::At(5 * S));
         assert_eq!(m.due(5 * S), Due::Start(0));
     }

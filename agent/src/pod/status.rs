@@ -25,8 +25,14 @@ pub struct Terminated {
 /// What a container is doing now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Current {
-    Waiting { reason: String, message: String },
-    Running { started_at: i64, container_id: String },
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Running {
+        started_at: i64,
+        container_id: String,
+    },
     Terminated(Terminated),
 }
 
@@ -112,16 +118,24 @@ fn container_status(c: &ContainerView) -> ContainerStatus {
             false,
             None,
         ),
-        Current::Running { started_at, container_id } => (
+        Current::Running {
+            started_at,
+            container_id,
+        } => (
             KState {
-                running: Some(ContainerStateRunning { started_at: time(*started_at) }),
+                running: Some(ContainerStateRunning {
+                    started_at: time(*started_at),
+                }),
                 ..Default::default()
             },
             true,
             Some(container_id.clone()),
         ),
         Current::Terminated(t) => (
-            KState { terminated: Some(terminated(t)), ..Default::default() },
+            KState {
+                terminated: Some(terminated(t)),
+                ..Default::default()
+            },
             false,
             Some(t.container_id.clone()),
         ),
@@ -169,7 +183,9 @@ fn condition(type_: &str, ok: bool, reason: Option<&str>, since_ns: Option<i64>)
 
 pub fn pod_status(facts: &PodFacts, containers: &[ContainerView]) -> PodStatus {
     let all_ready = !containers.is_empty()
-        && containers.iter().all(|c| matches!(c.current, Current::Running { .. }));
+        && containers
+            .iter()
+            .all(|c| matches!(c.current, Current::Running { .. }));
     let not_ready = (!all_ready).then_some("ContainersNotReady");
     let phase = match &facts.failed {
         Some(_) => "Failed",
@@ -185,7 +201,12 @@ pub fn pod_status(facts: &PodFacts, containers: &[ContainerView]) -> PodStatus {
         reason,
         message,
         conditions: Some(vec![
-            condition("PodReadyToStartContainers", started.is_some(), None, started),
+            condition(
+                "PodReadyToStartContainers",
+                started.is_some(),
+                None,
+                started,
+            ),
             condition("Initialized", true, None, started),
             condition("Ready", all_ready, not_ready, started),
             condition("ContainersReady", all_ready, not_ready, started),
@@ -226,10 +247,16 @@ mod tests {
         }
     }
     fn run() -> Current {
-        Current::Running { started_at: 0, container_id: "x".into() }
+        Current::Running {
+            started_at: 0,
+            container_id: "x".into(),
+        }
     }
     fn wait() -> Current {
-        Current::Waiting { reason: "ContainerCreating".into(), message: String::new() }
+        Current::Waiting {
+            reason: "ContainerCreating".into(),
+            message: String::new(),
+        }
     }
 
     #[test]
@@ -238,15 +265,31 @@ mod tests {
         let cases: Vec<(&str, Vec<ContainerView>, &str)> = vec![
             ("Always", vec![view(run(), false)], "Running"),
             ("Always", vec![view(wait(), false)], "Pending"),
-            ("Always", vec![view(run(), false), view(wait(), false)], "Pending"),
+            (
+                "Always",
+                vec![view(run(), false), view(wait(), false)],
+                "Pending",
+            ),
             // crash-looping: waiting with a last state counts as stopped
             ("Always", vec![view(wait(), true)], "Running"),
             ("Always", vec![view(t(1), false)], "Running"),
             ("OnFailure", vec![view(t(0), false)], "Succeeded"),
-            ("OnFailure", vec![view(t(0), false), view(t(2), false)], "Running"),
+            (
+                "OnFailure",
+                vec![view(t(0), false), view(t(2), false)],
+                "Running",
+            ),
             ("Never", vec![view(t(0), false)], "Succeeded"),
-            ("Never", vec![view(t(0), false), view(t(3), false)], "Failed"),
-            ("Never", vec![view(run(), false), view(t(3), false)], "Running"),
+            (
+                "Never",
+                vec![view(t(0), false), view(t(3), false)],
+                "Failed",
+            ),
+            (
+                "Never",
+                vec![view(run(), false), view(t(3), false)],
+                "Running",
+            ),
         ];
         for (policy, cs, want) in cases {
             assert_eq!(phase(policy, &cs), want, "{policy} {cs:?}");
@@ -264,14 +307,32 @@ mod tests {
         };
         let s = pod_status(&facts, &[view(run(), true)]);
         assert_eq!(s.phase.as_deref(), Some("Running"));
-        let ready = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready = s
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.status, "True");
         let cs = &s.container_statuses.as_ref().unwrap()[0];
         assert!(cs.ready);
-        assert_eq!(cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 1);
+        assert_eq!(
+            cs.last_state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .exit_code,
+            1
+        );
         assert_eq!(s.start_time.unwrap().0.as_second(), 5);
 
-        let failed = PodFacts { failed: Some(("OutOfmemory".into(), "no".into())), ..facts };
+        let failed = PodFacts {
+            failed: Some(("OutOfmemory".into(), "no".into())),
+            ..facts
+        };
         let s = pod_status(&failed, &[view(wait(), false)]);
         assert_eq!(s.phase.as_deref(), Some("Failed"));
         assert_eq!(s.reason.as_deref(), Some("OutOfmemory"));

@@ -64,7 +64,11 @@ pub struct StaticDir {
 
 impl StaticDir {
     pub fn new(dir: &Path, node_name: &str) -> Self {
-        StaticDir { dir: dir.to_path_buf(), node_name: node_name.to_string(), files: BTreeMap::new() }
+        StaticDir {
+            dir: dir.to_path_buf(),
+            node_name: node_name.to_string(),
+            files: BTreeMap::new(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -83,11 +87,18 @@ impl StaticDir {
             }
             let path = entry.path();
             // Follow symlinks as kubelet does (a manifest may be a link into /etc/...).
-            let Ok(md) = std::fs::metadata(&path) else { continue };
+            let Ok(md) = std::fs::metadata(&path) else {
+                continue;
+            };
             if !md.is_file() {
                 continue;
             }
-            let stamp = Stamp { ino: md.ino(), size: md.size(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(), ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec() };
+            let stamp = Stamp {
+                ino: md.ino(),
+                size: md.size(),
+                mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            };
             seen.insert(path, stamp);
         }
         let before = self.files.len();
@@ -105,9 +116,19 @@ impl StaticDir {
             let last_good = if current.errors.is_empty() {
                 current.pods.iter().cloned().map(Arc::new).collect()
             } else {
-                self.files.get(&path).map(|e| e.last_good.clone()).unwrap_or_default()
+                self.files
+                    .get(&path)
+                    .map(|e| e.last_good.clone())
+                    .unwrap_or_default()
             };
-            self.files.insert(path, FileEntry { stamp, current, last_good });
+            self.files.insert(
+                path,
+                FileEntry {
+                    stamp,
+                    current,
+                    last_good,
+                },
+            );
         }
         Ok(changed)
     }
@@ -123,12 +144,21 @@ impl StaticDir {
                     set.errors.push(Problem {
                         file: path.clone(),
                         field: "metadata.name".into(),
-                        reason: format!("pod {key:?} is already defined in {}; this one is ignored", first.display()),
+                        reason: format!(
+                            "pod {key:?} is already defined in {}; this one is ignored",
+                            first.display()
+                        ),
                     });
                     continue;
                 }
                 owner.insert(key.clone(), path.clone());
-                set.pods.insert(key, DesiredPod { pod: pod.clone(), file_errors: entry.current.errors.clone() });
+                set.pods.insert(
+                    key,
+                    DesiredPod {
+                        pod: pod.clone(),
+                        file_errors: entry.current.errors.clone(),
+                    },
+                );
             }
         }
         set
@@ -142,13 +172,15 @@ pub fn watch(dir: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::Recomme
     use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let relevant = match ev {
-            Ok(ev) => matches!(
-                ev.kind,
-                EventKind::Access(AccessKind::Close(AccessMode::Write))
-                    | EventKind::Remove(_)
-                    | EventKind::Modify(ModifyKind::Name(_))
-                    | EventKind::Create(notify::event::CreateKind::Folder)
-            ) || ev.need_rescan(),
+            Ok(ev) => {
+                matches!(
+                    ev.kind,
+                    EventKind::Access(AccessKind::Close(AccessMode::Write))
+                        | EventKind::Remove(_)
+                        | EventKind::Modify(ModifyKind::Name(_))
+                        | EventKind::Create(notify::event::CreateKind::Folder)
+                ) || ev.need_rescan()
+            }
             Err(_) => true,
         };
         if relevant {
