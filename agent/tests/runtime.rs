@@ -260,18 +260,8 @@ async fn pod_gets_own_namespaces_and_containers_share_them_with_separate_mnt_and
         );
         assert_ne!(ns(&a, kind), ns("self", kind));
     }
-    let rollup = fs::read_to_string(format!("/proc/{sup}/smaps_rollup")).unwrap();
-    // The supervisor's own memory (its anonymous pages; the binary's pages are shared by
-    // every pod) stays well under a MiB with two containers and their log buffers.
-    let anon_kb: u64 = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Anonymous:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    assert!(
-        anon_kb < 768,
-        "supervisor anonymous memory {anon_kb} kB:\n{rollup}"
-    );
+    // The supervisor's memory per pod is a figure, measured by tests/bench/startup.rs
+    // (docs/benchmarks.md), not asserted here.
     // No mount of the pod is visible in the host's mount namespace.
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(

@@ -1,0 +1,198 @@
+//! Start-up and memory figures of tidelet (issue 2), measured the way Podman's are measured by
+//! `shared/peer/bench.sh`: the same busybox image and the same Pod YAML.
+//!
+//! - (a) manifest written -> every container of a 2-container pod running (own network
+//!   namespace, and hostNetwork);
+//! - (b) 20 single-container pods in one multi-document file -> all running;
+//! - (c) agent RSS with those 20 pods running, and the PSS each pod adds (its supervisor, which
+//!   is the infra process).
+//!
+//! Run with `scripts/bench.sh` (it builds the release binary and runs Podman beside it), or
+//! `TIDELET_BIN=target/release/tidelet cargo bench -p tidelet-e2e --bench startup`.
+//! "Running" is observed through the agent's API socket, polled every millisecond.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tidelet_e2e::Agent;
+
+fn yaml_dir() -> Option<std::path::PathBuf> {
+    let p = Path::new("/tmp/peer/yaml");
+    p.join("pod2.yaml").exists().then(|| p.to_path_buf())
+}
+
+/// The peer's 2-container pod (`shared/peer/setup.sh`), used when its YAML is not on disk.
+fn pod2(name: &str, host_network: bool) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  restartPolicy: Always
+  hostNetwork: {host_network}
+  containers:
+  - name: sleeper
+    image: localhost/busybox:1.35
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    env: [{{name: FOO, value: "bar"}}]
+    resources:
+      requests: {{memory: "32Mi", cpu: "100m"}}
+      limits:   {{memory: "64Mi", cpu: "250m"}}
+  - name: echoer
+    image: localhost/busybox:1.35
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo hi; sleep 3600"]
+    env: [{{name: GREETING, value: "hello"}}]
+    resources:
+      requests: {{memory: "16Mi", cpu: "50m"}}
+      limits:   {{memory: "128Mi", cpu: "500m"}}
+"#
+    )
+}
+
+fn pods20() -> String {
+    let mut s = String::new();
+    for i in 1..=20 {
+        s.push_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i:02}}}\nspec:\n  hostNetwork: false\n  containers:\n  - name: c\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [\"sleep\", \"3600\"]\n    resources: {{limits: {{memory: \"64Mi\", cpu: \"250m\"}}}}\n---\n"
+        ));
+    }
+    s
+}
+
+fn api(root: &Path, req: &str) -> Value {
+    let mut s = UnixStream::connect(root.join("tidelet.sock")).expect("agent socket");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(b"\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+fn running_pods(root: &Path) -> usize {
+    let v = api(root, r#"{"op":"listPods"}"#);
+    v["pods"]
+        .as_array()
+        .map(|ps| ps.iter().filter(|p| tidelet_e2e::all_running(&p["pod"])).count())
+        .unwrap_or(0)
+}
+
+fn until(n: usize, root: &Path, t0: Instant) -> Duration {
+    loop {
+        if running_pods(root) >= n {
+            return t0.elapsed();
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            panic!("pods did not start within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn kib(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() {
+    if !tidelet_e2e::privileged() {
+        return;
+    }
+    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let bin = tidelet_e2e::bin();
+    println!("tidelet binary: {} ({} bytes)", bin.display(), std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0));
+    let (p2, p2h, p20) = match yaml_dir() {
+        Some(d) => {
+            println!("Pod YAML: the peer's, from {}", d.display());
+            let r = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+            (r("pod2.yaml"), r("pod2-hostnet.yaml"), r("all20.yaml"))
+        }
+        None => {
+            println!("Pod YAML: built in (same content as shared/peer/setup.sh writes)");
+            (pod2("bench2", false), pod2("bench2h", true), pods20())
+        }
+    };
+
+    for (label, yaml) in [("2-container pod", &p2), ("2-container pod, hostNetwork", &p2h)] {
+        let mut times = vec![];
+        for _ in 0..runs {
+            // A fresh agent each run; dropping it kills the pod (no 30 s grace to wait out).
+            let a = Agent::start();
+            let t0 = Instant::now();
+            std::fs::write(a.manifests.join("pod.yaml"), yaml).unwrap();
+            times.push(until(1, &a.root, t0));
+        }
+        println!("(a) {label}: manifest written -> both containers running: median {} (min {}, max {}, n={runs})",
+            ms(median(times.clone())), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()));
+    }
+
+    let mut times = vec![];
+    let mut last = None;
+    for i in 0..runs.min(5) {
+        let a = Agent::start();
+        let t0 = Instant::now();
+        std::fs::write(a.manifests.join("all20.yaml"), &p20).unwrap();
+        times.push(until(20, &a.root, t0));
+        if i == runs.min(5) - 1 {
+            last = Some(a);
+        }
+    }
+    println!("(b) 20 pods (one multi-document file) -> all running: median {} (min {}, max {}, n={})",
+        ms(median(times.clone())), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()), times.len());
+
+    let a = last.unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let agent_pid = tidelet_e2e::processes_mentioning(&format!("run\0--static-pod-path\0{}", a.manifests.display()));
+    let agent_rss = agent_pid.first().map(|p| kib(&format!("/proc/{p}/status"), "VmRSS:")).unwrap_or(0);
+    let sups = a.supervisor_pids();
+    let mut pss = 0;
+    let mut rss = 0;
+    for p in &sups {
+        pss += kib(&format!("/proc/{p}/smaps_rollup"), "Pss:");
+        rss += kib(&format!("/proc/{p}/smaps_rollup"), "Rss:");
+    }
+    // Everything in the pods' cgroups: supervisors and the containers' processes (what
+    // Podman's figure counts as conmon + catatonit + container processes).
+    let mut all = vec![];
+    collect_procs(&a.memory_cgroup("kubepods"), &mut all);
+    let (mut all_pss, mut all_rss) = (0, 0);
+    for p in &all {
+        all_pss += kib(&format!("/proc/{p}/smaps_rollup"), "Pss:");
+        all_rss += kib(&format!("/proc/{p}/smaps_rollup"), "Rss:");
+    }
+    println!("(c) agent RSS with 20 pods running: {:.1} MiB", agent_rss as f64 / 1024.0);
+    println!("(c) per pod, all its processes (supervisor + container): PSS {} KiB, RSS {} KiB ({} processes in 20 pods)",
+        all_pss / 20, all_rss / 20, all.len());
+    println!("(c) per pod, its supervisor (infra process): PSS {} KiB, RSS {} KiB ({} supervisors)",
+        pss / sups.len().max(1) as u64, rss / sups.len().max(1) as u64, sups.len());
+}
+
+fn collect_procs(dir: &Path, out: &mut Vec<i32>) {
+    if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(s.lines().filter_map(|l| l.parse::<i32>().ok()));
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_procs(&e.path(), out);
+            }
+        }
+    }
+}
