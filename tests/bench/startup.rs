@@ -79,7 +79,11 @@ fn running_pods(root: &Path) -> usize {
     let v = api(root, r#"{"op":"listPods"}"#);
     v["pods"]
         .as_array()
-        .map(|ps| ps.iter().filter(|p| tidelet_e2e::all_running(&p["pod"])).count())
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| tidelet_e2e::all_running(&p["pod"]))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -107,7 +111,11 @@ fn ms(d: Duration) -> String {
 fn kib(path: &str, key: &str) -> u64 {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -115,9 +123,16 @@ fn main() {
     if !tidelet_e2e::privileged() {
         return;
     }
-    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let bin = tidelet_e2e::bin();
-    println!("tidelet binary: {} ({} bytes)", bin.display(), std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0));
+    println!(
+        "tidelet binary: {} ({} bytes)",
+        bin.display(),
+        std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0)
+    );
     let (p2, p2h, p20) = match yaml_dir() {
         Some(d) => {
             println!("Pod YAML: the peer's, from {}", d.display());
@@ -130,7 +145,10 @@ fn main() {
         }
     };
 
-    for (label, yaml) in [("2-container pod", &p2), ("2-container pod, hostNetwork", &p2h)] {
+    for (label, yaml) in [
+        ("2-container pod", &p2),
+        ("2-container pod, hostNetwork", &p2h),
+    ] {
         let mut times = vec![];
         for _ in 0..runs {
             // A fresh agent each run; dropping it kills the pod (no 30 s grace to wait out).
@@ -154,13 +172,24 @@ fn main() {
             last = Some(a);
         }
     }
-    println!("(b) 20 pods (one multi-document file) -> all running: median {} (min {}, max {}, n={})",
-        ms(median(times.clone())), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()), times.len());
+    println!(
+        "(b) 20 pods (one multi-document file) -> all running: median {} (min {}, max {}, n={})",
+        ms(median(times.clone())),
+        ms(*times.iter().min().unwrap()),
+        ms(*times.iter().max().unwrap()),
+        times.len()
+    );
 
     let a = last.unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let agent_pid = tidelet_e2e::processes_mentioning(&format!("run\0--static-pod-path\0{}", a.manifests.display()));
-    let agent_rss = agent_pid.first().map(|p| kib(&format!("/proc/{p}/status"), "VmRSS:")).unwrap_or(0);
+    let agent_pid = tidelet_e2e::processes_mentioning(&format!(
+        "run\0--static-pod-path\0{}",
+        a.manifests.display()
+    ));
+    let agent_rss = agent_pid
+        .first()
+        .map(|p| kib(&format!("/proc/{p}/status"), "VmRSS:"))
+        .unwrap_or(0);
     let sups = a.supervisor_pids();
     let mut pss = 0;
     let mut rss = 0;
@@ -177,11 +206,18 @@ fn main() {
         all_pss += kib(&format!("/proc/{p}/smaps_rollup"), "Pss:");
         all_rss += kib(&format!("/proc/{p}/smaps_rollup"), "Rss:");
     }
-    println!("(c) agent RSS with 20 pods running: {:.1} MiB", agent_rss as f64 / 1024.0);
+    println!(
+        "(c) agent RSS with 20 pods running: {:.1} MiB",
+        agent_rss as f64 / 1024.0
+    );
     println!("(c) per pod, all its processes (supervisor + container): PSS {} KiB, RSS {} KiB ({} processes in 20 pods)",
         all_pss / 20, all_rss / 20, all.len());
-    println!("(c) per pod, its supervisor (infra process): PSS {} KiB, RSS {} KiB ({} supervisors)",
-        pss / sups.len().max(1) as u64, rss / sups.len().max(1) as u64, sups.len());
+    println!(
+        "(c) per pod, its supervisor (infra process): PSS {} KiB, RSS {} KiB ({} supervisors)",
+        pss / sups.len().max(1) as u64,
+        rss / sups.len().max(1) as u64,
+        sups.len()
+    );
 }
 
 fn collect_procs(dir: &Path, out: &mut Vec<i32>) {
