@@ -13,6 +13,8 @@ fi
 need=()
 command -v busybox >/dev/null || [ -x /bin/busybox ] || need+=(busybox-static)
 command -v python3 >/dev/null || need+=(python3)
+# skopeo writes real OCI and docker archives for the image-import tests.
+command -v skopeo >/dev/null || need+=(skopeo)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -21,6 +23,7 @@ fi
 modprobe overlay 2>/dev/null || true
 
 export TIDELET_REQUIRE_PRIVILEGED=1
+export TIDELET_REQUIRE_SKOPEO=1
 export CARGO_TERM_COLOR=never
 
 echo "== cargo fmt --check"

@@ -451,6 +451,10 @@ fn exec(
         &command,
         &c.env,
         &c.cwd,
+        crate::runtime::exec::ExecUser {
+            uid: c.uid,
+            gid: c.gid,
+        },
         &c.cgroup_procs,
     )?)
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tidelet::runtime::{
-    exec_in_container, read_logs, spawn_supervisor, BindMount, Client, ContainerRecord,
-    ContainerSpec, ContainerState, SandboxSpec,
+    exec::ExecUser, exec_in_container, read_logs, spawn_supervisor, BindMount, Client,
+    ContainerRecord, ContainerSpec, ContainerState, SandboxSpec,
 };
 
 fn privileged() -> bool {
@@ -569,12 +569,26 @@ async fn exec_runs_a_command_inside_the_container() {
     let check = "grep -q from-the-image /etc/marker && [ \"$(hostname)\" = pod-exec ] && \
         grep -q sleep /proc/1/cmdline && [ \"$GREETING\" = hi ] && [ \"$(pwd)\" = /etc ] && exit 5";
     let argv: Vec<String> = ["sh", "-c", check].iter().map(|s| s.to_string()).collect();
-    assert_eq!(exec_in_container(pid, &argv, &env, "/etc", &[]).unwrap(), 5);
+    assert_eq!(
+        exec_in_container(pid, &argv, &env, "/etc", ExecUser::default(), &[]).unwrap(),
+        5
+    );
     let argv = vec!["sh".to_string(), "-c".to_string(), "kill -9 $$".to_string()];
-    assert_eq!(exec_in_container(pid, &argv, &env, "/", &[]).unwrap(), 137);
+    assert_eq!(
+        exec_in_container(pid, &argv, &env, "/", ExecUser::default(), &[]).unwrap(),
+        137
+    );
     let busy = pod.client.remove("target").await.unwrap_err().to_string();
     assert!(busy.contains("\"target\" is running"), "{busy}");
-    let err = exec_in_container(pid, &["nosuchcmd".to_string()], &env, "/", &[]).unwrap_err();
+    let err = exec_in_container(
+        pid,
+        &["nosuchcmd".to_string()],
+        &env,
+        "/",
+        ExecUser::default(),
+        &[],
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
             .contains("exec \"nosuchcmd\": No such file or directory"),

@@ -252,3 +252,42 @@ fn cap_sys_resource() -> bool {
     let caps = s.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap();
     u64::from_str_radix(caps.trim(), 16).unwrap() & (1 << 24) != 0
 }
+
+#[test]
+fn containers_and_exec_run_as_the_pod_user() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start();
+    let mut yaml = pod_yaml(
+        "user",
+        "  securityContext: {runAsUser: 1000, runAsGroup: 1000}\n",
+        &[("c", "id -u > /tmp/uid; sleep 3600", "")],
+    );
+    yaml.push_str("    workingDir: /tmp\n");
+    a.write("user.yaml", &yaml);
+    let name = a.full_name("user");
+    a.wait_running(&name);
+    let pid = a.container_pid(&name, "c");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "1000"),
+        "{uid_line}"
+    );
+    let out = a.cli(&["exec", &name, "--", "sh", "-c", "id -u; id -g; pwd"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1000\n1000\n/tmp\n");
+    // exec passes the command's exit status through
+    let out = a.cli(&["exec", &name, "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    a.stop_all();
+}

@@ -32,11 +32,19 @@ const NAMESPACES: [(&str, libc::c_int); 5] = [
 /// Run `argv` in the container whose init is `pid` (as seen from the host), with `env` and
 /// working directory `cwd`, after joining `cgroup_procs`. Returns the exit status (128 +
 /// signal when killed by a signal).
+/// Who the command runs as: the container's user, as `kubectl exec` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 pub fn exec_in_container(
     pid: i32,
     argv: &[String],
     env: &[String],
     cwd: &str,
+    user: ExecUser,
     cgroup_procs: &[PathBuf],
 ) -> Result<i32, Error> {
     let fail = |step: &str, message: String| Error::Exec {
@@ -93,7 +101,11 @@ pub fn exec_in_container(
     }
     if child == 0 {
         // SAFETY: see above; `in_child` never returns.
-        unsafe { in_child(&err_w, &cgroups, &ns_fds, &c_cwd, &c_paths, &argv_p, &env_p) }
+        unsafe {
+            in_child(
+                &err_w, &cgroups, &ns_fds, user, &c_cwd, &c_paths, &argv_p, &env_p,
+            )
+        }
     }
     drop(err_w);
     let mut status = 0;
@@ -160,6 +172,7 @@ unsafe fn in_child(
     err_w: &OwnedFd,
     cgroups: &[File],
     ns_fds: &[(File, libc::c_int, &'static [u8])],
+    user: ExecUser,
     cwd: &CString,
     paths: &[CString],
     argv: &[*const libc::c_char],
@@ -198,6 +211,16 @@ unsafe fn in_child(
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let gid = user.gid as libc::gid_t;
+            if libc::setgroups(1, &gid) < 0 {
+                die(err_w, b"setgroups", Errno::last_raw());
+            }
+            if libc::setgid(gid) < 0 {
+                die(err_w, b"setgid", Errno::last_raw());
+            }
+            if libc::setuid(user.uid as libc::uid_t) < 0 {
+                die(err_w, b"setuid", Errno::last_raw());
+            }
             if libc::chdir(cwd.as_ptr()) < 0 {
                 die(err_w, b"chdir", Errno::last_raw());
             }
@@ -229,7 +252,15 @@ mod tests {
 
     #[test]
     fn missing_process_is_an_error_naming_its_namespace_file() {
-        let err = exec_in_container(i32::MAX, &["true".into()], &[], "/", &[]).unwrap_err();
+        let err = exec_in_container(
+            i32::MAX,
+            &["true".into()],
+            &[],
+            "/",
+            ExecUser::default(),
+            &[],
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains(&format!("/proc/{}/ns/ipc", i32::MAX)),
@@ -239,7 +270,7 @@ mod tests {
 
     #[test]
     fn empty_command_is_refused() {
-        let err = exec_in_container(1, &[], &[], "/", &[]).unwrap_err();
+        let err = exec_in_container(1, &[], &[], "/", ExecUser::default(), &[]).unwrap_err();
         assert!(err.to_string().contains("empty command"), "{err}");
     }
 }
