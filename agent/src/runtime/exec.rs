@@ -100,12 +100,15 @@ pub fn exec_in_container(
         return Err(fail("fork", Errno::last().desc().into()));
     }
     if child == 0 {
+        let prog = Prog {
+            user,
+            cwd: &c_cwd,
+            paths: &c_paths,
+            argv: &argv_p,
+            env: &env_p,
+        };
         // SAFETY: see above; `in_child` never returns.
-        unsafe {
-            in_child(
-                &err_w, &cgroups, &ns_fds, user, &c_cwd, &c_paths, &argv_p, &env_p,
-            )
-        }
+        unsafe { in_child(&err_w, &cgroups, &ns_fds, &prog) }
     }
     drop(err_w);
     let mut status = 0;
@@ -164,6 +167,16 @@ unsafe fn die(err_w: &OwnedFd, step: &[u8], errno: i32) -> ! {
     }
 }
 
+/// What the grandchild executes, prepared before the fork (nothing allocates after it).
+#[derive(Clone, Copy)]
+struct Prog<'a> {
+    user: ExecUser,
+    cwd: &'a CString,
+    paths: &'a [CString],
+    argv: &'a [*const libc::c_char],
+    env: &'a [*const libc::c_char],
+}
+
 /// The forked child: cgroups, setns, fork, and in the grandchild chdir + execve.
 ///
 /// # Safety
@@ -172,12 +185,15 @@ unsafe fn in_child(
     err_w: &OwnedFd,
     cgroups: &[File],
     ns_fds: &[(File, libc::c_int, &'static [u8])],
-    user: ExecUser,
-    cwd: &CString,
-    paths: &[CString],
-    argv: &[*const libc::c_char],
-    env: &[*const libc::c_char],
+    prog: &Prog<'_>,
 ) -> ! {
+    let Prog {
+        user,
+        cwd,
+        paths,
+        argv,
+        env,
+    } = *prog;
     // SAFETY: the whole body makes raw system calls on descriptors and C strings prepared
     // before the fork, which outlive this function (it never returns); nothing allocates.
     unsafe {
