@@ -187,12 +187,14 @@ impl Agent {
         for action in reconcile::diff(&desired, &self.told) {
             match action {
                 Action::Set { key } => {
-                    if !self.workers.contains_key(&key) {
-                        self.spawn_worker(&key, vec![], None);
-                    }
                     let d = set.pods[&key].clone();
                     tracing::debug!(pod = %key, uid = %d.pod.uid, "desired");
-                    let _ = self.workers[&key].tx.send(Some(d));
+                    match self.workers.get(&key) {
+                        Some(w) => {
+                            let _ = w.tx.send(Some(d));
+                        }
+                        None => self.spawn_worker(&key, vec![], Some(d)),
+                    }
                 }
                 Action::Remove { key } => {
                     if let Some(w) = self.workers.get(&key) {

@@ -344,6 +344,15 @@ impl Worker {
                     match st {
                         Ok(st) => self.absorb(&mut r, &st),
                         Err(e) => {
+                            // A slow answer is not a dead supervisor: ask once more before
+                            // giving up on the sandbox.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            if let Ok(st) = r.client.status().await {
+                                tracing::debug!(pod = %self.key, error = %e, "supervisor wait failed but it answers");
+                                self.absorb(&mut r, &st);
+                                self.running = Some(r);
+                                continue;
+                            }
                             tracing::warn!(pod = %self.key, error = %e, "lost the pod supervisor; recreating the pod");
                             self.events.push(true, "SandboxChanged", format!("pod sandbox lost ({e}); it will be killed and re-created"), now_ns());
                             self.teardown(r).await;
@@ -622,7 +631,7 @@ impl Worker {
 }
 
 fn save(plan: &PodPlan, rec: &PodRecord) -> Result<(), String> {
-    crate::state::atomic_write_json(&plan.pod_dir.join("pod.json"), rec)
+    crate::state::atomic_replace_json(&plan.pod_dir.join("pod.json"), rec)
         .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))
 }
 

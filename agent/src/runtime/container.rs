@@ -17,7 +17,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -25,6 +25,7 @@ use nix::fcntl::OFlag;
 use nix::unistd::{pipe2, Pid};
 
 use super::protocol::ContainerSpec;
+use super::sys::{fail, io_fail};
 use super::{rootfs, sys};
 
 /// Default `PATH` when the container's env has none (as runc/containerd use).
@@ -99,6 +100,14 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, S
     if let Err(msg) = released {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        // The child may have failed on its own first (its rootfs): that is the real cause.
+        let mut child_msg = Vec::new();
+        let _ = fs::File::from(errp_r)
+            .take(MAX_CHILD_ERROR as u64)
+            .read_to_end(&mut child_msg);
+        if !child_msg.is_empty() {
+            return Err(String::from_utf8_lossy(&child_msg).into_owned());
+        }
         return Err(msg);
     }
     let mut msg = Vec::new();
@@ -114,17 +123,6 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, S
         stdout: out_r,
         stderr: err_r,
     })
-}
-
-fn fail(step: impl std::fmt::Display, e: Errno) -> String {
-    format!("{step}: {}", e.desc())
-}
-
-fn io_fail(step: impl std::fmt::Display, e: io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => fail(step, Errno::from_raw(n)),
-        None => format!("{step}: {e}"),
-    }
 }
 
 /// The child side: everything from the sync pipe to `execve`. Returns only on failure.
@@ -146,13 +144,16 @@ fn child(
             return Err(fail("set up stdio", Errno::last()));
         }
     }
+    // The rootfs is set up while the parent moves this process into its cgroups: on cgroup
+    // v1 each attach waits for an RCU grace period (milliseconds), so doing the two at once
+    // takes that off every container start. Nothing of the container's runs before `go`.
+    rootfs::setup_rootfs(spec)?;
+    rootfs::pivot(&spec.rootfs)?;
     let mut go = [0u8; 1];
     match fs::File::from(sync_r).read(&mut go) {
         Ok(1) => {}
         _ => return Err("wait for parent: released without go".into()),
     }
-    rootfs::setup_rootfs(spec)?;
-    rootfs::pivot(&spec.rootfs)?;
     let gids: Vec<nix::unistd::Gid> = spec
         .additional_gids
         .iter()

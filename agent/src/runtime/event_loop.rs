@@ -305,7 +305,7 @@ impl Supervisor {
         c.record.state = state;
         c.record.seq = seq;
         let path = self.pod_dir.join(RECORDS_DIR).join(format!("{name}.json"));
-        if let Err(e) = crate::state::atomic_write_json(&path, &c.record) {
+        if let Err(e) = crate::state::atomic_replace_json(&path, &c.record) {
             tracing::error!(path = %path.display(), error = %e, "cannot write container record");
         }
         self.wake_waiters();

@@ -8,27 +8,15 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
 use super::protocol::ContainerSpec;
-
-fn fail(step: impl std::fmt::Display, e: Errno) -> String {
-    format!("{step}: {}", e.desc())
-}
-
-fn io_fail(step: impl std::fmt::Display, e: io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => fail(step, Errno::from_raw(n)),
-        None => format!("{step}: {e}"),
-    }
-}
+use super::sys::{fail, io_fail};
 
 fn mnt(
     src: Option<&str>,

@@ -58,7 +58,7 @@ pub fn spawn_supervisor(exe: &Path, pod_dir: &Path, spec: &SandboxSpec) -> Resul
     };
     fs::create_dir_all(pod_dir).map_err(io_err("create pod dir", pod_dir))?;
     let sandbox = pod_dir.join(SANDBOX_FILE);
-    crate::state::atomic_write_json(&sandbox, spec).map_err(io_err("write", &sandbox))?;
+    crate::state::atomic_replace_json(&sandbox, spec).map_err(io_err("write", &sandbox))?;
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| io_err("create readiness pipe", pod_dir)(e.into()))?;
     let w_raw = w.as_raw_fd();
@@ -260,13 +260,6 @@ fn setup(pod_dir: &Path, ready_fd: Option<RawFd>) -> Result<Supervisor, String> 
     let spec: SandboxSpec =
         serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", sandbox.display()))?;
     drop(data);
-    let me = std::process::id();
-    for procs in &spec.cgroup_procs {
-        sys::write_file(procs, me.to_string().as_bytes())
-            .map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
-    }
-    sys::set_oom_score_adj(me as i32, spec.oom_score_adj)
-        .map_err(|e| format!("oom_score_adj: {e}"))?;
     let mut flags = CloneFlags::empty();
     if !spec.host_network {
         flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
@@ -295,6 +288,16 @@ fn setup(pod_dir: &Path, ready_fd: Option<RawFd>) -> Result<Supervisor, String> 
         .map_err(|e| format!("block signals: {}", e.desc()))?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {}", e.desc()))?;
+    // Join the pod's cgroups last, right before readiness: on cgroup v1 an attach waits for
+    // an RCU grace period unless another attach happened just before, so the first
+    // container's attach, which follows within milliseconds, then costs nothing.
+    let me = std::process::id();
+    for procs in &spec.cgroup_procs {
+        sys::write_file(procs, me.to_string().as_bytes())
+            .map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
+    }
+    sys::set_oom_score_adj(me as i32, spec.oom_score_adj)
+        .map_err(|e| format!("oom_score_adj: {e}"))?;
     let shared_pid_ns = spec.share_process_namespace && !spec.host_pid;
     let pid_one = if shared_pid_ns {
         Some(start_pid_one(ready_fd)?)
@@ -319,7 +322,7 @@ fn setup(pod_dir: &Path, ready_fd: Option<RawFd>) -> Result<Supervisor, String> 
         .set_nonblocking(true)
         .map_err(|e| format!("{}: {e}", sock.display()))?;
     let pid_file = pod_dir.join(PID_FILE);
-    crate::state::atomic_write(&pid_file, format!("{me}\n").as_bytes())
+    crate::state::atomic_replace(&pid_file, format!("{me}\n").as_bytes())
         .map_err(|e| format!("{}: {e}", pid_file.display()))?;
     Ok(Supervisor::new(
         pod_dir.to_path_buf(),

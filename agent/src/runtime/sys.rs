@@ -7,6 +7,19 @@ use std::path::Path;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
+/// A failed step of container set-up as the message the agent shows (`mount /proc: EPERM…`).
+pub fn fail(step: impl std::fmt::Display, e: nix::errno::Errno) -> String {
+    format!("{step}: {}", e.desc())
+}
+
+/// `fail` for an `io::Error`, by its errno where it has one.
+pub fn io_fail(step: impl std::fmt::Display, e: io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => fail(step, nix::errno::Errno::from_raw(n)),
+        None => format!("{step}: {e}"),
+    }
+}
+
 /// Write `data` to an existing control file (cgroup.procs, oom_score_adj…) in one `write(2)`.
 pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     OpenOptions::new().write(true).open(path)?.write_all(data)
