@@ -47,6 +47,22 @@ fn file_add_change_remove_drives_the_pod_and_leaves_nothing_behind() {
         table.contains(&name) && table.contains("Running") && table.contains("1/1"),
         "{table}"
     );
+    let wide = String::from_utf8_lossy(&a.cli(&["get", "pods", "-o", "wide"]).stdout).to_string();
+    assert!(
+        wide.contains("NODE") && wide.contains("e2e") && wide.contains("BestEffort"),
+        "{wide}"
+    );
+    let yaml = String::from_utf8_lossy(&a.cli(&["get", "pods", "-o", "yaml"]).stdout).to_string();
+    for want in [
+        "apiVersion: v1",
+        "kind: List",
+        "kind: Pod",
+        "qosClass: BestEffort",
+        "phase: Running",
+        &format!("name: {name}"),
+    ] {
+        assert!(yaml.contains(want), "-o yaml has {want:?}: {yaml}");
+    }
 
     // Change the spec: the pod is replaced (new UID, new process, old one gone).
     a.write(
@@ -303,5 +319,105 @@ fn invalid_edit_keeps_the_last_good_pod_until_fixed() {
             && all_running(p)
             && p["status"]["reason"].is_null()
     });
+    a.stop_all();
+}
+
+#[test]
+fn logs_follow_and_rotate_by_size() {
+    if !privileged() {
+        return;
+    }
+    let mut a =
+        Agent::start_with_config(Some("containerLogMaxSize: 8Ki\ncontainerLogMaxFiles: 3\n"));
+    // 400 numbered lines of ~100 bytes (40 KB) rotate an 8 KiB log several times; then one
+    // line every 100 ms for `logs -f`.
+    a.write("chatty.yaml", &pod_yaml("chatty", "", &[("c", "i=0; while [ $i -lt 400 ]; do printf 'line %04d %090d\\n' $i 0; i=$((i+1)); done; j=0; while true; do echo tick-$j; j=$((j+1)); sleep 0.1; done", "")]));
+    let name = a.full_name("chatty");
+    let p = a.wait_running(&name);
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let dir = a
+        .root
+        .join("logs")
+        .join(format!("default_{name}_{uid}"))
+        .join("c");
+    let files = wait_for("rotated log files", Duration::from_secs(20), || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        (names.len() >= 3).then_some(names)
+    });
+    assert_eq!(
+        files,
+        vec!["0.log", "0.log.1", "0.log.2"],
+        "at most containerLogMaxFiles files"
+    );
+    for f in &files {
+        let size = std::fs::metadata(dir.join(f)).unwrap().len();
+        assert!(
+            size <= 8 * 1024 + 200,
+            "{f} is {size} bytes, over the limit"
+        );
+    }
+    // CRI format on disk: "<RFC3339Nano> stdout F <line>".
+    let raw = std::fs::read_to_string(dir.join("0.log.2")).unwrap();
+    let first = raw.lines().next().unwrap();
+    let parts: Vec<&str> = first.splitn(4, ' ').collect();
+    assert!(parts[0].ends_with('Z') && parts[0].contains('T'), "{first}");
+    assert_eq!(&parts[1..3], &["stdout", "F"], "{first}");
+    // `tidelet logs` prints the kept files oldest first, in order, without the CRI prefix.
+    let out = String::from_utf8_lossy(&a.cli(&["logs", &name]).stdout).to_string();
+    let nums: Vec<u32> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("line "))
+        .map(|l| l[..4].parse().unwrap())
+        .collect();
+    assert!(
+        !nums.is_empty() && nums.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, no gaps: {nums:?}"
+    );
+    assert!(
+        *nums.last().unwrap() == 399,
+        "ends with the last line: {nums:?}"
+    );
+
+    // -f follows new lines as they are written.
+    let mut child = std::process::Command::new(bin())
+        .arg("--root-dir")
+        .arg(&a.root)
+        .args(["logs", "-f", &name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = std::time::Instant::now();
+    let mut ticks = std::collections::BTreeSet::new();
+    while ticks.len() < 5 && start.elapsed() < Duration::from_secs(20) {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(n) = l.strip_prefix("tick-") {
+                ticks.insert(n.parse::<u32>().unwrap());
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ticks.len() >= 5,
+        "logs -f kept printing new lines: {ticks:?}"
+    );
     a.stop_all();
 }

@@ -95,12 +95,19 @@ pub struct Agent {
     pub manifests: PathBuf,
     pub cgroup_root: String,
     pub node: String,
+    /// KubeletConfiguration-style file passed with `--config`, if any.
+    pub config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Agent {
     /// Start an agent with the busybox test image imported.
     pub fn start() -> Agent {
+        Self::start_with_config(None)
+    }
+
+    /// Start an agent with a config file of this content (KubeletConfiguration keys).
+    pub fn start_with_config(config: Option<&str>) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("tidelet-e2e-")
             .tempdir()
@@ -113,9 +120,15 @@ impl Agent {
             manifests,
             cgroup_root: format!("/tidelet-e2e-{}", random_suffix()),
             node: "e2e".into(),
+            config: None,
             dir,
             child: None,
         };
+        if let Some(c) = config {
+            let p = a.dir.path().join("config.yaml");
+            std::fs::write(&p, c).unwrap();
+            a.config = Some(p);
+        }
         let imp = a.cli(&[
             "image",
             "import",
@@ -155,6 +168,11 @@ impl Agent {
                 "--cgroup-root",
                 &self.cgroup_root,
             ])
+            .args(
+                self.config
+                    .iter()
+                    .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+            )
             .env("TIDELET_LOG", "info,tidelet::agent=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
