@@ -61,6 +61,9 @@ impl Arch {
                 "1",
                 "-nographic",
                 "-no-reboot",
+                // No network in the guest (and no iPXE option ROM to load).
+                "-nic",
+                "none",
                 "-kernel",
                 &kernel.display().to_string(),
                 "-initrd",
