@@ -75,11 +75,14 @@ KVER=${KPKG#linux-image-}
 mkdir -p "$OUTDIR/cache"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 CACHE=$OUTDIR/cache
+# One build at a time per OUTDIR (two test runs may share a target dir).
+exec 9>"$OUTDIR/.lock"
+flock 9
 
 # ---- download and extract only what the guest needs from the kernel package.
 KDIR=$CACHE/kernel-$KVER
 if [ ! -f "$KDIR/.done" ]; then
-    rm -rf "$KDIR" "$CACHE"/*.deb
+    rm -rf "$CACHE"/kernel-* "$CACHE"/*.deb   # older kernel versions too
     mkdir -p "$KDIR"
     (cd "$CACHE" && apt-get download "$KPKG$PKG_SUFFIX" >&2) || {
         apt_update
