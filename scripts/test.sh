@@ -15,6 +15,11 @@ command -v busybox >/dev/null || [ -x /bin/busybox ] || need+=(busybox-static)
 command -v python3 >/dev/null || need+=(python3)
 # skopeo writes real OCI and docker archives for the image-import tests.
 command -v skopeo >/dev/null || need+=(skopeo)
+# The VM test (tests/vm) boots Debian's kernel under QEMU (TCG); its initramfs is packed with
+# cpio, and depmod (kmod) indexes the kernel modules it ships.
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v cpio >/dev/null || need+=(cpio)
+command -v depmod >/dev/null || [ -x /sbin/depmod ] || need+=(kmod)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
