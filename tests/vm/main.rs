@@ -178,6 +178,19 @@ fn cgroup_v2_limits_oom_and_cleanup_in_a_vm() {
         get(&m, "oom.memory.events")
     );
 
+    // oom_score_adj as kubelet's policy says (the guest's tidelet has CAP_SYS_RESOURCE).
+    let gpod = json(&m, "gpod.json");
+    assert_eq!(gpod["status"]["qosClass"], "Guaranteed", "{gpod}");
+    assert_eq!(get(&m, "gpod.app.oom_score_adj"), "-997");
+    assert_eq!(get(&m, "gpod.infra.oom_score_adj"), "-998");
+    let mem: i64 = get(&m, "mem_total_kib").parse::<i64>().unwrap() * 1024;
+    let burstable = (1000 - 1000 * (32i64 << 20) / mem).clamp(3, 999);
+    assert_eq!(
+        get(&m, "web.app.oom_score_adj"),
+        burstable.to_string(),
+        "Burstable formula"
+    );
+
     // Removing the manifests removed the pods, their processes and their cgroups.
     assert_eq!(get(&m, "web.pod_cgroup_removed"), "yes");
     assert_eq!(get(&m, "oom.pod_cgroup_removed"), "yes");
