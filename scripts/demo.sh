@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/demo.sh: run as root" >&2; exit 1; fi
-command -v cargo >/dev/null || { echo "scripts/demo.sh: needs a Rust toolchain (cargo)" >&2; exit 1; }
+. scripts/lib.sh
+ensure_toolchain
+apt_need busybox-static
 ROOT=${TIDELET_ROOT_DIR:-/var/lib/tidelet}
 MANIFESTS=${TIDELET_MANIFESTS:-/etc/tidelet/manifests}
 cargo build --release --locked -p tidelet
