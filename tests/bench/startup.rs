@@ -99,6 +99,10 @@ fn until(n: usize, root: &Path, t0: Instant) -> Duration {
     }
 }
 
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -152,7 +156,11 @@ fn main() {
         let mut times = vec![];
         for _ in 0..runs {
             // A fresh agent each run; dropping it kills the pod (no 30 s grace to wait out).
+            // Let the kernel finish tearing down the previous run's namespaces, and the new
+            // agent its start-up, before the clock starts (hyperfine's --prepare does the
+            // same for Podman's runs).
             let a = Agent::start();
+            settle();
             let t0 = Instant::now();
             std::fs::write(a.manifests.join("pod.yaml"), yaml).unwrap();
             times.push(until(1, &a.root, t0));
@@ -165,6 +173,7 @@ fn main() {
     let mut last = None;
     for i in 0..runs.min(5) {
         let a = Agent::start();
+        settle();
         let t0 = Instant::now();
         std::fs::write(a.manifests.join("all20.yaml"), &p20).unwrap();
         times.push(until(20, &a.root, t0));
