@@ -27,6 +27,30 @@ fn two_container_pod_shares_net_ipc_uts_and_not_mnt_pid() {
         ppid(pb),
         "both containers are children of the pod's infra process"
     );
+    // The infra process sits in its own leaf of the pod's cgroup, each container in its own.
+    let uid = a.pod(&name).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(
+        "infra process in the pod's _infra cgroup",
+        std::time::Duration::from_secs(5),
+        || {
+            let cg = std::fs::read_to_string(format!("/proc/{infra}/cgroup")).unwrap();
+            cg.lines()
+                .any(|l| {
+                    (l.contains(":memory:") || l.starts_with("0::"))
+                        && l.ends_with(&format!("pod{uid}/_infra"))
+                })
+                .then_some(())
+        },
+    );
+    let cg = std::fs::read_to_string(format!("/proc/{pa}/cgroup")).unwrap();
+    assert!(
+        cg.lines()
+            .any(|l| l.contains(":memory:") && l.ends_with(&format!("pod{uid}/a"))),
+        "{cg}"
+    );
     let me = std::process::id() as i32;
     for kind in ["net", "ipc", "uts"] {
         assert_eq!(

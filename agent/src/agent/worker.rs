@@ -209,7 +209,18 @@ impl Worker {
             info: BTreeMap::new(),
         };
         save(&plan, &rec)?;
-        let sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
+        let mut sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
+        // The agent, not the supervisor, moves the supervisor into its cgroup, at the same time
+        // as the supervisor moves the first container into its own: on cgroup v1 each attach
+        // waits for an RCU grace period unless one is under way, so the two share one and it
+        // is off the sandbox's start path. With a shared PID namespace the supervisor forks its
+        // pid-1 helper before it is ready, and that must start inside the pod's cgroup, so
+        // there the supervisor joins itself.
+        let deferred_procs = if sandbox.share_process_namespace && !sandbox.host_pid {
+            Vec::new()
+        } else {
+            std::mem::take(&mut sandbox.cgroup_procs)
+        };
         let exe = self.ctx.exe.clone();
         let pod_dir = plan.pod_dir.clone();
         let pid = tokio::task::spawn_blocking(move || {
@@ -218,6 +229,16 @@ impl Worker {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+        if !deferred_procs.is_empty() {
+            let key = self.key.clone();
+            tokio::task::spawn_blocking(move || {
+                for f in &deferred_procs {
+                    if let Err(e) = std::fs::write(f, pid.to_string()) {
+                        tracing::error!(pod = %key, file = %f.display(), error = %e, "cannot move the pod supervisor into its cgroup");
+                    }
+                }
+            });
+        }
         tracing::info!(pid, "pod sandbox started");
         self.events.push(
             false,
