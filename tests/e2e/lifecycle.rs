@@ -421,3 +421,48 @@ fn logs_follow_and_rotate_by_size() {
     );
     a.stop_all();
 }
+
+#[test]
+fn one_file_holds_several_pods_and_hidden_or_editor_files_are_ignored() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start();
+    let two = format!(
+        "{}---\n{}",
+        pod_yaml("m1", "", &[("c", "sleep 3600", "")]),
+        pod_yaml("m2", "", &[("c", "sleep 3600", "")])
+    );
+    a.write("multi.yaml", &two);
+    a.write(
+        ".hidden.yaml",
+        &pod_yaml("hidden", "", &[("c", "sleep 3600", "")]),
+    );
+    a.write(
+        "multi.yaml~",
+        &pod_yaml("backup", "", &[("c", "sleep 3600", "")]),
+    );
+    a.write(
+        "notes.txt",
+        &pod_yaml("txt", "", &[("c", "sleep 3600", "")]),
+    );
+    a.write("p.json", r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"js"},"spec":{"terminationGracePeriodSeconds":1,"containers":[{"name":"c","image":"localhost/busybox:1.35","command":["sleep","3600"]}]}}"#);
+    for p in ["m1", "m2", "js"] {
+        a.wait_running(&a.full_name(p));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut names: Vec<String> = a
+        .pods()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["js-e2e", "m1-e2e", "m2-e2e"]);
+    a.remove("multi.yaml");
+    wait_for(
+        "both pods of the file gone",
+        Duration::from_secs(30),
+        || (a.pods().len() == 1).then_some(()),
+    );
+    a.stop_all();
+}
