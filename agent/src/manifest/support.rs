@@ -45,7 +45,9 @@ pub const HONOURED: &[&str] = &[
     "spec.hostname",
     "spec.nodeName",
     "spec.volumes[].name",
-    "spec.volumes[].emptyDir",
+    // `emptyDir: {}` says nothing more and is honoured as a directory on the node's disk;
+    // `medium: Memory` and `sizeLimit` are not honoured yet, so an emptyDir with either is
+    // reported (it is still created, on disk).
     "spec.volumes[].hostPath",
     "spec.priority",
     "spec.priorityClassName",

@@ -381,6 +381,7 @@ status: {}
             "spec.securityContext.fsGroup",
             "spec.securityContext.sysctls",
             "spec.tolerations",
+            "spec.volumes[0].emptyDir",
             "spec.volumes[2].configMap",
         ]
     );
