@@ -536,12 +536,22 @@ async fn shutdown_leaves_no_process_socket_or_mount_behind() {
     assert_ne!(ns(&a.to_string(), "pid"), ns("self", "pid"));
     assert_ne!(ns(&a.to_string(), "mnt"), ns(&b.to_string(), "mnt"));
     // Every process of the pod, found through its PID namespace.
+    // (b's shell forks its background child asynchronously: wait for it to appear.)
     let pidns = ns(&a.to_string(), "pid");
-    let members: Vec<i32> = fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|p: &i32| fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&pidns))
-        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let members = loop {
+        let members: Vec<i32> = fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|p: &i32| {
+                fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&pidns)
+            })
+            .collect();
+        if members.len() >= 4 || Instant::now() > deadline {
+            break members;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(members.len() >= 4, "pid 1, a, b and b's child: {members:?}");
     let t0 = Instant::now();
     pod.client.shutdown(2).await.unwrap();
