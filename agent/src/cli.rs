@@ -219,7 +219,28 @@ fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
             let _ = stop_tx.send(()).await;
         });
-        agent.run(stop_rx, || tracing::info!("tidelet ready")).await?;
+        // Under systemd (Type=notify, WatchdogSec=): READY=1 once the pods are handed to
+        // their workers, WATCHDOG=1 from the agent's own loop.
+        let notifier = crate::systemd::Notifier::from_env();
+        let ready_notifier = notifier.clone();
+        let ready = move || {
+            tracing::info!("tidelet ready");
+            if let Some(n) = &ready_notifier {
+                if let Err(e) = n.notify("READY=1\nSTATUS=running") {
+                    tracing::warn!(error = %e, "cannot notify systemd");
+                }
+            }
+        };
+        let watchdog = match (notifier, crate::systemd::watchdog_from_env()) {
+            (Some(n), Some(period)) => Some((
+                period,
+                Box::new(move || {
+                    let _ = n.notify("WATCHDOG=1");
+                }) as Box<dyn Fn() + Send>,
+            )),
+            _ => None,
+        };
+        agent.run(stop_rx, ready, watchdog).await?;
         Ok::<i32, Box<dyn Error>>(0)
     })
 }

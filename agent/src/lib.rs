@@ -28,3 +28,4 @@ pub mod resolve;
 pub mod runtime;
 pub mod source;
 pub mod state;
+pub mod systemd;

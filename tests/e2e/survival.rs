@@ -87,3 +87,40 @@ fn two_agents_side_by_side_do_not_see_each_other() {
     );
     b.stop_all();
 }
+
+#[test]
+fn systemd_ready_and_watchdog_notifications_are_sent() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut a = Agent::start_with(
+        None,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    a.write("p.yaml", &pod_yaml("p", "", &[("c", "sleep 3600", "")]));
+    let mut got = vec![];
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    while got
+        .iter()
+        .filter(|m: &&String| m.as_str() == "WATCHDOG=1")
+        .count()
+        < 4
+    {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        got.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(got[0].starts_with("READY=1"), "READY=1 first: {got:?}");
+    // Four pets of a 200 ms watchdog (every 100 ms) come within about 0.4 s, not seconds.
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    a.wait_running(&a.full_name("p"));
+    a.stop_all();
+}

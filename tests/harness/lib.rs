@@ -97,6 +97,8 @@ pub struct Agent {
     pub node: String,
     /// KubeletConfiguration-style file passed with `--config`, if any.
     pub config: Option<PathBuf>,
+    /// Extra environment of the agent process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -108,6 +110,11 @@ impl Agent {
 
     /// Start an agent with a config file of this content (KubeletConfiguration keys).
     pub fn start_with_config(config: Option<&str>) -> Agent {
+        Self::start_with(config, &[])
+    }
+
+    /// Start an agent with a config file and extra environment variables.
+    pub fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("tidelet-e2e-")
             .tempdir()
@@ -121,6 +128,10 @@ impl Agent {
             cgroup_root: format!("/tidelet-e2e-{}", random_suffix()),
             node: "e2e".into(),
             config: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             dir,
             child: None,
         };
@@ -174,6 +185,7 @@ impl Agent {
                     .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
             )
             .env("TIDELET_LOG", "info,tidelet::agent=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

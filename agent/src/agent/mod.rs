@@ -210,11 +210,14 @@ impl Agent {
             .retain(|k, w| told.contains_key(k) || !*w.gone.borrow());
     }
 
-    /// Adopt what the state directory records, then reconcile forever.
+    /// Adopt what the state directory records, then reconcile forever. `ready` runs once the
+    /// sources are read and the pods on disk handed to their workers; `watchdog`, if given,
+    /// is called from this loop every period, so it stops when the loop is stuck.
     pub async fn run(
         mut self,
         mut shutdown: mpsc::Receiver<()>,
         ready: impl FnOnce(),
+        watchdog: Option<(std::time::Duration, Box<dyn Fn() + Send>)>,
     ) -> Result<(), AgentError> {
         let (tx, mut rx) = mpsc::channel::<()>(1);
         let dir = self.ctx.cfg.static_pod_path.clone();
@@ -237,10 +240,21 @@ impl Agent {
         ready();
         let mut tick = tokio::time::interval(self.ctx.cfg.file_check_frequency);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (period, pet) = match watchdog {
+            Some((p, f)) => (p, Some(f)),
+            None => (std::time::Duration::from_secs(3600), None),
+        };
+        let mut dog = tokio::time::interval(period);
         loop {
             tokio::select! {
                 _ = rx.recv() => {}
                 _ = tick.tick() => {}
+                _ = dog.tick() => {
+                    if let Some(pet) = &pet {
+                        pet();
+                    }
+                    continue;
+                }
                 _ = shutdown.recv() => {
                     tracing::info!("agent stopping; pods keep running");
                     return Ok(());
