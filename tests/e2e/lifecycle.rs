@@ -256,7 +256,7 @@ fn stop_sends_signal_then_kills_after_grace() {
         &spec,
         &[(
             "c",
-            "trap 'echo got-term > /out/term' TERM; while true; do sleep 0.1; done",
+            "trap 'echo got-term > /out/term' TERM; touch /out/trapped; while true; do sleep 0.1; done",
             "",
         )],
     );
@@ -264,6 +264,10 @@ fn stop_sends_signal_then_kills_after_grace() {
     a.write("grace.yaml", &yaml);
     let name = a.full_name("grace");
     a.wait_running(&name);
+    // Only once the shell has installed its trap can the test expect it to fire.
+    wait_for("the container's TERM trap", Duration::from_secs(10), || {
+        dir.join("trapped").exists().then_some(())
+    });
     let t0 = std::time::Instant::now();
     a.remove("grace.yaml");
     wait_for("pod gone", Duration::from_secs(30), || {
