@@ -17,6 +17,12 @@ apt_need() {
 # (cargo-web/rustc-web 1.96 from bookworm-security; Debian's plain `cargo` is too old for
 # tidelet's dependencies).
 ensure_toolchain() {
+  # rustup's toolchain (with rustfmt and clippy) wins when it is installed, even where PATH
+  # was trimmed (a service, sudo's secure_path) and Debian's cargo-web is on it instead.
+  local home=${HOME:-/root}
+  if [ -x "$home/.cargo/bin/cargo" ]; then
+    export PATH="$home/.cargo/bin:$PATH"
+  fi
   if command -v cargo >/dev/null 2>&1; then
     return
   fi
