@@ -208,8 +208,7 @@ fn main() {
     }
     // Everything in the pods' cgroups: supervisors and the containers' processes (what
     // Podman's figure counts as conmon + catatonit + container processes).
-    let mut all = vec![];
-    collect_procs(&a.memory_cgroup("kubepods"), &mut all);
+    let all = tidelet_e2e::cgroup_tree_pids(&a.memory_cgroup("kubepods"));
     let (mut all_pss, mut all_rss) = (0, 0);
     for p in &all {
         all_pss += kib(&format!("/proc/{p}/smaps_rollup"), "Pss:");
@@ -227,17 +226,4 @@ fn main() {
         rss / sups.len().max(1) as u64,
         sups.len()
     );
-}
-
-fn collect_procs(dir: &Path, out: &mut Vec<i32>) {
-    if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        out.extend(s.lines().filter_map(|l| l.parse::<i32>().ok()));
-    }
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                collect_procs(&e.path(), out);
-            }
-        }
-    }
 }

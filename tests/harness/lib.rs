@@ -331,25 +331,24 @@ impl Agent {
         out
     }
 
-    /// The cgroup directory of `rel` (under the cgroup root) in the memory hierarchy.
-    pub fn memory_cgroup(&self, rel: &str) -> PathBuf {
+    /// The cgroup directory of `rel` (under the cgroup root) in `controller`'s v1 hierarchy,
+    /// or in the unified hierarchy on cgroup v2.
+    pub fn controller_cgroup(&self, controller: &str, rel: &str) -> PathBuf {
         let base = Path::new("/sys/fs/cgroup");
         let root = self.cgroup_root.trim_start_matches('/');
         if base.join("cgroup.controllers").exists() {
             base.join(root).join(rel)
         } else {
-            base.join("memory").join(root).join(rel)
+            base.join(controller).join(root).join(rel)
         }
     }
 
+    pub fn memory_cgroup(&self, rel: &str) -> PathBuf {
+        self.controller_cgroup("memory", rel)
+    }
+
     pub fn cpu_cgroup(&self, rel: &str) -> PathBuf {
-        let base = Path::new("/sys/fs/cgroup");
-        let root = self.cgroup_root.trim_start_matches('/');
-        if base.join("cgroup.controllers").exists() {
-            base.join(root).join(rel)
-        } else {
-            base.join("cpu").join(root).join(rel)
-        }
+        self.controller_cgroup("cpu", rel)
     }
 
     /// Remove every manifest and wait for every pod to be gone; then stop the agent.
@@ -405,15 +404,11 @@ impl Drop for Agent {
 fn kill_and_remove_cgroup(dir: &Path) {
     let mut dirs = vec![];
     collect_dirs(dir, &mut dirs);
-    for d in &dirs {
-        if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
-            for pid in s.lines().filter_map(|l| l.parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+    for pid in dirs.iter().flat_map(|d| procs_of(d)) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     std::thread::sleep(Duration::from_millis(100));
     for d in dirs.iter().rev() {
@@ -430,6 +425,20 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
             }
         }
     }
+}
+
+/// The pids in one cgroup directory's `cgroup.procs`.
+fn procs_of(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Every pid in the cgroup directory `dir` and below.
+pub fn cgroup_tree_pids(dir: &Path) -> Vec<i32> {
+    let mut dirs = vec![];
+    collect_dirs(dir, &mut dirs);
+    dirs.iter().flat_map(|d| procs_of(d)).collect()
 }
 
 /// Pids whose command line contains `needle`.
