@@ -124,3 +124,109 @@ fn systemd_ready_and_watchdog_notifications_are_sent() {
     a.wait_running(&a.full_name("p"));
     a.stop_all();
 }
+
+/// `READY=1` means the pods that were running are under control again: while a pod's
+/// supervisor cannot answer (stopped), the restarted agent does not report ready; once it
+/// answers, READY=1 comes and the pod is at once Running with the same container.
+#[test]
+fn systemd_ready_waits_for_adoption() {
+    if !privileged() {
+        return;
+    }
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut a = Agent::start();
+    a.write("p.yaml", &pod_yaml("p", "", &[("c", "sleep 3600", "")]));
+    let p = a.full_name("p");
+    a.wait_running(&p);
+    let pid = a.container_pid(&p, "c");
+    let sups = a.supervisor_pids();
+    assert_eq!(sups.len(), 1, "{sups:?}");
+    a.kill9();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    a.env
+        .push(("NOTIFY_SOCKET".into(), sock_path.to_str().unwrap().into()));
+    kill(Pid::from_raw(sups[0]), Signal::SIGSTOP).unwrap();
+    a.spawn();
+    // The supervisor is stopped: adoption waits for its answer, and so does READY=1.
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let early = sock.recv(&mut buf).map(|n| buf[..n].to_vec());
+    kill(Pid::from_raw(sups[0]), Signal::SIGCONT).unwrap();
+    assert!(
+        early.is_err(),
+        "READY=1 before the pod was adopted: {:?}",
+        early.map(|b| String::from_utf8_lossy(&b).to_string())
+    );
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let n = sock
+        .recv(&mut buf)
+        .expect("READY=1 once the supervisor answers");
+    assert!(
+        buf[..n].starts_with(b"READY=1"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // No waiting here: the adopted pod is known as soon as READY=1 is sent.
+    let now = a.pod(&p).expect("the adopted pod is known at READY=1");
+    assert!(all_running(&now), "{now}");
+    assert_eq!(a.container_pid(&p, "c"), pid, "adopted, not restarted");
+    a.stop_all();
+}
+
+/// Under systemd, stderr is the journal: lines carry a syslog priority (`<6>` for info,
+/// `<4>` for warnings) for journald and no timestamp of their own (journald stamps them).
+/// Elsewhere lines keep their timestamp.
+#[test]
+fn journal_stream_gets_priorities_and_no_timestamps() {
+    if !privileged() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mut a = Agent::start();
+    wait_for("ready in the log", Duration::from_secs(10), || {
+        a.agent_log().contains("tidelet ready").then_some(())
+    });
+    let plain = a.agent_log();
+    let line = plain.lines().find(|l| l.contains("tidelet ready")).unwrap();
+    assert!(
+        line.starts_with("20"),
+        "a timestamp off the journal: {line}"
+    );
+    a.kill9();
+    std::fs::write(a.log_path(), "").unwrap();
+    let st = std::fs::metadata(a.log_path()).unwrap();
+    a.env.push((
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", st.dev(), st.ino()),
+    ));
+    a.spawn();
+    wait_for("ready in the log", Duration::from_secs(10), || {
+        a.agent_log().contains("tidelet ready").then_some(())
+    });
+    let log = a.agent_log();
+    let line = log.lines().find(|l| l.contains("tidelet ready")).unwrap();
+    assert!(line.starts_with("<6> INFO "), "{line}");
+    for l in log.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            l.starts_with('<') && !l.split_whitespace().any(is_timestamp),
+            "journal line with a prefix, without a timestamp: {l}"
+        );
+    }
+    a.stop_all();
+}
+
+/// `2026-11-25T22:17:37.123456Z` and the like.
+fn is_timestamp(w: &str) -> bool {
+    let b = w.as_bytes();
+    b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[..4].iter().all(u8::is_ascii_digit)
+}

@@ -20,6 +20,9 @@ use crate::config::Config;
 use crate::reconcile::{self, Action, Told};
 use crate::source::{DesiredPod, DesiredSet, StaticDir};
 use node::Node;
+
+/// The longest `run` waits for the workers' adoption before it reports ready.
+const ADOPTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 use shared::Shared;
 use worker::{PodRecord, Worker};
 
@@ -117,6 +120,16 @@ impl Agent {
         if !node.can_lower_oom_score {
             tracing::warn!("no CAP_SYS_RESOURCE: negative oom_score_adj values (Guaranteed pods, infra processes) cannot be applied; those processes keep score 0");
         }
+        // Not an error yet: the first overlay mount makes the kernel load the module. Said
+        // now so that the cause is in the log before the first pod fails on it.
+        if let Ok(fs) = std::fs::read_to_string("/proc/filesystems") {
+            if !crate::runtime::rootfs::overlay_listed(&fs) {
+                tracing::warn!(
+                    "overlay is not in /proc/filesystems yet; if the kernel cannot load it, no container can start: {}",
+                    crate::runtime::rootfs::OVERLAY_MISSING
+                );
+            }
+        }
         let exe = std::fs::read_link("/proc/self/exe")
             .map_err(io(std::path::Path::new("/proc/self/exe")))?;
         let source = StaticDir::new(&cfg.static_pod_path, &cfg.node_name);
@@ -151,13 +164,29 @@ impl Agent {
 
     /// Start the worker of `key`, told `initial` from the start: a worker that adopts pods
     /// must never see a transient "not desired" and tear down what it should keep.
-    fn spawn_worker(&mut self, key: &str, adopt: Vec<PodRecord>, initial: Option<DesiredPod>) {
+    /// Start the worker of one pod name; the receiver fires once it has adopted (or cleaned
+    /// up) the pods `adopt` lists.
+    fn spawn_worker(
+        &mut self,
+        key: &str,
+        adopt: Vec<PodRecord>,
+        initial: Option<DesiredPod>,
+    ) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = watch::channel(initial);
         let (gone_tx, gone_rx) = watch::channel(false);
-        let w = Worker::new(self.ctx.clone(), key.to_string(), rx, adopt, gone_tx);
+        let (adopted_tx, adopted_rx) = tokio::sync::oneshot::channel();
+        let w = Worker::new(
+            self.ctx.clone(),
+            key.to_string(),
+            rx,
+            adopt,
+            gone_tx,
+            adopted_tx,
+        );
         tokio::spawn(w.run());
         self.workers
             .insert(key.to_string(), WorkerHandle { tx, gone: gone_rx });
+        adopted_rx
     }
 
     fn apply(&mut self, set: &DesiredSet) {
@@ -193,7 +222,9 @@ impl Agent {
                         Some(w) => {
                             let _ = w.tx.send(Some(d));
                         }
-                        None => self.spawn_worker(&key, vec![], Some(d)),
+                        None => {
+                            self.spawn_worker(&key, vec![], Some(d));
+                        }
                     }
                 }
                 Action::Remove { key } => {
@@ -232,11 +263,27 @@ impl Agent {
         for rec in worker::load_records(&self.ctx.cfg.pods_dir()) {
             on_disk.entry(rec.key.clone()).or_default().push(rec);
         }
+        let mut adopting = Vec::new();
         for (key, recs) in on_disk {
             let initial = set.pods.get(&key).cloned();
-            self.spawn_worker(&key, recs, initial);
+            adopting.push(self.spawn_worker(&key, recs, initial));
         }
         self.apply(&set);
+        // READY=1 means "the pods that were running are under control again": a unit ordered
+        // after tidelet, or `systemctl restart` in a script, can rely on it. Adoption only
+        // talks to local supervisors, so it is quick; the bound keeps a wedged one from
+        // holding start-up until systemd's start timeout kills the agent.
+        let n = adopting.len();
+        let all = async {
+            for rx in adopting {
+                let _ = rx.await;
+            }
+        };
+        if tokio::time::timeout(ADOPTION_WAIT, all).await.is_err() {
+            tracing::warn!(pods = n, wait = ?ADOPTION_WAIT, "adoption not finished; reporting ready anyway");
+        } else if n > 0 {
+            tracing::info!(pods = n, "pods found on disk adopted");
+        }
         ready();
         let mut tick = tokio::time::interval(self.ctx.cfg.file_check_frequency);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

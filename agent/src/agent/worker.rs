@@ -63,6 +63,9 @@ pub struct Worker {
     notice: Option<(String, String)>,
     /// Set when the pod is gone and the worker idles.
     gone: watch::Sender<bool>,
+    /// Fired once the pods found on disk are adopted or cleaned up (the agent's `READY=1`
+    /// waits for every worker's).
+    adopted: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Worker {
@@ -72,6 +75,7 @@ impl Worker {
         rx: watch::Receiver<Option<DesiredPod>>,
         adopt: Vec<PodRecord>,
         gone: watch::Sender<bool>,
+        adopted: tokio::sync::oneshot::Sender<()>,
     ) -> Self {
         Worker {
             ctx,
@@ -82,6 +86,7 @@ impl Worker {
             events: Events::default(),
             notice: None,
             gone,
+            adopted: Some(adopted),
         }
     }
 
@@ -101,6 +106,9 @@ impl Worker {
                 } else {
                     self.cleanup_record(&rec).await;
                 }
+            }
+            if let Some(tx) = self.adopted.take() {
+                let _ = tx.send(());
             }
             if let Some(r) = self.running.take() {
                 if Some(&r.plan.uid) == want_uid.as_ref() {
@@ -276,6 +284,9 @@ impl Worker {
                     failed: None,
                 };
                 self.absorb(&mut r, &st);
+                // Visible at once: READY=1 follows adoption, and a caller asking right
+                // after it must see the pod as it is, not as unknown.
+                self.publish(&r);
                 Some(r)
             }
             Err(e) => {
