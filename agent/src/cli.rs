@@ -127,35 +127,18 @@ pub enum DescribeWhat {
     },
 }
 
-pub fn init_tracing(for_agent: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TIDELET_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(if for_agent { "info" } else { "warn" }));
-    // Under systemd, journald adds its own timestamps.
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    if journal {
-        b.without_time().init();
-    } else {
-        b.init();
-    }
-}
-
 pub fn main(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(args) => {
-            init_tracing(true);
+            crate::logging::init(true);
             run(cli.root_dir, args)
         }
         Command::Validate { files, node_name } => {
-            init_tracing(false);
+            crate::logging::init(false);
             Ok(validate(&files, node_name))
         }
         Command::Image(cmd) => {
-            init_tracing(false);
+            crate::logging::init(false);
             image(&cli.root_dir, cmd)
         }
         Command::Get {

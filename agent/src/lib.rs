@@ -11,13 +11,15 @@
 //! - `pod`: pod/container lifecycle state machines, back-off, Kubernetes status;
 //! - `agent`: the loop that ties sources, reconcile and runtime together;
 //! - `api`: the local unix-socket API and its client;
-//! - `state`: atomic writes of state on disk.
+//! - `state`: atomic writes of state on disk;
+//! - `logging`, `systemd`: log lines shaped for a terminal or the journal; sd_notify.
 
 pub mod agent;
 pub mod api;
 pub mod cgroups;
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod manifest;
 pub mod pod;
 pub mod qos;

@@ -53,14 +53,23 @@ pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
         mkdir_p(d, 0o755)?;
     }
     let data = overlay_options(&spec.lowerdirs, &spec.upperdir, &spec.workdir)?;
-    mnt(
+    mount(
         Some("overlay"),
         root,
         Some("overlay"),
         MsFlags::empty(),
-        Some(&data),
-        "mount overlay",
-    )?;
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        let msg = fail(
+            format!("mount overlay at {:?}", root.display().to_string()),
+            e,
+        );
+        match overlay_hint(e) {
+            Some(h) => format!("{msg}: {h}"),
+            None => msg,
+        }
+    })?;
     let nsd = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     mkdir_p(&root.join("proc"), 0o555)?;
     mnt(
@@ -89,6 +98,29 @@ pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
         mnt(None, root, None, f, None, "remount rootfs read-only")?;
     }
     Ok(())
+}
+
+/// What to tell the user when overlayfs refuses a mount for a reason of the kernel's, not
+/// of the paths.
+pub fn overlay_hint(e: nix::errno::Errno) -> Option<&'static str> {
+    use nix::errno::Errno;
+    match e {
+        // No such filesystem type: not built in, and the module could not be loaded.
+        Errno::ENODEV => Some(OVERLAY_MISSING),
+        // Upper directory on a filesystem overlayfs cannot use (tmpfs without xattrs, NFS...).
+        Errno::EINVAL => Some("is the state directory (rootDir) on a filesystem overlayfs can use as upper layer (ext4, xfs, btrfs, tmpfs; not overlayfs, NFS or FAT)?"),
+        _ => None,
+    }
+}
+
+/// The kernel has no overlay filesystem.
+pub const OVERLAY_MISSING: &str = "this kernel has no overlay filesystem: load the module (`modprobe overlay`) or build the kernel with CONFIG_OVERLAY_FS=y (or =m)";
+
+/// Whether `/proc/filesystems` (its text) lists overlay.
+pub fn overlay_listed(proc_filesystems: &str) -> bool {
+    proc_filesystems
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"))
 }
 
 /// `lowerdir=…,upperdir=…,workdir=…`, refusing paths overlayfs would misparse.
@@ -292,6 +324,37 @@ pub(crate) fn pivot(root: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlay_errors_get_a_hint_naming_the_cause() {
+        use nix::errno::Errno;
+        let cases = [
+            (Errno::ENODEV, Some("CONFIG_OVERLAY_FS")),
+            (Errno::EINVAL, Some("rootDir")),
+            (Errno::EPERM, None),
+            (Errno::ENOENT, None),
+        ];
+        for (e, want) in cases {
+            let got = overlay_hint(e);
+            match want {
+                Some(w) => assert!(got.is_some_and(|h| h.contains(w)), "{e}: {got:?}"),
+                None => assert_eq!(got, None, "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn proc_filesystems_lists_overlay() {
+        let cases = [
+            ("nodev\tsysfs\nnodev\toverlay\n", true),
+            ("nodev\tsysfs\n\text4\n", false),
+            ("nodev\toverlayfs_x\n", false),
+            ("", false),
+        ];
+        for (text, want) in cases {
+            assert_eq!(overlay_listed(text), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn overlay_options_join_lowers_and_refuse_bad_paths() {
