@@ -5,7 +5,9 @@ Run: python3 -m unittest discover -s yocto/tests   (scripts/lint-yocto.sh does)
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import sys
 import tempfile
 import unittest
@@ -142,7 +144,8 @@ class RenderAndCheck(unittest.TestCase):
                     self.assertIn(w, g)
 
     def test_main_writes_then_checks_and_detects_a_lock_change(self):
-        with tempfile.TemporaryDirectory() as d:
+        quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+        with tempfile.TemporaryDirectory() as d, quiet[0], quiet[1]:
             lock, inc = Path(d, "Cargo.lock"), Path(d, "x.inc")
             lock.write_text(LOCK)
             args = ["--lock", str(lock), "--inc", str(inc)]
