@@ -4,7 +4,7 @@
 bitbake would only find these mistakes deep into a build; this runs in CI without one:
   - LIC_FILES_CHKSUM: the md5 of each `file://` entry (over beginline..endline, as bitbake
     computes it) matches the file in the checkout;
-  - the files do_install copies from ${S} exist;
+  - the files the recipe copies from ${S} (every `${S}/path` it names) exist;
   - the systemd unit starts ${bindir}/tidelet and, if it passes `--config`, the path the
     recipe installs the default configuration to.
 Exit status 1 with one line per finding; Python 3 standard library only.
@@ -113,6 +113,15 @@ def check_unit(unit_text: str) -> list[str]:
     return findings
 
 
+def installed_sources(recipe_text: str) -> list[str]:
+    """The files the recipe copies out of the checkout: every `${S}/path` it names, in order."""
+    seen: list[str] = []
+    for rel in re.findall(r"\$\{S\}/([^\s;\"']+)", recipe_text):
+        if rel not in seen and not rel.endswith("Cargo.lock"):
+            seen.append(rel)
+    return seen
+
+
 def check(src: Path, recipe: Path) -> list[str]:
     try:
         recipe_text = recipe.read_text(encoding="utf-8")
@@ -120,8 +129,9 @@ def check(src: Path, recipe: Path) -> list[str]:
         return [f"{recipe}: cannot read: {e.strerror}"]
     findings = check_license(recipe_text, src)
     for rel in (UNIT, CONFIG):
-        if rel not in recipe_text:
+        if f"${{S}}/{rel}" not in recipe_text:
             findings.append(f"{recipe.name}: does not install {rel} (expected in do_install)")
+    for rel in installed_sources(recipe_text):
         if not (src / rel).is_file():
             findings.append(f"{rel}: missing from the source tree; the recipe's do_install copies it")
     unit = src / UNIT

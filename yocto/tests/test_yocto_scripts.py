@@ -220,14 +220,35 @@ class Unit(unittest.TestCase):
                 for g, w in zip(got, want):
                     self.assertIn(w, g)
 
+    def test_installed_sources(self):
+        cases = [
+            ("install -m 0644 ${S}/dist/a.yaml ${D}/etc/a.yaml", ["dist/a.yaml"]),
+            ('CARGO_LOCK_PATH = "${S}/Cargo.lock"', []),
+            ("install ${S}/x ${D}/x\ninstall ${S}/x ${D}/y\ncp ${S}/y;", ["x", "y"]),
+            ("install ${B}/target/x ${D}/x", []),
+        ]
+        for text, want in cases:
+            with self.subTest(text):
+                self.assertEqual(sources.installed_sources(text), want)
+
+    def test_check_reports_a_recipe_that_stops_installing_the_unit(self):
+        with tempfile.TemporaryDirectory() as d:
+            recipe = Path(d, "r.bb")
+            recipe.write_text(sources.RECIPE.read_text().replace(
+                "${S}/dist/systemd/tidelet.service", "${UNPACKDIR}/tidelet.service"))
+            got = sources.check(REPO, recipe)
+            self.assertTrue(any("does not install dist/systemd/tidelet.service" in g for g in got), got)
+
     def test_check_reports_missing_dist_files(self):
         with tempfile.TemporaryDirectory() as d:
             src = Path(d)
             (src / "Cargo.toml").write_bytes((REPO / "Cargo.toml").read_bytes())
-            got = sources.check(src, sources.RECIPE)
-            self.assertEqual(len(got), 2, got)
-            self.assertIn("dist/systemd/tidelet.service: missing", got[0])
-            self.assertIn("dist/tidelet.yaml: missing", got[1])
+            got = sorted(sources.check(src, sources.RECIPE))
+            self.assertEqual(len(got), 3, got)
+            self.assertIn("README.md: missing", got[0])
+            self.assertIn("dist/systemd/tidelet.service: missing", got[1])
+            self.assertIn("dist/tidelet.yaml: missing", got[2])
+            (src / "README.md").write_text("# tidelet\n")
             (src / "dist/systemd").mkdir(parents=True)
             (src / "dist/tidelet.yaml").write_text("staticPodPath: /etc/tidelet/manifests\n")
             (src / sources.UNIT).write_text("[Service]\nExecStart=/usr/bin/tidelet run\n")

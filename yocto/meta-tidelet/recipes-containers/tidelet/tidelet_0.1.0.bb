@@ -41,7 +41,13 @@ CARGO_LOCK_SRC_DIR = "${S}"
 export CARGO_PROFILE_RELEASE_STRIP = "false"
 
 do_install:append() {
+    # cargo_do_install also copies the agent's library crate (libtidelet.rlib) to
+    # ${rustlibdir}; nothing on the target links against it.
+    rm -rf ${D}${rustlibdir}
     install -d ${D}${sysconfdir}/tidelet/manifests
+    # The unit's Documentation= points here (packaged in tidelet-doc).
+    install -d ${D}${docdir}/${BPN}
+    install -m 0644 ${S}/README.md ${D}${docdir}/${BPN}/README.md
     install -m 0644 ${S}/dist/tidelet.yaml ${D}${sysconfdir}/tidelet/config.yaml
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -d ${D}${systemd_system_unitdir}
