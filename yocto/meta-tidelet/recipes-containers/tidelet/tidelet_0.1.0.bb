@@ -41,9 +41,6 @@ CARGO_LOCK_SRC_DIR = "${S}"
 export CARGO_PROFILE_RELEASE_STRIP = "false"
 
 do_install:append() {
-    # cargo_do_install also copies the agent's library crate (libtidelet.rlib) to
-    # ${rustlibdir}; nothing on the target links against it.
-    rm -rf ${D}${rustlibdir}
     install -d ${D}${sysconfdir}/tidelet/manifests
     # The unit's Documentation= points here (packaged in tidelet-doc).
     install -d ${D}${docdir}/${BPN}
@@ -57,6 +54,9 @@ do_install:append() {
 
 SYSTEMD_SERVICE:${PN} = "tidelet.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+# cargo_do_install also installs the agent's library crate (libtidelet.rlib) in ${rustlibdir};
+# the cargo class packages it in tidelet-dev, which images do not install.
 
 # Keep a board engineer's edits to the configuration across package upgrades.
 CONFFILES:${PN} = "${sysconfdir}/tidelet/config.yaml"
