@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Lints the Yocto layer yocto/meta-tidelet without a Yocto build tree (a full bitbake build is
+# not run here). In order:
+#   1. the unit tests of the layer's helper scripts (yocto/tests);
+#   2. scripts/yocto-crates.py --check: tidelet-crates.inc lists exactly Cargo.lock's crates;
+#   3. scripts/yocto-sources.py: LIC_FILES_CHKSUM, the dist/ files do_install copies, and the
+#      unit's ExecStart agree with the source tree;
+#   4. oelint-adv (pinned, from PyPI, in a cached venv under target/) on every recipe, append
+#      and conf file of the layer, against each Yocto release the layer declares compatible,
+#      with the default rules plus the stricter `jetm` set, in `--mode all`. No rule is
+#      suppressed globally; the few narrow `# nooelint:` comments in the layer give reasons.
+# Exits non-zero on any failure or finding. Works on a fresh Debian 12 as root (installs
+# python3-venv if the venv module is missing); the venv is reused while the pins match.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OELINT_VERSION=9.11.2
+LAYER=yocto/meta-tidelet
+VENV=target/yocto-lint/oelint-adv-$OELINT_VERSION
+# Every package of the venv pinned, so a new release of a dependency cannot change the verdict.
+REQUIREMENTS="anytree==2.13.0
+argcomplete==3.7.2
+colorama==0.4.6
+Deprecated==1.3.1
+oelint-adv==$OELINT_VERSION
+oelint-data==1.5.26
+oelint-parser==8.13.2
+regex==2026.9.29
+urllib3==2.8.0
+wrapt==2.5.2"
+
+step() { printf '\n== lint-yocto: %s\n' "$*"; }
+
+PYTHON=${PYTHON:-python3}
+command -v "$PYTHON" >/dev/null || { echo "lint-yocto: $PYTHON not found (Python >= 3.11 needed)" >&2; exit 1; }
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "lint-yocto: $PYTHON is $("$PYTHON" --version 2>&1); tomllib needs Python >= 3.11" >&2; exit 1; }
+
+# Every check runs even when an earlier one fails, so one run reports everything.
+status=0
+step "unit tests of the layer scripts"
+"$PYTHON" -m unittest discover -s yocto/tests || status=1
+
+step "crate list against Cargo.lock"
+"$PYTHON" scripts/yocto-crates.py --check || status=1
+
+step "recipe against the source tree"
+"$PYTHON" scripts/yocto-sources.py || status=1
+
+step "oelint-adv $OELINT_VERSION"
+if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]; then
+  rm -rf "$VENV"
+  if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+    # Debian's python3 lacks ensurepip until python3-venv is installed.
+    if [ "$(id -u)" != 0 ]; then
+      echo "lint-yocto: '$PYTHON -m venv' failed; install python3-venv (apt-get install python3-venv)" >&2
+      exit 1
+    fi
+    rm -rf "$VENV"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq python3-venv >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+    "$PYTHON" -m venv "$VENV"
+  fi
+  printf '%s\n' "$REQUIREMENTS" >"$VENV/requirements.txt"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+    -r "$VENV/requirements.txt"
+  "$VENV/bin/pip" check >/dev/null \
+    || { "$VENV/bin/pip" check; echo "lint-yocto: pinned oelint-adv requirements are inconsistent" >&2; exit 1; }
+  printf '%s' "$REQUIREMENTS" >"$VENV/.requirements"
+fi
+
+mapfile -t FILES < <(find "$LAYER" \( -name '*.bb' -o -name '*.bbappend' -o -name '*.conf' \) | sort)
+[ "${#FILES[@]}" -gt 0 ] || { echo "lint-yocto: no recipes found under $LAYER" >&2; exit 1; }
+RELEASES=$(sed -n 's/^LAYERSERIES_COMPAT_tidelet = "\(.*\)"$/\1/p' "$LAYER/conf/layer.conf")
+[ -n "$RELEASES" ] || { echo "lint-yocto: no LAYERSERIES_COMPAT_tidelet in $LAYER/conf/layer.conf" >&2; exit 1; }
+for release in $RELEASES; do
+  # oelint-adv exits non-zero when it reports anything, info-level findings included.
+  if "$VENV/bin/oelint-adv" --quiet --relpaths --mode all --addrules jetm --jobs 2 \
+      --release "$release" "${FILES[@]}"; then
+    echo "oelint-adv --release $release: no findings in ${#FILES[@]} files"
+  else
+    echo "lint-yocto: oelint-adv --release $release reported the findings above" >&2
+    status=1
+  fi
+done
+if [ $status != 0 ]; then
+  echo "lint-yocto: FAILED (see above)" >&2
+else
+  echo "lint-yocto: all checks passed"
+fi
+exit $status
