@@ -10,10 +10,9 @@ BUGTRACKER = "https://git.example.com/tidelet/issues"
 SECTION = "admin"
 CVE_PRODUCT = "tidelet"
 
-# The workspace declares its license in Cargo.toml ([workspace.package] license); the
-# repository has no LICENSE file, so the checksum covers that one line.
+# Apache-2.0, as Cargo.toml's [workspace.package] says; LICENSE holds the text.
 LICENSE = "Apache-2.0"
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=7;endline=7;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 # Placeholder: point TIDELET_GIT_URI at the repository you build from (a mirror, or your
 # fork), and SRCREV at the commit whose Cargo.lock tidelet-crates.inc was generated from.
