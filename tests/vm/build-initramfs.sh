@@ -129,7 +129,7 @@ if [ "$(cat "$KDIR/.done" 2>/dev/null)" != "$MODULES" ]; then
     # name -> path of every module in the package (module names use _ where files may use -).
     declare -A KO=()
     while IFS= read -r f; do
-        n=$(basename "$f"); n=${n%%.ko*}; KO[${n//-/_}]=$f
+        n=${f##*/}; n=${n%%.ko*}; KO[${n//-/_}]=$f
     done < <(cd "$ALL" && find . -name '*.ko*')
     todo=($MODULES); declare -A seen=()
     while [ ${#todo[@]} -gt 0 ]; do
