@@ -366,6 +366,12 @@ fn check_guest(m: &BTreeMap<String, String>, arch: &Arch) {
             "{level} pids.max = {pids:?}"
         );
     }
+    // podPidsLimit: 64 in the guest's config file is the pod's pids.max.
+    assert_eq!(
+        get(m, "web.pod.pids.max"),
+        "64",
+        "the pod's pids.max (podPidsLimit)"
+    );
     for ancestor in ["kubepods", "burstable", "web.pod"] {
         let enabled = get(m, &format!("{ancestor}.subtree_control"));
         for c in ["cpu", "memory", "pids"] {
