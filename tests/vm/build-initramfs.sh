@@ -121,33 +121,53 @@ if [ "$(cat "$KDIR/.done" 2>/dev/null)" != "$MODULES" ]; then
     DEB=$(ls "$CACHE"/"${KPKG}"_*.deb)
     ALL=$CACHE/all-modules
     rm -rf "$ALL" && mkdir -p "$ALL"
-    dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$KDIR" --wildcards \
-        './boot/vmlinuz-*' './boot/config-*' \
-        "./lib/modules/$KVER/modules.builtin*" "./lib/modules/$KVER/modules.order"
-    dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$ALL" "./lib/modules/$KVER/kernel"
+    # One pass (xz is the slow part) for the kernel, its config and the module directories
+    # where $MODULES and their dependencies live (files, not subdirectories: drivers/net/*
+    # without wireless/); the whole module tree only if the closure needs more.
+    K=./lib/modules/$KVER
+    dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$ALL" --wildcards --no-wildcards-match-slash \
+        './boot/vmlinuz-*' './boot/config-*' "$K/modules.builtin*" "$K/modules.order" \
+        "$K/kernel/fs/overlayfs/*" "$K/kernel/drivers/net/*" "$K/kernel/drivers/virtio/*" \
+        "$K/kernel/net/*/*" 2>/dev/null || true   # a pattern may match nothing: checked below
+    ls "$ALL"/boot/vmlinuz-* "$ALL/$K/modules.builtin" >/dev/null \
+        || { echo "$0: $DEB: no kernel or modules.builtin" >&2; exit 1; }
+    mkdir -p "$KDIR/boot" "$KDIR/$K"
+    mv "$ALL"/boot/* "$KDIR/boot/"
+    mv "$ALL/$K"/modules.builtin* "$ALL/$K/modules.order" "$KDIR/$K/"
+    # closure: copy $MODULES and their `depends` from $ALL to $KDIR; prints the names it found
+    # neither there nor built in.
+    closure() {
+        # name -> path of every module extracted (module names use _ where files may use -).
+        declare -A KO=()
+        while IFS= read -r f; do
+            n=${f##*/}; n=${n%%.ko*}; KO[${n//-/_}]=$f
+        done < <(cd "$ALL" && find . -name '*.ko*')
+        local todo=($MODULES) m f deps
+        declare -A seen=()
+        while [ ${#todo[@]} -gt 0 ]; do
+            m=${todo[0]//-/_}; todo=("${todo[@]:1}")
+            [ -z "${seen[$m]:-}" ] || continue
+            seen[$m]=1
+            f=${KO[$m]:-}
+            if [ -z "$f" ]; then
+                # Built in: nothing to ship, modprobe finds it in modules.builtin.
+                grep -q "/$m.ko" "$KDIR/$K/modules.builtin" || echo "$m"
+                continue
+            fi
+            mkdir -p "$KDIR/$(dirname "$f")"
+            cp "$ALL/$f" "$KDIR/$f"
+            deps=$("$MODINFO" -F depends "$ALL/$f")
+            [ -z "$deps" ] || todo+=(${deps//,/ })
+        done
+    }
+    missing=$(closure)
+    if [ -n "$missing" ]; then
+        echo "kernel $KVER: $(echo $missing) outside the usual directories; extracting every module" >&2
+        dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$ALL" "$K/kernel"
+        missing=$(closure)
+        [ -z "$missing" ] || { echo "$0: $KPKG has no module $(echo $missing), neither built in nor loadable" >&2; exit 1; }
+    fi
     rm -f "$DEB"
-    # name -> path of every module in the package (module names use _ where files may use -).
-    declare -A KO=()
-    while IFS= read -r f; do
-        n=${f##*/}; n=${n%%.ko*}; KO[${n//-/_}]=$f
-    done < <(cd "$ALL" && find . -name '*.ko*')
-    todo=($MODULES); declare -A seen=()
-    while [ ${#todo[@]} -gt 0 ]; do
-        m=${todo[0]//-/_}; todo=("${todo[@]:1}")
-        [ -z "${seen[$m]:-}" ] || continue
-        seen[$m]=1
-        f=${KO[$m]:-}
-        if [ -z "$f" ]; then
-            # Built in: nothing to ship, modprobe finds it in modules.builtin.
-            grep -q "/$m.ko" "$KDIR/lib/modules/$KVER/modules.builtin" \
-                || { echo "$0: $KPKG has no module $m, neither built in nor loadable" >&2; exit 1; }
-            continue
-        fi
-        mkdir -p "$KDIR/$(dirname "$f")"
-        cp "$ALL/$f" "$KDIR/$f"
-        deps=$("$MODINFO" -F depends "$ALL/$f")
-        [ -z "$deps" ] || todo+=(${deps//,/ })
-    done
     rm -rf "$ALL"
     echo "kernel $KVER: modules $(cd "$KDIR" && find . -name '*.ko*' -printf '%f ')" >&2
     echo "$MODULES" > "$KDIR/.done"
