@@ -21,7 +21,8 @@
 #
 # Environment: TIDELET_BIN (default: target/debug/tidelet), TEST_IMAGES_DIR (default:
 # target/test-images, or target/test-images/ARCH for a foreign guest; built by
-# images/build-test-images.sh), STRIP (default: strip).
+# images/build-test-images.sh), STRIP (default: strip, or TRIPLE-strip for a foreign guest;
+# a binary it cannot strip is shipped as it is).
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -58,7 +59,7 @@ if [ -z "$PKG_SUFFIX" ]; then
 else
     TEST_IMAGES_DIR=${TEST_IMAGES_DIR:-$REPO/target/test-images/$ARCH}
 fi
-STRIP=${STRIP:-strip}
+if [ -z "$PKG_SUFFIX" ]; then STRIP=${STRIP:-strip}; else STRIP=${STRIP:-$TRIPLE-strip}; fi
 [ -x "$TIDELET_BIN" ] || { echo "$0: $TIDELET_BIN missing: run cargo build first (or set TIDELET_BIN)" >&2; exit 1; }
 
 # apt, serialised: the x86_64 and aarch64 tests build their guests at the same time, and two
