@@ -20,7 +20,7 @@
 # which this script does if missing.
 #
 # Environment: TIDELET_BIN (default: target/debug/tidelet), TEST_IMAGES_DIR (default:
-# target/test-images, or target/test-images/ARCH for a foreign guest; built by
+# target/test-images, or OUTDIR/cache/test-images for a foreign guest; built by
 # images/build-test-images.sh), STRIP (default: strip, or TRIPLE-strip for a foreign guest;
 # a binary it cannot strip is shipped as it is).
 set -euo pipefail
@@ -54,11 +54,6 @@ PKG_SUFFIX=""
 [ "$DEB_ARCH" = "$HOST_DEB_ARCH" ] || PKG_SUFFIX=":$DEB_ARCH"
 
 TIDELET_BIN=${TIDELET_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/tidelet}
-if [ -z "$PKG_SUFFIX" ]; then
-    TEST_IMAGES_DIR=${TEST_IMAGES_DIR:-$REPO/target/test-images}
-else
-    TEST_IMAGES_DIR=${TEST_IMAGES_DIR:-$REPO/target/test-images/$ARCH}
-fi
 if [ -z "$PKG_SUFFIX" ]; then STRIP=${STRIP:-strip}; else STRIP=${STRIP:-$TRIPLE-strip}; fi
 [ -x "$TIDELET_BIN" ] || { echo "$0: $TIDELET_BIN missing: run cargo build first (or set TIDELET_BIN)" >&2; exit 1; }
 
@@ -109,6 +104,12 @@ KVER=${KPKG#linux-image-}
 mkdir -p "$OUTDIR/cache"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 CACHE=$OUTDIR/cache
+# The host's test images are the e2e tests' too; a foreign guest's are cached with its kernel.
+if [ -z "$PKG_SUFFIX" ]; then
+    TEST_IMAGES_DIR=${TEST_IMAGES_DIR:-$REPO/target/test-images}
+else
+    TEST_IMAGES_DIR=${TEST_IMAGES_DIR:-$CACHE/test-images}
+fi
 # One build at a time per OUTDIR (two test runs may share a target dir).
 exec 9>"$OUTDIR/.lock"
 flock 9
@@ -210,7 +211,7 @@ else
 fi
 
 # ---- the test image archive (the images script is itself deterministic and cheap).
-bash "$REPO/images/build-test-images.sh" "$TEST_IMAGES_DIR" "$ARCH" >/dev/null
+BUSYBOX=$BUSYBOX bash "$REPO/images/build-test-images.sh" "$TEST_IMAGES_DIR" "$ARCH" >/dev/null
 IMAGE=$TEST_IMAGES_DIR/busybox.oci.tar
 
 # ---- tidelet's shared libraries and loader: LIB_SRC[i] on this host goes to LIB_DST[i] in the
