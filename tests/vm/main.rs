@@ -107,8 +107,9 @@ impl HostEcho {
                 let mut reader = BufReader::new(&conn);
                 if reader.read_line(&mut line).is_ok() {
                     let line = line.trim_end().to_string();
+                    // Recorded before the answer, so whoever got the answer finds the line.
+                    l.lock().unwrap().push(line.clone());
                     let _ = (&conn).write_all(format!("ack {line}\n").as_bytes());
-                    l.lock().unwrap().push(line);
                 }
             }
         });
@@ -499,4 +500,42 @@ fn check_guest(m: &BTreeMap<String, String>, arch: &Arch) {
     let (shims, shim_kib, _) = rss_group(get(m, "rss.tidelet-shim"));
     assert_eq!(shims, 6, "tidelet-shim processes: {}", get(m, "procs"));
     assert!(shim_kib > 0, "supervisors' VmRSS");
+}
+
+#[test]
+fn rss_group_parses_the_marker() {
+    let cases = [
+        (
+            "count 6 total_kib 15972 max_kib 2664 pss_kib 4096",
+            (6, 15972, 2664),
+        ),
+        ("count 0 total_kib 0 max_kib 0 pss_kib 0", (0, 0, 0)),
+    ];
+    for (v, want) in cases {
+        assert_eq!(rss_group(v), want, "{v}");
+    }
+    for bad in [
+        "",
+        "count x total_kib 1 max_kib 1",
+        "total_kib 1 count 1 max_kib 1",
+    ] {
+        assert!(
+            std::panic::catch_unwind(|| rss_group(bad)).is_err(),
+            "{bad:?} should not parse"
+        );
+    }
+}
+
+#[test]
+fn host_echo_answers_each_line_and_records_it() {
+    let echo = HostEcho::start();
+    for msg in ["hello from test", "second"] {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", echo.port)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(format!("{msg}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        BufReader::new(&conn).read_line(&mut reply).unwrap();
+        assert_eq!(reply, format!("ack {msg}\n"));
+    }
+    assert_eq!(echo.lines(), ["hello from test", "second"]);
 }
