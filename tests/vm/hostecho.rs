@@ -37,8 +37,8 @@ impl HostEcho {
                 let _ = conn.set_nonblocking(false);
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut line = String::new();
-                // At most one short line per connection: the guest sends one.
-                let mut reader = BufReader::new(&conn);
+                // One line per connection (the guest sends one), of at most 4 KiB.
+                let mut reader = BufReader::new(std::io::Read::take(&conn, 4096));
                 if reader.read_line(&mut line).is_ok() {
                     let line = line.trim_end().to_string();
                     // Recorded before the answer, so whoever got the answer finds the line.
