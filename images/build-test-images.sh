@@ -4,13 +4,25 @@
 #   OUTDIR/busybox.docker.tar  docker save format, localhost/busybox-docker:1.35
 #   OUTDIR/layered.oci.tar     OCI archive,        localhost/layered:1 (whiteouts, entrypoint)
 # Same inputs give byte-identical archives; re-running only rewrites them (atomically).
+#
+# ARCH (optional; default: the host's) is the images' architecture, as `uname -m` or Debian
+# names it: x86_64/amd64 or aarch64/arm64. For a foreign one, busybox-static of that Debian
+# architecture is fetched with `apt-get download` (needs `dpkg --add-architecture`, which
+# scripts/cross-build.sh does) and cached in OUTDIR; the OCI config says that architecture.
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 OUTDIR" >&2
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+    echo "usage: $0 OUTDIR [ARCH]   (ARCH: x86_64 | amd64 | aarch64 | arm64; default: the host's)" >&2
     exit 2
 fi
 OUTDIR=$1
+ARCH=${2:-$(uname -m)}
+# Debian architecture, and the OCI (GOARCH) architecture and variant of the image config.
+case "$ARCH" in
+    x86_64|amd64)  DEB_ARCH=amd64; OCI_ARCH=amd64; OCI_VARIANT="" ;;
+    aarch64|arm64) DEB_ARCH=arm64; OCI_ARCH=arm64; OCI_VARIANT="" ;;
+    *) echo "$0: unknown ARCH $ARCH (x86_64 | amd64 | aarch64 | arm64)" >&2; exit 2 ;;
+esac
 mkdir -p "$OUTDIR"
 
 if ! dpkg -s busybox-static >/dev/null 2>&1; then
@@ -20,21 +32,40 @@ if ! dpkg -s busybox-static >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y busybox-static >&2
     fi
 fi
-BUSYBOX=${BUSYBOX:-/bin/busybox}
-[ -x "$BUSYBOX" ] || { echo "$BUSYBOX missing after installing busybox-static" >&2; exit 1; }
+HOST_BUSYBOX=/bin/busybox
+[ -x "$HOST_BUSYBOX" ] || { echo "$HOST_BUSYBOX missing after installing busybox-static" >&2; exit 1; }
+if [ "$DEB_ARCH" = "$(dpkg --print-architecture)" ]; then
+    BUSYBOX=${BUSYBOX:-$HOST_BUSYBOX}
+else
+    # The foreign busybox, cached next to the archives; it cannot run here, so the applet
+    # list comes from the host's busybox of the same Debian version.
+    BUSYBOX=${BUSYBOX:-$OUTDIR/.busybox-$DEB_ARCH}
+    if [ ! -x "$BUSYBOX" ]; then
+        dpkg --print-foreign-architectures | grep -qx "$DEB_ARCH" || {
+            echo "$0: the dpkg architecture $DEB_ARCH is not enabled: dpkg --add-architecture $DEB_ARCH && apt-get update (scripts/cross-build.sh does)" >&2
+            exit 1
+        }
+        dl=$(mktemp -d)
+        (cd "$dl" && apt-get download "busybox-static:$DEB_ARCH" >&2) || {
+            echo "$0: apt-get download busybox-static:$DEB_ARCH failed (apt-get update?)" >&2
+            rm -rf "$dl"; exit 1
+        }
+        dpkg-deb --fsys-tarfile "$dl"/busybox-static_*.deb | tar -xO ./bin/busybox > "$BUSYBOX.tmp"
+        rm -rf "$dl"
+        chmod 755 "$BUSYBOX.tmp" && mv "$BUSYBOX.tmp" "$BUSYBOX"
+    fi
+fi
+[ -x "$BUSYBOX" ] || { echo "$BUSYBOX missing" >&2; exit 1; }
 
-APPLETS=$("$BUSYBOX" --list | grep -vx busybox | sort | tr '\n' ' ')
+APPLETS=$("$HOST_BUSYBOX" --list | grep -vx busybox | sort | tr '\n' ' ')
 
-exec python3 - "$OUTDIR" "$BUSYBOX" "$APPLETS" <<'PY'
-import gzip, hashlib, io, json, os, platform, sys, tarfile
+exec python3 - "$OUTDIR" "$BUSYBOX" "$APPLETS" "$OCI_ARCH" "$OCI_VARIANT" <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
 
 outdir, busybox, applets = sys.argv[1], sys.argv[2], sys.argv[3].split()
+arch, variant = sys.argv[4], sys.argv[5] or None
 MTIME = 1700000000  # fixed: archives must not depend on when they were built
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-machine = platform.machine()
-arch, variant = {"x86_64": ("amd64", None), "aarch64": ("arm64", None), "armv7l": ("arm", "v7"),
-                 "armv6l": ("arm", "v6"), "i686": ("386", None), "riscv64": ("riscv64", None)}.get(machine, (machine, None))
 
 def tar_bytes(entries):
     """entries: (name, kind, dict) with kind in file/dir/symlink/char; deterministic output."""

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # Build the kernel and initramfs of tidelet's VM test (tests/vm/main.rs) for one guest
 # architecture:
-#   OUTDIR/vmlinuz             Debian's kernel (linux-image-<version>-<flavour>)
-#   OUTDIR/initramfs.cpio.gz   busybox-static, tidelet (stripped) and its shared libraries, the
-#                              kernel modules the test needs (overlay), the busybox test image
-#                              and the guest scripts (/init, /stage2, /pods/*.yaml)
+#   OUTDIR/vmlinuz             Debian's kernel (linux-image-<version>-<flavour>); on x86_64
+#                              its uncompressed ELF vmlinux instead, which QEMU boots through
+#                              the PVH entry: that skips ~8 s of xz decompression under TCG
+#   OUTDIR/initramfs.cpio.gz   busybox-static, tidelet (stripped) and its shared libraries and
+#                              loader, the kernel modules the test needs ($MODULES below and
+#                              their dependencies, with modules.dep from `depmod -b`), the
+#                              busybox test image of the guest's architecture and the guest
+#                              scripts (/init, /stage2, /pods/*.yaml)
 # and prints those two paths. The result is cached: it is rebuilt only when an input changed
 # (the scripts, the tidelet binary, the kernel version, busybox, the test image).
 #
 # Architecture-specific values live in one table below (ARCH: x86_64 or aarch64). For a guest
-# that is not the host's architecture, TIDELET_BIN must be a cross-built binary; its shared
-# libraries cannot be found with ldd, so it must be statically linked (e.g. musl), and the
-# Debian packages of that architecture need `dpkg --add-architecture`.
+# that is not the host's architecture, TIDELET_BIN is a cross-built binary (for aarch64:
+# scripts/cross-build.sh); its shared libraries are found from its NEEDED entries (readelf,
+# recursively) in the cross libraries of Debian (libc6-arm64-cross, or the :arm64 multiarch
+# packages), and the Debian packages of that architecture need `dpkg --add-architecture`,
+# which this script does if missing.
 #
 # Environment: TIDELET_BIN (default: target/debug/tidelet), TEST_IMAGES_DIR (default:
-# target/test-images, built by images/build-test-images.sh), STRIP (default: strip).
+# target/test-images, or OUTDIR/cache/test-images for a foreign guest; built by
+# images/build-test-images.sh), STRIP (default: strip, or TRIPLE-strip for a foreign guest;
+# a binary it cannot strip is shipped as it is).
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -26,25 +34,37 @@ ARCH=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
-# ---- the architecture table: Debian architecture and kernel flavour.
+# ---- the architecture table: Debian architecture, kernel flavour, console driver, GNU triple
+# (where Debian puts that architecture's libraries).
 case "$ARCH" in
-    x86_64)  DEB_ARCH=amd64; FLAVOUR=amd64; CONSOLE_OPT=SERIAL_8250_CONSOLE ;;
-    aarch64) DEB_ARCH=arm64; FLAVOUR=arm64; CONSOLE_OPT=SERIAL_AMBA_PL011_CONSOLE ;;
+    # KERNEL: how QEMU gets the kernel: as packaged (arm64's is an uncompressed Image already)
+    # or as the ELF vmlinux inside the bzImage, booted via PVH (needs CONFIG_PVH).
+    x86_64)  DEB_ARCH=amd64; FLAVOUR=amd64; CONSOLE_OPT=SERIAL_8250_CONSOLE; TRIPLE=x86_64-linux-gnu
+             ELF_MACHINE=X86-64; KERNEL=pvh-vmlinux ;;
+    aarch64) DEB_ARCH=arm64; FLAVOUR=arm64; CONSOLE_OPT=SERIAL_AMBA_PL011_CONSOLE; TRIPLE=aarch64-linux-gnu
+             ELF_MACHINE=AArch64; KERNEL=as-packaged ;;
     *) echo "$0: unknown ARCH $ARCH (x86_64 | aarch64)" >&2; exit 2 ;;
 esac
+# The kernel modules the guest loads (stage2 modprobes each): overlay for the rootfs, and for
+# networking virtio_pci + virtio_net (the NIC), veth and bridge (pod networks). Their
+# dependencies are added from the modules' own `depends`.
+MODULES="overlay virtio_pci virtio_net veth bridge"
 HOST_DEB_ARCH=$(dpkg --print-architecture)
 PKG_SUFFIX=""
 [ "$DEB_ARCH" = "$HOST_DEB_ARCH" ] || PKG_SUFFIX=":$DEB_ARCH"
 
 TIDELET_BIN=${TIDELET_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/tidelet}
-TEST_IMAGES_DIR=${TEST_IMAGES_DIR:-$REPO/target/test-images}
-STRIP=${STRIP:-strip}
+if [ -z "$PKG_SUFFIX" ]; then STRIP=${STRIP:-strip}; else STRIP=${STRIP:-$TRIPLE-strip}; fi
 [ -x "$TIDELET_BIN" ] || { echo "$0: $TIDELET_BIN missing: run cargo build first (or set TIDELET_BIN)" >&2; exit 1; }
 
+# apt, serialised: the x86_64 and aarch64 tests build their guests at the same time, and two
+# `apt-get update`s at once fail on apt's lock.
+APT_LOCK=${TMPDIR:-/tmp}/tidelet-vm-apt.lock
+apt_locked() { flock -w 300 "$APT_LOCK" "$@" -o DPkg::Lock::Timeout=120; }
 apt_updated=no
 apt_update() {
     if [ $apt_updated = no ]; then
-        apt-get update -qq >&2
+        apt_locked apt-get update -qq >&2
         apt_updated=yes
     fi
 }
@@ -55,9 +75,18 @@ command -v depmod >/dev/null || [ -x /sbin/depmod ] || need+=(kmod)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}" >&2
     apt_update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt_locked apt-get install -y -qq "${need[@]}" >&2
 fi
 DEPMOD=$(command -v depmod || echo /sbin/depmod)
+MODINFO=$(command -v modinfo || echo /sbin/modinfo)
+# A foreign guest's packages (kernel, busybox) need its dpkg architecture (never armhf here:
+# its index on the mirror is broken).
+if [ -n "$PKG_SUFFIX" ] && ! dpkg --print-foreign-architectures | grep -qx "$DEB_ARCH"; then
+    echo "adding the dpkg architecture $DEB_ARCH" >&2
+    dpkg --add-architecture "$DEB_ARCH"
+    apt_updated=no
+    apt_update
+fi
 
 # ---- the kernel package: the one the linux-image-<flavour> metapackage depends on.
 kernel_pkg() {
@@ -75,34 +104,88 @@ KVER=${KPKG#linux-image-}
 mkdir -p "$OUTDIR/cache"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 CACHE=$OUTDIR/cache
+# The host's test images are the e2e tests' too; a foreign guest's are cached with its kernel.
+if [ -z "$PKG_SUFFIX" ]; then
+    TEST_IMAGES_DIR=${TEST_IMAGES_DIR:-$REPO/target/test-images}
+else
+    TEST_IMAGES_DIR=${TEST_IMAGES_DIR:-$CACHE/test-images}
+fi
 # One build at a time per OUTDIR (two test runs may share a target dir).
 exec 9>"$OUTDIR/.lock"
 flock 9
 
-# ---- download and extract only what the guest needs from the kernel package.
+# ---- download the kernel package once, keep the kernel, its config and the modules the guest
+# needs (the closure of $MODULES over their `depends`), drop the rest.
 KDIR=$CACHE/kernel-$KVER
-if [ ! -f "$KDIR/.done" ]; then
-    rm -rf "$CACHE"/kernel-* "$CACHE"/*.deb   # older kernel versions too
+if [ "$(cat "$KDIR/.done" 2>/dev/null)" != "$MODULES" ]; then
+    rm -rf "$CACHE"/kernel-* "$CACHE"/linux-image-*.deb   # older kernel versions too
     mkdir -p "$KDIR"
     (cd "$CACHE" && apt-get download "$KPKG$PKG_SUFFIX" >&2) || {
         apt_update
         (cd "$CACHE" && apt-get download "$KPKG$PKG_SUFFIX" >&2)
     }
     DEB=$(ls "$CACHE"/"${KPKG}"_*.deb)
-    dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$KDIR" --wildcards \
-        './boot/vmlinuz-*' './boot/config-*' \
-        "./lib/modules/$KVER/modules.builtin*" "./lib/modules/$KVER/modules.order" \
-        "./lib/modules/$KVER/kernel/fs/overlayfs/*"
+    ALL=$CACHE/all-modules
+    rm -rf "$ALL" && mkdir -p "$ALL"
+    # One pass (xz is the slow part) for the kernel, its config and the module directories
+    # where $MODULES and their dependencies live (files, not subdirectories: drivers/net/*
+    # without wireless/); the whole module tree only if the closure needs more.
+    K=./lib/modules/$KVER
+    dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$ALL" --wildcards --no-wildcards-match-slash \
+        './boot/vmlinuz-*' './boot/config-*' "$K/modules.builtin*" "$K/modules.order" \
+        "$K/kernel/fs/overlayfs/*" "$K/kernel/drivers/net/*" "$K/kernel/drivers/virtio/*" \
+        "$K/kernel/net/*/*" 2>/dev/null || true   # a pattern may match nothing: checked below
+    ls "$ALL"/boot/vmlinuz-* "$ALL/$K/modules.builtin" >/dev/null \
+        || { echo "$0: $DEB: no kernel or modules.builtin" >&2; exit 1; }
+    mkdir -p "$KDIR/boot" "$KDIR/$K"
+    mv "$ALL"/boot/* "$KDIR/boot/"
+    mv "$ALL/$K"/modules.builtin* "$ALL/$K/modules.order" "$KDIR/$K/"
+    # closure: copy $MODULES and their `depends` from $ALL to $KDIR; prints the names it found
+    # neither there nor built in.
+    closure() {
+        # name -> path of every module extracted (module names use _ where files may use -).
+        declare -A KO=()
+        while IFS= read -r f; do
+            n=${f##*/}; n=${n%%.ko*}; KO[${n//-/_}]=$f
+        done < <(cd "$ALL" && find . -name '*.ko*')
+        local todo=($MODULES) m f deps
+        declare -A seen=()
+        while [ ${#todo[@]} -gt 0 ]; do
+            m=${todo[0]//-/_}; todo=("${todo[@]:1}")
+            [ -z "${seen[$m]:-}" ] || continue
+            seen[$m]=1
+            f=${KO[$m]:-}
+            if [ -z "$f" ]; then
+                # Built in: nothing to ship, modprobe finds it in modules.builtin.
+                grep -q "/$m.ko" "$KDIR/$K/modules.builtin" || echo "$m"
+                continue
+            fi
+            mkdir -p "$KDIR/$(dirname "$f")"
+            cp "$ALL/$f" "$KDIR/$f"
+            deps=$("$MODINFO" -F depends "$ALL/$f")
+            [ -z "$deps" ] || todo+=(${deps//,/ })
+        done
+    }
+    missing=$(closure)
+    if [ -n "$missing" ]; then
+        echo "kernel $KVER: $(echo $missing) outside the usual directories; extracting every module" >&2
+        dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$ALL" "$K/kernel"
+        missing=$(closure)
+        [ -z "$missing" ] || { echo "$0: $KPKG has no module $(echo $missing), neither built in nor loadable" >&2; exit 1; }
+    fi
     rm -f "$DEB"
-    touch "$KDIR/.done"
+    rm -rf "$ALL"
+    echo "kernel $KVER: modules $(cd "$KDIR" && find . -name '*.ko*' -printf '%f ')" >&2
+    echo "$MODULES" > "$KDIR/.done"
 fi
 KCONFIG=$KDIR/boot/config-$KVER
-# What the test needs from the kernel: built in (y) or a module we ship (m; only overlay is
-# shipped, so the serial console must be built in).
+# What the test needs from the kernel: built in (y) or a module we ship (m; the serial console
+# must be built in: it is needed before any module loads).
 grep -q "^CONFIG_$CONSOLE_OPT=y$" "$KCONFIG" \
     || { echo "$0: $KCONFIG: CONFIG_$CONSOLE_OPT is not built in; no console for the test" >&2; exit 1; }
 for opt in CGROUPS MEMCG CGROUP_SCHED FAIR_GROUP_SCHED CFS_BANDWIDTH CGROUP_PIDS PID_NS NET_NS \
-           IPC_NS UTS_NS DEVTMPFS TMPFS BLK_DEV_INITRD RD_GZIP OVERLAY_FS; do
+           IPC_NS UTS_NS DEVTMPFS TMPFS BLK_DEV_INITRD RD_GZIP OVERLAY_FS \
+           $([ "$KERNEL" = pvh-vmlinux ] && echo PVH); do
     grep -Eq "^CONFIG_$opt=(y|m)$" "$KCONFIG" \
         || { echo "$0: $KCONFIG: CONFIG_$opt is not set; the VM test needs it" >&2; exit 1; }
 done
@@ -117,7 +200,10 @@ if [ -z "$PKG_SUFFIX" ]; then
 else
     BUSYBOX=$CACHE/busybox-$DEB_ARCH
     if [ ! -x "$BUSYBOX" ]; then
-        (cd "$CACHE" && apt-get download "busybox-static$PKG_SUFFIX" >&2)
+        (cd "$CACHE" && apt-get download "busybox-static$PKG_SUFFIX" >&2) || {
+            apt_update
+            (cd "$CACHE" && apt-get download "busybox-static$PKG_SUFFIX" >&2)
+        }
         dpkg-deb --fsys-tarfile "$CACHE"/busybox-static_*.deb | tar -xO ./bin/busybox > "$BUSYBOX.tmp"
         chmod 755 "$BUSYBOX.tmp" && mv "$BUSYBOX.tmp" "$BUSYBOX"
         rm -f "$CACHE"/busybox-static_*.deb
@@ -125,14 +211,59 @@ else
 fi
 
 # ---- the test image archive (the images script is itself deterministic and cheap).
-bash "$REPO/images/build-test-images.sh" "$TEST_IMAGES_DIR" >/dev/null
+BUSYBOX=$BUSYBOX bash "$REPO/images/build-test-images.sh" "$TEST_IMAGES_DIR" "$ARCH" >/dev/null
 IMAGE=$TEST_IMAGES_DIR/busybox.oci.tar
+
+# ---- tidelet's shared libraries and loader: LIB_SRC[i] on this host goes to LIB_DST[i] in the
+# guest, at the paths the dynamic linker looks for them.
+LIB_SRC=(); LIB_DST=()
+if [ -z "$PKG_SUFFIX" ]; then
+    for lib in $(ldd "$TIDELET_BIN" | grep -o '/[^ ]*'); do
+        LIB_SRC+=("$lib"); LIB_DST+=("$lib")
+    done
+else
+    # A cross-built binary: its program interpreter and, recursively, its NEEDED libraries,
+    # from the guest architecture's library directories; in the guest they go to /lib/TRIPLE,
+    # where the loader looks first.
+    machine=$(readelf -h "$TIDELET_BIN" | sed -n 's/^ *Machine: *//p')
+    case "$machine" in
+        *"$ELF_MACHINE"*) ;;
+        *) echo "$0: $TIDELET_BIN is not an $ARCH binary (ELF machine: $machine)" >&2; exit 1 ;;
+    esac
+    LIBDIRS="/usr/$TRIPLE/lib /usr/lib/$TRIPLE /lib/$TRIPLE"
+    find_lib() {
+        for d in $LIBDIRS; do
+            [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }
+        done
+        echo "$0: $1 (needed by $2) not found in $LIBDIRS: install libc6-$DEB_ARCH-cross (scripts/cross-build.sh does)" >&2
+        return 1
+    }
+    INTERP=$(readelf -l "$TIDELET_BIN" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+    if [ -n "$INTERP" ]; then
+        src=$(find_lib "$(basename "$INTERP")" "$TIDELET_BIN")
+        LIB_SRC+=("$src"); LIB_DST+=("$INTERP")
+    fi
+    declare -A shipped=()
+    queue=("$TIDELET_BIN")
+    while [ ${#queue[@]} -gt 0 ]; do
+        obj=${queue[0]}; queue=("${queue[@]:1}")
+        for lib in $(readelf -d "$obj" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+            [ -z "${shipped[$lib]:-}" ] || continue
+            shipped[$lib]=1
+            src=$(find_lib "$lib" "$obj")
+            LIB_SRC+=("$src"); LIB_DST+=("/lib/$TRIPLE/$lib")
+            queue+=("$src")
+        done
+    done
+fi
+echo "$ARCH: tidelet's libraries: ${LIB_DST[*]}" >&2
 
 # ---- cache key over every input.
 KEY=$( {
-    echo "arch=$ARCH kernel=$KPKG"
+    echo "arch=$ARCH kernel=$KPKG modules=$MODULES libs=${LIB_DST[*]}"
     sha256sum "$HERE/build-initramfs.sh" "$HERE/init" "$HERE/stage2" "$HERE"/pods/*.yaml \
-        "$TIDELET_BIN" "$BUSYBOX" "$IMAGE" "$KDIR/boot/vmlinuz-$KVER" | cut -d' ' -f1
+        "$TIDELET_BIN" "$BUSYBOX" "$IMAGE" "$KDIR/boot/vmlinuz-$KVER" "${LIB_SRC[@]}" \
+        | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)
 if [ -f "$OUTDIR/initramfs.cpio.gz" ] && [ -f "$OUTDIR/vmlinuz" ] \
     && [ "$(cat "$OUTDIR/key" 2>/dev/null)" = "$KEY" ]; then
@@ -159,16 +290,10 @@ mknod -m 666 "$STAGE/dev/null" c 1 3
 
 "$STRIP" -o "$STAGE/bin/tidelet" "$TIDELET_BIN" 2>/dev/null || cp "$TIDELET_BIN" "$STAGE/bin/tidelet"
 chmod 755 "$STAGE/bin/tidelet"
-if [ -z "$PKG_SUFFIX" ]; then
-    # Shared libraries of tidelet, at the paths the dynamic linker looks for them.
-    for lib in $(ldd "$TIDELET_BIN" | grep -o '/[^ ]*'); do
-        mkdir -p "$STAGE$(dirname "$lib")"
-        cp -L "$lib" "$STAGE$lib"
-    done
-elif file -L "$TIDELET_BIN" 2>/dev/null | grep -q 'dynamically linked'; then
-    echo "$0: $TIDELET_BIN is dynamically linked; a cross-built guest binary must be static" >&2
-    exit 1
-fi
+for i in "${!LIB_SRC[@]}"; do
+    mkdir -p "$STAGE$(dirname "${LIB_DST[$i]}")"
+    cp -L "${LIB_SRC[$i]}" "$STAGE${LIB_DST[$i]}"
+done
 
 # Kernel modules, with modules.dep for modprobe.
 MODS=$STAGE/lib/modules/$KVER
@@ -190,7 +315,23 @@ echo tidelet-vm > "$STAGE/etc/hostname"
 (cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) \
     | gzip -1 > "$OUTDIR/initramfs.cpio.gz.tmp"
 mv "$OUTDIR/initramfs.cpio.gz.tmp" "$OUTDIR/initramfs.cpio.gz"
-cp "$KDIR/boot/vmlinuz-$KVER" "$OUTDIR/vmlinuz"
+if [ "$KERNEL" = pvh-vmlinux ]; then
+    # The bzImage's payload is the xz-compressed ELF vmlinux (Debian: CONFIG_KERNEL_XZ).
+    python3 - "$KDIR/boot/vmlinuz-$KVER" "$OUTDIR/vmlinuz.tmp" <<'PY'
+import lzma, sys
+data = open(sys.argv[1], "rb").read()
+at = data.find(b"\xfd7zXZ\x00")
+if at < 0:
+    sys.exit(f"{sys.argv[1]}: no xz payload (CONFIG_KERNEL_XZ?); cannot extract vmlinux")
+elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[at:])
+if elf[:4] != b"\x7fELF":
+    sys.exit(f"{sys.argv[1]}: the xz payload is not an ELF vmlinux")
+open(sys.argv[2], "wb").write(elf)
+PY
+    mv "$OUTDIR/vmlinuz.tmp" "$OUTDIR/vmlinuz"
+else
+    cp "$KDIR/boot/vmlinuz-$KVER" "$OUTDIR/vmlinuz"
+fi
 cp "$KCONFIG" "$OUTDIR/config"
 rm -rf "$STAGE"
 echo "$KEY" > "$OUTDIR/key"

@@ -1,27 +1,38 @@
-//! tidelet on a real cgroup v2 host: a QEMU guest (TCG, no KVM) boots Debian's kernel with an
-//! initramfs holding busybox, the real tidelet binary and the busybox test image. Its `/init`
-//! (`tests/vm/init`, `tests/vm/stage2`) mounts cgroup2 with `cpu memory pids` enabled, runs
-//! `tidelet run` on two static pods (`tests/vm/pods/`) and prints what tidelet wrote into the
-//! cgroup files as `TIDELET-VM key=value` console lines; this test checks them.
+//! tidelet on a real cgroup v2 host, on both architectures it ships for: a QEMU guest (TCG, no
+//! KVM) boots Debian's kernel with an initramfs holding busybox, the real tidelet binary (for
+//! aarch64 the cross-built one, with its shared libraries), the busybox test image of the
+//! guest's architecture and the kernel modules tidelet needs. Its `/init` (`tests/vm/init`,
+//! `tests/vm/stage2`) mounts cgroup2 with `cpu memory pids` enabled, runs `tidelet run` on
+//! static pods (`tests/vm/pods/`, five at once) and prints what tidelet did as
+//! `TIDELET-VM key=value` console lines; this test checks them: modules loaded, the pods'
+//! namespaces apart from the host's, their cgroup v2 limits, their status, OOM handling,
+//! cleanup, a TCP exchange with the host's loopback through QEMU's restricted user network, and
+//! (a figure, not an assertion) tidelet's RSS.
 //!
-//! The console is kept in `target/vm/console-<test>-<arch>.log`. The guest architecture is
-//! `$TIDELET_VM_ARCH` (default: the host's; see `qemu::Arch`). It needs root (apt downloads
-//! the kernel) and QEMU: without root it skips unless `TIDELET_REQUIRE_PRIVILEGED=1`.
+//! Two tests, one guest each: x86_64 (the host's `target/debug/tidelet`, 512 MiB) and aarch64
+//! (`qemu-system-aarch64 -M virt -cpu cortex-a72`, 256 MiB: the small-board fit), whose binary
+//! is `$TIDELET_AARCH64_BIN` or `target/cross/aarch64-unknown-linux-gnu/release/tidelet` from
+//! `scripts/cross-build.sh`. The console is kept in `target/vm/console-<test>-<arch>.log` and
+//! its tail is printed when a test fails. They need root (apt downloads the kernels) and QEMU:
+//! without root they skip unless `TIDELET_REQUIRE_PRIVILEGED=1`; without the cross-built
+//! binary the aarch64 test skips, or fails under `TIDELET_REQUIRE_PRIVILEGED=1`.
 
+mod hostecho;
 mod markers;
 mod qemu;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tidelet_e2e::{bin, privileged, workspace};
 
+use hostecho::HostEcho;
 use markers::{shares_from_millicpu, weight_from_shares};
-use qemu::Arch;
+use qemu::{Arch, Options, AARCH64, X86_64};
 
-/// Hard limit for one boot (TCG is slow; the run takes ~25 s on x86_64 here).
+/// Hard limit for one boot (TCG is slow; a run takes ~25 s here on either architecture).
 fn timeout() -> Duration {
     let secs = std::env::var("TIDELET_VM_TIMEOUT")
         .ok()
@@ -36,8 +47,41 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
+fn required() -> bool {
+    std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1")
+}
+
+/// The cross-built aarch64 tidelet: `$TIDELET_AARCH64_BIN`, else scripts/cross-build.sh's
+/// output. `None` (skip) if missing, unless the test is required (CI): then it fails.
+fn aarch64_bin() -> Option<PathBuf> {
+    let p = std::env::var_os("TIDELET_AARCH64_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace().join("target/cross/aarch64-unknown-linux-gnu/release/tidelet")
+        });
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!(
+        "the aarch64 tidelet {} does not exist: run scripts/cross-build.sh first (or set \
+         TIDELET_AARCH64_BIN)",
+        p.display()
+    );
+    assert!(!required(), "{msg} (TIDELET_REQUIRE_PRIVILEGED=1)");
+    eprintln!("skipping: {msg}");
+    None
+}
+
+/// A finished guest run: its markers and its console (for the tail on failure).
+struct Run {
+    markers: BTreeMap<String, String>,
+    console: String,
+    log: PathBuf,
+    elapsed: Duration,
+}
+
 /// Build, boot and parse; panics with the console's tail if the guest did not finish.
-fn run_guest(test: &str, arch: &Arch) -> BTreeMap<String, String> {
+fn run_guest(test: &str, arch: &Arch, tidelet: &std::path::Path, opts: &Options) -> Run {
     assert!(
         qemu::on_path(arch.qemu),
         "{} not found: install {} (scripts/test.sh does)",
@@ -45,21 +89,29 @@ fn run_guest(test: &str, arch: &Arch) -> BTreeMap<String, String> {
         arch.qemu_package
     );
     let vm_dir = target_dir().join("vm");
+    let started = Instant::now();
     let (kernel, initrd) = qemu::build(
         &workspace().join("tests/vm/build-initramfs.sh"),
         &vm_dir.join(arch.name),
         arch,
-        &bin(),
+        tidelet,
+    );
+    eprintln!(
+        "vm: {}: kernel and initramfs ready in {:.1?}",
+        arch.name,
+        started.elapsed()
     );
     let log = vm_dir.join(format!("console-{test}-{}.log", arch.name));
     eprintln!("vm: console log: {}", log.display());
-    let boot = qemu::boot(arch, &kernel, &initrd, &log, timeout());
+    let boot = qemu::boot_with(arch, &kernel, &initrd, &log, timeout(), opts);
     let m = markers::parse(&boot.console);
     eprintln!(
-        "vm: QEMU ran {:.1?} (guest booted at {} s, pods running at {} s, done at {} s)",
+        "vm: {}: QEMU ran {:.1?} (boot to poweroff; guest up at {} s, five pods running at {} s, \
+         done at {} s)",
+        arch.name,
         boot.elapsed,
         m.get("boot.uptime").map_or("?", String::as_str),
-        m.get("web.running_at").map_or("?", String::as_str),
+        m.get("five.running_at").map_or("?", String::as_str),
         m.get("uptime.end").map_or("?", String::as_str),
     );
     let problem = if boot.timed_out {
@@ -78,10 +130,29 @@ fn run_guest(test: &str, arch: &Arch) -> BTreeMap<String, String> {
         panic!(
             "{p}\n---- console tail ({}) ----\n{}",
             log.display(),
-            markers::tail(&boot.console, 120)
+            markers::tail(&boot.console, 100)
         );
     }
-    m
+    Run {
+        markers: m,
+        console: boot.console,
+        log,
+        elapsed: boot.elapsed,
+    }
+}
+
+/// Run `check` on a finished guest; if it panics, print the console's tail first (the
+/// failure output is CI's artefact).
+fn checked(run: &Run, check: impl FnOnce(&BTreeMap<String, String>)) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&run.markers)));
+    if let Err(e) = result {
+        eprintln!(
+            "---- console tail ({}) ----\n{}\n---- end of console tail ----",
+            run.log.display(),
+            markers::tail(&run.console, 100)
+        );
+        std::panic::resume_unwind(e);
+    }
 }
 
 fn get<'a>(m: &'a BTreeMap<String, String>, key: &str) -> &'a str {
@@ -94,20 +165,97 @@ fn json(m: &BTreeMap<String, String>, key: &str) -> Value {
         .unwrap_or_else(|e| panic!("{key}: not JSON ({e}): {}", get(m, key)))
 }
 
-#[test]
-fn cgroup_v2_limits_oom_and_cleanup_in_a_vm() {
-    if !privileged() {
-        return;
-    }
-    let arch = Arch::selected();
-    let m = run_guest("cgroup_v2", &arch);
-    for (k, v) in &m {
+/// Boot `arch` with `tidelet` in `memory_mb` and check everything the guest reports.
+fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32) {
+    let echo = HostEcho::start();
+    let opts = Options {
+        memory_mb,
+        host_port: Some(echo.port),
+    };
+    let run = run_guest(test, &arch, tidelet, &opts);
+    for (k, v) in &run.markers {
         if !k.ends_with(".json") {
             eprintln!("vm: {k}={v}");
         }
     }
-    assert_eq!(get(&m, "arch"), arch.name);
-    let controllers: Vec<&str> = get(&m, "cgroup.controllers").split_whitespace().collect();
+    let host_lines = echo.lines();
+    drop(echo);
+    checked(&run, |m| {
+        check_guest(m, &arch);
+        // The guest reached the host's loopback, and only through the forward.
+        let hello = format!("hello from {}", arch.name);
+        assert_eq!(
+            get(m, "net.reply"),
+            format!("ack {hello}"),
+            "the guest's TCP exchange"
+        );
+        assert_eq!(
+            host_lines,
+            vec![hello],
+            "what the host's 127.0.0.1:{} received",
+            opts.host_port.unwrap()
+        );
+    });
+    let rss = rss_summary(&run.markers);
+    println!(
+        "vm: {} ({memory_mb} MiB, 5 pods running): {rss}; QEMU boot to poweroff {:.1?}",
+        arch.name, run.elapsed
+    );
+}
+
+/// The RSS figures as one line (KiB): the agent, and the supervisors and infra processes.
+fn rss_summary(m: &BTreeMap<String, String>) -> String {
+    let g = |k: &str| m.get(k).map_or("?", String::as_str);
+    format!(
+        "tidelet agent VmRSS {} KiB (peak {} KiB, Pss {} KiB); supervisors (tidelet-shim) {}; \
+         infra (tidelet-pid1) {}",
+        g("rss.agent_kib"),
+        g("rss.agent_hwm_kib"),
+        g("rss.agent_pss_kib"),
+        g("rss.tidelet-shim"),
+        g("rss.tidelet-pid1"),
+    )
+}
+
+/// Parse `count N total_kib T max_kib M pss_kib P` into (N, T, M, P); `None` if it is not
+/// that.
+fn rss_group(v: &str) -> Option<(u64, u64, u64, u64)> {
+    let w: Vec<&str> = v.split_whitespace().collect();
+    let keys = ["count", "total_kib", "max_kib", "pss_kib"];
+    if w.len() != 2 * keys.len() || keys.iter().enumerate().any(|(i, k)| w[2 * i] != *k) {
+        return None;
+    }
+    let num = |i: usize| w[2 * i + 1].parse::<u64>().ok();
+    Some((num(0)?, num(1)?, num(2)?, num(3)?))
+}
+
+#[test]
+fn x86_64_vm_runs_five_isolated_pods_with_cgroup_v2_limits() {
+    if !privileged() {
+        return;
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipping: the x86_64 guest runs the host's tidelet, and the host is not x86_64");
+        return;
+    }
+    guest_test("cgroup_v2", X86_64, &bin(), 512);
+}
+
+#[test]
+fn aarch64_vm_in_256_mib_runs_five_isolated_pods_with_cgroup_v2_limits() {
+    if !privileged() {
+        return;
+    }
+    let Some(tidelet) = aarch64_bin() else {
+        return;
+    };
+    guest_test("cgroup_v2", AARCH64, &tidelet, 256);
+}
+
+/// What both guests must show.
+fn check_guest(m: &BTreeMap<String, String>, arch: &Arch) {
+    assert_eq!(get(m, "arch"), arch.name);
+    let controllers: Vec<&str> = get(m, "cgroup.controllers").split_whitespace().collect();
     for c in ["cpu", "memory", "pids"] {
         assert!(
             controllers.contains(&c),
@@ -116,25 +264,25 @@ fn cgroup_v2_limits_oom_and_cleanup_in_a_vm() {
     }
 
     // The Burstable pod: requests cpu 100m memory 32Mi, limits cpu 250m memory 64Mi.
-    let web = json(&m, "web.json");
+    let web = json(m, "web.json");
     let uid = web["metadata"]["uid"].as_str().expect("web has a uid");
     assert_eq!(web["status"]["phase"], "Running", "{web}");
     assert_eq!(web["status"]["qosClass"], "Burstable", "{web}");
     assert_eq!(
-        get(&m, "web.app.proc_cgroup"),
+        get(m, "web.app.proc_cgroup"),
         format!("0::/kubepods/burstable/pod{uid}/app"),
         "the container process's /proc/PID/cgroup"
     );
-    let pid = get(&m, "web.app.pid");
+    let pid = get(m, "web.app.pid");
     assert!(
-        get(&m, "web.container.procs")
+        get(m, "web.container.procs")
             .split_whitespace()
             .any(|p| p == pid),
         "container cgroup.procs lacks its pid {pid}"
     );
     let weight = weight_from_shares(shares_from_millicpu(100)).to_string();
     for level in ["container", "pod"] {
-        let f = |file: &str| get(&m, &format!("web.{level}.{file}"));
+        let f = |file: &str| get(m, &format!("web.{level}.{file}"));
         assert_eq!(
             f("memory.max"),
             (64u64 << 20).to_string(),
@@ -152,8 +300,14 @@ fn cgroup_v2_limits_oom_and_cleanup_in_a_vm() {
             "{level} pids.max = {pids:?}"
         );
     }
+    // podPidsLimit: 64 in the guest's config file is the pod's pids.max.
+    assert_eq!(
+        get(m, "web.pod.pids.max"),
+        "64",
+        "the pod's pids.max (podPidsLimit)"
+    );
     for ancestor in ["kubepods", "burstable", "web.pod"] {
-        let enabled = get(&m, &format!("{ancestor}.subtree_control"));
+        let enabled = get(m, &format!("{ancestor}.subtree_control"));
         for c in ["cpu", "memory", "pids"] {
             assert!(
                 enabled.split_whitespace().any(|e| e == c),
@@ -163,41 +317,144 @@ fn cgroup_v2_limits_oom_and_cleanup_in_a_vm() {
     }
 
     // The pod whose container the kernel OOM-kills under its 16Mi limit.
-    let oom = json(&m, "oom.json");
+    let oom = json(m, "oom.json");
     let t = &oom["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(t["reason"], "OOMKilled", "{oom}");
     assert_eq!(t["exitCode"], 137, "{oom}");
     assert_eq!(oom["status"]["phase"], "Failed", "{oom}");
-    let kills: u64 = get(&m, "oom.memory.events")
+    let kills: u64 = get(m, "oom.memory.events")
         .strip_prefix("oom_kill ")
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(
         kills >= 1,
         "memory.events of the oom pod: {:?}",
-        get(&m, "oom.memory.events")
+        get(m, "oom.memory.events")
     );
 
     // oom_score_adj as kubelet's policy says (the guest's tidelet has CAP_SYS_RESOURCE).
-    let gpod = json(&m, "gpod.json");
+    let gpod = json(m, "gpod.json");
     assert_eq!(gpod["status"]["qosClass"], "Guaranteed", "{gpod}");
-    assert_eq!(get(&m, "gpod.app.oom_score_adj"), "-997");
-    assert_eq!(get(&m, "gpod.infra.oom_score_adj"), "-998");
-    let mem: i64 = get(&m, "mem_total_kib").parse::<i64>().unwrap() * 1024;
+    assert_eq!(get(m, "gpod.app.oom_score_adj"), "-997");
+    assert_eq!(get(m, "gpod.infra.oom_score_adj"), "-998");
+    let mem: i64 = get(m, "mem_total_kib").parse::<i64>().unwrap() * 1024;
     let burstable = (1000 - 1000 * (32i64 << 20) / mem).clamp(3, 999);
     assert_eq!(
-        get(&m, "web.app.oom_score_adj"),
+        get(m, "web.app.oom_score_adj"),
         burstable.to_string(),
         "Burstable formula"
     );
 
     // Removing the manifests removed the pods, their processes and their cgroups.
-    assert_eq!(get(&m, "web.pod_cgroup_removed"), "yes");
-    assert_eq!(get(&m, "oom.pod_cgroup_removed"), "yes");
-    assert_eq!(get(&m, "web.app.process_gone"), "yes");
+    assert_eq!(get(m, "web.pod_cgroup_removed"), "yes");
+    assert_eq!(get(m, "oom.pod_cgroup_removed"), "yes");
+    assert_eq!(get(m, "web.app.process_gone"), "yes");
     assert_eq!(
-        get(&m, "kubepods.left"),
+        get(m, "kubepods.left"),
         "",
         "pod cgroups left under kubepods"
     );
+
+    // The kernel modules tidelet needs loaded from the initramfs (modules.dep by depmod).
+    for module in ["overlay", "virtio_pci", "virtio_net", "veth", "bridge"] {
+        assert_eq!(
+            get(m, &format!("module.{module}")),
+            "loaded",
+            "modprobe {module}"
+        );
+    }
+
+    // Isolation: the container has its own pid, mount, network, UTS and IPC namespaces.
+    for ns in ["pid", "mnt", "net", "uts", "ipc"] {
+        let v = get(m, &format!("web.ns.{ns}"));
+        let (pod, host) = v
+            .split_once(" host=")
+            .unwrap_or_else(|| panic!("web.ns.{ns}: {v:?}"));
+        assert!(pod.starts_with(&format!("{ns}:[")), "web.ns.{ns}: {v:?}");
+        assert_ne!(pod, host, "the container shares the host's {ns} namespace");
+    }
+    let nspid: Vec<&str> = get(m, "web.app.nspid").split_whitespace().collect();
+    assert_eq!(
+        nspid.len(),
+        2,
+        "NSpid: the host's pid and the pod's: {nspid:?}"
+    );
+    assert_eq!(nspid[0], get(m, "web.app.pid"));
+    // kubelet's default (no shareProcessNamespace): the container is PID 1 of its own PID
+    // namespace.
+    assert_eq!(nspid[1], "1", "the app's PID in its own PID namespace");
+    assert_eq!(
+        get(m, "web.app.hostname"),
+        "web-vm",
+        "the pod's hostname (UTS)"
+    );
+    assert_eq!(
+        get(m, "web.app.net_links").trim(),
+        "lo",
+        "the pod's network namespace has only loopback"
+    );
+
+    // Five pods at once, each Running; the small ones Burstable (requests below limits).
+    let pods = json(m, "pods.json");
+    let items = pods["items"].as_array().expect("pods.json has items");
+    let mut running: Vec<&str> = items
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    running.sort_unstable();
+    assert_eq!(
+        running,
+        [
+            "gpod-vm",
+            "small-1-vm",
+            "small-2-vm",
+            "small-3-vm",
+            "web-vm"
+        ],
+        "pods Running at once"
+    );
+    for p in items {
+        if p["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("small-"))
+        {
+            assert_eq!(p["status"]["qosClass"], "Burstable", "{p}");
+            assert!(
+                p["status"]["containerStatuses"][0]["state"]["running"].is_object(),
+                "{p}"
+            );
+        }
+    }
+    assert_eq!(get(m, "agent.comm"), "tidelet", "agent.pid is the agent");
+    let agent_kib: u64 = get(m, "rss.agent_kib").parse().expect("rss.agent_kib");
+    assert!(agent_kib > 0, "agent VmRSS {agent_kib}");
+    // One supervisor per pod: the five running and the OOM-killed one, which still exists.
+    let shim = get(m, "rss.tidelet-shim");
+    let (shims, shim_kib, _, _) =
+        rss_group(shim).unwrap_or_else(|| panic!("rss.tidelet-shim: {shim:?}"));
+    assert_eq!(shims, 6, "tidelet-shim processes: {}", get(m, "procs"));
+    assert!(shim_kib > 0, "supervisors' VmRSS");
+}
+
+#[test]
+fn rss_group_parses_the_marker() {
+    let cases = [
+        (
+            "count 6 total_kib 15972 max_kib 2664 pss_kib 4096",
+            Some((6, 15972, 2664, 4096)),
+        ),
+        (
+            "count 0 total_kib 0 max_kib 0 pss_kib 0",
+            Some((0, 0, 0, 0)),
+        ),
+        ("", None),
+        ("count x total_kib 1 max_kib 1 pss_kib 1", None),
+        ("total_kib 1 count 1 max_kib 1 pss_kib 1", None),
+        ("count 1 total_kib 1 max_kib 1", None),
+        ("count 1 total_kib 1 max_kib 1 pss_kib 1 extra", None),
+    ];
+    for (v, want) in cases {
+        assert_eq!(rss_group(v), want, "{v:?}");
+    }
 }

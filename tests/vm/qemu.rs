@@ -1,6 +1,12 @@
 //! The guest machine: what differs between architectures (QEMU binary, machine, console
 //! device, the name `build-initramfs.sh` knows), building the kernel and initramfs, and booting
 //! them under TCG with a hard timeout while the console goes to a log file.
+//!
+//! A boot may give the guest a network that reaches only the host's loopback (`Options::
+//! host_port`): QEMU's user network with `restrict=on` (no route out) and a `guestfwd` that
+//! turns each guest connection to `10.0.2.100:PORT` into `nc 127.0.0.1 PORT` on the host (the
+//! `cmd:` form serves many connections, the `tcp:` form one). The guest learns PORT from
+//! `tidelet.hostport=PORT` on its kernel command line.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,7 +47,9 @@ impl Arch {
         [X86_64, AARCH64].into_iter().find(|a| a.name == name)
     }
 
-    /// The guest architecture: `$TIDELET_VM_ARCH`, else the host's.
+    /// The guest architecture: `$TIDELET_VM_ARCH`, else the host's. (tests/vm boots both;
+    /// other VM tests that `#[path]`-include this file choose with it.)
+    #[allow(dead_code)]
     pub fn selected() -> Arch {
         let name =
             std::env::var("TIDELET_VM_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.to_string());
@@ -51,30 +59,88 @@ impl Arch {
 
     /// The full QEMU command line (TCG, no display, no reboot: a guest panic ends QEMU).
     pub fn qemu_args(&self, kernel: &Path, initrd: &Path, memory_mb: u32) -> Vec<String> {
+        self.qemu_args_with(
+            kernel,
+            initrd,
+            &Options {
+                memory_mb,
+                host_port: None,
+            },
+        )
+    }
+
+    /// `qemu_args` with every boot option.
+    pub fn qemu_args_with(&self, kernel: &Path, initrd: &Path, opts: &Options) -> Vec<String> {
+        let mut append = format!("console={} panic=-1 quiet loglevel=3", self.console);
+        if let Some(port) = opts.host_port {
+            append.push_str(&format!(" tidelet.hostport={port}"));
+        }
         let mut a: Vec<String> = vec!["-accel".into(), "tcg".into()];
         a.extend(self.machine.iter().map(|s| s.to_string()));
         a.extend(
             [
                 "-m",
-                &memory_mb.to_string(),
+                &opts.memory_mb.to_string(),
                 "-smp",
                 "1",
                 "-nographic",
                 "-no-reboot",
-                // No network in the guest (and no iPXE option ROM to load).
-                "-nic",
-                "none",
+            ]
+            .map(String::from),
+        );
+        a.extend(net_args(opts.host_port));
+        a.extend(
+            [
                 "-kernel",
                 &kernel.display().to_string(),
                 "-initrd",
                 &initrd.display().to_string(),
                 "-append",
                 // loglevel=3 keeps the kernel's OOM-kill lines (KERN_ERR) out of the markers.
-                &format!("console={} panic=-1 quiet loglevel=3", self.console),
+                &append,
             ]
             .map(String::from),
         );
         a
+    }
+}
+
+/// How to boot a guest, beyond its architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Guest RAM (`-m`).
+    pub memory_mb: u32,
+    /// Give the guest a NIC on QEMU's restricted user network whose `10.0.2.100:PORT` is the
+    /// host's `127.0.0.1:PORT` (through `nc`, which must be on the host's PATH).
+    pub host_port: Option<u16>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            memory_mb: 512,
+            host_port: None,
+        }
+    }
+}
+
+/// The guest's address for the host's loopback port (`guestfwd`).
+pub const HOST_FWD_ADDR: &str = "10.0.2.100";
+
+/// QEMU's network arguments: none at all, or a virtio NIC (PCI on both machines; no option
+/// ROM, the kernel is booted directly) on a user network with no route out (`restrict=on`)
+/// and one forward to the host's loopback.
+pub fn net_args(host_port: Option<u16>) -> Vec<String> {
+    match host_port {
+        None => vec!["-nic".into(), "none".into()],
+        Some(port) => vec![
+            "-netdev".into(),
+            format!(
+                "user,id=net0,restrict=on,guestfwd=tcp:{HOST_FWD_ADDR}:{port}-cmd:nc 127.0.0.1 {port}"
+            ),
+            "-device".into(),
+            "virtio-net-pci,netdev=net0,romfile=".into(),
+        ],
     }
 }
 
@@ -117,10 +183,31 @@ pub struct Boot {
     pub status: Option<std::process::ExitStatus>,
 }
 
-/// Boot the guest; its console (QEMU's stdout and stderr) goes to `log`.
+/// Boot the guest with 512 MiB and no network; its console (QEMU's stdout and stderr) goes to
+/// `log`. (tests/vm uses `boot_with`; other VM tests that `#[path]`-include this file use this.)
+#[allow(dead_code)]
 pub fn boot(arch: &Arch, kernel: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Boot {
+    boot_with(arch, kernel, initrd, log, timeout, &Options::default())
+}
+
+/// `boot` with every boot option.
+pub fn boot_with(
+    arch: &Arch,
+    kernel: &Path,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+    opts: &Options,
+) -> Boot {
+    if opts.host_port.is_some() {
+        assert!(
+            on_path("nc"),
+            "nc not found: the guest's forward to the host's loopback runs `nc 127.0.0.1 PORT` \
+             (install netcat-openbsd)"
+        );
+    }
     let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-    let args = arch.qemu_args(kernel, initrd, 512);
+    let args = arch.qemu_args_with(kernel, initrd, opts);
     eprintln!("vm: {} {}", arch.qemu, args.join(" "));
     let start = Instant::now();
     let mut child = Command::new(arch.qemu)
@@ -192,5 +279,40 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("host") && !s.contains("kvm"), "{s}");
+        assert!(s.contains("-nic none"), "{s}");
+    }
+
+    #[test]
+    fn net_args_table() {
+        // (host port, expected arguments joined by spaces)
+        let cases = [
+            (None, "-nic none".to_string()),
+            (
+                Some(18830),
+                "-netdev user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:18830-cmd:nc 127.0.0.1 \
+                 18830 -device virtio-net-pci,netdev=net0,romfile="
+                    .to_string(),
+            ),
+        ];
+        for (port, want) in cases {
+            assert_eq!(net_args(port).join(" "), want, "{port:?}");
+        }
+    }
+
+    #[test]
+    fn host_port_reaches_the_kernel_command_line() {
+        let opts = Options {
+            memory_mb: 256,
+            host_port: Some(4242),
+        };
+        let a = AARCH64.qemu_args_with(Path::new("/k"), Path::new("/i"), &opts);
+        let s = a.join(" ");
+        assert!(s.contains("-m 256 "), "{s}");
+        assert!(s.contains("restrict=on"), "{s}");
+        assert!(!s.contains("-nic none"), "{s}");
+        assert_eq!(
+            a.last().unwrap(),
+            "console=ttyAMA0 panic=-1 quiet loglevel=3 tidelet.hostport=4242"
+        );
     }
 }
