@@ -364,6 +364,22 @@ fn check_guest(m: &BTreeMap<String, String>, arch: &Arch) {
         );
     }
 
+    // Without overlayfs in the kernel, the agent warned at start and the pod said why in
+    // its container status, naming the kernel option.
+    let no = json(m, "nooverlay.json");
+    // (the failed start, StartError as containerd reports it, is the container's last state)
+    let c = &no["status"]["containerStatuses"][0];
+    let said = [&c["state"]["waiting"], &c["lastState"]["terminated"]]
+        .iter()
+        .filter_map(|s| s["message"].as_str())
+        .any(|s| s.contains("CONFIG_OVERLAY_FS") && s.contains("modprobe overlay"));
+    assert!(said, "{no}");
+    assert_ne!(
+        get(m, "nooverlay.agent_warned"),
+        "0",
+        "the agent's start-up warning"
+    );
+
     // Isolation: the container has its own pid, mount, network, UTS and IPC namespaces.
     for ns in ["pid", "mnt", "net", "uts", "ipc"] {
         let v = get(m, &format!("web.ns.{ns}"));

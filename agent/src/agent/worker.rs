@@ -11,6 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::prepare::{self, Inputs, PodPlan};
 use super::shared::{ContainerInfo, PodView};
@@ -179,89 +180,93 @@ impl Worker {
         let pod = d.pod.pod.clone();
         let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &pod);
         let span = tracing::info_span!("create", pod = %self.key, uid = %plan.uid);
-        let _e = span.enter();
-        let s = prepare::spec(&pod);
-        // Leftovers of an earlier life of this UID (e.g. the supervisor died): start clean.
-        let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
-        let _ = self.ctx.cgroups.remove(&plan.cgroup);
-        let _ = prepare::remove_tree(&plan.pod_dir);
-        std::fs::create_dir_all(&plan.pod_dir)
-            .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))?;
-        prepare::write_pod_files(&self.ctx.cfg, &plan, &pod)
-            .map_err(|e| format!("pod files: {e}"))?;
-        let mut pod_res = crate::qos::pod_resources(s);
-        pod_res.pids_limit = self.ctx.cfg.pod_pids_limit;
-        self.ctx
-            .cgroups
-            .apply(&plan.cgroup, &pod_res)
+        // Instrumented, not entered: a guard held across `.await` tags other tasks' lines.
+        async {
+            let s = prepare::spec(&pod);
+            // Leftovers of an earlier life of this UID (e.g. the supervisor died): start clean.
+            let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
+            let _ = self.ctx.cgroups.remove(&plan.cgroup);
+            let _ = prepare::remove_tree(&plan.pod_dir);
+            std::fs::create_dir_all(&plan.pod_dir)
+                .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))?;
+            prepare::write_pod_files(&self.ctx.cfg, &plan, &pod)
+                .map_err(|e| format!("pod files: {e}"))?;
+            let mut pod_res = crate::qos::pod_resources(s);
+            pod_res.pids_limit = self.ctx.cfg.pod_pids_limit;
+            self.ctx
+                .cgroups
+                .apply(&plan.cgroup, &pod_res)
+                .map_err(|e| e.to_string())?;
+            self.ctx
+                .cgroups
+                .apply(
+                    &format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP),
+                    &Default::default(),
+                )
+                .map_err(|e| e.to_string())?;
+            let mut containers = BTreeMap::new();
+            for c in &s.containers {
+                containers.insert(c.name.clone(), Memo::default());
+            }
+            let rec = PodRecord {
+                key: self.key.clone(),
+                pod: pod.clone(),
+                file: d.pod.file.clone(),
+                cgroup: plan.cgroup.clone(),
+                log_dir: plan.log_dir.clone(),
+                start_time_ns: now_ns(),
+                containers,
+                info: BTreeMap::new(),
+            };
+            save(&plan, &rec)?;
+            let mut sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
+            // The agent, not the supervisor, moves the supervisor into its cgroup, at the same time
+            // as the supervisor moves the first container into its own: on cgroup v1 each attach
+            // waits for an RCU grace period unless one is under way, so the two share one and it
+            // is off the sandbox's start path. With a shared PID namespace the supervisor forks its
+            // pid-1 helper before it is ready, and that must start inside the pod's cgroup, so
+            // there the supervisor joins itself.
+            let deferred_procs = if sandbox.share_process_namespace && !sandbox.host_pid {
+                Vec::new()
+            } else {
+                std::mem::take(&mut sandbox.cgroup_procs)
+            };
+            let exe = self.ctx.exe.clone();
+            let pod_dir = plan.pod_dir.clone();
+            let pid = tokio::task::spawn_blocking(move || {
+                crate::runtime::spawn_supervisor(&exe, &pod_dir, &sandbox)
+            })
+            .await
+            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        self.ctx
-            .cgroups
-            .apply(
-                &format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP),
-                &Default::default(),
-            )
-            .map_err(|e| e.to_string())?;
-        let mut containers = BTreeMap::new();
-        for c in &s.containers {
-            containers.insert(c.name.clone(), Memo::default());
-        }
-        let rec = PodRecord {
-            key: self.key.clone(),
-            pod: pod.clone(),
-            file: d.pod.file.clone(),
-            cgroup: plan.cgroup.clone(),
-            log_dir: plan.log_dir.clone(),
-            start_time_ns: now_ns(),
-            containers,
-            info: BTreeMap::new(),
-        };
-        save(&plan, &rec)?;
-        let mut sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
-        // The agent, not the supervisor, moves the supervisor into its cgroup, at the same time
-        // as the supervisor moves the first container into its own: on cgroup v1 each attach
-        // waits for an RCU grace period unless one is under way, so the two share one and it
-        // is off the sandbox's start path. With a shared PID namespace the supervisor forks its
-        // pid-1 helper before it is ready, and that must start inside the pod's cgroup, so
-        // there the supervisor joins itself.
-        let deferred_procs = if sandbox.share_process_namespace && !sandbox.host_pid {
-            Vec::new()
-        } else {
-            std::mem::take(&mut sandbox.cgroup_procs)
-        };
-        let exe = self.ctx.exe.clone();
-        let pod_dir = plan.pod_dir.clone();
-        let pid = tokio::task::spawn_blocking(move || {
-            crate::runtime::spawn_supervisor(&exe, &pod_dir, &sandbox)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        if !deferred_procs.is_empty() {
-            let key = self.key.clone();
-            tokio::task::spawn_blocking(move || {
-                for f in &deferred_procs {
-                    if let Err(e) = std::fs::write(f, pid.to_string()) {
-                        tracing::error!(pod = %key, file = %f.display(), error = %e, "cannot move the pod supervisor into its cgroup");
+            if !deferred_procs.is_empty() {
+                let key = self.key.clone();
+                tokio::task::spawn_blocking(move || {
+                    for f in &deferred_procs {
+                        if let Err(e) = std::fs::write(f, pid.to_string()) {
+                            tracing::error!(pod = %key, file = %f.display(), error = %e, "cannot move the pod supervisor into its cgroup");
+                        }
                     }
-                }
-            });
+                });
+            }
+            tracing::info!(pid, "pod sandbox started");
+            self.events.push(
+                false,
+                "SandboxStarted",
+                format!("infra process {pid}"),
+                now_ns(),
+            );
+            let client = Client::new(&plan.pod_dir);
+            Ok(Running {
+                plan,
+                rec,
+                client,
+                seq: 0,
+                failed: None,
+            })
         }
-        tracing::info!(pid, "pod sandbox started");
-        self.events.push(
-            false,
-            "SandboxStarted",
-            format!("infra process {pid}"),
-            now_ns(),
-        );
-        let client = Client::new(&plan.pod_dir);
-        Ok(Running {
-            plan,
-            rec,
-            client,
-            seq: 0,
-            failed: None,
-        })
+        .instrument(span)
+        .await
     }
 
     async fn adopt_pod(&mut self, rec: PodRecord) -> Option<Running> {
@@ -312,37 +317,41 @@ impl Worker {
 
     async fn teardown(&mut self, r: Running) {
         let span = tracing::info_span!("teardown", pod = %self.key, uid = %r.plan.uid);
-        let _e = span.enter();
-        let grace = r.plan.grace_secs;
-        let res =
-            tokio::time::timeout(Duration::from_secs(grace + 15), r.client.shutdown(grace)).await;
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "supervisor did not answer shutdown; killing the pod's cgroup")
+        // Instrumented, not entered: a guard held across `.await` tags other tasks' lines.
+        async {
+            let grace = r.plan.grace_secs;
+            let res =
+                tokio::time::timeout(Duration::from_secs(grace + 15), r.client.shutdown(grace)).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "supervisor did not answer shutdown; killing the pod's cgroup")
+                }
+                Err(_) => tracing::warn!("supervisor shutdown timed out; killing the pod's cgroup"),
             }
-            Err(_) => tracing::warn!("supervisor shutdown timed out; killing the pod's cgroup"),
+            let cg = self.ctx.cgroups.clone();
+            let (cgroup, pod_dir, log_dir) = (
+                r.rec.cgroup.clone(),
+                r.plan.pod_dir.clone(),
+                r.plan.log_dir.clone(),
+            );
+            let result = tokio::task::spawn_blocking(move || {
+                cg.kill_all(&cgroup).map_err(|e| e.to_string())?;
+                cg.remove(&cgroup).map_err(|e| e.to_string())?;
+                prepare::remove_tree(&pod_dir).map_err(|e| format!("{}: {e}", pod_dir.display()))?;
+                prepare::remove_tree(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => tracing::info!("pod removed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "pod removal incomplete"),
+                Err(e) => tracing::error!(error = %e, "pod removal task failed"),
+            }
+            self.events
+                .push(false, "Killing", "pod stopped and removed".into(), now_ns());
         }
-        let cg = self.ctx.cgroups.clone();
-        let (cgroup, pod_dir, log_dir) = (
-            r.rec.cgroup.clone(),
-            r.plan.pod_dir.clone(),
-            r.plan.log_dir.clone(),
-        );
-        let result = tokio::task::spawn_blocking(move || {
-            cg.kill_all(&cgroup).map_err(|e| e.to_string())?;
-            cg.remove(&cgroup).map_err(|e| e.to_string())?;
-            prepare::remove_tree(&pod_dir).map_err(|e| format!("{}: {e}", pod_dir.display()))?;
-            prepare::remove_tree(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => tracing::info!("pod removed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "pod removal incomplete"),
-            Err(e) => tracing::error!(error = %e, "pod removal task failed"),
-        }
-        self.events
-            .push(false, "Killing", "pod stopped and removed".into(), now_ns());
+        .instrument(span)
+        .await
     }
 
     /// Run the pod until the desired pod changes. `Err` when the channel closed.
