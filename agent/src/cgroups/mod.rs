@@ -13,6 +13,7 @@ use std::time::Duration;
 
 mod common;
 mod cpu;
+pub mod delegation;
 mod memory;
 pub mod mountinfo;
 mod pids;

@@ -1,0 +1,323 @@
+//! tidelet as a systemd service on an aarch64 board: a QEMU guest (`-M virt -cpu cortex-a72`,
+//! TCG) boots Debian's arm64 kernel, a tiny initrd that mounts the root disk read-only, and
+//! Debian 12's systemd 252 from that disk, with tidelet installed from `dist/` as the Yocto
+//! recipe installs it (`tidelet.service`, `/etc/tidelet/config.yaml`) and a static pod baked
+//! into the image. `tidelet-vmtest.service` (tests/vm_systemd/guest/vmtest.sh) checks the
+//! service, the pod's cgroup inside the delegated subtree, a `systemctl restart tidelet`, the
+//! missing-controllers error and the read-only root, and prints `TIDELET-VMSD key=value`
+//! console lines that this test asserts on.
+//!
+//! Inputs: the cross-built binary (`$TIDELET_AARCH64_BIN`, else
+//! `target/cross/aarch64-unknown-linux-gnu/release/tidelet` from scripts/cross-build.sh).
+//! The guest is built by `build-rootfs.sh` into `target/vm/aarch64-systemd/` (cached); the
+//! console is kept in `target/vm/console-systemd-aarch64.log`. Root is needed; without it the
+//! test skips unless `TIDELET_REQUIRE_PRIVILEGED=1`, which also makes a missing binary fatal.
+
+#[allow(dead_code)]
+#[path = "../vm/qemu.rs"]
+mod qemu;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tidelet_e2e::{privileged, workspace};
+
+const MARK: &str = "TIDELET-VMSD ";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// Hard limit for the boot (`TIDELET_VMSD_TIMEOUT`, default 420 s).
+fn timeout() -> Duration {
+    let secs = std::env::var("TIDELET_VMSD_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(420);
+    Duration::from_secs(secs)
+}
+
+/// The `TIDELET-VMSD key=value` lines; a later line wins. Lines may be preceded by other
+/// console output on the same line (systemd's status, the kernel).
+fn markers(console: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for line in console.lines() {
+        let Some(at) = line.find(MARK) else { continue };
+        let rest = line[at + MARK.len()..].trim_end_matches('\r');
+        let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
+        m.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    m
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Run build-rootfs.sh; returns (kernel, initrd, disk).
+fn build(tidelet: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let script = workspace().join("tests/vm_systemd/build-rootfs.sh");
+    let out_dir = target_dir().join("vm/aarch64-systemd");
+    let start = Instant::now();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&out_dir)
+        .env("TIDELET_AARCH64_BIN", tidelet)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} {} failed: {}",
+        script.display(),
+        out_dir.display(),
+        out.status
+    );
+    eprintln!("vm_systemd: guest built in {:.1?}", start.elapsed());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let p: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
+    match p.as_slice() {
+        [k, i, d] if k.exists() && i.exists() && d.exists() => (k.clone(), i.clone(), d.clone()),
+        _ => panic!(
+            "{} printed no kernel, initrd and disk: {text:?}",
+            script.display()
+        ),
+    }
+}
+
+fn qemu_args(arch: &qemu::Arch, kernel: &Path, initrd: &Path, disk: &Path) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-accel".into(), "tcg".into()];
+    a.extend(arch.machine.iter().map(|s| s.to_string()));
+    let drive = format!(
+        "file={},if=none,id=root,format=raw,readonly=on",
+        disk.display()
+    );
+    a.extend(
+        [
+            "-m",
+            "512",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-device,drive=root",
+            "-kernel",
+            &kernel.display().to_string(),
+            "-initrd",
+            &initrd.display().to_string(),
+            "-append",
+            &format!(
+                "console={} panic=-1 quiet loglevel=3 systemd.show_status=error",
+                arch.console
+            ),
+        ]
+        .map(String::from),
+    );
+    a
+}
+
+/// Boot with a hard timeout; the console goes to `log`. Returns (console, elapsed, timed out).
+fn boot(arch: &qemu::Arch, args: &[String], log: &Path) -> (String, Duration, bool) {
+    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    eprintln!("vm_systemd: {} {}", arch.qemu, args.join(" "));
+    let start = Instant::now();
+    let mut child = Command::new(arch.qemu)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "starting {}: {e} (install {})",
+                arch.qemu, arch.qemu_package
+            )
+        });
+    let timed_out = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if start.elapsed() > timeout() {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let console = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+    (console, start.elapsed(), timed_out)
+}
+
+fn get<'a>(m: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    m.get(key)
+        .unwrap_or_else(|| panic!("no `{MARK}{key}=` marker; markers: {m:#?}"))
+}
+
+#[test]
+fn markers_are_parsed_from_noisy_console_lines() {
+    let console = "[  OK  ] x\r\nTIDELET-VMSD a=1\r\nnoise TIDELET-VMSD b=x=y \nTIDELET-VMSD done\nTIDELET-VMSD a=2\n";
+    let m = markers(console);
+    assert_eq!(m.get("a").map(String::as_str), Some("2"));
+    assert_eq!(m.get("b").map(String::as_str), Some("x=y"));
+    assert_eq!(m.get("done").map(String::as_str), Some(""));
+    assert_eq!(m.len(), 3);
+}
+
+#[test]
+fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
+    if !privileged() {
+        return;
+    }
+    let tidelet = std::env::var_os("TIDELET_AARCH64_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("cross/aarch64-unknown-linux-gnu/release/tidelet"));
+    assert!(
+        tidelet.is_file(),
+        "{}: no cross-built aarch64 tidelet; run scripts/cross-build.sh first (or set \
+         TIDELET_AARCH64_BIN)",
+        tidelet.display()
+    );
+    let arch = qemu::AARCH64;
+    assert!(
+        qemu::on_path(arch.qemu),
+        "{} not found: install {}",
+        arch.qemu,
+        arch.qemu_package
+    );
+    let (kernel, initrd, disk) = build(&tidelet);
+    let log = target_dir().join("vm/console-systemd-aarch64.log");
+    eprintln!("vm_systemd: console log: {}", log.display());
+    let (console, elapsed, timed_out) =
+        boot(&arch, &qemu_args(&arch, &kernel, &initrd, &disk), &log);
+    let m = markers(&console);
+    eprintln!(
+        "vm_systemd: QEMU ran {elapsed:.1?} (systemd at {} s, tidelet active at {} s, pod at {} s, restart {}..{} s, end {} s)",
+        m.get("systemd.uptime").map_or("?", String::as_str),
+        m.get("service.active_at").map_or("?", String::as_str),
+        m.get("pod.running_at").map_or("?", String::as_str),
+        m.get("restart.start").map_or("?", String::as_str),
+        m.get("restart.done").map_or("?", String::as_str),
+        m.get("uptime.end").map_or("?", String::as_str),
+    );
+    let problem = if timed_out {
+        Some(format!("QEMU killed after {:?}", timeout()))
+    } else if let Some(f) = m.get("fail") {
+        Some(format!("the guest failed: {f}"))
+    } else if !m.contains_key("done") {
+        Some("the guest ended before `TIDELET-VMSD done`".to_string())
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        panic!(
+            "{p}\n---- console tail ({}) ----\n{}",
+            log.display(),
+            tail(&console, 150)
+        );
+    }
+    for (k, v) in &m {
+        eprintln!("vm_systemd: {k}={v}");
+    }
+
+    // systemd 252 on cgroup v2, tidelet started as a Type=notify service with a watchdog.
+    assert!(get(&m, "systemd.version").starts_with("systemd_"), "{m:?}");
+    assert_eq!(get(&m, "cgroup.fs"), "cgroup2fs");
+    assert_eq!(get(&m, "service.type"), "notify");
+    assert_eq!(get(&m, "service.watchdog_usec"), "30s");
+    let unit = get(&m, "service.cgroup");
+    assert_eq!(unit, "/system.slice/tidelet.service");
+
+    // The agent lives in the leaf; the unit's cgroup has no processes and delegates
+    // the controllers to the pods below it.
+    assert_eq!(get(&m, "main1.cgroup"), format!("{unit}/agent"));
+    assert_eq!(
+        get(&m, "unit.procs"),
+        "",
+        "processes left in the unit's own cgroup"
+    );
+    let enabled = get(&m, "unit.subtree_control");
+    for c in ["cpu", "memory", "pids"] {
+        assert!(
+            enabled.split_whitespace().any(|e| e == c),
+            "{unit}: {enabled:?} lacks {c}"
+        );
+    }
+
+    // The pod: inside the delegated subtree, with its limits (cpu 250m, memory 64Mi).
+    let pod: Value = serde_json::from_str(get(&m, "pod.json")).expect("pod.json is JSON");
+    let uid = pod["metadata"]["uid"].as_str().expect("the pod has a uid");
+    assert_eq!(
+        get(&m, "app1.cgroup"),
+        format!("{unit}/kubepods/burstable/pod{uid}/app")
+    );
+    assert_eq!(get(&m, "app.memory.max"), (64u64 << 20).to_string());
+    assert_eq!(get(&m, "pod.memory.max"), (64u64 << 20).to_string());
+    assert_eq!(get(&m, "app.cpu.max"), "25000 100000");
+    assert!(
+        get(&m, "sup1.cgroup").starts_with(&format!("{unit}/kubepods/")),
+        "the pod's supervisor is in {:?}",
+        get(&m, "sup1.cgroup")
+    );
+
+    // The restart: a new agent process, back in the leaf, the same pod process.
+    assert_ne!(
+        get(&m, "main2.pid"),
+        get(&m, "main1.pid"),
+        "the agent was not restarted"
+    );
+    assert_eq!(get(&m, "main2.cgroup"), format!("{unit}/agent"));
+    assert_eq!(get(&m, "service.result"), "success");
+    assert_eq!(get(&m, "app2.alive"), "yes");
+    assert_eq!(
+        get(&m, "app2.pid"),
+        get(&m, "app1.pid"),
+        "the pod's process changed"
+    );
+    assert_eq!(get(&m, "app2.cgroup"), get(&m, "app1.cgroup"));
+    assert_eq!(get(&m, "app2.supervisor_alive"), "yes");
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{pod}"
+    );
+
+    // No delegation: the error names the missing controllers and the way to enable them.
+    let nodelegate = get(&m, "nodelegate.output");
+    assert!(
+        nodelegate.contains("missing controller(s)")
+            && nodelegate.contains("Delegate=yes")
+            && nodelegate.contains("nodelegate.slice/tidelet-nodelegate.service"),
+        "{nodelegate}"
+    );
+
+    // Read-only root from start to end; tidelet wrote only to its state dir and /run.
+    assert!(
+        get(&m, "root.options").split(',').any(|o| o == "ro"),
+        "{m:?}"
+    );
+    assert!(
+        get(&m, "root.options.end").split(',').any(|o| o == "ro"),
+        "{m:?}"
+    );
+    assert!(
+        get(&m, "root.touch").contains("Read-only file system"),
+        "{m:?}"
+    );
+    assert_eq!(get(&m, "state.fstype"), "tmpfs");
+    assert_eq!(
+        get(&m, "journal.erofs"),
+        "0",
+        "tidelet hit the read-only root"
+    );
+}
