@@ -236,47 +236,74 @@ fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
     assert_eq!(get(&m, "service.type"), "notify");
     assert_eq!(get(&m, "service.watchdog_usec"), "30s");
     let unit = get(&m, "service.cgroup");
-    assert_eq!(unit, "/system.slice/tidelet.service");
-
-    // The agent lives in the leaf; the unit's cgroup has no processes and delegates
-    // the controllers to the pods below it.
-    assert_eq!(get(&m, "main1.cgroup"), format!("{unit}/agent"));
-    assert_eq!(
-        get(&m, "unit.procs"),
-        "",
-        "processes left in the unit's own cgroup"
-    );
-    let enabled = get(&m, "unit.subtree_control");
+    assert_eq!(unit, "/tidelet.slice/tidelet.service");
+    let slice = "/tidelet.slice";
+    // Debian 12's systemd 252 has no DelegateSubgroup=: tidelet stays in the unit's cgroup,
+    // which must stay a leaf (no controllers for children) for systemd to restart it there;
+    // the pods go beside it in the slice. systemd 254+ starts it in <unit>/agent instead and
+    // the pods go inside the unit.
+    let v252 = get(&m, "systemd.version").starts_with("systemd_252_");
+    let (agent_cg, pods_parent, provider_enabled) = if v252 {
+        (
+            unit.to_string(),
+            slice.to_string(),
+            get(&m, "slice.subtree_control"),
+        )
+    } else {
+        (
+            format!("{unit}/agent"),
+            unit.to_string(),
+            get(&m, "unit.subtree_control"),
+        )
+    };
+    assert_eq!(get(&m, "main1.cgroup"), agent_cg);
+    if v252 {
+        assert_eq!(
+            get(&m, "unit.subtree_control"),
+            "",
+            "the unit's cgroup must stay a leaf"
+        );
+        assert_eq!(
+            get(&m, "unit.procs"),
+            get(&m, "main1.pid"),
+            "only the agent in the unit"
+        );
+    } else {
+        assert_eq!(
+            get(&m, "unit.procs"),
+            "",
+            "processes left in the unit's own cgroup"
+        );
+    }
     for c in ["cpu", "memory", "pids"] {
         assert!(
-            enabled.split_whitespace().any(|e| e == c),
-            "{unit}: {enabled:?} lacks {c}"
+            provider_enabled.split_whitespace().any(|e| e == c),
+            "{pods_parent}: {provider_enabled:?} lacks {c}"
         );
     }
 
-    // The pod: inside the delegated subtree, with its limits (cpu 250m, memory 64Mi).
+    // The pod: in the slice (252) or the unit (254+), with its limits (cpu 250m, memory 64Mi).
     let pod: Value = serde_json::from_str(get(&m, "pod.json")).expect("pod.json is JSON");
     let uid = pod["metadata"]["uid"].as_str().expect("the pod has a uid");
-    assert_eq!(
-        get(&m, "app1.cgroup"),
-        format!("{unit}/kubepods/burstable/pod{uid}/app")
-    );
+    let pod_cg = format!("{pods_parent}/kubepods/burstable/pod{uid}");
+    assert_eq!(get(&m, "app1.cgroup"), format!("{pod_cg}/app"));
     assert_eq!(get(&m, "app.memory.max"), (64u64 << 20).to_string());
     assert_eq!(get(&m, "pod.memory.max"), (64u64 << 20).to_string());
     assert_eq!(get(&m, "app.cpu.max"), "25000 100000");
     assert!(
-        get(&m, "sup1.cgroup").starts_with(&format!("{unit}/kubepods/")),
-        "the pod's supervisor is in {:?}",
-        get(&m, "sup1.cgroup")
+        get(&m, "sup1.cmd").contains("tidelet shim"),
+        "{:?}",
+        get(&m, "sup1.cmd")
     );
+    assert_eq!(get(&m, "sup1.cgroup"), format!("{pod_cg}/_infra"));
 
-    // The restart: a new agent process, back in the leaf, the same pod process.
+    // The restart: a new agent process, in the same place, the same pod process.
     assert_ne!(
         get(&m, "main2.pid"),
         get(&m, "main1.pid"),
         "the agent was not restarted"
     );
-    assert_eq!(get(&m, "main2.cgroup"), format!("{unit}/agent"));
+    assert_eq!(get(&m, "main2.cgroup"), agent_cg);
     assert_eq!(get(&m, "service.result"), "success");
     assert_eq!(get(&m, "app2.alive"), "yes");
     assert_eq!(
@@ -297,7 +324,7 @@ fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
     assert!(
         nodelegate.contains("missing controller(s)")
             && nodelegate.contains("Delegate=yes")
-            && nodelegate.contains("nodelegate.slice/tidelet-nodelegate.service"),
+            && nodelegate.contains("nodelegate.slice/cgroup.subtree_control"),
         "{nodelegate}"
     );
 

@@ -116,7 +116,6 @@ impl Agent {
                 std::env::var("INVOCATION_ID").ok().as_deref(),
             ),
             std::path::Path::new("/proc/self/cgroup"),
-            &cfg.root_dir,
         )?;
         cfg.cgroup_root = format!("/{}", placement.pods_root);
         cgroups.apply(&cfg.kubepods_cgroup(), &Default::default())?;

@@ -2,33 +2,33 @@
 //! their way.
 //!
 //! A service with `Delegate=yes` owns the subtree of its unit's cgroup (e.g.
-//! `/system.slice/tidelet.service`) and nothing above it, so under systemd the pods' cgroups
-//! go *inside* that subtree. cgroup v2's "no internal processes" rule then says the unit's
-//! cgroup may not hold processes once it enables controllers for its children, so tidelet
-//! first moves itself into a leaf, `<unit>/agent`; systemd 254+ does that for it with
-//! `DelegateSubgroup=agent`.
+//! `/system.slice/tidelet.service`). cgroup v2's "no internal processes" rule says a cgroup
+//! that enables controllers for its children may not hold processes itself, and systemd
+//! starts the service's main process in the unit's cgroup at every (re)start. So:
 //!
-//! Restarts: on systemd < 254 (Debian 12 has 252) the restarted main process is put into the
-//! unit's cgroup itself, which the kernel refuses (EBUSY) once that cgroup has controllers
-//! enabled for the pods below it. What happens then is decided by systemd, not us (see
-//! `dist/systemd/tidelet.service` and the VM test); wherever the new process lands, the
-//! subtree it delegated last time is recorded in the state directory, and tidelet goes back
-//! into that subtree's leaf so the pods it left running are found where they were.
+//! - systemd 254+ with `DelegateSubgroup=agent` starts tidelet in `<unit>/agent`: the unit's
+//!   cgroup stays free of processes, and the pods go inside the delegated subtree,
+//!   `<unit>/kubepods`. Restarts land in the leaf again.
+//! - older systemd (Debian 12 has 252) ignores `DelegateSubgroup=` and starts tidelet in
+//!   `<unit>` itself. Pods below it would need controllers enabled in `<unit>`, after which
+//!   systemd can no longer put a restarted process there: the VM test saw 252 fail every
+//!   restart with `status=219/CGROUP` ("Failed to attach to cgroup ...: Device or resource
+//!   busy"), the pods left without an agent. So there tidelet stays in the unit's cgroup
+//!   (a leaf) and puts the pods beside it, in the unit's slice (`tidelet.slice/kubepods` with
+//!   the shipped unit's `Slice=tidelet.slice`), where systemd enables the controllers because
+//!   the delegated unit needs them.
 //!
-//! `place` is the pure decision (tested by a table); `prepare` does the file work on a
-//! mount root given as a parameter.
+//! `place` is the pure decision (tested by a table); `prepare` checks the controllers and
+//! moves the process, on a mount root given as a parameter.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::common::{io_err, mkdir, read, write};
+use super::common::{mkdir, read, write};
 use super::{v2, Error, Result, Version};
 
 /// The leaf tidelet's own process lives in, inside its delegated cgroup. The unit file's
-/// `DelegateSubgroup=` (systemd 254+) must name the same leaf.
+/// `DelegateSubgroup=` (systemd 254+) names the same leaf.
 pub const AGENT_LEAF: &str = "agent";
-
-/// File (in the state directory) holding the delegated cgroup of the previous start.
-pub const RECORD_FILE: &str = "delegated-cgroup";
 
 /// What `place` decides from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,20 +40,34 @@ pub struct Inputs<'a> {
     pub cgroup_root: &'a str,
     /// Started by systemd (`NOTIFY_SOCKET` or `INVOCATION_ID` set).
     pub under_systemd: bool,
-    /// The delegated cgroup the previous start recorded.
-    pub recorded: Option<&'a str>,
+}
+
+/// Which layout `place` chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v1, or no systemd: `cgroupRoot` relative to the hierarchy root, as always.
+    Plain,
+    /// systemd put tidelet in `<unit>/agent` (`DelegateSubgroup=agent`, systemd 254+): pods
+    /// inside the delegated unit.
+    InsideUnit,
+    /// systemd put tidelet in the unit's cgroup (no `DelegateSubgroup=`): pods beside the
+    /// unit, in its slice, so that the unit's cgroup stays a leaf systemd can restart into.
+    BesideUnit,
 }
 
 /// Where things go: cgroup paths relative to the hierarchy root, without leading `/`
 /// (`""` is the root itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
+    pub layout: Layout,
     /// The parent of `kubepods` (what `Config::cgroup_root` becomes).
     pub pods_root: String,
-    /// The leaf tidelet moves itself into before enabling controllers below its own cgroup.
+    /// The leaf tidelet must be in before controllers are enabled in its unit's cgroup.
     pub agent_leaf: Option<String>,
-    /// The delegated subtree (recorded for the next start).
-    pub delegated: Option<String>,
+    /// The cgroup that must give the pods' tree `v2::REQUIRED`: the delegated unit's
+    /// (`cgroup.controllers`) or the slice's (`cgroup.subtree_control`, which systemd fills
+    /// for a delegated member).
+    pub provider: Option<String>,
 }
 
 fn trim(p: &str) -> &str {
@@ -68,71 +82,84 @@ fn join(a: &str, b: &str) -> String {
     }
 }
 
+fn parent(p: &str) -> &str {
+    p.rsplit_once('/').map_or("", |(a, _)| a)
+}
+
 /// A cgroup systemd creates for one unit that can be delegated (`*.service`, `*.scope`).
 fn is_unit_cgroup(p: &str) -> bool {
     let last = p.rsplit('/').next().unwrap_or("");
     last.ends_with(".service") || last.ends_with(".scope")
 }
 
-/// Decide where the pods' cgroups go (pure). `Err` says why tidelet cannot find the subtree
-/// systemd delegated to it.
+/// `cgroupRoot` below `base`: a path already inside `base` is taken as is, any other is
+/// taken relative to it (systemd owns everything else).
+fn below(base: &str, cgroup_root: &str) -> String {
+    let root = trim(cgroup_root);
+    if !base.is_empty() && (root == base || root.starts_with(&format!("{base}/"))) {
+        root.to_string()
+    } else {
+        join(base, root)
+    }
+}
+
+/// Decide where the pods' cgroups go (pure). `Err` says why tidelet cannot tell where
+/// systemd put it.
 pub fn place(i: &Inputs) -> std::result::Result<Placement, String> {
-    let unchanged = || Placement {
-        pods_root: trim(i.cgroup_root).to_string(),
-        agent_leaf: None,
-        delegated: None,
-    };
     if i.version == Version::V1 || !i.under_systemd {
-        // cgroup v1 (systemd does not arbitrate controllers there), or no service manager:
-        // the configured root, relative to the hierarchy root, as always.
-        return Ok(unchanged());
+        return Ok(Placement {
+            layout: Layout::Plain,
+            pods_root: trim(i.cgroup_root).to_string(),
+            agent_leaf: None,
+            provider: None,
+        });
     }
     let own = i
         .own
         .map(trim)
         .ok_or("no `0::` line in /proc/self/cgroup: tidelet is not on cgroup v2")?;
-    let delegated = if let Some(unit) = own
+    let in_leaf = own
         .strip_suffix(AGENT_LEAF)
         .and_then(|p| p.strip_suffix('/'))
-        .filter(|p| is_unit_cgroup(p))
-    {
-        // Already in the leaf: DelegateSubgroup=agent put us there.
-        unit.to_string()
+        .filter(|p| is_unit_cgroup(p));
+    let p = if let Some(unit) = in_leaf {
+        let pods_root = below(unit, i.cgroup_root);
+        let leaf = join(unit, AGENT_LEAF);
+        if pods_root == leaf || pods_root.starts_with(&format!("{leaf}/")) {
+            return Err(format!(
+                "cgroupRoot {:?} lies inside tidelet's own leaf cgroup /{leaf}; choose another",
+                i.cgroup_root
+            ));
+        }
+        Placement {
+            layout: Layout::InsideUnit,
+            pods_root,
+            agent_leaf: Some(leaf),
+            provider: Some(unit.to_string()),
+        }
     } else if is_unit_cgroup(own) {
-        own.to_string()
-    } else if let Some(rec) = i.recorded.map(trim).filter(|r| !r.is_empty()) {
-        // systemd < 254 could not attach the restarted process to the unit's cgroup (it has
-        // controllers enabled for the pods) and put it higher up: go back to last time's.
-        rec.to_string()
+        let slice = parent(own);
+        let pods_root = below(slice, i.cgroup_root);
+        if pods_root == own || pods_root.starts_with(&format!("{own}/")) {
+            return Err(format!(
+                "cgroupRoot {:?} lies inside tidelet's own cgroup /{own}, which systemd < 254 \
+                 (no DelegateSubgroup=) must be able to restart tidelet into; choose another",
+                i.cgroup_root
+            ));
+        }
+        Placement {
+            layout: Layout::BesideUnit,
+            pods_root,
+            agent_leaf: None,
+            provider: Some(slice.to_string()),
+        }
     } else {
         return Err(format!(
-            "tidelet runs under systemd in cgroup {:?}, which is not a service's cgroup; run it \
-             as a service with Delegate=yes (dist/systemd/tidelet.service)",
-            format!("/{own}")
+            "tidelet runs under systemd in cgroup \"/{own}\", which is not a service's cgroup; \
+             run it as a service with Delegate=yes (dist/systemd/tidelet.service)"
         ));
     };
-    // A cgroupRoot that already names a path inside the delegated subtree is taken as is;
-    // any other is taken relative to it (systemd owns everything outside).
-    let root = trim(i.cgroup_root);
-    let pods_root = if root == delegated || root.starts_with(&format!("{delegated}/")) {
-        root.to_string()
-    } else {
-        join(&delegated, root)
-    };
-    if pods_root == join(&delegated, AGENT_LEAF)
-        || pods_root.starts_with(&format!("{}/", join(&delegated, AGENT_LEAF)))
-    {
-        return Err(format!(
-            "cgroupRoot {:?} lies inside tidelet's own leaf cgroup /{}; choose another",
-            i.cgroup_root,
-            join(&delegated, AGENT_LEAF)
-        ));
-    }
-    Ok(Placement {
-        pods_root,
-        agent_leaf: Some(join(&delegated, AGENT_LEAF)),
-        delegated: Some(delegated),
-    })
+    Ok(p)
 }
 
 /// The cgroup v2 path of a `/proc/<pid>/cgroup` text (the `0::` line).
@@ -159,10 +186,17 @@ pub fn missing_controllers(available: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// How to get `missing` into the delegated cgroup `cgroup` (pure). `root_available` is the
-/// hierarchy root's `cgroup.controllers`: a controller missing there is not in the kernel
-/// or still bound to a cgroup v1 hierarchy, which no `Delegate=` can fix.
-pub fn missing_hint(cgroup: &str, missing: &[&str], root_available: &str) -> String {
+/// How to get `missing` to the pods (pure): `provider` is the cgroup that should offer them
+/// (see `Placement::provider`), `enable_in` the cgroup whose `cgroup.subtree_control` must
+/// list them. `root_available` is the hierarchy root's `cgroup.controllers`: a controller
+/// missing there is not in the kernel or still bound to a cgroup v1 hierarchy, which no
+/// `Delegate=` can fix.
+pub fn missing_hint(
+    provider: &str,
+    enable_in: &str,
+    missing: &[&str],
+    root_available: &str,
+) -> String {
     let in_kernel: Vec<&str> = root_available.split_whitespace().collect();
     let (absent, undelegated): (Vec<&str>, Vec<&str>) = missing
         .iter()
@@ -171,20 +205,19 @@ pub fn missing_hint(cgroup: &str, missing: &[&str], root_available: &str) -> Str
     let mut parts = Vec::new();
     if !undelegated.is_empty() {
         let plus: Vec<String> = undelegated.iter().map(|c| format!("+{c}")).collect();
-        let parent = Path::new("/").join(trim(cgroup));
-        let parent = parent.parent().unwrap_or(Path::new("/"));
+        let enable_in = trim(enable_in);
         parts.push(format!(
             "{} not delegated to /{}: give tidelet's unit `Delegate=yes` (or `Delegate={}`), \
              or enable them top-down, e.g. `echo \"{}\" > /sys/fs/cgroup{}/cgroup.subtree_control` \
-             for every ancestor",
+             and the same in every ancestor",
             undelegated.join(", "),
-            trim(cgroup),
+            trim(provider),
             v2::REQUIRED.join(" "),
             plus.join(" "),
-            if parent == Path::new("/") {
+            if enable_in.is_empty() {
                 String::new()
             } else {
-                parent.display().to_string()
+                format!("/{enable_in}")
             }
         ));
     }
@@ -202,86 +235,71 @@ pub fn missing_hint(cgroup: &str, missing: &[&str], root_available: &str) -> Str
     parts.join("; ")
 }
 
-/// Apply the placement on the cgroup v2 hierarchy at `mount_root`: check that the delegated
-/// cgroup offers the controllers, move process `pid` into the agent's leaf (so that
-/// controllers can then be enabled for the pods), and record the delegated cgroup in
-/// `record` for the next start. Nothing to do without a delegated cgroup.
-pub fn prepare(mount_root: &Path, p: &Placement, pid: u32, record: &Path) -> Result<()> {
-    let (Some(delegated), Some(leaf)) = (&p.delegated, &p.agent_leaf) else {
+/// Apply the placement on the cgroup v2 hierarchy at `mount_root`: check that the provider
+/// gives the pods the controllers they need, then move process `pid` into the agent's leaf
+/// (so that controllers can be enabled in the unit's cgroup for the pods).
+pub fn prepare(mount_root: &Path, p: &Placement, pid: u32) -> Result<()> {
+    let Some(provider) = &p.provider else {
         return Ok(());
     };
-    let dir = mount_root.join(delegated);
-    let available = read(&dir.join("cgroup.controllers"))?;
+    let dir = mount_root.join(provider);
+    // Inside the unit: what systemd delegated to it. Beside it: what systemd enabled in the
+    // slice for its delegated member (a unit without Delegate=yes usually gets no `cpu`).
+    let file = match p.layout {
+        Layout::BesideUnit => "cgroup.subtree_control",
+        _ => "cgroup.controllers",
+    };
+    let available = read(&dir.join(file))?;
     let missing = missing_controllers(&available);
     if !missing.is_empty() {
         let root_available = read(&mount_root.join("cgroup.controllers"))?;
         return Err(Error::MissingControllers {
-            root: dir.clone(),
+            root: dir.join(file),
             missing: missing.join(", "),
-            hint: missing_hint(delegated, &missing, &root_available),
+            hint: missing_hint(
+                provider,
+                match p.layout {
+                    Layout::BesideUnit => provider,
+                    _ => parent(provider),
+                },
+                &missing,
+                &root_available,
+            ),
         });
     }
-    let leaf_dir = mount_root.join(leaf);
-    mkdir(&leaf_dir)?;
-    write(&leaf_dir, "cgroup.procs", &pid.to_string())?;
-    tracing::info!(delegated = %format!("/{delegated}"), leaf = %format!("/{leaf}"), pods_root = %format!("/{}", p.pods_root), "cgroup v2 under systemd: moved into the leaf of the delegated cgroup");
-    let tmp: PathBuf = record.with_extension("tmp");
-    std::fs::write(&tmp, format!("/{delegated}\n")).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, record).map_err(io_err(record))?;
+    if let Some(leaf) = &p.agent_leaf {
+        let leaf_dir = mount_root.join(leaf);
+        mkdir(&leaf_dir)?;
+        write(&leaf_dir, "cgroup.procs", &pid.to_string())?;
+    }
+    tracing::info!(layout = ?p.layout, provider = %format!("/{provider}"), leaf = ?p.agent_leaf, pods_root = %format!("/{}", p.pods_root), "cgroup v2 under systemd");
     Ok(())
 }
 
-/// Decide and apply the placement for this process: read its cgroup from `proc_self_cgroup`
-/// (`/proc/self/cgroup`) and the previous start's record from `state_dir`, then `prepare`.
-/// Returns the placement; its `pods_root` replaces the configured `cgroupRoot`.
+/// Decide and apply the placement for this process, whose cgroup is read from
+/// `proc_self_cgroup` (`/proc/self/cgroup`). Its `pods_root` replaces the configured
+/// `cgroupRoot`.
 pub fn setup(
     mount_root: &Path,
     version: Version,
     cgroup_root: &str,
     under_systemd: bool,
     proc_self_cgroup: &Path,
-    state_dir: &Path,
 ) -> Result<Placement> {
-    if version == Version::V1 || !under_systemd {
-        return place(&Inputs {
-            version,
-            own: None,
-            cgroup_root,
-            under_systemd,
-            recorded: None,
-        })
-        .map_err(Error::Unsupported);
-    }
-    let text = read(proc_self_cgroup)?;
-    let record = state_dir.join(RECORD_FILE);
-    let recorded = read_record(&record)?;
-    let inputs = Inputs {
+    let text = if version == Version::V2 && under_systemd {
+        read(proc_self_cgroup)?
+    } else {
+        String::new()
+    };
+    let p = place(&Inputs {
         version,
         own: own_v2_path(&text),
         cgroup_root,
         under_systemd,
-        recorded: recorded.as_deref(),
-    };
-    let p = place(&inputs).map_err(Error::Unsupported)?;
-    if inputs.own.map(trim) != p.delegated.as_deref()
-        && inputs.own.map(trim) != p.agent_leaf.as_deref()
-    {
-        tracing::warn!(own = ?inputs.own, recorded = ?recorded, "systemd started tidelet outside its delegated cgroup (systemd < 254 cannot attach a restarted service to a cgroup with controllers enabled); going back to the recorded one");
-    }
-    prepare(mount_root, &p, std::process::id(), &record)?;
+    })
+    .map_err(Error::Unsupported)?;
+    prepare(mount_root, &p, std::process::id())?;
     Ok(p)
-}
-
-/// The delegated cgroup recorded by the previous start (missing file: none).
-pub fn read_record(record: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(record) {
-        Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Io {
-            path: record.to_path_buf(),
-            source: e,
-        }),
-    }
 }
 
 #[cfg(test)]

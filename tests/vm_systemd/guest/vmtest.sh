@@ -60,6 +60,7 @@ say "main1.cgroup=$(sed -n 's/^0:://p' /proc/$MAIN1/cgroup)"
 UNIT_CG=$CG$(prop ControlGroup)
 say "unit.subtree_control=$(cat "$UNIT_CG/cgroup.subtree_control")"
 say "unit.procs=$(tr '\n' ' ' < "$UNIT_CG/cgroup.procs")"
+say "slice.subtree_control=$(cat "${UNIT_CG%/*}/cgroup.subtree_control")"
 
 wait_for 120 "pod $POD running" pod_running
 say "pod.running_at=$(up)"
@@ -72,8 +73,9 @@ for f in memory.max cpu.max pids.max; do
     say "app.$f=$(cat "$CG$CPATH/$f" 2>&1)"
 done
 say "pod.memory.max=$(cat "$CG${CPATH%/*}/memory.max" 2>&1)"
-SUP1=$(ps -o ppid= -p "$(ps -o ppid= -p "$PID1" | tr -d ' ')" | tr -d ' ')
+SUP1=$(ps -o ppid= -p "$PID1" | tr -d ' ')
 say "app1.supervisor=$SUP1"
+say "sup1.cmd=$(tr '\0' ' ' < /proc/"$SUP1"/cmdline | cut -c1-40)"
 say "sup1.cgroup=$(sed -n 's/^0:://p' /proc/"$SUP1"/cgroup 2>/dev/null)"
 
 # ---- restart: the agent goes, the pod stays.
@@ -97,7 +99,7 @@ say "pod.json=$(pod_json)"
 
 # ---- no delegation: a unit in its own slice, where systemd enables no controller for it.
 say "nodelegate.output=$(systemd-run --quiet --wait --pipe --collect --slice=nodelegate.slice \
-    --unit=tidelet-nodelegate /usr/bin/tidelet run --root-dir $ROOT/nodelegate \
+    --unit=tidelet-nodelegate -p RuntimeMaxSec=60 /usr/bin/tidelet run --root-dir $ROOT/nodelegate \
     --static-pod-path $ROOT/nodelegate/manifests 2>&1 </dev/null | tr '\n' ' ' | tail -c 1500)"
 
 # ---- the read-only root: still read-only, and nothing tidelet did needed it to be writable.
