@@ -109,12 +109,21 @@ fn reads_the_v2_line_and_the_environment() {
     }
 }
 
+/// available, enable_in, root's controllers, missing, must contain, must not contain.
+type HintCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<&'a str>,
+    &'a [&'a str],
+    &'a [&'a str],
+);
+
 #[test]
 fn missing_controller_messages() {
     let all = "cpuset cpu io memory hugetlb pids rdma misc";
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, &str, Vec<&str>, &[&str], &[&str])> = vec![
-        // available, enable_in, at the root, missing, must contain, must not.
+    let cases: Vec<HintCase> = vec![
         (all, "tidelet.slice", all, vec![], &[], &[]),
         (
             "memory pids", "tidelet.slice", all, vec!["cpu"],
