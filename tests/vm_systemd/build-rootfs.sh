@@ -238,7 +238,7 @@ install -m 644 "$HERE/guest/fstab" "$ROOT/etc/fstab"
 # ---- ext4 image from the tree (no loop mount); sparse, with room to spare.
 SIZE_MB=$(( $(du -sm "$ROOT" | cut -f1) * 5 / 4 + 64 ))
 rm -f "$OUTDIR/rootfs.ext4.tmp"
-mke2fs -q -t ext4 -L tidelet-root -d "$ROOT" "$OUTDIR/rootfs.ext4.tmp" "${SIZE_MB}M"
+mke2fs -q -t ext4 -L tidelet-root -d "$ROOT" "$OUTDIR/rootfs.ext4.tmp" "${SIZE_MB}M" >&2
 mv "$OUTDIR/rootfs.ext4.tmp" "$OUTDIR/rootfs.ext4"
 rm -rf "$ROOT"
 cp "$KDIR/boot/vmlinuz-$KVER" "$OUTDIR/vmlinuz"

@@ -320,6 +320,7 @@ fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
     );
 
     // No delegation: the error names the missing controllers and the way to enable them.
+    assert_eq!(get(&m, "nodelegate.result"), "exit-code");
     let nodelegate = get(&m, "nodelegate.output");
     assert!(
         nodelegate.contains("missing controller(s)")
