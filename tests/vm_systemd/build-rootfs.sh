@@ -8,11 +8,13 @@
 #                        and config from dist/, a busybox OCI image, a static pod and the test
 #                        units of tests/vm_systemd/guest/
 # and prints those three paths. The Debian part is cached in OUTDIR/base-KEY.tar (KEY: the
-# package list and mirrors); the outputs are rebuilt only when an input's hash changes.
+# package list, mirrors and systemd source); the outputs are rebuilt only when an input's hash changes.
 #
-# Environment: TIDELET_AARCH64_BIN (default target/cross/aarch64-unknown-linux-gnu/release/
-# tidelet, built by scripts/cross-build.sh; dynamically linked against glibc, which the
-# rootfs has). Needs root (binfmt_misc, chroot, file ownership in the image).
+# Environment: TIDELET_VMSD_SYSTEMD (stable: Debian 12's systemd 252, the default;
+# backports: bookworm-backports' 254+ with DelegateSubgroup=), TIDELET_AARCH64_BIN (default
+# target/cross/aarch64-unknown-linux-gnu/release/tidelet, built by scripts/cross-build.sh;
+# dynamically linked against glibc, which the rootfs has). Needs root (binfmt_misc, chroot,
+# file ownership in the image).
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -28,6 +30,18 @@ SUITE=bookworm
 MIRRORS=("deb http://deb.debian.org/debian $SUITE main"
          "deb http://deb.debian.org/debian $SUITE-updates main"
          "deb http://deb.debian.org/debian-security $SUITE-security main")
+# Which systemd: `stable` is Debian 12's 252 (no DelegateSubgroup=); `backports` takes
+# bookworm-backports' 254+ (with it), as on Yocto scarthgap (255).
+SYSTEMD_FROM=${TIDELET_VMSD_SYSTEMD:-stable}
+APTOPT=()
+case "$SYSTEMD_FROM" in
+    stable) ;;
+    backports)
+        MIRRORS+=("deb http://deb.debian.org/debian $SUITE-backports main")
+        APTOPT=(--aptopt="APT::Default-Release \"$SUITE-backports\"")
+        ;;
+    *) echo "$0: TIDELET_VMSD_SYSTEMD=$SYSTEMD_FROM: not stable or backports" >&2; exit 2 ;;
+esac
 # What the guest runs: systemd as PID 1 and the tools the test script uses. Dependencies are
 # resolved by apt; nothing is configured by maintainer scripts (see configure_root below).
 PACKAGES=systemd,systemd-sysv,libc-bin,base-files,base-passwd,bash,coreutils,dash,grep,sed,mount,util-linux,procps
@@ -133,13 +147,13 @@ fi
 APPLETS=$("$BUSYBOX" --list)   # runs through binfmt_misc
 
 # ---- the Debian part, cached by what defines it.
-BASE_KEY=$(printf '%s\n' "$SUITE" "$PACKAGES" "${MIRRORS[@]}" extract-v1 | sha256sum | cut -c1-16)
+BASE_KEY=$(printf '%s\n' "$SUITE" "$PACKAGES" "${MIRRORS[@]}" "$SYSTEMD_FROM" extract-v1 | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$BASE_KEY.tar
 if [ ! -f "$BASE" ]; then
-    log "mmdebstrap $SUITE arm64 (extract: $PACKAGES)"
+    log "mmdebstrap $SUITE arm64, systemd from $SYSTEMD_FROM (extract: $PACKAGES)"
     start=$(date +%s)
     rm -f "$CACHE"/base-*.tar
-    mmdebstrap --quiet --format=tar --arch=arm64 --variant=extract --include="$PACKAGES" \
+    mmdebstrap --quiet --format=tar --arch=arm64 --variant=extract --include="$PACKAGES" "${APTOPT[@]}" \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
         "$SUITE" "$BASE.tmp" "${MIRRORS[@]}" < /dev/null >&2

@@ -60,15 +60,17 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Run build-rootfs.sh; returns (kernel, initrd, disk).
-fn build(tidelet: &Path) -> (PathBuf, PathBuf, PathBuf) {
+/// Run build-rootfs.sh for `systemd` (its TIDELET_VMSD_SYSTEMD: `stable` or `backports`);
+/// returns (kernel, initrd, disk).
+fn build(tidelet: &Path, systemd: &str) -> (PathBuf, PathBuf, PathBuf) {
     let script = workspace().join("tests/vm_systemd/build-rootfs.sh");
-    let out_dir = target_dir().join("vm/aarch64-systemd");
+    let out_dir = target_dir().join(format!("vm/aarch64-systemd-{systemd}"));
     let start = Instant::now();
     let out = Command::new("bash")
         .arg(&script)
         .arg(&out_dir)
         .env("TIDELET_AARCH64_BIN", tidelet)
+        .env("TIDELET_VMSD_SYSTEMD", systemd)
         .stderr(Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
@@ -174,11 +176,14 @@ fn markers_are_parsed_from_noisy_console_lines() {
     assert_eq!(m.len(), 3);
 }
 
-#[test]
-fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
-    if !privileged() {
-        return;
-    }
+/// One boot at a time: two TCG guests on a 2-core machine would slow each other past the
+/// timeouts.
+static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Build and boot the guest with `systemd` (`stable` or `backports`); the markers of a run
+/// that reached `done`, else a panic with the console's tail.
+fn run_guest(systemd: &str) -> BTreeMap<String, String> {
+    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let tidelet = std::env::var_os("TIDELET_AARCH64_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("cross/aarch64-unknown-linux-gnu/release/tidelet"));
@@ -195,8 +200,8 @@ fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
         arch.qemu,
         arch.qemu_package
     );
-    let (kernel, initrd, disk) = build(&tidelet);
-    let log = target_dir().join("vm/console-systemd-aarch64.log");
+    let (kernel, initrd, disk) = build(&tidelet, systemd);
+    let log = target_dir().join(format!("vm/console-systemd-{systemd}-aarch64.log"));
     eprintln!("vm_systemd: console log: {}", log.display());
     let (console, elapsed, timed_out) =
         boot(&arch, &qemu_args(&arch, &kernel, &initrd, &disk), &log);
@@ -229,48 +234,83 @@ fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
     for (k, v) in &m {
         eprintln!("vm_systemd: {k}={v}");
     }
+    m
+}
 
-    // systemd 252 on cgroup v2, tidelet started as a Type=notify service with a watchdog.
-    assert!(get(&m, "systemd.version").starts_with("systemd_"), "{m:?}");
-    assert_eq!(get(&m, "cgroup.fs"), "cgroup2fs");
-    assert_eq!(get(&m, "service.type"), "notify");
-    assert_eq!(get(&m, "service.watchdog_usec"), "30s");
-    let unit = get(&m, "service.cgroup");
+/// Debian 12's systemd 252: no DelegateSubgroup=, so the pods go beside the unit.
+#[test]
+fn systemd_252_service_keeps_its_pod_across_a_restart_on_aarch64() {
+    if !privileged() {
+        return;
+    }
+    let m = run_guest("stable");
+    assert!(
+        get(&m, "systemd.version").starts_with("systemd_252_"),
+        "{m:?}"
+    );
+    check(&m);
+}
+
+/// systemd 254+ (bookworm-backports; Yocto scarthgap has 255): DelegateSubgroup=agent, so
+/// the pods go inside the unit's delegated cgroup.
+#[test]
+fn systemd_254_service_keeps_its_pod_inside_its_cgroup_across_a_restart_on_aarch64() {
+    if !privileged() {
+        return;
+    }
+    let m = run_guest("backports");
+    let v = get(&m, "systemd.version");
+    let major: u32 = v
+        .strip_prefix("systemd_")
+        .and_then(|r| r.split('_').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("systemd.version {v:?}"));
+    assert!(major >= 254, "bookworm-backports gave {v}");
+    check(&m);
+}
+
+/// The assertions shared by both systemd versions.
+fn check(m: &BTreeMap<String, String>) {
+    // cgroup v2, tidelet started as a Type=notify service with a watchdog.
+    assert_eq!(get(m, "cgroup.fs"), "cgroup2fs");
+    assert_eq!(get(m, "service.type"), "notify");
+    assert_eq!(get(m, "service.watchdog_usec"), "30s");
+    let unit = get(m, "service.cgroup");
     assert_eq!(unit, "/tidelet.slice/tidelet.service");
     let slice = "/tidelet.slice";
     // Debian 12's systemd 252 has no DelegateSubgroup=: tidelet stays in the unit's cgroup,
     // which must stay a leaf (no controllers for children) for systemd to restart it there;
     // the pods go beside it in the slice. systemd 254+ starts it in <unit>/agent instead and
     // the pods go inside the unit.
-    let v252 = get(&m, "systemd.version").starts_with("systemd_252_");
+    let v252 = get(m, "systemd.version").starts_with("systemd_252_");
     let (agent_cg, pods_parent, provider_enabled) = if v252 {
         (
             unit.to_string(),
             slice.to_string(),
-            get(&m, "slice.subtree_control"),
+            get(m, "slice.subtree_control"),
         )
     } else {
         (
             format!("{unit}/agent"),
             unit.to_string(),
-            get(&m, "unit.subtree_control"),
+            get(m, "unit.subtree_control"),
         )
     };
-    assert_eq!(get(&m, "main1.cgroup"), agent_cg);
+    assert_eq!(get(m, "main1.cgroup"), agent_cg);
     if v252 {
         assert_eq!(
-            get(&m, "unit.subtree_control"),
+            get(m, "unit.subtree_control"),
             "",
             "the unit's cgroup must stay a leaf"
         );
         assert_eq!(
-            get(&m, "unit.procs"),
-            get(&m, "main1.pid"),
+            get(m, "unit.procs"),
+            get(m, "main1.pid"),
             "only the agent in the unit"
         );
     } else {
         assert_eq!(
-            get(&m, "unit.procs"),
+            get(m, "unit.procs"),
             "",
             "processes left in the unit's own cgroup"
         );
@@ -283,36 +323,36 @@ fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
     }
 
     // The pod: in the slice (252) or the unit (254+), with its limits (cpu 250m, memory 64Mi).
-    let pod: Value = serde_json::from_str(get(&m, "pod.json")).expect("pod.json is JSON");
+    let pod: Value = serde_json::from_str(get(m, "pod.json")).expect("pod.json is JSON");
     let uid = pod["metadata"]["uid"].as_str().expect("the pod has a uid");
     let pod_cg = format!("{pods_parent}/kubepods/burstable/pod{uid}");
-    assert_eq!(get(&m, "app1.cgroup"), format!("{pod_cg}/app"));
-    assert_eq!(get(&m, "app.memory.max"), (64u64 << 20).to_string());
-    assert_eq!(get(&m, "pod.memory.max"), (64u64 << 20).to_string());
-    assert_eq!(get(&m, "app.cpu.max"), "25000 100000");
+    assert_eq!(get(m, "app1.cgroup"), format!("{pod_cg}/app"));
+    assert_eq!(get(m, "app.memory.max"), (64u64 << 20).to_string());
+    assert_eq!(get(m, "pod.memory.max"), (64u64 << 20).to_string());
+    assert_eq!(get(m, "app.cpu.max"), "25000 100000");
     assert!(
-        get(&m, "sup1.cmd").contains("tidelet shim"),
+        get(m, "sup1.cmd").contains("tidelet shim"),
         "{:?}",
-        get(&m, "sup1.cmd")
+        get(m, "sup1.cmd")
     );
-    assert_eq!(get(&m, "sup1.cgroup"), format!("{pod_cg}/_infra"));
+    assert_eq!(get(m, "sup1.cgroup"), format!("{pod_cg}/_infra"));
 
     // The restart: a new agent process, in the same place, the same pod process.
     assert_ne!(
-        get(&m, "main2.pid"),
-        get(&m, "main1.pid"),
+        get(m, "main2.pid"),
+        get(m, "main1.pid"),
         "the agent was not restarted"
     );
-    assert_eq!(get(&m, "main2.cgroup"), agent_cg);
-    assert_eq!(get(&m, "service.result"), "success");
-    assert_eq!(get(&m, "app2.alive"), "yes");
+    assert_eq!(get(m, "main2.cgroup"), agent_cg);
+    assert_eq!(get(m, "service.result"), "success");
+    assert_eq!(get(m, "app2.alive"), "yes");
     assert_eq!(
-        get(&m, "app2.pid"),
-        get(&m, "app1.pid"),
+        get(m, "app2.pid"),
+        get(m, "app1.pid"),
         "the pod's process changed"
     );
-    assert_eq!(get(&m, "app2.cgroup"), get(&m, "app1.cgroup"));
-    assert_eq!(get(&m, "app2.supervisor_alive"), "yes");
+    assert_eq!(get(m, "app2.cgroup"), get(m, "app1.cgroup"));
+    assert_eq!(get(m, "app2.supervisor_alive"), "yes");
     assert_eq!(pod["status"]["phase"], "Running", "{pod}");
     assert_eq!(
         pod["status"]["containerStatuses"][0]["restartCount"], 0,
@@ -320,8 +360,8 @@ fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
     );
 
     // No delegation: the error names the missing controllers and the way to enable them.
-    assert_eq!(get(&m, "nodelegate.result"), "exit-code");
-    let nodelegate = get(&m, "nodelegate.output");
+    assert_eq!(get(m, "nodelegate.result"), "exit-code");
+    let nodelegate = get(m, "nodelegate.output");
     assert!(
         nodelegate.contains("missing controller(s)")
             && nodelegate.contains("Delegate=yes")
@@ -331,20 +371,20 @@ fn systemd_service_keeps_its_pod_across_a_restart_on_aarch64() {
 
     // Read-only root from start to end; tidelet wrote only to its state dir and /run.
     assert!(
-        get(&m, "root.options").split(',').any(|o| o == "ro"),
+        get(m, "root.options").split(',').any(|o| o == "ro"),
         "{m:?}"
     );
     assert!(
-        get(&m, "root.options.end").split(',').any(|o| o == "ro"),
+        get(m, "root.options.end").split(',').any(|o| o == "ro"),
         "{m:?}"
     );
     assert!(
-        get(&m, "root.touch").contains("Read-only file system"),
+        get(m, "root.touch").contains("Read-only file system"),
         "{m:?}"
     );
-    assert_eq!(get(&m, "state.fstype"), "tmpfs");
+    assert_eq!(get(m, "state.fstype"), "tmpfs");
     assert_eq!(
-        get(&m, "journal.erofs"),
+        get(m, "journal.erofs"),
         "0",
         "tidelet hit the read-only root"
     );
