@@ -68,6 +68,7 @@ command -v cpio >/dev/null || need+=(cpio)
 command -v depmod >/dev/null || [ -x /sbin/depmod ] || need+=(kmod)
 command -v python3 >/dev/null || need+=(python3)
 command -v file >/dev/null || need+=(file)
+command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     dpkg --add-architecture arm64
     apt_updated=no
