@@ -200,6 +200,9 @@ fn run_guest(systemd: &str) -> Option<BTreeMap<String, String>> {
         eprintln!("skipping: {msg} (set TIDELET_REQUIRE_PRIVILEGED=1 to make this a failure)");
         return None;
     }
+    // The build script installs what it and the boot need (mmdebstrap, qemu-user-static,
+    // qemu-system-arm...) on a fresh machine.
+    let (kernel, initrd, disk) = build(&tidelet, systemd);
     let arch = qemu::AARCH64;
     assert!(
         qemu::on_path(arch.qemu),
@@ -207,7 +210,6 @@ fn run_guest(systemd: &str) -> Option<BTreeMap<String, String>> {
         arch.qemu,
         arch.qemu_package
     );
-    let (kernel, initrd, disk) = build(&tidelet, systemd);
     let log = target_dir().join(format!("vm/console-systemd-{systemd}-aarch64.log"));
     eprintln!("vm_systemd: console log: {}", log.display());
     let (console, elapsed, timed_out) =
