@@ -17,7 +17,9 @@ pub struct Config {
     pub static_pod_path: PathBuf,
     /// Lower-cased; the static-pod name suffix.
     pub node_name: String,
-    /// Parent of `kubepods` in every cgroup hierarchy, e.g. `/` or `/tidelet-test`.
+    /// Parent of `kubepods` in every cgroup hierarchy, e.g. `/` or `/tidelet-test`. Under
+    /// systemd on cgroup v2 the agent resolves it at start to a path inside the service's
+    /// delegated cgroup (`cgroups::delegation::place`), e.g. `/system.slice/tidelet.service`.
     pub cgroup_root: String,
     /// Where cgroup file systems are mounted (`/sys/fs/cgroup`).
     pub cgroup_mount: PathBuf,
@@ -248,6 +250,21 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(parse_duration(s).map(|d| d.as_millis() as u64), want, "{s}");
         }
+    }
+
+    /// The default config the unit file and the Yocto recipe install.
+    #[test]
+    fn dist_config_parses_with_the_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/tidelet.yaml");
+        let mut c = Config::default();
+        c.merge_file(&p).unwrap();
+        let d = Config::default();
+        assert_eq!(c.static_pod_path, d.static_pod_path);
+        assert_eq!(c.root_dir, d.root_dir);
+        assert_eq!(c.kubepods_cgroup(), "kubepods");
+        assert_eq!(c.file_check_frequency, d.file_check_frequency);
+        assert_eq!(c.container_log_max_size, d.container_log_max_size);
+        assert_eq!(c.container_log_max_files, d.container_log_max_files);
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ 
 }
 
 impl Agent {
-    pub fn new(cfg: Config) -> Result<Agent, AgentError> {
+    pub fn new(mut cfg: Config) -> Result<Agent, AgentError> {
         for d in [
             cfg.root_dir.clone(),
             cfg.pods_dir(),
@@ -108,6 +108,19 @@ impl Agent {
         }
         let cgroups: Arc<dyn Cgroups> =
             Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
+        // cgroup v2 under systemd: the pods go inside the delegated cgroup, after tidelet has
+        // moved itself into its leaf (see cgroups::delegation).
+        let placement = crate::cgroups::delegation::setup(
+            &cfg.cgroup_mount,
+            cgroups.version(),
+            &cfg.cgroup_root,
+            crate::cgroups::delegation::under_systemd(
+                std::env::var("NOTIFY_SOCKET").ok().as_deref(),
+                std::env::var("INVOCATION_ID").ok().as_deref(),
+            ),
+            std::path::Path::new("/proc/self/cgroup"),
+        )?;
+        cfg.cgroup_root = format!("/{}", placement.pods_root);
         cgroups.apply(&cfg.kubepods_cgroup(), &Default::default())?;
         for q in ["burstable", "besteffort"] {
             cgroups.apply(

@@ -7,12 +7,14 @@
 //! Layout, as in youki: `mountinfo` decides v1 or v2 (pure), `v1` and `v2` are the two
 //! backends behind the `Cgroups` trait, `memory`, `cpu` and `pids` turn `Resources` into each
 //! controller's file values, and `common` holds the bounded file, kill and removal helpers.
+//! `delegation` decides where the pods' tree goes under systemd on cgroup v2.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod common;
 mod cpu;
+pub mod delegation;
 mod memory;
 pub mod mountinfo;
 mod pids;
