@@ -242,7 +242,7 @@ class Unit(unittest.TestCase):
     def test_check_reports_missing_dist_files(self):
         with tempfile.TemporaryDirectory() as d:
             src = Path(d)
-            (src / "Cargo.toml").write_bytes((REPO / "Cargo.toml").read_bytes())
+            (src / "LICENSE").write_bytes((REPO / "LICENSE").read_bytes())
             got = sorted(sources.check(src, sources.RECIPE))
             self.assertEqual(len(got), 3, got)
             self.assertIn("README.md: missing", got[0])
