@@ -12,9 +12,13 @@ fi
 . scripts/lib.sh
 
 # busybox-static builds the test images; skopeo writes real OCI and docker archives for the
-# image-import tests; the VM test (tests/vm) boots Debian's kernel under QEMU (TCG), with an
-# initramfs packed by cpio and kernel modules indexed by depmod (kmod).
-apt_need busybox-static python3 skopeo qemu-system-x86 cpio kmod
+# image-import tests; the VM tests (tests/vm, tests/vm_systemd) boot Debian's kernels under
+# QEMU (TCG, x86_64 and aarch64), with initramfs trees packed by cpio, kernel modules indexed
+# by depmod (kmod), an arm64 Debian root made by mmdebstrap into an ext4 image (e2fsprogs),
+# and nc for the guest's forward to the host's loopback. (scripts/cross-build.sh and
+# scripts/lint-yocto.sh install their own tools.)
+apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
+  netcat-openbsd e2fsprogs mmdebstrap
 ensure_toolchain
 modprobe overlay 2>/dev/null || true
 
@@ -35,7 +39,15 @@ elif [ "${CI:-}" = true ]; then
 else
   echo "== lints skipped: this toolchain has no rustfmt/clippy (rustup component add rustfmt clippy)"
 fi
-echo "== cargo build"
+echo "== Yocto layer: oelint-adv, crate list, recipe sources (at ${SECONDS} s)"
+scripts/lint-yocto.sh
+echo "== cargo build (at ${SECONDS} s)"
 cargo build --workspace --locked
-echo "== cargo test"
+# The ARM binaries (aarch64, armv7) with Debian's toolchain, checked with file/readelf, and
+# the unit tests of the cross-built crates under qemu-user; the aarch64 binary then runs in
+# the QEMU guests of tests/vm and tests/vm_systemd.
+echo "== cross builds (at ${SECONDS} s)"
+scripts/cross-build.sh
+echo "== cargo test (at ${SECONDS} s)"
 cargo test --workspace --locked -- --test-threads 4
+echo "== all checks passed in ${SECONDS} s"
