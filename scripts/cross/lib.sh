@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Functions of scripts/cross-build.sh: set-up of Debian's Rust toolchain for ARM targets, the
 # builds, the checks of the binaries and the unit tests under qemu-user. Sourced, not run.
 #
@@ -58,7 +59,11 @@ cross_setup() {
     name=${spec%%=*}
     ver=
     [ "$name" = "$spec" ] || ver=${spec#*=}
-    have=$(dpkg-query -W -f='${db:Status-Status} ${Version}' "$name" 2>/dev/null || true)
+    # One line per installed architecture (with arm64 added, libstd-rust-web-dev has two):
+    # without a qualifier, only the native or `all` one counts.
+    have=$(dpkg-query -W -f='${Architecture} ${db:Status-Status} ${Version}\n' "$name" 2>/dev/null |
+      awk -v q="$name" -v native="$(dpkg --print-architecture)" \
+        'q ~ /:/ || $1 == native || $1 == "all" { print $2, $3; exit }' || true)
     if [ -z "$ver" ] && [ "${have%% *}" = installed ]; then continue; fi
     if [ -n "$ver" ] && [ "$have" = "installed $ver" ]; then continue; fi
     missing+=("$spec")
@@ -111,7 +116,7 @@ cross_env() {
     # architecture): build core/std from rust-web-src. panic_unwind because the release
     # profile unwinds on purpose (see Cargo.toml).
     export RUSTC_BOOTSTRAP=1
-    CROSS_STD=(-Z build-std=std,panic_unwind)
+    CROSS_STD=(-Z "build-std=std,panic_unwind")
   else
     unset RUSTC_BOOTSTRAP
   fi
