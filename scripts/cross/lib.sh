@@ -110,15 +110,17 @@ cross_env() {
   esac
   export "CARGO_TARGET_${upper}_LINKER=$gcc" "CC_${triple//-/_}=$gcc"
   export "CARGO_TARGET_${upper}_RUNNER=timeout -k 10 $CROSS_TEST_TIMEOUT $qemu -L $prefix"
+  # Set for both targets although only armv7 needs it (-Z build-std): build scripts such as
+  # proc-macro2's rerun when it changes, and the host artifacts (proc macros, build scripts)
+  # are shared by both targets, so toggling it rebuilt every proc macro and all their users
+  # on every run (a warm run then took as long as a cold one).
+  export RUSTC_BOOTSTRAP=1
   CROSS_STD=()
   if [ "$t" = armv7 ]; then
     # Debian has no armv7 std package we may install (that would need the armhf dpkg
     # architecture): build core/std from rust-web-src. panic_unwind because the release
     # profile unwinds on purpose (see Cargo.toml).
-    export RUSTC_BOOTSTRAP=1
     CROSS_STD=(-Z "build-std=std,panic_unwind")
-  else
-    unset RUSTC_BOOTSTRAP
   fi
 }
 
