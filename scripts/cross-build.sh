@@ -1,43 +1,45 @@
 #!/usr/bin/env bash
-# Cross-builds tidelet for ARM boards on a Debian 12 machine without a container engine (as
-# root), with Debian's own current Rust toolchain instead of `cross`:
-#   rustc-web/cargo-web 1.96 and the multiarch standard library libstd-rust-web-dev:arm64,
-#   linked as the rustup toolchain `debian-web`, linking with gcc-aarch64-linux-gnu.
-# Output: target/cross/aarch64-unknown-linux-gnu/release/tidelet.
-# (With Docker or Podman, `cross build --release --target aarch64-unknown-linux-gnu` does the
-# same; see README.)
+# Cross-builds every binary of the workspace for ARM boards on a Debian 12 machine without a
+# container engine (as root), with Debian's own current Rust toolchain instead of `cross`, and
+# runs the unit tests of the cross-built crates under qemu-user:
+#   aarch64-unknown-linux-gnu    rustc-web/cargo-web 1.96 + libstd-rust-web-dev:arm64,
+#                                linked with gcc-aarch64-linux-gnu
+#   armv7-unknown-linux-gnueabihf  the same toolchain building its own std from rust-web-src
+#                                (-Z build-std under RUSTC_BOOTSTRAP=1: Debian ships no armhf
+#                                std we may install), linked with gcc-arm-linux-gnueabihf
+# Output: target/cross/<triple>/release/<bin>, checked with `file`/`readelf` and sized.
+# (With Docker or Podman, `cross build --release --target <triple>` does the same; see
+# Cross.toml and the README.)
+#
+# Usage: scripts/cross-build.sh [--no-tests] [--target-dir DIR] [TARGET...]
+#   TARGET: aarch64 | armv7 (default: both). Environment: CROSS_TEST_TIMEOUT (seconds per
+#   test binary under qemu, default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/cross-build.sh: run as root (it installs packages)" >&2; exit 1; fi
-. scripts/lib.sh
+. scripts/cross/lib.sh
 
-DEBIAN_RUST=1.96.0+dfsg1-1~deb12u2
-# Never armhf here: its index on the mirror is broken and spoils `apt-get update`.
-dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
-  "rustc-web=$DEBIAN_RUST" "cargo-web=$DEBIAN_RUST" "libstd-rust-web-dev=$DEBIAN_RUST" \
-  "libstd-rust-web-dev:arm64=$DEBIAN_RUST" gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
-  qemu-user-static file >/dev/null
+tests=1
+target_dir=target/cross
+targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-tests) tests=0 ;;
+    --target-dir) target_dir=$2; shift ;;
+    aarch64 | armv7) targets+=("$1") ;;
+    *) echo "scripts/cross-build.sh: unknown argument '$1' (see the usage at the top)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
 
-# Use Debian's toolchain through rustup without touching rustup's own toolchains.
-if command -v rustup >/dev/null 2>&1; then
-  rustup toolchain list | grep -q '^debian-web' || rustup toolchain link debian-web /usr
-  CARGO=(cargo +debian-web)
-else
-  CARGO=(/usr/bin/cargo)
-fi
+cross_setup "${targets[@]}"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
-"${CARGO[@]}" build --locked --release --target aarch64-unknown-linux-gnu \
-  --target-dir target/cross -p tidelet
-bin=target/cross/aarch64-unknown-linux-gnu/release/tidelet
-file "$bin"
-echo "stripped size: $(stat -c %s "$bin") bytes"
-if [ "${CROSS_TESTS:-0}" = 1 ]; then
-  # The pure unit tests of the agent, run under qemu-user (the privileged ones need a VM).
-  "${CARGO[@]}" test --locked --target aarch64-unknown-linux-gnu --target-dir target/cross \
-    -p tidelet --lib -- --skip cgroups::privileged
-fi
+for t in "${targets[@]}"; do
+  start=$SECONDS
+  cross_build "$t" "$target_dir"
+  cross_check_bins "$t"
+  if [ "$tests" = 1 ]; then cross_unit_tests "$t" "$target_dir"; fi
+  echo "== $t: done in $((SECONDS - start)) s"
+done

@@ -1,0 +1,233 @@
+# shellcheck shell=bash
+# Functions of scripts/cross-build.sh: set-up of Debian's Rust toolchain for ARM targets, the
+# builds, the checks of the binaries and the unit tests under qemu-user. Sourced, not run.
+#
+# Why qemu's sysroot matters (the hang a first attempt ran into): glibc's dynamic loader and
+# its libc.so.6 share private data (`_rtld_global`, GLIBC_PRIVATE symbols) whose layout may
+# change between any two Debian builds of glibc, so both must come from the same package.
+# With `qemu-aarch64-static -L /usr/aarch64-linux-gnu` qemu loads the loader of
+# libc6-arm64-cross (2.36-8) but, as /usr/aarch64-linux-gnu/lib/aarch64-linux-gnu does not
+# exist, the loader then finds libc.so.6 of libc6:arm64 (2.36-9+deb12uN, pulled in by
+# libstd-rust-web-dev:arm64) in /lib/aarch64-linux-gnu. The mix runs single-threaded code but
+# pthread_create never returns (the test harness hangs after "test ... " even with
+# --test-threads 1; strace shows no clone at all). `-L /` uses libc6:arm64's own loader, so
+# both halves match; `cross_check_loader` refuses to run tests when they would not.
+
+DEBIAN_RUST=1.96.0+dfsg1-1~deb12u2
+# Stripped size budget of each binary (issue 3: tidelet <= 8 MiB on aarch64).
+CROSS_SIZE_BUDGET=${CROSS_SIZE_BUDGET:-$((8 * 1024 * 1024))}
+CROSS_TEST_TIMEOUT=${CROSS_TEST_TIMEOUT:-600}
+
+# Rust triple of a short target name.
+cross_triple() {
+  case "$1" in
+    aarch64) echo aarch64-unknown-linux-gnu ;;
+    armv7) echo armv7-unknown-linux-gnueabihf ;;
+    *) echo "cross: unknown target '$1' (aarch64 or armv7)" >&2; return 1 ;;
+  esac
+}
+
+# qemu-user binary and the sysroot (-L) whose loader and libc.so.6 belong together.
+cross_qemu() {
+  case "$1" in
+    aarch64) echo "qemu-aarch64-static /" ;;
+    armv7) echo "qemu-arm-static /usr/arm-linux-gnueabihf" ;;
+  esac
+}
+
+# Prints the Debian packages (pinned where the version matters) a target needs.
+cross_packages() {
+  echo "rustc-web=$DEBIAN_RUST cargo-web=$DEBIAN_RUST libstd-rust-web-dev=$DEBIAN_RUST"
+  echo "qemu-user-static file binutils"
+  case "$1" in
+    aarch64) echo "libstd-rust-web-dev:arm64=$DEBIAN_RUST gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
+    # rust-web-src: the sources of std, built by -Z build-std (same version as rustc).
+    armv7) echo "rust-web-src=$DEBIAN_RUST gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
+  esac
+}
+
+# Installs what the targets need (one `apt-get update`, and only when something is missing or
+# at another version) and selects the toolchain: sets the array CARGO.
+cross_setup() {
+  local t want=() missing=() spec name ver have
+  for t in "$@"; do
+    cross_triple "$t" >/dev/null
+    # shellcheck disable=SC2207
+    want+=($(cross_packages "$t"))
+  done
+  for spec in $(printf '%s\n' "${want[@]}" | sort -u); do
+    name=${spec%%=*}
+    ver=
+    [ "$name" = "$spec" ] || ver=${spec#*=}
+    # One line per installed architecture (with arm64 added, libstd-rust-web-dev has two):
+    # without a qualifier, only the native or `all` one counts.
+    have=$(dpkg-query -W -f='${Architecture} ${db:Status-Status} ${Version}\n' "$name" 2>/dev/null |
+      awk -v q="$name" -v native="$(dpkg --print-architecture)" \
+        'q ~ /:/ || $1 == native || $1 == "all" { print $2, $3; exit }' || true)
+    if [ -z "$ver" ] && [ "${have%% *}" = installed ]; then continue; fi
+    if [ -n "$ver" ] && [ "$have" = "installed $ver" ]; then continue; fi
+    missing+=("$spec")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    # arm64's std comes from Debian's arm64 archive. Never armhf: its index on the mirror is
+    # broken and spoils `apt-get update`; armv7 builds its std from rust-web-src instead.
+    if printf '%s\n' "${missing[@]}" | grep -q ':arm64'; then
+      dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+
+  # Debian's toolchain through rustup when rustup is there (`cargo +debian-web` makes every
+  # rustc that cargo and build scripts start Debian's), without touching rustup's own
+  # toolchains; else Debian's cargo and rustc directly.
+  local rustup=
+  if command -v rustup >/dev/null 2>&1; then rustup=rustup
+  elif [ -x "${HOME:-/root}/.cargo/bin/rustup" ]; then rustup=${HOME:-/root}/.cargo/bin/rustup
+  fi
+  if [ -n "$rustup" ]; then
+    "$rustup" toolchain list | grep -q '^debian-web' || "$rustup" toolchain link debian-web /usr
+    CARGO=("$(dirname "$(command -v "$rustup")")/cargo" +debian-web)
+  else
+    export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+    CARGO=(/usr/bin/cargo)
+  fi
+  "${CARGO[@]}" --version
+}
+
+# Environment of cargo for target $1: linker, C compiler for build scripts that compile C,
+# qemu runner with a timeout, and for armv7 the std built from source.
+cross_env() {
+  local t=$1 triple upper qemu prefix gcc
+  triple=$(cross_triple "$t")
+  upper=$(echo "$triple" | tr 'a-z-' 'A-Z_')
+  read -r qemu prefix <<<"$(cross_qemu "$t")"
+  case "$t" in
+    aarch64) gcc=aarch64-linux-gnu-gcc ;;
+    armv7) gcc=arm-linux-gnueabihf-gcc ;;
+  esac
+  export "CARGO_TARGET_${upper}_LINKER=$gcc" "CC_${triple//-/_}=$gcc"
+  export "CARGO_TARGET_${upper}_RUNNER=timeout -k 10 $CROSS_TEST_TIMEOUT $qemu -L $prefix"
+  # Set for both targets although only armv7 needs it (-Z build-std): build scripts such as
+  # proc-macro2's rerun when it changes, and the host artifacts (proc macros, build scripts)
+  # are shared by both targets, so toggling it rebuilt every proc macro and all their users
+  # on every run (a warm run then took as long as a cold one).
+  export RUSTC_BOOTSTRAP=1
+  CROSS_STD=()
+  if [ "$t" = armv7 ]; then
+    # Debian has no armv7 std package we may install (that would need the armhf dpkg
+    # architecture): build core/std from rust-web-src. panic_unwind because the release
+    # profile unwinds on purpose (see Cargo.toml).
+    CROSS_STD=(-Z "build-std=std,panic_unwind")
+  fi
+}
+
+# Builds the release binaries of every workspace member for target $1 into target dir $2 and
+# records their paths in CROSS_BINS.
+cross_build() {
+  local t=$1 dir=$2 triple json
+  triple=$(cross_triple "$t")
+  cross_env "$t"
+  echo "== $t: cargo build --release --workspace --bins"
+  json=$(mktemp)
+  "${CARGO[@]}" build --locked --release --target "$triple" --target-dir "$dir" \
+    "${CROSS_STD[@]}" --workspace --bins --message-format=json-render-diagnostics >"$json"
+  mapfile -t CROSS_BINS < <(grep -o '"executable":"[^"]*"' "$json" | cut -d'"' -f4 | sort -u)
+  rm -f "$json"
+  if [ ${#CROSS_BINS[@]} -eq 0 ]; then
+    echo "cross: cargo built no binary for $triple" >&2
+    return 1
+  fi
+}
+
+# Checks each binary of CROSS_BINS: ELF for the target's machine and ABI, stripped, within
+# the size budget, and it starts under qemu-user (`--help`). Prints `file` and the size.
+cross_check_bins() {
+  local t=$1 bin out flags size qemu prefix
+  read -r qemu prefix <<<"$(cross_qemu "$t")"
+  for bin in "${CROSS_BINS[@]}"; do
+    out=$(file -b "$bin")
+    echo "$bin: $out"
+    case "$t" in
+      aarch64) [[ $out == "ELF 64-bit LSB "*", ARM aarch64, "* ]] ||
+        { echo "cross: $bin is not an aarch64 ELF executable" >&2; return 1; } ;;
+      armv7)
+        [[ $out == "ELF 32-bit LSB "*", ARM, EABI5 "* ]] ||
+          { echo "cross: $bin is not a 32-bit ARM EABI5 ELF executable" >&2; return 1; }
+        # `file` does not show the float ABI; the ELF header flags do.
+        flags=$(readelf -h "$bin" | sed -n 's/^ *Flags: *//p')
+        [[ $flags == *"hard-float ABI"* ]] ||
+          { echo "cross: $bin is not hard-float (ELF flags: $flags)" >&2; return 1; } ;;
+    esac
+    [[ $out == *", stripped"* ]] || { echo "cross: $bin is not stripped" >&2; return 1; }
+    size=$(stat -c %s "$bin")
+    printf '%s: stripped size %d bytes (%d.%02d MiB)\n' "$(basename "$bin")" "$size" \
+      $((size / 1048576)) $((size % 1048576 * 100 / 1048576))
+    if [ "$size" -gt "$CROSS_SIZE_BUDGET" ]; then
+      echo "cross: $bin is $size bytes, over the budget of $CROSS_SIZE_BUDGET" >&2
+      return 1
+    fi
+    cross_check_loader "$t"
+    timeout 60 "$qemu" -L "$prefix" "$bin" --help >/dev/null ||
+      { echo "cross: $bin --help fails under $qemu -L $prefix" >&2; return 1; }
+  done
+}
+
+# Refuses a qemu sysroot whose dynamic loader and libc.so.6 come from different glibc builds
+# (see the top of this file: threads would hang).
+cross_check_loader() {
+  local qemu prefix ld libc a b
+  read -r qemu prefix <<<"$(cross_qemu "$1")"
+  case "$1" in
+    aarch64) ld=/lib/ld-linux-aarch64.so.1 libc=/lib/aarch64-linux-gnu/libc.so.6 ;;
+    armv7) ld=/lib/ld-linux-armhf.so.3 libc=/lib/libc.so.6 ;;
+  esac
+  # qemu looks a path up under the prefix first, then as it is; it does not do so for the
+  # program it is given, so do it here.
+  [ ! -e "${prefix%/}$ld" ] || ld=${prefix%/}$ld
+  [ ! -e "${prefix%/}$libc" ] || libc=${prefix%/}$libc
+  a=$("$qemu" -L "$prefix" "$ld" --version 2>&1 | sed -n '1s/.*(\(.*\)).*/\1/p')
+  b=$("$qemu" -L "$prefix" "$libc" 2>&1 | sed -n '1s/.*(\(.*\)).*/\1/p')
+  if [ -z "$a" ] || [ "$a" != "$b" ]; then
+    echo "cross: under $qemu -L $prefix the loader $ld is '${a:-unreadable}' but $libc is" \
+      "'${b:-unreadable}': glibc's loader and libc must be the same build" >&2
+    return 1
+  fi
+}
+
+# Runs the unit tests (lib and bin targets) of every workspace crate but the end-to-end/VM
+# test crate under qemu-user, for target $1 with target dir $2.
+cross_unit_tests() {
+  local t=$1 dir=$2 triple
+  triple=$(cross_triple "$t")
+  cross_env "$t"
+  cross_check_loader "$t"
+  echo "== $t: unit tests under $(cross_qemu "$t" | sed 's/ / -L /')"
+  # Privileged tests would panic with TIDELET_REQUIRE_PRIVILEGED set and cannot run under
+  # qemu-user (no cgroup or mount namespace emulation); they run natively and in the VM.
+  env -u TIDELET_REQUIRE_PRIVILEGED "${CARGO[@]}" test --locked "${CROSS_TEST_PROFILE[@]}" \
+    --target "$triple" --target-dir "$dir" "${CROSS_STD[@]}" \
+    --workspace --exclude tidelet-e2e --lib --bins -- "${CROSS_SKIP[@]}"
+}
+
+# The profile of the tests under qemu. Not `release`: its fat LTO with one codegen unit would
+# be paid again for every test harness (over 5 CPU minutes for the agent's alone), and its
+# dependencies are LTO bitcode that a non-LTO build cannot reuse. Not plain `dev` either: at
+# opt-level 0 under TCG the tests with wall-clock budgets (YAML alias bombs, deep nesting)
+# take 6 s for a 0.9 s budget; at opt-level 1 all pass. Debug assertions and overflow checks
+# stay on (inherited from dev); no debug info (smaller, faster links).
+CROSS_TEST_PROFILE=(
+  --config 'profile.qemu-test.inherits="dev"'
+  --config 'profile.qemu-test.opt-level=1'
+  --config 'profile.qemu-test.debug=false'
+  --config 'profile.qemu-test.incremental=false'
+  --profile qemu-test
+)
+
+# Tests skipped under qemu-user, each with the reason.
+CROSS_SKIP=(
+  # Real cgroup v1/v2 hierarchies: need root and the host's cgroupfs, not the emulator's.
+  --skip cgroups::privileged
+)
