@@ -473,7 +473,8 @@ impl Unpacker<'_> {
         let secs = h
             .mtime()
             .map_err(|e| self.bad(name, format!("mtime: {e}")))?;
-        let mut mtime = TimeSpec::new(i64::try_from(secs).unwrap_or(i64::MAX), 0);
+        // time_t is 32 bits on armv7 glibc: clamp what it cannot hold.
+        let mut mtime = TimeSpec::new(libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX), 0);
         let mut xattrs = Vec::new();
         for (key, value) in &member.pax {
             let text = std::str::from_utf8(value).unwrap_or("");
@@ -570,7 +571,13 @@ fn parse_pax_time(s: &str) -> Option<TimeSpec> {
     } else {
         format!("{digits:0<9}").parse().ok()?
     };
-    Some(TimeSpec::new(secs, nanos))
+    // time_t and tv_nsec are 32 bits on armv7 glibc: clamp seconds, nanos always fit.
+    let secs = libc::time_t::try_from(secs).unwrap_or(if secs < 0 {
+        libc::time_t::MIN
+    } else {
+        libc::time_t::MAX
+    });
+    Some(TimeSpec::new(secs, libc::c_long::try_from(nanos).ok()?))
 }
 
 fn set_mtime(path: &Path, mtime: TimeSpec) -> Result<()> {

