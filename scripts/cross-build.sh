@@ -7,12 +7,15 @@
 #   armv7-unknown-linux-gnueabihf  the same toolchain building its own std from rust-web-src
 #                                (-Z build-std under RUSTC_BOOTSTRAP=1: Debian ships no armhf
 #                                std we may install), linked with gcc-arm-linux-gnueabihf
-# Output: target/cross/<triple>/release/<bin>, checked with `file`/`readelf` and sized.
+# Output: target/cross/aarch64-unknown-linux-gnu/release/<bin> and
+# target/cross-armv7/armv7-unknown-linux-gnueabihf/release/<bin> (one target dir each, so that
+# both build at once), checked with `file`/`readelf` and sized.
 # (With Docker or Podman, `cross build --release --target <triple>` does the same; see
 # Cross.toml and the README.)
 #
 # Usage: scripts/cross-build.sh [--no-tests] [--target-dir DIR] [TARGET...]
-#   TARGET: aarch64 | armv7 (default: both). Environment: CROSS_TEST_TIMEOUT (seconds per
+#   TARGET: aarch64 | armv7 (default: both, built at once). DIR (default target/cross) is
+#   aarch64's target dir; armv7 uses DIR-armv7. Environment: CROSS_TEST_TIMEOUT (seconds per
 #   test binary under qemu, default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +39,42 @@ done
 cross_setup "${targets[@]}"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-for t in "${targets[@]}"; do
-  start=$SECONDS
-  cross_build "$t" "$target_dir"
+# One target's whole job: release build, checks, unit tests under qemu-user.
+one_target() {
+  local t=$1 dir=$2 start=$SECONDS
+  cross_build "$t" "$dir"
   cross_check_bins "$t"
-  if [ "$tests" = 1 ]; then cross_unit_tests "$t" "$target_dir"; fi
+  if [ "$tests" = 1 ]; then cross_unit_tests "$t" "$dir"; fi
   echo "== $t: done in $((SECONDS - start)) s"
+}
+
+# Each target has its own target dir, so that the targets build at the same time: cargo locks
+# a whole target dir, and a release build spends minutes in one single-threaded fat-LTO link
+# that leaves the other core idle. (The host's proc macros and build scripts are built once
+# per dir; that costs far less than the idle core.)
+dir_of() { if [ "$1" = aarch64 ]; then echo "$target_dir"; else echo "$target_dir-$1"; fi; }
+
+if [ ${#targets[@]} -eq 1 ]; then
+  one_target "${targets[0]}" "$(dir_of "${targets[0]}")"
+  exit 0
+fi
+logs=$(mktemp -d)
+declare -A pids
+for t in "${targets[@]}"; do
+  one_target "$t" "$(dir_of "$t")" >"$logs/$t.log" 2>&1 &
+  pids[$t]=$!
 done
+failed=()
+for t in "${targets[@]}"; do
+  wait "${pids[$t]}" || failed+=("$t")
+done
+for t in "${targets[@]}"; do
+  echo "======== $t (log of its build, checks and tests)"
+  cat "$logs/$t.log"
+done
+rm -rf "$logs"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "scripts/cross-build.sh: failed for: ${failed[*]} (see its log above)" >&2
+  exit 1
+fi
+echo "== cross builds done in $SECONDS s"
