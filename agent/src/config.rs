@@ -18,8 +18,9 @@ pub struct Config {
     /// Lower-cased; the static-pod name suffix.
     pub node_name: String,
     /// Parent of `kubepods` in every cgroup hierarchy, e.g. `/` or `/tidelet-test`. Under
-    /// systemd on cgroup v2 the agent resolves it at start to a path inside the service's
-    /// delegated cgroup (`cgroups::delegation::place`), e.g. `/system.slice/tidelet.service`.
+    /// systemd on cgroup v2 the agent resolves it at start relative to the service's
+    /// delegated cgroup or its slice (`cgroups::delegation::place`), e.g.
+    /// `/tidelet.slice/tidelet.service` (systemd 254+) or `/tidelet.slice` (252).
     pub cgroup_root: String,
     /// Where cgroup file systems are mounted (`/sys/fs/cgroup`).
     pub cgroup_mount: PathBuf,

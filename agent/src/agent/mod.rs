@@ -20,11 +20,11 @@ use crate::config::Config;
 use crate::reconcile::{self, Action, Told};
 use crate::source::{DesiredPod, DesiredSet, StaticDir};
 use node::Node;
+use shared::Shared;
+use worker::{PodRecord, Worker};
 
 /// The longest `run` waits for the workers' adoption before it reports ready.
 const ADOPTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-use shared::Shared;
-use worker::{PodRecord, Worker};
 
 /// What every worker shares.
 pub struct Ctx {
@@ -108,8 +108,9 @@ impl Agent {
         }
         let cgroups: Arc<dyn Cgroups> =
             Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
-        // cgroup v2 under systemd: the pods go inside the delegated cgroup, after tidelet has
-        // moved itself into its leaf (see cgroups::delegation).
+        // cgroup v2 under systemd: the pods go inside the delegated unit when systemd started
+        // tidelet in its leaf (DelegateSubgroup=), else beside the unit (see
+        // cgroups::delegation); the controllers they need are checked there.
         let placement = crate::cgroups::delegation::setup(
             &cfg.cgroup_mount,
             cgroups.version(),
@@ -176,9 +177,8 @@ impl Agent {
     }
 
     /// Start the worker of `key`, told `initial` from the start: a worker that adopts pods
-    /// must never see a transient "not desired" and tear down what it should keep.
-    /// Start the worker of one pod name; the receiver fires once it has adopted (or cleaned
-    /// up) the pods `adopt` lists.
+    /// must never see a transient "not desired" and tear down what it should keep. The
+    /// receiver fires once it has adopted (or cleaned up) the pods `adopt` lists.
     fn spawn_worker(
         &mut self,
         key: &str,
