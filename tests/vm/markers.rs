@@ -9,12 +9,17 @@ pub const PREFIX: &str = "TIDELET-VM ";
 /// empty value). The prefix may follow other console bytes on the same line (terminal escape
 /// sequences, a carriage return).
 pub fn parse(console: &str) -> BTreeMap<String, String> {
+    parse_prefixed(PREFIX, console)
+}
+
+/// `parse` for another guest's marker prefix (tests/vm_systemd has `TIDELET-VMSD `).
+pub fn parse_prefixed(prefix: &str, console: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for line in console.lines() {
-        let Some(at) = line.find(PREFIX) else {
+        let Some(at) = line.find(prefix) else {
             continue;
         };
-        let rest = line[at + PREFIX.len()..].trim_end_matches(['\r', ' ']);
+        let rest = line[at + prefix.len()..].trim_end_matches(['\r', ' ']);
         let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
         if !k.is_empty() {
             out.insert(k.to_string(), v.to_string());

@@ -47,16 +47,6 @@ impl Arch {
         [X86_64, AARCH64].into_iter().find(|a| a.name == name)
     }
 
-    /// The guest architecture: `$TIDELET_VM_ARCH`, else the host's. (tests/vm boots both;
-    /// other VM tests that `#[path]`-include this file choose with it.)
-    #[allow(dead_code)]
-    pub fn selected() -> Arch {
-        let name =
-            std::env::var("TIDELET_VM_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.to_string());
-        Arch::by_name(&name)
-            .unwrap_or_else(|| panic!("TIDELET_VM_ARCH={name}: not x86_64 or aarch64"))
-    }
-
     /// The full QEMU command line (TCG, no display, no reboot: a guest panic ends QEMU).
     pub fn qemu_args(&self, kernel: &Path, initrd: &Path, memory_mb: u32) -> Vec<String> {
         self.qemu_args_with(
@@ -146,31 +136,33 @@ pub fn net_args(host_port: Option<u16>) -> Vec<String> {
 
 /// Run `tests/vm/build-initramfs.sh OUTDIR ARCH` (cached); returns (kernel, initramfs).
 pub fn build(script: &Path, outdir: &Path, arch: &Arch, tidelet: &Path) -> (PathBuf, PathBuf) {
-    let out = Command::new("bash")
-        .arg(script)
+    let mut cmd = Command::new("bash");
+    cmd.arg(script)
         .arg(outdir)
         .arg(arch.name)
-        .env("TIDELET_BIN", tidelet)
+        .env("TIDELET_BIN", tidelet);
+    match build_outputs(&mut cmd, &["kernel", "initramfs"]).as_slice() {
+        [k, i] => (k.clone(), i.clone()),
+        _ => unreachable!("build_outputs returns one path per name"),
+    }
+}
+
+/// Run a guest's build script (its stderr shown as it goes) and return the paths it prints on
+/// stdout, one line each, in the order `names` lists them; panics unless it succeeds and
+/// every path exists.
+pub fn build_outputs(cmd: &mut Command, names: &[&str]) -> Vec<PathBuf> {
+    let what = format!("{cmd:?}");
+    let out = cmd
         .stderr(Stdio::inherit())
         .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} {} {} failed: {}",
-        script.display(),
-        outdir.display(),
-        arch.name,
-        out.status
-    );
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(out.status.success(), "{what} failed: {}", out.status);
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut lines = text.lines().map(PathBuf::from);
-    match (lines.next(), lines.next()) {
-        (Some(k), Some(i)) if k.exists() && i.exists() => (k, i),
-        _ => panic!(
-            "{} printed no kernel and initramfs paths: {text:?}",
-            script.display()
-        ),
+    let paths: Vec<PathBuf> = text.lines().take(names.len()).map(PathBuf::from).collect();
+    if paths.len() < names.len() || !paths.iter().all(|p| p.exists()) {
+        panic!("{what} printed no {} paths: {text:?}", names.join(", "));
     }
+    paths
 }
 
 /// How a boot ended.
@@ -183,14 +175,7 @@ pub struct Boot {
     pub status: Option<std::process::ExitStatus>,
 }
 
-/// Boot the guest with 512 MiB and no network; its console (QEMU's stdout and stderr) goes to
-/// `log`. (tests/vm uses `boot_with`; other VM tests that `#[path]`-include this file use this.)
-#[allow(dead_code)]
-pub fn boot(arch: &Arch, kernel: &Path, initrd: &Path, log: &Path, timeout: Duration) -> Boot {
-    boot_with(arch, kernel, initrd, log, timeout, &Options::default())
-}
-
-/// `boot` with every boot option.
+/// Boot the guest with these options; its console (QEMU's stdout and stderr) goes to `log`.
 pub fn boot_with(
     arch: &Arch,
     kernel: &Path,
@@ -206,12 +191,18 @@ pub fn boot_with(
              (install netcat-openbsd)"
         );
     }
-    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
     let args = arch.qemu_args_with(kernel, initrd, opts);
+    run(arch, &args, log, timeout)
+}
+
+/// Run QEMU with `args` until it exits or `timeout` passes (then it is killed); its console
+/// (stdout and stderr) goes to `log`.
+pub fn run(arch: &Arch, args: &[String], log: &Path, timeout: Duration) -> Boot {
+    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
     eprintln!("vm: {} {}", arch.qemu, args.join(" "));
     let start = Instant::now();
     let mut child = Command::new(arch.qemu)
-        .args(&args)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file)

@@ -14,12 +14,15 @@
 //! test skips unless `TIDELET_REQUIRE_PRIVILEGED=1`, which also makes a missing binary fatal.
 
 #[allow(dead_code)]
+#[path = "../vm/markers.rs"]
+mod markers;
+#[allow(dead_code)]
 #[path = "../vm/qemu.rs"]
 mod qemu;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -45,19 +48,7 @@ fn timeout() -> Duration {
 /// The `TIDELET-VMSD key=value` lines; a later line wins. Lines may be preceded by other
 /// console output on the same line (systemd's status, the kernel).
 fn markers(console: &str) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for line in console.lines() {
-        let Some(at) = line.find(MARK) else { continue };
-        let rest = line[at + MARK.len()..].trim_end_matches('\r');
-        let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
-        m.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    m
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    markers::parse_prefixed(MARK, console)
 }
 
 /// Run build-rootfs.sh for `systemd` (its TIDELET_VMSD_SYSTEMD: `stable` or `backports`);
@@ -66,30 +57,16 @@ fn build(tidelet: &Path, systemd: &str) -> (PathBuf, PathBuf, PathBuf) {
     let script = workspace().join("tests/vm_systemd/build-rootfs.sh");
     let out_dir = target_dir().join(format!("vm/aarch64-systemd-{systemd}"));
     let start = Instant::now();
-    let out = Command::new("bash")
-        .arg(&script)
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
         .arg(&out_dir)
         .env("TIDELET_AARCH64_BIN", tidelet)
-        .env("TIDELET_VMSD_SYSTEMD", systemd)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} {} failed: {}",
-        script.display(),
-        out_dir.display(),
-        out.status
-    );
+        .env("TIDELET_VMSD_SYSTEMD", systemd);
+    let p = qemu::build_outputs(&mut cmd, &["kernel", "initrd", "disk"]);
     eprintln!("vm_systemd: guest built in {:.1?}", start.elapsed());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let p: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
     match p.as_slice() {
-        [k, i, d] if k.exists() && i.exists() && d.exists() => (k.clone(), i.clone(), d.clone()),
-        _ => panic!(
-            "{} printed no kernel, initrd and disk: {text:?}",
-            script.display()
-        ),
+        [k, i, d] => (k.clone(), i.clone(), d.clone()),
+        _ => unreachable!("build_outputs returns one path per name"),
     }
 }
 
@@ -127,38 +104,6 @@ fn qemu_args(arch: &qemu::Arch, kernel: &Path, initrd: &Path, disk: &Path) -> Ve
         .map(String::from),
     );
     a
-}
-
-/// Boot with a hard timeout; the console goes to `log`. Returns (console, elapsed, timed out).
-fn boot(arch: &qemu::Arch, args: &[String], log: &Path) -> (String, Duration, bool) {
-    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-    eprintln!("vm_systemd: {} {}", arch.qemu, args.join(" "));
-    let start = Instant::now();
-    let mut child = Command::new(arch.qemu)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "starting {}: {e} (install {})",
-                arch.qemu, arch.qemu_package
-            )
-        });
-    let timed_out = loop {
-        if child.try_wait().unwrap().is_some() {
-            break false;
-        }
-        if start.elapsed() > timeout() {
-            let _ = child.kill();
-            let _ = child.wait();
-            break true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let console = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
-    (console, start.elapsed(), timed_out)
 }
 
 fn get<'a>(m: &'a BTreeMap<String, String>, key: &str) -> &'a str {
@@ -212,8 +157,13 @@ fn run_guest(systemd: &str) -> Option<BTreeMap<String, String>> {
     );
     let log = target_dir().join(format!("vm/console-systemd-{systemd}-aarch64.log"));
     eprintln!("vm_systemd: console log: {}", log.display());
-    let (console, elapsed, timed_out) =
-        boot(&arch, &qemu_args(&arch, &kernel, &initrd, &disk), &log);
+    let boot = qemu::run(
+        &arch,
+        &qemu_args(&arch, &kernel, &initrd, &disk),
+        &log,
+        timeout(),
+    );
+    let (console, elapsed, timed_out) = (boot.console, boot.elapsed, boot.timed_out);
     let m = markers(&console);
     eprintln!(
         "vm_systemd: QEMU ran {elapsed:.1?} (systemd at {} s, tidelet active at {} s, pod at {} s, restart {}..{} s, end {} s)",
@@ -237,7 +187,7 @@ fn run_guest(systemd: &str) -> Option<BTreeMap<String, String>> {
         panic!(
             "{p}\n---- console tail ({}) ----\n{}",
             log.display(),
-            tail(&console, 150)
+            markers::tail(&console, 150)
         );
     }
     for (k, v) in &m {
