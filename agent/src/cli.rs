@@ -115,6 +115,12 @@ pub enum GetWhat {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// The node: capacity, allocatable and the pressure conditions.
+    #[command(alias = "nodes", alias = "no")]
+    Node {
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +131,9 @@ pub enum DescribeWhat {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// The node, its conditions and its events (evictions).
+    #[command(alias = "nodes", alias = "no")]
+    Node,
 }
 
 pub fn main(cli: Cli) -> Result<i32> {
@@ -149,9 +158,15 @@ pub fn main(cli: Cli) -> Result<i32> {
                     namespace,
                 },
         } => get_pods(&cli.root_dir, name, output, namespace),
+        Command::Get {
+            what: GetWhat::Node { output },
+        } => get_node(&cli.root_dir, output, false),
         Command::Describe {
             what: DescribeWhat::Pod { name, namespace },
         } => describe(&cli.root_dir, &name, namespace),
+        Command::Describe {
+            what: DescribeWhat::Node,
+        } => get_node(&cli.root_dir, None, true),
         Command::Logs {
             pod,
             container,
@@ -364,6 +379,34 @@ fn get_pods(
             }
         }
         _ => crate::render::pod_table(&mut out, &views, output == Some(Output::Wide))?,
+    }
+    Ok(0)
+}
+
+fn get_node(root: &std::path::Path, output: Option<Output>, describe: bool) -> Result<i32> {
+    let view = match api::client::call(&config::api_socket(root), &Request::GetNode)? {
+        Response::Node { node } => *node,
+        other => return Err(format!("unexpected answer: {other:?}").into()),
+    };
+    let mut out = std::io::stdout().lock();
+    if describe {
+        crate::render::describe_node(&mut out, &view)?;
+        return Ok(0);
+    }
+    match output {
+        Some(Output::Json) | Some(Output::Yaml) => {
+            let mut value = serde_json::to_value(&view.node)?;
+            if let Some(o) = value.as_object_mut() {
+                o.insert("apiVersion".into(), "v1".into());
+                o.insert("kind".into(), "Node".into());
+            }
+            if output == Some(Output::Json) {
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                write!(out, "{}", serde_yaml::to_string(&value)?)?;
+            }
+        }
+        _ => crate::render::node_table(&mut out, &view.node)?,
     }
     Ok(0)
 }

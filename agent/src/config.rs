@@ -1,17 +1,19 @@
 //! The agent's configuration: a KubeletConfiguration-style YAML file (same key names where
 //! kubelet has one) overridden by command-line flags.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::eviction::config::{self as eviction, EvictionConfig, Reservation};
 use crate::quantity;
 
 pub const DEFAULT_ROOT_DIR: &str = "/var/lib/tidelet";
 pub const DEFAULT_STATIC_POD_PATH: &str = "/etc/tidelet/manifests";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub root_dir: PathBuf,
     pub static_pod_path: PathBuf,
@@ -34,6 +36,14 @@ pub struct Config {
     pub node_ip: Option<String>,
     /// Copied into pods as `/etc/resolv.conf` (kubelet's `resolvConf`).
     pub resolv_conf: PathBuf,
+    /// Eviction thresholds (`evictionHard`, `evictionSoft`, ...).
+    pub eviction: EvictionConfig,
+    pub system_reserved: Reservation,
+    pub kube_reserved: Reservation,
+    /// kubelet's `maxPods`: the node's pod capacity.
+    pub max_pods: i64,
+    /// The file the config came from, if any (errors found later name it).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +61,11 @@ impl Default for Config {
             pod_pids_limit: None,
             node_ip: None,
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            eviction: EvictionConfig::default(),
+            system_reserved: Reservation::default(),
+            kube_reserved: Reservation::default(),
+            max_pods: 110,
+            config_file: None,
         }
     }
 }
@@ -81,6 +96,15 @@ struct FileConfig {
     /// kubelet's `--node-ip`.
     node_ip: Option<String>,
     resolv_conf: Option<PathBuf>,
+    eviction_hard: Option<BTreeMap<String, serde_yaml::Value>>,
+    eviction_soft: Option<BTreeMap<String, serde_yaml::Value>>,
+    eviction_soft_grace_period: Option<BTreeMap<String, serde_yaml::Value>>,
+    eviction_minimum_reclaim: Option<BTreeMap<String, serde_yaml::Value>>,
+    eviction_pressure_transition_period: Option<String>,
+    eviction_max_pod_grace_period: Option<i64>,
+    system_reserved: Option<BTreeMap<String, serde_yaml::Value>>,
+    kube_reserved: Option<BTreeMap<String, serde_yaml::Value>>,
+    max_pods: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +120,7 @@ pub enum ConfigError {
     #[error("{path}: {field}: {reason}")]
     Field {
         path: PathBuf,
-        field: &'static str,
+        field: String,
         reason: String,
     },
 }
@@ -132,6 +156,29 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// A map of quantities as YAML writes them: `100Mi` is a string, `1000` a number.
+fn strings(
+    map: &str,
+    m: Option<BTreeMap<String, serde_yaml::Value>>,
+) -> Result<Option<BTreeMap<String, String>>, (String, String)> {
+    let Some(m) = m else { return Ok(None) };
+    let mut out = BTreeMap::new();
+    for (k, v) in m {
+        let s = match v {
+            serde_yaml::Value::String(s) => s,
+            serde_yaml::Value::Number(n) => n.to_string(),
+            other => {
+                return Err((
+                    format!("{map}[{k}]"),
+                    format!("{other:?} is not a quantity, a percentage or a duration"),
+                ))
+            }
+        };
+        out.insert(k, s);
+    }
+    Ok(Some(out))
+}
+
 impl Config {
     /// Apply a config file on top of `self`.
     pub fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -143,9 +190,9 @@ impl Config {
             path: path.into(),
             message: e.to_string(),
         })?;
-        let field = |field, reason: String| ConfigError::Field {
+        let field = |field: &str, reason: String| ConfigError::Field {
             path: path.into(),
-            field,
+            field: field.to_string(),
             reason,
         };
         if let Some(kind) = &f.kind {
@@ -157,6 +204,7 @@ impl Config {
             }
         }
         let _ = f.api_version;
+        self.config_file = Some(path.to_path_buf());
         if let Some(v) = f.static_pod_path {
             self.static_pod_path = v;
         }
@@ -200,6 +248,36 @@ impl Config {
         }
         if let Some(v) = f.resolv_conf {
             self.resolv_conf = v;
+        }
+        let raw = eviction::RawEviction {
+            hard: strings("evictionHard", f.eviction_hard).map_err(|(k, r)| field(&k, r))?,
+            soft: strings("evictionSoft", f.eviction_soft).map_err(|(k, r)| field(&k, r))?,
+            soft_grace_period: strings("evictionSoftGracePeriod", f.eviction_soft_grace_period)
+                .map_err(|(k, r)| field(&k, r))?,
+            minimum_reclaim: strings("evictionMinimumReclaim", f.eviction_minimum_reclaim)
+                .map_err(|(k, r)| field(&k, r))?,
+            pressure_transition_period: f.eviction_pressure_transition_period,
+            max_pod_grace_period: f.eviction_max_pod_grace_period,
+        };
+        let bad = |e: eviction::FieldError| field(&e.field, e.reason);
+        self.eviction = eviction::parse(&raw).map_err(bad)?;
+        let system_reserved =
+            strings("systemReserved", f.system_reserved).map_err(|(k, r)| field(&k, r))?;
+        let kube_reserved =
+            strings("kubeReserved", f.kube_reserved).map_err(|(k, r)| field(&k, r))?;
+        if let Some(m) = &system_reserved {
+            self.system_reserved =
+                eviction::parse_reservation("systemReserved", Some(m)).map_err(bad)?;
+        }
+        if let Some(m) = &kube_reserved {
+            self.kube_reserved =
+                eviction::parse_reservation("kubeReserved", Some(m)).map_err(bad)?;
+        }
+        if let Some(v) = f.max_pods {
+            if v < 1 {
+                return Err(field("maxPods", format!("{v} must be at least 1")));
+            }
+            self.max_pods = v;
         }
         Ok(())
     }
@@ -286,5 +364,58 @@ mod tests {
         std::fs::write(&p, "staticPodPat: /x\n").unwrap();
         let e = c.merge_file(&p).unwrap_err().to_string();
         assert!(e.contains("staticPodPat"), "{e}");
+    }
+
+    #[test]
+    fn eviction_and_reservation_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "evictionHard:\n  memory.available: 50Mi\n  pid.available: 1000\nevictionPressureTransitionPeriod: 2s\nsystemReserved:\n  memory: 1Gi\n  cpu: 500m\nkubeReserved: {pid: 100}\nmaxPods: 20\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        c.merge_file(&p).unwrap();
+        assert_eq!(c.system_reserved.memory, 1 << 30);
+        assert_eq!(c.system_reserved.cpu_milli, 500);
+        assert_eq!(c.kube_reserved.pids, 100);
+        assert_eq!(c.max_pods, 20);
+        assert_eq!(
+            c.eviction.pressure_transition_period,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            c.eviction.thresholds.len(),
+            3,
+            "{:?}",
+            c.eviction.thresholds
+        );
+        let cases = [
+            (
+                "evictionHard: {memory.available: 50 Mi}\n",
+                "evictionHard[memory.available]",
+            ),
+            (
+                "evictionHard: {memory.available: [1]}\n",
+                "evictionHard[memory.available]",
+            ),
+            (
+                "evictionSoft: {memory.available: 1Gi}\n",
+                "evictionSoft[memory.available]",
+            ),
+            ("systemReserved: {memory: lots}\n", "systemReserved[memory]"),
+            ("kubeReserved: {gpu: 1}\n", "kubeReserved[gpu]"),
+            ("maxPods: 0\n", "maxPods"),
+        ];
+        for (text, key) in cases {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::default().merge_file(&p).unwrap_err();
+            let ConfigError::Field { field, .. } = &e else {
+                panic!("{text}: {e}")
+            };
+            assert_eq!(field, key, "{text}: {e}");
+            assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        }
     }
 }

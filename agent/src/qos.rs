@@ -310,6 +310,13 @@ fn overhead(spec: &PodSpec) -> CpuMem {
     }
 }
 
+/// The pod's requests as admission counts them (kubelet `PodRequests`, overhead included):
+/// (cpu millicores, memory bytes).
+pub fn pod_requests(spec: &PodSpec) -> (i64, i64) {
+    let r = aggregate(spec, requests).0.add(overhead(spec));
+    (r.cpu, r.mem)
+}
+
 /// The pod's cpu request sum in millicores (kubelet `PodRequests`, overhead included).
 fn pod_cpu_request(spec: &PodSpec) -> i64 {
     aggregate(spec, requests).0.add(overhead(spec)).cpu

@@ -13,6 +13,8 @@ use crate::manifest::Problem;
 pub struct Told {
     pub uid: String,
     pub file_errors: Vec<Problem>,
+    /// Whether the pod may run (admission).
+    pub gate: crate::eviction::admission::Gate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,7 @@ mod tests {
                     reason: format!("e{i}"),
                 })
                 .collect(),
+            gate: Default::default(),
         }
     }
 

@@ -198,10 +198,14 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
     for c in st.conditions.iter().flatten() {
         writeln!(out, "  {:<26} {}", c.type_, c.status)?;
     }
+    events(out, &v.events)
+}
+
+fn events(out: &mut impl Write, events: &crate::pod::events::Events) -> io::Result<()> {
     writeln!(out, "Events:")?;
     let now = crate::agent::worker::now_ns();
     let mut any = false;
-    for e in v.events.iter() {
+    for e in events.iter() {
         any = true;
         let when = age(Some(e.last_ns / 1_000_000_000), now / 1_000_000_000);
         let count = if e.count > 1 {
@@ -278,4 +282,85 @@ mod tests {
             assert_eq!(age(Some(1000), 1000 + d), want);
         }
     }
+}
+
+/// `tidelet get node`: one line.
+pub fn node_table(out: &mut impl Write, n: &k8s_openapi::api::core::v1::Node) -> io::Result<()> {
+    let st = n.status.clone().unwrap_or_default();
+    let pressure: Vec<String> = st
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| c.type_ != "Ready" && c.status == "True")
+        .map(|c| c.type_.clone())
+        .collect();
+    let status = if pressure.is_empty() {
+        "Ready".to_string()
+    } else {
+        format!("Ready,{}", pressure.join(","))
+    };
+    let q = |m: &Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+             k: &str| {
+        m.as_ref()
+            .and_then(|m| m.get(k))
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
+    };
+    writeln!(
+        out,
+        "{:<24} {:<40} {:<8} {:<14} {:<8} {:<14}",
+        "NAME", "STATUS", "CPU", "MEMORY", "ALLOC-CPU", "ALLOC-MEMORY"
+    )?;
+    writeln!(
+        out,
+        "{:<24} {:<40} {:<8} {:<14} {:<8} {:<14}",
+        n.metadata.name.as_deref().unwrap_or(""),
+        status,
+        q(&st.capacity, "cpu"),
+        q(&st.capacity, "memory"),
+        q(&st.allocatable, "cpu"),
+        q(&st.allocatable, "memory")
+    )
+}
+
+/// `tidelet describe node`: capacity, allocatable, conditions with their messages, events.
+pub fn describe_node(out: &mut impl Write, v: &crate::api::NodeView) -> io::Result<()> {
+    let n = &v.node;
+    let st = n.status.clone().unwrap_or_default();
+    writeln!(
+        out,
+        "Name:         {}",
+        n.metadata.name.as_deref().unwrap_or("")
+    )?;
+    for (title, m) in [("Capacity", &st.capacity), ("Allocatable", &st.allocatable)] {
+        writeln!(out, "{title}:")?;
+        for (k, q) in m.iter().flatten() {
+            writeln!(out, "  {k}: {}", q.0)?;
+        }
+    }
+    writeln!(out, "Conditions:")?;
+    writeln!(
+        out,
+        "  {:<16} {:<7} {:<22} {:<32} MESSAGE",
+        "TYPE", "STATUS", "LAST TRANSITION", "REASON"
+    )?;
+    for c in st.conditions.iter().flatten() {
+        let when = c
+            .last_transition_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<16} {:<7} {:<22} {:<32} {}",
+            c.type_,
+            c.status,
+            when,
+            c.reason.as_deref().unwrap_or(""),
+            c.message.as_deref().unwrap_or("")
+        )?;
+    }
+    events(out, &v.events)
 }

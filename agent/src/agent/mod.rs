@@ -9,19 +9,25 @@ pub mod prepare;
 pub mod shared;
 pub mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::cgroups::Cgroups;
 use crate::config::Config;
+use crate::eviction::admission::{Admission, Candidate, Gate};
+use crate::eviction::allocatable::{NodeResources, Requests};
+use crate::eviction::config::Condition;
+use crate::eviction::policy::ConditionState;
+use crate::pod::events::Events;
 use crate::reconcile::{self, Action, Told};
-use crate::source::{DesiredPod, DesiredSet, StaticDir};
+use crate::source::{DesiredSet, StaticDir};
 use node::Node;
 use shared::Shared;
-use worker::{PodRecord, Worker};
+use worker::{Assigned, PodRecord, Worker};
 
 /// The longest `run` waits for the workers' adoption before it reports ready.
 const ADOPTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -35,6 +41,109 @@ pub struct Ctx {
     pub shared: Shared,
     /// The tidelet binary, started as `tidelet shim` for each pod.
     pub exe: PathBuf,
+    /// Capacity, allocatable and the `kubepods` limits.
+    pub resources: NodeResources,
+    pub started: Instant,
+    pub started_ns: i64,
+    /// Pods the eviction monitor evicted, by UID, until they are admitted again.
+    evictions: Mutex<BTreeMap<String, EvictNotice>>,
+    conditions: Mutex<BTreeMap<Condition, ConditionState>>,
+    node_events: Mutex<Events>,
+    /// Wakes the main loop (an eviction or a condition change to act on).
+    wake: tokio::sync::Notify,
+}
+
+/// An eviction the monitor carried out, for the pod's worker and for admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvictNotice {
+    pub key: String,
+    pub uid: String,
+    pub condition: Condition,
+    pub message: String,
+    /// Monotonic time since the agent started.
+    pub at: Duration,
+    /// Taken into admission already.
+    recorded: bool,
+}
+
+impl EvictNotice {
+    pub fn new(key: &str, uid: &str, condition: Condition, message: String, at: Duration) -> Self {
+        EvictNotice {
+            key: key.into(),
+            uid: uid.into(),
+            condition,
+            message,
+            at,
+            recorded: false,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ctx {
+    /// Monotonic time since the agent started.
+    pub fn mono(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn eviction_notice(&self, uid: &str) -> Option<EvictNotice> {
+        lock(&self.evictions).get(uid).cloned()
+    }
+
+    /// Called by the monitor *before* it kills the pod, so that the pod's worker never
+    /// restarts what dies.
+    pub fn record_eviction(&self, n: EvictNotice) {
+        lock(&self.evictions).insert(n.uid.clone(), n);
+        self.wake.notify_one();
+    }
+
+    pub fn conditions(&self) -> BTreeMap<Condition, ConditionState> {
+        lock(&self.conditions).clone()
+    }
+
+    pub fn active_conditions(&self) -> BTreeSet<Condition> {
+        lock(&self.conditions)
+            .iter()
+            .filter(|(_, s)| s.active)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// Publish the node conditions; the main loop is woken when one changed (admission
+    /// depends on them).
+    pub fn set_conditions(&self, c: BTreeMap<Condition, ConditionState>) {
+        let mut cur = lock(&self.conditions);
+        let changed = cur
+            .iter()
+            .any(|(k, v)| c.get(k).map(|n| n.active) != Some(v.active));
+        *cur = c;
+        drop(cur);
+        if changed {
+            self.wake.notify_one();
+        }
+    }
+
+    pub fn node_event(&self, warning: bool, reason: &str, message: String) {
+        lock(&self.node_events).push(warning, reason, message, worker::now_ns());
+    }
+
+    pub fn node_events(&self) -> Events {
+        lock(&self.node_events).clone()
+    }
+
+    /// The node as a Kubernetes object.
+    pub fn node_object(&self) -> k8s_openapi::api::core::v1::Node {
+        node::node_object(
+            &self.node,
+            &self.resources,
+            &self.conditions(),
+            self.started_ns,
+            worker::now_ns(),
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +162,16 @@ pub enum AgentError {
     Images(#[from] tidelet_images::Error),
     #[error("watching {path}: {message}")]
     Watch { path: PathBuf, message: String },
+    #[error("{file}: {field}: {reason}")]
+    Config {
+        file: String,
+        field: String,
+        reason: String,
+    },
 }
 
 struct WorkerHandle {
-    tx: watch::Sender<Option<DesiredPod>>,
+    tx: watch::Sender<Option<Assigned>>,
     gone: watch::Receiver<bool>,
 }
 
@@ -68,6 +183,9 @@ pub struct Agent {
     /// Problems of the last scan that are not a file's own parse errors (those are logged
     /// when the file is read): duplicates across files. Logged once when they appear.
     cross_file_errors: Vec<crate::manifest::Problem>,
+    admission: Admission,
+    /// When admission wants another look (an evicted pod's back-off ends).
+    recheck_at: Option<tokio::time::Instant>,
     _lock: std::fs::File,
 }
 
@@ -122,7 +240,47 @@ impl Agent {
             std::path::Path::new("/proc/self/cgroup"),
         )?;
         cfg.cgroup_root = format!("/{}", placement.pods_root);
-        cgroups.apply(&cfg.kubepods_cgroup(), &Default::default())?;
+        let node = Node::detect(&cfg.node_name, cfg.node_ip.as_deref());
+        let capacity = crate::eviction::allocatable::Resources {
+            cpu_milli: node.cpus as i64 * 1000,
+            memory: node.memory_capacity,
+            pods: cfg.max_pods,
+            ephemeral_storage: node::fs_capacity(&cfg.root_dir),
+        };
+        let resources = crate::eviction::allocatable::node_resources(
+            capacity,
+            node::pid_max(std::path::Path::new("/proc/sys/kernel/pid_max")),
+            &cfg.system_reserved,
+            &cfg.kube_reserved,
+            &cfg.eviction,
+        )
+        .map_err(|e| AgentError::Config {
+            file: cfg
+                .config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "configuration".into()),
+            field: e.field,
+            reason: e.reason,
+        })?;
+        tracing::info!(
+            memory_capacity = resources.capacity.memory,
+            memory_allocatable = resources.allocatable.memory,
+            kubepods_memory_limit = resources.pods_memory_limit,
+            cpu_allocatable_milli = resources.allocatable.cpu_milli,
+            "node allocatable"
+        );
+        // kubelet's node allocatable enforcement: `kubepods` gets capacity minus reservations
+        // (not minus the eviction threshold: that gap is where eviction acts first).
+        cgroups.apply(
+            &cfg.kubepods_cgroup(),
+            &crate::cgroups::Resources {
+                memory_limit: Some(resources.pods_memory_limit),
+                cpu_shares: Some(crate::qos::milli_cpu_to_shares(resources.pods_cpu_milli)),
+                pids_limit: resources.pods_pids_limit,
+                ..Default::default()
+            },
+        )?;
         for q in ["burstable", "besteffort"] {
             cgroups.apply(
                 &format!("{}/{q}", cfg.kubepods_cgroup()),
@@ -130,7 +288,6 @@ impl Agent {
             )?;
         }
         let store = tidelet_images::Store::open(&cfg.images_dir())?;
-        let node = Node::detect(&cfg.node_name, cfg.node_ip.as_deref());
         if !node.can_lower_oom_score {
             tracing::warn!("no CAP_SYS_RESOURCE: negative oom_score_adj values (Guaranteed pods, infra processes) cannot be applied; those processes keep score 0");
         }
@@ -154,6 +311,17 @@ impl Agent {
             cgroups,
             shared: Shared::default(),
             exe,
+            resources,
+            started: Instant::now(),
+            started_ns: worker::now_ns(),
+            evictions: Mutex::new(BTreeMap::new()),
+            conditions: Mutex::new(
+                crate::eviction::policy::Policy::new(Default::default(), worker::now_ns())
+                    .conditions()
+                    .clone(),
+            ),
+            node_events: Mutex::new(Events::default()),
+            wake: tokio::sync::Notify::new(),
         });
         Ok(Agent {
             ctx,
@@ -161,6 +329,8 @@ impl Agent {
             workers: BTreeMap::new(),
             told: BTreeMap::new(),
             cross_file_errors: Vec::new(),
+            admission: Admission::default(),
+            recheck_at: None,
             _lock: lock,
         })
     }
@@ -183,7 +353,7 @@ impl Agent {
         &mut self,
         key: &str,
         adopt: Vec<PodRecord>,
-        initial: Option<DesiredPod>,
+        initial: Option<Assigned>,
     ) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = watch::channel(initial);
         let (gone_tx, gone_rx) = watch::channel(false);
@@ -213,6 +383,7 @@ impl Agent {
             tracing::warn!(file = %e.file.display(), field = %e.field, reason = %e.reason, "static pod ignored");
         }
         self.cross_file_errors = cross;
+        let gates = self.admit(set);
         let desired: BTreeMap<String, Told> = set
             .pods
             .iter()
@@ -222,6 +393,7 @@ impl Agent {
                     Told {
                         uid: d.pod.uid.clone(),
                         file_errors: d.file_errors.clone(),
+                        gate: gates.get(k).cloned().unwrap_or_default(),
                     },
                 )
             })
@@ -229,8 +401,11 @@ impl Agent {
         for action in reconcile::diff(&desired, &self.told) {
             match action {
                 Action::Set { key } => {
-                    let d = set.pods[&key].clone();
-                    tracing::debug!(pod = %key, uid = %d.pod.uid, "desired");
+                    let d = Assigned {
+                        pod: set.pods[&key].clone(),
+                        gate: desired[&key].gate.clone(),
+                    };
+                    tracing::debug!(pod = %key, uid = %d.pod.pod.uid, gate = ?d.gate, "desired");
                     match self.workers.get(&key) {
                         Some(w) => {
                             let _ = w.tx.send(Some(d));
@@ -252,6 +427,38 @@ impl Agent {
         let told = &self.told;
         self.workers
             .retain(|k, w| told.contains_key(k) || !*w.gone.borrow());
+    }
+
+    /// Admission: which desired pods may run now (see `eviction::admission`). Evictions the
+    /// monitor reported are taken in first; notices of pods admitted again are dropped.
+    fn admit(&mut self, set: &DesiredSet) -> BTreeMap<String, Gate> {
+        let now = self.ctx.mono();
+        {
+            let mut ev = lock(&self.ctx.evictions);
+            for n in ev.values_mut().filter(|n| !n.recorded) {
+                self.admission
+                    .evicted(&n.key, &n.uid, n.condition, &n.message, n.at);
+                n.recorded = true;
+            }
+        }
+        let candidates: Vec<Candidate> = set
+            .pods
+            .iter()
+            .map(|(k, d)| candidate(k, &d.pod.pod))
+            .collect();
+        let active = self.ctx.active_conditions();
+        let decision =
+            self.admission
+                .decide(now, &candidates, &self.ctx.resources.allocatable, &active);
+        self.recheck_at = decision
+            .recheck_in
+            .map(|d| tokio::time::Instant::now() + d + Duration::from_millis(10));
+        lock(&self.ctx.evictions).retain(|_, n| {
+            !n.recorded
+                || (set.pods.get(&n.key).is_some_and(|d| d.pod.uid == n.uid)
+                    && decision.gates.get(&n.key) != Some(&Gate::Admitted))
+        });
+        decision.gates
     }
 
     /// Adopt what the state directory records, then reconcile forever. `ready` runs once the
@@ -277,8 +484,12 @@ impl Agent {
             on_disk.entry(rec.key.clone()).or_default().push(rec);
         }
         let mut adopting = Vec::new();
+        let gates = self.admit(&set);
         for (key, recs) in on_disk {
-            let initial = set.pods.get(&key).cloned();
+            let initial = set.pods.get(&key).cloned().map(|pod| Assigned {
+                pod,
+                gate: gates.get(&key).cloned().unwrap_or_default(),
+            });
             adopting.push(self.spawn_worker(&key, recs, initial));
         }
         self.apply(&set);
@@ -305,10 +516,22 @@ impl Agent {
             None => (std::time::Duration::from_secs(3600), None),
         };
         let mut dog = tokio::time::interval(period);
+        let ctx = self.ctx.clone();
+        let mut last = set;
         loop {
+            let recheck = self.recheck_at;
             tokio::select! {
                 _ = rx.recv() => {}
                 _ = tick.tick() => {}
+                _ = ctx.wake.notified() => {
+                    // An eviction or a condition change: admission again, no rescan needed.
+                    self.apply(&last);
+                    continue;
+                }
+                _ = async { tokio::time::sleep_until(recheck.expect("checked")).await }, if recheck.is_some() => {
+                    self.apply(&last);
+                    continue;
+                }
                 _ = dog.tick() => {
                     if let Some(pet) = &pet {
                         pet();
@@ -322,6 +545,20 @@ impl Agent {
             }
             let set = self.rescan();
             self.apply(&set);
+            last = set;
         }
+    }
+}
+
+/// A desired pod as admission sees it.
+fn candidate(key: &str, pod: &k8s_openapi::api::core::v1::Pod) -> Candidate {
+    let spec = prepare::spec(pod);
+    let (cpu_milli, memory) = crate::qos::pod_requests(spec);
+    Candidate {
+        key: key.to_string(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        requests: Requests { cpu_milli, memory },
+        best_effort: crate::qos::qos_class(spec) == crate::qos::QosClass::BestEffort,
+        critical: crate::eviction::rank::is_critical(spec, pod.metadata.annotations.as_ref()),
     }
 }

@@ -83,3 +83,148 @@ pub fn has_capability(cap: u32) -> bool {
         })
         .is_some_and(|caps| caps & (1 << cap) != 0)
 }
+
+/// `/proc/sys/kernel/pid_max`: the node's pid capacity (kubelet's `pid.available` capacity).
+pub fn pid_max(path: &std::path::Path) -> i64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768)
+}
+
+/// Bytes of the file system holding `path` (the node's `ephemeral-storage` capacity).
+pub fn fs_capacity(path: &std::path::Path) -> i64 {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| (s.blocks() as i64).saturating_mul(s.fragment_size() as i64))
+        .unwrap_or(0)
+}
+
+/// The node as a Kubernetes `Node` object (`tidelet get node -o json`): capacity, allocatable,
+/// the pressure conditions and `Ready`.
+pub fn node_object(
+    node: &Node,
+    res: &crate::eviction::allocatable::NodeResources,
+    conditions: &std::collections::BTreeMap<
+        crate::eviction::config::Condition,
+        crate::eviction::policy::ConditionState,
+    >,
+    started_ns: i64,
+    now_ns: i64,
+) -> k8s_openapi::api::core::v1::Node {
+    use k8s_openapi::api::core::v1::{
+        Node as KNode, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::collections::BTreeMap;
+    let list = |r: &crate::eviction::allocatable::Resources| -> BTreeMap<String, Quantity> {
+        let mut m = BTreeMap::new();
+        let cpu = if r.cpu_milli % 1000 == 0 {
+            (r.cpu_milli / 1000).to_string()
+        } else {
+            format!("{}m", r.cpu_milli)
+        };
+        m.insert("cpu".into(), Quantity(cpu));
+        m.insert("memory".into(), Quantity(format!("{}Ki", r.memory / 1024)));
+        m.insert("pods".into(), Quantity(r.pods.to_string()));
+        m.insert(
+            "ephemeral-storage".into(),
+            Quantity(format!("{}Ki", r.ephemeral_storage / 1024)),
+        );
+        m
+    };
+    let t = crate::pod::status::time;
+    let mut conds: Vec<NodeCondition> = conditions
+        .iter()
+        .map(|(c, s)| {
+            let (reason, status) = match (c, s.active) {
+                (crate::eviction::config::Condition::MemoryPressure, true) => {
+                    ("KubeletHasInsufficientMemory", "True")
+                }
+                (crate::eviction::config::Condition::MemoryPressure, false) => {
+                    ("KubeletHasSufficientMemory", "False")
+                }
+                (crate::eviction::config::Condition::DiskPressure, true) => {
+                    ("KubeletHasDiskPressure", "True")
+                }
+                (crate::eviction::config::Condition::DiskPressure, false) => {
+                    ("KubeletHasNoDiskPressure", "False")
+                }
+                (crate::eviction::config::Condition::PIDPressure, true) => {
+                    ("KubeletHasInsufficientPID", "True")
+                }
+                (crate::eviction::config::Condition::PIDPressure, false) => {
+                    ("KubeletHasSufficientPID", "False")
+                }
+            };
+            NodeCondition {
+                type_: c.as_str().into(),
+                status: status.into(),
+                reason: Some(reason.into()),
+                message: Some(s.message.clone()),
+                last_transition_time: t(s.since_ns),
+                last_heartbeat_time: t(now_ns),
+            }
+        })
+        .collect();
+    conds.push(NodeCondition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        reason: Some("KubeletReady".into()),
+        message: Some("tidelet is posting ready status".into()),
+        last_transition_time: t(started_ns),
+        last_heartbeat_time: t(now_ns),
+    });
+    let uname = nix::sys::utsname::uname().ok();
+    let s = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+        uname
+            .as_ref()
+            .map(|u| f(u).to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    KNode {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(node.name.clone()),
+            labels: Some(BTreeMap::from([
+                ("kubernetes.io/hostname".to_string(), node.name.clone()),
+                ("kubernetes.io/os".to_string(), "linux".to_string()),
+                ("kubernetes.io/arch".to_string(), host_arch().to_string()),
+            ])),
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(NodeStatus {
+            capacity: Some(list(&res.capacity)),
+            allocatable: Some(list(&res.allocatable)),
+            conditions: Some(conds),
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: node.ip.clone(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: node.hostname.clone(),
+                },
+            ]),
+            node_info: Some(NodeSystemInfo {
+                architecture: host_arch().to_string(),
+                operating_system: "linux".into(),
+                kernel_version: s(|u| u.release()),
+                kubelet_version: format!("tidelet/{}", env!("CARGO_PKG_VERSION")),
+                container_runtime_version: format!("tidelet://{}", env!("CARGO_PKG_VERSION")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The node's architecture in Kubernetes (GOARCH) terms.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}

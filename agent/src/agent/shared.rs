@@ -33,6 +33,10 @@ pub struct PodView {
     pub containers: Vec<ContainerInfo>,
     /// The manifest file it came from.
     pub file: PathBuf,
+    /// The pod's cgroup (relative to the hierarchies' roots) while it has one; empty when it
+    /// is not running (held or failed to start).
+    #[serde(default)]
+    pub cgroup: String,
 }
 
 #[derive(Default)]

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::prepare::{self, Inputs, PodPlan};
 use super::shared::{ContainerInfo, PodView};
 use super::Ctx;
+use crate::eviction::admission::Gate;
 use crate::pod::events::Events;
 use crate::pod::lifecycle::{Due, Event, Life, Memo};
 use crate::pod::status::{self, PodFacts, Terminated};
@@ -53,13 +54,22 @@ struct Running {
     failed: Option<(String, String)>,
 }
 
+/// What a worker is told: the pod it should run and whether it may run now.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub pod: DesiredPod,
+    pub gate: Gate,
+}
+
 pub struct Worker {
     ctx: Arc<Ctx>,
     key: String,
-    rx: watch::Receiver<Option<DesiredPod>>,
+    rx: watch::Receiver<Option<Assigned>>,
     /// Pods of this name found on disk at start, to adopt or tear down.
     adopt: Vec<PodRecord>,
     running: Option<Running>,
+    /// The reason and message the pod is held with (not admitted, or evicted), once told.
+    held: Option<(String, String)>,
     events: Events,
     notice: Option<(String, String)>,
     /// Set when the pod is gone and the worker idles.
@@ -73,7 +83,7 @@ impl Worker {
     pub fn new(
         ctx: Arc<Ctx>,
         key: String,
-        rx: watch::Receiver<Option<DesiredPod>>,
+        rx: watch::Receiver<Option<Assigned>>,
         adopt: Vec<PodRecord>,
         gone: watch::Sender<bool>,
         adopted: tokio::sync::oneshot::Sender<()>,
@@ -84,6 +94,7 @@ impl Worker {
             rx,
             adopt,
             running: None,
+            held: None,
             events: Events::default(),
             notice: None,
             gone,
@@ -93,8 +104,8 @@ impl Worker {
 
     pub async fn run(mut self) {
         loop {
-            let desired = self.rx.borrow_and_update().clone();
-            let want_uid = desired.as_ref().map(|d| d.pod.uid.clone());
+            let assigned = self.rx.borrow_and_update().clone();
+            let want_uid = assigned.as_ref().map(|a| a.pod.pod.uid.clone());
             // Pods on disk under this name that are not the desired one go first.
             for rec in std::mem::take(&mut self.adopt) {
                 if Some(&rec.pod.metadata.uid.clone().unwrap_or_default()) == want_uid.as_ref()
@@ -118,7 +129,7 @@ impl Worker {
                     self.teardown(r).await;
                 }
             }
-            let Some(d) = desired else {
+            let Some(Assigned { pod: d, gate }) = assigned else {
                 self.ctx.shared.remove(&self.key);
                 let _ = self.gone.send(true);
                 if self.rx.changed().await.is_err() {
@@ -143,6 +154,32 @@ impl Worker {
                 self.events
                     .push(true, "InvalidManifest", m.clone(), now_ns());
             }
+            // Held (rejected at admission or evicted): the pod must not run until the agent
+            // says so. The eviction notice is set by the monitor before it kills the pod, so a
+            // worker that sees its containers die first never restarts them.
+            let held = match gate {
+                Gate::Held { reason, message } => Some((reason, message)),
+                Gate::Admitted => self
+                    .ctx
+                    .eviction_notice(&d.pod.uid)
+                    .map(|n| ("Evicted".to_string(), n.message)),
+            };
+            if let Some((reason, message)) = held {
+                if let Some(r) = self.running.take() {
+                    self.teardown(r).await;
+                }
+                if self.held.as_ref() != Some(&(reason.clone(), message.clone())) {
+                    tracing::warn!(pod = %self.key, %reason, %message, "pod not running");
+                    self.events.push(true, &reason, message.clone(), now_ns());
+                    self.held = Some((reason.clone(), message.clone()));
+                }
+                self.publish_failed(&d, &reason, &message);
+                if self.rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            self.held = None;
             if self.running.is_none() {
                 match self.create(&d).await {
                     Ok(r) => self.running = Some(r),
@@ -150,7 +187,7 @@ impl Worker {
                         self.events
                             .push(true, "FailedCreatePodSandBox", msg.clone(), now_ns());
                         tracing::error!(pod = %self.key, error = %msg, "cannot create pod sandbox");
-                        self.publish_failed(&d, &msg);
+                        self.publish_failed(&d, "FailedCreatePodSandBox", &msg);
                         tokio::select! {
                             r = self.rx.changed() => if r.is_err() { return },
                             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
@@ -358,6 +395,11 @@ impl Worker {
     async fn drive(&mut self) -> Result<(), ()> {
         loop {
             let mut r = self.running.take().expect("drive needs a running pod");
+            if self.ctx.eviction_notice(&r.plan.uid).is_some() {
+                // Evicted: back to `run`, which tears the pod down and holds it.
+                self.running = Some(r);
+                return Ok(());
+            }
             self.act(&mut r).await;
             self.publish(&r);
             let next = r
@@ -645,14 +687,15 @@ impl Worker {
                 events: self.events.clone(),
                 containers,
                 file: r.rec.file.clone(),
+                cgroup: r.rec.cgroup.clone(),
             },
         );
     }
 
-    fn publish_failed(&self, d: &DesiredPod, msg: &str) {
+    fn publish_failed(&self, d: &DesiredPod, reason: &str, msg: &str) {
         let mut pod = d.pod.pod.clone();
         let mut facts = self.facts(None, &pod);
-        facts.failed = Some(("FailedCreatePodSandBox".into(), msg.to_string()));
+        facts.failed = Some((reason.to_string(), msg.to_string()));
         let views: Vec<_> = prepare::spec(&pod)
             .containers
             .iter()
@@ -666,6 +709,7 @@ impl Worker {
                 events: self.events.clone(),
                 containers: vec![],
                 file: d.pod.file.clone(),
+                cgroup: String::new(),
             },
         );
     }

@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::shared::PodView;
 
+/// The node: its Kubernetes object (capacity, allocatable, conditions) and its events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: k8s_openapi::api::core::v1::Node,
+    pub events: crate::pod::events::Events,
+}
+
 /// Longest request or response line accepted.
 pub const MAX_LINE: usize = 16 << 20;
 
@@ -20,6 +27,7 @@ pub enum Request {
         name: String,
         namespace: Option<String>,
     },
+    GetNode,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,5 +35,6 @@ pub enum Request {
 pub enum Response {
     Pods { pods: Vec<PodView> },
     Pod { pod: Box<PodView> },
+    Node { node: Box<NodeView> },
     Error { message: String },
 }

@@ -62,6 +62,12 @@ pub fn answer(req: Request, ctx: &Ctx) -> Response {
         Request::ListPods => Response::Pods {
             pods: ctx.shared.list(),
         },
+        Request::GetNode => Response::Node {
+            node: Box::new(super::NodeView {
+                node: ctx.node_object(),
+                events: ctx.node_events(),
+            }),
+        },
         Request::GetPod { name, namespace } => {
             let ns = namespace.unwrap_or_else(|| "default".into());
             let full = format!("{ns}/{name}");

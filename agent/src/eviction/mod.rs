@@ -1,0 +1,14 @@
+//! Node allocatable, admission and eviction under resource pressure.
+//!
+//! The decisions are pure and table-tested: `config` (thresholds and reservations as
+//! KubeletConfiguration writes them), `allocatable` (capacity, allocatable, fit), `admission`
+//! (which desired pods may run), `policy` (observations -> node conditions and the threshold
+//! to act on), `rank` (which pod goes first). `monitor` is the side-effecting half: a thread
+//! that is woken by the kernel (PSI, cgroup memory thresholds and events) or by its timer,
+//! reads the signals, asks `policy` and evicts.
+
+pub mod admission;
+pub mod allocatable;
+pub mod config;
+pub mod policy;
+pub mod rank;

@@ -1,0 +1,342 @@
+//! Eviction under memory pressure, on the host's real cgroup v1 memory controller (the same
+//! scenarios run on cgroup v2 in the QEMU guest, tests/vm). Each test limits its agent's
+//! `kubepods` to `PODS_MEMORY` through `systemReserved` (capacity minus reservations), so the
+//! host is never at risk, with `memory.available<100Mi`: eviction acts at 284 MiB of working
+//! set, the kernel's OOM killer at 384 MiB.
+//!
+//! Memory is held by busybox `dd` processes blocked writing their buffer into a pipe nobody
+//! reads (`dd bs=8M count=1 | sleep`): each holds its whole buffer, charged to its cgroup.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tidelet_e2e::{privileged, read_trim, wait_for, Agent};
+
+use crate::pod_yaml;
+
+const MI: u64 = 1 << 20;
+const PODS_MEMORY: u64 = 384 * MI;
+
+fn mem_total() -> u64 {
+    let s = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A config that leaves `PODS_MEMORY` to the pods, with `extra` keys appended.
+fn config(hard: &str, extra: &str) -> String {
+    format!(
+        "systemReserved:\n  memory: \"{}\"\nevictionHard:\n  memory.available: \"{hard}\"\nevictionPressureTransitionPeriod: 3s\n{extra}",
+        mem_total() - PODS_MEMORY
+    )
+}
+
+/// Holds `mib` MiB and sleeps.
+fn hold(mib: u64) -> String {
+    format!("dd if=/dev/zero bs={mib}M count=1 2>/dev/null | sleep 3600 & wait")
+}
+
+/// Grows by `step` MiB every 0.2 s, without end.
+fn grow(step: u64) -> String {
+    format!("while true; do dd if=/dev/zero bs={step}M count=1 2>/dev/null | sleep 3600 & sleep 0.2; done")
+}
+
+fn guaranteed(mib: u64) -> String {
+    format!("    resources:\n      requests: {{cpu: 100m, memory: {mib}Mi}}\n      limits: {{cpu: 100m, memory: {mib}Mi}}\n")
+}
+
+fn burstable(request: u64, limit: Option<u64>) -> String {
+    match limit {
+        Some(l) => format!("    resources:\n      requests: {{memory: {request}Mi}}\n      limits: {{memory: {l}Mi}}\n"),
+        None => format!("    resources:\n      requests: {{memory: {request}Mi}}\n"),
+    }
+}
+
+fn kernel_oom_kills(a: &Agent) -> u64 {
+    let s = read_trim(a.memory_cgroup("kubepods").join("memory.oom_control"));
+    s.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn node(a: &Agent) -> Value {
+    let out = a.cli(&["get", "node", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn condition(n: &Value, t: &str) -> Value {
+    n["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {t} condition in {n}"))
+}
+
+fn evicted(p: &Value) -> bool {
+    p["status"]["phase"] == "Failed" && p["status"]["reason"] == "Evicted"
+}
+
+fn wait_evicted(a: &Agent, name: &str) -> Value {
+    wait_for(
+        &format!("pod {name} evicted"),
+        Duration::from_secs(60),
+        || a.pod(&a.full_name(name)).filter(evicted),
+    )
+}
+
+/// The pod runs and none of its containers was ever restarted or killed.
+fn untouched(a: &Agent, name: &str) {
+    let p = a.pod(&a.full_name(name)).unwrap();
+    assert_eq!(p["status"]["phase"], "Running", "{name}: {p}");
+    for c in p["status"]["containerStatuses"].as_array().unwrap() {
+        assert_eq!(c["restartCount"], 0, "{name}: {c}");
+        assert!(c["state"]["running"].is_object(), "{name}: {c}");
+    }
+}
+
+#[test]
+fn best_effort_hog_is_evicted_before_the_oom_killer_and_readmitted() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start_with_config(Some(&config("100Mi", "")));
+    // allocatable = capacity - reservations - the hard threshold.
+    let n = node(&a);
+    let alloc = n["status"]["allocatable"]["memory"].as_str().unwrap();
+    assert_eq!(
+        alloc,
+        format!("{}Ki", (PODS_MEMORY - 100 * MI) / 1024),
+        "{n}"
+    );
+    let limit: u64 = read_trim(a.memory_cgroup("kubepods").join("memory.limit_in_bytes"))
+        .parse()
+        .unwrap();
+    assert_eq!(limit, PODS_MEMORY);
+    assert_eq!(condition(&n, "MemoryPressure")["status"], "False");
+
+    a.write(
+        "g.yaml",
+        &pod_yaml("guaranteed", "", &[("c", &hold(32), &guaranteed(64))]),
+    );
+    a.write(
+        "b.yaml",
+        &pod_yaml(
+            "burstable",
+            "",
+            &[("c", &hold(16), &burstable(64, Some(128)))],
+        ),
+    );
+    a.wait_running(&a.full_name("guaranteed"));
+    a.wait_running(&a.full_name("burstable"));
+    let ooms_before = kernel_oom_kills(&a);
+    a.write("hog.yaml", &pod_yaml("hog", "", &[("c", &grow(8), "")]));
+    let p = wait_evicted(&a, "hog");
+    let msg = p["status"]["message"].as_str().unwrap();
+    assert!(msg.contains("low on resource: memory"), "{msg}");
+    assert_eq!(
+        kernel_oom_kills(&a),
+        ooms_before,
+        "the kernel's OOM killer acted"
+    );
+    untouched(&a, "guaranteed");
+    untouched(&a, "burstable");
+    // The node said so, and its events name the pod.
+    let n = node(&a);
+    let mp = condition(&n, "MemoryPressure");
+    assert_eq!(mp["status"], "True", "{mp}");
+    let d = a.cli(&["describe", "node"]);
+    let text = String::from_utf8_lossy(&d.stdout);
+    assert!(text.contains("Evicted pod default/hog-e2e"), "{text}");
+    assert!(text.contains("NodeHasInsufficientMemory"), "{text}");
+    let ev = a.cli(&["describe", "pod", &a.full_name("hog")]);
+    assert!(String::from_utf8_lossy(&ev.stdout).contains("Evicted"));
+    // The condition clears after the transition period; the pod stays held until then.
+    let cleared = wait_for("MemoryPressure cleared", Duration::from_secs(30), || {
+        let n = node(&a);
+        let c = condition(&n, "MemoryPressure");
+        if c["status"] == "False" {
+            return Some(c);
+        }
+        assert!(
+            evicted(&a.pod(&a.full_name("hog")).unwrap()),
+            "readmitted under pressure"
+        );
+        None
+    });
+    assert_ne!(cleared["lastTransitionTime"], mp["lastTransitionTime"]);
+    // ... and after its 10 s back-off it runs again.
+    a.wait_pod(
+        &a.full_name("hog"),
+        "running again",
+        tidelet_e2e::all_running,
+    );
+    a.remove("hog.yaml");
+    untouched(&a, "guaranteed");
+    assert_eq!(kernel_oom_kills(&a), ooms_before);
+    a.stop_all();
+}
+
+#[test]
+fn the_larger_best_effort_hog_goes_first() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start_with_config(Some(&config("100Mi", "")));
+    a.write(
+        "large.yaml",
+        &pod_yaml("large", "", &[("c", &hold(150), "")]),
+    );
+    a.wait_running(&a.full_name("large"));
+    a.write("small.yaml", &pod_yaml("small", "", &[("c", &grow(4), "")]));
+    wait_evicted(&a, "large");
+    // `small` was growing when `large` went: it is still there.
+    let s = a.pod(&a.full_name("small")).unwrap();
+    assert!(!evicted(&s), "{s}");
+    a.stop_all();
+}
+
+#[test]
+fn burstable_over_its_requests_goes_before_one_within_them() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start_with_config(Some(&config("100Mi", "")));
+    // 100 MiB against a request of 8 MiB.
+    a.write(
+        "over.yaml",
+        &pod_yaml("over", "", &[("c", &hold(100), &burstable(8, None))]),
+    );
+    a.wait_running(&a.full_name("over"));
+    // Grows to about 184 MiB by the time the threshold is met: larger, but within its request.
+    a.write(
+        "within.yaml",
+        &pod_yaml("within", "", &[("c", &grow(4), &burstable(250, Some(270)))]),
+    );
+    wait_evicted(&a, "over");
+    let w = a.pod(&a.full_name("within")).unwrap();
+    assert!(!evicted(&w), "{w}");
+    a.remove("within.yaml");
+    a.stop_all();
+}
+
+#[test]
+fn a_critical_pod_is_never_chosen() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start_with_config(Some(&config("100Mi", "")));
+    a.write("idle.yaml", &pod_yaml("idle", "", &[("c", &hold(8), "")]));
+    a.wait_running(&a.full_name("idle"));
+    a.write(
+        "crit.yaml",
+        &pod_yaml(
+            "crit",
+            "  priorityClassName: system-node-critical\n",
+            &[("c", &grow(8), "")],
+        ),
+    );
+    // The small idle pod goes, not the critical one that uses the memory.
+    wait_evicted(&a, "idle");
+    let c = a.pod(&a.full_name("crit")).unwrap();
+    assert!(!evicted(&c), "{c}");
+    // It keeps growing: the monitor sees the threshold met and refuses to touch it.
+    wait_for(
+        "the monitor to find nothing to evict",
+        Duration::from_secs(30),
+        || {
+            a.agent_log()
+                .contains("no pod may be evicted")
+                .then_some(())
+        },
+    );
+    let c = a.pod(&a.full_name("crit")).unwrap();
+    assert!(!evicted(&c), "{c}");
+    a.remove("crit.yaml");
+    a.stop_all();
+}
+
+#[test]
+fn a_hog_faster_than_the_signals_is_oom_killed_and_reported_as_such() {
+    if !privileged() {
+        return;
+    }
+    // A small threshold (4 MiB between eviction and the limit) and a hog that takes 600 MiB in
+    // one read: the kernel gets there first.
+    let mut a = Agent::start_with_config(Some(&config("4Mi", "")));
+    a.write(
+        "g.yaml",
+        &pod_yaml("guaranteed", "", &[("c", &hold(32), &guaranteed(64))]),
+    );
+    a.wait_running(&a.full_name("guaranteed"));
+    let before = kernel_oom_kills(&a);
+    a.write(
+        "fast.yaml",
+        &pod_yaml(
+            "fast",
+            "  restartPolicy: Never\n",
+            &[("c", "exec dd if=/dev/zero of=/dev/null bs=600M count=1", "")],
+        ),
+    );
+    let p = a.wait_pod(&a.full_name("fast"), "terminated", |p| {
+        p["status"]["containerStatuses"][0]["state"]["terminated"].is_object() || evicted(p)
+    });
+    let oom = kernel_oom_kills(&a) > before;
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    if oom {
+        assert_eq!(t["reason"], "OOMKilled", "{p}");
+        assert_ne!(p["status"]["reason"], "Evicted", "{p}");
+    } else {
+        // The monitor won the race: then it is an eviction, and said so.
+        assert!(evicted(&p), "neither OOM-killed nor evicted: {p}");
+    }
+    assert!(
+        oom,
+        "the kernel did not kill the fast hog; the test did not test what it is for: {p}"
+    );
+    untouched(&a, "guaranteed");
+    a.stop_all();
+}
+
+#[test]
+fn requests_beyond_allocatable_are_rejected_and_others_keep_running() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start_with_config(Some(&config("100Mi", "")));
+    a.write(
+        "g.yaml",
+        &pod_yaml("small", "", &[("c", "sleep 3600", &guaranteed(64))]),
+    );
+    a.wait_running(&a.full_name("small"));
+    // 284 MiB allocatable, 64 MiB taken: 250 MiB does not fit.
+    a.write(
+        "big.yaml",
+        &pod_yaml("big", "", &[("c", "sleep 3600", &guaranteed(250))]),
+    );
+    let p = a.wait_pod(&a.full_name("big"), "rejected", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "OutOfmemory", "{p}");
+    let m = p["status"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("Node didn't have enough resource: memory"),
+        "{m}"
+    );
+    untouched(&a, "small");
+    // Once the small pod is gone, the big one fits and runs.
+    a.remove("g.yaml");
+    a.wait_running(&a.full_name("big"));
+    a.stop_all();
+}
