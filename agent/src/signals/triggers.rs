@@ -158,6 +158,31 @@ pub fn psi_trigger_line(stall: Duration, window: Duration) -> Result<String, Sig
     Ok(format!("some {} {}", stall.as_micros(), window.as_micros()))
 }
 
+/// Without `CAP_SYS_RESOURCE` (Linux 6.5+ lets such callers register triggers at all) the
+/// kernel only accepts windows that are whole multiples of 2 s. This gives the stall and
+/// window to retry with: the window rounded up to the next multiple (at most
+/// `PSI_WINDOW_MAX`) and the stall scaled to keep its share of the window; `None` when the
+/// window already is such a multiple (then a refusal has another cause).
+pub fn psi_unprivileged_fallback(
+    stall: Duration,
+    window: Duration,
+) -> Option<(Duration, Duration)> {
+    const STEP: u128 = 2_000_000;
+    let window_us = window.as_micros();
+    if window_us % STEP == 0 {
+        return None;
+    }
+    let new_window_us = window_us
+        .div_ceil(STEP)
+        .saturating_mul(STEP)
+        .min(PSI_WINDOW_MAX.as_micros());
+    let new_stall_us = (stall.as_micros() * new_window_us)
+        .div_ceil(window_us.max(1))
+        .clamp(1, new_window_us);
+    let us = |v: u128| Duration::from_micros(v as u64);
+    Some((us(new_stall_us), us(new_window_us)))
+}
+
 /// An open kernfs/procfs file that is polled for `POLLPRI`.
 #[derive(Debug)]
 struct Watched {
@@ -176,6 +201,8 @@ struct Threshold {
 #[derive(Debug)]
 pub struct Triggers {
     psi: Option<Watched>,
+    /// The PSI window the kernel accepted (see `psi_unprivileged_fallback`).
+    psi_window: Option<Duration>,
     threshold: Option<Threshold>,
     /// Where v1 thresholds are registered (kept even if the first registration failed, so
     /// `set_v1_threshold` can retry).
@@ -191,6 +218,7 @@ impl Triggers {
         let mut warnings = Vec::new();
         let mut trig = Triggers {
             psi: None,
+            psi_window: None,
             threshold: None,
             v1_files: None,
             events: None,
@@ -198,7 +226,10 @@ impl Triggers {
         };
         if let Some(path) = &spec.psi {
             match open_psi(path, spec.psi_stall, spec.psi_window) {
-                Ok(w) => trig.psi = Some(w),
+                Ok((w, window)) => {
+                    trig.psi = Some(w);
+                    trig.psi_window = Some(window);
+                }
                 Err(reason) => warnings.push(warning(PSI, path, reason)),
             }
         }
@@ -237,6 +268,12 @@ impl Triggers {
             out.push(EVENTS);
         }
         out
+    }
+
+    /// The window of the live PSI trigger: the spec's, or a multiple of 2 s where the kernel
+    /// refused it for lack of `CAP_SYS_RESOURCE`.
+    pub fn psi_window(&self) -> Option<Duration> {
+        self.psi.as_ref().and(self.psi_window)
     }
 
     /// The bytes of the registered v1 threshold, if one is live.
@@ -413,7 +450,11 @@ fn warning(source: &'static str, path: &Path, reason: String) -> TriggerWarning 
 /// Open a PSI file and register the trigger. The kernel turns the last byte written into the
 /// string's terminator (`buf[nbytes - 1] = '\0'` in `psi_write`), so the NUL is written too:
 /// without it the window would lose its last digit.
-fn open_psi(path: &Path, stall: Duration, window: Duration) -> Result<Watched, String> {
+///
+/// A refused window that is not a multiple of 2 s is retried once with
+/// `psi_unprivileged_fallback` (tidelet without `CAP_SYS_RESOURCE`, e.g. in a container); the
+/// window in force is returned.
+fn open_psi(path: &Path, stall: Duration, window: Duration) -> Result<(Watched, Duration), String> {
     let line = psi_trigger_line(stall, window).map_err(|e| e.to_string())?;
     let mut file = OpenOptions::new()
         .read(true)
@@ -421,14 +462,38 @@ fn open_psi(path: &Path, stall: Duration, window: Duration) -> Result<Watched, S
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| format!("opening: {e}"))?;
-    let mut bytes = line.clone().into_bytes();
-    bytes.push(0);
-    file.write_all(&bytes)
-        .map_err(|e| format!("writing trigger {line:?}: {e}"))?;
-    Ok(Watched {
-        file,
-        path: path.to_path_buf(),
-    })
+    let write_trigger = |file: &mut File, line: &str| {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(0);
+        file.write_all(&bytes)
+    };
+    let mut in_force = window;
+    if let Err(e) = write_trigger(&mut file, &line) {
+        let fallback = psi_unprivileged_fallback(stall, window)
+            .filter(|_| e.raw_os_error() == Some(libc::EINVAL));
+        let Some((stall2, window2)) = fallback else {
+            return Err(format!("writing trigger {line:?}: {e}"));
+        };
+        // A refused write leaves no trigger on the file, so the same file takes the retry.
+        let line2 = psi_trigger_line(stall2, window2).map_err(|e| e.to_string())?;
+        write_trigger(&mut file, &line2).map_err(|e2| {
+            format!("writing trigger {line:?}: {e}; and {line2:?} (2 s multiple): {e2}")
+        })?;
+        tracing::info!(
+            file = %path.display(),
+            refused = %line,
+            registered = %line2,
+            "PSI trigger window rounded to a multiple of 2s (no CAP_SYS_RESOURCE)"
+        );
+        in_force = window2;
+    }
+    Ok((
+        Watched {
+            file,
+            path: path.to_path_buf(),
+        },
+        in_force,
+    ))
 }
 
 /// Open `memory.events` and read it once, so the next change raises `POLLPRI`.
@@ -474,162 +539,5 @@ fn register_v1(usage: &Path, control: &Path, bytes: u64) -> Result<EventFd, Stri
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn psi_trigger_lines() {
-        let ms = Duration::from_millis;
-        let cases: &[(Duration, Duration, Result<&str, &str>)] = &[
-            (ms(100), ms(1000), Ok("some 100000 1000000")),
-            (ms(150), ms(500), Ok("some 150000 500000")),
-            (ms(10_000), ms(10_000), Ok("some 10000000 10000000")),
-            (Duration::from_micros(1), ms(500), Ok("some 1 500000")),
-            (ms(100), ms(499), Err("\"window\" has value \"499ms\"")),
-            (ms(100), ms(10_001), Err("the kernel accepts 500ms to 10s")),
-            (ms(0), ms(1000), Err("\"stall\" has value \"0ns\"")),
-            (Duration::from_nanos(999), ms(1000), Err("at least 1us")),
-            (ms(1001), ms(1000), Err("at most the window")),
-        ];
-        for (stall, window, want) in cases {
-            match (psi_trigger_line(*stall, *window), want) {
-                (Ok(got), Ok(want)) => assert_eq!(&got, want),
-                (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{e}"),
-                (got, want) => panic!("{stall:?}/{window:?}: got {got:?}, want {want:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn spec_for_each_cgroup_version() {
-        let v1 = MemoryFiles::V1 {
-            usage: "/cg/memory/k/memory.usage_in_bytes".into(),
-            event_control: "/cg/memory/k/cgroup.event_control".into(),
-        };
-        let s = TriggerSpec::for_cgroup(&v1, Path::new("/proc/pressure/memory"), 42);
-        assert_eq!(s.psi.as_deref(), Some(Path::new("/proc/pressure/memory")));
-        assert_eq!(
-            s.v1_threshold,
-            Some(V1Threshold {
-                usage_file: "/cg/memory/k/memory.usage_in_bytes".into(),
-                event_control: "/cg/memory/k/cgroup.event_control".into(),
-                bytes: 42,
-            })
-        );
-        assert_eq!(s.v2_events, None);
-        let v2 = MemoryFiles::V2 {
-            events: "/cg/k/memory.events".into(),
-            pressure: "/cg/k/memory.pressure".into(),
-        };
-        let s = TriggerSpec::for_cgroup(&v2, Path::new("/proc/pressure/memory"), 42);
-        assert_eq!(s.psi.as_deref(), Some(Path::new("/cg/k/memory.pressure")));
-        assert_eq!(
-            s.v2_events.as_deref(),
-            Some(Path::new("/cg/k/memory.events"))
-        );
-        assert_eq!(s.v1_threshold, None);
-        assert!(psi_trigger_line(s.psi_stall, s.psi_window).is_ok());
-    }
-
-    fn spec() -> TriggerSpec {
-        TriggerSpec {
-            psi: None,
-            psi_stall: DEFAULT_PSI_STALL,
-            psi_window: DEFAULT_PSI_WINDOW,
-            v1_threshold: None,
-            v2_events: None,
-        }
-    }
-
-    #[test]
-    fn missing_files_become_warnings_naming_source_and_path() {
-        let t = tempfile::tempdir().unwrap();
-        let missing = t.path().join("no-such-dir");
-        let mut s = spec();
-        s.psi = Some(missing.join("memory.pressure"));
-        s.v1_threshold = Some(V1Threshold {
-            usage_file: missing.join("memory.usage_in_bytes"),
-            event_control: missing.join("cgroup.event_control"),
-            bytes: 1 << 20,
-        });
-        s.v2_events = Some(missing.join("memory.events"));
-        let (mut trig, warnings) = Triggers::open(&s);
-        assert!(trig.active().is_empty());
-        let got: Vec<(&str, PathBuf)> = warnings
-            .iter()
-            .map(|w| (w.source, w.path.clone()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("psi", missing.join("memory.pressure")),
-                ("v1 threshold", missing.join("cgroup.event_control")),
-                ("memory.events", missing.join("memory.events")),
-            ]
-        );
-        for w in &warnings {
-            let text = w.to_string();
-            assert!(
-                text.contains("No such file") && text.contains("periodic check"),
-                "{text}"
-            );
-        }
-        // Without sources, wait is a sleep of the whole timeout.
-        let start = Instant::now();
-        assert!(trig.wait(Duration::from_millis(50)).timed_out());
-        assert!(start.elapsed() >= Duration::from_millis(50));
-        // The threshold paths are kept: a later registration is tried and names the file.
-        let err = trig.set_v1_threshold(2 << 20).unwrap_err().to_string();
-        assert!(
-            err.contains("cgroup.event_control") && err.contains("No such file"),
-            "{err}"
-        );
-        assert_eq!(trig.v1_threshold(), None);
-    }
-
-    #[test]
-    fn bad_psi_window_is_a_warning() {
-        let t = tempfile::tempdir().unwrap();
-        let f = t.path().join("memory.pressure");
-        std::fs::write(&f, "").unwrap();
-        let mut s = spec();
-        s.psi = Some(f.clone());
-        s.psi_window = Duration::from_millis(100);
-        let (trig, warnings) = Triggers::open(&s);
-        assert!(trig.active().is_empty());
-        assert_eq!(warnings.len(), 1);
-        assert!(
-            warnings[0].reason.contains("500ms to 10s"),
-            "{}",
-            warnings[0]
-        );
-        // Nothing was written to the file.
-        assert_eq!(std::fs::read_to_string(&f).unwrap(), "");
-    }
-
-    #[test]
-    fn set_threshold_without_v1_spec_fails() {
-        let (mut trig, warnings) = Triggers::open(&spec());
-        assert!(warnings.is_empty() && trig.active().is_empty());
-        let err = trig.set_v1_threshold(1).unwrap_err().to_string();
-        assert!(err.contains("no v1 threshold"), "{err}");
-    }
-
-    /// A plain file stands in for v2 `memory.events` (the host has no v2 memory controller):
-    /// it opens, counts as live, and never raises POLLPRI, so wait times out rather than spin.
-    #[test]
-    fn v2_events_on_a_plain_file_is_live_and_quiet() {
-        let t = tempfile::tempdir().unwrap();
-        let f = t.path().join("memory.events");
-        std::fs::write(&f, "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").unwrap();
-        let mut s = spec();
-        s.v2_events = Some(f);
-        let (mut trig, warnings) = Triggers::open(&s);
-        assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(trig.active(), vec!["memory.events"]);
-        let start = Instant::now();
-        assert!(trig.wait(Duration::from_millis(100)).timed_out());
-        assert!(start.elapsed() >= Duration::from_millis(100));
-        assert!(trig.take_lost().is_empty());
-    }
-}
+#[path = "triggers_tests.rs"]
+mod tests;
