@@ -332,7 +332,12 @@ fn kernfs_events_and_cgroup_psi_wake_and_go_away_with_the_cgroup() {
         let _ = trig.wait(Duration::from_millis(500));
     }
     assert!(trig.active().is_empty(), "{:?}", trig.active());
-    let mut lost: Vec<&str> = trig.take_lost().iter().map(|w| w.source).collect();
+    let lost = trig.take_lost();
+    for w in &lost {
+        assert!(w.reason.contains("went away"), "{w}");
+        assert!(w.path.starts_with(&dir), "{w}");
+    }
+    let mut lost: Vec<&str> = lost.iter().map(|w| w.source).collect();
     lost.sort_unstable();
     assert_eq!(lost, vec!["memory.events", "psi"]);
     let start = Instant::now();

@@ -65,19 +65,26 @@ pub struct TriggerSpec {
     pub v2_events: Option<PathBuf>,
 }
 
+impl Default for TriggerSpec {
+    /// No sources; PSI stall and window at `DEFAULT_PSI_STALL` / `DEFAULT_PSI_WINDOW`.
+    fn default() -> TriggerSpec {
+        TriggerSpec {
+            psi: None,
+            psi_stall: DEFAULT_PSI_STALL,
+            psi_window: DEFAULT_PSI_WINDOW,
+            v1_threshold: None,
+            v2_events: None,
+        }
+    }
+}
+
 impl TriggerSpec {
     /// The usual set for the pods' top cgroup, from `Cgroups::memory_files`: on v1 the host's
     /// PSI file (`host_psi`, normally `/proc/pressure/memory`) and a usage threshold at
     /// `v1_bytes`; on v2 the cgroup's own `memory.pressure` and `memory.events`. PSI fires on
     /// 100 ms of stall within 1 s.
     pub fn for_cgroup(files: &MemoryFiles, host_psi: &Path, v1_bytes: u64) -> TriggerSpec {
-        let mut spec = TriggerSpec {
-            psi: None,
-            psi_stall: DEFAULT_PSI_STALL,
-            psi_window: DEFAULT_PSI_WINDOW,
-            v1_threshold: None,
-            v2_events: None,
-        };
+        let mut spec = TriggerSpec::default();
         match files {
             MemoryFiles::V1 {
                 usage,

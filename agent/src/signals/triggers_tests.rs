@@ -87,13 +87,7 @@ fn spec_for_each_cgroup_version() {
 }
 
 fn spec() -> TriggerSpec {
-    TriggerSpec {
-        psi: None,
-        psi_stall: DEFAULT_PSI_STALL,
-        psi_window: DEFAULT_PSI_WINDOW,
-        v1_threshold: None,
-        v2_events: None,
-    }
+    TriggerSpec::default()
 }
 
 #[test]
@@ -186,4 +180,64 @@ fn v2_events_on_a_plain_file_is_live_and_quiet() {
     assert!(trig.wait(Duration::from_millis(100)).timed_out());
     assert!(start.elapsed() >= Duration::from_millis(100));
     assert!(trig.take_lost().is_empty());
+}
+
+#[test]
+fn triggers_move_to_the_monitor_thread() {
+    fn send<T: Send>() {}
+    send::<Triggers>();
+    send::<Wake>();
+    send::<TriggerWarning>();
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// A signal that interrupts poll(2) (EINTR) must not end the wait early: the wait goes on
+/// for the time left.
+#[test]
+fn wait_retries_after_a_signal_for_the_time_left() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing (async-signal-safe), and nothing else in tidelet
+    // uses SIGUSR2; without SA_RESTART, poll(2) returns EINTR when it arrives.
+    unsafe { sigaction(Signal::SIGUSR2, &act) }.unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("memory.events");
+    std::fs::write(&f, "oom 0\n").unwrap();
+    let mut s = spec();
+    s.v2_events = Some(f);
+    let (mut trig, warnings) = Triggers::open(&s);
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let kicker = std::thread::spawn(move || {
+        // Interrupt the waiter several times until it says it is done.
+        let mut sent = 0;
+        while rx.recv_timeout(Duration::from_millis(30)).is_err() && sent < 10 {
+            // SAFETY: `me` is the test thread, alive until it joins this one; SIGUSR2 has the
+            // no-op handler installed above.
+            let rc = unsafe { libc::pthread_kill(me, libc::SIGUSR2) };
+            assert_eq!(rc, 0);
+            sent += 1;
+        }
+        sent
+    });
+    let start = Instant::now();
+    let wake = trig.wait(Duration::from_millis(400));
+    let took = start.elapsed();
+    let _ = tx.send(());
+    let sent = kicker.join().unwrap();
+    assert!(sent >= 2, "the wait was interrupted ({sent} signals)");
+    assert!(wake.timed_out(), "{wake:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "ended early after a signal: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
