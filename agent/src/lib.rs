@@ -29,6 +29,7 @@ pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod runtime;
+pub mod signals;
 pub mod source;
 pub mod state;
 pub mod systemd;

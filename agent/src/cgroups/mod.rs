@@ -68,6 +68,14 @@ pub enum Error {
         line: usize,
         reason: &'static str,
     },
+    /// An interface file whose contents are not what the kernel writes there.
+    #[error("{path}: field {field:?} has value {value:?}: {reason}")]
+    Malformed {
+        path: PathBuf,
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("cgroup path {path:?} {reason}")]
     InvalidPath { path: String, reason: &'static str },
     #[error("cgroups at {root}: missing controller(s) {missing}: {hint}")]
@@ -95,6 +103,31 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// True when a file of the cgroup was missing or vanished while being read (`ENOENT`, or
+    /// `ENODEV` for a file of a cgroup removed while open): the cgroup is gone (a pod exiting),
+    /// which a caller sampling many cgroups skips rather than treats as a failure.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if crate::signals::io_is_gone(source))
+    }
+}
+
+pub use crate::signals::MemorySample;
+
+/// The files of a cgroup's memory controller that pressure triggers watch
+/// (`Cgroups::memory_files`; `signals::TriggerSpec::for_cgroup` turns them into a spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryFiles {
+    /// A usage threshold is registered with `usage` (`memory.usage_in_bytes`) through
+    /// `event_control` (`cgroup.event_control`).
+    V1 {
+        usage: PathBuf,
+        event_control: PathBuf,
+    },
+    /// `memory.events` (kernfs change notification) and `memory.pressure` (PSI triggers).
+    V2 { events: PathBuf, pressure: PathBuf },
+}
+
 /// The operations tidelet needs on cgroups.
 pub trait Cgroups: Send + Sync {
     fn version(&self) -> Version;
@@ -119,6 +152,14 @@ pub trait Cgroups: Send + Sync {
     /// kernel still reports a cgroup busy (processes exiting) it is retried, up to 3 s in
     /// total, then `Busy` names it and its pids.
     fn remove(&self, path: &str) -> Result<()>;
+    /// Memory of `path` with kubelet's meaning: usage (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`), working set (usage minus v1 `total_inactive_file` / v2
+    /// `inactive_file` of `memory.stat`, floored at 0) and capacity (the limit; `u64::MAX`
+    /// when unlimited). A cgroup that is missing or vanishes while being read gives an error
+    /// whose `is_gone()` is true. The v2 root has no such files: use `signals::node_memory`.
+    fn memory_sample(&self, path: &str) -> Result<MemorySample>;
+    /// The files pressure triggers on `path` use (see `MemoryFiles`).
+    fn memory_files(&self, path: &str) -> MemoryFiles;
 }
 
 /// Detect the cgroup version from `mountinfo` (normally `/proc/self/mountinfo`) for a cgroup

@@ -153,4 +153,18 @@ impl Cgroups for V1 {
         let p = checked(path)?;
         remove_trees(p, &self.bases(p))
     }
+
+    fn memory_sample(&self, path: &str) -> Result<super::MemorySample> {
+        let dir = self.dir("memory", rel(path));
+        memory::sample_v1(&dir.expect("V1::new checked the required controllers"))
+    }
+
+    fn memory_files(&self, path: &str) -> super::MemoryFiles {
+        let dir = self.dir("memory", rel(path));
+        let dir = dir.expect("V1::new checked the required controllers");
+        super::MemoryFiles::V1 {
+            usage: dir.join(memory::USAGE_V1),
+            event_control: dir.join("cgroup.event_control"),
+        }
+    }
 }

@@ -153,4 +153,23 @@ impl Cgroups for V2 {
         let p = checked(path)?;
         remove_trees(p, &[self.root.join(p)])
     }
+
+    fn memory_sample(&self, path: &str) -> Result<super::MemorySample> {
+        let p = rel(path);
+        if p.as_os_str().is_empty() {
+            return Err(Error::InvalidPath {
+                path: path.to_string(),
+                reason: "is the v2 root, which has no memory.current; use signals::node_memory",
+            });
+        }
+        memory::sample_v2(&self.root.join(p))
+    }
+
+    fn memory_files(&self, path: &str) -> super::MemoryFiles {
+        let dir = self.root.join(rel(path));
+        super::MemoryFiles::V2 {
+            events: dir.join(memory::EVENTS_V2),
+            pressure: dir.join("memory.pressure"),
+        }
+    }
 }
