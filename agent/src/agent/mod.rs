@@ -509,6 +509,16 @@ impl Agent {
             tracing::info!(pods = n, "pods found on disk adopted");
         }
         ready();
+        let paths = crate::eviction::monitor::Paths::host(
+            &self.ctx.cfg.root_dir,
+            &self.ctx.cfg.images_dir(),
+        );
+        let reclaim: crate::eviction::monitor::DiskReclaim = Box::new(|_| 0);
+        if let Err(e) =
+            crate::eviction::monitor::Monitor::new(self.ctx.clone(), paths, reclaim).spawn()
+        {
+            tracing::error!(error = %e, "cannot start the eviction monitor; pods run without eviction");
+        }
         let mut tick = tokio::time::interval(self.ctx.cfg.file_check_frequency);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (period, pet) = match watchdog {

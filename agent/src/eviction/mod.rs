@@ -10,5 +10,6 @@
 pub mod admission;
 pub mod allocatable;
 pub mod config;
+pub mod monitor;
 pub mod policy;
 pub mod rank;

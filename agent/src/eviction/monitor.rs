@@ -153,7 +153,12 @@ impl Monitor {
             self.ctx.set_conditions(step.conditions.clone());
             let mut evicted = false;
             if let Some(act) = step.act {
-                tracing::debug!(?wake, signal = act.threshold.signal.as_str(), available = act.observation.available, "threshold met");
+                tracing::debug!(
+                    ?wake,
+                    signal = act.threshold.signal.as_str(),
+                    available = act.observation.available,
+                    "threshold met"
+                );
                 evicted = self.act(act);
             } else {
                 self.said_nothing_to_evict = false;
@@ -268,7 +273,11 @@ impl Monitor {
                 }
             };
             let pids = if signal == Signal::PidAvailable {
-                self.ctx.cgroups.pids(&v.cgroup).map(|p| p.len() as u64).unwrap_or(0)
+                self.ctx
+                    .cgroups
+                    .pids(&v.cgroup)
+                    .map(|p| p.len() as u64)
+                    .unwrap_or(0)
             } else {
                 0
             };
@@ -311,7 +320,11 @@ impl Monitor {
         if signal.condition() == Condition::DiskPressure {
             let freed = (self.reclaim)(act.to_reclaim.max(0) as u64);
             if freed > 0 {
-                tracing::info!(signal = signal.as_str(), freed, "disk space reclaimed before evicting");
+                tracing::info!(
+                    signal = signal.as_str(),
+                    freed,
+                    "disk space reclaimed before evicting"
+                );
                 let again = self.observe();
                 if again
                     .get(&signal)
@@ -326,7 +339,11 @@ impl Monitor {
         let ranked = rank::rank(signal, &stats);
         let Some(first) = ranked.first() else {
             if !self.said_nothing_to_evict {
-                tracing::warn!(signal = signal.as_str(), available = act.observation.available, "threshold met but no pod may be evicted (none running, or all critical)");
+                tracing::warn!(
+                    signal = signal.as_str(),
+                    available = act.observation.available,
+                    "threshold met but no pod may be evicted (none running, or all critical)"
+                );
                 self.said_nothing_to_evict = true;
             }
             return false;
@@ -347,7 +364,10 @@ impl Monitor {
                         .is_some_and(|o| o.available < t.value.resolve(o.capacity))
             });
             if !still {
-                tracing::info!(signal = signal.as_str(), "pressure gone before the eviction; nothing evicted");
+                tracing::info!(
+                    signal = signal.as_str(),
+                    "pressure gone before the eviction; nothing evicted"
+                );
                 return false;
             }
         }
@@ -365,11 +385,12 @@ impl Monitor {
                 mib(stats.disk_request as i64)
             ),
         };
-        let (avail_s, thr_s) = if signal.resource() == "memory" || signal.resource() == "ephemeral-storage" {
-            (mib(act.observation.available), mib(threshold))
-        } else {
-            (act.observation.available.to_string(), threshold.to_string())
-        };
+        let (avail_s, thr_s) =
+            if signal.resource() == "memory" || signal.resource() == "ephemeral-storage" {
+                (mib(act.observation.available), mib(threshold))
+            } else {
+                (act.observation.available.to_string(), threshold.to_string())
+            };
         let message = format!(
             "The node was low on resource: {}. Threshold quantity: {thr_s}, available: {avail_s} ({}). {usage}",
             signal.resource(),
@@ -402,14 +423,15 @@ impl Monitor {
         let killed = self.ctx.cgroups.kill_all(&v.cgroup);
         let gone_after = started.elapsed();
         match &killed {
-            Ok(()) => tracing::warn!(pod = %v.key, uid = %v.uid, signal = signal.as_str(), %message, killed_in_ms = gone_after.as_secs_f64() * 1e3, "pod evicted"),
-            Err(e) => tracing::error!(pod = %v.key, signal = signal.as_str(), error = %e, "evicting pod: not every process could be killed"),
+            Ok(()) => {
+                tracing::warn!(pod = %v.key, uid = %v.uid, signal = signal.as_str(), %message, killed_in_ms = gone_after.as_secs_f64() * 1e3, "pod evicted")
+            }
+            Err(e) => {
+                tracing::error!(pod = %v.key, signal = signal.as_str(), error = %e, "evicting pod: not every process could be killed")
+            }
         }
-        self.ctx.node_event(
-            true,
-            "Evicted",
-            format!("Evicted pod {}: {message}", v.key),
-        );
+        self.ctx
+            .node_event(true, "Evicted", format!("Evicted pod {}: {message}", v.key));
         // Wait for reclaim: the victim's memory is uncharged as its processes' memory is torn
         // down; looking again before that would evict a second pod for the same shortage.
         let wait_from = Instant::now();
@@ -459,7 +481,13 @@ struct Victim {
 fn ephemeral_request(spec: &k8s_openapi::api::core::v1::PodSpec) -> u64 {
     spec.containers
         .iter()
-        .filter_map(|c| c.resources.as_ref()?.requests.as_ref()?.get("ephemeral-storage"))
+        .filter_map(|c| {
+            c.resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("ephemeral-storage")
+        })
         .filter_map(|q| crate::quantity::parse_units(&q.0).ok())
         .sum::<i64>()
         .max(0) as u64
@@ -478,7 +506,9 @@ pub fn dir_size(dir: &std::path::Path, max_entries: usize) -> u64 {
     let mut seen = 0usize;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             seen += 1;
             if seen > max_entries {
