@@ -34,6 +34,11 @@ pub struct Config {
     pub node_ip: Option<String>,
     /// Copied into pods as `/etc/resolv.conf` (kubelet's `resolvConf`).
     pub resolv_conf: PathBuf,
+    /// kubelet's `cpuManagerPolicy` (`none` | `static`).
+    pub cpu_manager_policy: crate::cpumanager::Policy,
+    /// kubelet's `reservedSystemCPUs`: never given exclusively (checked against the machine
+    /// when the CPU manager starts).
+    pub reserved_system_cpus: Option<crate::cpumanager::CpuSet>,
 }
 
 impl Default for Config {
@@ -51,6 +56,8 @@ impl Default for Config {
             pod_pids_limit: None,
             node_ip: None,
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            cpu_manager_policy: crate::cpumanager::Policy::None,
+            reserved_system_cpus: None,
         }
     }
 }
@@ -81,6 +88,9 @@ struct FileConfig {
     /// kubelet's `--node-ip`.
     node_ip: Option<String>,
     resolv_conf: Option<PathBuf>,
+    cpu_manager_policy: Option<String>,
+    #[serde(rename = "reservedSystemCPUs")]
+    reserved_system_cpus: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +211,19 @@ impl Config {
         if let Some(v) = f.resolv_conf {
             self.resolv_conf = v;
         }
+        if let Some(v) = f.cpu_manager_policy {
+            self.cpu_manager_policy = crate::cpumanager::Policy::parse(&v).ok_or_else(|| {
+                field(
+                    "cpuManagerPolicy",
+                    format!("{v:?} is not a CPU manager policy (none or static)"),
+                )
+            })?;
+        }
+        if let Some(v) = f.reserved_system_cpus {
+            let set = crate::cpumanager::CpuSet::parse(&v)
+                .map_err(|e| field("reservedSystemCPUs", e.to_string()))?;
+            self.reserved_system_cpus = (!set.is_empty()).then_some(set);
+        }
         Ok(())
     }
 
@@ -286,5 +309,43 @@ mod tests {
         std::fs::write(&p, "staticPodPat: /x\n").unwrap();
         let e = c.merge_file(&p).unwrap_err().to_string();
         assert!(e.contains("staticPodPat"), "{e}");
+    }
+
+    #[test]
+    fn cpu_manager_keys() {
+        use crate::cpumanager::{CpuSet, Policy};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        let cases: Vec<(&str, Result<(Policy, Option<&str>), &str>)> = vec![
+            ("kind: KubeletConfiguration\n", Ok((Policy::None, None))),
+            ("cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\n", Ok((Policy::Static, Some("0")))),
+            ("cpuManagerPolicy: none\nreservedSystemCPUs: 0-1,4\n", Ok((Policy::None, Some("0-1,4")))),
+            ("reservedSystemCPUs: \"\"\n", Ok((Policy::None, None))),
+            ("cpuManagerPolicy: Static\n", Err("cpuManagerPolicy: \"Static\" is not a CPU manager policy (none or static)")),
+            ("cpuManagerPolicy: exclusive\n", Err("cpuManagerPolicy: \"exclusive\"")),
+            ("reservedSystemCPUs: 0-\n", Err("reservedSystemCPUs: \"0-\" is not a CPU list")),
+            ("reservedSystemCPUs: \"2-1\"\n", Err("reservedSystemCPUs: \"2-1\" is not a CPU list like \"0-1,4\": range \"2-1\" goes backwards")),
+            ("reservedSystemCPUs: a\n", Err("reservedSystemCPUs")),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&p, text).unwrap();
+            let mut c = Config::default();
+            let got = c.merge_file(&p);
+            match want {
+                Ok((policy, reserved)) => {
+                    got.unwrap_or_else(|e| panic!("{text:?}: {e}"));
+                    assert_eq!(c.cpu_manager_policy, policy, "{text:?}");
+                    assert_eq!(
+                        c.reserved_system_cpus,
+                        reserved.map(|r| CpuSet::parse(r).unwrap()),
+                        "{text:?}"
+                    );
+                }
+                Err(w) => {
+                    let e = got.unwrap_err().to_string();
+                    assert!(e.contains(w) && e.contains("c.yaml"), "{text:?}: {e}");
+                }
+            }
+        }
     }
 }

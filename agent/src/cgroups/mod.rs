@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod common;
 mod cpu;
+mod cpuset;
 pub mod delegation;
 mod memory;
 pub mod mountinfo;
@@ -119,6 +120,11 @@ pub trait Cgroups: Send + Sync {
     /// kernel still reports a cgroup busy (processes exiting) it is retried, up to 3 s in
     /// total, then `Busy` names it and its pids.
     fn remove(&self, path: &str) -> Result<()>;
+    /// Write `cpus` (a CPU list such as `0-1,4`) into `cpuset.cpus` of the existing cgroup
+    /// `path` (created by `apply`). v1 needs the host's cpuset hierarchy, v2 the `cpuset`
+    /// controller, which is enabled along the path here; `MissingControllers` otherwise. A
+    /// missing `path` gives `Write` with `NotFound`.
+    fn set_cpuset(&self, path: &str, cpus: &str) -> Result<()>;
 }
 
 /// Detect the cgroup version from `mountinfo` (normally `/proc/self/mountinfo`) for a cgroup
