@@ -35,6 +35,8 @@ pub struct Ctx {
     pub shared: Shared,
     /// The tidelet binary, started as `tidelet shim` for each pod.
     pub exe: PathBuf,
+    /// Exclusive CPUs (`cpuManagerPolicy: static`); `None` with policy `none`.
+    pub cpu: Option<Arc<crate::cpumanager::CpuManager>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub enum AgentError {
     Cgroups(#[from] crate::cgroups::Error),
     #[error(transparent)]
     Images(#[from] tidelet_images::Error),
+    #[error(transparent)]
+    Cpu(#[from] crate::cpumanager::Error),
     #[error("watching {path}: {message}")]
     Watch { path: PathBuf, message: String },
 }
@@ -108,6 +112,14 @@ impl Agent {
         }
         let cgroups: Arc<dyn Cgroups> =
             Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
+        // Checked before any cgroup is created: a bad reservation or checkpoint stops the start.
+        let cpu = crate::cpumanager::CpuManager::from_config(
+            &cfg,
+            std::path::Path::new(crate::cpumanager::ONLINE_FILE),
+            cgroups.clone(),
+            prepare::INFRA_CGROUP,
+        )?
+        .map(Arc::new);
         // cgroup v2 under systemd: the pods go inside the delegated unit when systemd started
         // tidelet in its leaf (DelegateSubgroup=), else beside the unit (see
         // cgroups::delegation); the controllers they need are checked there.
@@ -154,6 +166,7 @@ impl Agent {
             cgroups,
             shared: Shared::default(),
             exe,
+            cpu,
         });
         Ok(Agent {
             ctx,
@@ -296,6 +309,13 @@ impl Agent {
             tracing::warn!(pods = n, wait = ?ADOPTION_WAIT, "adoption not finished; reporting ready anyway");
         } else if n > 0 {
             tracing::info!(pods = n, "pods found on disk adopted");
+        }
+        if let Some(cpu) = &self.ctx.cpu {
+            // Pods deleted while the agent was down give their exclusive CPUs back.
+            let active = set.pods.values().map(|d| d.pod.uid.clone()).collect();
+            if let Err(e) = cpu.remove_stale(&active) {
+                tracing::error!(error = %e, "CPU manager: removing stale assignments");
+            }
         }
         ready();
         let mut tick = tokio::time::interval(self.ctx.cfg.file_check_frequency);

@@ -136,4 +136,42 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    fn hierarchy(root: &Path, name: &str) -> super::super::mountinfo::Hierarchy {
+        let mount_point = root.join(name);
+        fs::create_dir_all(mount_point.join("pod/app")).unwrap();
+        super::super::mountinfo::Hierarchy {
+            mount_point,
+            controllers: vec![name.to_string()],
+        }
+    }
+
+    #[test]
+    fn v1_writes_the_cpuset_hierarchy_or_names_it_missing() {
+        use super::super::{Cgroups, V1};
+        let t = tempfile::tempdir().unwrap();
+        let base: Vec<_> = ["memory", "cpu", "pids"]
+            .iter()
+            .map(|c| hierarchy(t.path(), c))
+            .collect();
+        let without = V1::new(base.clone()).unwrap();
+        let e = without.set_cpuset("pod/app", "1").unwrap_err().to_string();
+        assert!(
+            e.contains("missing controller(s) cpuset")
+                && e.contains(&t.path().display().to_string()),
+            "{e}"
+        );
+        let mut all = base;
+        all.push(hierarchy(t.path(), "cpuset"));
+        let with = V1::new(all).unwrap();
+        let file = t.path().join("cpuset/pod/app").join(CPUS);
+        fs::write(&file, "0-1\n").unwrap();
+        with.set_cpuset("/pod/app/", "1").unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "1");
+        assert!(with.set_cpuset("pod/../x", "1").is_err());
+        // The process joins the cpuset hierarchy too.
+        assert!(with
+            .procs_files("pod/app")
+            .contains(&t.path().join("cpuset/pod/app/cgroup.procs")));
+    }
 }
