@@ -316,7 +316,8 @@ mod tests {
         use crate::cpumanager::{CpuSet, Policy};
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
-        let cases: Vec<(&str, Result<(Policy, Option<&str>), &str>)> = vec![
+        type Want = Result<(Policy, Option<&'static str>), &'static str>;
+        let cases: Vec<(&str, Want)> = vec![
             ("kind: KubeletConfiguration\n", Ok((Policy::None, None))),
             ("cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\n", Ok((Policy::Static, Some("0")))),
             ("cpuManagerPolicy: none\nreservedSystemCPUs: 0-1,4\n", Ok((Policy::None, Some("0-1,4")))),

@@ -75,15 +75,14 @@ pub enum Error {
         source: std::io::Error,
     },
     /// kubelet's `UnexpectedAdmissionError`.
-    #[error("not enough cpus available to satisfy request: container {container:?} of pod {pod} requested {requested} exclusive CPU(s), {available} available (online {online}, reservedSystemCPUs {reserved}, already exclusive {taken})")]
+    #[error("not enough cpus available to satisfy request: container {container:?} of pod {pod} requested {requested} exclusive CPU(s), {available} available ({cpus})")]
     NotEnough {
         pod: String,
         container: String,
         requested: usize,
         available: usize,
-        online: String,
-        reserved: String,
-        taken: String,
+        /// The node's CPUs: online, reserved and already exclusive ones.
+        cpus: String,
     },
     #[error("cpuset {cpus:?} for {leaf:?} of pod {pod}: {source}")]
     Cgroup {
@@ -91,7 +90,7 @@ pub enum Error {
         leaf: String,
         cpus: String,
         #[source]
-        source: crate::cgroups::Error,
+        source: Box<crate::cgroups::Error>,
     },
     #[error("pod {pod} was not admitted by the CPU manager")]
     UnknownPod { pod: String },
@@ -300,9 +299,12 @@ impl CpuManager {
                 container: e.container,
                 requested: e.requested,
                 available: e.available,
-                online: self.online.to_string(),
-                reserved: self.reserved.to_string(),
-                taken: policy::assigned(&inner.assignments).to_string(),
+                cpus: format!(
+                    "online {}, reservedSystemCPUs {}, already exclusive {}",
+                    self.online,
+                    self.reserved,
+                    policy::assigned(&inner.assignments)
+                ),
             })?;
         let mut leaves: Vec<String> = spec
             .init_containers
@@ -358,7 +360,7 @@ impl CpuManager {
                 pod: uid.to_string(),
                 leaf: leaf.to_string(),
                 cpus: cpus.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
