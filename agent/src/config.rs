@@ -44,6 +44,11 @@ pub struct Config {
     pub max_pods: i64,
     /// The file the config came from, if any (errors found later name it).
     pub config_file: Option<PathBuf>,
+    /// kubelet's `cpuManagerPolicy` (`none` | `static`).
+    pub cpu_manager_policy: crate::cpumanager::Policy,
+    /// kubelet's `reservedSystemCPUs`: never given exclusively (checked against the machine
+    /// when the CPU manager starts).
+    pub reserved_system_cpus: Option<crate::cpumanager::CpuSet>,
 }
 
 impl Default for Config {
@@ -66,6 +71,8 @@ impl Default for Config {
             kube_reserved: Reservation::default(),
             max_pods: 110,
             config_file: None,
+            cpu_manager_policy: crate::cpumanager::Policy::None,
+            reserved_system_cpus: None,
         }
     }
 }
@@ -105,6 +112,9 @@ struct FileConfig {
     system_reserved: Option<BTreeMap<String, serde_yaml::Value>>,
     kube_reserved: Option<BTreeMap<String, serde_yaml::Value>>,
     max_pods: Option<i64>,
+    cpu_manager_policy: Option<String>,
+    #[serde(rename = "reservedSystemCPUs")]
+    reserved_system_cpus: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +289,19 @@ impl Config {
             }
             self.max_pods = v;
         }
+        if let Some(v) = f.cpu_manager_policy {
+            self.cpu_manager_policy = crate::cpumanager::Policy::parse(&v).ok_or_else(|| {
+                field(
+                    "cpuManagerPolicy",
+                    format!("{v:?} is not a CPU manager policy (none or static)"),
+                )
+            })?;
+        }
+        if let Some(v) = f.reserved_system_cpus {
+            let set = crate::cpumanager::CpuSet::parse(&v)
+                .map_err(|e| field("reservedSystemCPUs", e.to_string()))?;
+            self.reserved_system_cpus = (!set.is_empty()).then_some(set);
+        }
         Ok(())
     }
 
@@ -416,6 +439,45 @@ mod tests {
             };
             assert_eq!(field, key, "{text}: {e}");
             assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        }
+    }
+
+    #[test]
+    fn cpu_manager_keys() {
+        use crate::cpumanager::{CpuSet, Policy};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        type Want = Result<(Policy, Option<&'static str>), &'static str>;
+        let cases: Vec<(&str, Want)> = vec![
+            ("kind: KubeletConfiguration\n", Ok((Policy::None, None))),
+            ("cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\n", Ok((Policy::Static, Some("0")))),
+            ("cpuManagerPolicy: none\nreservedSystemCPUs: 0-1,4\n", Ok((Policy::None, Some("0-1,4")))),
+            ("reservedSystemCPUs: \"\"\n", Ok((Policy::None, None))),
+            ("cpuManagerPolicy: Static\n", Err("cpuManagerPolicy: \"Static\" is not a CPU manager policy (none or static)")),
+            ("cpuManagerPolicy: exclusive\n", Err("cpuManagerPolicy: \"exclusive\"")),
+            ("reservedSystemCPUs: 0-\n", Err("reservedSystemCPUs: \"0-\" is not a CPU list")),
+            ("reservedSystemCPUs: \"2-1\"\n", Err("reservedSystemCPUs: \"2-1\" is not a CPU list like \"0-1,4\": range \"2-1\" goes backwards")),
+            ("reservedSystemCPUs: a\n", Err("reservedSystemCPUs")),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&p, text).unwrap();
+            let mut c = Config::default();
+            let got = c.merge_file(&p);
+            match want {
+                Ok((policy, reserved)) => {
+                    got.unwrap_or_else(|e| panic!("{text:?}: {e}"));
+                    assert_eq!(c.cpu_manager_policy, policy, "{text:?}");
+                    assert_eq!(
+                        c.reserved_system_cpus,
+                        reserved.map(|r| CpuSet::parse(r).unwrap()),
+                        "{text:?}"
+                    );
+                }
+                Err(w) => {
+                    let e = got.unwrap_err().to_string();
+                    assert!(e.contains(w) && e.contains("c.yaml"), "{text:?}: {e}");
+                }
+            }
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Ctx {
     pub shared: Shared,
     /// The tidelet binary, started as `tidelet shim` for each pod.
     pub exe: PathBuf,
+    /// Exclusive CPUs (`cpuManagerPolicy: static`); `None` with policy `none`.
+    pub cpu: Option<Arc<crate::cpumanager::CpuManager>>,
     /// Capacity, allocatable and the `kubepods` limits.
     pub resources: NodeResources,
     pub started: Instant,
@@ -160,6 +162,8 @@ pub enum AgentError {
     Cgroups(#[from] crate::cgroups::Error),
     #[error(transparent)]
     Images(#[from] tidelet_images::Error),
+    #[error(transparent)]
+    Cpu(#[from] crate::cpumanager::Error),
     #[error("watching {path}: {message}")]
     Watch { path: PathBuf, message: String },
     #[error("{file}: {field}: {reason}")]
@@ -226,6 +230,14 @@ impl Agent {
         }
         let cgroups: Arc<dyn Cgroups> =
             Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
+        // Checked before any cgroup is created: a bad reservation or checkpoint stops the start.
+        let cpu = crate::cpumanager::CpuManager::from_config(
+            &cfg,
+            std::path::Path::new(crate::cpumanager::ONLINE_FILE),
+            cgroups.clone(),
+            prepare::INFRA_CGROUP,
+        )?
+        .map(Arc::new);
         // cgroup v2 under systemd: the pods go inside the delegated unit when systemd started
         // tidelet in its leaf (DelegateSubgroup=), else beside the unit (see
         // cgroups::delegation); the controllers they need are checked there.
@@ -247,11 +259,17 @@ impl Agent {
             pods: cfg.max_pods,
             ephemeral_storage: node::fs_capacity(&cfg.root_dir),
         };
+        // kubelet: `reservedSystemCPUs` replaces the cpu of systemReserved and kubeReserved.
+        let (mut system_reserved, mut kube_reserved) = (cfg.system_reserved, cfg.kube_reserved);
+        if let Some(cpus) = &cfg.reserved_system_cpus {
+            system_reserved.cpu_milli = cpus.len() as i64 * 1000;
+            kube_reserved.cpu_milli = 0;
+        }
         let resources = crate::eviction::allocatable::node_resources(
             capacity,
             node::pid_max(std::path::Path::new("/proc/sys/kernel/pid_max")),
-            &cfg.system_reserved,
-            &cfg.kube_reserved,
+            &system_reserved,
+            &kube_reserved,
             &cfg.eviction,
         )
         .map_err(|e| AgentError::Config {
@@ -322,6 +340,7 @@ impl Agent {
             ),
             node_events: Mutex::new(Events::default()),
             wake: tokio::sync::Notify::new(),
+            cpu,
         });
         Ok(Agent {
             ctx,
@@ -507,6 +526,13 @@ impl Agent {
             tracing::warn!(pods = n, wait = ?ADOPTION_WAIT, "adoption not finished; reporting ready anyway");
         } else if n > 0 {
             tracing::info!(pods = n, "pods found on disk adopted");
+        }
+        if let Some(cpu) = &self.ctx.cpu {
+            // Pods deleted while the agent was down give their exclusive CPUs back.
+            let active = set.pods.values().map(|d| d.pod.uid.clone()).collect();
+            if let Err(e) = cpu.remove_stale(&active) {
+                tracing::error!(error = %e, "CPU manager: removing stale assignments");
+            }
         }
         ready();
         let paths = crate::eviction::monitor::Paths::host(

@@ -185,7 +185,7 @@ impl Worker {
                     Ok(r) => self.running = Some(r),
                     Err(msg) => {
                         self.events
-                            .push(true, "FailedCreatePodSandBox", msg.clone(), now_ns());
+                            .push(true, failure_reason(&msg), msg.clone(), now_ns());
                         tracing::error!(pod = %self.key, error = %msg, "cannot create pod sandbox");
                         self.publish_failed(&d, "FailedCreatePodSandBox", &msg);
                         tokio::select! {
@@ -216,6 +216,7 @@ impl Worker {
     async fn create(&mut self, d: &DesiredPod) -> Result<Running, String> {
         let pod = d.pod.pod.clone();
         let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &pod);
+        let plan_uid = plan.uid.clone();
         let span = tracing::info_span!("create", pod = %self.key, uid = %plan.uid);
         // Instrumented, not entered: a guard held across `.await` tags other tasks' lines.
         async {
@@ -224,6 +225,11 @@ impl Worker {
             let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
             let _ = self.ctx.cgroups.remove(&plan.cgroup);
             let _ = prepare::remove_tree(&plan.pod_dir);
+            if let Some(cpu) = &self.ctx.cpu {
+                // kubelet allocates exclusive CPUs at admission: all of the pod's or none.
+                cpu.admit(&plan.uid, &plan.cgroup, s)
+                    .map_err(|e| format!("{}: {e}", e.reason()))?;
+            }
             std::fs::create_dir_all(&plan.pod_dir)
                 .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))?;
             prepare::write_pod_files(&self.ctx.cfg, &plan, &pod)
@@ -241,6 +247,10 @@ impl Worker {
                     &Default::default(),
                 )
                 .map_err(|e| e.to_string())?;
+            if let Some(cpu) = &self.ctx.cpu {
+                cpu.apply(&plan.uid, prepare::INFRA_CGROUP)
+                    .map_err(|e| e.to_string())?;
+            }
             let mut containers = BTreeMap::new();
             for c in &s.containers {
                 containers.insert(c.name.clone(), Memo::default());
@@ -304,6 +314,16 @@ impl Worker {
         }
         .instrument(span)
         .await
+        .inspect_err(|_| self.release_cpus(&plan_uid))
+    }
+
+    /// Give the pod's exclusive CPUs back to the shared pool.
+    fn release_cpus(&self, uid: &str) {
+        if let Some(cpu) = &self.ctx.cpu {
+            if let Err(e) = cpu.release(uid) {
+                tracing::error!(pod = %self.key, uid, error = %e, "CPU manager: releasing the pod's CPUs");
+            }
+        }
     }
 
     async fn adopt_pod(&mut self, rec: PodRecord) -> Option<Running> {
@@ -318,6 +338,15 @@ impl Worker {
                     format!("infra process {} adopted after agent restart", st.pid),
                     now_ns(),
                 );
+                if let Some(cpu) = &self.ctx.cpu {
+                    // The checkpoint keeps its CPUs; re-track its cgroups and rewrite them.
+                    let res = cpu
+                        .admit(&plan.uid, &plan.cgroup, prepare::spec(&rec.pod))
+                        .and_then(|_| cpu.reconcile());
+                    if let Err(e) = res {
+                        tracing::error!(pod = %self.key, error = %e, "CPU manager: adopting the pod's cpusets");
+                    }
+                }
                 let mut r = Running {
                     plan,
                     rec,
@@ -379,6 +408,7 @@ impl Worker {
                 prepare::remove_tree(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))
             })
             .await;
+            self.release_cpus(&r.plan.uid);
             match result {
                 Ok(Ok(())) => tracing::info!("pod removed"),
                 Ok(Err(e)) => tracing::error!(error = %e, "pod removal incomplete"),
@@ -585,6 +615,11 @@ impl Worker {
         if let Err(e) = res {
             return retry("CreateContainerError", e.to_string());
         }
+        if let Some(cpu) = &self.ctx.cpu {
+            if let Err(e) = cpu.apply(&r.plan.uid, &c.name) {
+                return retry("CreateContainerError", e.to_string());
+            }
+        }
         if let Err(e) = prepare::make_container_dirs(&spec) {
             return retry("CreateContainerError", e.to_string());
         }
@@ -695,6 +730,11 @@ impl Worker {
     fn publish_failed(&self, d: &DesiredPod, reason: &str, msg: &str) {
         let mut pod = d.pod.pod.clone();
         let mut facts = self.facts(None, &pod);
+        let reason = if reason == "FailedCreatePodSandBox" {
+            failure_reason(msg)
+        } else {
+            reason
+        };
         facts.failed = Some((reason.to_string(), msg.to_string()));
         let views: Vec<_> = prepare::spec(&pod)
             .containers
@@ -712,6 +752,17 @@ impl Worker {
                 cgroup: String::new(),
             },
         );
+    }
+}
+
+/// The pod's failure reason for a `create` error: admission errors (the CPU manager's
+/// `UnexpectedAdmissionError: ...`) keep kubelet's reason, the rest are sandbox failures.
+fn failure_reason(msg: &str) -> &'static str {
+    const ADMISSION: &str = "UnexpectedAdmissionError";
+    if msg.starts_with(&format!("{ADMISSION}: ")) {
+        ADMISSION
+    } else {
+        "FailedCreatePodSandBox"
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod common;
 mod cpu;
+mod cpuset;
 pub mod delegation;
 mod memory;
 pub mod mountinfo;
@@ -160,6 +161,11 @@ pub trait Cgroups: Send + Sync {
     fn memory_sample(&self, path: &str) -> Result<MemorySample>;
     /// The files pressure triggers on `path` use (see `MemoryFiles`).
     fn memory_files(&self, path: &str) -> MemoryFiles;
+    /// Write `cpus` (a CPU list such as `0-1,4`) into `cpuset.cpus` of the existing cgroup
+    /// `path` (created by `apply`). v1 needs the host's cpuset hierarchy, v2 the `cpuset`
+    /// controller, which is enabled along the path here; `MissingControllers` otherwise. A
+    /// missing `path` gives `Write` with `NotFound`.
+    fn set_cpuset(&self, path: &str, cpus: &str) -> Result<()>;
 }
 
 /// Detect the cgroup version from `mountinfo` (normally `/proc/self/mountinfo`) for a cgroup

@@ -351,4 +351,26 @@ mod tests {
             Ok(())
         );
     }
+
+    #[test]
+    fn cpuset_hierarchy_is_found_when_mounted() {
+        let with = format!(
+            "{HYBRID}42 31 0:39 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset\n"
+        );
+        let root = Path::new("/sys/fs/cgroup");
+        let Ok(Layout::V1 { hierarchies }) = layout(root, &parse(&with).unwrap()) else {
+            panic!("not v1");
+        };
+        assert!(hierarchies
+            .iter()
+            .any(|h| h.mount_point == root.join("cpuset") && h.controllers == ["cpuset"]));
+        // Absent, the layout is still v1 with the others (cpuset is optional).
+        let Ok(Layout::V1 { hierarchies }) = layout(root, &parse(HYBRID).unwrap()) else {
+            panic!("not v1");
+        };
+        assert!(!hierarchies
+            .iter()
+            .any(|h| h.controllers.iter().any(|c| c == "cpuset")));
+        assert_eq!(hierarchies.len(), 4);
+    }
 }

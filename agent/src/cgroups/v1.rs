@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::common::{checked, kill_until_empty, mkdir, read, rel, remove_trees, tree_pids, write};
 use super::mountinfo::Hierarchy;
-use super::{cpu, memory, pids, Cgroups, Error, Resources, Result, Version};
+use super::{cpu, cpuset, memory, pids, Cgroups, Error, Resources, Result, Version};
 
 /// Controllers tidelet needs to set its limits.
 pub const REQUIRED: &[&str] = &["memory", "cpu", "pids"];
@@ -166,5 +166,21 @@ impl Cgroups for V1 {
             usage: dir.join(memory::USAGE_V1),
             event_control: dir.join("cgroup.event_control"),
         }
+    }
+
+    fn set_cpuset(&self, path: &str, cpus: &str) -> Result<()> {
+        let p = checked(path)?;
+        let dir = self.dir("cpuset", p).ok_or_else(|| {
+            let root = self
+                .hierarchies
+                .first()
+                .and_then(|h| h.mount_point.parent())
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            cpuset::v1_missing(&root)
+        })?;
+        cpuset::set_cpus(&dir, cpus)?;
+        tracing::debug!(cgroup = path, cpus, "cpuset set");
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::common::{checked, kill_until_empty, mkdir, read, rel, remove_trees, tree_pids, write};
-use super::{cpu, memory, pids, Cgroups, Error, Resources, Result, Version};
+use super::{cpu, cpuset, memory, pids, Cgroups, Error, Resources, Result, Version};
 
 /// Controllers tidelet needs on v2.
 pub const REQUIRED: &[&str] = &["memory", "cpu", "pids"];
@@ -171,5 +171,13 @@ impl Cgroups for V2 {
             events: dir.join(memory::EVENTS_V2),
             pressure: dir.join("memory.pressure"),
         }
+    }
+
+    fn set_cpuset(&self, path: &str, cpus: &str) -> Result<()> {
+        let p = checked(path)?;
+        cpuset::enable_v2(&self.root, p)?;
+        cpuset::set_cpus(&self.root.join(p), cpus)?;
+        tracing::debug!(cgroup = path, cpus, "cpuset set");
+        Ok(())
     }
 }
