@@ -34,6 +34,13 @@ pub struct Config {
     pub node_ip: Option<String>,
     /// Copied into pods as `/etc/resolv.conf` (kubelet's `resolvConf`).
     pub resolv_conf: PathBuf,
+    /// Image GC runs when the image file system is used at or above this percentage
+    /// (kubelet's `imageGCHighThresholdPercent`; 100 disables it).
+    pub image_gc_high_threshold_percent: u8,
+    /// ... and frees space down to this one (`imageGCLowThresholdPercent`).
+    pub image_gc_low_threshold_percent: u8,
+    /// No image younger than this is collected (`imageMinimumGCAge`).
+    pub image_minimum_gc_age: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +58,9 @@ impl Default for Config {
             pod_pids_limit: None,
             node_ip: None,
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            image_gc_high_threshold_percent: 85,
+            image_gc_low_threshold_percent: 80,
+            image_minimum_gc_age: Duration::from_secs(120),
         }
     }
 }
@@ -81,6 +91,12 @@ struct FileConfig {
     /// kubelet's `--node-ip`.
     node_ip: Option<String>,
     resolv_conf: Option<PathBuf>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    image_gc_high_threshold_percent: Option<i64>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    image_gc_low_threshold_percent: Option<i64>,
+    #[serde(rename = "imageMinimumGCAge")]
+    image_minimum_gc_age: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +217,35 @@ impl Config {
         if let Some(v) = f.resolv_conf {
             self.resolv_conf = v;
         }
+        let percent = |key: &'static str, v: i64| {
+            u8::try_from(v)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| field(key, format!("{v} is not a percentage in 0..=100")))
+        };
+        if let Some(v) = f.image_gc_high_threshold_percent {
+            self.image_gc_high_threshold_percent = percent("imageGCHighThresholdPercent", v)?;
+        }
+        if let Some(v) = f.image_gc_low_threshold_percent {
+            self.image_gc_low_threshold_percent = percent("imageGCLowThresholdPercent", v)?;
+        }
+        if self.image_gc_low_threshold_percent >= self.image_gc_high_threshold_percent {
+            return Err(field(
+                "imageGCLowThresholdPercent",
+                format!(
+                    "{} must be less than imageGCHighThresholdPercent ({})",
+                    self.image_gc_low_threshold_percent, self.image_gc_high_threshold_percent
+                ),
+            ));
+        }
+        if let Some(v) = f.image_minimum_gc_age {
+            self.image_minimum_gc_age = parse_duration(&v).ok_or_else(|| {
+                field(
+                    "imageMinimumGCAge",
+                    format!("{v:?} is not a duration like 2m"),
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -266,6 +311,49 @@ mod tests {
         assert_eq!(c.file_check_frequency, d.file_check_frequency);
         assert_eq!(c.container_log_max_size, d.container_log_max_size);
         assert_eq!(c.container_log_max_files, d.container_log_max_files);
+        assert_eq!(c.image_gc_high_threshold_percent, 85);
+        assert_eq!(c.image_gc_low_threshold_percent, 80);
+        assert_eq!(c.image_minimum_gc_age, Duration::from_secs(120));
+    }
+
+    /// (file, Ok((high, low, min age secs)) or Err(text the error must hold))
+    type GcKeysCase<'a> = (&'a str, Result<(u8, u8, u64), &'a str>);
+
+    #[test]
+    fn image_gc_keys_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        let cases: [GcKeysCase; 10] = [
+            ("{}", Ok((85, 80, 120))),
+            (
+                "imageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 50\nimageMinimumGCAge: 30s\n",
+                Ok((90, 50, 30)),
+            ),
+            ("imageGCHighThresholdPercent: 100\n", Ok((100, 80, 120))),
+            ("imageGCLowThresholdPercent: 0\nimageMinimumGCAge: 0s\n", Ok((85, 0, 0))),
+            ("imageGCHighThresholdPercent: 101\n", Err("imageGCHighThresholdPercent: 101 is not a percentage")),
+            ("imageGCLowThresholdPercent: -1\n", Err("imageGCLowThresholdPercent: -1 is not a percentage")),
+            ("imageGCHighThresholdPercent: 80\n", Err("imageGCLowThresholdPercent: 80 must be less than imageGCHighThresholdPercent (80)")),
+            ("imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 60\n", Err("imageGCLowThresholdPercent: 60 must be less")),
+            ("imageMinimumGCAge: soon\n", Err("imageMinimumGCAge: \"soon\" is not a duration")),
+            ("imageGCHighThresholdPercent: high\n", Err("imageGCHighThresholdPercent")),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&p, text).unwrap();
+            let mut c = Config::default();
+            let got = c.merge_file(&p).map(|()| {
+                (
+                    c.image_gc_high_threshold_percent,
+                    c.image_gc_low_threshold_percent,
+                    c.image_minimum_gc_age.as_secs(),
+                )
+            });
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{text}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{text}: {e}"),
+                (g, w) => panic!("{text}: got {g:?}, want {w:?}"),
+            }
+        }
     }
 
     #[test]

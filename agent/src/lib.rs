@@ -19,6 +19,7 @@ pub mod api;
 pub mod cgroups;
 pub mod cli;
 pub mod config;
+pub mod gc;
 pub mod logging;
 pub mod manifest;
 pub mod pod;
