@@ -82,6 +82,11 @@ pub enum GcError {
     },
     #[error("image GC: {0}")]
     Images(#[from] tidelet_images::Error),
+    /// The CLI asks the agent which images its pods use; without an answer it removes nothing.
+    #[error("cannot tell which images the pods use, so nothing was removed: {0}")]
+    Agent(#[from] crate::api::client::ClientError),
+    #[error("unexpected answer from the agent: {0}")]
+    Answer(String),
 }
 
 /// What the pods use: image references and IDs (spec `image` of every container, status
@@ -124,6 +129,16 @@ pub fn images_in_use<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> InUse {
         }
     }
     out
+}
+
+/// `InUse` of every pod the running agent under `root_dir` knows (for `tidelet image prune`
+/// and `image rm`, which run beside the agent).
+pub fn in_use_from_agent(root_dir: &Path) -> Result<InUse, GcError> {
+    use crate::api::{Request, Response};
+    match crate::api::client::call(&crate::config::api_socket(root_dir), &Request::ListPods)? {
+        Response::Pods { pods } => Ok(images_in_use(pods.iter().map(|v| &v.pod))),
+        other => Err(GcError::Answer(format!("{other:?}"))),
+    }
 }
 
 /// What `reclaim_disk` freed.
