@@ -302,6 +302,9 @@ fn image(root: &std::path::Path, cmd: ImageCmd) -> Result<i32> {
 }
 
 fn print_removed(r: &tidelet_images::GcReport) {
+    for n in &r.untagged {
+        println!("untagged {n}");
+    }
     for i in &r.images_removed {
         let names = if i.names.is_empty() {
             "<none>".to_string()

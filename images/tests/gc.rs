@@ -253,6 +253,34 @@ fn remove_image_refuses_in_use_and_unknown_images() {
 }
 
 #[test]
+fn remove_image_by_a_shared_name_only_untags() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    import(&store, dir.path(), "localhost/a:1", &[base()]);
+    import(&store, dir.path(), "localhost/a:2", &[base()]);
+    let layers = ls(&store.root().join("layers"));
+    assert_eq!(store.list().unwrap().len(), 1, "same image, two names");
+    // A pod names a:1: that name stays; a:2 may go, as a name only, even while a:1 runs.
+    let e = store
+        .remove_image("localhost/a:1", &set(&["localhost/a:1"]))
+        .unwrap_err();
+    assert!(matches!(e, Error::InUse { .. }), "{e}");
+    let r = store
+        .remove_image("localhost/a:2", &set(&["localhost/a:1"]))
+        .unwrap();
+    assert_eq!(r.untagged, ["localhost/a:2"]);
+    assert!(r.images_removed.is_empty() && r.bytes_freed == 0);
+    assert_eq!(names(&store), vec!["localhost/a:1"]);
+    assert_eq!(ls(&store.root().join("layers")), layers);
+    // Its last name removes the image.
+    let r = store
+        .remove_image("localhost/a:1", &BTreeSet::new())
+        .unwrap();
+    assert_eq!(r.images_removed.len(), 1);
+    assert!(ls(&store.root().join("layers")).is_empty());
+}
+
+#[test]
 fn gc_does_not_wait_for_a_running_import() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");

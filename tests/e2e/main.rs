@@ -2,6 +2,7 @@
 //! and cgroup root, and checks from outside (`/proc`, cgroup files, the CLI).
 
 mod bad_input;
+mod gc;
 mod isolation;
 mod lifecycle;
 mod survival;

@@ -67,6 +67,8 @@ pub struct GcReport {
     /// Diff ID hex (or directory name, for debris) of every layer directory removed.
     pub layers_removed: Vec<String>,
     pub blobs_removed: usize,
+    /// Names removed from an image that keeps other names (`remove_image` by such a name).
+    pub untagged: Vec<String>,
     /// Bytes of the files removed (orphans swept included).
     pub bytes_freed: u64,
 }
@@ -227,23 +229,48 @@ impl Store {
         self.garbage_collect(in_use, u64::MAX, Duration::ZERO, SystemTime::now())
     }
 
-    /// Remove one image (`tidelet image rm`), refusing when `in_use` names it.
+    /// `tidelet image rm`: by a name the image shares with others, untag that name only
+    /// (refused if a pod names it); else (its only name, or its ID) remove the image, refused
+    /// when `in_use` designates it.
     pub fn remove_image(&self, reference: &str, in_use: &BTreeSet<String>) -> Result<GcReport> {
         let _lock = self.gc_lock(true)?;
-        let survey = self.survey()?;
-        let Some((rec, _)) = find_record(&survey.index, reference)? else {
+        let index = self.read_index()?;
+        let Some((rec, _)) = find_record(&index, reference)? else {
             return Err(Error::BadReference {
                 reference: reference.into(),
                 reason: "no such image in the store".into(),
             });
         };
-        if in_use_ids(&survey.index, in_use).contains(&rec.id) {
+        let by_name = crate::normalize_reference(reference)
+            .ok()
+            .filter(|n| rec.names.contains(n));
+        let mut report = GcReport::default();
+        if let Some(name) = by_name.filter(|_| rec.names.len() > 1) {
+            let named_by_pod = in_use
+                .iter()
+                .any(|u| crate::normalize_reference(u).is_ok_and(|n| n == name));
+            if named_by_pod {
+                return Err(Error::InUse {
+                    reference: reference.into(),
+                    id: rec.id.clone(),
+                });
+            }
+            let id = rec.id.clone();
+            self.update_index(|index| {
+                for img in index.images.iter_mut().filter(|i| i.id == id) {
+                    img.names.retain(|n| *n != name);
+                }
+            })?;
+            tracing::info!(image = %id, name = %name, "image name removed");
+            report.untagged.push(name);
+            return Ok(report);
+        }
+        if in_use_ids(&index, in_use).contains(&rec.id) {
             return Err(Error::InUse {
                 reference: reference.into(),
                 id: rec.id.clone(),
             });
         }
-        let mut report = GcReport::default();
         self.remove_and_sweep(std::slice::from_ref(&rec.id), &mut report)?;
         Ok(report)
     }
