@@ -202,6 +202,9 @@ fn orphans_of_a_crash_are_swept_and_live_images_untouched() {
     fs::create_dir_all(debris.join("usr")).unwrap();
     fs::write(debris.join("usr/f"), [1u8; 5000]).unwrap();
     fs::write(root.join("blobs/sha256").join("d".repeat(64)), [2u8; 5000]).unwrap();
+    // A stray file among the layer directories goes too.
+    let stray = root.join("layers").join("c".repeat(64));
+    fs::write(&stray, [3u8; 100]).unwrap();
     // A temp of a live process (ours) is not touched.
     let live = root.join(format!(
         "layers/.tmp-{}-{}-0",
@@ -219,9 +222,14 @@ fn orphans_of_a_crash_are_swept_and_live_images_untouched() {
     );
     assert!(!b.lowerdirs[0].exists(), "orphan layer of b swept");
     assert!(!debris.exists());
+    assert!(!stray.exists());
+    assert!(
+        ls(&root.join("layers")).iter().all(|n| !n.contains("rm")),
+        "no removal debris left"
+    );
     assert!(!root.join("blobs/sha256").join("d".repeat(64)).exists());
     assert!(live.is_dir());
-    assert_eq!(r.layers_removed.len(), 2, "{:?}", r.layers_removed);
+    assert_eq!(r.layers_removed.len(), 3, "{:?}", r.layers_removed);
     assert!(r.bytes_freed >= 10_000 + 5000 + 5000, "{}", r.bytes_freed);
     let a = store.resolve("localhost/a:1").unwrap().unwrap();
     assert_eq!(

@@ -428,7 +428,12 @@ impl Store {
                 }
             }
             let bytes = disk_bytes(&doomed);
-            match fs::remove_dir_all(&doomed) {
+            let removed = if doomed.is_dir() {
+                fs::remove_dir_all(&doomed)
+            } else {
+                fs::remove_file(&doomed)
+            };
+            match removed {
                 Ok(()) => {
                     tracing::info!(layer = %name, bytes, "layer removed by GC");
                     report.layers_removed.push(name);
