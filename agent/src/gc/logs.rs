@@ -10,6 +10,11 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// A pod log directory changed this recently is kept even when its UID is unknown: a pod
+/// being set up creates it before every caller's view of the pods lists the pod.
+pub const DEAD_POD_MIN_AGE: Duration = Duration::from_secs(60);
 
 /// The pod UID of a log directory name `<namespace>_<name>_<uid>`; `None` for names of
 /// another shape (left alone). Namespaces and names are DNS labels/subdomains: no `_`.
@@ -60,8 +65,8 @@ pub struct LogsReclaimed {
 }
 
 /// Remove dead logs under `logs_dir`: directories of pods whose UID is not in `live_pod_uids`
-/// (pass every pod the agent knows, running or starting, so a pod being set up keeps its
-/// directory), and the files of attempts older than the previous one in live pods. Errors
+/// (pass every pod the agent knows, running or starting; directories changed in the last
+/// `DEAD_POD_MIN_AGE` are kept regardless), and the files of attempts older than the previous one in live pods. Errors
 /// are logged and skipped: reclaim is best effort.
 pub fn reclaim_logs(logs_dir: &Path, live_pod_uids: &BTreeSet<String>) -> LogsReclaimed {
     let mut out = LogsReclaimed::default();
@@ -78,6 +83,16 @@ pub fn reclaim_logs(logs_dir: &Path, live_pod_uids: &BTreeSet<String>) -> LogsRe
             continue;
         }
         if !live_pod_uids.contains(uid) {
+            let recent = pod
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_none_or(|age| age < DEAD_POD_MIN_AGE);
+            if recent {
+                tracing::debug!(path = %path.display(), "unknown pod's logs are recent; kept for now");
+                continue;
+            }
             let bytes = disk_bytes(&path);
             match fs::remove_dir_all(&path) {
                 Ok(()) => {
@@ -225,7 +240,14 @@ mod tests {
         ] {
             fs::write(p, vec![b'l'; n]).unwrap();
         }
+        // Just written: the unknown pod's directory is kept for now.
+        let young = logs.join("default_new-n_starting");
+        fs::create_dir_all(young.join("c")).unwrap();
+        fs::write(young.join("c/0.log"), b"x").unwrap();
+        let old = SystemTime::now() - DEAD_POD_MIN_AGE - Duration::from_secs(5);
+        fs::File::open(&dead).unwrap().set_modified(old).unwrap();
         let r = reclaim_logs(logs, &["live".to_string()].into_iter().collect());
+        assert!(young.join("c/0.log").exists());
         assert_eq!(r.files_removed, 2);
         assert_eq!(r.pod_dirs_removed, 1);
         assert!(r.bytes >= 9000 + 9000 + 20000, "{}", r.bytes);

@@ -378,6 +378,11 @@ mod tests {
         let dead = logs.join("default_gone-n_u0/c");
         std::fs::create_dir_all(&dead).unwrap();
         std::fs::write(dead.join("0.log"), vec![b'l'; 40_000]).unwrap();
+        let old = SystemTime::now() - logs::DEAD_POD_MIN_AGE - Duration::from_secs(5);
+        std::fs::File::open(logs.join("default_gone-n_u0"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let live = logs.join("default_web-n_u1/c");
         std::fs::create_dir_all(&live).unwrap();
         std::fs::write(live.join("3.log"), b"now").unwrap();
