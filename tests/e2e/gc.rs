@@ -164,3 +164,33 @@ fn prune_removes_unused_images_while_the_pod_keeps_running_on_its_own() {
     a.wait_running(&name);
     a.stop_all();
 }
+
+#[test]
+fn bad_image_gc_thresholds_stop_the_agent_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "imageGCHighThresholdPercent: 85\nimageGCLowThresholdPercent: 90\n",
+            "imageGCLowThresholdPercent: 90 must be less than imageGCHighThresholdPercent (85)",
+        ),
+        (
+            "imageGCHighThresholdPercent: 150\n",
+            "imageGCHighThresholdPercent: 150 is not a percentage",
+        ),
+        ("imageMinimumGCAge: 2 minutes\n", "imageMinimumGCAge"),
+    ];
+    for (yaml, want) in cases {
+        let cfg = dir.path().join("c.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let out = std::process::Command::new(bin())
+            .arg("--root-dir")
+            .arg(dir.path().join("root"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{yaml}: the agent must not start");
+        assert!(text(&out).contains(want), "{yaml}: {}", text(&out));
+        assert!(!dir.path().join("root").exists(), "{yaml}: nothing created");
+    }
+}
