@@ -96,6 +96,10 @@ pub enum ImageCmd {
     Import { file: PathBuf },
     /// List images.
     Ls,
+    /// Remove an image no pod uses (asks the running agent which images its pods use).
+    Rm { reference: String },
+    /// Remove every image no pod uses, with the layers only they hold.
+    Prune,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
@@ -277,6 +281,14 @@ fn image(root: &std::path::Path, cmd: ImageCmd) -> Result<i32> {
                 println!("imported {name}");
             }
         }
+        ImageCmd::Rm { reference } => {
+            let in_use = crate::gc::in_use_from_agent(root)?;
+            print_removed(&store.remove_image(&reference, &in_use.images)?);
+        }
+        ImageCmd::Prune => {
+            let in_use = crate::gc::in_use_from_agent(root)?;
+            print_removed(&store.prune(&in_use.images)?);
+        }
         ImageCmd::Ls => {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{:<50} {:<15} {:>10} PLATFORM", "IMAGE", "ID", "SIZE")?;
@@ -302,6 +314,26 @@ fn image(root: &std::path::Path, cmd: ImageCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn print_removed(r: &tidelet_images::GcReport) {
+    for n in &r.untagged {
+        println!("untagged {n}");
+    }
+    for i in &r.images_removed {
+        let names = if i.names.is_empty() {
+            "<none>".to_string()
+        } else {
+            i.names.join(", ")
+        };
+        println!("removed {} ({names})", i.id);
+    }
+    println!(
+        "{} image(s), {} layer(s) removed; {} freed",
+        r.images_removed.len(),
+        r.layers_removed.len(),
+        human_size(r.bytes_freed)
+    );
 }
 
 fn human_size(n: u64) -> String {

@@ -49,6 +49,13 @@ pub struct Config {
     /// kubelet's `reservedSystemCPUs`: never given exclusively (checked against the machine
     /// when the CPU manager starts).
     pub reserved_system_cpus: Option<crate::cpumanager::CpuSet>,
+    /// Image GC runs when the image file system is used at or above this percentage
+    /// (kubelet's `imageGCHighThresholdPercent`; 100 disables it).
+    pub image_gc_high_threshold_percent: u8,
+    /// ... and frees space down to this one (`imageGCLowThresholdPercent`).
+    pub image_gc_low_threshold_percent: u8,
+    /// No image younger than this is collected (`imageMinimumGCAge`).
+    pub image_minimum_gc_age: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +80,9 @@ impl Default for Config {
             config_file: None,
             cpu_manager_policy: crate::cpumanager::Policy::None,
             reserved_system_cpus: None,
+            image_gc_high_threshold_percent: 85,
+            image_gc_low_threshold_percent: 80,
+            image_minimum_gc_age: Duration::from_secs(120),
         }
     }
 }
@@ -115,6 +125,12 @@ struct FileConfig {
     cpu_manager_policy: Option<String>,
     #[serde(rename = "reservedSystemCPUs")]
     reserved_system_cpus: Option<String>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    image_gc_high_threshold_percent: Option<i64>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    image_gc_low_threshold_percent: Option<i64>,
+    #[serde(rename = "imageMinimumGCAge")]
+    image_minimum_gc_age: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +318,35 @@ impl Config {
                 .map_err(|e| field("reservedSystemCPUs", e.to_string()))?;
             self.reserved_system_cpus = (!set.is_empty()).then_some(set);
         }
+        let percent = |key: &'static str, v: i64| {
+            u8::try_from(v)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| field(key, format!("{v} is not a percentage in 0..=100")))
+        };
+        if let Some(v) = f.image_gc_high_threshold_percent {
+            self.image_gc_high_threshold_percent = percent("imageGCHighThresholdPercent", v)?;
+        }
+        if let Some(v) = f.image_gc_low_threshold_percent {
+            self.image_gc_low_threshold_percent = percent("imageGCLowThresholdPercent", v)?;
+        }
+        if self.image_gc_low_threshold_percent >= self.image_gc_high_threshold_percent {
+            return Err(field(
+                "imageGCLowThresholdPercent",
+                format!(
+                    "{} must be less than imageGCHighThresholdPercent ({})",
+                    self.image_gc_low_threshold_percent, self.image_gc_high_threshold_percent
+                ),
+            ));
+        }
+        if let Some(v) = f.image_minimum_gc_age {
+            self.image_minimum_gc_age = parse_duration(&v).ok_or_else(|| {
+                field(
+                    "imageMinimumGCAge",
+                    format!("{v:?} is not a duration like 2m"),
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -367,6 +412,49 @@ mod tests {
         assert_eq!(c.file_check_frequency, d.file_check_frequency);
         assert_eq!(c.container_log_max_size, d.container_log_max_size);
         assert_eq!(c.container_log_max_files, d.container_log_max_files);
+        assert_eq!(c.image_gc_high_threshold_percent, 85);
+        assert_eq!(c.image_gc_low_threshold_percent, 80);
+        assert_eq!(c.image_minimum_gc_age, Duration::from_secs(120));
+    }
+
+    /// (file, Ok((high, low, min age secs)) or Err(text the error must hold))
+    type GcKeysCase<'a> = (&'a str, Result<(u8, u8, u64), &'a str>);
+
+    #[test]
+    fn image_gc_keys_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        let cases: [GcKeysCase; 10] = [
+            ("{}", Ok((85, 80, 120))),
+            (
+                "imageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 50\nimageMinimumGCAge: 30s\n",
+                Ok((90, 50, 30)),
+            ),
+            ("imageGCHighThresholdPercent: 100\n", Ok((100, 80, 120))),
+            ("imageGCLowThresholdPercent: 0\nimageMinimumGCAge: 0s\n", Ok((85, 0, 0))),
+            ("imageGCHighThresholdPercent: 101\n", Err("imageGCHighThresholdPercent: 101 is not a percentage")),
+            ("imageGCLowThresholdPercent: -1\n", Err("imageGCLowThresholdPercent: -1 is not a percentage")),
+            ("imageGCHighThresholdPercent: 80\n", Err("imageGCLowThresholdPercent: 80 must be less than imageGCHighThresholdPercent (80)")),
+            ("imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 60\n", Err("imageGCLowThresholdPercent: 60 must be less")),
+            ("imageMinimumGCAge: soon\n", Err("imageMinimumGCAge: \"soon\" is not a duration")),
+            ("imageGCHighThresholdPercent: high\n", Err("imageGCHighThresholdPercent")),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&p, text).unwrap();
+            let mut c = Config::default();
+            let got = c.merge_file(&p).map(|()| {
+                (
+                    c.image_gc_high_threshold_percent,
+                    c.image_gc_low_threshold_percent,
+                    c.image_minimum_gc_age.as_secs(),
+                )
+            });
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{text}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{text}: {e}"),
+                (g, w) => panic!("{text}: got {g:?}, want {w:?}"),
+            }
+        }
     }
 
     #[test]

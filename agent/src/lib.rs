@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod cpumanager;
 pub mod eviction;
+pub mod gc;
 pub mod logging;
 pub mod manifest;
 pub mod pod;

@@ -14,12 +14,13 @@
 //! Modules: `archive` stages an archive and plans its images, `manifest` parses the JSON
 //! documents, `digest` verifies, `tarext` bounds tar extension headers, `unpack` writes a
 //! layer safely with overlay whiteouts, `store` commits and looks up, `reference` normalises
-//! names.
+//! names, `gc` removes unused images (least recently used first) and sweeps orphaned layers.
 
 use std::path::PathBuf;
 
 mod archive;
 mod digest;
+pub mod gc;
 mod manifest;
 mod reference;
 mod store;
@@ -27,6 +28,7 @@ mod tarext;
 mod unpack;
 mod xattr;
 
+pub use gc::{GcReport, ImageUsage, RemovedImage};
 pub use store::Store;
 pub use unpack::OPAQUE_XATTR;
 pub use xattr::{lgetxattr, lsetxattr};
@@ -94,6 +96,12 @@ pub enum Error {
     },
     #[error("image reference {reference:?} is not valid: {reason}")]
     BadReference { reference: String, reason: String },
+    /// The store is locked by another operation (GC while an import runs).
+    #[error("{path}: {reason}")]
+    Busy { path: PathBuf, reason: String },
+    /// `Store::remove_image` of an image a pod uses.
+    #[error("image {reference:?} ({id}) is in use by a pod")]
+    InUse { reference: String, id: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -37,6 +37,13 @@ pub(crate) struct ImageRecord {
     /// Bottom-most first, as in the config.
     pub diff_ids: Vec<String>,
     pub config: ImageConfig,
+    /// Unix seconds of the import (kubelet's "first detected"); absent in older indexes,
+    /// where GC falls back to the config blob's mtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<u64>,
+    /// Unix seconds a container last started with it (`Store::mark_used`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -45,7 +52,7 @@ pub(crate) struct IndexFile {
     pub images: Vec<ImageRecord>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -73,7 +80,12 @@ pub(crate) fn merge_record(index: &mut IndexFile, new: ImageRecord) {
                 }
             }
             let names = std::mem::take(&mut existing.names);
-            *existing = ImageRecord { names, ..new };
+            let last_used = existing.last_used.max(new.last_used);
+            *existing = ImageRecord {
+                names,
+                last_used,
+                ..new
+            };
         }
         None => index.images.push(new),
     }
@@ -144,7 +156,7 @@ impl Store {
         &self.root
     }
 
-    fn layers_dir(&self) -> PathBuf {
+    pub(crate) fn layers_dir(&self) -> PathBuf {
         self.root.join("layers")
     }
 
@@ -157,6 +169,9 @@ impl Store {
     /// As `import`, naming every image of the archive `name` (normalised) instead of what the
     /// archive says: for archives that carry only a tag or no name at all.
     pub fn import_named(&self, archive: &Path, name: Option<&str>) -> Result<Vec<String>> {
+        // Shared with other imports, exclusive with GC: a layer unpacked here is referenced by
+        // no image until the index is written, and GC must not sweep it meanwhile.
+        let _gc_guard = self.gc_lock(false)?;
         let staging = tempdir_in(&self.root.join("tmp"), "import")?;
         let result = self.import_staged(archive, &staging, name);
         archive::remove_staging(&staging);
@@ -228,7 +243,7 @@ impl Store {
         fsync_dir(&dir)
     }
 
-    fn update_index(&self, change: impl FnOnce(&mut IndexFile)) -> Result<()> {
+    pub(crate) fn update_index(&self, change: impl FnOnce(&mut IndexFile)) -> Result<()> {
         let lock_path = self.root.join(".lock");
         let lock_file = OpenOptions::new()
             .create(true)
@@ -252,7 +267,7 @@ impl Store {
         write_atomic(&path, &json)
     }
 
-    fn read_index(&self) -> Result<IndexFile> {
+    pub(crate) fn read_index(&self) -> Result<IndexFile> {
         let path = self.root.join("index.json");
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -363,6 +378,8 @@ fn record_of(plan: &ImagePlan) -> ImageRecord {
         os: plan.config.os.clone(),
         diff_ids: plan.config.diff_ids.iter().map(Digest::to_string).collect(),
         config: plan.config.config.clone(),
+        imported: Some(crate::gc::unix_secs(std::time::SystemTime::now())),
+        last_used: None,
     }
 }
 
@@ -381,7 +398,7 @@ pub(crate) fn temp_owner(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
@@ -444,6 +461,8 @@ mod tests {
             os: "linux".into(),
             diff_ids: vec![],
             config: ImageConfig::default(),
+            imported: None,
+            last_used: None,
         }
     }
 

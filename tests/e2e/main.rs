@@ -4,6 +4,7 @@
 mod bad_input;
 mod cpuset;
 mod eviction;
+mod gc;
 mod isolation;
 mod lifecycle;
 mod survival;

@@ -539,7 +539,25 @@ impl Agent {
             &self.ctx.cfg.root_dir,
             &self.ctx.cfg.images_dir(),
         );
-        let reclaim: crate::eviction::monitor::DiskReclaim = Box::new(|_| 0);
+        // Under disk pressure the monitor first removes dead containers' logs, then unused
+        // images, least recently used first; pods known to the agent in any state keep theirs.
+        let gc_ctx = self.ctx.clone();
+        let reclaim: crate::eviction::monitor::DiskReclaim = Box::new(move |need| {
+            let views = gc_ctx.shared.list();
+            let in_use = crate::gc::images_in_use(views.iter().map(|v| &v.pod));
+            let r = crate::gc::reclaim_disk(
+                &gc_ctx.store,
+                &gc_ctx.cfg.logs_dir(),
+                &in_use,
+                need,
+                gc_ctx.cfg.image_minimum_gc_age,
+                std::time::SystemTime::now(),
+            );
+            if let Some(e) = &r.image_error {
+                tracing::warn!(error = %e, "image garbage collection did not run");
+            }
+            r.bytes
+        });
         if let Err(e) =
             crate::eviction::monitor::Monitor::new(self.ctx.clone(), paths, reclaim).spawn()
         {
@@ -552,6 +570,10 @@ impl Agent {
             None => (std::time::Duration::from_secs(3600), None),
         };
         let mut dog = tokio::time::interval(period);
+        // kubelet's image GC period: unused images go once the image file system is above
+        // imageGCHighThresholdPercent, down to the low threshold.
+        let mut image_gc = tokio::time::interval(IMAGE_GC_PERIOD);
+        image_gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ctx = self.ctx.clone();
         let mut last = set;
         loop {
@@ -559,6 +581,11 @@ impl Agent {
             tokio::select! {
                 _ = rx.recv() => {}
                 _ = tick.tick() => {}
+                _ = image_gc.tick() => {
+                    let ctx = ctx.clone();
+                    tokio::task::spawn_blocking(move || image_gc_round(&ctx));
+                    continue;
+                }
                 _ = ctx.wake.notified() => {
                     // An eviction or a condition change: admission again, no rescan needed.
                     self.apply(&last);
@@ -583,6 +610,30 @@ impl Agent {
             self.apply(&set);
             last = set;
         }
+    }
+}
+
+/// How often unused images are collected when the image file system is above its high
+/// threshold (kubelet: 5 min).
+const IMAGE_GC_PERIOD: Duration = Duration::from_secs(300);
+
+fn image_gc_round(ctx: &Ctx) {
+    let views = ctx.shared.list();
+    let in_use = crate::gc::images_in_use(views.iter().map(|v| &v.pod));
+    match crate::gc::image_gc_tick(
+        &ctx.store,
+        &crate::gc::Statvfs,
+        &crate::gc::ImageGcPolicy::from_config(&ctx.cfg),
+        &in_use.images,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(Some(r)) => tracing::info!(
+            images = r.images_removed.len(),
+            bytes = r.bytes_freed,
+            "image garbage collection"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "image garbage collection did not run"),
     }
 }
 

@@ -626,6 +626,14 @@ impl Worker {
         if let Some(m) = r.rec.containers.get_mut(&c.name) {
             m.image_id = image.id.clone();
         }
+        // Image GC removes the least recently used images first.
+        let ctx = self.ctx.clone();
+        let image_id = image.id.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = ctx.store.mark_used(&image_id, std::time::SystemTime::now()) {
+                tracing::warn!(image = %image_id, error = %e, "cannot record the image's last use");
+            }
+        });
         match r.client.start(spec.clone()).await {
             Ok(record) => {
                 if let ContainerState::Running { pid, .. } = record.state {
