@@ -265,25 +265,6 @@ fn write_state(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn age_formats_like_kubectl() {
-        let cases = [
-            (0, "0s"),
-            (59, "59s"),
-            (130, "2m"),
-            (7300, "2h"),
-            (200_000, "2d"),
-        ];
-        for (d, want) in cases {
-            assert_eq!(age(Some(1000), 1000 + d), want);
-        }
-    }
-}
-
 /// `tidelet get node`: one line.
 pub fn node_table(out: &mut impl Write, n: &k8s_openapi::api::core::v1::Node) -> io::Result<()> {
     let st = n.status.clone().unwrap_or_default();
@@ -363,4 +344,23 @@ pub fn describe_node(out: &mut impl Write, v: &crate::api::NodeView) -> io::Resu
         )?;
     }
     events(out, &v.events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_formats_like_kubectl() {
+        let cases = [
+            (0, "0s"),
+            (59, "59s"),
+            (130, "2m"),
+            (7300, "2h"),
+            (200_000, "2d"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(age(Some(1000), 1000 + d), want);
+        }
+    }
 }

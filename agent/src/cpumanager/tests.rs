@@ -52,6 +52,17 @@ impl Cgroups for Fake {
             .retain(|k, _| !k.starts_with(path));
         Ok(())
     }
+    fn memory_sample(&self, path: &str) -> cgroups::Result<cgroups::MemorySample> {
+        Err(cgroups::Error::Unsupported(format!(
+            "no memory in the fake ({path})"
+        )))
+    }
+    fn memory_files(&self, path: &str) -> cgroups::MemoryFiles {
+        cgroups::MemoryFiles::V2 {
+            events: PathBuf::from(path).join("memory.events"),
+            pressure: PathBuf::from(path).join("memory.pressure"),
+        }
+    }
     fn set_cpuset(&self, path: &str, cpus: &str) -> cgroups::Result<()> {
         match self.cpus.lock().unwrap().get_mut(path) {
             Some(v) => {

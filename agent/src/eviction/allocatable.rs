@@ -276,8 +276,10 @@ mod tests {
         assert_eq!(e.field, "systemReserved[cpu] + kubeReserved[cpu]", "{e}");
         let e = node_resources(cap(), 4_194_304, &big_pid, &none, &cfg).unwrap_err();
         assert_eq!(e.field, "systemReserved[pid]", "{e}");
-        let mut raw = RawEviction::default();
-        raw.hard = Some([("memory.available".to_string(), "5Gi".to_string())].into());
+        let raw = RawEviction {
+            hard: Some([("memory.available".to_string(), "5Gi".to_string())].into()),
+            ..Default::default()
+        };
         let e = node_resources(cap(), 4_194_304, &none, &none, &parse(&raw).unwrap()).unwrap_err();
         assert_eq!(e.field, "evictionHard[memory.available]", "{e}");
         let almost = Reservation {
