@@ -84,18 +84,21 @@ fn static_policy_gives_a_guaranteed_pod_cpu_1_exclusively() {
     assert_eq!(ck["defaultCpuSet"], "0", "{ck}");
     assert_eq!(ck["entries"][&excl_uid]["app"], "1", "{ck}");
 
-    // Only CPU 1 is allocatable: a second exclusive pod is refused with kubelet's reason.
+    // Only CPU 1 is allocatable (capacity 2 minus reservedSystemCPUs): a second exclusive pod
+    // does not fit and is refused at admission, as kubelet does. (The CPU manager's own
+    // UnexpectedAdmissionError guard behind it is covered by the cpumanager unit tests.)
     a.write(
         "excl2.yaml",
         &pod_yaml("excl2", "", &[("app", "sleep 3600", GUARANTEED)]),
     );
     let excl2 = a.full_name("excl2");
     let p2 = a.wait_pod(&excl2, "refused", |p| p["status"]["phase"] == "Failed");
-    assert_eq!(p2["status"]["reason"], "UnexpectedAdmissionError", "{p2}");
+    assert_eq!(p2["status"]["reason"], "OutOfcpu", "{p2}");
     let msg = p2["status"]["message"].as_str().unwrap_or_default();
     assert!(
-        msg.contains("not enough cpus available to satisfy request")
-            && msg.contains("requested 1 exclusive CPU(s), 0 available"),
+        msg.contains(
+            "Node didn't have enough resource: cpu, requested: 1000, used: 1000, capacity: 1000"
+        ),
         "{msg}"
     );
 
@@ -114,7 +117,7 @@ fn static_policy_gives_a_guaranteed_pod_cpu_1_exclusively() {
     let p2 = a.wait_pod(&excl2, "still refused", |p| {
         p["status"]["phase"] == "Failed"
     });
-    assert_eq!(p2["status"]["reason"], "UnexpectedAdmissionError", "{p2}");
+    assert_eq!(p2["status"]["reason"], "OutOfcpu", "{p2}");
 
     // The refused pod goes first (else it would take CPU 1 on its next try), then the
     // exclusive one: its CPU returns to the pool, and the BestEffort pod gets both back.
