@@ -1,0 +1,512 @@
+//! Eviction figures of tidelet (issue 4), measured from outside the agent on the host's
+//! cgroup v1, with the real binary, as root:
+//!
+//! 1. latency: from the moment the pods' working set (`kubepods` `memory.usage_in_bytes`
+//!    minus `total_inactive_file`, as kubelet counts it) crosses the hard threshold to the
+//!    victim pod's cgroup tree having no process left; n repetitions with one agent, beside
+//!    the agent's own `killed_in_ms` log field and its wake-up reason;
+//! 2. safety: kernel OOM kills of the Guaranteed and Burstable pods over those repetitions
+//!    (v1 counts a kill in the victim's own cgroup only, so their trees are summed), and their
+//!    restartCount;
+//! 3. idle cost: CPU time of the agent (all threads) and of its `eviction` thread alone over
+//!    an idle minute with 3 pods running and the default configuration.
+//!
+//! The scenario is the one of tests/e2e/eviction.rs: `kubepods` limited to 384 MiB through
+//! `systemReserved`, `memory.available<100Mi`, a Guaranteed pod (64Mi, holding 32 MiB), a
+//! Burstable pod within its requests and a BestEffort hog growing by 8 MiB every 0.2 s. Each
+//! repetition writes a new hog manifest once the previous hog was evicted, its manifest removed
+//! and `MemoryPressure` cleared.
+//!
+//! Run with `scripts/bench-eviction.sh`, or
+//! `TIDELET_BIN=target/release/tidelet cargo bench -p tidelet-e2e --bench eviction`
+//! (`REPS`, `IDLE_SECS` to change the defaults of 20 and 60).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tidelet_e2e::{cgroup_tree_pids, privileged, processes_mentioning, wait_for, Agent};
+
+const MI: u64 = 1 << 20;
+const PODS_MEMORY: u64 = 384 * MI;
+const THRESHOLD: u64 = 100 * MI;
+/// How often the sampler reads the cgroup files.
+const SAMPLE_EVERY: Duration = Duration::from_millis(2);
+
+fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn meminfo_total() -> u64 {
+    let s = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+fn pod_yaml(name: &str, cmd: &str, resources: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [\"sh\", \"-c\", {cmd:?}]\n{resources}")
+}
+
+/// Holds `mib` MiB (a `dd` blocked writing its buffer into a pipe nobody reads) and sleeps.
+fn hold(mib: u64) -> String {
+    format!("dd if=/dev/zero bs={mib}M count=1 2>/dev/null | sleep 3600 & wait")
+}
+
+/// Grows by 8 MiB every 0.2 s (about 40 MiB/s), as the e2e test's `grow(8)`.
+const GROW: &str = "while true; do dd if=/dev/zero bs=8M count=1 2>/dev/null | sleep 3600 & sleep 0.2; done";
+const GUARANTEED: &str =
+    "    resources:\n      requests: {cpu: 100m, memory: 64Mi}\n      limits: {cpu: 100m, memory: 64Mi}\n";
+const BURSTABLE: &str =
+    "    resources:\n      requests: {memory: 64Mi}\n      limits: {memory: 128Mi}\n";
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn stat_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The `oom_kill` counts of `memory.oom_control` summed over the cgroup tree at `dir`.
+fn oom_kills(dir: &Path) -> u64 {
+    let own = std::fs::read_to_string(dir.join("memory.oom_control"))
+        .ok()
+        .and_then(|s| stat_field(&s, "oom_kill"))
+        .unwrap_or(0);
+    let children: u64 = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| oom_kills(&e.path()))
+        .sum();
+    own + children
+}
+
+fn vmstat_oom_kills() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .ok()
+        .and_then(|s| stat_field(&s, "oom_kill"))
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch.
+fn wall(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Seconds since the epoch of a log line's RFC 3339 UTC timestamp
+/// (`2026-11-26T01:41:21.123456Z ...`), by days from the civil date (Howard Hinnant's
+/// `days_from_civil`).
+fn log_time(line: &str) -> Option<f64> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
+    let ss: f64 = t.next()?.parse().ok()?;
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
+}
+
+/// The value of `key=` in a log line (up to the next space).
+fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..].split(' ').next()
+}
+
+/// What the sampler saw in one repetition.
+#[derive(Debug, Default)]
+struct Sample {
+    /// First sample with the working set above the threshold: monotonic and wall time, bytes.
+    crossed: Option<(Instant, f64, u64)>,
+    /// First sample after the crossing with no process left in the victim's tree.
+    gone: Option<Instant>,
+    /// The victim's processes vanished before any crossing was seen.
+    gone_early: bool,
+    /// The most OOM kills seen in the victim's tree (v1 keeps them there until rmdir).
+    victim_oom_kills: u64,
+    samples: u64,
+    /// Longest gap between two samples (the resolution actually achieved).
+    max_gap: Duration,
+}
+
+/// Read `kubepods` and the victim's tree every `SAMPLE_EVERY` until the victim is gone after
+/// the crossing, `stop` is set, or 120 s passed.
+fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
+    let wake_at = PODS_MEMORY - THRESHOLD;
+    let mut s = Sample::default();
+    let start = Instant::now();
+    let mut last = start;
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+        let now = Instant::now();
+        let now_wall = wall(SystemTime::now());
+        s.max_gap = s.max_gap.max(now - last);
+        last = now;
+        s.samples += 1;
+        let usage = read_u64(&kubepods.join("memory.usage_in_bytes")).unwrap_or(0);
+        let inactive = std::fs::read_to_string(kubepods.join("memory.stat"))
+            .ok()
+            .and_then(|t| stat_field(&t, "total_inactive_file"))
+            .unwrap_or(0);
+        let ws = usage.saturating_sub(inactive);
+        if s.crossed.is_none() && ws > wake_at {
+            s.crossed = Some((now, now_wall, ws));
+        }
+        if s.samples % 16 == 0 {
+            s.victim_oom_kills = s.victim_oom_kills.max(oom_kills(&victim));
+        }
+        if cgroup_tree_pids(&victim).is_empty() {
+            if s.crossed.is_some() {
+                s.gone = Some(now);
+            } else {
+                s.gone_early = true;
+            }
+            break;
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    s.victim_oom_kills = s.victim_oom_kills.max(oom_kills(&victim));
+    s
+}
+
+fn node_condition(a: &Agent, t: &str) -> String {
+    let out = a.cli(&["get", "node", "-o", "json"]);
+    let n: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn evicted(p: &Value) -> bool {
+    p["status"]["phase"] == "Failed" && p["status"]["reason"] == "Evicted"
+}
+
+fn restarts(p: &Value) -> u64 {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .map(|cs| cs.iter().filter_map(|c| c["restartCount"].as_u64()).sum())
+        .unwrap_or(u64::MAX)
+}
+
+/// Nearest-rank percentile of sorted values.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn summary(label: &str, v: &[f64]) {
+    if v.is_empty() {
+        println!("{label}: no values");
+        return;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    println!(
+        "{label}: median {:.1} ms, p90 {:.1} ms, max {:.1} ms, min {:.1} ms (n={})",
+        pct(&s, 0.5),
+        pct(&s, 0.9),
+        s[s.len() - 1],
+        s[0],
+        s.len()
+    );
+}
+
+fn agent_pid(a: &Agent) -> i32 {
+    let pids = processes_mentioning(&format!(
+        "run\0--static-pod-path\0{}",
+        a.manifests.display()
+    ));
+    assert_eq!(pids.len(), 1, "agent processes: {pids:?}");
+    pids[0]
+}
+
+/// Repetitions of the hog scenario; prints the latency and safety figures.
+fn latency_and_safety(reps: usize) {
+    let config = format!(
+        "systemReserved:\n  memory: \"{}\"\nevictionHard:\n  memory.available: \"100Mi\"\nevictionPressureTransitionPeriod: 1s\n",
+        meminfo_total() - PODS_MEMORY
+    );
+    // The monitor's debug line "threshold met" says what woke it.
+    let mut a = Agent::start_with(
+        Some(&config),
+        &[("TIDELET_LOG", "info,tidelet::eviction=debug")],
+    );
+    let kubepods = a.memory_cgroup("kubepods");
+    assert_eq!(
+        read_u64(&kubepods.join("memory.limit_in_bytes")),
+        Some(PODS_MEMORY)
+    );
+    a.write(
+        "guaranteed.yaml",
+        &pod_yaml("guaranteed", &hold(32), GUARANTEED),
+    );
+    a.write("burstable.yaml", &pod_yaml("burstable", &hold(16), BURSTABLE));
+    let g = a.wait_running(&a.full_name("guaranteed"));
+    let b = a.wait_running(&a.full_name("burstable"));
+    let cg = |p: &Value, qos: &str| {
+        kubepods.join(format!("{qos}pod{}", p["metadata"]["uid"].as_str().unwrap()))
+    };
+    let (g_cg, b_cg) = (cg(&g, ""), cg(&b, "burstable/"));
+    std::thread::sleep(Duration::from_secs(1));
+    let oom_before = oom_kills(&g_cg) + oom_kills(&b_cg);
+    let vm_before = vmstat_oom_kills();
+
+    let (mut total, mut agent_kill, mut to_log) = (vec![], vec![], vec![]);
+    let mut wakes = std::collections::BTreeMap::<String, usize>::new();
+    let (mut victim_ooms, mut wrong, mut max_gap, mut samples) = (0, 0, Duration::ZERO, 0);
+    println!("rep  ws_at_crossing  crossing->gone  agent_killed_in  crossing->'threshold met'  wake");
+    for i in 1..=reps {
+        let name = format!("hog{i:02}");
+        let file = format!("{name}.yaml");
+        a.write(&file, &pod_yaml(&name, GROW, ""));
+        let p = a.wait_running(&a.full_name(&name));
+        let victim = cg(&p, "besteffort/");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (k, v, s) = (kubepods.clone(), victim.clone(), stop.clone());
+            std::thread::spawn(move || sample(k, v, s))
+        };
+        let hog = wait_for(
+            &format!("{name} evicted"),
+            Duration::from_secs(120),
+            || a.pod(&a.full_name(&name)).filter(evicted),
+        );
+        stop.store(true, Ordering::Relaxed);
+        let s = sampler.join().unwrap();
+        samples += s.samples;
+        max_gap = max_gap.max(s.max_gap);
+        victim_ooms += s.victim_oom_kills;
+        assert!(
+            !s.gone_early,
+            "{name}: its processes vanished before the threshold was crossed"
+        );
+        let (Some((c_at, c_wall, ws)), Some(gone)) = (s.crossed, s.gone) else {
+            panic!("{name}: the sampler saw no crossing or no end: {s:?}; {hog}");
+        };
+        let ms = (gone - c_at).as_secs_f64() * 1e3;
+        total.push(ms);
+        // The agent's own view: its "pod evicted" line for this pod, and the "threshold met"
+        // line before it.
+        let log = a.agent_log();
+        let lines: Vec<&str> = log.lines().collect();
+        let full = a.full_name(&name);
+        let ev = lines
+            .iter()
+            .position(|l| l.contains("pod evicted") && l.contains(&format!("/{full} ")));
+        let (mut kill_s, mut met_s, mut wake_s) = ("?".to_string(), "?".to_string(), "?".into());
+        if let Some(ev) = ev {
+            if let Some(k) = log_field(lines[ev], "killed_in_ms").and_then(|v| v.parse::<f64>().ok()) {
+                agent_kill.push(k);
+                kill_s = format!("{k:.1} ms");
+            }
+            if let Some(met) = lines[..ev].iter().rev().find(|l| l.contains("threshold met")) {
+                if let Some(t) = log_time(met) {
+                    let d = (t - c_wall) * 1e3;
+                    to_log.push(d);
+                    met_s = format!("{d:.1} ms");
+                }
+                let w = met
+                    .find("wake=")
+                    .map(|at| met[at + 5..].split(" signal=").next().unwrap_or(""))
+                    .unwrap_or("?")
+                    .to_string();
+                *wakes.entry(w.clone()).or_default() += 1;
+                wake_s = w;
+            }
+        }
+        // Only the hog may go.
+        for other in ["guaranteed", "burstable"] {
+            if a.pod(&a.full_name(other)).is_some_and(|p| evicted(&p)) {
+                wrong += 1;
+            }
+        }
+        println!(
+            "{i:>3}  {:>10.1} MiB  {ms:>11.1} ms  {kill_s:>15}  {met_s:>24}  {wake_s}",
+            ws as f64 / MI as f64
+        );
+        a.remove(&file);
+        wait_for("MemoryPressure cleared", Duration::from_secs(60), || {
+            (node_condition(&a, "MemoryPressure") == "False").then_some(())
+        });
+        wait_for(&format!("{name} gone"), Duration::from_secs(60), || {
+            a.pod(&full).is_none().then_some(())
+        });
+    }
+    let oom_after = oom_kills(&g_cg) + oom_kills(&b_cg);
+    let vm_after = vmstat_oom_kills();
+    let (g, b) = (
+        a.pod(&a.full_name("guaranteed")).unwrap(),
+        a.pod(&a.full_name("burstable")).unwrap(),
+    );
+    println!();
+    println!(
+        "sampler: {samples} samples every {SAMPLE_EVERY:?} (longest gap {:.1} ms); crossing = working set > {} MiB",
+        max_gap.as_secs_f64() * 1e3,
+        (PODS_MEMORY - THRESHOLD) / MI
+    );
+    summary("(1) crossing -> victim's processes gone", &total);
+    summary("(1) agent killed_in_ms (SIGKILL until its cgroup is empty)", &agent_kill);
+    summary("(1) crossing -> agent's 'threshold met' log line", &to_log);
+    println!("(1) what woke the monitor: {wakes:?}");
+    println!(
+        "(2) kernel OOM kills in the Guaranteed and Burstable pods: {} over {reps} repetitions; in the hogs: {victim_ooms}; host-wide (/proc/vmstat, includes anything else on the machine): {}",
+        oom_after - oom_before,
+        vm_after - vm_before
+    );
+    println!(
+        "(2) restartCount: guaranteed {} ({}), burstable {} ({}); wrong pod evicted: {wrong} times",
+        restarts(&g),
+        g["status"]["phase"],
+        restarts(&b),
+        b["status"]["phase"]
+    );
+    a.stop_all();
+}
+
+/// Clock ticks (utime + stime) of a `/proc/.../stat` file.
+fn stat_ticks(path: &str) -> u64 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let Some(at) = s.rfind(')') else { return 0 };
+    let f: Vec<u64> = s[at + 2..]
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // After the comm: state is field 3, utime 14, stime 15 (1-based).
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// Nanoseconds on the CPU (`schedstat`'s first field), finer than clock ticks.
+fn sched_ns(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn eviction_tid(pid: i32) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .find(|t| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{t}/comm"))
+                .is_ok_and(|c| c.trim() == "eviction")
+        })
+}
+
+/// CPU of the agent over `secs` idle seconds with 3 pods and the default config.
+fn idle_cost(secs: u64) {
+    let mut a = Agent::start_with(None, &[("TIDELET_LOG", "info")]);
+    a.write(
+        "guaranteed.yaml",
+        &pod_yaml("guaranteed", &hold(32), GUARANTEED),
+    );
+    a.write("burstable.yaml", &pod_yaml("burstable", &hold(16), BURSTABLE));
+    a.write("besteffort.yaml", &pod_yaml("besteffort", "sleep 3600", ""));
+    for p in ["guaranteed", "burstable", "besteffort"] {
+        a.wait_running(&a.full_name(p));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let pid = agent_pid(&a);
+    let tid = eviction_tid(pid).expect("the agent has a thread named eviction");
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let (p_stat, t_stat) = (
+        format!("/proc/{pid}/stat"),
+        format!("/proc/{pid}/task/{tid}/stat"),
+    );
+    let t_sched = format!("/proc/{pid}/task/{tid}/schedstat");
+    let tasks_sched = || -> u64 {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| sched_ns(&format!("{}/schedstat", e.path().display())))
+            .sum()
+    };
+    let sups = a.supervisor_pids();
+    let sup_ticks = || -> u64 {
+        sups.iter()
+            .map(|p| stat_ticks(&format!("/proc/{p}/stat")))
+            .sum()
+    };
+    let t0 = Instant::now();
+    let (p0, t0ticks, pn0, tn0, s0) = (
+        stat_ticks(&p_stat),
+        stat_ticks(&t_stat),
+        tasks_sched(),
+        sched_ns(&t_sched),
+        sup_ticks(),
+    );
+    std::thread::sleep(Duration::from_secs(secs));
+    let (p1, t1ticks, pn1, tn1, s1) = (
+        stat_ticks(&p_stat),
+        stat_ticks(&t_stat),
+        tasks_sched(),
+        sched_ns(&t_sched),
+        sup_ticks(),
+    );
+    let el = t0.elapsed().as_secs_f64();
+    let pct_ticks = |d: u64| d as f64 / hz / el * 100.0;
+    let pct_ns = |d: u64| d as f64 / 1e9 / el * 100.0;
+    println!(
+        "(3) idle {el:.1} s, 3 pods, default config: agent (all threads) {:.3} % of one core ({} ticks; schedstat {:.3} %); eviction thread {:.3} % ({} ticks; schedstat {:.4} %); the 3 supervisors together {:.3} %",
+        pct_ticks(p1 - p0),
+        p1 - p0,
+        pct_ns(pn1 - pn0),
+        pct_ticks(t1ticks - t0ticks),
+        t1ticks - t0ticks,
+        pct_ns(tn1 - tn0),
+        pct_ticks(s1 - s0)
+    );
+    let wakeups = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("voluntary_ctxt_switches"))
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("(3) eviction thread after the run: {wakeups}");
+    a.stop_all();
+}
+
+fn main() {
+    if !privileged() {
+        return;
+    }
+    let reps = env_or("REPS", 20) as usize;
+    let idle = env_or("IDLE_SECS", 60);
+    let bin = tidelet_e2e::bin();
+    println!("tidelet binary: {}", bin.display());
+    println!(
+        "kubepods limit {} MiB (systemReserved = MemTotal - that), evictionHard memory.available<{} MiB, hog +8 MiB / 0.2 s",
+        PODS_MEMORY / MI,
+        THRESHOLD / MI
+    );
+    latency_and_safety(reps);
+    idle_cost(idle);
+}
