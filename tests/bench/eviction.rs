@@ -160,6 +160,7 @@ struct Sample {
 /// Read `kubepods` and the victim's tree every `SAMPLE_EVERY` until the victim is gone after
 /// the crossing, `stop` is set, or 120 s passed.
 fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
+    realtime();
     let wake_at = PODS_MEMORY - THRESHOLD;
     let mut s = Sample::default();
     let start = Instant::now();
@@ -206,6 +207,15 @@ fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
     }
     s.victim_oom_kills = s.victim_oom_kills.max(oom_kills(&victim));
     s
+}
+
+/// Make the calling thread `SCHED_FIFO` (priority 10): on a loaded machine a normal thread
+/// can be kept off the CPU for 100 ms and more, longer than a whole eviction. It sleeps
+/// `SAMPLE_EVERY` between samples, so it takes little from the agent. True when it worked.
+fn realtime() -> bool {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: `param` is a valid sched_param living across the call; 0 names this thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
 
 /// `pid:state:comm` of up to 8 processes, and how many there are.
@@ -285,6 +295,16 @@ fn agent_pid(a: &Agent) -> i32 {
     pids[0]
 }
 
+/// After a hog's manifest was removed: wait for `MemoryPressure` to clear and the pod to go.
+fn settle(a: &Agent, name: &str) {
+    wait_for("MemoryPressure cleared", Duration::from_secs(60), || {
+        (node_condition(a, "MemoryPressure") == "False").then_some(())
+    });
+    wait_for(&format!("{name} gone"), Duration::from_secs(60), || {
+        a.pod(&a.full_name(name)).is_none().then_some(())
+    });
+}
+
 /// Repetitions of the hog scenario; prints the latency and safety figures.
 fn latency_and_safety(reps: usize) {
     let config = format!(
@@ -326,6 +346,15 @@ fn latency_and_safety(reps: usize) {
     let mut wakes = std::collections::BTreeMap::<String, usize>::new();
     let mut slow = vec![];
     let (mut victim_ooms, mut wrong, mut max_gap, mut samples) = (0, 0, Duration::ZERO, 0);
+    let mut unmeasured = 0;
+    println!(
+        "sampler thread: {}",
+        if std::thread::spawn(realtime).join().unwrap() {
+            "SCHED_FIFO priority 10"
+        } else {
+            "normal priority (SCHED_FIFO refused)"
+        }
+    );
     println!(
         "rep  ws_at_crossing  crossing->gone  agent_killed_in  crossing->'threshold met'  wake"
     );
@@ -348,12 +377,14 @@ fn latency_and_safety(reps: usize) {
         samples += s.samples;
         max_gap = max_gap.max(s.max_gap);
         victim_ooms += s.victim_oom_kills;
-        assert!(
-            !s.gone_early,
-            "{name}: its processes vanished before the threshold was crossed"
-        );
         let (Some((c_at, c_wall, ws)), Some(gone)) = (s.crossed, s.gone) else {
-            panic!("{name}: the sampler saw no crossing or no end: {s:?}; {hog}");
+            // The sampler was kept off the CPU across the whole eviction (gone_early), or
+            // saw no end: say so, and do not count the repetition.
+            println!("{i:>3}  not measured: {s:?}; {}", hog["status"]["message"]);
+            unmeasured += 1;
+            a.remove(&file);
+            settle(&a, &name);
+            continue;
         };
         let ms = (gone - c_at).as_secs_f64() * 1e3;
         total.push(ms);
@@ -362,12 +393,20 @@ fn latency_and_safety(reps: usize) {
         }
         // The agent's own view: its "pod evicted" line for this pod, and the "threshold met"
         // line before it.
-        let log = a.agent_log();
-        let lines: Vec<&str> = log.lines().collect();
+        // The agent logs it when its kill loop returns, which can be after the pod's status
+        // (the worker reaps the processes) already says Evicted.
         let full = a.full_name(&name);
-        let ev = lines
-            .iter()
-            .position(|l| l.contains("pod evicted") && l.contains(&format!("/{full} ")));
+        let is_line = |l: &str| l.contains("pod evicted") && l.contains(&format!("/{full} "));
+        let log = wait_for(
+            "the 'pod evicted' log line",
+            Duration::from_secs(10),
+            || {
+                let log = a.agent_log();
+                log.lines().any(is_line).then_some(log)
+            },
+        );
+        let lines: Vec<&str> = log.lines().collect();
+        let ev = lines.iter().position(|l| is_line(l));
         let (mut kill_s, mut met_s, mut wake_s) = ("?".to_string(), "?".to_string(), "?".into());
         if let Some(ev) = ev {
             if let Some(k) =
@@ -406,12 +445,7 @@ fn latency_and_safety(reps: usize) {
             ws as f64 / MI as f64
         );
         a.remove(&file);
-        wait_for("MemoryPressure cleared", Duration::from_secs(60), || {
-            (node_condition(&a, "MemoryPressure") == "False").then_some(())
-        });
-        wait_for(&format!("{name} gone"), Duration::from_secs(60), || {
-            a.pod(&full).is_none().then_some(())
-        });
+        settle(&a, &name);
     }
     let oom_after = oom_kills(&g_cg) + oom_kills(&b_cg);
     let vm_after = vmstat_oom_kills();
@@ -425,6 +459,9 @@ fn latency_and_safety(reps: usize) {
         max_gap.as_secs_f64() * 1e3,
         (PODS_MEMORY - THRESHOLD) / MI
     );
+    if unmeasured > 0 {
+        println!("(1) {unmeasured} repetitions not measured (the sampler missed them)");
+    }
     summary("(1) crossing -> victim's processes gone", &total);
     summary(
         "(1) agent killed_in_ms (SIGKILL until its cgroup is empty)",
