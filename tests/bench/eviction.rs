@@ -218,7 +218,8 @@ fn realtime() -> bool {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
 
-/// `pid:state:comm` of up to 8 processes, and how many there are.
+/// `pid:state:comm:runq` of up to 8 processes (runq: how long it waited for a CPU in all),
+/// and how many there are.
 fn describe(pids: &[i32]) -> String {
     let mut out: Vec<String> = pids
         .iter()
@@ -234,7 +235,12 @@ fn describe(pids: &[i32]) -> String {
                 .rfind(')')
                 .and_then(|b| st[b + 1..].split_whitespace().next())
                 .unwrap_or("?");
-            format!("{p}:{state}:{comm}")
+            // Time spent runnable but waiting for a CPU, over the process's life.
+            let rq_ms = std::fs::read_to_string(format!("/proc/{p}/schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .map_or("?".into(), |ns| format!("{}", ns / 1_000_000));
+            format!("{p}:{state}:{comm}:runq {rq_ms} ms")
         })
         .collect();
     out.push(format!("({} in all)", pids.len()));
@@ -364,6 +370,19 @@ fn latency_and_safety(reps: usize) {
         a.write(&file, &pod_yaml(&name, GROW, ""));
         let p = a.wait_running(&a.full_name(&name));
         let victim = cg(&p, "besteffort/");
+        if i == 1 {
+            let shares = |rel: &str| {
+                read_u64(&a.cpu_cgroup(rel).join("cpu.shares"))
+                    .map_or("?".into(), |v| v.to_string())
+            };
+            println!(
+                "cpu.shares: kubepods {}, kubepods/besteffort {}, kubepods/burstable {}; loadavg {}",
+                shares("kubepods"),
+                shares("kubepods/besteffort"),
+                shares("kubepods/burstable"),
+                std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+            );
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
             let (k, v, s) = (kubepods.clone(), victim.clone(), stop.clone());
@@ -447,6 +466,12 @@ fn latency_and_safety(reps: usize) {
         a.remove(&file);
         settle(&a, &name);
     }
+    println!(
+        "loadavg after the repetitions: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     let oom_after = oom_kills(&g_cg) + oom_kills(&b_cg);
     let vm_after = vmstat_oom_kills();
     let (g, b) = (
@@ -558,14 +583,6 @@ fn idle_cost(secs: u64, label: &str, config: Option<&str>) {
         format!("/proc/{pid}/task/{tid}/stat"),
     );
     let t_sched = format!("/proc/{pid}/task/{tid}/schedstat");
-    let tasks_sched = || -> u64 {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| sched_ns(&format!("{}/schedstat", e.path().display())))
-            .sum()
-    };
     let sups = a.supervisor_pids();
     let sup_ticks = || -> u64 {
         sups.iter()
@@ -575,18 +592,16 @@ fn idle_cost(secs: u64, label: &str, config: Option<&str>) {
     let t_status = format!("/proc/{pid}/task/{tid}/status");
     let w0 = switches(&t_status);
     let t0 = Instant::now();
-    let (p0, t0ticks, pn0, tn0, s0) = (
+    let (p0, t0ticks, tn0, s0) = (
         stat_ticks(&p_stat),
         stat_ticks(&t_stat),
-        tasks_sched(),
         sched_ns(&t_sched),
         sup_ticks(),
     );
     std::thread::sleep(Duration::from_secs(secs));
-    let (p1, t1ticks, pn1, tn1, s1) = (
+    let (p1, t1ticks, tn1, s1) = (
         stat_ticks(&p_stat),
         stat_ticks(&t_stat),
-        tasks_sched(),
         sched_ns(&t_sched),
         sup_ticks(),
     );
@@ -594,10 +609,10 @@ fn idle_cost(secs: u64, label: &str, config: Option<&str>) {
     let pct_ticks = |d: u64| d as f64 / hz / el * 100.0;
     let pct_ns = |d: u64| d as f64 / 1e9 / el * 100.0;
     println!(
-        "(3) idle {el:.1} s, 3 pods, {label}: agent (all threads) {:.3} % of one core ({} ticks; schedstat {:.3} %); eviction thread {:.3} % ({} ticks; schedstat {:.4} %); the 3 supervisors together {:.3} %",
+        "(3) idle {el:.1} s, 3 pods, {label}: agent (all threads, also those that exited) {:.3} % of one core ({} ticks of {} ms); eviction thread {:.3} % ({} ticks; schedstat {:.4} %); the 3 supervisors together {:.3} %",
         pct_ticks(p1 - p0),
         p1 - p0,
-        pct_ns(pn1 - pn0),
+        1000.0 / hz,
         pct_ticks(t1ticks - t0ticks),
         t1ticks - t0ticks,
         pct_ns(tn1 - tn0),
