@@ -23,6 +23,9 @@ cargo build --release --locked -p tidelet
 cargo bench --locked --no-run -p tidelet-e2e --bench eviction 2>/dev/null
 echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/{print $2}') MiB, kernel $(uname -r); loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "PSI: $( [ -r /proc/pressure/memory ] && echo available || echo 'not available (kernel without PSI, or psi=0)')"
+echo "peer: kubelet cannot run here (no cluster, no container runtime for it) and Podman has no eviction;"
+echo "      kubelet evaluates eviction thresholds every housekeeping interval, 10 s by default"
+echo "      (kernelMemcgNotification, off by default, can wake it earlier on cgroup v1)"
 echo "=== tidelet (release build; tests/bench/eviction.rs)"
 TIDELET_BIN=$PWD/target/release/tidelet REPS=$REPS IDLE_SECS=$IDLE_SECS \
   cargo bench --locked -p tidelet-e2e --bench eviction
