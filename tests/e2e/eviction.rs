@@ -355,3 +355,144 @@ fn requests_beyond_allocatable_are_rejected_and_others_keep_running() {
     a.wait_running(&a.full_name("big"));
     a.stop_all();
 }
+
+#[test]
+fn disk_pressure_collects_unused_images_and_holds_new_pods() {
+    if !privileged() {
+        return;
+    }
+    // nodefs.available<99%: the state directory's file system is "full" from the start, so the
+    // monitor reclaims first (the unused image goes), and then, the pressure remaining, evicts.
+    let cfg = "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: \"99%\"\nevictionPressureTransitionPeriod: 3s\nimageMinimumGCAge: 0s\n";
+    // The critical pod and an unused image are there before the agent's first look.
+    let mut a = Agent::prepare(Some(cfg), &[]);
+    let imp = a.cli(&[
+        "image",
+        "import",
+        tidelet_e2e::images()
+            .join("layered.oci.tar")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
+    a.write(
+        "crit.yaml",
+        &pod_yaml(
+            "crit",
+            "  priorityClassName: system-node-critical\n",
+            &[("c", "sleep 3600", "")],
+        ),
+    );
+    a.spawn();
+    wait_for("DiskPressure", Duration::from_secs(30), || {
+        (condition(&node(&a), "DiskPressure")["status"] == "True").then_some(())
+    });
+    // Critical pods are admitted under DiskPressure; no other new pod is (kubelet's rule).
+    a.wait_running(&a.full_name("crit"));
+    a.write(
+        "plain.yaml",
+        &pod_yaml("plain", "", &[("c", "sleep 3600", "")]),
+    );
+    a.wait_running(&a.full_name("crit"));
+    let p = a.wait_pod(&a.full_name("plain"), "held", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "Evicted", "{p}");
+    assert!(
+        p["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DiskPressure"),
+        "{p}"
+    );
+    let ls = wait_for(
+        "the unused image collected",
+        Duration::from_secs(30),
+        || {
+            let ls = a.cli(&["image", "ls"]);
+            let t = String::from_utf8_lossy(&ls.stdout).to_string();
+            (!t.contains("layered")).then_some(t)
+        },
+    );
+    assert!(ls.contains("busybox"), "the image in use stays: {ls}");
+    assert_eq!(condition(&node(&a), "DiskPressure")["status"], "True");
+    assert!(
+        a.agent_log()
+            .contains("threshold met but no pod may be evicted"),
+        "only the critical pod runs: {}",
+        a.agent_log()
+    );
+    let c = a.pod(&a.full_name("crit")).unwrap();
+    assert!(!evicted(&c), "{c}");
+    a.stop_all();
+}
+
+#[test]
+fn bad_eviction_config_stops_the_agent_at_start_naming_the_key() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "evictionHard:\n  memory.available: 100 Mi\n",
+            "evictionHard[memory.available]",
+        ),
+        (
+            "evictionHard:\n  memory.availabel: 100Mi\n",
+            "evictionHard[memory.availabel]: unknown eviction signal",
+        ),
+        (
+            "evictionHard:\n  nodefs.available: 120%\n",
+            "evictionHard[nodefs.available]",
+        ),
+        (
+            "evictionSoft:\n  memory.available: 1Gi\n",
+            "evictionSoftGracePeriod[memory.available]",
+        ),
+        (
+            "evictionPressureTransitionPeriod: soon\n",
+            "evictionPressureTransitionPeriod",
+        ),
+        (
+            "systemReserved:\n  memory: 100Ti\n",
+            "systemReserved[memory]: reserves",
+        ),
+        (
+            "kubeReserved:\n  cpu: \"1000\"\n",
+            "kubeReserved[cpu]: reserves",
+        ),
+        (
+            "systemReserved:\n  pid: 100000000\n",
+            "systemReserved[pid]: reserves",
+        ),
+        (
+            "evictionHard:\n  memory.available: 100Ti\n",
+            "evictionHard[memory.available]",
+        ),
+        ("maxPods: -3\n", "maxPods"),
+    ];
+    for (yaml, want) in cases {
+        let cfg = dir.path().join("c.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let out = std::process::Command::new(tidelet_e2e::bin())
+            .arg("--root-dir")
+            .arg(dir.path().join("root"))
+            .args(["run", "--cgroup-root", "/tidelet-e2e-badcfg", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{yaml}: the agent must not start");
+        assert!(text.contains(want), "{yaml}: want {want:?} in {text}");
+        assert!(text.contains("c.yaml"), "{yaml}: the file is named: {text}");
+    }
+    for d in ["memory", "cpu,cpuacct", "pids", "cpuset"] {
+        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{d}/tidelet-e2e-badcfg"));
+    }
+}

@@ -115,6 +115,14 @@ impl Agent {
 
     /// Start an agent with a config file and extra environment variables.
     pub fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> Agent {
+        let mut a = Self::prepare(config, env);
+        a.spawn();
+        a
+    }
+
+    /// Everything `start_with` does but starting the agent (`spawn` does): for tests that
+    /// need manifests or images in place before the agent's first look.
+    pub fn prepare(config: Option<&str>, env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("tidelet-e2e-")
             .tempdir()
@@ -150,7 +158,6 @@ impl Agent {
             "image import: {}",
             String::from_utf8_lossy(&imp.stderr)
         );
-        a.spawn();
         a
     }
 
