@@ -241,3 +241,42 @@ fn wait_retries_after_a_signal_for_the_time_left() {
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[test]
+fn v1_usage_thresholds_add_back_inactive_file() {
+    const MIB: u64 = 1 << 20;
+    let sample = |usage, working_set| MemorySample {
+        capacity: u64::MAX,
+        usage,
+        working_set,
+    };
+    let cases = [
+        // 512 MiB pods, evict below 100 MiB available, 50 MiB of inactive cache.
+        (
+            sample(300 * MIB, 250 * MIB),
+            512 * MIB,
+            100 * MIB,
+            462 * MIB,
+        ),
+        // No cache: the threshold is plain capacity - min_available.
+        (
+            sample(300 * MIB, 300 * MIB),
+            512 * MIB,
+            100 * MIB,
+            412 * MIB,
+        ),
+        // A threshold above capacity cannot go below 0 ...
+        (sample(10, 10), 100, 200, 0),
+        // ... and a huge capacity (unlimited) does not overflow.
+        (sample(20, 10), u64::MAX, 0, u64::MAX),
+        // Working set above usage (counters read apart): no negative cache.
+        (sample(10, 20), 100, 30, 70),
+    ];
+    for (s, capacity, min_available, want) in cases {
+        assert_eq!(
+            v1_usage_threshold(&s, capacity, min_available),
+            want,
+            "{s:?} {capacity} {min_available}"
+        );
+    }
+}
