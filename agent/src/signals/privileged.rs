@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -226,6 +227,66 @@ fn v1_threshold_wakes_on_crossings_and_working_set_follows_a_hog() {
     let err = cg.memory_sample(&path).unwrap_err();
     assert!(err.is_gone(), "{err}");
     drop(trig);
+}
+
+/// Sets the flag when dropped, so that a failing assertion still stops the helper thread
+/// (otherwise the scope would wait for it forever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A pod's cgroup removed again and again while it is sampled: every reading is either a
+/// sample or an error that says the cgroup is gone, never another error or a panic.
+#[test]
+fn v1_sampling_a_cgroup_that_keeps_vanishing() {
+    if !privileged("v1_sampling_a_cgroup_that_keeps_vanishing") {
+        return;
+    }
+    let cg = cgroups::detect(Path::new(MOUNT_ROOT), Path::new(MOUNTINFO)).unwrap();
+    let base = unique_base();
+    let _cleanup = Cleanup {
+        cg: cg.as_ref(),
+        base: base.clone(),
+    };
+    let pod = format!("{base}/kubepods/pod1");
+    let stop = AtomicBool::new(false);
+    let (mut samples, mut gone) = (0u64, 0u64);
+    let cycles = std::thread::scope(|scope| {
+        let churn = scope.spawn(|| {
+            let mut cycles = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                cg.apply(&pod, &Resources::default()).unwrap();
+                cg.remove(&pod).unwrap();
+                cycles += 1;
+            }
+            cycles
+        });
+        let stop_guard = StopOnDrop(&stop);
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < deadline {
+            match cg.memory_sample(&pod) {
+                Ok(s) => {
+                    assert!(s.working_set <= s.usage && s.capacity == u64::MAX, "{s:?}");
+                    samples += 1;
+                }
+                Err(e) => {
+                    assert!(e.is_gone(), "only `gone` errors: {e}");
+                    gone += 1;
+                }
+            }
+        }
+        drop(stop_guard);
+        churn.join().unwrap()
+    });
+    eprintln!("{cycles} create/remove cycles: {samples} samples, {gone} gone");
+    assert!(
+        cycles > 10 && samples > 0 && gone > 0,
+        "{cycles} {samples} {gone}"
+    );
 }
 
 #[test]
