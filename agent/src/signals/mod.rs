@@ -25,8 +25,8 @@ pub use fs::{fs_sample, FsSample};
 pub use memory::{node_memory, parse_meminfo, working_set, MemorySample};
 pub use pids::{node_pids, parse_loadavg, parse_pid_max, PidSample};
 pub use triggers::{
-    psi_trigger_line, psi_unprivileged_fallback, v1_usage_threshold, TriggerSpec, TriggerWarning,
-    Triggers, V1Threshold, Wake, PSI_WINDOW_MAX, PSI_WINDOW_MIN,
+    psi_trigger_line, psi_unprivileged_fallback, TriggerSpec, TriggerWarning, Triggers,
+    V1Threshold, Wake, PSI_WINDOW_MAX, PSI_WINDOW_MIN,
 };
 
 /// Largest file the readers accept: `/proc/meminfo` is ~1.5 KiB, a `memory.stat` ~2 KiB.

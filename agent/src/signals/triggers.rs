@@ -27,7 +27,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::{io_is_gone, MemorySample, SignalError, MAX_FILE};
+use super::{io_is_gone, SignalError, MAX_FILE};
 use crate::cgroups::MemoryFiles;
 
 /// The kernel accepts PSI trigger windows from 500 ms to 10 s.
@@ -165,19 +165,6 @@ pub fn psi_trigger_line(stall: Duration, window: Duration) -> Result<String, Sig
         ));
     }
     Ok(format!("some {} {}", stall.as_micros(), window.as_micros()))
-}
-
-/// Where to put the v1 usage threshold so that it fires when `memory.available` (capacity
-/// minus working set) falls to `min_available`, as kubelet's memory threshold notifier does:
-/// `capacity - min_available + inactive_file`, with inactive_file (`usage - working_set`)
-/// from the latest `sample`. The kernel compares plain usage (page cache included), so the
-/// inactive file pages are added back; as they change, the threshold is moved with
-/// `Triggers::set_v1_threshold` after each periodic sample.
-pub fn v1_usage_threshold(sample: &MemorySample, capacity: u64, min_available: u64) -> u64 {
-    let inactive_file = sample.usage.saturating_sub(sample.working_set);
-    capacity
-        .saturating_sub(min_available)
-        .saturating_add(inactive_file)
 }
 
 /// Without `CAP_SYS_RESOURCE` (Linux 6.5+ lets such callers register triggers at all) the
