@@ -477,22 +477,9 @@ fn bad_eviction_config_stops_the_agent_at_start_naming_the_key() {
         ("maxPods: -3\n", "maxPods"),
     ];
     for (yaml, want) in cases {
-        let cfg = dir.path().join("c.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let out = std::process::Command::new(tidelet_e2e::bin())
-            .arg("--root-dir")
-            .arg(dir.path().join("root"))
-            .args(["run", "--cgroup-root", "/tidelet-e2e-badcfg", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).to_string()
-            + &String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{yaml}: the agent must not start");
+        let (status, text) = tidelet_e2e::run_with_config(dir.path(), yaml);
+        assert!(!status.success(), "{yaml}: the agent must not start");
         assert!(text.contains(want), "{yaml}: want {want:?} in {text}");
         assert!(text.contains("c.yaml"), "{yaml}: the file is named: {text}");
-    }
-    for d in ["memory", "cpu,cpuacct", "pids", "cpuset"] {
-        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{d}/tidelet-e2e-badcfg"));
     }
 }

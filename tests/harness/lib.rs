@@ -503,3 +503,27 @@ pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `tidelet run` with the config file `yaml` (written into `dir`), state under `dir/root`,
+/// for tests of configurations the agent must refuse: returns once it exits, with its
+/// exit status and its stderr and stdout together.
+pub fn run_with_config(dir: &Path, yaml: &str) -> (std::process::ExitStatus, String) {
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = Command::new(bin())
+        .arg("--root-dir")
+        .arg(dir.join("root"))
+        .args(["run", "--static-pod-path"])
+        .arg(dir.join("manifests"))
+        .args([
+            "--cgroup-root",
+            &format!("/tidelet-e2e-refused-{}", std::process::id()),
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status, text)
+}
