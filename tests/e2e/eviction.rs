@@ -483,3 +483,45 @@ fn bad_eviction_config_stops_the_agent_at_start_naming_the_key() {
         assert!(text.contains("c.yaml"), "{yaml}: the file is named: {text}");
     }
 }
+
+#[test]
+fn pid_pressure_evicts_the_pod_with_the_most_processes() {
+    if !privileged() {
+        return;
+    }
+    // pid.available = pid_max - threads; the threshold sits 1000 below what is available now,
+    // and one pod forks 2000 processes (other tests' processes move the count by far less).
+    let pid_max: u64 = read_trim("/proc/sys/kernel/pid_max").parse().unwrap();
+    let threads: u64 = read_trim("/proc/loadavg")
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split('/').nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let threshold = pid_max - threads - 1000;
+    let cfg = format!(
+        "evictionHard:\n  memory.available: 100Mi\n  pid.available: \"{threshold}\"\nevictionPressureTransitionPeriod: 3s\n"
+    );
+    let mut a = Agent::start_with_config(Some(&cfg));
+    a.write("few.yaml", &pod_yaml("few", "", &[("c", "sleep 3600", "")]));
+    a.wait_running(&a.full_name("few"));
+    a.write(
+        "many.yaml",
+        &pod_yaml(
+            "many",
+            "",
+            &[(
+                "c",
+                "i=0; while [ $i -lt 2000 ]; do sleep 3600 & i=$((i+1)); done; wait",
+                "",
+            )],
+        ),
+    );
+    let p = wait_evicted(&a, "many");
+    let msg = p["status"]["message"].as_str().unwrap();
+    assert!(msg.contains("low on resource: pids"), "{msg}");
+    assert_eq!(condition(&node(&a), "PIDPressure")["status"], "True");
+    untouched(&a, "few");
+    a.remove("many.yaml");
+    a.stop_all();
+}
