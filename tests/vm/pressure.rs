@@ -107,7 +107,16 @@ pub fn check(m: &BTreeMap<String, String>) {
         get(m, "pressure.evicted_line")
     );
 
-    // The Guaranteed and the within-requests Burstable pods: untouched.
+    // The Guaranteed and the within-requests Burstable pods: running before the eviction
+    // (the guest writes the three manifests at once) and untouched by it.
+    let order: Vec<&str> = get(m, "pressure.order").split_whitespace().collect();
+    let at = |what: &str| order.iter().position(|w| *w == what);
+    for started in ["pg-started", "pb-started"] {
+        assert!(
+            at(started).is_some_and(|i| Some(i) < at("evicted")),
+            "the agent's log: {started} must come before the eviction: {order:?}"
+        );
+    }
     let pg = json(m, "pressure.pg.json");
     assert_eq!(pg["status"]["qosClass"], "Guaranteed", "{pg}");
     untouched(&pg, "pg");
@@ -149,15 +158,14 @@ pub fn figures(m: &BTreeMap<String, String>) -> String {
         }
     };
     format!(
-        "pressure: hog evicted, killed_in_ms {} (agent's log); triggers {}; kubepods before \
-         the hog {}, highest seen {}, memory.peak {}; hog written to eviction seen {}, \
-         eviction to MemoryPressure False seen {}; scenario {}",
+        "pressure: hog evicted, killed_in_ms {} (agent's log); triggers {}; kubepods highest \
+         seen {}, memory.peak {}; pods written to eviction seen {}, eviction to \
+         MemoryPressure False seen {}; scenario {}",
         g("pressure.killed_in_ms"),
         g("pressure.triggers"),
-        mib("pressure.kubepods.current_before"),
         mib("pressure.kubepods.current_peak_seen"),
         mib("pressure.kubepods.memory.peak"),
-        secs("pressure.hog_written_at", "pressure.hog_evicted_seen_at"),
+        secs("pressure.pods_written_at", "pressure.hog_evicted_seen_at"),
         secs("pressure.hog_evicted_seen_at", "pressure.cleared_seen_at"),
         secs("pressure.agent_ready_at", "pressure.done_at"),
     )
