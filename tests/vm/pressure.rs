@@ -107,6 +107,18 @@ pub fn check(m: &BTreeMap<String, String>) {
         get(m, "pressure.evicted_line")
     );
 
+    // Events say so: the node's names the pod, the pod's says Evicted.
+    assert_ne!(
+        num(m, "pressure.node_evicted_events"),
+        0,
+        "`Evicted pod default/hog-vm` in `describe node`"
+    );
+    assert_ne!(
+        num(m, "pressure.hog_evicted_events"),
+        0,
+        "`Evicted` in `describe pod hog-vm`"
+    );
+
     // The Guaranteed and the within-requests Burstable pods: running before the eviction
     // (the guest writes the three manifests at once) and untouched by it.
     let order: Vec<&str> = get(m, "pressure.order").split_whitespace().collect();
@@ -158,11 +170,13 @@ pub fn figures(m: &BTreeMap<String, String>) -> String {
         }
     };
     format!(
-        "pressure: hog evicted, killed_in_ms {} (agent's log); triggers {}; kubepods highest \
+        "pressure: hog evicted, killed_in_ms {} (agent's log); triggers {}, the first woken \
+         at the threshold by {}; kubepods highest \
          seen {}, memory.peak {}; pods written to eviction seen {}, eviction to \
          MemoryPressure False seen {}; scenario {}",
         g("pressure.killed_in_ms"),
         g("pressure.triggers"),
+        g("pressure.first_wake"),
         mib("pressure.kubepods.current_peak_seen"),
         mib("pressure.kubepods.memory.peak"),
         secs("pressure.pods_written_at", "pressure.hog_evicted_seen_at"),
