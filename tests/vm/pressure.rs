@@ -119,8 +119,8 @@ pub fn check(m: &BTreeMap<String, String>) {
         "`Evicted` in `describe pod hog-vm`"
     );
 
-    // The Guaranteed and the within-requests Burstable pods: running before the eviction
-    // (the guest writes the three manifests at once) and untouched by it.
+    // The Guaranteed and the within-requests Burstable pods: started before the eviction
+    // (the guest writes the hog once the agent's log says so) and untouched by it.
     let order: Vec<&str> = get(m, "pressure.order").split_whitespace().collect();
     let at = |what: &str| order.iter().position(|w| *w == what);
     for started in ["pg-started", "pb-started"] {
@@ -172,14 +172,15 @@ pub fn figures(m: &BTreeMap<String, String>) -> String {
     format!(
         "pressure: hog evicted, killed_in_ms {} (agent's log); triggers {}, the first woken \
          at the threshold by {}; kubepods highest \
-         seen {}, memory.peak {}; pods written to eviction seen {}, eviction to \
-         MemoryPressure False seen {}; scenario {}",
+         seen {}, memory.peak {}; pods written to hog written {}, hog written to eviction seen \
+         {}, eviction to MemoryPressure False seen {}; scenario {}",
         g("pressure.killed_in_ms"),
         g("pressure.triggers"),
         g("pressure.first_wake"),
         mib("pressure.kubepods.current_peak_seen"),
         mib("pressure.kubepods.memory.peak"),
-        secs("pressure.pods_written_at", "pressure.hog_evicted_seen_at"),
+        secs("pressure.pods_written_at", "pressure.hog_written_at"),
+        secs("pressure.hog_written_at", "pressure.hog_evicted_seen_at"),
         secs("pressure.hog_evicted_seen_at", "pressure.cleared_seen_at"),
         secs("pressure.agent_ready_at", "pressure.done_at"),
     )
