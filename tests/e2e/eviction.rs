@@ -161,6 +161,10 @@ fn best_effort_hog_is_evicted_before_the_oom_killer_and_readmitted() {
     let p = wait_evicted(&a, "hog");
     let msg = p["status"]["message"].as_str().unwrap();
     assert!(msg.contains("low on resource: memory"), "{msg}");
+    // Its container ended as kubelet shows an evicted one: killed, exit code 137.
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["exitCode"], 137, "{p}");
+    assert_eq!(t["reason"], "Evicted", "{p}");
     assert_eq!(
         kernel_oom_kills(&a),
         ooms_before,

@@ -84,6 +84,12 @@ pub fn check(m: &BTreeMap<String, String>) {
     assert_eq!(hog["status"]["reason"], "Evicted", "{hog}");
     let msg = hog["status"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("low on resource: memory"), "{hog}");
+    let t = &hog["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        t["exitCode"], 137,
+        "the hog's container ended killed: {hog}"
+    );
+    assert_eq!(t["reason"], "Evicted", "{hog}");
     assert_eq!(
         get(m, "pressure.hog.procs_left").trim(),
         "0",
