@@ -412,6 +412,10 @@ mod tests {
         assert_eq!(c.file_check_frequency, d.file_check_frequency);
         assert_eq!(c.container_log_max_size, d.container_log_max_size);
         assert_eq!(c.container_log_max_files, d.container_log_max_files);
+        assert_eq!(
+            c.eviction, d.eviction,
+            "the file spells out kubelet's defaults"
+        );
         assert_eq!(c.image_gc_high_threshold_percent, 85);
         assert_eq!(c.image_gc_low_threshold_percent, 80);
         assert_eq!(c.image_minimum_gc_age, Duration::from_secs(120));

@@ -165,45 +165,19 @@ fn bad_cpu_manager_config_stops_the_start_naming_the_key() {
     ];
     let dir = tempfile::tempdir().unwrap();
     for (config, want) in cases {
-        let cfg = dir.path().join("c.yaml");
-        std::fs::write(&cfg, config).unwrap();
-        let root = dir.path().join("root");
-        let out = std::process::Command::new(bin())
-            .args(["--root-dir", root.to_str().unwrap(), "run"])
-            .args(["--static-pod-path", dir.path().to_str().unwrap()])
-            .args([
-                "--cgroup-root",
-                &format!("/tidelet-e2e-cpuset-{}", std::process::id()),
-            ])
-            .args(["--config", cfg.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{config:?} started");
+        let (status, err) = tidelet_e2e::run_with_config(dir.path(), config);
+        assert!(!status.success(), "{config:?} started");
         assert!(err.contains(want), "{config:?}: {err}");
     }
     // A corrupt checkpoint: refused, naming the file and how to recover.
-    let root = dir.path().join("root2");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("cpu_manager_state"), "{torn").unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("root/cpu_manager_state"), "{torn").unwrap();
+    let (status, err) = tidelet_e2e::run_with_config(
+        dir.path(),
         "cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["--root-dir", root.to_str().unwrap(), "run"])
-        .args(["--static-pod-path", dir.path().to_str().unwrap()])
-        .args([
-            "--cgroup-root",
-            &format!("/tidelet-e2e-cpuset-{}", std::process::id()),
-        ])
-        .args(["--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!status.success());
     assert!(
         err.contains("cpu_manager_state") && err.contains("delete the file"),
         "{err}"

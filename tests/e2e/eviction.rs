@@ -161,6 +161,10 @@ fn best_effort_hog_is_evicted_before_the_oom_killer_and_readmitted() {
     let p = wait_evicted(&a, "hog");
     let msg = p["status"]["message"].as_str().unwrap();
     assert!(msg.contains("low on resource: memory"), "{msg}");
+    // Its container ended as kubelet shows an evicted one: killed, exit code 137.
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["exitCode"], 137, "{p}");
+    assert_eq!(t["reason"], "Evicted", "{p}");
     assert_eq!(
         kernel_oom_kills(&a),
         ooms_before,
@@ -353,5 +357,175 @@ fn requests_beyond_allocatable_are_rejected_and_others_keep_running() {
     // Once the small pod is gone, the big one fits and runs.
     a.remove("g.yaml");
     a.wait_running(&a.full_name("big"));
+    a.stop_all();
+}
+
+#[test]
+fn disk_pressure_collects_unused_images_and_holds_new_pods() {
+    if !privileged() {
+        return;
+    }
+    // nodefs.available<99%: the state directory's file system is "full" from the start, so the
+    // monitor reclaims first (the unused image goes), and then, the pressure remaining, evicts.
+    let cfg = "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: \"99%\"\nevictionPressureTransitionPeriod: 3s\nimageMinimumGCAge: 0s\n";
+    // The critical pod and an unused image are there before the agent's first look.
+    let mut a = Agent::prepare(Some(cfg), &[]);
+    let imp = a.cli(&[
+        "image",
+        "import",
+        tidelet_e2e::images()
+            .join("layered.oci.tar")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
+    a.write(
+        "crit.yaml",
+        &pod_yaml(
+            "crit",
+            "  priorityClassName: system-node-critical\n",
+            &[("c", "sleep 3600", "")],
+        ),
+    );
+    a.spawn();
+    wait_for("DiskPressure", Duration::from_secs(30), || {
+        (condition(&node(&a), "DiskPressure")["status"] == "True").then_some(())
+    });
+    // Critical pods are admitted under DiskPressure; no other new pod is (kubelet's rule).
+    a.wait_running(&a.full_name("crit"));
+    a.write(
+        "plain.yaml",
+        &pod_yaml("plain", "", &[("c", "sleep 3600", "")]),
+    );
+    a.wait_running(&a.full_name("crit"));
+    let p = a.wait_pod(&a.full_name("plain"), "held", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(p["status"]["reason"], "Evicted", "{p}");
+    assert!(
+        p["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DiskPressure"),
+        "{p}"
+    );
+    let ls = wait_for(
+        "the unused image collected",
+        Duration::from_secs(30),
+        || {
+            let ls = a.cli(&["image", "ls"]);
+            let t = String::from_utf8_lossy(&ls.stdout).to_string();
+            (!t.contains("layered")).then_some(t)
+        },
+    );
+    assert!(ls.contains("busybox"), "the image in use stays: {ls}");
+    assert_eq!(condition(&node(&a), "DiskPressure")["status"], "True");
+    assert!(
+        a.agent_log()
+            .contains("threshold met but no pod may be evicted"),
+        "only the critical pod runs: {}",
+        a.agent_log()
+    );
+    let c = a.pod(&a.full_name("crit")).unwrap();
+    assert!(!evicted(&c), "{c}");
+    a.stop_all();
+}
+
+#[test]
+fn bad_eviction_config_stops_the_agent_at_start_naming_the_key() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "evictionHard:\n  memory.available: 100 Mi\n",
+            "evictionHard[memory.available]",
+        ),
+        (
+            "evictionHard:\n  memory.availabel: 100Mi\n",
+            "evictionHard[memory.availabel]: unknown eviction signal",
+        ),
+        (
+            "evictionHard:\n  nodefs.available: 120%\n",
+            "evictionHard[nodefs.available]",
+        ),
+        (
+            "evictionSoft:\n  memory.available: 1Gi\n",
+            "evictionSoftGracePeriod[memory.available]",
+        ),
+        (
+            "evictionPressureTransitionPeriod: soon\n",
+            "evictionPressureTransitionPeriod",
+        ),
+        (
+            "systemReserved:\n  memory: 100Ti\n",
+            "systemReserved[memory]: reserves",
+        ),
+        (
+            "kubeReserved:\n  cpu: \"1000\"\n",
+            "kubeReserved[cpu]: reserves",
+        ),
+        (
+            "systemReserved:\n  pid: 100000000\n",
+            "systemReserved[pid]: reserves",
+        ),
+        (
+            "evictionHard:\n  memory.available: 100Ti\n",
+            "evictionHard[memory.available]",
+        ),
+        ("maxPods: -3\n", "maxPods"),
+    ];
+    for (yaml, want) in cases {
+        let (status, text) = tidelet_e2e::run_with_config(dir.path(), yaml);
+        assert!(!status.success(), "{yaml}: the agent must not start");
+        assert!(text.contains(want), "{yaml}: want {want:?} in {text}");
+        assert!(text.contains("c.yaml"), "{yaml}: the file is named: {text}");
+    }
+}
+
+#[test]
+fn pid_pressure_evicts_the_pod_with_the_most_processes() {
+    if !privileged() {
+        return;
+    }
+    // pid.available = pid_max - threads; the threshold sits 1000 below what is available now,
+    // and one pod forks 2000 processes (other tests' processes move the count by far less).
+    let pid_max: u64 = read_trim("/proc/sys/kernel/pid_max").parse().unwrap();
+    let threads: u64 = read_trim("/proc/loadavg")
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split('/').nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let threshold = pid_max - threads - 1000;
+    let cfg = format!(
+        "evictionHard:\n  memory.available: 100Mi\n  pid.available: \"{threshold}\"\nevictionPressureTransitionPeriod: 3s\n"
+    );
+    let mut a = Agent::start_with_config(Some(&cfg));
+    a.write("few.yaml", &pod_yaml("few", "", &[("c", "sleep 3600", "")]));
+    a.wait_running(&a.full_name("few"));
+    a.write(
+        "many.yaml",
+        &pod_yaml(
+            "many",
+            "",
+            &[(
+                "c",
+                "i=0; while [ $i -lt 2000 ]; do sleep 3600 & i=$((i+1)); done; wait",
+                "",
+            )],
+        ),
+    );
+    let p = wait_evicted(&a, "many");
+    let msg = p["status"]["message"].as_str().unwrap();
+    assert!(msg.contains("low on resource: pids"), "{msg}");
+    assert_eq!(condition(&node(&a), "PIDPressure")["status"], "True");
+    untouched(&a, "few");
+    a.remove("many.yaml");
     a.stop_all();
 }

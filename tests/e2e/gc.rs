@@ -180,17 +180,9 @@ fn bad_image_gc_thresholds_stop_the_agent_at_start_naming_the_key() {
         ("imageMinimumGCAge: 2 minutes\n", "imageMinimumGCAge"),
     ];
     for (yaml, want) in cases {
-        let cfg = dir.path().join("c.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let out = std::process::Command::new(bin())
-            .arg("--root-dir")
-            .arg(dir.path().join("root"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{yaml}: the agent must not start");
-        assert!(text(&out).contains(want), "{yaml}: {}", text(&out));
+        let (status, text) = tidelet_e2e::run_with_config(dir.path(), yaml);
+        assert!(!status.success(), "{yaml}: the agent must not start");
+        assert!(text.contains(want), "{yaml}: {text}");
         assert!(!dir.path().join("root").exists(), "{yaml}: nothing created");
     }
 }

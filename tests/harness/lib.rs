@@ -115,6 +115,14 @@ impl Agent {
 
     /// Start an agent with a config file and extra environment variables.
     pub fn start_with(config: Option<&str>, env: &[(&str, &str)]) -> Agent {
+        let mut a = Self::prepare(config, env);
+        a.spawn();
+        a
+    }
+
+    /// Everything `start_with` does but starting the agent (`spawn` does): for tests that
+    /// need manifests or images in place before the agent's first look.
+    pub fn prepare(config: Option<&str>, env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("tidelet-e2e-")
             .tempdir()
@@ -150,7 +158,6 @@ impl Agent {
             "image import: {}",
             String::from_utf8_lossy(&imp.stderr)
         );
-        a.spawn();
         a
     }
 
@@ -495,4 +502,28 @@ pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(str::to_string)
         .collect()
+}
+
+/// `tidelet run` with the config file `yaml` (written into `dir`), state under `dir/root`,
+/// for tests of configurations the agent must refuse: returns once it exits, with its
+/// exit status and its stderr and stdout together.
+pub fn run_with_config(dir: &Path, yaml: &str) -> (std::process::ExitStatus, String) {
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = Command::new(bin())
+        .arg("--root-dir")
+        .arg(dir.join("root"))
+        .args(["run", "--static-pod-path"])
+        .arg(dir.join("manifests"))
+        .args([
+            "--cgroup-root",
+            &format!("/tidelet-e2e-refused-{}", std::process::id()),
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status, text)
 }

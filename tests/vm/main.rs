@@ -7,7 +7,10 @@
 //! `TIDELET-VM key=value` console lines; this test checks them: modules loaded, the pods'
 //! namespaces apart from the host's, their cgroup v2 limits, their status, OOM handling,
 //! cleanup, a TCP exchange with the host's loopback through QEMU's restricted user network, and
-//! (a figure, not an assertion) tidelet's RSS.
+//! (a figure, not an assertion) tidelet's RSS. Then the same guest restarts tidelet with node
+//! allocatable and a hard eviction threshold and checks eviction under memory pressure on
+//! cgroup v2 (`pressure.rs`: the BestEffort hog goes, Guaranteed and Burstable stay, no kernel
+//! OOM kill, `MemoryPressure` True then False).
 //!
 //! Two tests, one guest each: x86_64 (the host's `target/debug/tidelet`, 512 MiB) and aarch64
 //! (`qemu-system-aarch64 -M virt -cpu cortex-a72`, 256 MiB: the small-board fit), whose binary
@@ -19,6 +22,7 @@
 
 mod hostecho;
 mod markers;
+mod pressure;
 mod qemu;
 
 use std::collections::BTreeMap;
@@ -182,6 +186,7 @@ fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32)
     drop(echo);
     checked(&run, |m| {
         check_guest(m, &arch);
+        pressure::check(m);
         // The guest reached the host's loopback, and only through the forward.
         let hello = format!("hello from {}", arch.name);
         assert_eq!(
@@ -201,6 +206,7 @@ fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32)
         "vm: {} ({memory_mb} MiB, 5 pods running): {rss}; QEMU boot to poweroff {:.1?}",
         arch.name, run.elapsed
     );
+    println!("vm: {}: {}", arch.name, pressure::figures(&run.markers));
 }
 
 /// The RSS figures as one line (KiB): the agent, and the supervisors and infra processes.

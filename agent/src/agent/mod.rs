@@ -51,6 +51,9 @@ pub struct Ctx {
     evictions: Mutex<BTreeMap<String, EvictNotice>>,
     conditions: Mutex<BTreeMap<Condition, ConditionState>>,
     node_events: Mutex<Events>,
+    /// Every desired pod, admitted or not: their images are in use for image GC even before
+    /// their workers publish them.
+    desired: Mutex<Vec<k8s_openapi::api::core::v1::Pod>>,
     /// Wakes the main loop (an eviction or a condition change to act on).
     wake: tokio::sync::Notify,
 }
@@ -130,6 +133,13 @@ impl Ctx {
 
     pub fn node_event(&self, warning: bool, reason: &str, message: String) {
         lock(&self.node_events).push(warning, reason, message, worker::now_ns());
+    }
+
+    /// The images the agent's pods use (desired ones, and any still published), for image GC.
+    pub fn images_in_use(&self) -> crate::gc::InUse {
+        let desired = lock(&self.desired).clone();
+        let views = self.shared.list();
+        crate::gc::images_in_use(desired.iter().chain(views.iter().map(|v| &v.pod)))
     }
 
     pub fn node_events(&self) -> Events {
@@ -339,6 +349,7 @@ impl Agent {
                     .clone(),
             ),
             node_events: Mutex::new(Events::default()),
+            desired: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             cpu,
         });
@@ -452,6 +463,7 @@ impl Agent {
     /// monitor reported are taken in first; notices of pods admitted again are dropped.
     fn admit(&mut self, set: &DesiredSet) -> BTreeMap<String, Gate> {
         let now = self.ctx.mono();
+        *lock(&self.ctx.desired) = set.pods.values().map(|d| d.pod.pod.clone()).collect();
         {
             let mut ev = lock(&self.ctx.evictions);
             for n in ev.values_mut().filter(|n| !n.recorded) {
@@ -543,8 +555,7 @@ impl Agent {
         // images, least recently used first; pods known to the agent in any state keep theirs.
         let gc_ctx = self.ctx.clone();
         let reclaim: crate::eviction::monitor::DiskReclaim = Box::new(move |need| {
-            let views = gc_ctx.shared.list();
-            let in_use = crate::gc::images_in_use(views.iter().map(|v| &v.pod));
+            let in_use = gc_ctx.images_in_use();
             let r = crate::gc::reclaim_disk(
                 &gc_ctx.store,
                 &gc_ctx.cfg.logs_dir(),
@@ -618,8 +629,7 @@ impl Agent {
 const IMAGE_GC_PERIOD: Duration = Duration::from_secs(300);
 
 fn image_gc_round(ctx: &Ctx) {
-    let views = ctx.shared.list();
-    let in_use = crate::gc::images_in_use(views.iter().map(|v| &v.pod));
+    let in_use = ctx.images_in_use();
     match crate::gc::image_gc_tick(
         &ctx.store,
         &crate::gc::Statvfs,

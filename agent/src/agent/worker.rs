@@ -70,6 +70,8 @@ pub struct Worker {
     running: Option<Running>,
     /// The reason and message the pod is held with (not admitted, or evicted), once told.
     held: Option<(String, String)>,
+    /// The containers of an evicted pod as they ended (by UID), shown while it is held.
+    held_views: Option<(String, Vec<crate::pod::status::ContainerView>)>,
     events: Events,
     notice: Option<(String, String)>,
     /// Set when the pod is gone and the worker idles.
@@ -95,6 +97,7 @@ impl Worker {
             adopt,
             running: None,
             held: None,
+            held_views: None,
             events: Events::default(),
             notice: None,
             gone,
@@ -166,6 +169,11 @@ impl Worker {
             };
             if let Some((reason, message)) = held {
                 if let Some(r) = self.running.take() {
+                    // An evicted pod's containers show how they ended, as kubelet shows them:
+                    // terminated by SIGKILL, with the eviction's message.
+                    if reason == "Evicted" {
+                        self.held_views = Some((r.plan.uid.clone(), evicted_views(&r, &message)));
+                    }
                     self.teardown(r).await;
                 }
                 if self.held.as_ref() != Some(&(reason.clone(), message.clone())) {
@@ -180,6 +188,7 @@ impl Worker {
                 continue;
             }
             self.held = None;
+            self.held_views = None;
             if self.running.is_none() {
                 match self.create(&d).await {
                     Ok(r) => self.running = Some(r),
@@ -456,6 +465,11 @@ impl Worker {
                     let mut r = self.running.take().expect("running");
                     match st {
                         Ok(st) => self.absorb(&mut r, &st),
+                        Err(_) if self.ctx.eviction_notice(&r.plan.uid).is_some() => {
+                            // The monitor killed the pod, supervisor included: `run` holds it.
+                            self.running = Some(r);
+                            return Ok(());
+                        }
                         Err(e) => {
                             // A slow answer is not a dead supervisor: ask once more before
                             // giving up on the sandbox.
@@ -744,11 +758,17 @@ impl Worker {
             reason
         };
         facts.failed = Some((reason.to_string(), msg.to_string()));
-        let views: Vec<_> = prepare::spec(&pod)
-            .containers
-            .iter()
-            .map(|c| Memo::default().view(&c.name, c.image.as_deref().unwrap_or(""), "", now_ns()))
-            .collect();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let views: Vec<_> = match &self.held_views {
+            Some((held_uid, views)) if *held_uid == uid => views.clone(),
+            _ => prepare::spec(&pod)
+                .containers
+                .iter()
+                .map(|c| {
+                    Memo::default().view(&c.name, c.image.as_deref().unwrap_or(""), "", now_ns())
+                })
+                .collect(),
+        };
         pod.status = Some(status::pod_status(&facts, &views));
         self.ctx.shared.publish(
             &self.key,
@@ -772,6 +792,38 @@ fn failure_reason(msg: &str) -> &'static str {
     } else {
         "FailedCreatePodSandBox"
     }
+}
+
+/// The containers of a pod the monitor just killed: those that ran end terminated by
+/// SIGKILL (exit code 137) with reason `Evicted`; the others stay as they were.
+fn evicted_views(r: &Running, message: &str) -> Vec<crate::pod::status::ContainerView> {
+    use crate::pod::status::{Current, Terminated};
+    let now = now_ns();
+    let pod_desc = format!("{}_{}({})", r.plan.name, r.plan.namespace, r.plan.uid);
+    prepare::spec(&r.rec.pod)
+        .containers
+        .iter()
+        .map(|c| {
+            let m = r.rec.containers.get(&c.name).cloned().unwrap_or_default();
+            let mut v = m.view(&c.name, c.image.as_deref().unwrap_or(""), &pod_desc, now);
+            if let Current::Running {
+                started_at,
+                container_id,
+            } = &v.current
+            {
+                v.current = Current::Terminated(Terminated {
+                    exit_code: 137,
+                    signal: Some(9),
+                    reason: "Evicted".into(),
+                    message: message.to_string(),
+                    started_at: *started_at,
+                    finished_at: now,
+                    container_id: container_id.clone(),
+                });
+            }
+            v
+        })
+        .collect()
 }
 
 fn save(plan: &PodPlan, rec: &PodRecord) -> Result<(), String> {

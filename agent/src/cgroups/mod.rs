@@ -207,4 +207,6 @@ pub fn read_oom_kills(file: &Path) -> std::io::Result<u64> {
 #[cfg(test)]
 mod privileged;
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -7,61 +7,11 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use super::*;
 
-const MOUNT_ROOT: &str = "/sys/fs/cgroup";
-const MOUNTINFO: &str = "/proc/self/mountinfo";
-
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some() {
-        panic!("{test} needs root and TIDELET_REQUIRE_PRIVILEGED is set");
-    }
-    eprintln!("skipping {test}: not root");
-    false
-}
-
-fn unique_base() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("tidelet-test-{}-{nanos:x}", std::process::id())
-}
-
-/// Kills and removes the test's cgroups even when an assertion fails.
-struct Cleanup<'a> {
-    cg: &'a dyn Cgroups,
-    base: String,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = self.cg.kill_all(&self.base);
-        let _ = self.cg.remove(&self.base);
-    }
-}
-
-/// A child that waits for a line on stdin before running `script`.
-fn gated(script: &str) -> Child {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("read go; {script}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn join(cg: &dyn Cgroups, path: &str, pid: u32) {
-    for f in cg.procs_files(path) {
-        fs::write(&f, pid.to_string()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-    }
-}
+use super::testing::*;
 
 fn read_trim(p: impl AsRef<Path>) -> String {
     let p = p.as_ref();

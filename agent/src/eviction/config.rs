@@ -175,21 +175,9 @@ pub struct EvictionConfig {
 }
 
 impl Default for EvictionConfig {
+    /// kubelet's defaults: what an empty config gives.
     fn default() -> Self {
-        EvictionConfig {
-            thresholds: default_hard()
-                .into_iter()
-                .map(|(signal, value)| Threshold {
-                    signal,
-                    value,
-                    grace: Duration::ZERO,
-                    min_reclaim: None,
-                    hard: true,
-                })
-                .collect(),
-            pressure_transition_period: Duration::from_secs(300),
-            max_pod_grace_period: Duration::ZERO,
-        }
+        parse(&RawEviction::default()).expect("the defaults parse")
     }
 }
 
@@ -265,7 +253,11 @@ fn duration(field: String, s: &str) -> Result<Duration, FieldError> {
 /// Turn the raw keys into thresholds, checking every name and value (kubelet's rules: a soft
 /// threshold needs a grace period, a grace period or minimum reclaim needs a threshold).
 pub fn parse(raw: &RawEviction) -> Result<EvictionConfig, FieldError> {
-    let mut out = EvictionConfig::default();
+    let mut out = EvictionConfig {
+        thresholds: Vec::new(),
+        pressure_transition_period: Duration::from_secs(300),
+        max_pod_grace_period: Duration::ZERO,
+    };
     let mut thresholds = Vec::new();
     let hard: Vec<(Signal, Value)> = match &raw.hard {
         None => default_hard(),
@@ -341,6 +333,8 @@ pub fn parse(raw: &RawEviction) -> Result<EvictionConfig, FieldError> {
         })
         .collect();
     thresholds.extend(derived);
+    // One order whatever the map's: equal configs compare equal.
+    thresholds.sort_by_key(|t| (t.signal, !t.hard));
     out.thresholds = thresholds;
     if let Some(s) = &raw.pressure_transition_period {
         out.pressure_transition_period = duration("evictionPressureTransitionPeriod".into(), s)?;
@@ -438,7 +432,8 @@ mod tests {
 
     #[test]
     fn defaults_are_kubelets() {
-        let c = parse(&RawEviction::default()).unwrap();
+        let c = EvictionConfig::default();
+        assert_eq!(c, parse(&RawEviction::default()).unwrap());
         let names: Vec<_> = c
             .thresholds
             .iter()
@@ -448,10 +443,10 @@ mod tests {
             names,
             [
                 ("memory.available", "104857600".to_string(), true),
+                ("allocatableMemory.available", "104857600".into(), true),
                 ("nodefs.available", "10%".into(), true),
                 ("nodefs.inodesFree", "5%".into(), true),
                 ("imagefs.available", "15%".into(), true),
-                ("allocatableMemory.available", "104857600".into(), true),
             ]
         );
         assert_eq!(c.pressure_transition_period, Duration::from_secs(300));

@@ -25,6 +25,8 @@ use crate::signals;
 pub const IDLE_PERIOD: Duration = Duration::from_secs(1);
 /// How often while a threshold is near or met.
 pub const BUSY_PERIOD: Duration = Duration::from_millis(100);
+/// The most directory entries read to size one pod's disk use (only under disk pressure).
+const DISK_WALK_MAX: usize = 100_000;
 /// The longest an eviction waits for the victim's memory to be released.
 const RECLAIM_WAIT: Duration = Duration::from_secs(2);
 
@@ -283,7 +285,8 @@ impl Monitor {
             };
             let plan = crate::agent::prepare::plan(&self.ctx.cfg, &self.ctx.node, &v.pod);
             let disk = if signal.condition() == Condition::DiskPressure {
-                dir_size(&plan.pod_dir, 100_000) + dir_size(&plan.log_dir, 100_000)
+                tidelet_images::gc::tree_disk_bytes(&plan.pod_dir, DISK_WALK_MAX)
+                    + tidelet_images::gc::tree_disk_bytes(&plan.log_dir, DISK_WALK_MAX)
             } else {
                 0
             };
@@ -491,56 +494,4 @@ fn ephemeral_request(spec: &k8s_openapi::api::core::v1::PodSpec) -> u64 {
         .filter_map(|q| crate::quantity::parse_units(&q.0).ok())
         .sum::<i64>()
         .max(0) as u64
-}
-
-/// Bytes of the regular files under `dir`, counting at most `max_entries` entries (a pod's
-/// disk use, only read under disk pressure). Symlinks are not followed; other mounts are not
-/// entered.
-pub fn dir_size(dir: &std::path::Path, max_entries: usize) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(root) = std::fs::symlink_metadata(dir) else {
-        return 0;
-    };
-    let dev = root.dev();
-    let mut total = 0u64;
-    let mut seen = 0usize;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            seen += 1;
-            if seen > max_entries {
-                return total;
-            }
-            let Ok(m) = e.metadata() else { continue };
-            if m.dev() != dev {
-                continue;
-            }
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.is_file() {
-                total += m.blocks() * 512;
-            }
-        }
-    }
-    total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dir_size_counts_files_and_stops_at_the_bound() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("a")).unwrap();
-        std::fs::write(d.path().join("a/f"), vec![1u8; 64 << 10]).unwrap();
-        std::fs::write(d.path().join("g"), vec![1u8; 64 << 10]).unwrap();
-        let n = dir_size(d.path(), 1000);
-        assert!(n >= 128 << 10, "{n}");
-        assert!(dir_size(d.path(), 1) < n);
-        assert_eq!(dir_size(&d.path().join("missing"), 10), 0);
-    }
 }

@@ -93,7 +93,7 @@ pub fn reclaim_logs(logs_dir: &Path, live_pod_uids: &BTreeSet<String>) -> LogsRe
                 tracing::debug!(path = %path.display(), "unknown pod's logs are recent; kept for now");
                 continue;
             }
-            let bytes = disk_bytes(&path);
+            let bytes = tidelet_images::gc::disk_bytes(&path);
             match fs::remove_dir_all(&path) {
                 Ok(()) => {
                     tracing::info!(path = %path.display(), bytes, "removed logs of a pod that no longer exists");
@@ -121,7 +121,7 @@ pub fn reclaim_logs(logs_dir: &Path, live_pod_uids: &BTreeSet<String>) -> LogsRe
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             for f in dead_attempt_files(&refs) {
                 let file = dir.join(f);
-                let bytes = disk_bytes(&file);
+                let bytes = tidelet_images::gc::disk_bytes(&file);
                 match fs::remove_file(&file) {
                     Ok(()) => {
                         tracing::info!(path = %file.display(), bytes, "removed an old attempt's log");
@@ -136,25 +136,6 @@ pub fn reclaim_logs(logs_dir: &Path, live_pod_uids: &BTreeSet<String>) -> LogsRe
         }
     }
     out
-}
-
-/// Allocated bytes of a file or tree (not following symlinks).
-fn disk_bytes(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0u64;
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(md) = fs::symlink_metadata(&p) else {
-            continue;
-        };
-        total = total.saturating_add(md.blocks().saturating_mul(512));
-        if md.is_dir() {
-            if let Ok(rd) = fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        }
-    }
-    total
 }
 
 #[cfg(test)]

@@ -61,13 +61,12 @@ pub struct Statvfs;
 
 impl FsStatsSource for Statvfs {
     fn stats(&self, path: &Path) -> std::io::Result<FsStats> {
-        let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
-        let frag = s.fragment_size() as u64;
+        let s = crate::signals::fs_sample(path).map_err(std::io::Error::other)?;
         Ok(FsStats {
-            capacity_bytes: (s.blocks() as u64).saturating_mul(frag),
-            available_bytes: (s.blocks_available() as u64).saturating_mul(frag),
-            inodes: s.files() as u64,
-            inodes_free: s.files_available() as u64,
+            capacity_bytes: s.capacity,
+            available_bytes: s.available,
+            inodes: s.inodes,
+            inodes_free: s.inodes_free,
         })
     }
 }

@@ -11,66 +11,17 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::cgroups::{self, Cgroups, MemoryFiles, Resources};
 
-const MOUNT_ROOT: &str = "/sys/fs/cgroup";
-const MOUNTINFO: &str = "/proc/self/mountinfo";
+use crate::cgroups::testing::*;
+
 const MIB: u64 = 1 << 20;
 
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some() {
-        panic!("{test} needs root and TIDELET_REQUIRE_PRIVILEGED is set");
-    }
-    eprintln!("skipping {test}: not root");
-    false
-}
-
-fn unique_base() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("tidelet-test-{}-{nanos:x}", std::process::id())
-}
-
-/// Kills and removes the test's cgroups even when an assertion fails.
-struct Cleanup<'a> {
-    cg: &'a dyn Cgroups,
-    base: String,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = self.cg.kill_all(&self.base);
-        let _ = self.cg.remove(&self.base);
-    }
-}
-
-/// A child that waits for a line on stdin before running `script`.
-fn gated(script: &str) -> Child {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("read go; {script}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn join(cg: &dyn Cgroups, path: &str, pid: u32) {
-    for f in cg.procs_files(path) {
-        std::fs::write(&f, pid.to_string()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-    }
-}
-
-/// Sample until `done` holds, at most `limit`; the last sample.
 fn sample_until(
     cg: &dyn Cgroups,
     path: &str,
@@ -226,6 +177,66 @@ fn v1_threshold_wakes_on_crossings_and_working_set_follows_a_hog() {
     let err = cg.memory_sample(&path).unwrap_err();
     assert!(err.is_gone(), "{err}");
     drop(trig);
+}
+
+/// Sets the flag when dropped, so that a failing assertion still stops the helper thread
+/// (otherwise the scope would wait for it forever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A pod's cgroup removed again and again while it is sampled: every reading is either a
+/// sample or an error that says the cgroup is gone, never another error or a panic.
+#[test]
+fn v1_sampling_a_cgroup_that_keeps_vanishing() {
+    if !privileged("v1_sampling_a_cgroup_that_keeps_vanishing") {
+        return;
+    }
+    let cg = cgroups::detect(Path::new(MOUNT_ROOT), Path::new(MOUNTINFO)).unwrap();
+    let base = unique_base();
+    let _cleanup = Cleanup {
+        cg: cg.as_ref(),
+        base: base.clone(),
+    };
+    let pod = format!("{base}/kubepods/pod1");
+    let stop = AtomicBool::new(false);
+    let (mut samples, mut gone) = (0u64, 0u64);
+    let cycles = std::thread::scope(|scope| {
+        let churn = scope.spawn(|| {
+            let mut cycles = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                cg.apply(&pod, &Resources::default()).unwrap();
+                cg.remove(&pod).unwrap();
+                cycles += 1;
+            }
+            cycles
+        });
+        let stop_guard = StopOnDrop(&stop);
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < deadline {
+            match cg.memory_sample(&pod) {
+                Ok(s) => {
+                    assert!(s.working_set <= s.usage && s.capacity == u64::MAX, "{s:?}");
+                    samples += 1;
+                }
+                Err(e) => {
+                    assert!(e.is_gone(), "only `gone` errors: {e}");
+                    gone += 1;
+                }
+            }
+        }
+        drop(stop_guard);
+        churn.join().unwrap()
+    });
+    eprintln!("{cycles} create/remove cycles: {samples} samples, {gone} gone");
+    assert!(
+        cycles > 10 && samples > 0 && gone > 0,
+        "{cycles} {samples} {gone}"
+    );
 }
 
 #[test]

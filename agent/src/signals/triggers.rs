@@ -38,6 +38,8 @@ pub const DEFAULT_PSI_STALL: Duration = Duration::from_millis(100);
 pub const DEFAULT_PSI_WINDOW: Duration = Duration::from_secs(1);
 
 const PSI: &str = "psi";
+/// Lost-source reports kept until `take_lost`.
+const MAX_LOST: usize = 8;
 const THRESHOLD: &str = "v1 threshold";
 const EVENTS: &str = "memory.events";
 
@@ -442,7 +444,10 @@ impl Triggers {
     fn lost_source(&mut self, source: &'static str, path: &Path, reason: String) {
         let w = warning(source, path, reason);
         tracing::warn!(source, path = %path.display(), reason = %w.reason, "memory trigger lost");
-        self.lost.push(w);
+        // Bounded: a caller that never takes them keeps the first few.
+        if self.lost.len() < MAX_LOST {
+            self.lost.push(w);
+        }
     }
 }
 

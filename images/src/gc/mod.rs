@@ -75,16 +75,33 @@ pub struct GcReport {
 
 /// Disk cost of a file or tree: allocated blocks, not following symlinks, each hard-linked
 /// inode once. Entries that vanish while walking count as nothing.
-pub(crate) fn disk_bytes(path: &Path) -> u64 {
+pub fn disk_bytes(path: &Path) -> u64 {
+    tree_disk_bytes(path, usize::MAX)
+}
+
+/// `disk_bytes`, reading at most `max_entries` entries and never leaving `path`'s file system
+/// (a pod's directory holds its containers' mounted root file systems, whose lower layers are
+/// the image store's, not the pod's).
+pub fn tree_disk_bytes(path: &Path, max_entries: usize) -> u64 {
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut total = 0u64;
+    let Ok(root) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let dev = root.dev();
+    let mut read = 0usize;
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
         let Ok(md) = fs::symlink_metadata(&p) else {
             continue;
         };
-        if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
+        if md.dev() != dev || (md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())))
+        {
             continue;
+        }
+        read += 1;
+        if read > max_entries {
+            break;
         }
         total = total.saturating_add(md.blocks().saturating_mul(512));
         if md.is_dir() {
@@ -535,5 +552,17 @@ mod tests {
         let dir_only = fs::symlink_metadata(dir.path()).unwrap().blocks() * 512;
         assert_eq!(with_link, one + dir_only);
         assert_eq!(disk_bytes(&dir.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn tree_disk_bytes_stops_at_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("a")).unwrap();
+        fs::write(dir.path().join("a/f"), vec![1u8; 64 << 10]).unwrap();
+        fs::write(dir.path().join("g"), vec![1u8; 64 << 10]).unwrap();
+        let all = tree_disk_bytes(dir.path(), usize::MAX);
+        assert!(all >= 128 << 10, "{all}");
+        assert_eq!(all, disk_bytes(dir.path()));
+        assert!(tree_disk_bytes(dir.path(), 2) < all);
     }
 }
