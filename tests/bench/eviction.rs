@@ -146,7 +146,8 @@ struct Sample {
     /// The last upward crossing before the end: differs from `crossed` when the working set
     /// fell back under the threshold in between (a `sleep` of the hog exiting).
     last_crossed: Option<Instant>,
-    /// Samples after the first crossing with the working set back under the threshold.
+    /// Samples after the first crossing with the working set back under the threshold (also
+    /// those after the kill, as the victim's memory is freed).
     dips: u64,
     /// First sample after the crossing with no process left in the victim's tree.
     gone: Option<Instant>,
@@ -431,7 +432,7 @@ fn latency_and_safety(reps: usize) {
         sustained.push(last_ms);
         let dipped = if s.dips > 0 {
             format!(
-                " (fell back under for {} samples; from the last crossing {last_ms:.1} ms)",
+                " (under the threshold again for {} samples, also counting those after the kill; from the last upward crossing {last_ms:.1} ms)",
                 s.dips
             )
         } else {
