@@ -156,6 +156,11 @@ fn best_effort_hog_is_evicted_before_the_oom_killer_and_readmitted() {
     );
     a.wait_running(&a.full_name("guaranteed"));
     a.wait_running(&a.full_name("burstable"));
+    // kubelet's QoS tiers: BestEffort pods get the least cpu weight (2 shares).
+    assert_eq!(
+        read_trim(a.cpu_cgroup("kubepods/besteffort").join("cpu.shares")),
+        "2"
+    );
     let ooms_before = kernel_oom_kills(&a);
     a.write("hog.yaml", &pod_yaml("hog", "", &[("c", &grow(8), "")]));
     let p = wait_evicted(&a, "hog");

@@ -200,6 +200,8 @@ pub struct Agent {
     admission: Admission,
     /// When admission wants another look (an evicted pod's back-off ends).
     recheck_at: Option<tokio::time::Instant>,
+    /// The QoS-tier cgroup values last written.
+    qos_applied: Option<crate::qos::QosCgroups>,
     _lock: std::fs::File,
 }
 
@@ -361,6 +363,7 @@ impl Agent {
             cross_file_errors: Vec::new(),
             admission: Admission::default(),
             recheck_at: None,
+            qos_applied: None,
             _lock: lock,
         })
     }
@@ -484,12 +487,35 @@ impl Agent {
         self.recheck_at = decision
             .recheck_in
             .map(|d| tokio::time::Instant::now() + d + Duration::from_millis(10));
+        self.apply_qos_cgroups(set, &decision.gates);
         lock(&self.ctx.evictions).retain(|_, n| {
             !n.recorded
                 || (set.pods.get(&n.key).is_some_and(|d| d.pod.uid == n.uid)
                     && decision.gates.get(&n.key) != Some(&Gate::Admitted))
         });
         decision.gates
+    }
+
+    /// kubelet's QoS-tier cgroups over the admitted pods: `besteffort` gets 2 cpu shares,
+    /// `burstable` the shares of its pods' summed cpu requests. Written when they change.
+    fn apply_qos_cgroups(&mut self, set: &DesiredSet, gates: &BTreeMap<String, Gate>) {
+        let admitted = set
+            .pods
+            .iter()
+            .filter(|(k, _)| gates.get(*k) == Some(&Gate::Admitted))
+            .map(|(_, d)| prepare::spec(&d.pod.pod));
+        let q = crate::qos::qos_cgroup_resources(admitted);
+        if self.qos_applied.as_ref() == Some(&q) {
+            return;
+        }
+        let kubepods = self.ctx.cfg.kubepods_cgroup();
+        for (tier, res) in [("burstable", &q.burstable), ("besteffort", &q.besteffort)] {
+            if let Err(e) = self.ctx.cgroups.apply(&format!("{kubepods}/{tier}"), res) {
+                tracing::warn!(tier, error = %e, "cannot set the QoS cgroup's cpu shares");
+                return;
+            }
+        }
+        self.qos_applied = Some(q);
     }
 
     /// Adopt what the state directory records, then reconcile forever. `ready` runs once the

@@ -107,6 +107,17 @@ impl Signal {
         }
     }
 
+    /// Whether the signal counts bytes (memory, disk space) rather than inodes or pids.
+    pub fn in_bytes(self) -> bool {
+        matches!(
+            self,
+            Signal::MemoryAvailable
+                | Signal::AllocatableMemoryAvailable
+                | Signal::NodeFsAvailable
+                | Signal::ImageFsAvailable
+        )
+    }
+
     /// The order kubelet acts in when several thresholds are met: memory first.
     pub fn priority(self) -> u8 {
         match self {

@@ -191,14 +191,18 @@ impl Policy {
         }
     }
 
-    /// Whether `signal` is near enough to a threshold that the monitor should look often:
-    /// within `margin` (a fraction of the threshold's value, at least 16 MiB worth for memory).
+    /// Whether a signal is near enough to a threshold that the monitor should look often:
+    /// within `margin` (a fraction of the threshold's value; for byte signals at least 16 MiB,
+    /// which is how fast a hog can move between two looks).
     pub fn near(&self, obs: &Observations, margin: f64) -> bool {
         self.cfg.thresholds.iter().any(|t| {
             obs.get(&t.signal).is_some_and(|o| {
                 let v = t.value.resolve(o.capacity);
-                let slack = ((v as f64) * margin) as i64;
-                o.available < v + slack.max(16 << 20)
+                let mut slack = ((v as f64) * margin) as i64;
+                if t.signal.in_bytes() {
+                    slack = slack.max(16 << 20);
+                }
+                o.available < v + slack
             })
         })
     }
@@ -367,6 +371,33 @@ mod tests {
             !s.conditions[&Condition::DiskPressure].active,
             "no reading, no pressure"
         );
+    }
+
+    #[test]
+    fn near_counts_bytes_and_counts_differently() {
+        let p = Policy::new(
+            cfg(RawEviction {
+                hard: map(&[("memory.available", "100Mi"), ("nodefs.inodesFree", "5%")]),
+                ..Default::default()
+            }),
+            0,
+        );
+        let inodes = |free| -> Observations {
+            [(
+                Signal::NodeFsInodesFree,
+                Observation {
+                    available: free,
+                    capacity: 16_000_000,
+                },
+            )]
+            .into()
+        };
+        // 5% of 16 M inodes is 800 k; half again is 1.2 M. No 16 Mi floor for a count.
+        assert!(!p.near(&inodes(15_000_000), 0.5));
+        assert!(p.near(&inodes(1_000_000), 0.5));
+        // Memory: 100 Mi threshold, 150 Mi with the margin.
+        assert!(!p.near(&mem(160), 0.5));
+        assert!(p.near(&mem(140), 0.5));
     }
 
     #[test]
