@@ -43,16 +43,6 @@ fn env_or(key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn meminfo_total() -> u64 {
-    let s = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 fn pod_yaml(name: &str, cmd: &str, resources: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [\"sh\", \"-c\", {cmd:?}]\n{resources}")
 }
@@ -78,22 +68,6 @@ fn stat_field(text: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The `oom_kill` counts of `memory.oom_control` summed over the cgroup tree at `dir`.
-fn oom_kills(dir: &Path) -> u64 {
-    let own = std::fs::read_to_string(dir.join("memory.oom_control"))
-        .ok()
-        .and_then(|s| stat_field(&s, "oom_kill"))
-        .unwrap_or(0);
-    let children: u64 = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| oom_kills(&e.path()))
-        .sum();
-    own + children
 }
 
 fn vmstat_oom_kills() -> u64 {
@@ -199,7 +173,9 @@ fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
             above = false;
         }
         if s.samples % 16 == 0 {
-            s.victim_oom_kills = s.victim_oom_kills.max(oom_kills(&victim));
+            s.victim_oom_kills = s
+                .victim_oom_kills
+                .max(tidelet_e2e::v1_oom_kills_under(&victim));
         }
         let pids = cgroup_tree_pids(&victim);
         if s.crossed
@@ -223,7 +199,9 @@ fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
         }
         std::thread::sleep(SAMPLE_EVERY);
     }
-    s.victim_oom_kills = s.victim_oom_kills.max(oom_kills(&victim));
+    s.victim_oom_kills = s
+        .victim_oom_kills
+        .max(tidelet_e2e::v1_oom_kills_under(&victim));
     s
 }
 
@@ -333,7 +311,7 @@ fn settle(a: &Agent, name: &str) {
 fn latency_and_safety(reps: usize) {
     let config = format!(
         "systemReserved:\n  memory: \"{}\"\nevictionHard:\n  memory.available: \"100Mi\"\nevictionPressureTransitionPeriod: 1s\n",
-        meminfo_total() - PODS_MEMORY
+        tidelet_e2e::mem_total() - PODS_MEMORY
     );
     // The monitor's debug line "threshold met" says what woke it.
     let mut a = Agent::start_with(
@@ -363,7 +341,8 @@ fn latency_and_safety(reps: usize) {
     };
     let (g_cg, b_cg) = (cg(&g, ""), cg(&b, "burstable/"));
     std::thread::sleep(Duration::from_secs(1));
-    let oom_before = oom_kills(&g_cg) + oom_kills(&b_cg);
+    let oom_before =
+        tidelet_e2e::v1_oom_kills_under(&g_cg) + tidelet_e2e::v1_oom_kills_under(&b_cg);
     let vm_before = vmstat_oom_kills();
 
     let (mut total, mut agent_kill, mut to_log) = (vec![], vec![], vec![]);
@@ -503,7 +482,7 @@ fn latency_and_safety(reps: usize) {
             .unwrap_or_default()
             .trim()
     );
-    let oom_after = oom_kills(&g_cg) + oom_kills(&b_cg);
+    let oom_after = tidelet_e2e::v1_oom_kills_under(&g_cg) + tidelet_e2e::v1_oom_kills_under(&b_cg);
     let vm_after = vmstat_oom_kills();
     let (g, b) = (
         a.pod(&a.full_name("guaranteed")).unwrap(),

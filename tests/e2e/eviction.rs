@@ -17,21 +17,11 @@ use crate::pod_yaml;
 const MI: u64 = 1 << 20;
 const PODS_MEMORY: u64 = 384 * MI;
 
-fn mem_total() -> u64 {
-    let s = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// A config that leaves `PODS_MEMORY` to the pods, with `extra` keys appended.
 fn config(hard: &str, extra: &str) -> String {
     format!(
         "systemReserved:\n  memory: \"{}\"\nevictionHard:\n  memory.available: \"{hard}\"\nevictionPressureTransitionPeriod: 3s\n{extra}",
-        mem_total() - PODS_MEMORY
+        tidelet_e2e::mem_total() - PODS_MEMORY
     )
 }
 
@@ -56,28 +46,9 @@ fn burstable(request: u64, limit: Option<u64>) -> String {
     }
 }
 
-/// OOM kills the kernel made anywhere under `kubepods` (cgroup v1 counts a kill in the
-/// victim's own cgroup only, so the tree is summed).
+/// OOM kills the kernel made anywhere under `kubepods`.
 fn kernel_oom_kills(a: &Agent) -> u64 {
-    fn walk(d: &std::path::Path) -> u64 {
-        let own = std::fs::read_to_string(d.join("memory.oom_control"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("oom_kill "))
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0);
-        let children: u64 = std::fs::read_dir(d)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| walk(&e.path()))
-            .sum();
-        own + children
-    }
-    walk(&a.memory_cgroup("kubepods"))
+    tidelet_e2e::v1_oom_kills_under(&a.memory_cgroup("kubepods"))
 }
 
 fn node(a: &Agent) -> Value {

@@ -527,3 +527,35 @@ pub fn run_with_config(dir: &Path, yaml: &str) -> (std::process::ExitStatus, Str
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     (out.status, text)
 }
+
+/// The kernel's OOM kills under the cgroup v1 memory cgroup `dir`: `memory.oom_control`'s
+/// `oom_kill` summed over the tree (v1 counts a kill only in the victim's own cgroup).
+pub fn v1_oom_kills_under(dir: &Path) -> u64 {
+    let own = std::fs::read_to_string(dir.join("memory.oom_control"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let children: u64 = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| v1_oom_kills_under(&e.path()))
+        .sum();
+    own + children
+}
+
+/// The host's `MemTotal` in bytes (what the agent takes as memory capacity).
+pub fn mem_total() -> u64 {
+    let s = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    kb * 1024
+}
