@@ -345,11 +345,9 @@ impl Agent {
             started: Instant::now(),
             started_ns: worker::now_ns(),
             evictions: Mutex::new(BTreeMap::new()),
-            conditions: Mutex::new(
-                crate::eviction::policy::Policy::new(Default::default(), worker::now_ns())
-                    .conditions()
-                    .clone(),
-            ),
+            conditions: Mutex::new(crate::eviction::policy::initial_conditions(
+                worker::now_ns(),
+            )),
             node_events: Mutex::new(Events::default()),
             desired: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),

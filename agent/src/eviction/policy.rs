@@ -73,34 +73,17 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(cfg: EvictionConfig, start_wall_ns: i64) -> Policy {
-        let conditions = Condition::ALL
-            .into_iter()
-            .map(|c| {
-                (
-                    c,
-                    ConditionState {
-                        active: false,
-                        since_ns: start_wall_ns,
-                        message: no_pressure(c).into(),
-                    },
-                )
-            })
-            .collect();
         Policy {
             cfg,
             first_met: BTreeMap::new(),
             met_before: BTreeSet::new(),
             last_seen: BTreeMap::new(),
-            conditions,
+            conditions: initial_conditions(start_wall_ns),
         }
     }
 
     pub fn config(&self) -> &EvictionConfig {
         &self.cfg
-    }
-
-    pub fn conditions(&self) -> &BTreeMap<Condition, ConditionState> {
-        &self.conditions
     }
 
     /// Whether the threshold `i` is met by `obs`, minimum reclaim included if it was met before.
@@ -172,10 +155,9 @@ impl Policy {
             .map(|i| (*i, &self.cfg.thresholds[*i]))
             .filter(|(i, t)| now.mono.saturating_sub(self.first_met[i]) >= t.grace)
             .min_by_key(|(_, t)| (t.signal.priority(), !t.hard))
-            .map(|(i, t)| {
+            .map(|(_, t)| {
                 let o = obs[&t.signal];
                 let reclaim = t.min_reclaim.map(|r| r.resolve(o.capacity)).unwrap_or(0);
-                let _ = i;
                 Act {
                     threshold: t.clone(),
                     observation: o,
@@ -206,6 +188,23 @@ impl Policy {
             })
         })
     }
+}
+
+/// Every node condition cleared, as at the agent's start (`start_wall_ns`).
+pub fn initial_conditions(start_wall_ns: i64) -> BTreeMap<Condition, ConditionState> {
+    Condition::ALL
+        .into_iter()
+        .map(|c| {
+            (
+                c,
+                ConditionState {
+                    active: false,
+                    since_ns: start_wall_ns,
+                    message: no_pressure(c).into(),
+                },
+            )
+        })
+        .collect()
 }
 
 fn no_pressure(c: Condition) -> &'static str {
