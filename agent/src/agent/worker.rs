@@ -196,7 +196,7 @@ impl Worker {
                         self.events
                             .push(true, failure_reason(&msg), msg.clone(), now_ns());
                         tracing::error!(pod = %self.key, error = %msg, "cannot create pod sandbox");
-                        self.publish_failed(&d, "FailedCreatePodSandBox", &msg);
+                        self.publish_failed(&d, failure_reason(&msg), &msg);
                         tokio::select! {
                             r = self.rx.changed() => if r.is_err() { return },
                             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
@@ -752,11 +752,6 @@ impl Worker {
     fn publish_failed(&self, d: &DesiredPod, reason: &str, msg: &str) {
         let mut pod = d.pod.pod.clone();
         let mut facts = self.facts(None, &pod);
-        let reason = if reason == "FailedCreatePodSandBox" {
-            failure_reason(msg)
-        } else {
-            reason
-        };
         facts.failed = Some((reason.to_string(), msg.to_string()));
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let views: Vec<_> = match &self.held_views {
