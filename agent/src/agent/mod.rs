@@ -345,9 +345,7 @@ impl Agent {
             started: Instant::now(),
             started_ns: worker::now_ns(),
             evictions: Mutex::new(BTreeMap::new()),
-            conditions: Mutex::new(crate::eviction::policy::initial_conditions(
-                worker::now_ns(),
-            )),
+            conditions: Mutex::new(crate::eviction::policy::initial_conditions(worker::now_ns())),
             node_events: Mutex::new(Events::default()),
             desired: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
@@ -404,6 +402,12 @@ impl Agent {
     }
 
     fn apply(&mut self, set: &DesiredSet) {
+        let gates = self.admit(set);
+        self.apply_admitted(set, gates);
+    }
+
+    /// `apply` with admission already decided (`gates`).
+    fn apply_admitted(&mut self, set: &DesiredSet, gates: BTreeMap<String, Gate>) {
         let cross: Vec<_> = set
             .errors
             .iter()
@@ -414,7 +418,6 @@ impl Agent {
             tracing::warn!(file = %e.file.display(), field = %e.field, reason = %e.reason, "static pod ignored");
         }
         self.cross_file_errors = cross;
-        let gates = self.admit(set);
         let desired: BTreeMap<String, Told> = set
             .pods
             .iter()
@@ -547,7 +550,7 @@ impl Agent {
             });
             adopting.push(self.spawn_worker(&key, recs, initial));
         }
-        self.apply(&set);
+        self.apply_admitted(&set, gates);
         // READY=1 means "the pods that were running are under control again": a unit ordered
         // after tidelet, or `systemctl restart` in a script, can rely on it. Adoption only
         // talks to local supervisors, so it is quick; the bound keeps a wedged one from
