@@ -6,7 +6,8 @@
 //! - `quantity`, `qos`: resource arithmetic, QoS class, oom_score_adj, shares/weight (pure);
 //! - `cgroups`: one trait, v1 and v2 backends;
 //! - `runtime`: the per-pod supervisor (infra process), container spawn, CRI logs, exec;
-//! - `source`: pod sources (the static-pod directory; later MQTT);
+//! - `source`: pod sources (the static-pod directory, desired pods from the control plane);
+//! - `mqtt`: sync with a remote control plane over MQTT (status up, desired pods down);
 //! - `reconcile`: desired vs actual pods -> actions (pure);
 //! - `pod`: pod/container lifecycle state machines, back-off, Kubernetes status;
 //! - `agent`: the loop that ties sources, reconcile and runtime together;
@@ -24,6 +25,7 @@ pub mod eviction;
 pub mod gc;
 pub mod logging;
 pub mod manifest;
+pub mod mqtt;
 pub mod pod;
 pub mod qos;
 pub mod quantity;

@@ -128,11 +128,13 @@ impl Ctx {
         drop(cur);
         if changed {
             self.wake.notify_one();
+            self.shared.touch();
         }
     }
 
     pub fn node_event(&self, warning: bool, reason: &str, message: String) {
         lock(&self.node_events).push(warning, reason, message, worker::now_ns());
+        self.shared.touch();
     }
 
     /// The images the agent's pods use (desired ones, and any still published), for image GC.

@@ -39,9 +39,20 @@ pub struct PodView {
     pub cgroup: String,
 }
 
-#[derive(Default)]
 pub struct Shared {
     pods: Mutex<BTreeMap<String, PodView>>,
+    /// Bumped on every change of what is published here or of the node's status, so that
+    /// the MQTT reporter wakes on changes instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            pods: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Shared {
@@ -50,12 +61,23 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.to_string(), view);
+        self.touch();
     }
     pub fn remove(&self, key: &str) {
         self.pods
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+        self.touch();
+    }
+    /// Something a watcher of `changes()` should look at again (a pod, the node's conditions
+    /// or events).
+    pub fn touch(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    /// Fires after every `publish`, `remove` or `touch`.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
     pub fn list(&self) -> Vec<PodView> {
         self.pods

@@ -1,0 +1,12 @@
+//! Sync with a remote control plane over MQTT (3.1.1, through `rumqttc`): the node's and its
+//! pods' status up as retained Kubernetes objects, events and a lease beside them, desired pods
+//! down, and everything kept working while the link is down.
+//!
+//! `config` and `tls` are shared by the agent's session and by `tidelet fleet` (the
+//! operator's side); `topics` is the topic tree both sides agree on (docs/mqtt.md).
+
+pub mod config;
+pub mod tls;
+pub mod topics;
+
+pub use config::{BrokerUrl, MqttConfig};
