@@ -56,6 +56,10 @@ pub struct Config {
     pub image_gc_low_threshold_percent: u8,
     /// No image younger than this is collected (`imageMinimumGCAge`).
     pub image_minimum_gc_age: Duration,
+    /// The `mqtt:` section as written (absent: local-only). Parsed by `mqtt()` against the
+    /// final node name (a `--node-name` flag comes after the file), and checked once when
+    /// the file is read so that a bad key stops the start.
+    pub mqtt_section: Option<serde_yaml::Value>,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             image_gc_high_threshold_percent: 85,
             image_gc_low_threshold_percent: 80,
             image_minimum_gc_age: Duration::from_secs(120),
+            mqtt_section: None,
         }
     }
 }
@@ -131,6 +136,8 @@ struct FileConfig {
     image_gc_low_threshold_percent: Option<i64>,
     #[serde(rename = "imageMinimumGCAge")]
     image_minimum_gc_age: Option<String>,
+    /// tidelet's own: sync with a control plane (docs/mqtt.md).
+    mqtt: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -347,7 +354,28 @@ impl Config {
                 )
             })?;
         }
+        if let Some(v) = f.mqtt {
+            self.mqtt_section = Some(v);
+            self.mqtt()?;
+        }
         Ok(())
+    }
+
+    /// The MQTT settings, or `None` when MQTT is off (no `mqtt:` section).
+    pub fn mqtt(&self) -> Result<Option<crate::mqtt::MqttConfig>, ConfigError> {
+        let Some(v) = &self.mqtt_section else {
+            return Ok(None);
+        };
+        crate::mqtt::MqttConfig::parse(v, &self.node_name)
+            .map(Some)
+            .map_err(|(field, reason)| ConfigError::Field {
+                path: self
+                    .config_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("configuration")),
+                field,
+                reason,
+            })
     }
 
     /// The cgroup path (relative to each hierarchy's root) of `kubepods`.
