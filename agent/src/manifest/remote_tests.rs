@@ -168,7 +168,9 @@ fn rejections_say_which_kind_and_where() {
     use RemoteRejection::*;
     let huge = format!("{POD}# {}\n", "x".repeat(MAX_REMOTE_MANIFEST_BYTES));
     let two = format!("{POD}---\n{}", POD.replace("web", "web2"));
-    let cases: Vec<(&str, &str, Vec<u8>, RemoteRejection, Vec<&str>)> = vec![
+    /// Topic namespace, topic name, payload, kind, `field: reason` of each problem.
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, RemoteRejection, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         ("default", "web", b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n".to_vec(), NotAPod,
             vec!["apiVersion: \"apps/v1\" is not supported (must be \"v1\")", "kind: \"Deployment\" is not supported (only Pod)"]),
         ("default", "web", b"just some text\n".to_vec(), NotAPod,
