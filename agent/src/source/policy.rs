@@ -107,6 +107,46 @@ impl RemotePolicy {
         out
     }
 
+    /// `check`, plus the host paths resolved on this node: a path lexically under an allowed
+    /// prefix that reaches elsewhere through a symbolic link (`/data/x -> /`, made by a pod
+    /// that had `/data` writable) is refused too. The longest existing part of each path is
+    /// resolved (`canonicalize`), and so are the allowed prefixes (one may itself be a link).
+    /// This is a check at admission: the mount must still not follow links out of the
+    /// prefix, which is the runtime's part.
+    pub fn check_on_host(&self, pod: &Pod) -> Vec<(String, String)> {
+        let mut out = self.check(pod);
+        let Some(spec) = &pod.spec else {
+            return out;
+        };
+        let prefixes: Vec<PathBuf> = self
+            .allowed_host_paths
+            .iter()
+            .map(|p| resolve_on_host(p))
+            .collect();
+        for (i, v) in spec.volumes.iter().flatten().enumerate() {
+            let Some(hp) = &v.host_path else { continue };
+            let field = format!("spec.volumes[{i}].hostPath.path");
+            if out.iter().any(|(f, _)| *f == field) {
+                continue;
+            }
+            let Some(lexical) = normalise(&hp.path) else {
+                continue;
+            };
+            let real = resolve_on_host(&lexical);
+            if !prefixes.iter().any(|p| real.starts_with(p)) {
+                out.push((
+                    field,
+                    format!(
+                        "{:?}: resolves to {:?} through a symbolic link, which is not under a host path allowed for remote pods ({SECTION}.allowedHostPaths)",
+                        hp.path,
+                        real.display().to_string()
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
     /// Whether `path` (absolute) is, once normalised, at or under an allowed prefix.
     pub fn host_path_allowed(&self, path: &str) -> bool {
         let Some(p) = normalise(path) else {
@@ -228,6 +268,30 @@ pub fn normalise(path: &str) -> Option<PathBuf> {
         }
     }
     Some(out)
+}
+
+/// `path` (absolute, normalised) with its longest existing ancestor replaced by its
+/// canonical form; the part that does not exist yet is appended as is.
+pub fn resolve_on_host(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 #[cfg(test)]

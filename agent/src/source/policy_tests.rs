@@ -244,3 +244,51 @@ fn reasons_say_which_setting_to_change() {
         "\"/etc\": not under a host path allowed for remote pods (mqtt.remotePodPolicy.allowedHostPaths: /data, /srv)"
     );
 }
+
+#[test]
+fn host_paths_that_leave_the_prefix_through_a_link_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    std::fs::create_dir_all(data.join("app")).unwrap();
+    std::fs::create_dir_all(root.join("secret")).unwrap();
+    std::os::unix::fs::symlink(root.join("secret"), data.join("escape")).unwrap();
+    std::os::unix::fs::symlink("app", data.join("inside")).unwrap();
+    // An allowed prefix that is itself a link is honoured where it points.
+    std::os::unix::fs::symlink(&data, root.join("alias")).unwrap();
+    let policy = RemotePolicy {
+        allowed_host_paths: vec![data.clone(), root.join("alias")],
+        ..Default::default()
+    };
+    let at = |p: &Path| p.display().to_string();
+    let cases = [
+        (at(&data.join("app")), true),
+        (at(&data.join("app/not-yet/created")), true),
+        (at(&data.join("inside/x")), true),
+        (at(&root.join("alias/app")), true),
+        (at(&data.join("escape")), false),
+        (at(&data.join("escape/not-yet")), false),
+        (at(&root.join("alias/escape")), false),
+        (at(&root.join("secret")), false),
+    ];
+    for (path, ok) in cases {
+        let p = pod(json!({"containers": [c(json!({}))],
+                           "volumes": [{"name": "h", "hostPath": {"path": path}}]}));
+        let got = policy.check_on_host(&p);
+        assert_eq!(got.is_empty(), ok, "{path}: {got:?}");
+        if !ok {
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(got[0].0, "spec.volumes[0].hostPath.path");
+        }
+    }
+    let p = pod(json!({"containers": [c(json!({}))],
+                       "volumes": [{"name": "h", "hostPath": {"path": at(&data.join("escape"))}}]}));
+    assert_eq!(
+        policy.check_on_host(&p)[0].1,
+        format!(
+            "{:?}: resolves to {:?} through a symbolic link, which is not under a host path allowed for remote pods (mqtt.remotePodPolicy.allowedHostPaths)",
+            at(&data.join("escape")),
+            at(&std::fs::canonicalize(root.join("secret")).unwrap())
+        )
+    );
+}

@@ -278,7 +278,7 @@ impl RemoteSource {
         };
         let outcome = match &parsed.outcome {
             Ok(sp) => {
-                let violations = self.policy.check(&sp.pod);
+                let violations = self.policy.check_on_host(&sp.pod);
                 if violations.is_empty() {
                     Ok(sp.clone())
                 } else {
