@@ -1,5 +1,6 @@
-//! Pod manifests: reading static-pod files, validating them as the API server would (for what
-//! tidelet runs), and static-pod naming and UID (kubelet's `applyDefaults` for file sources).
+//! Pod manifests: reading static-pod files and desired-pod payloads from the control plane
+//! (`remote`), validating them as the API server would (for what tidelet runs), and their
+//! naming and UID (kubelet's `applyDefaults` for file sources; API-pod defaults for remote).
 
 mod defaults;
 mod names;
