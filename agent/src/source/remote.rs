@@ -126,6 +126,10 @@ struct Accepted {
     pod: Arc<StaticPod>,
     generation: Option<i64>,
     resource_version: Option<String>,
+    /// MD5 of the payload on disk, if it was saved: the broker re-sends every retained
+    /// message on each resubscription, and rewriting (and syncing) an unchanged file each
+    /// time would only wear the board's flash.
+    saved: Option<[u8; 16]>,
 }
 
 #[derive(Debug, Clone)]
@@ -317,7 +321,10 @@ impl RemoteSource {
                         fields.join(", ")
                     ));
                 }
-                if persist {
+                let digest: [u8; 16] = Md5::digest(payload).into();
+                let unchanged = entry.accepted.as_ref().and_then(|a| a.saved) == Some(digest);
+                let mut saved = (!persist || unchanged).then_some(digest);
+                if persist && !unchanged {
                     let file = self.dir.join(file_name(namespace, name));
                     let record = Persisted {
                         namespace: namespace.to_string(),
@@ -326,12 +333,15 @@ impl RemoteSource {
                         generation: parsed.generation,
                         resource_version: parsed.resource_version.clone(),
                     };
-                    if let Err(e) = write_durably(&file, &record) {
-                        tracing::error!(pod = %key, file = %file.display(), error = %e, "cannot persist the remote pod; it runs but will not restart without the broker");
-                        message.push_str(&format!(
+                    match write_durably(&file, &record) {
+                        Ok(()) => saved = Some(digest),
+                        Err(e) => {
+                            tracing::error!(pod = %key, file = %file.display(), error = %e, "cannot persist the remote pod; it runs but will not restart without the broker");
+                            message.push_str(&format!(
                             "; but it could not be saved to {}: {e} (it will not restart without the broker)",
                             file.display()
                         ));
+                        }
                     }
                 }
                 let mut r = echo(DesiredResult::new(
@@ -346,6 +356,7 @@ impl RemoteSource {
                     pod: Arc::new(sp),
                     generation: parsed.generation,
                     resource_version: parsed.resource_version.clone(),
+                    saved,
                 });
                 entry.rejected.clear();
                 entry.own = r;

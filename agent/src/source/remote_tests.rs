@@ -430,3 +430,33 @@ fn entries_without_a_pod_are_bounded() {
         .iter()
         .any(|r| r.name == format!("junk-{}", MAX_RESULTS_WITHOUT_POD + 9)));
 }
+
+#[test]
+fn an_unchanged_payload_is_not_written_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut src = open(tmp.path());
+    let first = src.handle("default", "web", POD.as_bytes());
+    let file = tmp.path().join("default_web.json");
+    // Mark the file: a rewrite would replace it (a new inode through the rename).
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = ino(&file);
+    assert_eq!(src.handle("default", "web", POD.as_bytes()), first);
+    assert_eq!(
+        ino(&file),
+        before,
+        "the re-delivered retained message is not rewritten"
+    );
+    // Nor after a restart, which knows what is on disk.
+    let mut src = open(tmp.path());
+    assert_eq!(src.handle("default", "web", POD.as_bytes()), first);
+    assert_eq!(ino(&file), before);
+    // A changed payload is.
+    assert!(
+        src.handle("default", "web", POD.replace("\"41\"", "\"42\"").as_bytes())
+            .accepted
+    );
+    assert_ne!(ino(&file), before);
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(on_disk["resourceVersion"], "42");
+}
