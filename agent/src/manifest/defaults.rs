@@ -33,6 +33,20 @@ pub fn static_pod_uid(pod: &Pod, node_name: &str, file: &Path) -> String {
     hex::encode(h.finalize())
 }
 
+/// The UID of a pod from the control plane: like `static_pod_uid`, with the source label
+/// (`mqtt:<namespace>/<name>`) in place of the file, so it follows the content, the node and
+/// the topic the manifest came from.
+pub fn remote_pod_uid(pod: &Pod, node_name: &str, source_label: &str) -> String {
+    let canonical = serde_json::to_vec(pod).expect("a typed Pod always encodes as JSON");
+    let mut h = Md5::new();
+    h.update(&canonical);
+    h.update(b"host:");
+    h.update(node_name.as_bytes());
+    h.update(b"source:");
+    h.update(source_label.as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// `<name>-<nodename in lower case>`, kubelet's `generatePodName`.
 pub fn static_pod_name(name: &str, node_name: &str) -> String {
     format!("{name}-{}", node_name.to_lowercase())
@@ -58,17 +72,39 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str, file: &Path) -> String {
     // Hash the pod as read, before any default below changes it.
     let uid = static_pod_uid(pod, node_name, file);
     let meta = &mut pod.metadata;
-    meta.uid = Some(uid.clone());
     meta.name = Some(static_pod_name(
         meta.name.as_deref().unwrap_or_default(),
         node_name,
     ));
+    apply_common(pod, node_name, &uid, "file");
+    uid
+}
+
+/// The defaults of a pod from the control plane (`pod` validated, its name and namespace
+/// already those of its topic): the API-server defaults and the node as for a static pod,
+/// but the name is kept as given and the config source is `source` (`mqtt`). Returns the UID
+/// (`remote_pod_uid` of the pod as given, with `source_label`).
+pub fn apply_remote_defaults(
+    pod: &mut Pod,
+    node_name: &str,
+    source: &str,
+    source_label: &str,
+) -> String {
+    let uid = remote_pod_uid(pod, node_name, source_label);
+    apply_common(pod, node_name, &uid, source);
+    uid
+}
+
+/// What every source shares: UID, namespace, config annotations, node and spec defaults.
+fn apply_common(pod: &mut Pod, node_name: &str, uid: &str, source: &str) {
+    let meta = &mut pod.metadata;
+    meta.uid = Some(uid.to_string());
     if meta.namespace.as_deref().unwrap_or_default().is_empty() {
         meta.namespace = Some("default".to_string());
     }
     let ann = meta.annotations.get_or_insert_with(Default::default);
-    ann.insert(CONFIG_HASH_ANNOTATION.to_string(), uid.clone());
-    ann.insert(CONFIG_SOURCE_ANNOTATION.to_string(), "file".to_string());
+    ann.insert(CONFIG_HASH_ANNOTATION.to_string(), uid.to_string());
+    ann.insert(CONFIG_SOURCE_ANNOTATION.to_string(), source.to_string());
 
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.node_name = Some(node_name.to_string());
@@ -86,7 +122,6 @@ pub fn apply_defaults(pod: &mut Pod, node_name: &str, file: &Path) -> String {
     {
         default_container(c);
     }
-    uid
 }
 
 fn default_container(c: &mut Container) {

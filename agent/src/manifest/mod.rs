@@ -1,9 +1,11 @@
-//! Pod manifests: reading static-pod files, validating them as the API server would (for what
-//! tidelet runs), and static-pod naming and UID (kubelet's `applyDefaults` for file sources).
+//! Pod manifests: reading static-pod files and desired-pod payloads from the control plane
+//! (`remote`), validating them as the API server would (for what tidelet runs), and their
+//! naming and UID (kubelet's `applyDefaults` for file sources; API-pod defaults for remote).
 
 mod defaults;
 mod names;
 mod parse;
+mod remote;
 mod support;
 mod validate;
 
@@ -16,8 +18,12 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 
 pub use defaults::{
-    default_pull_policy, static_pod_name, static_pod_uid, CONFIG_HASH_ANNOTATION,
+    default_pull_policy, remote_pod_uid, static_pod_name, static_pod_uid, CONFIG_HASH_ANNOTATION,
     CONFIG_SOURCE_ANNOTATION, DEFAULT_TERMINATION_GRACE_PERIOD, DEFAULT_TERMINATION_MESSAGE_PATH,
+};
+pub use remote::{
+    parse_remote, remote_pod_path, remote_source_label, RemoteManifest, RemoteRejection,
+    MAX_REMOTE_MANIFEST_BYTES, REMOTE_CONFIG_SOURCE,
 };
 pub use support::{unsupported_fields, HONOURED, NOT_SUPPORTED};
 pub use validate::{validate_pod, FieldError};
@@ -137,7 +143,53 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn too_large(len: u64) -> String {
-    format!("file is too large ({len} bytes; the limit is {MAX_MANIFEST_BYTES} bytes)")
+    too_large_for("file", len, MAX_MANIFEST_BYTES)
+}
+
+fn too_large_for(noun: &str, len: u64, limit: u64) -> String {
+    format!("{noun} is too large ({len} bytes; the limit is {limit} bytes)")
+}
+
+/// Why bytes were refused before any YAML or JSON parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    TooLarge,
+    Empty,
+    Binary,
+}
+
+/// The byte-level checks every manifest goes through, whatever its source: at most `limit`
+/// bytes, not empty, no NUL, valid UTF-8. `noun` names the container in the reason (`file`,
+/// `payload`).
+pub(crate) fn manifest_text<'a>(
+    bytes: &'a [u8],
+    limit: u64,
+    noun: &str,
+) -> Result<&'a str, (Refused, String)> {
+    if bytes.len() as u64 > limit {
+        return Err((
+            Refused::TooLarge,
+            too_large_for(noun, bytes.len() as u64, limit),
+        ));
+    }
+    if bytes.is_empty() {
+        return Err((Refused::Empty, format!("{noun} is empty")));
+    }
+    if let Some(at) = bytes.iter().position(|b| *b == 0) {
+        return Err((
+            Refused::Binary,
+            format!("binary data, not a manifest (NUL byte at offset {at})"),
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        (
+            Refused::Binary,
+            format!(
+                "binary data, not a manifest (not UTF-8 at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })
 }
 
 fn problem(file: &Path, field: impl Into<String>, reason: impl Into<String>) -> Problem {
@@ -169,23 +221,7 @@ fn parse_checked(
     node_name: &str,
 ) -> Result<Vec<StaticPod>, Vec<Problem>> {
     let whole = |reason: String| vec![problem(path, "", reason)];
-    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(whole(too_large(bytes.len() as u64)));
-    }
-    if bytes.is_empty() {
-        return Err(whole("file is empty".into()));
-    }
-    if let Some(at) = bytes.iter().position(|b| *b == 0) {
-        return Err(whole(format!(
-            "binary data, not a manifest (NUL byte at offset {at})"
-        )));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        whole(format!(
-            "binary data, not a manifest (not UTF-8 at offset {})",
-            e.valid_up_to()
-        ))
-    })?;
+    let text = manifest_text(bytes, MAX_MANIFEST_BYTES, "file").map_err(|(_, r)| whole(r))?;
     let docs = parse::documents(text).map_err(whole)?;
     let docs: Vec<(usize, serde_json::Value)> = docs
         .into_iter()

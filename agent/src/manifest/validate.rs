@@ -42,10 +42,24 @@ pub const MAX_ANNOTATIONS_BYTES: usize = 256 << 10;
 /// Largest value for user and group IDs (the API server's `int32` limit).
 const MAX_ID: i64 = i32::MAX as i64;
 
+/// How the pod will be named on the node, which decides the name checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Naming {
+    /// A static pod: run as `<name>-<node>`, which must itself be a valid name.
+    Static,
+    /// A pod from the control plane: run under the name it was given.
+    AsGiven,
+}
+
 /// Everything wrong with `pod` (as read, before defaulting) for running on `node_name`.
 pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
+    validate_pod_named(pod, node_name, Naming::Static)
+}
+
+/// `validate_pod` with the name checks of `naming`.
+pub(crate) fn validate_pod_named(pod: &Pod, node_name: &str, naming: Naming) -> Vec<FieldError> {
     let mut e = Errors::default();
-    validate_metadata(pod, node_name, &mut e);
+    validate_metadata(pod, node_name, naming, &mut e);
     let Some(spec) = &pod.spec else {
         e.add("spec", "required");
         return e.0;
@@ -117,7 +131,7 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
     e.0
 }
 
-fn validate_metadata(pod: &Pod, node_name: &str, e: &mut Errors) {
+fn validate_metadata(pod: &Pod, node_name: &str, naming: Naming, e: &mut Errors) {
     let m = &pod.metadata;
     match m.name.as_deref() {
         None | Some("") => e.add(
@@ -126,6 +140,7 @@ fn validate_metadata(pod: &Pod, node_name: &str, e: &mut Errors) {
         ),
         Some(name) => match names::dns1123_subdomain(name) {
             Err(r) => e.add("metadata.name", r),
+            Ok(()) if naming == Naming::AsGiven => {}
             Ok(()) => {
                 let full = static_pod_name(name, node_name);
                 if let Err(r) = names::dns1123_subdomain(&full) {

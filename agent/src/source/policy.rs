@@ -1,0 +1,299 @@
+//! The local policy for pods from the control plane (`mqtt.remotePodPolicy`): what a remote
+//! back-end may not ask of this node unless its owner allowed it. By default: no privileged
+//! containers (nor capabilities that amount to it), no host namespaces, no `hostPath` at all.
+//! Static pods are not subject to it: whoever can write the static-pod directory is root.
+//!
+//! `check` is a pure function of the pod and returns every violation with its field path.
+//! Host paths are compared lexically, component by component, after normalising `.` and `..`
+//! (so `/data/../etc` is `/etc` and `/data` does not allow `/database`). Symbolic links are not
+//! followed here: a prefix is allowed as the tree it names on this node.
+
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
+use serde_yaml::Value;
+
+/// Capabilities that amount to full privilege on the node.
+const PRIVILEGED_CAPABILITIES: &[&str] = &["SYS_ADMIN", "ALL"];
+
+/// Where the config section lives, for error field paths.
+const SECTION: &str = "mqtt.remotePodPolicy";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemotePolicy {
+    /// `privileged: true` containers, or ones adding `SYS_ADMIN` or `ALL`.
+    pub allow_privileged: bool,
+    /// `hostNetwork`, `hostPID`, `hostIPC`.
+    pub allow_host_namespaces: bool,
+    /// `hostPath` volumes are allowed only at or under one of these (absolute, clean).
+    pub allowed_host_paths: Vec<PathBuf>,
+}
+
+impl RemotePolicy {
+    /// Parse the `remotePodPolicy` map (absent or `null` = the defaults). Errors name the
+    /// field (`mqtt.remotePodPolicy.allowedHostPaths[1]`) and the reason.
+    pub fn from_yaml(v: &Value) -> Result<RemotePolicy, (String, String)> {
+        let mut policy = RemotePolicy::default();
+        let map = match v {
+            Value::Null => return Ok(policy),
+            Value::Mapping(m) => m,
+            _ => return Err((SECTION.into(), "must be a mapping".into())),
+        };
+        for (k, v) in map {
+            let Some(key) = k.as_str() else {
+                return Err((SECTION.into(), format!("key {k:?} is not a string")));
+            };
+            let field = format!("{SECTION}.{key}");
+            match key {
+                "allowPrivileged" => policy.allow_privileged = boolean(&field, v)?,
+                "allowHostNamespaces" => policy.allow_host_namespaces = boolean(&field, v)?,
+                "allowedHostPaths" => policy.allowed_host_paths = host_paths(&field, v)?,
+                _ => {
+                    return Err((
+                        field,
+                        "unknown key (allowPrivileged, allowHostNamespaces, allowedHostPaths)"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Every violation of the policy by `pod`, as (field path, reason).
+    pub fn check(&self, pod: &Pod) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let Some(spec) = &pod.spec else {
+            return out;
+        };
+        if !self.allow_privileged {
+            let lists = [
+                ("spec.initContainers", spec.init_containers.as_deref()),
+                ("spec.containers", Some(&spec.containers[..])),
+            ];
+            for (list, containers) in lists {
+                for (i, c) in containers.unwrap_or_default().iter().enumerate() {
+                    privileged(&format!("{list}[{i}]"), c, &mut out);
+                }
+            }
+            for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
+                let at = format!("spec.ephemeralContainers[{i}]");
+                security_context(&at, c.security_context.as_ref(), &mut out);
+            }
+        }
+        if !self.allow_host_namespaces {
+            for (field, on) in [
+                ("spec.hostNetwork", spec.host_network),
+                ("spec.hostPID", spec.host_pid),
+                ("spec.hostIPC", spec.host_ipc),
+            ] {
+                if on == Some(true) {
+                    out.push((
+                        field.to_string(),
+                        format!("host namespaces are not allowed for remote pods ({SECTION}.allowHostNamespaces is false)"),
+                    ));
+                }
+            }
+        }
+        for (i, v) in spec.volumes.iter().flatten().enumerate() {
+            let Some(hp) = &v.host_path else { continue };
+            if !self.host_path_allowed(&hp.path) {
+                out.push((
+                    format!("spec.volumes[{i}].hostPath.path"),
+                    self.host_path_reason(&hp.path),
+                ));
+            }
+        }
+        out
+    }
+
+    /// `check`, plus the host paths resolved on this node: a path lexically under an allowed
+    /// prefix that reaches elsewhere through a symbolic link (`/data/x -> /`, made by a pod
+    /// that had `/data` writable) is refused too. The longest existing part of each path is
+    /// resolved (`canonicalize`), and so are the allowed prefixes (one may itself be a link).
+    /// This is a check at admission: the mount must still not follow links out of the
+    /// prefix, which is the runtime's part.
+    pub fn check_on_host(&self, pod: &Pod) -> Vec<(String, String)> {
+        let mut out = self.check(pod);
+        let Some(spec) = &pod.spec else {
+            return out;
+        };
+        let prefixes: Vec<PathBuf> = self
+            .allowed_host_paths
+            .iter()
+            .map(|p| resolve_on_host(p))
+            .collect();
+        for (i, v) in spec.volumes.iter().flatten().enumerate() {
+            let Some(hp) = &v.host_path else { continue };
+            let field = format!("spec.volumes[{i}].hostPath.path");
+            if out.iter().any(|(f, _)| *f == field) {
+                continue;
+            }
+            let Some(lexical) = normalise(&hp.path) else {
+                continue;
+            };
+            let real = resolve_on_host(&lexical);
+            if !prefixes.iter().any(|p| real.starts_with(p)) {
+                out.push((
+                    field,
+                    format!(
+                        "{:?}: resolves to {:?} through a symbolic link, which is not under a host path allowed for remote pods ({SECTION}.allowedHostPaths)",
+                        hp.path,
+                        real.display().to_string()
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Whether `path` (absolute) is, once normalised, at or under an allowed prefix.
+    pub fn host_path_allowed(&self, path: &str) -> bool {
+        let Some(p) = normalise(path) else {
+            return false;
+        };
+        self.allowed_host_paths.iter().any(|a| p.starts_with(a))
+    }
+
+    fn host_path_reason(&self, path: &str) -> String {
+        if self.allowed_host_paths.is_empty() {
+            format!("{path:?}: hostPath volumes are not allowed for remote pods ({SECTION}.allowedHostPaths is empty)")
+        } else {
+            let allowed: Vec<String> = self
+                .allowed_host_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            format!(
+                "{path:?}: not under a host path allowed for remote pods ({SECTION}.allowedHostPaths: {})",
+                allowed.join(", ")
+            )
+        }
+    }
+}
+
+fn privileged(at: &str, c: &Container, out: &mut Vec<(String, String)>) {
+    security_context(at, c.security_context.as_ref(), out);
+}
+
+fn security_context(at: &str, sc: Option<&SecurityContext>, out: &mut Vec<(String, String)>) {
+    let Some(sc) = sc else { return };
+    if sc.privileged == Some(true) {
+        out.push((
+            format!("{at}.securityContext.privileged"),
+            format!("privileged containers are not allowed for remote pods ({SECTION}.allowPrivileged is false)"),
+        ));
+    }
+    let added = sc.capabilities.as_ref().and_then(|c| c.add.as_deref());
+    for (i, cap) in added.unwrap_or_default().iter().enumerate() {
+        let name = cap.trim().to_ascii_uppercase();
+        let name = name.strip_prefix("CAP_").unwrap_or(&name);
+        if PRIVILEGED_CAPABILITIES.contains(&name) {
+            out.push((
+                format!("{at}.securityContext.capabilities.add[{i}]"),
+                format!("{cap:?} amounts to a privileged container, not allowed for remote pods ({SECTION}.allowPrivileged is false)"),
+            ));
+        }
+    }
+}
+
+fn boolean(field: &str, v: &Value) -> Result<bool, (String, String)> {
+    v.as_bool().ok_or_else(|| {
+        (
+            field.to_string(),
+            format!("{}: must be true or false", show(v)),
+        )
+    })
+}
+
+fn host_paths(field: &str, v: &Value) -> Result<Vec<PathBuf>, (String, String)> {
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Sequence(s) => s,
+        _ => {
+            return Err((
+                field.to_string(),
+                format!("{}: must be a list of absolute paths", show(v)),
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let Some(s) = item.as_str() else {
+            return Err((at, format!("{}: must be an absolute path", show(item))));
+        };
+        if !s.starts_with('/') {
+            return Err((at, format!("{s:?}: must be an absolute path")));
+        }
+        match normalise(s) {
+            Some(clean) if clean.as_os_str() == s => out.push(clean),
+            Some(clean) => {
+                return Err((
+                    at,
+                    format!(
+                        "{s:?}: must be a clean path (write {:?})",
+                        clean.display().to_string()
+                    ),
+                ))
+            }
+            None => return Err((at, format!("{s:?}: must be a clean absolute path"))),
+        }
+    }
+    Ok(out)
+}
+
+fn show(v: &Value) -> String {
+    serde_yaml::to_string(v)
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| format!("{v:?}"))
+}
+
+/// `path` made absolute-clean lexically: `.` and empty components dropped, `..` removes the
+/// previous component and stops at `/` (as the kernel resolves `/..`). `None` for a relative
+/// path or one with a NUL.
+pub fn normalise(path: &str) -> Option<PathBuf> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return None;
+    }
+    let mut out = PathBuf::from("/");
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// `path` (absolute, normalised) with its longest existing ancestor replaced by its
+/// canonical form; the part that does not exist yet is appended as is.
+pub fn resolve_on_host(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;
