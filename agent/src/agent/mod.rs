@@ -6,6 +6,7 @@
 
 pub mod node;
 pub mod prepare;
+pub mod remote;
 pub mod shared;
 pub mod worker;
 
@@ -176,6 +177,8 @@ pub enum AgentError {
     Images(#[from] tidelet_images::Error),
     #[error(transparent)]
     Cpu(#[from] crate::cpumanager::Error),
+    #[error(transparent)]
+    ConfigFile(#[from] crate::config::ConfigError),
     #[error("watching {path}: {message}")]
     Watch { path: PathBuf, message: String },
     #[error("{file}: {field}: {reason}")]
@@ -204,6 +207,9 @@ pub struct Agent {
     recheck_at: Option<tokio::time::Instant>,
     /// The QoS-tier cgroup values last written.
     qos_applied: Option<crate::qos::QosCgroups>,
+    /// MQTT (`None`: local-only) and the desired pods it brings.
+    mqtt: Option<crate::mqtt::MqttConfig>,
+    remote: Option<remote::Remote>,
     _lock: std::fs::File,
 }
 
@@ -333,6 +339,7 @@ impl Agent {
                 );
             }
         }
+        let mqtt = cfg.mqtt()?;
         let exe = std::fs::read_link("/proc/self/exe")
             .map_err(io(std::path::Path::new("/proc/self/exe")))?;
         let source = StaticDir::new(&cfg.static_pod_path, &cfg.node_name);
@@ -353,6 +360,7 @@ impl Agent {
             wake: tokio::sync::Notify::new(),
             cpu,
         });
+        let remote = mqtt.as_ref().map(|m| remote::Remote::open(&ctx, m));
         Ok(Agent {
             ctx,
             source,
@@ -362,6 +370,8 @@ impl Agent {
             admission: Admission::default(),
             recheck_at: None,
             qos_applied: None,
+            mqtt,
+            remote,
             _lock: lock,
         })
     }
@@ -374,7 +384,17 @@ impl Agent {
         if let Err(e) = self.source.rescan() {
             tracing::error!(dir = %self.source.dir().display(), error = %e, "cannot read the static pod directory");
         }
-        self.source.desired()
+        self.desired()
+    }
+
+    /// The desired set from what the sources hold now (no rescan): the static pods, and the
+    /// remote pods no local file shadows.
+    fn desired(&mut self) -> DesiredSet {
+        let local = self.source.desired();
+        match &mut self.remote {
+            Some(r) => r.merge(local),
+            None => local,
+        }
     }
 
     /// Start the worker of `key`, told `initial` from the start: a worker that adopts pods
@@ -576,6 +596,19 @@ impl Agent {
             }
         }
         ready();
+        let mut down = match (&mut self.remote, &self.mqtt) {
+            (Some(r), Some(m)) => r.connect(&self.ctx, m),
+            _ => None,
+        };
+        // The lease is renewed only while this loop turns (a stuck agent whose MQTT task
+        // still answers keep-alives must be noticed).
+        let mut beat = tokio::time::interval(
+            self.mqtt
+                .as_ref()
+                .map(|m| (m.lease_period / 2).min(Duration::from_secs(10)))
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let paths = crate::eviction::monitor::Paths::host(
             &self.ctx.cfg.root_dir,
             &self.ctx.cfg.images_dir(),
@@ -618,8 +651,21 @@ impl Agent {
         let mut last = set;
         loop {
             let recheck = self.recheck_at;
+            if let Some(r) = &self.remote {
+                r.alive();
+            }
             tokio::select! {
                 _ = rx.recv() => {}
+                d = remote::recv(&mut down) => {
+                    if let Some(r) = &mut self.remote {
+                        r.take(&ctx, d);
+                    }
+                    let set = self.desired();
+                    self.apply(&set);
+                    last = set;
+                    continue;
+                }
+                _ = beat.tick() => continue,
                 _ = tick.tick() => {}
                 _ = image_gc.tick() => {
                     let ctx = ctx.clone();
@@ -643,6 +689,9 @@ impl Agent {
                 }
                 _ = shutdown.recv() => {
                     tracing::info!("agent stopping; pods keep running");
+                    if let Some(r) = &self.remote {
+                        r.shutdown().await;
+                    }
                     return Ok(());
                 }
             }

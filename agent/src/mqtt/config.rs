@@ -87,8 +87,8 @@ pub struct MqttConfig {
     pub max_packet_size: usize,
     /// Events kept while offline; the oldest are dropped (and counted) beyond it.
     pub event_buffer: usize,
-    /// `remotePodPolicy`, as written (parsed by `source::policy`).
-    pub remote_pod_policy: Option<serde_yaml::Value>,
+    /// What desired pods from the control plane may ask for (`remotePodPolicy`).
+    pub remote_pod_policy: crate::source::RemotePolicy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,7 +222,10 @@ impl MqttConfig {
             lease_period,
             max_packet_size,
             event_buffer,
-            remote_pod_policy: raw.remote_pod_policy,
+            remote_pod_policy: match &raw.remote_pod_policy {
+                None => Default::default(),
+                Some(v) => crate::source::RemotePolicy::from_yaml(v)?,
+            },
         })
     }
 }
@@ -302,6 +305,10 @@ mod tests {
             ),
             ("broker: mqtt://x\neventBuffer: 0", "mqtt.eventBuffer"),
             ("broker: mqtt://x\nbrokr: y", "mqtt"),
+            (
+                "broker: mqtt://x\nremotePodPolicy:\n  allowedHostPaths: [data]",
+                "mqtt.remotePodPolicy.allowedHostPaths[0]",
+            ),
         ];
         for (y, field) in cases {
             match parse(y) {

@@ -1,0 +1,143 @@
+//! The control plane's side of the main loop: desired pods from MQTT (the `RemoteSource`,
+//! persisted so they run with no broker), merged beside the static-pod directory, and the
+//! answers published back on the link.
+//!
+//! The remote source is opened before the first desired set is computed: pods accepted
+//! earlier must be in the set the workers adopt against, or a restart with the broker down
+//! would tear them down.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::mqtt::session::{Down, Link};
+use crate::mqtt::topics;
+use crate::mqtt::MqttConfig;
+use crate::source::{merge, DesiredResult, DesiredSet, RemoteSource};
+
+use super::Ctx;
+
+pub struct Remote {
+    source: RemoteSource,
+    link: Option<Link>,
+}
+
+/// The next message from the control plane; pending forever without a link (or once it
+/// is closed).
+pub async fn recv(down: &mut Option<mpsc::Receiver<Down>>) -> Down {
+    if let Some(rx) = down {
+        if let Some(d) = rx.recv().await {
+            return d;
+        }
+    }
+    *down = None;
+    std::future::pending().await
+}
+
+/// Where accepted remote pods are kept.
+pub fn store_dir(root: &std::path::Path) -> std::path::PathBuf {
+    root.join("remote-pods")
+}
+
+impl Remote {
+    /// Load the persisted remote pods (problems are logged and become node events; none is
+    /// fatal).
+    pub fn open(ctx: &Ctx, mq: &MqttConfig) -> Remote {
+        let (source, problems) = RemoteSource::open(
+            &store_dir(&ctx.cfg.root_dir),
+            &ctx.cfg.node_name,
+            mq.remote_pod_policy.clone(),
+        );
+        for p in problems {
+            tracing::warn!(file = %p.file.display(), field = %p.field, reason = %p.reason, "persisted remote pod dropped");
+            ctx.node_event(true, "RemotePodDropped", p.to_string());
+        }
+        Remote { source, link: None }
+    }
+
+    /// Connect (in the background: a broker that is down is retried forever) and start
+    /// reporting the node's and pods' status. Returns the messages from the control plane.
+    pub fn connect(&mut self, ctx: &Arc<Ctx>, mq: &MqttConfig) -> Option<mpsc::Receiver<Down>> {
+        match crate::mqtt::session::start(mq, &ctx.cfg.node_name) {
+            Ok((link, down)) => {
+                crate::mqtt::reporter::spawn(ctx.clone(), link.clone());
+                self.link = Some(link);
+                for r in self.source.results() {
+                    self.publish(&r);
+                }
+                Some(down)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "MQTT is configured but cannot be set up; running local-only");
+                ctx.node_event(true, "MqttSetupFailed", e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The merged desired set: the static pods, and the remote ones whose name no local file
+    /// takes. Changed answers (a pod shadowed, or no longer) are published.
+    pub fn merge(&mut self, local: DesiredSet) -> DesiredSet {
+        let (set, conflicts) = merge(local, self.source.desired());
+        for r in self.source.note_conflicts(&conflicts) {
+            tracing::warn!(pod = %r.key(), reason = ?r.reason, message = %r.message, "remote pod");
+            self.publish(&r);
+        }
+        set
+    }
+
+    /// Take one message in. The desired set must be recomputed afterwards.
+    pub fn take(&mut self, ctx: &Ctx, d: Down) {
+        match d {
+            Down::Desired {
+                namespace,
+                name,
+                payload,
+            } => {
+                let r = self.source.handle(&namespace, &name, &payload);
+                if r.accepted {
+                    tracing::info!(pod = %r.key(), reason = ?r.reason, uid = ?r.uid, "desired pod from the control plane");
+                } else {
+                    tracing::warn!(pod = %r.key(), reason = ?r.reason, message = %r.message, errors = ?r.errors, "desired pod rejected");
+                    ctx.node_event(
+                        true,
+                        "RemotePodRejected",
+                        format!("{}: {:?}: {}", r.key(), r.reason, r.message),
+                    );
+                }
+                self.publish(&r);
+            }
+            Down::Synced { present } => {
+                for r in self.source.sweep(&present) {
+                    tracing::info!(pod = %r.key(), "remote pod no longer desired by the control plane");
+                    self.publish(&r);
+                }
+                for r in self.source.results() {
+                    self.publish(&r);
+                }
+            }
+        }
+    }
+
+    fn publish(&self, r: &DesiredResult) {
+        let Some(link) = &self.link else { return };
+        match serde_json::to_vec(r) {
+            Ok(json) => link.set_retained(&topics::desired_result("", &r.key()), Some(json)),
+            Err(e) => tracing::error!(error = %e, "cannot encode a desired-pod result"),
+        }
+    }
+
+    /// Called from every turn of the main loop: the lease is renewed only while it turns.
+    pub fn alive(&self) {
+        if let Some(l) = &self.link {
+            l.alive();
+        }
+    }
+
+    /// Say goodbye on the broker (online=false), bounded.
+    pub async fn shutdown(&self) {
+        if let Some(l) = &self.link {
+            l.shutdown(std::time::Duration::from_secs(2)).await;
+        }
+    }
+}
