@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use tidelet_e2e::broker::{Broker, BrokerOpts, Identity};
+use tidelet_e2e::broker::{tool, Broker, BrokerOpts, Identity};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -91,6 +91,32 @@ fn mqtt_acl_node_writes_its_own_topics_but_not_another_nodes() {
     for (topic, payload) in forged {
         b.publish(topic, payload, true, "node-a");
     }
+    // The client id is the client's own choice: node-a connecting as client id "node-b"
+    // is still node-a (the ACL keys on the certificate's CN, %u, not on the id, %c).
+    let mut args = b.client_args("node-a");
+    let id = args.iter().position(|a| a == "-i").unwrap() + 1;
+    args[id] = "node-b".into();
+    args.extend(
+        [
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            "tidelet/node-b/node",
+            "-m",
+            "forged-by-id",
+        ]
+        .map(String::from),
+    );
+    let out = std::process::Command::new(tool("mosquitto_pub"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     b.publish(
         "tidelet/node-a/online",
         br#"{"online":true}"#,
@@ -271,7 +297,7 @@ fn mqtt_tls_client_without_certificate_is_refused() {
         ]
         .map(String::from),
     );
-    let out = std::process::Command::new(tidelet_e2e::broker::tool("mosquitto_pub"))
+    let out = std::process::Command::new(tool("mosquitto_pub"))
         .args(&args)
         .output()
         .unwrap();
@@ -334,7 +360,7 @@ fn mqtt_acl_with_passwords_confines_nodes_and_refuses_a_wrong_password() {
         ]
         .map(String::from),
     );
-    let out = std::process::Command::new(tidelet_e2e::broker::tool("mosquitto_pub"))
+    let out = std::process::Command::new(tool("mosquitto_pub"))
         .args(&args)
         .output()
         .unwrap();
