@@ -18,6 +18,7 @@ fn fleet_broker() -> Broker {
         acl: true,
         persistence: false,
         users: vec![],
+        shipped_conf: false,
     })
 }
 
@@ -414,6 +415,7 @@ fn mqtt_harness_broker_restart_keeps_port_and_persisted_retained_messages() {
         acl: true,
         persistence: true,
         users: vec![],
+        shipped_conf: false,
     });
     let port = b.port();
     b.publish("tidelet/node-a/node", b"status-1", true, "node-a");
@@ -443,5 +445,49 @@ fn mqtt_harness_broker_restart_keeps_port_and_persisted_retained_messages() {
     assert_eq!(
         b.retained("tidelet/node-a/#", "node-a")["tidelet/node-a/node"],
         b"status-2"
+    );
+}
+
+#[test]
+fn mqtt_shipped_mosquitto_conf_enforces_mutual_tls_and_the_per_node_acl() {
+    let mut b = Broker::new(BrokerOpts::shipped());
+    assert!(b.url().starts_with("mqtts://127.0.0.1:"));
+    b.publish("tidelet/node-a/node", b"a", true, "node-a");
+    b.publish("tidelet/node-b/node", b"forged", true, "node-a");
+    b.publish(
+        "tidelet/node-b/desired/pods/default/web",
+        b"kind: Pod\n",
+        true,
+        "operator",
+    );
+    assert!(b
+        .try_publish("tidelet/node-a/node", b"x", true, Identity::Anonymous)
+        .is_err());
+    assert!(b
+        .try_publish(
+            "tidelet/node-a/node",
+            b"x",
+            true,
+            Identity::ForeignCa("node-a".into())
+        )
+        .is_err());
+    let want = [
+        "tidelet/node-a/node",
+        "tidelet/node-b/desired/pods/default/web",
+    ];
+    assert_eq!(
+        b.retained("tidelet/#", "operator")
+            .keys()
+            .collect::<Vec<_>>(),
+        want
+    );
+    // Its persistence keeps the retained tree across a restart.
+    b.stop();
+    b.start();
+    assert_eq!(
+        b.retained("tidelet/#", "operator")
+            .keys()
+            .collect::<Vec<_>>(),
+        want
     );
 }
