@@ -134,11 +134,7 @@ impl Pki {
             "-subj".as_ref(),
             format!("/CN={cn}").as_ref(),
         ]);
-        let serial = format!(
-            "0x{}{}",
-            super::super::random_suffix(),
-            super::super::random_suffix()
-        );
+        let serial = format!("0x{}{}", crate::random_suffix(), crate::random_suffix());
         openssl(&[
             "x509".as_ref(),
             "-req".as_ref(),
