@@ -64,8 +64,7 @@ fn mqtt_acl_node_writes_its_own_topics_but_not_another_nodes() {
         true,
         "node-b",
     );
-    let mut watch = b.subscribe("tidelet/#", "operator");
-    let initial = watch.retained_burst(Duration::from_millis(300), WAIT);
+    let (mut watch, initial) = b.subscribe_with_retained("tidelet/#", "operator");
     assert_eq!(initial.len(), 2, "{initial:?}");
 
     // node-a tries to forge node-b's status, online state and desired pods; the broker

@@ -25,8 +25,6 @@ pub use pki::Pki;
 
 /// How long a client tool may take, and how long a broker may take to start or stop.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the SUBACK, a retained burst is over once no message came for this long.
-const RETAINED_QUIET: Duration = Duration::from_millis(300);
 
 /// Users in the password file of every broker with `acl` (and without client certificates),
 /// besides [`BrokerOpts::users`]: `e2e` is the harness agent's default node name.
@@ -426,7 +424,63 @@ impl Broker {
         as_client: impl Into<Identity>,
     ) -> Result<Subscription, String> {
         let args = self.client_args(as_client);
-        Subscription::start(&tool("mosquitto_sub"), &args, topic_filter, TOOL_TIMEOUT)
+        Subscription::start(
+            &tool("mosquitto_sub"),
+            &args,
+            topic_filter,
+            None,
+            TOOL_TIMEOUT,
+        )
+    }
+
+    /// A subscription on `topic_filter` and the exact set of retained messages under it when
+    /// it began (topic → payload); [`Subscription::next`] then gives the live changes, none
+    /// missed. The end of the retained messages is found with a marker `as_client` publishes
+    /// (not retained) on a private sync topic of its own tree, `tidelet/<name>/harness-sync/`
+    /// (`harness-sync/` without an ACL), which the subscription hides.
+    pub fn try_subscribe_with_retained(
+        &self,
+        topic_filter: &str,
+        as_client: impl Into<Identity>,
+    ) -> Result<(Subscription, BTreeMap<String, Vec<u8>>), String> {
+        let id = as_client.into();
+        let seq = CLIENT_SEQ.fetch_add(1, Ordering::Relaxed);
+        let nonce = format!("{}-{seq}-{}", std::process::id(), crate::random_suffix());
+        let topic = match &id {
+            Identity::Named(n) if self.opts.acl => format!("tidelet/{n}/harness-sync/{nonce}"),
+            _ => format!("harness-sync/{nonce}"),
+        };
+        let sync = client::Sync {
+            topic: topic.clone(),
+            marker: nonce.clone().into_bytes(),
+        };
+        let args = self.client_args(&id);
+        let mut sub = Subscription::start(
+            &tool("mosquitto_sub"),
+            &args,
+            topic_filter,
+            Some(sync),
+            TOOL_TIMEOUT,
+        )?;
+        self.try_publish(&topic, nonce.as_bytes(), false, &id)?;
+        let retained = sub.take_retained(TOOL_TIMEOUT)?;
+        Ok((sub, retained))
+    }
+
+    /// [`try_subscribe_with_retained`](Self::try_subscribe_with_retained), panicking on
+    /// failure.
+    pub fn subscribe_with_retained(
+        &self,
+        topic_filter: &str,
+        as_client: impl Into<Identity>,
+    ) -> (Subscription, BTreeMap<String, Vec<u8>>) {
+        self.try_subscribe_with_retained(topic_filter, as_client)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "subscribe {topic_filter:?}: {e}\nbroker log:\n{}",
+                    self.log()
+                )
+            })
     }
 
     /// [`try_subscribe`](Self::try_subscribe), panicking on failure.
@@ -446,8 +500,8 @@ impl Broker {
         topic_filter: &str,
         as_client: impl Into<Identity>,
     ) -> Result<BTreeMap<String, Vec<u8>>, String> {
-        let mut sub = self.try_subscribe(topic_filter, as_client)?;
-        Ok(sub.retained_burst(RETAINED_QUIET, TOOL_TIMEOUT))
+        self.try_subscribe_with_retained(topic_filter, as_client)
+            .map(|(_, retained)| retained)
     }
 
     /// [`try_retained`](Self::try_retained), panicking on failure.
@@ -476,11 +530,8 @@ impl Broker {
         timeout: Duration,
     ) -> Vec<u8> {
         let deadline = Instant::now() + timeout;
-        let mut sub = self.subscribe(topic, "operator");
-        let mut current = sub
-            .retained_burst(RETAINED_QUIET, timeout)
-            .remove(topic)
-            .unwrap_or_default();
+        let (mut sub, mut retained) = self.subscribe_with_retained(topic, "operator");
+        let mut current = retained.remove(topic).unwrap_or_default();
         loop {
             if predicate(&current) {
                 return current;

@@ -4,11 +4,14 @@
 //!
 //! `mosquitto_sub` prints each message as one line `M<TAB>retain<TAB>topic<TAB>hex payload`
 //! (`-F`), so payloads with spaces, newlines or binary bytes parse exactly; with `-d` it also
-//! prints its protocol steps, of which the reader keeps only `received SUBACK`: the broker
-//! sends a filter's retained messages right after the SUBACK, in one burst from its single
-//! event loop, which is how [`Subscription::retained_burst`] knows where the burst ends.
+//! prints its protocol steps, of which the reader keeps only `received SUBACK`.
+//!
+//! Where the retained messages end: the broker sends a subscription's retained messages right
+//! after its SUBACK, and handles a later publish only after that. So a subscription that also
+//! listens on a private *sync topic* knows it has every retained message once a marker that
+//! its own client published there after the SUBACK comes back ([`Subscription::take_retained`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -44,6 +47,14 @@ impl Message {
     }
 }
 
+/// What is known of the retained messages of a subscription started with a sync topic.
+pub struct Sync {
+    /// The topic the marker is published on (the subscription's second filter).
+    pub topic: String,
+    /// The marker's payload, unique to this subscription.
+    pub marker: Vec<u8>,
+}
+
 enum Line {
     Subscribed,
     Message(Message),
@@ -52,6 +63,10 @@ enum Line {
 /// A running `mosquitto_sub`; killed on drop.
 pub struct Subscription {
     filter: String,
+    /// The sync topic, whose messages [`next`](Self::next) hides.
+    sync: Option<Sync>,
+    /// Live messages [`take_retained`](Self::take_retained) read past, for `next`.
+    pending: VecDeque<Message>,
     child: Child,
     rx: Receiver<Line>,
     stderr: PathBuf,
@@ -61,10 +76,13 @@ pub struct Subscription {
 impl Subscription {
     /// Start `mosquitto_sub` (path `bin`) with `args` (connection and identity) on `filter`,
     /// and return once the broker acknowledged the subscription, or the client's error.
+    /// With `sync`, it also subscribes (in the same SUBSCRIBE, after `filter`) to the sync
+    /// topic: publish the marker there, then call [`take_retained`](Self::take_retained).
     pub fn start(
         bin: &std::path::Path,
         args: &[String],
         filter: &str,
+        sync: Option<Sync>,
         timeout: Duration,
     ) -> Result<Subscription, String> {
         let dir = tempfile::tempdir().unwrap();
@@ -76,6 +94,7 @@ impl Subscription {
             .arg(bin)
             .args(args)
             .args(["-d", "-q", "1", "-F", FORMAT, "-t", filter])
+            .args(sync.iter().flat_map(|s| ["-t", s.topic.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -83,6 +102,8 @@ impl Subscription {
             .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
         let mut sub = Subscription {
             filter: filter.to_string(),
+            sync,
+            pending: VecDeque::new(),
             child,
             rx: sync_channel(1).1,
             stderr,
@@ -131,10 +152,14 @@ impl Subscription {
     /// The next message, waiting at most `timeout`; `None` on timeout or when the client
     /// ended (see [`alive`](Self::alive)).
     pub fn next(&mut self, timeout: Duration) -> Option<Message> {
+        if let Some(m) = self.pending.pop_front() {
+            return Some(m);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
+                Ok(Line::Message(m)) if self.is_sync(&m) => continue,
                 Ok(Line::Message(m)) => return Some(m),
                 // A second SUBACK cannot happen (one SUBSCRIBE): ignore it all the same.
                 Ok(Line::Subscribed) => continue,
@@ -143,12 +168,17 @@ impl Subscription {
         }
     }
 
+    fn is_sync(&self, m: &Message) -> bool {
+        self.sync.as_ref().is_some_and(|s| m.topic == s.topic)
+    }
+
     /// Every message received so far, without waiting.
     pub fn drain(&mut self) -> Vec<Message> {
-        let mut v = Vec::new();
+        let mut v: Vec<Message> = self.pending.drain(..).collect();
         while let Ok(l) = self.rx.try_recv() {
-            if let Line::Message(m) = l {
-                v.push(m);
+            match l {
+                Line::Message(m) if !self.is_sync(&m) => v.push(m),
+                _ => {}
             }
         }
         v
@@ -180,21 +210,44 @@ impl Subscription {
         )
     }
 
-    /// The retained messages the broker sent after the SUBACK: messages with the retain flag
-    /// until none came for `quiet` (capped at `cap`). Call it first, before reading anything.
-    pub fn retained_burst(&mut self, quiet: Duration, cap: Duration) -> BTreeMap<String, Vec<u8>> {
-        let deadline = Instant::now() + cap;
+    /// The retained messages under the filter when the subscription began: every message
+    /// with the retain flag until the sync marker comes back (the marker must have been
+    /// published after [`start`](Self::start) returned). Call it first, before reading
+    /// anything else. `Err` after `timeout` without the marker.
+    pub fn take_retained(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let Some(sync) = &self.sync else {
+            return Err("this subscription has no sync topic".into());
+        };
+        let (topic, marker) = (sync.topic.clone(), sync.marker.clone());
+        let deadline = Instant::now() + timeout;
         let mut out = BTreeMap::new();
-        while Instant::now() < deadline {
-            match self.next(quiet) {
-                Some(m) if m.retained => {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Line::Message(m)) if m.topic == topic => {
+                    if m.payload == marker {
+                        return Ok(out);
+                    }
+                }
+                Ok(Line::Message(m)) if m.retained => {
                     out.insert(m.topic, m.payload);
                 }
-                Some(_) => {}
-                None => break,
+                // A live message already: kept for `next`, after the retained state.
+                Ok(Line::Message(m)) => self.pending.push_back(m),
+                Ok(Line::Subscribed) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "subscription {:?}: the sync marker on {topic:?} did not come back \
+                         ({e:?}) within {timeout:?}: {}",
+                        self.filter,
+                        self.stderr()
+                    ))
+                }
             }
         }
-        out
     }
 
     /// Whether `mosquitto_sub` still runs.
