@@ -480,6 +480,20 @@ fn mqtt_shipped_mosquitto_conf_enforces_mutual_tls_and_the_per_node_acl() {
             .collect::<Vec<_>>(),
         want
     );
+    // What the agent and `tidelet fleet` are given for this broker: files that exist.
+    let cfg = b.agent_config("node-a");
+    for key in ["caFile", "certFile", "keyFile"] {
+        let line = cfg
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("{key} in {cfg}"));
+        let path = line.split_once(": ").unwrap().1;
+        assert!(std::path::Path::new(path).is_file(), "{line}");
+    }
+    assert!(cfg.contains(&format!("broker: \"{}\"", b.url())), "{cfg}");
+    let fleet = b.fleet_args("operator");
+    assert_eq!(fleet[..2], ["--broker".to_string(), b.url()]);
+    assert!(fleet.contains(&"--cert".to_string()) && fleet.contains(&"--key".to_string()));
     // Its persistence keeps the retained tree across a restart.
     b.stop();
     b.start();

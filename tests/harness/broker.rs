@@ -450,7 +450,7 @@ impl Broker {
             Identity::Named(n) if self.opts.acl => format!("tidelet/{n}/harness-sync/{nonce}"),
             _ => format!("harness-sync/{nonce}"),
         };
-        let sync = client::Sync {
+        let sync = client::SyncMarker {
             topic: topic.clone(),
             marker: nonce.clone().into_bytes(),
         };

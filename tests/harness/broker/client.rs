@@ -48,7 +48,7 @@ impl Message {
 }
 
 /// What is known of the retained messages of a subscription started with a sync topic.
-pub struct Sync {
+pub struct SyncMarker {
     /// The topic the marker is published on (the subscription's second filter).
     pub topic: String,
     /// The marker's payload, unique to this subscription.
@@ -64,7 +64,7 @@ enum Line {
 pub struct Subscription {
     filter: String,
     /// The sync topic, whose messages [`next`](Self::next) hides.
-    sync: Option<Sync>,
+    sync: Option<SyncMarker>,
     /// Live messages [`take_retained`](Self::take_retained) read past, for `next`.
     pending: VecDeque<Message>,
     child: Child,
@@ -82,7 +82,7 @@ impl Subscription {
         bin: &std::path::Path,
         args: &[String],
         filter: &str,
-        sync: Option<Sync>,
+        sync: Option<SyncMarker>,
         timeout: Duration,
     ) -> Result<Subscription, String> {
         let dir = tempfile::tempdir().unwrap();
