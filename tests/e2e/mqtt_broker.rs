@@ -504,3 +504,60 @@ fn mqtt_shipped_mosquitto_conf_enforces_mutual_tls_and_the_per_node_acl() {
         want
     );
 }
+
+#[test]
+fn mqtt_harness_tracks_clients_counters_and_a_frozen_broker() {
+    let mut b = Broker::new(BrokerOpts::default());
+    // A client id of our choosing, as an agent's would be.
+    let mut args = b.client_args("node-a");
+    let id = args.iter().position(|a| a == "-i").unwrap() + 1;
+    args[id] = "watcher-1".into();
+    args.extend(["-t", "t/#"].map(String::from));
+    let mut sub = std::process::Command::new(tool("mosquitto_sub"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    b.wait_client("watcher-1", true, WAIT);
+    assert!(b
+        .wait_log("as watcher-1 (", WAIT)
+        .contains("New client connected"));
+    sub.kill().unwrap();
+    sub.wait().unwrap();
+    b.wait_client("watcher-1", false, WAIT);
+
+    // The broker's own counters move when messages flow.
+    b.publish("t/x", b"1", false, "node-a");
+    let before: u64 = b.sys_stats()["messages/received"].parse().unwrap();
+    for i in 0..5 {
+        b.publish("t/x", i.to_string().as_bytes(), false, "node-a");
+    }
+    tidelet_e2e::wait_for("$SYS messages/received to count 5 more", WAIT, || {
+        let now: u64 = b.sys_stats()["messages/received"].parse().ok()?;
+        (now >= before + 5).then_some(())
+    });
+
+    // Frozen, it holds the connection but answers nothing; thawed, what was sent arrives.
+    let mut live = b.subscribe("t/#", "node-b");
+    b.freeze();
+    assert!(b.frozen());
+    // A client started now connects (the kernel accepts) but gets no CONNACK, so it
+    // cannot publish yet.
+    let mut args = b.client_args("node-a");
+    args.extend(["-q", "1", "-t", "t/during", "-m", "sent while frozen"].map(String::from));
+    let mut publisher = std::process::Command::new(tool("mosquitto_pub"))
+        .args(&args)
+        .spawn()
+        .unwrap();
+    assert!(live.next(Duration::from_millis(500)).is_none());
+    assert!(
+        publisher.try_wait().unwrap().is_none(),
+        "mosquitto_pub finished against a frozen broker"
+    );
+    b.thaw();
+    assert!(!b.frozen());
+    live.wait_for("the publish of the client that waited", WAIT, |m| {
+        m.topic == "t/during"
+    });
+    assert!(publisher.wait().unwrap().success());
+}

@@ -216,6 +216,41 @@ impl Broker {
         }
     }
 
+    /// SIGSTOP: a broker that hangs with its connections open (TCP still accepts, nothing
+    /// answers), as a stuck broker or a silent network partition looks to a client.
+    /// Returns once the kernel shows it stopped.
+    pub fn freeze(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let pid = self.pid().unwrap();
+        let stopped = poll(TOOL_TIMEOUT, || (proc_state(pid)? == 'T').then_some(()));
+        assert!(
+            stopped.is_some(),
+            "mosquitto {pid} not stopped after SIGSTOP"
+        );
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn thaw(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    /// Whether the broker is stopped by [`freeze`](Self::freeze) (`/proc/<pid>/stat` state
+    /// `T`).
+    pub fn frozen(&self) -> bool {
+        self.pid().and_then(proc_state) == Some('T')
+    }
+
+    fn signal(&mut self, sig: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("broker not running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap_or_else(|e| panic!("{sig} to mosquitto: {e}"));
+    }
+
+    /// The broker's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the broker process is running.
     pub fn running(&mut self) -> bool {
         self.child
@@ -281,6 +316,60 @@ impl Broker {
             &std::fs::read_to_string(self.dir.path().join("mosquitto.out")).unwrap_or_default(),
         );
         s
+    }
+
+    /// Wait until a line of the broker's log contains `needle`, and return that line; panics
+    /// with the log after `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let found = poll(timeout, || {
+            self.log()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no {needle:?} in the broker's log after {timeout:?}:\n{}",
+                self.log()
+            )
+        })
+    }
+
+    /// Whether the client with id `client_id` is connected now, from the broker's log: its
+    /// last "New client connected ... as <id>" is later than its last disconnection.
+    pub fn client_connected(&self, client_id: &str) -> bool {
+        client_connected_in(&self.log(), client_id)
+    }
+
+    /// Wait until [`client_connected`](Self::client_connected) is `want`.
+    pub fn wait_client(&self, client_id: &str, want: bool, timeout: Duration) {
+        let ok = poll(timeout, || {
+            (self.client_connected(client_id) == want).then_some(())
+        });
+        if ok.is_none() {
+            panic!(
+                "client {client_id:?} still {} after {timeout:?}; broker log:\n{}",
+                if want { "not connected" } else { "connected" },
+                self.log()
+            );
+        }
+    }
+
+    /// The broker's own counters (`$SYS/broker/...`, refreshed every second: `sys_interval
+    /// 1`), e.g. `messages/received`, `bytes/sent`, `clients/connected`: name → value. Only
+    /// on a broker without `acl`: the shipped ACL gives no one `$SYS`.
+    pub fn sys_stats(&self) -> BTreeMap<String, String> {
+        assert!(
+            !self.opts.acl,
+            "the shipped ACL does not let anyone read $SYS"
+        );
+        self.retained("$SYS/broker/#", "operator")
+            .into_iter()
+            .map(|(t, v)| {
+                let name = t.trim_start_matches("$SYS/broker/").to_string();
+                (name, String::from_utf8_lossy(&v).into_owned())
+            })
+            .collect()
     }
 
     /// The `mqtt:` section of a tidelet config for node `node` on this broker (connection and
@@ -574,6 +663,52 @@ impl Drop for Broker {
     }
 }
 
+/// Call `f` every 20 ms until it returns `Some`, for at most `timeout`.
+fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The state letter of `/proc/<pid>/stat` (after the parenthesised command name).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// See [`Broker::client_connected`].
+fn client_connected_in(log: &str, client_id: &str) -> bool {
+    let connected = format!(" as {client_id} (");
+    let client = format!("Client {client_id} ");
+    let socket_error = format!("Socket error on client {client_id}, ");
+    let mut state = false;
+    for line in log.lines() {
+        if line.contains("New client connected from") && line.contains(&connected) {
+            state = true;
+        } else if line.contains(&socket_error)
+            || line.contains(&client)
+                && (line.contains("disconnected") || line.contains("closed its connection"))
+                && !line.contains("already connected")
+            || line.contains(&client) && line.contains("exceeded timeout")
+        {
+            state = false;
+        }
+    }
+    state
+}
+
 /// A loopback port nobody listens on right now (bound, read and released).
 fn free_port() -> u16 {
     let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
@@ -593,4 +728,60 @@ pub fn tool(name: &str) -> PathBuf {
 
 fn path_str(p: &Path) -> String {
     p.to_str().expect("utf-8 temp path").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_connected_in;
+
+    #[test]
+    fn client_connected_follows_the_last_connect_or_disconnect_line() {
+        let connect = "05:00:00: New client connected from 127.0.0.1:4000 as node-a (p2, c0, k60, u'node-a').";
+        let connect_other =
+            "05:00:00: New client connected from 127.0.0.1:4001 as node-ab (p2, c0, k60).";
+        let cases: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&[connect], true),
+            (&[connect_other], false),
+            (&[connect, "05:00:01: Client node-a disconnected."], false),
+            (
+                &[connect, "05:00:01: Client node-a closed its connection."],
+                false,
+            ),
+            (
+                &[
+                    connect,
+                    "05:00:01: Client node-a has exceeded timeout, disconnecting.",
+                ],
+                false,
+            ),
+            (
+                &[
+                    connect,
+                    "05:00:01: Socket error on client node-a, disconnecting.",
+                ],
+                false,
+            ),
+            (&[connect, "05:00:01: Client node-ab disconnected."], true),
+            (
+                &[connect, "05:00:01: Client node-a disconnected.", connect],
+                true,
+            ),
+            (
+                &[
+                    connect,
+                    "05:00:01: Client node-a already connected, closing old connection.",
+                    connect,
+                ],
+                true,
+            ),
+        ];
+        for (lines, want) in cases {
+            assert_eq!(
+                client_connected_in(&lines.join("\n"), "node-a"),
+                *want,
+                "{lines:?}"
+            );
+        }
+    }
 }

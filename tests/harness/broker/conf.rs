@@ -44,7 +44,7 @@ impl Broker {
         }
         c.push_str("per_listener_settings false\n");
         c.push_str("log_type error\nlog_type warning\nlog_type notice\nlog_type information\n");
-        c.push_str("log_timestamp_format %H:%M:%S\nconnection_messages true\n");
+        c.push_str("log_timestamp_format %H:%M:%S\nconnection_messages true\nsys_interval 1\n");
         writeln!(c, "allow_anonymous {}", !self.opts.acl).unwrap();
         if self.opts.acl {
             let acl = crate::workspace().join("dist/mosquitto/acl");
