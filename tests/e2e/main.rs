@@ -7,6 +7,7 @@ mod eviction;
 mod gc;
 mod isolation;
 mod lifecycle;
+mod mqtt_broker;
 mod survival;
 
 /// A pod manifest with busybox containers running `cmds` (name, shell command).

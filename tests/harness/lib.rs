@@ -5,6 +5,8 @@
 //! Privileged tests call `privileged()` first: without root they skip, unless
 //! `TIDELET_REQUIRE_PRIVILEGED=1` (CI) makes that a failure.
 
+pub mod broker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
