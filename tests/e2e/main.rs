@@ -7,6 +7,7 @@ mod eviction;
 mod gc;
 mod isolation;
 mod lifecycle;
+mod mqtt;
 mod mqtt_broker;
 mod survival;
 

@@ -209,6 +209,26 @@ impl Agent {
         });
     }
 
+    /// SIGTERM the agent (a clean stop, as systemd does) and wait for it to exit.
+    pub fn kill_term(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("the agent did not stop within 20 s of SIGTERM");
+        }
+    }
+
     /// SIGKILL the agent (pods must keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -358,6 +378,23 @@ impl Agent {
 
     pub fn cpu_cgroup(&self, rel: &str) -> PathBuf {
         self.controller_cgroup("cpu", rel)
+    }
+
+    /// A power cut: the agent and every pod's processes SIGKILLed and the pods' cgroups
+    /// removed, as after a reboot; the state directory stays. (Mounts stay too: the agent must
+    /// cope with leftovers either way.)
+    pub fn power_cut(&mut self) {
+        self.kill9();
+        for pid in self.supervisor_pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for dir in self.cgroup_dirs() {
+            kill_and_remove_cgroup(&dir);
+        }
     }
 
     /// Remove every manifest and wait for every pod to be gone; then stop the agent.
