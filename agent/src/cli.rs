@@ -82,7 +82,12 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct FleetArgs {
     /// mqtt://host[:port] or mqtts://host[:port].
-    #[arg(long, global = true, env = "TIDELET_FLEET_BROKER", default_value = "mqtt://127.0.0.1:1883")]
+    #[arg(
+        long,
+        global = true,
+        env = "TIDELET_FLEET_BROKER",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
     pub broker: String,
     /// CA certificates (PEM) that verify the broker (mqtts://).
     #[arg(long, global = true, env = "TIDELET_FLEET_CA")]
@@ -301,7 +306,15 @@ fn fleet(a: FleetArgs) -> Result<i32> {
     let cmd = match a.command {
         FleetCmd::Nodes => Cmd::Nodes,
         FleetCmd::Pods { node } => Cmd::Pods { node },
-        FleetCmd::Apply { node, file, timeout } => Cmd::Apply { node, file, timeout },
+        FleetCmd::Apply {
+            node,
+            file,
+            timeout,
+        } => Cmd::Apply {
+            node,
+            file,
+            timeout,
+        },
         FleetCmd::Delete {
             node,
             pod,

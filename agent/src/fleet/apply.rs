@@ -212,8 +212,7 @@ pub fn judge(expect: &Expect, r: &DesiredPodResult, retained: bool) -> Verdict {
         if matches!((expect.generation, r.generation), (Some(a), Some(b)) if a != b) {
             return Verdict::Ignore("answers another generation");
         }
-        if matches!((&expect.resource_version, &r.resource_version), (Some(a), Some(b)) if a != b)
-        {
+        if matches!((&expect.resource_version, &r.resource_version), (Some(a), Some(b)) if a != b) {
             return Verdict::Ignore("answers another resourceVersion");
         }
     }
@@ -224,7 +223,11 @@ pub fn judge(expect: &Expect, r: &DesiredPodResult, retained: bool) -> Verdict {
 /// `pod/<name> rejected on <node>: <reason>: <message>` and one line per error.
 pub fn answer_lines(r: &DesiredPodResult, node: &str, delete: bool) -> Vec<String> {
     if r.accepted {
-        let verb = if delete { "removed from" } else { "accepted on" };
+        let verb = if delete {
+            "removed from"
+        } else {
+            "accepted on"
+        };
         let mut l = format!("pod/{} {verb} {node}", r.name);
         if let Some(uid) = r.uid.as_deref().filter(|_| !delete) {
             l.push_str(&format!(" (uid {uid})"));
@@ -248,8 +251,13 @@ pub fn timeout_lines(
     desired_topic: &str,
     delete: bool,
 ) -> Vec<String> {
-    let state = match online.and_then(|o| o.get("online")).and_then(Value::as_bool) {
-        Some(true) => format!("{node} is online (but did not answer: is it stuck or on another broker?)"),
+    let state = match online
+        .and_then(|o| o.get("online"))
+        .and_then(Value::as_bool)
+    {
+        Some(true) => {
+            format!("{node} is online (but did not answer: is it stuck or on another broker?)")
+        }
         Some(false) => {
             let why = online
                 .and_then(|o| o.get("reason"))
@@ -257,14 +265,21 @@ pub fn timeout_lines(
                 .unwrap_or("no reason given");
             format!("{node} is offline ({why})")
         }
-        None => format!("{node} has never reported its online state on this broker (wrong node name or root?)"),
-    };
-    let what = if delete { "the removal" } else { "the desired pod" };
-    vec![
-        format!("no answer from {node} within {}s: {state}", waited.as_secs()),
-        format!(
-            "{what} stays retained on {desired_topic}: {node} picks it up when it comes back"
+        None => format!(
+            "{node} has never reported its online state on this broker (wrong node name or root?)"
         ),
+    };
+    let what = if delete {
+        "the removal"
+    } else {
+        "the desired pod"
+    };
+    vec![
+        format!(
+            "no answer from {node} within {}s: {state}",
+            waited.as_secs()
+        ),
+        format!("{what} stays retained on {desired_topic}: {node} picks it up when it comes back"),
     ]
 }
 

@@ -56,8 +56,12 @@ pub fn classify(e: &ConnectionError) -> (String, bool) {
             ErrorKind::ConnectionRefused => ("connection refused".into(), true),
             ErrorKind::InvalidData => (format!("TLS handshake failed: {io}"), false),
             ErrorKind::TimedOut => ("no answer (timed out)".into(), true),
-            ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof | ErrorKind::ConnectionAborted => (
-                format!("the broker closed the connection ({io}): a TLS or authentication problem?"),
+            ErrorKind::ConnectionReset
+            | ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionAborted => (
+                format!(
+                    "the broker closed the connection ({io}): a TLS or authentication problem?"
+                ),
                 true,
             ),
             _ => (io.to_string(), true),
@@ -216,7 +220,12 @@ impl Session {
         self.subscribe(&all, deadline)?;
         let nonce = self.nonce.to_string();
         self.client
-            .publish(self.sync_topic.clone(), QoS::AtLeastOnce, false, nonce.clone())
+            .publish(
+                self.sync_topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                nonce.clone(),
+            )
             .map_err(|e| self.lost(format!("cannot publish the sync marker: {e}")))?;
         let mut msgs = Vec::new();
         while let Some(m) = self.next(deadline)? {

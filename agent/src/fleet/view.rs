@@ -126,7 +126,10 @@ pub fn lease_expired(renew: Timestamp, secs: i64, now: Timestamp) -> bool {
 /// The STATUS column: `online` decides Online/Offline; a lease that ran out turns Online into
 /// Stale. A lease that cannot be read does not make a node stale (older agents, other tools).
 pub fn node_status(online: Option<&Value>, lease: Option<&Value>, now: Timestamp) -> NodeStatus {
-    match online.and_then(|o| o.get("online")).and_then(Value::as_bool) {
+    match online
+        .and_then(|o| o.get("online"))
+        .and_then(Value::as_bool)
+    {
         None => NodeStatus::Unknown,
         Some(false) => NodeStatus::Offline,
         Some(true) => match lease.and_then(lease_times) {
@@ -252,7 +255,11 @@ pub struct PodColumns {
 }
 
 fn terminated_reason(t: &Value) -> String {
-    if let Some(r) = t.get("reason").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+    if let Some(r) = t
+        .get("reason")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
         return r.to_string();
     }
     match t.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
@@ -347,7 +354,15 @@ pub fn pod_columns(pod: &Value) -> PodColumns {
     }
 }
 
-pub const POD_HEADERS: &[&str] = &["NODE", "NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"];
+pub const POD_HEADERS: &[&str] = &[
+    "NODE",
+    "NAMESPACE",
+    "NAME",
+    "READY",
+    "STATUS",
+    "RESTARTS",
+    "AGE",
+];
 
 /// Pods of every node (or of `only`), sorted by node then key: `(node, key, pod)`.
 pub fn pods_of<'a>(s: &'a Snapshot, only: Option<&str>) -> Vec<(&'a str, &'a str, &'a Value)> {

@@ -124,8 +124,7 @@ impl Watch {
                         }
                     };
                 }
-                if let Some((ns, name)) = topics::key_of(&prefix, topics::DESIRED_RESULTS, topic)
-                {
+                if let Some((ns, name)) = topics::key_of(&prefix, topics::DESIRED_RESULTS, topic) {
                     let v = value?;
                     return Some(match serde_json::from_value::<DesiredPodResult>(v) {
                         Ok(r) if r.accepted => {
