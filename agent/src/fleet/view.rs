@@ -159,6 +159,8 @@ pub struct NodeRow {
     pub node: String,
     pub status: NodeStatus,
     pub conditions: Vec<String>,
+    /// Pods whose STATUS (as `fleet pods` shows it) is `Running`: a pod in phase Running with
+    /// a container in CrashLoopBackOff does not count.
     pub pods_running: usize,
     pub pods_total: usize,
     pub cpu: Option<String>,
@@ -191,7 +193,7 @@ pub fn node_rows(s: &Snapshot, now: Timestamp) -> Vec<NodeRow> {
                 pods_running: n
                     .pods
                     .values()
-                    .filter(|p| pod_phase(p) == Some("Running"))
+                    .filter(|p| pod_columns(p).status == "Running")
                     .count(),
                 pods_total: n.pods.len(),
                 cpu: alloc("cpu"),
