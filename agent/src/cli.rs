@@ -75,7 +75,7 @@ pub enum Command {
         command: Vec<String>,
     },
     /// The control plane's view of a fleet over MQTT: nodes, pods, apply, delete, watch.
-    Fleet(FleetArgs),
+    Fleet(Box<FleetArgs>),
 }
 
 /// `tidelet fleet`: connects to the broker the nodes use (a clean session of its own).
@@ -280,7 +280,7 @@ pub fn main(cli: Cli) -> Result<i32> {
         } => exec(&cli.root_dir, &pod, container, namespace, command),
         Command::Fleet(args) => {
             crate::logging::init(false);
-            fleet(args)
+            fleet(*args)
         }
     }
 }

@@ -3,7 +3,8 @@ use serde_json::json;
 
 #[test]
 fn manifests_are_checked_for_one_named_pod() {
-    let ok: &[(&str, (&str, &str, Option<i64>, Option<&str>))] = &[
+    type Want<'a> = (&'a str, &'a str, Option<i64>, Option<&'a str>);
+    let ok: &[(&str, Want)] = &[
         (
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec: {}\n",
             ("default", "web", None, None),

@@ -158,7 +158,8 @@ fn pod_columns_as_kubectl_shows_them() {
         json!({"spec": {"containers": containers},
                "status": {"phase": phase, "initContainerStatuses": inits, "containerStatuses": cs}})
     };
-    let cases: Vec<(&str, Value, (usize, usize, &str, i64))> = vec![
+    type Want<'a> = (usize, usize, &'a str, i64);
+    let cases: Vec<(&str, Value, Want)> = vec![
         (
             "all running",
             pod(
