@@ -98,6 +98,7 @@ pub struct FleetArgs {
     /// Client key (PEM) for mutual TLS, with --cert.
     #[arg(long, global = true, env = "TIDELET_FLEET_KEY")]
     pub key: Option<PathBuf>,
+    /// User name for the broker (password from --password-file).
     #[arg(long, global = true, env = "TIDELET_FLEET_USERNAME")]
     pub username: Option<String>,
     /// A file holding the password (first line).
@@ -109,6 +110,7 @@ pub struct FleetArgs {
     /// Default: tidelet-fleet-<pid>.
     #[arg(long, global = true, env = "TIDELET_FLEET_CLIENT_ID")]
     pub client_id: Option<String>,
+    /// table, or the objects as json/yaml (watch -o json: one message per line).
     #[arg(short, long, global = true, value_enum, default_value = "table")]
     pub output: FleetOutput,
     /// How long to try to connect (10s, 500ms).
@@ -133,32 +135,39 @@ pub enum FleetCmd {
     /// Pods of every node, or of one.
     #[command(alias = "pod", alias = "po")]
     Pods {
+        /// Only this node's pods.
         #[arg(long)]
         node: Option<String>,
     },
     /// Publish a desired pod (retained) to a node and wait for its answer.
     /// Exit 0 accepted, 1 rejected, 2 no answer in time (the pod stays desired).
     Apply {
+        /// The node (its topics are <root><node>/).
         #[arg(long)]
         node: String,
         /// One Pod manifest, YAML or JSON.
         file: PathBuf,
+        /// How long to wait for the node's answer.
         #[arg(long, default_value = "30s", value_parser = parse_fleet_duration)]
         timeout: std::time::Duration,
     },
     /// Remove a desired pod from a node and wait for the node's answer (exit codes as apply).
     Delete {
+        /// The node (its topics are <root><node>/).
         #[arg(long)]
         node: String,
+        /// The pod's name, as the back-end gave it.
         pod: String,
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// How long to wait for the node's answer.
         #[arg(long, default_value = "30s", value_parser = parse_fleet_duration)]
         timeout: std::time::Duration,
     },
     /// Stream changes (online/offline, pod status, events, results) until interrupted;
     /// -o json prints every message (topic and payload) one per line.
     Watch {
+        /// Only this node.
         #[arg(long)]
         node: Option<String>,
     },

@@ -58,18 +58,50 @@ impl Broker {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
+            format!(
+                "listener {port} 127.0.0.1\npersistence false\n{}{extra}",
+                if extra.contains("allow_anonymous") {
+                    ""
+                } else {
+                    "allow_anonymous true\n"
+                }
+            ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
-        let child = Command::new("mosquitto")
+        let child = Self::spawn(dir.path());
+        let mut b = Broker { child, port, dir };
+        b.wait_listening();
+        b
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("mosquitto.log"))
+            .unwrap();
+        Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(dir.join("mosquitto.conf"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start mosquitto");
-        let mut b = Broker { child, port, dir };
+            .expect("start mosquitto")
+    }
+
+    /// Stop the broker (its retained messages go: no persistence) and start it again on the
+    /// same port after `down`.
+    fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = Self::spawn(self.dir.path());
+        self.wait_listening();
+    }
+
+    fn wait_listening(&mut self) {
+        let port = self.port;
+        let b = self;
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             let exited = b.child.try_wait().unwrap();
@@ -80,7 +112,6 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        b
     }
 
     fn url(&self) -> String {
@@ -101,6 +132,23 @@ impl Broker {
             c.arg("-r");
         }
         let out = c.output().unwrap();
+        assert!(out.status.success(), "mosquitto_pub {topic}: {out:?}");
+    }
+
+    fn publish_as(&self, user: &str, password: &str, topic: &str, payload: &str) {
+        let out = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-r",
+            ])
+            .args(["-u", user, "-P", password, "-t", topic, "-m", payload])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "mosquitto_pub {topic}: {out:?}");
     }
 
@@ -705,7 +753,7 @@ fn watch(b: &Broker, args: &[&str]) -> Child {
         .args(["--broker", &b.url(), "watch"])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -903,4 +951,95 @@ fn fleet_over_tls_verifies_the_broker_with_the_given_ca() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn fleet_watch_carries_on_across_a_broker_restart() {
+    let mut b = Broker::start();
+    b.publish("tidelet/r1/online", r#"{"online":true}"#, true);
+    let mut child = watch(&b, &["--node", "r1"]);
+    let rx = lines_of(&mut child);
+    next_matching(&rx, "r1 online", |l| l.ends_with("r1  online"));
+    b.restart(Duration::from_secs(1));
+    // The node comes back to the new broker and says so: watch resubscribed by itself.
+    b.publish(
+        "tidelet/r1/online",
+        r#"{"online":false,"reason":"restarting"}"#,
+        true,
+    );
+    next_matching(&rx, "r1 offline after the restart", |l| {
+        l.ends_with("r1  offline (restarting)")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("lost ") && err.contains("reconnected to"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fleet_with_a_password_broker_logs_in_or_says_why_not() {
+    need("mosquitto_passwd");
+    let auth = tempfile::tempdir().unwrap();
+    let pw = auth.path().join("passwd");
+    let out = Command::new("mosquitto_passwd")
+        .args(["-c", "-b", pw.to_str().unwrap(), "operator", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Run as root, Mosquitto drops to its own user before it reads the password file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(auth.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let b = Broker::start_with(&format!(
+        "allow_anonymous false\npassword_file {}\n",
+        pw.display()
+    ));
+    b.publish_as(
+        "operator",
+        "s3cret",
+        "tidelet/p1/online",
+        r#"{"online":true}"#,
+    );
+    let good = auth.path().join("good");
+    std::fs::write(&good, "s3cret\n").unwrap();
+    let bad = auth.path().join("bad");
+    std::fs::write(&bad, "guess\n").unwrap();
+    let run = |user: Option<&str>, file: &Path| {
+        let mut c = Command::new(bin());
+        c.args(["fleet", "--broker", &b.url(), "--connect-timeout", "5s"]);
+        if let Some(u) = user {
+            c.args(["--username", u, "--password-file", file.to_str().unwrap()]);
+        }
+        c.arg("nodes").output().unwrap()
+    };
+    let out = run(Some("operator"), &good);
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{so}{se}");
+    assert!(
+        so.lines()
+            .any(|l| l.starts_with("p1 ") && l.contains("Online")),
+        "{so}"
+    );
+    for (user, file) in [(Some("operator"), &bad), (None, &bad)] {
+        let start = Instant::now();
+        let out = run(user, file);
+        let (so, se) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{so}{se}");
+        assert!(
+            se.contains(&format!(
+                "cannot connect to {}: the broker refused the connection",
+                b.url()
+            )),
+            "{se}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "refusals are final: {:?}",
+            start.elapsed()
+        );
+    }
 }
