@@ -154,54 +154,77 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<i32, FleetError> {
-    // Local inputs first: a bad manifest needs no broker.
-    let manifest = match &cmd {
-        Cmd::Apply { file, .. } => {
-            Some(
-                apply::read_manifest(file).map_err(|reason| FleetError::Manifest {
-                    path: file.clone(),
-                    reason,
-                })?,
-            )
-        }
-        Cmd::Delete { pod, namespace, .. } => {
-            for (flag, v) in [("POD", pod), ("--namespace", namespace)] {
-                apply::check_topic_level("the name", v)
-                    .map_err(|reason| FleetError::Usage { flag, reason })?;
-            }
-            None
-        }
-        _ => None,
-    };
-    if let Some(node) = match &cmd {
-        Cmd::Apply { node, .. } | Cmd::Delete { node, .. } => Some(node.as_str()),
-        Cmd::Pods { node } | Cmd::Watch { node } => node.as_deref(),
-        Cmd::Nodes => None,
-    } {
-        apply::check_topic_level("the node name", node).map_err(|reason| FleetError::Usage {
-            flag: "--node",
-            reason,
-        })?;
-    }
+    // Local inputs first: a bad manifest or name needs no broker.
+    let plan = plan(cmd)?;
     let options = mqtt_options(o)?;
     let mut s = Session::connect(options, &o.broker, o.connect_timeout)?;
-    let code = match cmd {
-        Cmd::Nodes => nodes(o, &mut s, out)?,
-        Cmd::Pods { node } => pods(o, &mut s, node.as_deref(), out)?,
+    let code = match plan {
+        Plan::Nodes => nodes(o, &mut s, out)?,
+        Plan::Pods { node } => pods(o, &mut s, node.as_deref(), out)?,
+        Plan::Desire(d) => desire(o, &mut s, d, out, err)?,
+        Plan::Watch { node } => return watch(o, s, node.as_deref(), out, err),
+    };
+    s.close();
+    Ok(code)
+}
+
+/// A command with its local inputs checked and read.
+enum Plan {
+    Nodes,
+    Pods { node: Option<String> },
+    Desire(Desire),
+    Watch { node: Option<String> },
+}
+
+/// A desired pod (or its removal: an empty payload) to publish, and the answer awaited.
+struct Desire {
+    node: String,
+    expect: Expect,
+    payload: Vec<u8>,
+    timeout: Duration,
+}
+
+fn plan(cmd: Cmd) -> Result<Plan, FleetError> {
+    let check = |flag: &'static str, what: &str, v: &str| {
+        apply::check_topic_level(what, v).map_err(|reason| FleetError::Usage { flag, reason })
+    };
+    let node_ok = |n: &Option<String>| match n {
+        Some(n) => check("--node", "the node name", n),
+        None => Ok(()),
+    };
+    Ok(match cmd {
+        Cmd::Nodes => Plan::Nodes,
+        Cmd::Pods { node } => {
+            node_ok(&node)?;
+            Plan::Pods { node }
+        }
+        Cmd::Watch { node } => {
+            node_ok(&node)?;
+            Plan::Watch { node }
+        }
         Cmd::Apply {
             node,
-            file: _,
+            file,
             timeout,
         } => {
-            let (bytes, info) = manifest.expect("read above");
-            let expect = Expect {
-                namespace: info.namespace.clone(),
-                name: info.name.clone(),
-                generation: info.generation,
-                resource_version: info.resource_version.clone(),
-                delete: false,
-            };
-            desire(o, &mut s, &node, expect, bytes, timeout, out, err)?
+            check("--node", "the node name", &node)?;
+            let (payload, info) =
+                apply::read_manifest(&file).map_err(|reason| FleetError::Manifest {
+                    path: file.clone(),
+                    reason,
+                })?;
+            Plan::Desire(Desire {
+                node,
+                expect: Expect {
+                    namespace: info.namespace,
+                    name: info.name,
+                    generation: info.generation,
+                    resource_version: info.resource_version,
+                    delete: false,
+                },
+                payload,
+                timeout,
+            })
         }
         Cmd::Delete {
             node,
@@ -209,19 +232,23 @@ pub fn run(
             namespace,
             timeout,
         } => {
-            let expect = Expect {
-                namespace,
-                name: pod,
-                generation: None,
-                resource_version: None,
-                delete: true,
-            };
-            desire(o, &mut s, &node, expect, Vec::new(), timeout, out, err)?
+            check("--node", "the node name", &node)?;
+            check("POD", "the pod name", &pod)?;
+            check("--namespace", "the namespace", &namespace)?;
+            Plan::Desire(Desire {
+                node,
+                expect: Expect {
+                    namespace,
+                    name: pod,
+                    generation: None,
+                    resource_version: None,
+                    delete: true,
+                },
+                payload: Vec::new(),
+                timeout,
+            })
         }
-        Cmd::Watch { node } => return watch(o, s, node.as_deref(), out, err),
-    };
-    s.close();
-    Ok(code)
+    })
 }
 
 /// The wall clock, to the second (the ages shown are in seconds at best).
@@ -307,17 +334,20 @@ fn pods(
 
 /// Publish a desired pod (or its removal, an empty payload) retained, and wait for the
 /// node's answer to it.
-#[allow(clippy::too_many_arguments)]
 fn desire(
     o: &Options,
     s: &mut Session,
-    node: &str,
-    expect: Expect,
-    payload: Vec<u8>,
-    timeout: Duration,
+    d: Desire,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<i32, FleetError> {
+    let Desire {
+        node,
+        expect,
+        payload,
+        timeout,
+    } = d;
+    let node = node.as_str();
     let prefix = format!("{}{node}/", o.root);
     let key = format!("{}/{}", expect.namespace, expect.name);
     let desired = topics::desired_pod(&prefix, &key);
@@ -433,132 +463,5 @@ fn watch(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rumqttc::{ConnectReturnCode, ConnectionError};
-    use std::io::{Error, ErrorKind};
-
-    fn opts() -> Options {
-        Options {
-            broker: "mqtt://127.0.0.1:1883".into(),
-            ca: None,
-            cert: None,
-            key: None,
-            username: None,
-            password_file: None,
-            root: "tidelet/".into(),
-            client_id: None,
-            output: Format::Table,
-            connect_timeout: Duration::from_secs(1),
-        }
-    }
-
-    #[test]
-    fn bad_options_name_the_flag() {
-        type Edit = fn(&mut Options);
-        let cases: &[(Edit, &str)] = &[
-            (|o| o.broker = "tcp://x".into(), "--broker"),
-            (|o| o.root = "tidelet".into(), "--root"),
-            (|o| o.root = "a/+/".into(), "--root"),
-            (|o| o.ca = Some("/ca".into()), "--ca"),
-            (|o| o.cert = Some("/c".into()), "--cert"),
-            (
-                |o| {
-                    o.broker = "mqtts://x".into();
-                    o.cert = Some("/c".into());
-                },
-                "--key",
-            ),
-            (|o| o.password_file = Some("/p".into()), "--password-file"),
-            (|o| o.client_id = Some("a/b".into()), "--client-id"),
-        ];
-        for (edit, flag) in cases {
-            let mut o = opts();
-            edit(&mut o);
-            match mqtt_options(&o) {
-                Err(FleetError::Usage { flag: f, .. }) => assert_eq!(f, *flag),
-                Err(e) => panic!("{flag}: {e}"),
-                Ok(_) => panic!("{flag}: accepted"),
-            }
-        }
-        let m = mqtt_options(&opts()).unwrap();
-        assert!(m.clean_session());
-        assert!(m.client_id().starts_with("tidelet-fleet-"));
-        // A missing CA file is named before any connection is tried.
-        let mut o = opts();
-        o.broker = "mqtts://127.0.0.1".into();
-        o.ca = Some("/nonexistent/ca.pem".into());
-        let e = mqtt_options(&o).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
-    }
-
-    #[test]
-    fn connection_errors_are_told_apart() {
-        let cases: Vec<(ConnectionError, &str, bool)> = vec![
-            (
-                ConnectionError::Io(Error::from(ErrorKind::ConnectionRefused)),
-                "connection refused",
-                true,
-            ),
-            (
-                ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized),
-                "not authorised",
-                false,
-            ),
-            (
-                ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword),
-                "bad user name or password",
-                false,
-            ),
-            (
-                ConnectionError::Io(Error::new(
-                    ErrorKind::InvalidData,
-                    "invalid peer certificate",
-                )),
-                "TLS handshake failed: invalid peer certificate",
-                false,
-            ),
-            (
-                ConnectionError::Io(Error::from(ErrorKind::UnexpectedEof)),
-                "closed the connection",
-                true,
-            ),
-            (ConnectionError::NetworkTimeout, "no answer", true),
-        ];
-        for (e, want, retry) in cases {
-            let (reason, r) = session::classify(&e);
-            assert!(reason.contains(want), "{e}: {reason}");
-            assert_eq!(r, retry, "{e}");
-        }
-    }
-
-    #[test]
-    fn local_input_errors_need_no_broker() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("svc.yaml");
-        std::fs::write(&f, "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n").unwrap();
-        // A broker port nobody listens on: the error must come before any connection.
-        let mut o = opts();
-        o.broker = "mqtt://127.0.0.1:9".into();
-        let cmd = Cmd::Apply {
-            node: "n1".into(),
-            file: f.clone(),
-            timeout: Duration::from_secs(1),
-        };
-        let e = run(&o, cmd, &mut Vec::new(), &mut Vec::new()).unwrap_err();
-        assert!(matches!(e, FleetError::Manifest { .. }), "{e}");
-        let e = e.to_string();
-        assert!(
-            e.contains("svc.yaml") && e.contains("\"Service\" is not Pod"),
-            "{e}"
-        );
-        let cmd = Cmd::Delete {
-            node: "n/1".into(),
-            pod: "web".into(),
-            namespace: "default".into(),
-            timeout: Duration::from_secs(1),
-        };
-        let e = run(&o, cmd, &mut Vec::new(), &mut Vec::new()).unwrap_err();
-        assert!(matches!(e, FleetError::Usage { flag: "--node", .. }), "{e}");
-    }
-}
+#[path = "mod_tests.rs"]
+mod tests;
