@@ -894,6 +894,10 @@ fn make_certs(dir: &Path, ca_name: &str) {
         run("req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr");
         std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
         run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.pem");
+        run("req -newkey rsa:2048 -nodes -subj /CN=operator -keyout client.key -out client.csr");
+        // An extension makes it X.509 v3 (webpki refuses v1 certificates).
+        std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+        run("x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.cnf -out client.pem");
     }
 }
 
@@ -937,6 +941,8 @@ fn fleet_over_tls_verifies_the_broker_with_the_given_ca() {
     let (so, se) = text(&out);
     assert!(out.status.success(), "{so}{se}\n{}", b.log());
     assert!(so.starts_with("NODE"), "{so}");
+    // An empty broker: the table is empty and stderr says why it may be.
+    assert!(se.contains("no nodes under tidelet/ on mqtts://"), "{se}");
     let start = Instant::now();
     let out = run(&p("other.pem"));
     let (so, se) = text(&out);
@@ -1042,4 +1048,58 @@ fn fleet_with_a_password_broker_logs_in_or_says_why_not() {
             start.elapsed()
         );
     }
+}
+
+#[test]
+fn fleet_with_mutual_tls_presents_its_certificate() {
+    need("openssl");
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path(), "ca");
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(certs.path()).unwrap() {
+        let e = e.unwrap();
+        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let b = Broker::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        p("ca.pem"),
+        p("server.pem"),
+        p("server.key")
+    ));
+    let url = format!("mqtts://127.0.0.1:{}", b.port);
+    let base = [
+        "fleet",
+        "--broker",
+        &url,
+        "--ca",
+        &p("ca.pem"),
+        "--connect-timeout",
+        "3s",
+    ];
+    let out = Command::new(bin())
+        .args(base)
+        .args([
+            "--cert",
+            &p("client.pem"),
+            "--key",
+            &p("client.key"),
+            "pods",
+        ])
+        .output()
+        .unwrap();
+    let (so, se) = text(&out);
+    assert!(out.status.success(), "{so}{se}\n{}", b.log());
+    assert!(so.starts_with("NODE"), "{so}");
+    let out = Command::new(bin()).args(base).arg("pods").output().unwrap();
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{so}{se}");
+    assert!(
+        se.contains(&format!("cannot connect to {url}: TLS: "))
+            && se.contains("CertificateRequired"),
+        "{se}"
+    );
+    // A TLS refusal is final: no retrying until the deadline.
+    assert!(!se.contains("gave up after"), "{se}");
 }

@@ -159,8 +159,8 @@ pub fn run(
     let options = mqtt_options(o)?;
     let mut s = Session::connect(options, &o.broker, o.connect_timeout)?;
     let code = match plan {
-        Plan::Nodes => nodes(o, &mut s, out)?,
-        Plan::Pods { node } => pods(o, &mut s, node.as_deref(), out)?,
+        Plan::Nodes => nodes(o, &mut s, out, err)?,
+        Plan::Pods { node } => pods(o, &mut s, node.as_deref(), out, err)?,
         Plan::Desire(d) => desire(o, &mut s, d, out, err)?,
         Plan::Watch { node } => return watch(o, s, node.as_deref(), out, err),
     };
@@ -280,7 +280,23 @@ fn encode(o: &Options, v: &Value, out: &mut dyn Write) -> Result<(), FleetError>
     Ok(())
 }
 
-fn nodes(o: &Options, s: &mut Session, out: &mut dyn Write) -> Result<i32, FleetError> {
+/// Said on stderr when nothing was found: Mosquitto grants a subscription its ACL denies and
+/// then delivers nothing, so an empty answer may be a permission problem.
+fn nothing_found(o: &Options, what: &str, err: &mut dyn Write) -> Result<(), FleetError> {
+    writeln!(
+        err,
+        "no {what} under {} on {} (no node has reported there, a wrong --root, or an ACL that hides the topics)",
+        o.root, o.broker
+    )?;
+    Ok(())
+}
+
+fn nodes(
+    o: &Options,
+    s: &mut Session,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<i32, FleetError> {
     let filters: Vec<String> = [topics::ONLINE, topics::NODE, topics::LEASE, "pods/+/+"]
         .iter()
         .map(|t| format!("{}+/{t}", o.root))
@@ -288,6 +304,9 @@ fn nodes(o: &Options, s: &mut Session, out: &mut dyn Write) -> Result<i32, Fleet
     let snap = collect(o, s, &filters)?;
     let now = now();
     let rows = view::node_rows(&snap, now);
+    if rows.is_empty() {
+        nothing_found(o, "nodes", err)?;
+    }
     if o.output == Format::Table {
         let cells: Vec<_> = rows.iter().map(|r| view::node_cells(r, now)).collect();
         out.write_all(view::table(view::NODE_HEADERS, &cells).as_bytes())?;
@@ -310,11 +329,15 @@ fn pods(
     s: &mut Session,
     node: Option<&str>,
     out: &mut dyn Write,
+    err: &mut dyn Write,
 ) -> Result<i32, FleetError> {
     let filter = format!("{}{}/pods/+/+", o.root, node.unwrap_or("+"));
     let snap = collect(o, s, &[filter])?;
     let now = now();
     let pods = view::pods_of(&snap, node);
+    if pods.is_empty() {
+        nothing_found(o, "pods", err)?;
+    }
     if o.output == Format::Table {
         let cells: Vec<_> = pods
             .iter()

@@ -88,6 +88,21 @@ fn connection_errors_are_told_apart() {
             true,
         ),
         (ConnectionError::NetworkTimeout, "no answer", true),
+        (
+            ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::Io(
+                Error::new(
+                    ErrorKind::InvalidData,
+                    "received fatal alert: CertificateRequired",
+                ),
+            ))),
+            "TLS: the broker ended the session (received fatal alert: CertificateRequired)",
+            false,
+        ),
+        (
+            ConnectionError::MqttState(rumqttc::StateError::Io(Error::from(ErrorKind::BrokenPipe))),
+            "BrokenPipe",
+            true,
+        ),
     ];
     for (e, want, retry) in cases {
         let (reason, r) = session::classify(&e);

@@ -67,7 +67,21 @@ pub fn classify(e: &ConnectionError) -> (String, bool) {
             _ => (io.to_string(), true),
         },
         ConnectionError::NetworkTimeout => ("no answer (network timeout)".into(), true),
-        other => (other.to_string(), true),
+        other => {
+            // A TLS alert after the handshake (TLS 1.3 sends the server's verdict on our
+            // certificate then) surfaces as a read error of the MQTT state.
+            let text = other.to_string();
+            match text.find("received fatal alert") {
+                Some(i) => (
+                    format!(
+                        "TLS: the broker ended the session ({}): it wants a client certificate it trusts (--cert/--key)",
+                        &text[i..]
+                    ),
+                    false,
+                ),
+                None => (text, true),
+            }
+        }
     }
 }
 
