@@ -40,8 +40,8 @@ pub fn check_topic_level(what: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Check that `bytes` (read from `path`, named in the errors) hold exactly one `v1` Pod with
-/// a name; YAML or JSON. Returns the reason on failure.
+/// Check that `bytes` hold exactly one `v1` Pod with
+/// a name; YAML or JSON. Returns the reason on failure (the caller names the file).
 pub fn check_manifest(bytes: &[u8]) -> Result<ManifestInfo, String> {
     let limit = crate::manifest::MAX_MANIFEST_BYTES;
     if bytes.len() as u64 > limit {
