@@ -74,6 +74,109 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// The control plane's view of a fleet over MQTT: nodes, pods, apply, delete, watch.
+    Fleet(Box<FleetArgs>),
+}
+
+/// `tidelet fleet`: connects to the broker the nodes use (a clean session of its own).
+#[derive(clap::Args, Debug)]
+pub struct FleetArgs {
+    /// mqtt://host[:port] or mqtts://host[:port].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDELET_FLEET_BROKER",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
+    pub broker: String,
+    /// CA certificates (PEM) that verify the broker (mqtts://).
+    #[arg(long, global = true, env = "TIDELET_FLEET_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --key.
+    #[arg(long, global = true, env = "TIDELET_FLEET_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS, with --cert.
+    #[arg(long, global = true, env = "TIDELET_FLEET_KEY")]
+    pub key: Option<PathBuf>,
+    /// User name for the broker (password from --password-file).
+    #[arg(long, global = true, env = "TIDELET_FLEET_USERNAME")]
+    pub username: Option<String>,
+    /// A file holding the password (first line).
+    #[arg(long, global = true, env = "TIDELET_FLEET_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The fleet's root topic: nodes are <root><node>/.
+    #[arg(long, global = true, env = "TIDELET_FLEET_ROOT", default_value = crate::mqtt::topics::DEFAULT_ROOT)]
+    pub root: String,
+    /// Default: tidelet-fleet-<pid>.
+    #[arg(long, global = true, env = "TIDELET_FLEET_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// table, or the objects as json/yaml (watch -o json: one message per line).
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    pub output: FleetOutput,
+    /// How long to try to connect (10s, 500ms).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_fleet_duration)]
+    pub connect_timeout: std::time::Duration,
+    #[command(subcommand)]
+    pub command: FleetCmd,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+pub enum FleetOutput {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Nodes: online/offline/stale, conditions, pod counts, allocatable, last lease renewal.
+    #[command(alias = "node", alias = "no")]
+    Nodes,
+    /// Pods of every node, or of one.
+    #[command(alias = "pod", alias = "po")]
+    Pods {
+        /// Only this node's pods.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Publish a desired pod (retained) to a node and wait for its answer.
+    /// Exit 0 accepted, 1 rejected, 2 no answer in time (the pod stays desired).
+    Apply {
+        /// The node (its topics are <root><node>/).
+        #[arg(long)]
+        node: String,
+        /// One Pod manifest, YAML or JSON.
+        file: PathBuf,
+        /// How long to wait for the node's answer.
+        #[arg(long, default_value = "30s", value_parser = parse_fleet_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Remove a desired pod from a node and wait for the node's answer (exit codes as apply).
+    Delete {
+        /// The node (its topics are <root><node>/).
+        #[arg(long)]
+        node: String,
+        /// The pod's name, as the back-end gave it.
+        pod: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// How long to wait for the node's answer.
+        #[arg(long, default_value = "30s", value_parser = parse_fleet_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Stream changes (online/offline, pod status, events, results) until interrupted;
+    /// -o json prints every message (topic and payload) one per line.
+    Watch {
+        /// Only this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+fn parse_fleet_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    config::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a duration (30s, 1m, 500ms)"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -184,7 +287,58 @@ pub fn main(cli: Cli) -> Result<i32> {
             namespace,
             command,
         } => exec(&cli.root_dir, &pod, container, namespace, command),
+        Command::Fleet(args) => {
+            crate::logging::init(false);
+            fleet(*args)
+        }
     }
+}
+
+fn fleet(a: FleetArgs) -> Result<i32> {
+    use crate::fleet::{Cmd, Format, Options};
+    let o = Options {
+        broker: a.broker,
+        ca: a.ca,
+        cert: a.cert,
+        key: a.key,
+        username: a.username,
+        password_file: a.password_file,
+        root: a.root,
+        client_id: a.client_id,
+        output: match a.output {
+            FleetOutput::Table => Format::Table,
+            FleetOutput::Json => Format::Json,
+            FleetOutput::Yaml => Format::Yaml,
+        },
+        connect_timeout: a.connect_timeout,
+    };
+    let cmd = match a.command {
+        FleetCmd::Nodes => Cmd::Nodes,
+        FleetCmd::Pods { node } => Cmd::Pods { node },
+        FleetCmd::Apply {
+            node,
+            file,
+            timeout,
+        } => Cmd::Apply {
+            node,
+            file,
+            timeout,
+        },
+        FleetCmd::Delete {
+            node,
+            pod,
+            namespace,
+            timeout,
+        } => Cmd::Delete {
+            node,
+            pod,
+            namespace,
+            timeout,
+        },
+        FleetCmd::Watch { node } => Cmd::Watch { node },
+    };
+    let code = crate::fleet::run(&o, cmd, &mut std::io::stdout(), &mut std::io::stderr())?;
+    Ok(code)
 }
 
 fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod cpumanager;
 pub mod eviction;
+pub mod fleet;
 pub mod gc;
 pub mod logging;
 pub mod manifest;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cpuset;
 mod eviction;
+mod fleet;
 mod gc;
 mod isolation;
 mod lifecycle;
