@@ -5,7 +5,12 @@
 //! `config` and `tls` are shared by the agent's session and by `tidelet fleet` (the
 //! operator's side); `topics` is the topic tree both sides agree on (docs/mqtt.md).
 
+pub mod backoff;
 pub mod config;
+pub mod outbox;
+pub mod payload;
+pub mod reporter;
+pub mod session;
 pub mod tls;
 pub mod topics;
 

@@ -120,6 +120,17 @@ impl Outbox {
         self.retained.get(suffix)?.want.as_deref()
     }
 
+    /// Whether the broker acknowledged `payload` as the object's current value (in this
+    /// connection).
+    pub fn delivered(&self, suffix: &str, payload: &[u8]) -> bool {
+        self.retained.get(suffix).is_some_and(|r| {
+            !r.dirty
+                && !r.inflight
+                && r.want.as_deref() == Some(payload)
+                && r.acked.as_ref().and_then(|a| a.as_deref()) == Some(payload)
+        })
+    }
+
     /// Queue an event; beyond `capacity` the oldest is dropped and counted.
     pub fn event(&mut self, payload: Vec<u8>) {
         self.events.push_back(payload);

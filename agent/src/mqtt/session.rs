@@ -1,0 +1,574 @@
+//! The agent's MQTT connection: one task drives rumqttc's event loop (never cancelled
+//! mid-poll, so no packet is half-written), reconnecting with [`super::backoff`] after any
+//! error; the [`Link`] the agent holds feeds the [`Outbox`] and publishes straight from it
+//! while connected, under one lock, so publish requests and the event loop's
+//! `Outgoing::Publish(pkid)` notifications pair up in order and every PUBACK finds its
+//! object.
+//!
+//! On each CONNACK: `online` is set, the node subscribes to its desired pods, its own pod
+//! topics and `sync`, and publishes a nonce to `sync`. Retained messages come before the
+//! nonce; when it arrives the desired keys go down as [`Down::Synced`], retained pod topics
+//! the agent does not hold are cleared (a pod deleted while offline leaves nothing stale),
+//! and the pod and sync topics are unsubscribed so the agent's own updates are not echoed.
+//! rumqttc's replay of un-acked publishes is discarded after each error: the outbox sends
+//! the current truth instead. Timers use monotonic time only.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, Outgoing, QoS, StateError,
+};
+use tokio::sync::mpsc;
+
+use super::backoff::{Backoff, Policy, XorShift};
+use super::outbox::{Outbox, Token};
+use super::tls::TlsError;
+use super::{payload, topics, MqttConfig};
+
+/// Messages in flight at once (a burst never floods rumqttc's request channel).
+pub const MAX_INFLIGHT: usize = 32;
+/// Capacity of the channel of [`Down`] messages.
+pub const DOWN_CAPACITY: usize = 64;
+/// How long the sync marker may take before the sweep is skipped.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// rumqttc's request channel: the in-flight publishes plus subscriptions and the marker.
+const REQUEST_CAPACITY: usize = MAX_INFLIGHT * 2 + 16;
+
+/// What comes down from the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Down {
+    /// A desired pod's payload (a manifest; empty = remove), live or retained.
+    Desired {
+        namespace: String,
+        name: String,
+        payload: Vec<u8>,
+    },
+    /// After each (re)subscription: the keys of every retained desired pod the broker holds
+    /// for this node (for RemoteSource::sweep).
+    Synced { present: BTreeSet<String> },
+}
+
+/// The sweep after a subscription, until the marker comes back.
+#[derive(Debug)]
+struct Sync {
+    nonce: String,
+    desired: BTreeSet<String>,
+    pods: BTreeSet<String>,
+}
+
+struct State {
+    outbox: Outbox,
+    connected: bool,
+    /// Publish requests handed to rumqttc, awaiting their `Outgoing::Publish(pkid)`;
+    /// `None` for those the outbox does not track (the marker).
+    requested: VecDeque<Option<Token>>,
+    /// The request rumqttc holds back on a packet-id collision.
+    collided: Option<Option<Token>>,
+    /// Awaiting their PUBACK.
+    pkids: HashMap<u16, Token>,
+    sync: Option<Sync>,
+}
+
+struct Inner {
+    client: AsyncClient,
+    prefix: String,
+    node: String,
+    max_packet: usize,
+    state: Mutex<State>,
+    /// Monotonic milliseconds since `epoch` of the last `alive()`.
+    alive_ms: AtomicU64,
+    epoch: Instant,
+    stopping: AtomicBool,
+    /// Bumped on every PUBACK and on every change of connection (shutdown waits on it).
+    progress: tokio::sync::watch::Sender<u64>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    nonces: AtomicU64,
+}
+
+/// The agent's handle on the session.
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn topic(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// Publish from the outbox while connected and under the in-flight cap.
+    fn pump(&self, st: &mut State) {
+        if !st.connected {
+            return;
+        }
+        while let Some(m) = st.outbox.next() {
+            let topic = self.topic(&m.suffix);
+            match self
+                .client
+                .try_publish(topic.clone(), QoS::AtLeastOnce, m.retain, m.payload)
+            {
+                Ok(()) => st.requested.push_back(Some(m.token)),
+                // Cannot happen with the channel sized above the in-flight cap; the object
+                // stays in flight and is sent again after the next reconnect.
+                Err(e) => {
+                    tracing::error!(topic = %topic, error = %e, "MQTT request channel refused a publish");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn fits(&self, suffix: &str, len: usize) -> bool {
+        // Fixed header (<= 5), topic length (2), packet id (2).
+        self.prefix.len() + suffix.len() + len + 9 <= self.max_packet
+    }
+}
+
+impl Link {
+    /// The latest payload of the retained object at `P <suffix>`; `None` clears the topic.
+    /// A payload that would not fit in `maxPacketSize` is refused (logged), never sent.
+    pub fn set_retained(&self, suffix: &str, payload: Option<Vec<u8>>) {
+        let len = payload.as_ref().map_or(0, Vec::len);
+        if !self.inner.fits(suffix, len) {
+            tracing::error!(
+                topic = %self.inner.topic(suffix),
+                bytes = len,
+                max_packet_size = self.inner.max_packet,
+                "status payload larger than mqtt.maxPacketSize: not published"
+            );
+            return;
+        }
+        let mut st = lock(&self.inner.state);
+        st.outbox.set_retained(suffix, payload);
+        self.inner.pump(&mut st);
+    }
+
+    /// One event for `P events` (kept in the bounded ring while offline).
+    pub fn event(&self, payload: Vec<u8>) {
+        if !self.inner.fits(topics::EVENTS, payload.len()) {
+            tracing::error!(
+                bytes = payload.len(),
+                "event larger than mqtt.maxPacketSize: not published"
+            );
+            return;
+        }
+        let mut st = lock(&self.inner.state);
+        st.outbox.event(payload);
+        self.inner.pump(&mut st);
+    }
+
+    /// The agent's main loop calls this on every iteration; the lease is renewed only
+    /// while it keeps being called (a stuck agent with a live TCP connection stops renewing).
+    pub fn alive(&self) {
+        let ms = self.inner.epoch.elapsed().as_millis() as u64;
+        self.inner.alive_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn connected(&self) -> bool {
+        lock(&self.inner.state).connected
+    }
+
+    /// Whether everything set so far has been acknowledged by the broker.
+    pub fn idle(&self) -> bool {
+        let st = lock(&self.inner.state);
+        st.connected && st.outbox.idle()
+    }
+
+    /// Publish online=false (retained) and disconnect, waiting at most `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::SeqCst);
+        self.set_retained(topics::ONLINE, Some(payload::offline("agent stopped")));
+        let mut progress = inner.progress.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let offline = payload::offline("agent stopped");
+        loop {
+            {
+                let st = lock(&inner.state);
+                if !st.connected || st.outbox.delivered(topics::ONLINE, &offline) {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, progress.changed())
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                tracing::warn!("MQTT: online=false not acknowledged before the shutdown timeout");
+                break;
+            }
+        }
+        let _ = inner.client.try_disconnect();
+        let task = lock(&inner.task).take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Why a connection failed, in words an operator acts on; logged once per change.
+pub fn reason(e: &ConnectionError) -> String {
+    use rumqttc::ConnectReturnCode as C;
+    match e {
+        ConnectionError::ConnectionRefused(code) => match code {
+            C::BadUserNamePassword => "broker refused: bad user name or password".into(),
+            C::NotAuthorized => "broker refused: not authorized".into(),
+            C::BadClientId => "broker refused: client id rejected".into(),
+            C::ServiceUnavailable => "broker refused: service unavailable".into(),
+            other => format!("broker refused: {other:?}"),
+        },
+        ConnectionError::Tls(t) => format!("TLS/certificate error: {t}"),
+        ConnectionError::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused (no broker listening)".into()
+            }
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => {
+                "connection closed by the broker".into()
+            }
+            _ if io.to_string().contains("lookup") => format!("DNS: {io}"),
+            _ => format!("I/O: {io}"),
+        },
+        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => "network timeout".into(),
+        ConnectionError::MqttState(StateError::AwaitPingResp) => {
+            "keep-alive expired (no PINGRESP)".into()
+        }
+        ConnectionError::MqttState(StateError::Deserialization(d)) => {
+            format!("packet refused (larger than mqtt.maxPacketSize?): {d}")
+        }
+        ConnectionError::MqttState(StateError::ConnectionAborted) => {
+            "connection closed by the broker".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Spawns the session on the current tokio runtime. Errors only for bad local set-up (TLS
+/// files): a broker that is down or refuses is retried forever with the back-off, logged
+/// clearly once per change of reason, never fatal.
+pub fn start(cfg: &MqttConfig, node_name: &str) -> Result<(Link, mpsc::Receiver<Down>), TlsError> {
+    let will = LastWill::new(
+        topics_online(&cfg.topic_prefix),
+        payload::offline("connection lost"),
+        QoS::AtLeastOnce,
+        true,
+    );
+    let mut opts = super::tls::mqtt_options(cfg, Some(will))?;
+    opts.set_inflight(MAX_INFLIGHT as u16 + 8);
+    let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+    let node = node_name.to_string();
+    let dropped_node = node.clone();
+    let outbox = Outbox::new(
+        cfg.event_buffer,
+        MAX_INFLIGHT,
+        Box::new(move |n| {
+            payload::events_dropped(&dropped_node, n, crate::agent::worker::now_ns())
+        }),
+    );
+    let inner = Arc::new(Inner {
+        client,
+        prefix: cfg.topic_prefix.clone(),
+        node,
+        max_packet: cfg.max_packet_size,
+        state: Mutex::new(State {
+            outbox,
+            connected: false,
+            requested: VecDeque::new(),
+            collided: None,
+            pkids: HashMap::new(),
+            sync: None,
+        }),
+        alive_ms: AtomicU64::new(0),
+        epoch: Instant::now(),
+        stopping: AtomicBool::new(false),
+        progress: tokio::sync::watch::Sender::new(0),
+        task: Mutex::new(None),
+        nonces: AtomicU64::new(0),
+    });
+    let (tx, rx) = mpsc::channel(DOWN_CAPACITY);
+    let link = Link {
+        inner: inner.clone(),
+    };
+    link.set_retained(topics::ONLINE, Some(payload::online()));
+    let task = tokio::spawn(run(inner.clone(), eventloop, tx, cfg.broker.clone()));
+    *lock(&inner.task) = Some(task);
+    tokio::spawn(lease(link.clone(), cfg.lease_period));
+    Ok((link, rx))
+}
+
+fn topics_online(prefix: &str) -> String {
+    format!("{prefix}{}", topics::ONLINE)
+}
+
+/// Renews the lease every `period` while the agent's loop is alive.
+async fn lease(link: Link, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stalled = false;
+    loop {
+        tick.tick().await;
+        let inner = &link.inner;
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = inner.epoch.elapsed();
+        let last = Duration::from_millis(inner.alive_ms.load(Ordering::Relaxed));
+        if now.saturating_sub(last) <= period * 2 {
+            if stalled {
+                tracing::info!("agent loop alive again: lease renewal resumes");
+                stalled = false;
+            }
+            link.set_retained(
+                topics::LEASE,
+                Some(payload::lease(
+                    &inner.node,
+                    period,
+                    crate::agent::worker::now_ns(),
+                )),
+            );
+        } else if !stalled {
+            stalled = true;
+            tracing::warn!(
+                since_secs = now.saturating_sub(last).as_secs(),
+                "agent loop not alive: lease no longer renewed"
+            );
+        }
+    }
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Down>,
+    broker: super::BrokerUrl,
+) {
+    let mut backoff = Backoff::new(Policy::default(), XorShift::from_entropy());
+    let mut last_reason = String::new();
+    let broker = format!("{}:{}", broker.host, broker.port);
+    loop {
+        let ev = eventloop.poll().await;
+        let mut downs = Vec::new();
+        match ev {
+            Ok(ev) => {
+                if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) {
+                    backoff.connected(inner.epoch.elapsed());
+                    if !last_reason.is_empty() || backoff.failures() == 0 {
+                        tracing::info!(broker = %broker, "MQTT connected");
+                    }
+                    last_reason.clear();
+                }
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    let mut st = lock(&inner.state);
+                    st.connected = false;
+                    inner.progress.send_modify(|n| *n += 1);
+                    return;
+                }
+                handle(&inner, ev, &mut downs);
+            }
+            Err(e) => {
+                {
+                    let mut st = lock(&inner.state);
+                    st.connected = false;
+                    st.outbox.disconnected();
+                    st.requested.clear();
+                    st.collided = None;
+                    st.pkids.clear();
+                    st.sync = None;
+                    // rumqttc keeps un-acked publishes (and requests still in its channel)
+                    // to replay them: the outbox sends the current truth instead.
+                    eventloop.clean();
+                    eventloop.pending.clear();
+                    eventloop.state.collision = None;
+                    eventloop.state.events.clear();
+                }
+                inner.progress.send_modify(|n| *n += 1);
+                if inner.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let why = reason(&e);
+                let delay = backoff.failed(inner.epoch.elapsed());
+                if why != last_reason {
+                    tracing::warn!(broker = %broker, reason = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed; retrying with back-off");
+                    last_reason = why;
+                } else {
+                    tracing::debug!(broker = %broker, reason = %why, retry_in_ms = delay.as_millis() as u64, attempt = backoff.failures(), "MQTT retry");
+                }
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        }
+        for d in downs {
+            // Back-pressure: the agent consumes these promptly; the broker holds the rest.
+            if tx.send(d).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn handle(inner: &Arc<Inner>, ev: Event, downs: &mut Vec<Down>) {
+    let mut st = lock(&inner.state);
+    match ev {
+        Event::Incoming(Incoming::ConnAck(_)) => {
+            st.connected = true;
+            st.requested.clear();
+            st.pkids.clear();
+            st.collided = None;
+            st.outbox.connected();
+            let n = inner.nonces.fetch_add(1, Ordering::Relaxed);
+            let nonce = format!(
+                "{}-{}-{n}",
+                std::process::id(),
+                inner.epoch.elapsed().as_nanos()
+            );
+            let p = &inner.prefix;
+            let subs = [
+                format!("{p}{}+/+", topics::DESIRED_PODS),
+                format!("{p}{}+/+", topics::PODS),
+                format!("{p}{}", topics::SYNC),
+            ];
+            let filters = subs
+                .iter()
+                .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+            if let Err(e) = inner.client.try_subscribe_many(filters) {
+                tracing::error!(error = %e, "MQTT subscribe request refused");
+            }
+            match inner.client.try_publish(
+                inner.topic(topics::SYNC),
+                QoS::AtLeastOnce,
+                false,
+                nonce.clone().into_bytes(),
+            ) {
+                Ok(()) => {
+                    st.requested.push_back(None);
+                    st.sync = Some(Sync {
+                        nonce: nonce.clone(),
+                        desired: BTreeSet::new(),
+                        pods: BTreeSet::new(),
+                    });
+                    let weak = Arc::downgrade(inner);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(SYNC_TIMEOUT).await;
+                        if let Some(inner) = weak.upgrade() {
+                            sync_timeout(&inner, &nonce);
+                        }
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "MQTT sync marker request refused"),
+            }
+            inner.pump(&mut st);
+            drop(st);
+            inner.progress.send_modify(|n| *n += 1);
+            return;
+        }
+        Event::Outgoing(Outgoing::Publish(pkid)) => {
+            let req = match st.collided.take() {
+                Some(r) => Some(r),
+                None => st.requested.pop_front(),
+            };
+            if let Some(Some(token)) = req {
+                st.pkids.insert(pkid, token);
+            }
+        }
+        Event::Outgoing(Outgoing::AwaitAck(_)) => {
+            // A packet-id collision: rumqttc holds this request and emits its Publish later.
+            st.collided = st.requested.pop_front();
+        }
+        Event::Incoming(Incoming::PubAck(ack)) => {
+            if let Some(token) = st.pkids.remove(&ack.pkid) {
+                st.outbox.ack(token);
+                inner.pump(&mut st);
+                drop(st);
+                inner.progress.send_modify(|n| *n += 1);
+                return;
+            }
+        }
+        Event::Incoming(Incoming::Publish(p)) => {
+            incoming(inner, &mut st, &p.topic, &p.payload, downs);
+            inner.pump(&mut st);
+        }
+        _ => {}
+    }
+}
+
+fn incoming(inner: &Inner, st: &mut State, topic: &str, body: &[u8], downs: &mut Vec<Down>) {
+    let p = &inner.prefix;
+    if let Some((ns, name)) = topics::key_of(p, topics::DESIRED_PODS, topic) {
+        let key = format!("{ns}/{name}");
+        if let Some(s) = st.sync.as_mut() {
+            if body.is_empty() {
+                s.desired.remove(&key);
+            } else {
+                s.desired.insert(key);
+            }
+        }
+        downs.push(Down::Desired {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            payload: body.to_vec(),
+        });
+    } else if let Some((ns, name)) = topics::key_of(p, topics::PODS, topic) {
+        if let Some(s) = st.sync.as_mut() {
+            let key = format!("{ns}/{name}");
+            if body.is_empty() {
+                s.pods.remove(&key);
+            } else {
+                s.pods.insert(key);
+            }
+        }
+    } else if topic.strip_prefix(p.as_str()) == Some(topics::SYNC) {
+        let ours = st.sync.as_ref().is_some_and(|s| s.nonce.as_bytes() == body);
+        if !ours {
+            return;
+        }
+        let Some(s) = st.sync.take() else { return };
+        let mut cleared = 0;
+        for key in &s.pods {
+            let suffix = format!("{}{key}", topics::PODS);
+            if st.outbox.live(&suffix).is_none() {
+                tracing::info!(pod = %key, "clearing a stale retained pod topic");
+                st.outbox.set_retained(&suffix, None);
+                cleared += 1;
+            }
+        }
+        tracing::info!(
+            desired = s.desired.len(),
+            stale_pods_cleared = cleared,
+            "MQTT subscriptions synced"
+        );
+        unsubscribe_sync(inner);
+        downs.push(Down::Synced { present: s.desired });
+    }
+}
+
+fn unsubscribe_sync(inner: &Inner) {
+    for t in [
+        format!("{}{}+/+", inner.prefix, topics::PODS),
+        inner.topic(topics::SYNC),
+    ] {
+        if let Err(e) = inner.client.try_unsubscribe(t) {
+            tracing::error!(error = %e, "MQTT unsubscribe request refused");
+        }
+    }
+}
+
+fn sync_timeout(inner: &Inner, nonce: &str) {
+    let mut st = lock(&inner.state);
+    if st.sync.as_ref().is_some_and(|s| s.nonce == nonce) {
+        st.sync = None;
+        tracing::warn!(
+            timeout_secs = SYNC_TIMEOUT.as_secs(),
+            "MQTT sync marker did not come back: skipping the sweep of remote pods and stale topics"
+        );
+        if st.connected {
+            unsubscribe_sync(inner);
+        }
+    }
+}
