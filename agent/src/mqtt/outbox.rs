@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-/// Identifies a message handed out by [`Outbox::next`], for [`Outbox::ack`].
+/// Identifies a message handed out by [`Outbox::next_message`], for [`Outbox::ack`].
 pub type Token = u64;
 
 /// One message to publish (QoS 1).
@@ -182,7 +182,7 @@ impl Outbox {
 
     /// The next message to publish, if connected and under the in-flight cap: dirty objects
     /// (`online` first), then the drop report, then events, oldest first.
-    pub fn next(&mut self) -> Option<Message> {
+    pub fn next_message(&mut self) -> Option<Message> {
         if !self.connected || self.inflight.len() >= self.max_inflight {
             return None;
         }
@@ -301,10 +301,10 @@ mod tests {
         )
     }
 
-    /// Everything `next` hands out now, as (suffix, payload).
+    /// Everything `next_message` hands out now, as (suffix, payload).
     fn drain(o: &mut Outbox) -> Vec<(String, String, Token)> {
         let mut v = Vec::new();
-        while let Some(m) = o.next() {
+        while let Some(m) = o.next_message() {
             v.push((m.suffix, String::from_utf8(m.payload).unwrap(), m.token));
         }
         v
@@ -328,7 +328,7 @@ mod tests {
         o.set_retained("node", Some(b"n1".to_vec()));
         o.set_retained("node", Some(b"n2".to_vec()));
         o.set_retained("pods/default/a", Some(b"a1".to_vec()));
-        assert_eq!(o.next(), None);
+        assert_eq!(o.next_message(), None);
         o.connected();
         let sent = drain(&mut o);
         assert_eq!(names(&sent), [("node", "n2"), ("pods/default/a", "a1")]);

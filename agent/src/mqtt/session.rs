@@ -34,6 +34,9 @@ pub const MAX_INFLIGHT: usize = 32;
 pub const DOWN_CAPACITY: usize = 64;
 /// How long the sync marker may take before the sweep is skipped.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Incoming packets are accepted up to this many times `maxPacketSize` (capped at MQTT's
+/// 256 MiB); beyond it rumqttc fails the connection and the session reconnects with back-off.
+pub const INCOMING_FACTOR: usize = 4;
 /// rumqttc's request channel: the in-flight publishes plus subscriptions and the marker.
 const REQUEST_CAPACITY: usize = MAX_INFLIGHT * 2 + 16;
 
@@ -108,7 +111,7 @@ impl Inner {
         if !st.connected {
             return;
         }
-        while let Some(m) = st.outbox.next() {
+        while let Some(m) = st.outbox.next_message() {
             let topic = self.topic(&m.suffix);
             match self
                 .client
@@ -214,6 +217,15 @@ impl Link {
     }
 }
 
+fn too_large(e: &ConnectionError) -> bool {
+    matches!(
+        e,
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_)
+        ))
+    )
+}
+
 /// Why a connection failed, in words an operator acts on; logged once per change.
 pub fn reason(e: &ConnectionError) -> String {
     use rumqttc::ConnectReturnCode as C;
@@ -262,6 +274,9 @@ pub fn start(cfg: &MqttConfig, node_name: &str) -> Result<(Link, mpsc::Receiver<
     );
     let mut opts = super::tls::mqtt_options(cfg, Some(will))?;
     opts.set_inflight(MAX_INFLIGHT as u16 + 8);
+    // Desired pods up to INCOMING_FACTOR x maxPacketSize still arrive, so the remote source
+    // can answer `TooLarge` instead of the connection failing on them.
+    opts.set_max_packet_size(incoming_limit(cfg.max_packet_size), cfg.max_packet_size);
     let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
     let node = node_name.to_string();
     let dropped_node = node.clone();
@@ -301,6 +316,13 @@ pub fn start(cfg: &MqttConfig, node_name: &str) -> Result<(Link, mpsc::Receiver<
     *lock(&inner.task) = Some(task);
     tokio::spawn(lease(link.clone(), cfg.lease_period));
     Ok((link, rx))
+}
+
+/// The largest incoming packet accepted for a configured `maxPacketSize`.
+pub fn incoming_limit(max_packet_size: usize) -> usize {
+    max_packet_size
+        .saturating_mul(INCOMING_FACTOR)
+        .min(256 << 20)
 }
 
 fn topics_online(prefix: &str) -> String {
@@ -359,6 +381,8 @@ async fn run(
             Ok(ev) => {
                 if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) {
                     backoff.connected(inner.epoch.elapsed());
+                    // A clean start (after an oversized message) is needed once only.
+                    eventloop.mqtt_options.set_clean_session(false);
                     if !last_reason.is_empty() || backoff.failures() == 0 {
                         tracing::info!(broker = %broker, "MQTT connected");
                     }
@@ -391,6 +415,18 @@ async fn run(
                 inner.progress.send_modify(|n| *n += 1);
                 if inner.stopping.load(Ordering::SeqCst) {
                     return;
+                }
+                if too_large(&e) {
+                    // The broker redelivers an un-acked QoS 1 message on every resumed
+                    // session: start the next one clean so it is discarded. Desired pods are
+                    // retained and come back on the subscription (and the sync sweep catches
+                    // deletions), so nothing the agent needs is lost.
+                    eventloop.mqtt_options.set_clean_session(true);
+                    tracing::warn!(
+                        limit = incoming_limit(inner.max_packet),
+                        "an incoming message exceeded the packet limit; the next connection \
+                         starts a clean session to discard it"
+                    );
                 }
                 let why = reason(&e);
                 let delay = backoff.failed(inner.epoch.elapsed());
@@ -466,7 +502,6 @@ fn handle(inner: &Arc<Inner>, ev: Event, downs: &mut Vec<Down>) {
             inner.pump(&mut st);
             drop(st);
             inner.progress.send_modify(|n| *n += 1);
-            return;
         }
         Event::Outgoing(Outgoing::Publish(pkid)) => {
             let req = match st.collided.take() {
@@ -487,7 +522,6 @@ fn handle(inner: &Arc<Inner>, ev: Event, downs: &mut Vec<Down>) {
                 inner.pump(&mut st);
                 drop(st);
                 inner.progress.send_modify(|n| *n += 1);
-                return;
             }
         }
         Event::Incoming(Incoming::Publish(p)) => {
