@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tidelet::mqtt::reporter;
 use tidelet::mqtt::session::{self, Down, Link};
 use tidelet::mqtt::{payload, MqttConfig};
 use tokio::sync::mpsc::Receiver;
@@ -631,4 +632,113 @@ async fn a_refusing_broker_is_retried_with_back_off_and_no_panic() {
     let (link2, _rx2) = session::start(&config(free_port(), ""), NODE).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!link2.connected());
+    // Stopping while the broker is unreachable does not wait for the timeout.
+    let t0 = Instant::now();
+    link2.shutdown(Duration::from_secs(10)).await;
+    link.shutdown(Duration::from_secs(10)).await;
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+}
+
+/// A stand-in for the agent's `Ctx`: the reporter only reads these.
+struct FakeAgent {
+    shared: tidelet::agent::shared::Shared,
+    node_events: std::sync::Mutex<tidelet::pod::events::Events>,
+}
+
+impl reporter::StatusSource for FakeAgent {
+    fn node_name(&self) -> String {
+        NODE.into()
+    }
+    fn node_object(&self) -> k8s_openapi::api::core::v1::Node {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": NODE}})).unwrap()
+    }
+    fn shared(&self) -> &tidelet::agent::shared::Shared {
+        &self.shared
+    }
+    fn node_events(&self) -> tidelet::pod::events::Events {
+        self.node_events.lock().unwrap().clone()
+    }
+}
+
+fn view(name: &str, generation: i64) -> tidelet::agent::shared::PodView {
+    let pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                     "generation": generation},
+        "spec": {"containers": [{"name": "c", "image": "busybox:test"}]},
+        "status": {"phase": "Running"}
+    }))
+    .unwrap();
+    tidelet::agent::shared::PodView {
+        pod,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reporter_puts_a_change_on_the_broker_within_50ms_median() {
+    init_tracing();
+    need("mosquitto_sub");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let agent = std::sync::Arc::new(FakeAgent {
+        shared: Default::default(),
+        node_events: Default::default(),
+    });
+    for i in 0..10 {
+        agent
+            .shared
+            .publish(&format!("default/p{i}"), view(&format!("p{i}"), 1));
+    }
+    let (link, mut rx) = session::start(&config(port, ""), NODE).unwrap();
+    reporter::spawn_with(agent.clone(), link.clone());
+    until_synced(&mut rx).await;
+    let watch = Watcher::start(port, &format!("{P}pods/default/p0"), "latency-watcher");
+    let mut lat = Vec::new();
+    for g in 2..22 {
+        let n = watch.lines.lock().unwrap().len();
+        let t0 = Instant::now();
+        agent.shared.publish("default/p0", view("p0", g));
+        let needle = format!("\"generation\":{g}");
+        loop {
+            if watch.lines.lock().unwrap()[n..]
+                .iter()
+                .any(|l| l.contains(&needle))
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "generation {g} never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        lat.push(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lat.sort();
+    let median = lat[lat.len() / 2];
+    eprintln!(
+        "change -> broker -> subscriber: median {median:?}, max {:?}",
+        lat[lat.len() - 1]
+    );
+    assert!(median <= Duration::from_millis(50), "{lat:?}");
+    // Removing a pod clears its topic; an event on the node goes out once.
+    agent.shared.remove("default/p9");
+    agent
+        .node_events
+        .lock()
+        .unwrap()
+        .push(true, "Evicting", "memory pressure".into(), 1);
+    agent.shared.touch();
+    let t0 = Instant::now();
+    loop {
+        let got = retained(port);
+        if !got.contains_key(&format!("{P}pods/default/p9"))
+            && got.contains_key(&format!("{P}pods/default/p8"))
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{got:?}");
+    }
 }

@@ -83,19 +83,49 @@ fn apply(link: &Link, r: Report) {
     }
 }
 
+/// What the reporter reads: the agent's `Ctx`, or a fake in tests.
+pub trait StatusSource: Send + Sync + 'static {
+    fn node_name(&self) -> String;
+    /// The node as a Kubernetes object (volatile fields are made stable by the payload).
+    fn node_object(&self) -> Node;
+    /// The published pods and the change notifications.
+    fn shared(&self) -> &crate::agent::shared::Shared;
+    fn node_events(&self) -> Events;
+}
+
+impl StatusSource for crate::agent::Ctx {
+    fn node_name(&self) -> String {
+        self.node.name.clone()
+    }
+    fn node_object(&self) -> Node {
+        crate::agent::Ctx::node_object(self)
+    }
+    fn shared(&self) -> &crate::agent::shared::Shared {
+        &self.shared
+    }
+    fn node_events(&self) -> Events {
+        crate::agent::Ctx::node_events(self)
+    }
+}
+
 /// Reports `ctx`'s state through `link` on every change, until the agent's `Shared` is gone.
 pub fn spawn(ctx: Arc<crate::agent::Ctx>, link: Link) -> tokio::task::JoinHandle<()> {
-    let mut changes = ctx.shared.changes();
+    spawn_with(ctx, link)
+}
+
+/// [`spawn`] for any [`StatusSource`].
+pub fn spawn_with<S: StatusSource>(src: Arc<S>, link: Link) -> tokio::task::JoinHandle<()> {
+    let mut changes = src.shared().changes();
     tokio::spawn(async move {
         let mut rep = Reporter::default();
-        let name = ctx.node.name.clone();
+        let name = src.node_name();
         loop {
             changes.borrow_and_update();
             let report = rep.step(
                 &name,
-                ctx.node_object(),
-                &ctx.shared.list(),
-                &ctx.node_events(),
+                src.node_object(),
+                &src.shared().list(),
+                &src.node_events(),
             );
             apply(&link, report);
             if changes.changed().await.is_err() {

@@ -207,13 +207,17 @@ impl Link {
                 break;
             }
         }
-        let _ = inner.client.try_disconnect();
         let task = lock(&inner.task).take();
-        if let Some(mut task) = task {
-            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                task.abort();
+        let Some(mut task) = task else { return };
+        // Connected: a clean DISCONNECT (the broker then keeps `online=false`, not the
+        // will). Not connected: nothing to say to anyone, stop retrying now.
+        if self.connected() && inner.client.try_disconnect().is_ok() {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_ok() {
+                return;
             }
+            tracing::warn!("MQTT: no clean disconnect before the shutdown timeout");
         }
+        task.abort();
     }
 }
 
@@ -604,5 +608,58 @@ fn sync_timeout(inner: &Inner, nonce: &str) {
         if st.connected {
             unsubscribe_sync(inner);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::ConnectReturnCode as C;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn connection_errors_are_named_for_the_operator() {
+        let cases: Vec<(ConnectionError, &str)> = vec![
+            (
+                ConnectionError::Io(Error::new(ErrorKind::ConnectionRefused, "x")),
+                "connection refused (no broker listening)",
+            ),
+            (
+                ConnectionError::ConnectionRefused(C::BadUserNamePassword),
+                "broker refused: bad user name or password",
+            ),
+            (
+                ConnectionError::ConnectionRefused(C::NotAuthorized),
+                "broker refused: not authorized",
+            ),
+            (
+                ConnectionError::Io(Error::other("failed to lookup address information")),
+                "DNS: failed to lookup address information",
+            ),
+            (ConnectionError::NetworkTimeout, "network timeout"),
+            (
+                ConnectionError::MqttState(StateError::AwaitPingResp),
+                "keep-alive expired (no PINGRESP)",
+            ),
+            (
+                ConnectionError::MqttState(StateError::ConnectionAborted),
+                "connection closed by the broker",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(reason(&e), want, "{e:?}");
+        }
+        let big = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(1 << 30),
+        ));
+        assert!(too_large(&big));
+        assert!(reason(&big).contains("maxPacketSize"));
+        assert!(!too_large(&ConnectionError::NetworkTimeout));
+    }
+
+    #[test]
+    fn the_incoming_limit_leaves_room_for_too_large_answers() {
+        assert_eq!(incoming_limit(1 << 20), 4 << 20);
+        assert_eq!(incoming_limit(256 << 20), 256 << 20);
     }
 }
