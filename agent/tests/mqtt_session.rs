@@ -742,3 +742,159 @@ async fn the_reporter_puts_a_change_on_the_broker_within_50ms_median() {
         assert!(t0.elapsed() < Duration::from_secs(5), "{got:?}");
     }
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is needed for the TLS test");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a certificate signed by it for `cn` with `ext` (an extension line).
+fn certs(dir: &Path, ca: &str, leaves: &[(&str, &str, &str)]) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_key = format!("{ca}.key");
+    let ca_pem = format!("{ca}.pem");
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tidelet-test-ca",
+    ]);
+    openssl(dir, &a);
+    for (name, cn, ext) in leaves {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let extf = format!("{name}.ext");
+        std::fs::write(dir.join(&extf), format!("{ext}\n")).unwrap();
+        let subj = format!("/CN={cn}");
+        let mut a = vec!["req"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &a);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_connects_and_a_wrong_ca_or_missing_client_cert_only_retries() {
+    init_tracing();
+    need("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certs(
+        d,
+        "ca",
+        &[
+            ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
+            ("client", NODE, "extendedKeyUsage=clientAuth"),
+        ],
+    );
+    certs(d, "other-ca", &[]);
+    let port = free_port();
+    std::fs::write(
+        d.join("mosquitto.conf"),
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
+             cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n\
+             require_certificate true\nlog_dest file {0}/mosquitto.log\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("/usr/sbin/mosquitto")
+        .arg("-c")
+        .arg(d.join("mosquitto.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mosquitto (TLS) did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tls = |ca: &str, client: bool| {
+        let mut y = format!(
+            "broker: mqtts://127.0.0.1:{port}\ncaFile: {}/{ca}.pem\n",
+            d.display()
+        );
+        if client {
+            y.push_str(&format!(
+                "certFile: {0}/client.pem\nkeyFile: {0}/client.key\n",
+                d.display()
+            ));
+        }
+        MqttConfig::parse(&serde_yaml::from_str(&y).unwrap(), NODE).unwrap()
+    };
+    let (good, mut rx) = session::start(&tls("ca", true), NODE).unwrap();
+    let (_, present) = until_synced(&mut rx).await;
+    assert!(present.is_empty());
+    assert!(good.connected());
+    let mut wrong_cfg = tls("other-ca", true);
+    wrong_cfg.client_id = "wrong-ca".into();
+    let (wrong_ca, _rx1) = session::start(&wrong_cfg, NODE).unwrap();
+    let mut anon_cfg = tls("ca", false);
+    anon_cfg.client_id = "no-client-cert".into();
+    let (no_cert, _rx2) = session::start(&anon_cfg, NODE).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !wrong_ca.connected(),
+        "a server cert from an unknown CA was accepted"
+    );
+    assert!(
+        !no_cert.connected(),
+        "the broker took a client without a certificate"
+    );
+    assert!(good.connected());
+    // A missing key file is a local set-up error, reported at start with its path.
+    let mut bad = tls("ca", true);
+    bad.key_file = Some(d.join("missing.key"));
+    let err = session::start(&bad, NODE)
+        .err()
+        .expect("a missing key file is an error");
+    assert!(err.to_string().contains("missing.key"), "{err}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -232,6 +232,7 @@ fn too_large(e: &ConnectionError) -> bool {
 
 /// Why a connection failed, in words an operator acts on; logged once per change.
 pub fn reason(e: &ConnectionError) -> String {
+    use rumqttc::mqttbytes::Error as M;
     use rumqttc::ConnectReturnCode as C;
     match e {
         ConnectionError::ConnectionRefused(code) => match code {
@@ -242,27 +243,46 @@ pub fn reason(e: &ConnectionError) -> String {
             other => format!("broker refused: {other:?}"),
         },
         ConnectionError::Tls(t) => format!("TLS/certificate error: {t}"),
-        ConnectionError::Io(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => {
-                "connection refused (no broker listening)".into()
-            }
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => {
-                "connection closed by the broker".into()
-            }
-            _ if io.to_string().contains("lookup") => format!("DNS: {io}"),
-            _ => format!("I/O: {io}"),
-        },
+        ConnectionError::Io(io) => io_reason(io),
         ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => "network timeout".into(),
         ConnectionError::MqttState(StateError::AwaitPingResp) => {
             "keep-alive expired (no PINGRESP)".into()
         }
-        ConnectionError::MqttState(StateError::Deserialization(d)) => {
-            format!("packet refused (larger than mqtt.maxPacketSize?): {d}")
-        }
+        ConnectionError::MqttState(StateError::Io(io)) => io_reason(io),
+        ConnectionError::MqttState(StateError::Deserialization(d)) => match d {
+            M::Io(io) => io_reason(io),
+            M::PayloadSizeLimitExceeded(n) => format!(
+                "an incoming packet of {n} bytes is over the limit ({INCOMING_FACTOR} x mqtt.maxPacketSize)"
+            ),
+            M::OutgoingPacketTooLarge { pkt_size, max } => {
+                format!("an outgoing packet of {pkt_size} bytes is over the limit of {max}")
+            }
+            other => format!("protocol error: {other}"),
+        },
         ConnectionError::MqttState(StateError::ConnectionAborted) => {
             "connection closed by the broker".into()
         }
         other => other.to_string(),
+    }
+}
+
+fn io_reason(io: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let msg = io.to_string();
+    let lower = msg.to_ascii_lowercase();
+    match io.kind() {
+        K::ConnectionRefused => "connection refused (no broker listening)".into(),
+        _ if lower.contains("close_notify") => {
+            "connection closed by the broker (TLS, without close_notify)".into()
+        }
+        _ if lower.contains("certificate") || lower.contains("alert") || lower.contains("tls") => {
+            format!("TLS/certificate error: {msg}")
+        }
+        K::ConnectionReset | K::UnexpectedEof | K::BrokenPipe => {
+            "connection closed by the broker".into()
+        }
+        _ if lower.contains("lookup") || lower.contains("resolve") => format!("DNS: {msg}"),
+        _ => format!("I/O: {msg}"),
     }
 }
 
@@ -654,6 +674,14 @@ mod tests {
         ));
         assert!(too_large(&big));
         assert!(reason(&big).contains("maxPacketSize"));
+        let alert =
+            ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(
+                Error::other("received fatal alert: CertificateRequired"),
+            )));
+        assert_eq!(
+            reason(&alert),
+            "TLS/certificate error: received fatal alert: CertificateRequired"
+        );
         assert!(!too_large(&ConnectionError::NetworkTimeout));
     }
 
