@@ -898,3 +898,104 @@ async fn mutual_tls_connects_and_a_wrong_ca_or_missing_client_cert_only_retries(
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Copies `r` to `w`, counting the bytes.
+async fn pipe(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 << 10];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 || w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    let _ = w.shutdown().await;
+}
+
+/// A TCP proxy to `port` counting the bytes both ways.
+async fn counting_proxy(port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = listener.local_addr().unwrap().port();
+    let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let b = bytes.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pipe(cr, sw, b.clone()));
+            tokio::spawn(pipe(sr, cw, b.clone()));
+        }
+    });
+    (front, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_sends_only_its_lease_and_keep_alives() {
+    use std::sync::atomic::Ordering;
+    init_tracing();
+    need("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let (front, bytes) = counting_proxy(port).await;
+    let agent = std::sync::Arc::new(FakeAgent {
+        shared: Default::default(),
+        node_events: Default::default(),
+    });
+    for i in 0..10 {
+        agent
+            .shared
+            .publish(&format!("default/p{i}"), view(&format!("p{i}"), 1));
+    }
+    // Periods 6x shorter than the defaults (60 s) to see both within the test.
+    let (link, mut rx) =
+        session::start(&config(front, "keepAlive: 10s\nleasePeriod: 10s\n"), NODE).unwrap();
+    reporter::spawn_with(agent.clone(), link.clone());
+    let beat = {
+        let link = link.clone();
+        tokio::spawn(async move {
+            loop {
+                link.alive();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    until_synced(&mut rx).await;
+    let t0 = Instant::now();
+    while !link.idle() {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The agent keeps poking: its state is unchanged, so nothing is republished.
+    let poke = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            loop {
+                agent.shared.touch();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = bytes.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let idle = bytes.load(Ordering::Relaxed) - start;
+    poke.abort();
+    beat.abort();
+    let lease = payload::lease(NODE, Duration::from_secs(10), 0).len() as u64;
+    // Per 10 s: one lease PUBLISH (+ topic and header ~25 bytes) and its PUBACK (4), one
+    // PINGREQ/PINGRESP (4).
+    let per_period = lease + 25 + 4 + 4;
+    eprintln!(
+        "idle, 10 pods: {idle} bytes in 20 s (lease payload {lease} bytes); with the 60 s defaults: ~{per_period} bytes/minute"
+    );
+    assert!(idle <= 3 * per_period, "{idle} bytes in 20 s");
+    assert!(per_period <= 1024);
+}
