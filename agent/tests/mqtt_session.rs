@@ -999,3 +999,39 @@ async fn an_idle_node_sends_only_its_lease_and_keep_alives() {
     assert!(idle <= 3 * per_period, "{idle} bytes in 20 s");
     assert!(per_period <= 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_sweep_keeps_pod_topics_until_the_pods_are_ready() {
+    init_tracing();
+    need("mosquitto_pub");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    // Left by the agent's previous life: `web` still runs (adopted late), `gone` does not.
+    publish(port, &format!("{P}pods/default/web"), b"{\"old\":1}", true);
+    publish(port, &format!("{P}pods/default/gone"), b"{\"old\":1}", true);
+    let (link, mut rx) = session::start(&config(port, ""), NODE).unwrap();
+    link.hold_sweep();
+    until_synced(&mut rx).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = retained(port);
+    assert!(got.contains_key(&format!("{P}pods/default/web")), "{got:?}");
+    assert!(
+        got.contains_key(&format!("{P}pods/default/gone")),
+        "{got:?}"
+    );
+    // Adoption done: web is live again, gone is cleared.
+    let web = pod_payload("web", "Running");
+    link.set_retained("pods/default/web", Some(web.clone()));
+    link.pods_ready();
+    let mut want = BTreeMap::new();
+    want.insert(
+        format!("{P}online"),
+        String::from_utf8(payload::online()).unwrap(),
+    );
+    want.insert(
+        format!("{P}pods/default/web"),
+        String::from_utf8(web).unwrap(),
+    );
+    converge(port, &want, Duration::from_secs(5));
+}

@@ -73,6 +73,9 @@ struct State {
     /// Awaiting their PUBACK.
     pkids: HashMap<u16, Token>,
     sync: Option<Sync>,
+    /// `Some` while the agent is still adopting its pods: stale pod topics found by a sync
+    /// wait here instead of being cleared (see [`Link::hold_sweep`]).
+    held: Option<BTreeSet<String>>,
 }
 
 struct Inner {
@@ -182,6 +185,25 @@ impl Link {
     pub fn idle(&self) -> bool {
         let st = lock(&self.inner.state);
         st.connected && st.outbox.idle()
+    }
+
+    /// Call right after [`start`] when the agent's pods are not all published yet (adoption
+    /// after a restart): retained pod topics found on the broker without a live pod are then
+    /// kept until [`Link::pods_ready`], instead of flickering away and back.
+    pub fn hold_sweep(&self) {
+        let mut st = lock(&self.inner.state);
+        st.held.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// Every pod the agent runs has been handed to the link: clear the stale pod topics the
+    /// syncs found meanwhile (those still without a live pod).
+    pub fn pods_ready(&self) {
+        let mut st = lock(&self.inner.state);
+        if let Some(seen) = st.held.take() {
+            let n = sweep(&mut st, &seen);
+            tracing::info!(stale_pods_cleared = n, "pods ready: held sweep done");
+            self.inner.pump(&mut st);
+        }
     }
 
     /// Publish online=false (retained) and disconnect, waiting at most `timeout`.
@@ -323,6 +345,7 @@ pub fn start(cfg: &MqttConfig, node_name: &str) -> Result<(Link, mpsc::Receiver<
             collided: None,
             pkids: HashMap::new(),
             sync: None,
+            held: None,
         }),
         alive_ms: AtomicU64::new(0),
         epoch: Instant::now(),
@@ -587,23 +610,36 @@ fn incoming(inner: &Inner, st: &mut State, topic: &str, body: &[u8], downs: &mut
             return;
         }
         let Some(s) = st.sync.take() else { return };
-        let mut cleared = 0;
-        for key in &s.pods {
-            let suffix = format!("{}{key}", topics::PODS);
-            if st.outbox.live(&suffix).is_none() {
-                tracing::info!(pod = %key, "clearing a stale retained pod topic");
-                st.outbox.set_retained(&suffix, None);
-                cleared += 1;
+        let cleared = match st.held.as_mut() {
+            Some(held) => {
+                held.extend(s.pods.iter().cloned());
+                0
             }
-        }
+            None => sweep(st, &s.pods),
+        };
         tracing::info!(
             desired = s.desired.len(),
             stale_pods_cleared = cleared,
+            sweep_held = st.held.is_some(),
             "MQTT subscriptions synced"
         );
         unsubscribe_sync(inner);
         downs.push(Down::Synced { present: s.desired });
     }
+}
+
+/// Clears the retained pod topics among `seen` that the outbox does not hold as live pods.
+fn sweep(st: &mut State, seen: &BTreeSet<String>) -> usize {
+    let mut cleared = 0;
+    for key in seen {
+        let suffix = format!("{}{key}", topics::PODS);
+        if st.outbox.live(&suffix).is_none() {
+            tracing::info!(pod = %key, "clearing a stale retained pod topic");
+            st.outbox.set_retained(&suffix, None);
+            cleared += 1;
+        }
+    }
+    cleared
 }
 
 fn unsubscribe_sync(inner: &Inner) {
