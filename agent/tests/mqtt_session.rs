@@ -96,6 +96,30 @@ impl Broker {
         }
     }
 
+    /// Waits until the broker has saved its database twice after this call (a save under
+    /// way at the call may hold older state).
+    fn wait_saved(&self) {
+        let db = self.dir.join("mosquitto.db");
+        let mtime = || std::fs::metadata(&db).and_then(|m| m.modified()).ok();
+        let t0 = Instant::now();
+        let mut last = Some(std::time::SystemTime::now());
+        for _ in 0..2 {
+            loop {
+                let m = mtime();
+                if m > last {
+                    last = m;
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(15),
+                    "{} not saved",
+                    db.display()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     fn restart(&mut self) {
         self.kill9();
         let b = Broker::start(&self.dir.clone(), self.port);
@@ -408,7 +432,7 @@ async fn status_converges_after_a_broker_killed_and_restarted() {
     }
 
     // The broker dies (after its autosave, so it comes back with the old retained state).
-    std::thread::sleep(Duration::from_millis(1500));
+    broker.wait_saved();
     broker.kill9();
     wait_connected(&link, false, Duration::from_secs(15)).await;
     let a2 = pod_payload("a", "Running");
