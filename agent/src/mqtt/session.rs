@@ -312,6 +312,17 @@ fn io_reason(io: &std::io::Error) -> String {
 /// files): a broker that is down or refuses is retried forever with the back-off, logged
 /// clearly once per change of reason, never fatal.
 pub fn start(cfg: &MqttConfig, node_name: &str) -> Result<(Link, mpsc::Receiver<Down>), TlsError> {
+    start_with_backoff(cfg, node_name, Policy::default())
+}
+
+/// [`start`] with another reconnect back-off than the default (500 ms doubling to 60 s):
+/// a smaller cap shortens the wait after a long outage at the cost of a harder
+/// reconnection storm when a whole fleet's broker comes back.
+pub fn start_with_backoff(
+    cfg: &MqttConfig,
+    node_name: &str,
+    backoff: Policy,
+) -> Result<(Link, mpsc::Receiver<Down>), TlsError> {
     let will = LastWill::new(
         topics_online(&cfg.topic_prefix),
         payload::offline("connection lost"),
@@ -359,7 +370,13 @@ pub fn start(cfg: &MqttConfig, node_name: &str) -> Result<(Link, mpsc::Receiver<
         inner: inner.clone(),
     };
     link.set_retained(topics::ONLINE, Some(payload::online()));
-    let task = tokio::spawn(run(inner.clone(), eventloop, tx, cfg.broker.clone()));
+    let task = tokio::spawn(run(
+        inner.clone(),
+        eventloop,
+        tx,
+        cfg.broker.clone(),
+        backoff,
+    ));
     *lock(&inner.task) = Some(task);
     tokio::spawn(lease(link.clone(), cfg.lease_period));
     Ok((link, rx))
@@ -417,8 +434,9 @@ async fn run(
     mut eventloop: EventLoop,
     tx: mpsc::Sender<Down>,
     broker: super::BrokerUrl,
+    policy: Policy,
 ) {
-    let mut backoff = Backoff::new(Policy::default(), XorShift::from_entropy());
+    let mut backoff = Backoff::new(policy, XorShift::from_entropy());
     let mut last_reason = String::new();
     let broker = format!("{}:{}", broker.host, broker.port);
     loop {
