@@ -4,8 +4,17 @@
 //!
 //! `config` and `tls` are shared by the agent's session and by `tidelet fleet` (the
 //! operator's side); `topics` is the topic tree both sides agree on (docs/mqtt.md).
+//! The agent's side: `session` (the connection task and the `Link` the agent holds),
+//! `outbox` (what is still to be sent, bounded and coalesced), `backoff` (reconnect
+//! delays), `payload` (the Kubernetes-shaped JSON) and `reporter` (the agent's state ->
+//! the link, on every change).
 
+pub mod backoff;
 pub mod config;
+pub mod outbox;
+pub mod payload;
+pub mod reporter;
+pub mod session;
 pub mod tls;
 pub mod topics;
 
