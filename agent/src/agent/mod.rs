@@ -605,7 +605,7 @@ impl Agent {
         let mut beat = tokio::time::interval(
             self.mqtt
                 .as_ref()
-                .map(|m| (m.lease_period / 2).min(Duration::from_secs(10)))
+                .map(|m| (m.lease_period / 2).min(Duration::from_secs(5)))
                 .unwrap_or(Duration::from_secs(3600)),
         );
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -651,8 +651,8 @@ impl Agent {
         let mut last = set;
         loop {
             let recheck = self.recheck_at;
-            if let Some(r) = &self.remote {
-                r.alive();
+            if let Some(r) = &mut self.remote {
+                r.alive(&ctx, &last);
             }
             tokio::select! {
                 _ = rx.recv() => {}

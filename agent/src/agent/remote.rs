@@ -20,7 +20,13 @@ use super::Ctx;
 pub struct Remote {
     source: RemoteSource,
     link: Option<Link>,
+    /// Until every desired pod has been published once, stale pod topics found on the
+    /// broker are kept (`Link::hold_sweep`), so that a pod still starting does not flicker.
+    held_since: Option<std::time::Instant>,
 }
+
+/// The longest the sweep of stale pod topics waits for the desired pods to be published.
+const HOLD_SWEEP_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The next message from the control plane; pending forever without a link (or once it
 /// is closed).
@@ -52,14 +58,24 @@ impl Remote {
             tracing::warn!(file = %p.file.display(), field = %p.field, reason = %p.reason, "persisted remote pod dropped");
             ctx.node_event(true, "RemotePodDropped", p.to_string());
         }
-        Remote { source, link: None }
+        Remote {
+            source,
+            link: None,
+            held_since: None,
+        }
     }
 
     /// Connect (in the background: a broker that is down is retried forever) and start
     /// reporting the node's and pods' status. Returns the messages from the control plane.
     pub fn connect(&mut self, ctx: &Arc<Ctx>, mq: &MqttConfig) -> Option<mpsc::Receiver<Down>> {
-        match crate::mqtt::session::start(mq, &ctx.cfg.node_name) {
+        let backoff = crate::mqtt::backoff::Policy {
+            cap: mq.reconnect_max_delay,
+            ..Default::default()
+        };
+        match crate::mqtt::session::start_with_backoff(mq, &ctx.cfg.node_name, backoff) {
             Ok((link, down)) => {
+                link.hold_sweep();
+                self.held_since = Some(std::time::Instant::now());
                 crate::mqtt::reporter::spawn(ctx.clone(), link.clone());
                 self.link = Some(link);
                 for r in self.source.results() {
@@ -128,9 +144,17 @@ impl Remote {
     }
 
     /// Called from every turn of the main loop: the lease is renewed only while it turns.
-    pub fn alive(&self) {
-        if let Some(l) = &self.link {
-            l.alive();
+    /// Also releases the held sweep once every desired pod is published (or after
+    /// `HOLD_SWEEP_MAX`).
+    pub fn alive(&mut self, ctx: &Ctx, desired: &DesiredSet) {
+        let Some(l) = &self.link else { return };
+        l.alive();
+        if let Some(since) = self.held_since {
+            let published = desired.pods.keys().all(|k| ctx.shared.get(k).is_some());
+            if published || since.elapsed() > HOLD_SWEEP_MAX {
+                l.pods_ready();
+                self.held_since = None;
+            }
         }
     }
 

@@ -139,7 +139,8 @@ pub fn mqtt_options(o: &Options) -> Result<rumqttc::MqttOptions, FleetError> {
         lease_period: crate::mqtt::config::DEFAULT_LEASE_PERIOD,
         max_packet_size: max_out,
         event_buffer: 1,
-        remote_pod_policy: None,
+        remote_pod_policy: Default::default(),
+        reconnect_max_delay: crate::mqtt::config::DEFAULT_RECONNECT_MAX_DELAY,
     };
     let mut m = tls::mqtt_options(&cfg, None)?;
     m.set_clean_session(true);

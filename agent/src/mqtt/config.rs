@@ -87,6 +87,10 @@ pub struct MqttConfig {
     pub max_packet_size: usize,
     /// Events kept while offline; the oldest are dropped (and counted) beyond it.
     pub event_buffer: usize,
+    /// The ceiling of the reconnect back-off (500 ms doubling, full jitter). The default is
+    /// short so that the back-end's view is back within about a second of the broker's
+    /// return; a fleet of thousands of nodes on one broker should raise it (docs/mqtt.md).
+    pub reconnect_max_delay: Duration,
     /// What desired pods from the control plane may ask for (`remotePodPolicy`).
     pub remote_pod_policy: crate::source::RemotePolicy,
 }
@@ -106,6 +110,7 @@ struct Raw {
     lease_period: Option<String>,
     max_packet_size: Option<serde_yaml::Value>,
     event_buffer: Option<i64>,
+    reconnect_max_delay: Option<String>,
     remote_pod_policy: Option<serde_yaml::Value>,
 }
 
@@ -122,6 +127,7 @@ pub const DEFAULT_LEASE_PERIOD: Duration = Duration::from_secs(60);
 /// Mosquitto's default `max_packet_size` (none) and the MQTT limit (256 MiB).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 1 << 20;
 pub const DEFAULT_EVENT_BUFFER: usize = 256;
+pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 
 impl MqttConfig {
     /// Parse the `mqtt:` map. `node_name` gives the defaults of `clientId` and `topicPrefix`.
@@ -185,6 +191,11 @@ impl MqttConfig {
         };
         let keep_alive = duration("keepAlive", raw.keep_alive, DEFAULT_KEEP_ALIVE)?;
         let lease_period = duration("leasePeriod", raw.lease_period, DEFAULT_LEASE_PERIOD)?;
+        let reconnect_max_delay = duration(
+            "reconnectMaxDelay",
+            raw.reconnect_max_delay,
+            DEFAULT_RECONNECT_MAX_DELAY,
+        )?;
         let max_packet_size = match raw.max_packet_size {
             None => DEFAULT_MAX_PACKET_SIZE,
             Some(v) => {
@@ -222,6 +233,7 @@ impl MqttConfig {
             lease_period,
             max_packet_size,
             event_buffer,
+            reconnect_max_delay,
             remote_pod_policy: match &raw.remote_pod_policy {
                 None => Default::default(),
                 Some(v) => crate::source::RemotePolicy::from_yaml(v)?,
