@@ -253,7 +253,9 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
     let r = apply(&b, "e2e", "default/local-e2e", b"", None);
     assert_eq!(r["reason"], "Removed", "{r}");
     b.wait_retained("tidelet/e2e/pods/default/local-e2e", |p| p.is_empty(), WAIT);
-    wait_for("local-e2e gone", WAIT, || a.pod("local-e2e").is_none().then_some(()));
+    wait_for("local-e2e gone", WAIT, || {
+        a.pod("local-e2e").is_none().then_some(())
+    });
     // A clean stop says offline (retained).
     a.kill_term();
     b.wait_retained("tidelet/e2e/online", |p| json(p)["online"] == false, WAIT);
@@ -399,4 +401,81 @@ fn a_broker_refusing_the_certificate_leaves_local_pods_alone() {
     let p = a.pod("local-e2e").unwrap();
     assert!(all_running(&p));
     assert!(a.alive());
+}
+
+#[test]
+fn bad_mqtt_config_stops_the_agent_at_start_naming_the_key() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("mqtt:\n  clientId: x\n", "mqtt.broker: is required"),
+        ("mqtt:\n  broker: tcp://h:1883\n", "mqtt.broker"),
+        ("mqtt:\n  broker: mqtt://h:99999\n", "mqtt.broker"),
+        (
+            "mqtt:\n  broker: mqtts://h\n  certFile: /c.pem\n",
+            "mqtt.keyFile",
+        ),
+        (
+            "mqtt:\n  broker: mqtt://h\n  caFile: /ca.pem\n",
+            "mqtt.caFile",
+        ),
+        (
+            "mqtt:\n  broker: mqtt://h\n  topicPrefix: a/#/\n",
+            "mqtt.topicPrefix",
+        ),
+        (
+            "mqtt:\n  broker: mqtt://h\n  keepAlive: often\n",
+            "mqtt.keepAlive",
+        ),
+        (
+            "mqtt:\n  broker: mqtt://h\n  maxPacketSize: 1Ki\n",
+            "mqtt.maxPacketSize",
+        ),
+        (
+            "mqtt:\n  broker: mqtt://h\n  eventBuffer: 0\n",
+            "mqtt.eventBuffer",
+        ),
+        (
+            "mqtt:\n  broker: mqtt://h\n  remotePodPolicy:\n    allowedHostPaths: [relative]\n",
+            "mqtt.remotePodPolicy.allowedHostPaths[0]",
+        ),
+        (
+            "mqtt:\n  broker: mqtt://h\n  remotePodPolicy:\n    allowEverything: true\n",
+            "mqtt.remotePodPolicy",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let (status, text) = tidelet_e2e::run_with_config(dir.path(), yaml);
+        assert!(!status.success(), "{yaml}: the agent must not start");
+        assert!(text.contains(want), "{yaml}: want {want:?} in {text}");
+        assert!(text.contains("c.yaml"), "{yaml}: the file is named: {text}");
+    }
+}
+
+/// TLS files that cannot be read are not a reason to stop: the agent runs local-only, says
+/// why in its log and as a node event, and its pods run.
+#[test]
+fn unreadable_tls_files_leave_the_agent_local_only() {
+    if !privileged() {
+        return;
+    }
+    let config = "mqtt:\n  broker: mqtts://127.0.0.1:1\n  caFile: /nonexistent/ca.pem\n";
+    let mut a = Agent::prepare(Some(config), &[]);
+    a.write(
+        "local.yaml",
+        &pod_yaml("local", "", &[("c", "sleep 3600", "")]),
+    );
+    a.spawn();
+    a.wait_running("local-e2e");
+    let line = wait_for("the set-up error in the log", WAIT, || {
+        a.agent_log()
+            .lines()
+            .find(|l| l.contains("/nonexistent/ca.pem"))
+            .map(str::to_string)
+    });
+    assert!(line.contains("local-only"), "{line}");
+    let node = String::from_utf8_lossy(&a.cli(&["describe", "node"]).stdout).to_string();
+    assert!(node.contains("MqttSetupFailed"), "{node}");
 }
