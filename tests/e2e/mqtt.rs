@@ -375,20 +375,9 @@ fn a_broker_refusing_the_certificate_leaves_local_pods_alone() {
         b.pki().foreign_cert("e2e").display(),
         b.pki().foreign_key("e2e").display()
     );
-    let mut a = Agent::prepare(Some(&config), &[]);
-    a.write(
-        "local.yaml",
-        &pod_yaml("local", "", &[("c", "sleep 3600", "")]),
-    );
-    a.spawn();
-    a.wait_running("local-e2e");
+    let mut a = Agent::start_with_one_pod(Some(&config), "local");
     // A clear error, logged once per reason (not once per attempt), naming the broker.
-    let failure = wait_for("the failure in the log", WAIT, || {
-        a.agent_log()
-            .lines()
-            .find(|l| l.contains("MQTT connection failed"))
-            .map(str::to_string)
-    });
+    let failure = a.wait_log_line("MQTT connection failed", WAIT);
     assert!(
         failure.contains(&format!("127.0.0.1:{}", b.port())) && failure.contains("TLS"),
         "{failure}"
@@ -408,8 +397,7 @@ fn bad_mqtt_config_stops_the_agent_at_start_naming_the_key() {
     if !privileged() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cases = [
+    assert_configs_refused(&[
         ("mqtt:\n  clientId: x\n", "mqtt.broker: is required"),
         ("mqtt:\n  broker: tcp://h:1883\n", "mqtt.broker"),
         ("mqtt:\n  broker: mqtt://h:99999\n", "mqtt.broker"),
@@ -445,13 +433,7 @@ fn bad_mqtt_config_stops_the_agent_at_start_naming_the_key() {
             "mqtt:\n  broker: mqtt://h\n  remotePodPolicy:\n    allowEverything: true\n",
             "mqtt.remotePodPolicy",
         ),
-    ];
-    for (yaml, want) in cases {
-        let (status, text) = tidelet_e2e::run_with_config(dir.path(), yaml);
-        assert!(!status.success(), "{yaml}: the agent must not start");
-        assert!(text.contains(want), "{yaml}: want {want:?} in {text}");
-        assert!(text.contains("c.yaml"), "{yaml}: the file is named: {text}");
-    }
+    ]);
 }
 
 /// TLS files that cannot be read are not a reason to stop: the agent runs local-only, says
@@ -462,19 +444,8 @@ fn unreadable_tls_files_leave_the_agent_local_only() {
         return;
     }
     let config = "mqtt:\n  broker: mqtts://127.0.0.1:1\n  caFile: /nonexistent/ca.pem\n";
-    let mut a = Agent::prepare(Some(config), &[]);
-    a.write(
-        "local.yaml",
-        &pod_yaml("local", "", &[("c", "sleep 3600", "")]),
-    );
-    a.spawn();
-    a.wait_running("local-e2e");
-    let line = wait_for("the set-up error in the log", WAIT, || {
-        a.agent_log()
-            .lines()
-            .find(|l| l.contains("/nonexistent/ca.pem"))
-            .map(str::to_string)
-    });
+    let a = Agent::start_with_one_pod(Some(config), "local");
+    let line = a.wait_log_line("/nonexistent/ca.pem", WAIT);
     assert!(line.contains("local-only"), "{line}");
     let node = String::from_utf8_lossy(&a.cli(&["describe", "node"]).stdout).to_string();
     assert!(node.contains("MqttSetupFailed"), "{node}");

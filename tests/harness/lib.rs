@@ -248,6 +248,29 @@ impl Agent {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The first line of the agent's log containing `needle`, waiting up to `timeout`.
+    pub fn wait_log_line(&self, needle: &str, timeout: Duration) -> String {
+        wait_for(&format!("{needle:?} in the agent's log"), timeout, || {
+            self.agent_log()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string)
+        })
+    }
+
+    /// `prepare`, one static pod `name` that sleeps, `spawn`, and wait until it runs.
+    pub fn start_with_one_pod(config: Option<&str>, name: &str) -> Agent {
+        let mut a = Agent::prepare(config, &[]);
+        a.write(
+            &format!("{name}.yaml"),
+            &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [\"sleep\", \"3600\"]\n"),
+        );
+        a.spawn();
+        let full = a.full_name(name);
+        a.wait_running(&full);
+        a
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin())
             .arg("--root-dir")
@@ -385,6 +408,11 @@ impl Agent {
     /// cope with leftovers either way.)
     pub fn power_cut(&mut self) {
         self.kill9();
+        self.kill_pods();
+    }
+
+    /// SIGKILL every supervisor and every process in this agent's cgroups; remove them.
+    fn kill_pods(&mut self) {
         for pid in self.supervisor_pids() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -426,16 +454,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
         // Best effort after a failed test: kill what this agent left, then its cgroups.
-        for pid in self.supervisor_pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        for dir in self.cgroup_dirs() {
-            kill_and_remove_cgroup(&dir);
-        }
+        self.kill_pods();
         if std::thread::panicking() {
             let log = self.agent_log();
             let tail: Vec<&str> = log.lines().rev().take(80).collect();
@@ -541,6 +560,18 @@ pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(str::to_string)
         .collect()
+}
+
+/// Every `(yaml, want)`: the agent refuses to start with that config, and says `want` and the
+/// file's name.
+pub fn assert_configs_refused(cases: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, want) in cases {
+        let (status, text) = run_with_config(dir.path(), yaml);
+        assert!(!status.success(), "{yaml}: the agent must not start");
+        assert!(text.contains(want), "{yaml}: want {want:?} in {text}");
+        assert!(text.contains("c.yaml"), "{yaml}: the file is named: {text}");
+    }
 }
 
 /// `tidelet run` with the config file `yaml` (written into `dir`), state under `dir/root`,
