@@ -52,17 +52,24 @@ fn apply(b: &Broker, node: &str, key: &str, payload: &[u8], generation: Option<i
     ))
 }
 
+/// Mutual TLS with the shipped per-node ACL: the certificate's CN is the node.
+fn mutual_tls() -> BrokerOpts {
+    BrokerOpts {
+        tls: true,
+        require_client_cert: true,
+        acl: true,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
     if !privileged() {
         return;
     }
     let b = Broker::new(BrokerOpts {
-        tls: true,
-        require_client_cert: true,
-        acl: true,
         persistence: true,
-        ..Default::default()
+        ..mutual_tls()
     });
     let mut events = b.subscribe("tidelet/e2e/events", "operator");
     let config = format!("{}  leasePeriod: 2s\n", b.agent_config("e2e"));
@@ -362,12 +369,7 @@ fn a_broker_refusing_the_certificate_leaves_local_pods_alone() {
     if !privileged() {
         return;
     }
-    let b = Broker::new(BrokerOpts {
-        tls: true,
-        require_client_cert: true,
-        acl: true,
-        ..Default::default()
-    });
+    let b = Broker::new(mutual_tls());
     let config = format!(
         "mqtt:\n  broker: {}\n  caFile: {}\n  certFile: {}\n  keyFile: {}\n",
         b.url(),
