@@ -281,10 +281,13 @@ fn pods_run_through_broker_outages_and_topics_converge_when_it_returns() {
     if !privileged() {
         return;
     }
+    // Username and password this time (the ACL keys on the user name).
     let mut b = Broker::new(BrokerOpts {
         persistence: true,
+        acl: true,
         ..Default::default()
     });
+    assert!(b.agent_config("e2e").contains("passwordFile"));
     let config = format!("{}  leasePeriod: 2s\n", b.agent_config("e2e"));
     let mut a = Agent::prepare(Some(&config), &[]);
     a.write("a.yaml", &pod_yaml("a", "", &[("c", "sleep 3600", "")]));
