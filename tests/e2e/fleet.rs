@@ -1,228 +1,78 @@
-//! `tidelet fleet` against a real Mosquitto: the real binary reads retained node topics that
-//! `mosquitto_pub -r` left (a fresh node, an offline one, a stuck one with an expired lease),
-//! publishes desired pods that a fake node (a `mosquitto_sub` + `mosquitto_pub` responder)
-//! answers, and streams live changes. No root needed: these run everywhere Mosquitto is
-//! installed (`apt-get install mosquitto mosquitto-clients openssl`).
+//! `tidelet fleet` against a real Mosquitto (the shared [`Broker`] of the harness): the real
+//! binary reads retained node topics that test clients left (a fresh node, an offline one, a
+//! stuck one with an expired lease), publishes desired pods that a fake node (a subscription
+//! and a publisher) answers, streams live changes, and logs in with TLS, a password or a
+//! client certificate. These need no root. [`agent`] drives the real agent (as root) over
+//! mutual TLS with the shipped ACL: apply, nodes, pods, a policy rejection, delete, and the
+//! last will of a killed agent.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tidelet_e2e::broker::{free_port, Broker, BrokerOpts, Identity, Message, Subscription};
 use tidelet_e2e::*;
 
-/// A Mosquitto of our own on a free loopback port, stopped (by its pid) when dropped.
-struct Broker {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+mod agent;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn need(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} not found: apt-get install mosquitto mosquitto-clients openssl"
-    );
-}
-
-impl Broker {
-    fn start() -> Broker {
-        Self::start_with("")
-    }
-
-    /// Start with extra lines for the listener (TLS); anonymous clients allowed.
-    fn start_with(extra: &str) -> Broker {
-        for t in ["mosquitto", "mosquitto_pub", "mosquitto_sub"] {
-            need(t);
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("tidelet-fleet-mqtt-")
-            .tempdir()
-            .unwrap();
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\npersistence false\n{}{extra}",
-                if extra.contains("allow_anonymous") {
-                    ""
-                } else {
-                    "allow_anonymous true\n"
-                }
-            ),
-        )
-        .unwrap();
-        let child = Self::spawn(dir.path());
-        let mut b = Broker { child, port, dir };
-        b.wait_listening();
-        b
-    }
-
-    fn spawn(dir: &Path) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("mosquitto.log"))
-            .unwrap();
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(dir.join("mosquitto.conf"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start mosquitto")
-    }
-
-    /// Stop the broker (its retained messages go: no persistence) and start it again on the
-    /// same port after `down`.
-    fn restart(&mut self, down: Duration) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::thread::sleep(down);
-        self.child = Self::spawn(self.dir.path());
-        self.wait_listening();
-    }
-
-    fn wait_listening(&mut self) {
-        let port = self.port;
-        let b = self;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = b.child.try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "mosquitto did not start ({exited:?}):\n{}",
-                b.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// `mosquitto_pub` (retained or not); an empty payload clears a retained topic.
-    fn publish(&self, topic: &str, payload: &str, retain: bool) {
-        let mut c = Command::new("mosquitto_pub");
-        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1"]);
-        c.args(["-t", topic]);
-        if payload.is_empty() {
-            c.arg("-n");
-        } else {
-            c.args(["-m", payload]);
-        }
-        if retain {
-            c.arg("-r");
-        }
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "mosquitto_pub {topic}: {out:?}");
-    }
-
-    fn publish_as(&self, user: &str, password: &str, topic: &str, payload: &str) {
-        let out = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-r",
-            ])
-            .args(["-u", user, "-P", password, "-t", topic, "-m", payload])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mosquitto_pub {topic}: {out:?}");
-    }
-
-    /// The retained message on `topic`, if any (what a fresh subscriber sees).
-    fn retained(&self, topic: &str) -> Option<String> {
-        let out = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-t", topic, "-C", "1", "-W", "2", "--retained-only"])
-            .output()
-            .unwrap();
-        let s = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
-        (!s.is_empty()).then_some(s)
-    }
-
-    /// A fake node: waits (in the background) for the desired message on `desired` (retained
-    /// or not) and answers each of `answers` on `result`, retained, in order.
-    fn responder(
-        &self,
-        desired: &str,
-        result: &str,
-        answers: Vec<Value>,
-    ) -> std::thread::JoinHandle<()> {
-        let port = self.port.to_string();
-        let (desired, result) = (desired.to_string(), result.to_string());
-        let mut sub = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-t",
-                &desired,
-                "-C",
-                "1",
-                "-W",
-                "30",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::spawn(move || {
-            let st = sub.wait().unwrap();
-            assert!(st.success(), "the fake node saw no desired message: {st}");
-            for a in answers {
-                let out = Command::new("mosquitto_pub")
-                    .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-r"])
-                    .args(["-t", &result, "-m", &a.to_string()])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{out:?}");
-            }
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `tidelet fleet --broker URL ARGS` as an anonymous client (the brokers here without an ACL
+/// let anyone in).
 fn fleet(b: &Broker, args: &[&str]) -> Output {
+    fleet_as(b, Identity::Anonymous, args)
+}
+
+/// `tidelet fleet` with the connection flags of `who` ([`Broker::fleet_args`]).
+fn fleet_as(b: &Broker, who: impl Into<Identity>, args: &[&str]) -> Output {
     Command::new(bin())
         .arg("fleet")
-        .args(["--broker", &b.url()])
+        .args(b.fleet_args(who))
         .args(args)
         .env_remove("TIDELET_FLEET_BROKER")
         .output()
         .unwrap()
+}
+
+/// Publish `payload` as an anonymous client; an empty retained payload clears the topic.
+fn put(b: &Broker, topic: &str, payload: &str, retain: bool) {
+    b.publish(topic, payload.as_bytes(), retain, Identity::Anonymous);
+}
+
+/// The retained message on `topic`, if any (what a fresh subscriber sees).
+fn retained_text(b: &Broker, topic: &str) -> Option<String> {
+    b.retained(topic, Identity::Anonymous)
+        .remove(topic)
+        .map(|p| String::from_utf8_lossy(&p).into_owned())
+}
+
+/// A fake node on `sub` (already subscribed): in the background it waits for the message
+/// `is_trigger` picks, then publishes each of `answers` on `result`, retained, in order;
+/// meanwhile `run` runs. Returns what `run` returned and the trigger message.
+fn fake_node<T>(
+    b: &Broker,
+    mut sub: Subscription,
+    is_trigger: impl Fn(&Message) -> bool + Send,
+    result: &str,
+    answers: Vec<Value>,
+    run: impl FnOnce() -> T,
+) -> (T, Message) {
+    std::thread::scope(|s| {
+        let node = s.spawn(move || {
+            let m = sub.wait_for(
+                "the fake node's trigger",
+                Duration::from_secs(30),
+                is_trigger,
+            );
+            for a in answers {
+                b.publish(result, a.to_string().as_bytes(), true, Identity::Anonymous);
+            }
+            m
+        });
+        let out = run();
+        (out, node.join().unwrap())
+    })
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -292,13 +142,15 @@ fn pod_status(name: &str, state: Value, ready: bool, restarts: u32) -> String {
 /// Three nodes: `fresh` (online, lease renewed just now, two pods), `gone` (offline, its last
 /// will), `stuck` (online, but its lease ran out ten minutes ago).
 fn three_nodes(b: &Broker) {
-    b.publish(
+    put(
+        b,
         "tidelet/fresh/online",
         r#"{"online":true,"agent":"tidelet/0.1.0"}"#,
         true,
     );
-    b.publish("tidelet/fresh/lease", &lease("fresh", 1, 240), true);
-    b.publish(
+    put(b, "tidelet/fresh/lease", &lease("fresh", 1, 240), true);
+    put(
+        b,
         "tidelet/fresh/node",
         &node_obj(
             "fresh",
@@ -310,7 +162,8 @@ fn three_nodes(b: &Broker) {
         ),
         true,
     );
-    b.publish(
+    put(
+        b,
         "tidelet/fresh/pods/default/web",
         &pod_status(
             "web",
@@ -320,7 +173,8 @@ fn three_nodes(b: &Broker) {
         ),
         true,
     );
-    b.publish(
+    put(
+        b,
         "tidelet/fresh/pods/default/crashy",
         &pod_status(
             "crashy",
@@ -330,34 +184,38 @@ fn three_nodes(b: &Broker) {
         ),
         true,
     );
-    b.publish(
+    put(
+        b,
         "tidelet/gone/online",
         r#"{"online":false,"reason":"connection lost"}"#,
         true,
     );
-    b.publish(
+    put(
+        b,
         "tidelet/gone/node",
         &node_obj("gone", &[("Ready", "True")]),
         true,
     );
-    b.publish(
+    put(
+        b,
         "tidelet/stuck/online",
         r#"{"online":true,"agent":"tidelet/0.1.0"}"#,
         true,
     );
-    b.publish("tidelet/stuck/lease", &lease("stuck", 600, 240), true);
-    b.publish(
+    put(b, "tidelet/stuck/lease", &lease("stuck", 600, 240), true);
+    put(
+        b,
         "tidelet/stuck/node",
         &node_obj("stuck", &[("Ready", "True")]),
         true,
     );
     // Not a node of this fleet: another root.
-    b.publish("elsewhere/alien/online", r#"{"online":true}"#, true);
+    put(b, "elsewhere/alien/online", r#"{"online":true}"#, true);
 }
 
 #[test]
 fn fleet_nodes_shows_online_offline_and_stale_nodes() {
-    let b = Broker::start();
+    let b = Broker::new(BrokerOpts::default());
     three_nodes(&b);
     let out = fleet(&b, &["nodes"]);
     let (so, se) = text(&out);
@@ -416,20 +274,22 @@ fn fleet_nodes_shows_online_offline_and_stale_nodes() {
 
 #[test]
 fn fleet_pods_shows_kubectl_columns_per_node() {
-    let b = Broker::start();
+    let b = Broker::new(BrokerOpts::default());
     three_nodes(&b);
-    b.publish(
+    put(
+        &b,
         "tidelet/gone/pods/kube-system/agent",
         &pod_status("agent", json!({"running": {}}), true, 1),
         true,
     );
     // A pod that is gone: its topic was cleared.
-    b.publish(
+    put(
+        &b,
         "tidelet/fresh/pods/default/old",
         &pod_status("old", json!({"running": {}}), true, 0),
         true,
     );
-    b.publish("tidelet/fresh/pods/default/old", "", true);
+    put(&b, "tidelet/fresh/pods/default/old", "", true);
     let out = fleet(&b, &["pods"]);
     let (so, se) = text(&out);
     assert!(out.status.success(), "{so}{se}");
@@ -506,44 +366,49 @@ fn result(name: &str, accepted: bool, reason: &str, generation: Option<i64>) -> 
 
 #[test]
 fn fleet_apply_publishes_retained_and_waits_for_the_answer_to_this_generation() {
-    let b = Broker::start();
+    let b = Broker::new(BrokerOpts::default());
     let dir = tempfile::tempdir().unwrap();
     let f = manifest(dir.path(), "web", "  generation: 5\n");
-    b.publish("tidelet/n1/online", r#"{"online":true}"#, true);
+    put(&b, "tidelet/n1/online", r#"{"online":true}"#, true);
     let desired = "tidelet/n1/desired/pods/default/web";
     let result_topic = "tidelet/n1/desired/results/default/web";
     // History on the broker: a retained rejection of an earlier version must not count.
-    b.publish(
+    put(
+        &b,
         result_topic,
         &result("web", false, "Invalid", Some(4)).to_string(),
         true,
     );
     // The node first answers a late, older generation (a rejection), then ours.
-    let node = b.responder(
-        desired,
+    let sub = b.subscribe(desired, Identity::Anonymous);
+    let (out, _) = fake_node(
+        &b,
+        sub,
+        |m| !m.payload.is_empty(),
         result_topic,
         vec![
             result("web", false, "PolicyViolation", Some(4)),
             result("web", true, "Accepted", Some(5)),
         ],
+        || {
+            fleet(
+                &b,
+                &[
+                    "apply",
+                    "--node",
+                    "n1",
+                    f.to_str().unwrap(),
+                    "--timeout",
+                    "20s",
+                ],
+            )
+        },
     );
-    let out = fleet(
-        &b,
-        &[
-            "apply",
-            "--node",
-            "n1",
-            f.to_str().unwrap(),
-            "--timeout",
-            "20s",
-        ],
-    );
-    node.join().unwrap();
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{so}{se}");
     assert_eq!(so.trim(), "pod/web accepted on n1 (uid 3f2a-uid)", "{se}");
     // The manifest stays retained, byte for byte, for the node's next start.
-    let kept = b.retained(desired).expect("desired pod retained");
+    let kept = retained_text(&b, desired).expect("desired pod retained");
     assert_eq!(
         kept.trim_end(),
         std::fs::read_to_string(&f).unwrap().trim_end()
@@ -552,26 +417,30 @@ fn fleet_apply_publishes_retained_and_waits_for_the_answer_to_this_generation() 
 
 #[test]
 fn fleet_apply_prints_a_rejection_with_its_errors_and_exits_1() {
-    let b = Broker::start();
+    let b = Broker::new(BrokerOpts::default());
     let dir = tempfile::tempdir().unwrap();
     let f = manifest(dir.path(), "priv", "");
-    let node = b.responder(
-        "tidelet/n2/desired/pods/default/priv",
+    let sub = b.subscribe("tidelet/n2/desired/pods/default/priv", Identity::Anonymous);
+    let (out, _) = fake_node(
+        &b,
+        sub,
+        |m| !m.payload.is_empty(),
         "tidelet/n2/desired/results/default/priv",
         vec![result("priv", false, "PolicyViolation", None)],
+        || {
+            fleet(
+                &b,
+                &[
+                    "apply",
+                    "--node",
+                    "n2",
+                    f.to_str().unwrap(),
+                    "--timeout",
+                    "20s",
+                ],
+            )
+        },
     );
-    let out = fleet(
-        &b,
-        &[
-            "apply",
-            "--node",
-            "n2",
-            f.to_str().unwrap(),
-            "--timeout",
-            "20s",
-        ],
-    );
-    node.join().unwrap();
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{so}{se}");
     let lines: Vec<&str> = so.lines().collect();
@@ -586,10 +455,11 @@ fn fleet_apply_prints_a_rejection_with_its_errors_and_exits_1() {
 
 #[test]
 fn fleet_apply_to_an_offline_node_times_out_with_exit_2_and_leaves_the_pod_desired() {
-    let b = Broker::start();
+    let b = Broker::new(BrokerOpts::default());
     let dir = tempfile::tempdir().unwrap();
     let f = manifest(dir.path(), "later", "");
-    b.publish(
+    put(
+        &b,
         "tidelet/away/online",
         r#"{"online":false,"reason":"connection lost"}"#,
         true,
@@ -621,99 +491,62 @@ fn fleet_apply_to_an_offline_node_times_out_with_exit_2_and_leaves_the_pod_desir
         se.contains("stays retained on tidelet/away/desired/pods/default/later"),
         "{se}"
     );
-    assert!(b
-        .retained("tidelet/away/desired/pods/default/later")
-        .is_some());
+    assert!(retained_text(&b, "tidelet/away/desired/pods/default/later").is_some());
 }
 
 #[test]
 fn fleet_delete_clears_the_retained_desired_pod_and_waits_for_removed() {
-    let b = Broker::start();
+    let b = Broker::new(BrokerOpts::default());
     let desired = "tidelet/n3/desired/pods/apps/web";
-    b.publish(
+    put(
+        &b,
         desired,
         r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"apps"}}"#,
         true,
     );
-    b.publish(
+    put(
+        &b,
         "tidelet/n3/pods/apps/web",
         &pod_status("web", json!({"running": {}}), true, 0),
         true,
     );
     // The fake node: a subscriber that has seen the retained manifest (so it is subscribed)
     // before the delete runs, and answers `Removed` once the empty message arrives.
-    let mut sub = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &b.port.to_string(),
-            "-t",
-            desired,
-            "-C",
-            "2",
-            "-W",
-            "30",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(&mut sub);
-    next_matching(&rx, "the retained manifest", |l| {
-        l.contains("\"kind\":\"Pod\"")
+    let mut sub = b.subscribe(desired, Identity::Anonymous);
+    sub.wait_for("the retained manifest", Duration::from_secs(15), |m| {
+        m.retained && m.text().contains("\"kind\":\"Pod\"")
     });
     let removed = json!({"namespace": "apps", "name": "web", "accepted": true, "reason": "Removed",
                          "message": "removed", "errors": [], "generation": null,
                          "resourceVersion": null, "uid": null});
-    let answer = {
-        let port = b.port;
-        let mut sub = sub;
-        std::thread::spawn(move || {
-            // mosquitto_sub prints nothing for an empty payload: its exit after the second
-            // message (-C 2) is the sign.
-            let empty = rx.recv_timeout(Duration::from_secs(30));
-            let st = sub.wait().unwrap();
-            assert!(st.success(), "the fake node saw no second message: {st}");
-            let out = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-r"])
-                .args([
-                    "-t",
-                    "tidelet/n3/desired/results/apps/web",
-                    "-m",
-                    &removed.to_string(),
-                ])
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            empty
-        })
-    };
-    let out = fleet(
+    let (out, empty) = fake_node(
         &b,
-        &[
-            "delete",
-            "--node",
-            "n3",
-            "web",
-            "-n",
-            "apps",
-            "--timeout",
-            "20s",
-        ],
+        sub,
+        |m| m.payload.is_empty(),
+        "tidelet/n3/desired/results/apps/web",
+        vec![removed],
+        || {
+            fleet(
+                &b,
+                &[
+                    "delete",
+                    "--node",
+                    "n3",
+                    "web",
+                    "-n",
+                    "apps",
+                    "--timeout",
+                    "20s",
+                ],
+            )
+        },
     );
-    let empty = answer.join().unwrap();
-    assert!(
-        matches!(
-            empty.as_deref(),
-            Ok("") | Err(mpsc::RecvTimeoutError::Disconnected)
-        ),
-        "the node saw a message that is not empty: {empty:?}"
-    );
+    assert!(!empty.retained, "the empty message is live: {empty:?}");
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{so}{se}");
     assert_eq!(so.trim(), "pod/web removed from n3");
     assert_eq!(
-        b.retained(desired),
+        retained_text(&b, desired),
         None,
         "the retained desired pod is gone"
     );
@@ -760,9 +593,9 @@ fn watch(b: &Broker, args: &[&str]) -> Child {
 
 #[test]
 fn fleet_watch_json_streams_retained_state_then_live_changes() {
-    let b = Broker::start();
-    b.publish("tidelet/w1/online", r#"{"online":true}"#, true);
-    b.publish("tidelet/w2/online", r#"{"online":true}"#, true);
+    let b = Broker::new(BrokerOpts::default());
+    put(&b, "tidelet/w1/online", r#"{"online":true}"#, true);
+    put(&b, "tidelet/w2/online", r#"{"online":true}"#, true);
     let mut child = watch(&b, &["--node", "w1", "-o", "json"]);
     let rx = lines_of(&mut child);
     let first: Value = serde_json::from_str(&next_matching(&rx, "w1 online", |l| {
@@ -771,7 +604,8 @@ fn fleet_watch_json_streams_retained_state_then_live_changes() {
     .unwrap();
     assert_eq!(first["retained"], true);
     assert_eq!(first["payload"]["online"], true);
-    b.publish(
+    put(
+        &b,
         "tidelet/w1/pods/default/web",
         &pod_status(
             "web",
@@ -789,7 +623,7 @@ fn fleet_watch_json_streams_retained_state_then_live_changes() {
         v["payload"]["status"]["containerStatuses"][0]["restartCount"],
         2
     );
-    b.publish("tidelet/w1/pods/default/web", "", true);
+    put(&b, "tidelet/w1/pods/default/web", "", true);
     let l = next_matching(&rx, "the cleared topic", |l| l.contains("pods/default/web"));
     assert_eq!(
         serde_json::from_str::<Value>(&l).unwrap()["payload"],
@@ -805,19 +639,20 @@ fn fleet_watch_json_streams_retained_state_then_live_changes() {
 
 #[test]
 fn fleet_watch_prints_one_line_per_change() {
-    let b = Broker::start();
-    b.publish("tidelet/w3/online", r#"{"online":true}"#, true);
+    let b = Broker::new(BrokerOpts::default());
+    put(&b, "tidelet/w3/online", r#"{"online":true}"#, true);
     let mut child = watch(&b, &[]);
     let rx = lines_of(&mut child);
     next_matching(&rx, "w3 online", |l| l.ends_with("w3  online"));
     let ev = json!({"apiVersion": "v1", "kind": "Event", "type": "Warning", "reason": "BackOff",
         "involvedObject": {"kind": "Pod", "namespace": "default", "name": "web"},
         "message": "Back-off restarting failed container main"});
-    b.publish("tidelet/w3/events", &ev.to_string(), false);
+    put(&b, "tidelet/w3/events", &ev.to_string(), false);
     next_matching(&rx, "the event", |l| {
         l.contains("w3  Warning BackOff pod/default/web: Back-off restarting failed container main")
     });
-    b.publish(
+    put(
+        &b,
         "tidelet/w3/online",
         r#"{"online":false,"reason":"stopped"}"#,
         true,
@@ -878,77 +713,32 @@ fn fleet_apply_refuses_a_bad_manifest_before_connecting() {
     assert!(se.contains("two.yaml: holds 2 documents"), "{se}");
 }
 
-/// A CA and a server certificate for 127.0.0.1 (openssl), in `dir`.
-fn make_certs(dir: &Path, ca_name: &str) {
-    let run = |args: &str| {
-        let out = Command::new("sh")
-            .args(["-c", &format!("cd {} && openssl {args}", dir.display())])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args}: {out:?}");
-    };
-    run(&format!(
-        "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN={ca_name} -keyout {ca_name}.key -out {ca_name}.pem"
-    ));
-    if ca_name == "ca" {
-        run("req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr");
-        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.pem");
-        run("req -newkey rsa:2048 -nodes -subj /CN=operator -keyout client.key -out client.csr");
-        // An extension makes it X.509 v3 (webpki refuses v1 certificates).
-        std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
-        run("x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.cnf -out client.pem");
-    }
-}
-
 #[test]
 fn fleet_over_tls_verifies_the_broker_with_the_given_ca() {
-    need("openssl");
-    let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path(), "ca");
-    make_certs(certs.path(), "other");
-    // Run as root, Mosquitto drops to its own user: let it read these throw-away files.
-    use std::os::unix::fs::PermissionsExt;
-    for e in std::fs::read_dir(certs.path()).unwrap() {
-        let e = e.unwrap();
-        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let p = |f: &str| certs.path().join(f).display().to_string();
-    let b = Broker::start_with(&format!(
-        "cafile {}\ncertfile {}\nkeyfile {}\n",
-        p("ca.pem"),
-        p("server.pem"),
-        p("server.key")
-    ));
-    let url = format!("mqtts://127.0.0.1:{}", b.port);
-    let run = |ca: &str| {
+    let b = Broker::new(BrokerOpts {
+        tls: true,
+        ..Default::default()
+    });
+    let run = |ca: &Path| {
         Command::new(bin())
-            .args([
-                "fleet",
-                "--broker",
-                &url,
-                "--ca",
-                ca,
-                "--connect-timeout",
-                "5s",
-                "nodes",
-            ])
+            .args(["fleet", "--broker", &b.url(), "--ca"])
+            .arg(ca)
+            .args(["--connect-timeout", "5s", "nodes"])
             .output()
             .unwrap()
     };
-    let out = run(&p("ca.pem"));
+    let out = run(&b.ca());
     let (so, se) = text(&out);
     assert!(out.status.success(), "{so}{se}\n{}", b.log());
     assert!(so.starts_with("NODE"), "{so}");
     // An empty broker: the table is empty and stderr says why it may be.
     assert!(se.contains("no nodes under tidelet/ on mqtts://"), "{se}");
     let start = Instant::now();
-    let out = run(&p("other.pem"));
+    let out = run(&b.pki().foreign_ca());
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{so}{se}");
     assert!(
-        se.contains(&format!("cannot connect to {url}")) && se.contains("TLS"),
+        se.contains(&format!("cannot connect to {}", b.url())) && se.contains("TLS"),
         "{se}"
     );
     // A certificate that does not verify is not retried until the deadline.
@@ -961,14 +751,18 @@ fn fleet_over_tls_verifies_the_broker_with_the_given_ca() {
 
 #[test]
 fn fleet_watch_carries_on_across_a_broker_restart() {
-    let mut b = Broker::start();
-    b.publish("tidelet/r1/online", r#"{"online":true}"#, true);
+    let mut b = Broker::new(BrokerOpts::default());
+    put(&b, "tidelet/r1/online", r#"{"online":true}"#, true);
     let mut child = watch(&b, &["--node", "r1"]);
     let rx = lines_of(&mut child);
     next_matching(&rx, "r1 online", |l| l.ends_with("r1  online"));
-    b.restart(Duration::from_secs(1));
+    // Down for a second, then back on the same port with nothing retained (no persistence).
+    b.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    b.start();
     // The node comes back to the new broker and says so: watch resubscribed by itself.
-    b.publish(
+    put(
+        &b,
         "tidelet/r1/online",
         r#"{"online":false,"reason":"restarting"}"#,
         true,
@@ -988,41 +782,13 @@ fn fleet_watch_carries_on_across_a_broker_restart() {
 
 #[test]
 fn fleet_with_a_password_broker_logs_in_or_says_why_not() {
-    need("mosquitto_passwd");
-    let auth = tempfile::tempdir().unwrap();
-    let pw = auth.path().join("passwd");
-    let out = Command::new("mosquitto_passwd")
-        .args(["-c", "-b", pw.to_str().unwrap(), "operator", "s3cret"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    // Run as root, Mosquitto drops to its own user before it reads the password file.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(auth.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let b = Broker::start_with(&format!(
-        "allow_anonymous false\npassword_file {}\n",
-        pw.display()
-    ));
-    b.publish_as(
-        "operator",
-        "s3cret",
-        "tidelet/p1/online",
-        r#"{"online":true}"#,
-    );
-    let good = auth.path().join("good");
-    std::fs::write(&good, "s3cret\n").unwrap();
-    let bad = auth.path().join("bad");
-    std::fs::write(&bad, "guess\n").unwrap();
-    let run = |user: Option<&str>, file: &Path| {
-        let mut c = Command::new(bin());
-        c.args(["fleet", "--broker", &b.url(), "--connect-timeout", "5s"]);
-        if let Some(u) = user {
-            c.args(["--username", u, "--password-file", file.to_str().unwrap()]);
-        }
-        c.arg("nodes").output().unwrap()
-    };
-    let out = run(Some("operator"), &good);
+    let b = Broker::new(BrokerOpts {
+        acl: true,
+        users: vec!["p1".into()],
+        ..Default::default()
+    });
+    put_as(&b, "p1", "tidelet/p1/online", r#"{"online":true}"#);
+    let out = fleet_as(&b, "operator", &["--connect-timeout", "5s", "nodes"]);
     let (so, se) = text(&out);
     assert!(out.status.success(), "{so}{se}");
     assert!(
@@ -1030,17 +796,29 @@ fn fleet_with_a_password_broker_logs_in_or_says_why_not() {
             .any(|l| l.starts_with("p1 ") && l.contains("Online")),
         "{so}"
     );
-    for (user, file) in [(Some("operator"), &bad), (None, &bad)] {
+    let bad = b.dir().join("bad-password");
+    std::fs::write(&bad, "guess\n").unwrap();
+    let wrong_password = [
+        "--username",
+        "operator",
+        "--password-file",
+        bad.to_str().unwrap(),
+    ];
+    for creds in [&wrong_password[..], &[]] {
         let start = Instant::now();
-        let out = run(user, file);
+        let out = fleet_as(
+            &b,
+            Identity::Anonymous,
+            &[creds, &["--connect-timeout", "5s", "nodes"]].concat(),
+        );
         let (so, se) = text(&out);
-        assert_eq!(out.status.code(), Some(1), "{so}{se}");
+        assert_eq!(out.status.code(), Some(1), "{creds:?}: {so}{se}");
         assert!(
             se.contains(&format!(
                 "cannot connect to {}: the broker refused the connection",
                 b.url()
             )),
-            "{se}"
+            "{creds:?}: {se}"
         );
         assert!(
             start.elapsed() < Duration::from_secs(4),
@@ -1050,53 +828,32 @@ fn fleet_with_a_password_broker_logs_in_or_says_why_not() {
     }
 }
 
+/// Publish `payload` retained as the password user `who`.
+fn put_as(b: &Broker, who: &str, topic: &str, payload: &str) {
+    b.publish(topic, payload.as_bytes(), true, who);
+}
+
 #[test]
 fn fleet_with_mutual_tls_presents_its_certificate() {
-    need("openssl");
-    let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path(), "ca");
-    use std::os::unix::fs::PermissionsExt;
-    for e in std::fs::read_dir(certs.path()).unwrap() {
-        let e = e.unwrap();
-        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let p = |f: &str| certs.path().join(f).display().to_string();
-    let b = Broker::start_with(&format!(
-        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
-        p("ca.pem"),
-        p("server.pem"),
-        p("server.key")
-    ));
-    let url = format!("mqtts://127.0.0.1:{}", b.port);
-    let base = [
-        "fleet",
-        "--broker",
-        &url,
-        "--ca",
-        &p("ca.pem"),
-        "--connect-timeout",
-        "3s",
-    ];
-    let out = Command::new(bin())
-        .args(base)
-        .args([
-            "--cert",
-            &p("client.pem"),
-            "--key",
-            &p("client.key"),
-            "pods",
-        ])
-        .output()
-        .unwrap();
+    let b = Broker::new(BrokerOpts {
+        tls: true,
+        require_client_cert: true,
+        ..Default::default()
+    });
+    let out = fleet_as(&b, "operator", &["--connect-timeout", "3s", "pods"]);
     let (so, se) = text(&out);
     assert!(out.status.success(), "{so}{se}\n{}", b.log());
     assert!(so.starts_with("NODE"), "{so}");
-    let out = Command::new(bin()).args(base).arg("pods").output().unwrap();
+    // The CA but no certificate of our own.
+    let out = fleet_as(
+        &b,
+        Identity::Anonymous,
+        &["--connect-timeout", "3s", "pods"],
+    );
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{so}{se}");
     assert!(
-        se.contains(&format!("cannot connect to {url}: TLS: "))
+        se.contains(&format!("cannot connect to {}: TLS: ", b.url()))
             && se.contains("CertificateRequired"),
         "{se}"
     );

@@ -709,8 +709,9 @@ fn client_connected_in(log: &str, client_id: &str) -> bool {
     state
 }
 
-/// A loopback port nobody listens on right now (bound, read and released).
-fn free_port() -> u16 {
+/// A loopback port nobody listens on right now (bound, read and released): a broker's, or
+/// the address of a broker that is not there.
+pub fn free_port() -> u16 {
     let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
 }

@@ -84,6 +84,11 @@ impl Pki {
         self.client(&self.dir, name).1
     }
 
+    /// The foreign CA's certificate: a `caFile` that does not verify this broker's server.
+    pub fn foreign_ca(&self) -> PathBuf {
+        self.foreign.join("ca.pem")
+    }
+
     /// A client certificate with CN `name` signed by another CA, which the broker must refuse.
     pub fn foreign_cert(&self, name: &str) -> PathBuf {
         self.client(&self.foreign, name).0
