@@ -121,7 +121,9 @@ impl Remote {
                         format!("{}: {:?}: {}", r.key(), r.reason, r.message),
                     );
                 }
-                self.publish(&r);
+                // Answered every time, even when the answer is the one the broker holds: the
+                // back-end waits for a live message (the same manifest applied again).
+                self.publish_again(&r);
             }
             Down::Synced { present } => {
                 for r in self.source.sweep(&present) {
@@ -136,9 +138,19 @@ impl Remote {
     }
 
     fn publish(&self, r: &DesiredResult) {
+        self.send(r, false);
+    }
+
+    fn publish_again(&self, r: &DesiredResult) {
+        self.send(r, true);
+    }
+
+    fn send(&self, r: &DesiredResult, again: bool) {
         let Some(link) = &self.link else { return };
+        let topic = topics::desired_result("", &r.key());
         match serde_json::to_vec(r) {
-            Ok(json) => link.set_retained(&topics::desired_result("", &r.key()), Some(json)),
+            Ok(json) if again => link.set_retained_again(&topic, Some(json)),
+            Ok(json) => link.set_retained(&topic, Some(json)),
             Err(e) => tracing::error!(error = %e, "cannot encode a desired-pod result"),
         }
     }

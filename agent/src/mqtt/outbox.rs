@@ -115,6 +115,17 @@ impl Outbox {
         }
     }
 
+    /// `set_retained`, but sent again even when the broker already holds this payload: an
+    /// answer someone waits for (a desired pod's result, re-sent when the same manifest is
+    /// applied again) must arrive as a live message, not only sit retained. (If an identical
+    /// copy is in flight at that moment, its acknowledgement stands for both.)
+    pub fn set_retained_again(&mut self, suffix: &str, payload: Option<Vec<u8>>) {
+        self.set_retained(suffix, payload);
+        if let Some(r) = self.retained.get_mut(suffix) {
+            r.dirty = true;
+        }
+    }
+
     /// The latest payload of a retained object, if it is live (not a tombstone).
     pub fn live(&self, suffix: &str) -> Option<&[u8]> {
         self.retained.get(suffix)?.want.as_deref()
@@ -361,6 +372,23 @@ mod tests {
         let s2 = drain(&mut o);
         assert_eq!(names(&s2), [("node", "z")]);
         ack_all(&mut o, &s2);
+        assert!(o.idle());
+    }
+
+    #[test]
+    fn an_answer_set_again_is_sent_again_even_when_unchanged() {
+        let mut o = outbox(8, 32);
+        o.connected();
+        o.set_retained_again("desired/results/default/web", Some(b"ok".to_vec()));
+        let s = drain(&mut o);
+        assert_eq!(names(&s), [("desired/results/default/web", "ok")]);
+        ack_all(&mut o, &s);
+        o.set_retained("desired/results/default/web", Some(b"ok".to_vec()));
+        assert_eq!(drain(&mut o), vec![], "plain set: the broker has it");
+        o.set_retained_again("desired/results/default/web", Some(b"ok".to_vec()));
+        let s = drain(&mut o);
+        assert_eq!(names(&s), [("desired/results/default/web", "ok")]);
+        ack_all(&mut o, &s);
         assert!(o.idle());
     }
 

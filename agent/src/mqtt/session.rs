@@ -141,6 +141,16 @@ impl Link {
     /// The latest payload of the retained object at `P <suffix>`; `None` clears the topic.
     /// A payload that would not fit in `maxPacketSize` is refused (logged), never sent.
     pub fn set_retained(&self, suffix: &str, payload: Option<Vec<u8>>) {
+        self.retained(suffix, payload, false);
+    }
+
+    /// `set_retained`, sent again even if the broker holds the same payload already
+    /// (`Outbox::set_retained_again`).
+    pub fn set_retained_again(&self, suffix: &str, payload: Option<Vec<u8>>) {
+        self.retained(suffix, payload, true);
+    }
+
+    fn retained(&self, suffix: &str, payload: Option<Vec<u8>>, again: bool) {
         let len = payload.as_ref().map_or(0, Vec::len);
         if !self.inner.fits(suffix, len) {
             tracing::error!(
@@ -152,7 +162,11 @@ impl Link {
             return;
         }
         let mut st = lock(&self.inner.state);
-        st.outbox.set_retained(suffix, payload);
+        if again {
+            st.outbox.set_retained_again(suffix, payload);
+        } else {
+            st.outbox.set_retained(suffix, payload);
+        }
         self.inner.pump(&mut st);
     }
 

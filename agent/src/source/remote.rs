@@ -366,11 +366,20 @@ impl RemoteSource {
                     tracing::warn!(pod = %key, field = %p.field, reason = %p.reason, kind = ?reason, "remote pod rejected");
                 }
                 let running = entry.accepted.as_ref().map(|a| a.pod.uid.clone());
+                // The first problem in the message, so that a one-line view says why; all of
+                // them are in `errors`.
+                let why = match probs.as_slice() {
+                    [] => format!("{reason:?}"),
+                    [one] => field_reason(one),
+                    [first, rest @ ..] => {
+                        format!("{} (and {} more)", field_reason(first), rest.len())
+                    }
+                };
                 let message = match &running {
-                    Some(uid) => format!(
-                        "rejected ({reason:?}); the accepted version (uid {uid}) keeps running"
-                    ),
-                    None => format!("rejected ({reason:?})"),
+                    Some(uid) => {
+                        format!("rejected: {why}; the accepted version (uid {uid}) keeps running")
+                    }
+                    None => format!("rejected: {why}"),
                 };
                 let mut r = echo(DesiredResult::new(namespace, name, reason, message));
                 r.errors = probs.iter().map(field_reason).collect();

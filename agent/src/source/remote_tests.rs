@@ -87,7 +87,7 @@ fn the_result_json_is_the_documented_shape() {
         serde_json::json!({
             "apiVersion": "tidelet.io/v1", "kind": "DesiredPodResult",
             "namespace": "default", "name": "web", "accepted": false, "reason": "Invalid",
-            "message": "rejected (Invalid)",
+            "message": "rejected: spec.containers[0].image: required",
             "errors": ["spec.containers[0].image: required"],
             "generation": 2, "resourceVersion": "41", "uid": null
         })

@@ -70,6 +70,16 @@ fn fleet_drives_the_real_agent_over_mutual_tls_with_the_shipped_acl() {
     let pod = a.wait_running("web");
     let uid = pod["metadata"]["uid"].as_str().unwrap();
     assert_eq!(so.trim(), format!("pod/web accepted on e2e (uid {uid})"));
+    // The same manifest again: answered live again (the broker held that answer already),
+    // and the pod is not replaced.
+    let out = fleet_as(
+        &b,
+        "operator",
+        &["apply", "--node", "e2e", &web, "--timeout", "30s"],
+    );
+    let (so, se) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}{se}");
+    assert_eq!(so.trim(), format!("pod/web accepted on e2e (uid {uid})"));
 
     // nodes: Online, both pods ready once their status topics say Running.
     let row = wait_for("e2e Online with 2/2 pods ready", AGENT_WAIT, || {
