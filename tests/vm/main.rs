@@ -10,7 +10,10 @@
 //! (a figure, not an assertion) tidelet's RSS. Then the same guest restarts tidelet with node
 //! allocatable and a hard eviction threshold and checks eviction under memory pressure on
 //! cgroup v2 (`pressure.rs`: the BestEffort hog goes, Guaranteed and Burstable stay, no kernel
-//! OOM kill, `MemoryPressure` True then False).
+//! OOM kill, `MemoryPressure` True then False). Last, it restarts tidelet with MQTT to a real
+//! Mosquitto on the host (a second `guestfwd`) and jumps the guest's wall clock a day forward
+//! and two days back (`mqtt.rs`: the pod and the agent untouched, the broker's view of the
+//! node, `online`, the pod and the lease renewals through both jumps).
 //!
 //! Two tests, one guest each: x86_64 (the host's `target/debug/tidelet`, 512 MiB) and aarch64
 //! (`qemu-system-aarch64 -M virt -cpu cortex-a72`, 256 MiB: the small-board fit), whose binary
