@@ -10,7 +10,10 @@
 //! (a figure, not an assertion) tidelet's RSS. Then the same guest restarts tidelet with node
 //! allocatable and a hard eviction threshold and checks eviction under memory pressure on
 //! cgroup v2 (`pressure.rs`: the BestEffort hog goes, Guaranteed and Burstable stay, no kernel
-//! OOM kill, `MemoryPressure` True then False).
+//! OOM kill, `MemoryPressure` True then False). Last, it restarts tidelet with MQTT to a real
+//! Mosquitto on the host (a second `guestfwd`) and jumps the guest's wall clock a day forward
+//! and two days back (`mqtt.rs`: the pod and the agent untouched, the broker's view of the
+//! node, `online`, the pod and the lease renewals through both jumps).
 //!
 //! Two tests, one guest each: x86_64 (the host's `target/debug/tidelet`, 512 MiB) and aarch64
 //! (`qemu-system-aarch64 -M virt -cpu cortex-a72`, 256 MiB: the small-board fit), whose binary
@@ -22,6 +25,7 @@
 
 mod hostecho;
 mod markers;
+mod mqtt;
 mod pressure;
 mod qemu;
 
@@ -34,7 +38,7 @@ use tidelet_e2e::{bin, privileged, workspace};
 
 use hostecho::HostEcho;
 use markers::{shares_from_millicpu, weight_from_shares};
-use qemu::{Arch, Options, AARCH64, X86_64};
+use qemu::{Arch, HostPort, Options, AARCH64, X86_64};
 
 /// Hard limit for one boot (TCG is slow; a run takes ~25 s here on either architecture).
 fn timeout() -> Duration {
@@ -172,17 +176,29 @@ fn json(m: &BTreeMap<String, String>, key: &str) -> Value {
 /// Boot `arch` with `tidelet` in `memory_mb` and check everything the guest reports.
 fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32) {
     let echo = HostEcho::start();
+    let broker = mqtt::Observer::start(arch.name);
     let opts = Options {
         memory_mb,
-        host_port: Some(echo.port),
+        host_ports: vec![
+            HostPort {
+                name: "hostport",
+                port: echo.port,
+            },
+            HostPort {
+                name: "mqttport",
+                port: broker.port(),
+            },
+        ],
     };
     let run = run_guest(test, &arch, tidelet, &opts);
+    let seen = broker.finish();
     for (k, v) in &run.markers {
         if !k.ends_with(".json") {
             eprintln!("vm: {k}={v}");
         }
     }
     let host_lines = echo.lines();
+    let echo_port = echo.port;
     drop(echo);
     checked(&run, |m| {
         check_guest(m, &arch);
@@ -198,8 +214,9 @@ fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32)
             host_lines,
             vec![hello],
             "what the host's 127.0.0.1:{} received",
-            opts.host_port.unwrap()
+            echo_port
         );
+        mqtt::check(m, &seen);
     });
     let rss = rss_summary(&run.markers);
     println!(
@@ -207,6 +224,7 @@ fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32)
         arch.name, run.elapsed
     );
     println!("vm: {}: {}", arch.name, pressure::figures(&run.markers));
+    println!("vm: {}: {}", arch.name, mqtt::figures(&run.markers, &seen));
 }
 
 /// The RSS figures as one line (KiB): the agent, and the supervisors and infra processes.

@@ -3,10 +3,11 @@
 //! them under TCG with a hard timeout while the console goes to a log file.
 //!
 //! A boot may give the guest a network that reaches only the host's loopback (`Options::
-//! host_port`): QEMU's user network with `restrict=on` (no route out) and a `guestfwd` that
-//! turns each guest connection to `10.0.2.100:PORT` into `nc 127.0.0.1 PORT` on the host (the
-//! `cmd:` form serves many connections, the `tcp:` form one). The guest learns PORT from
-//! `tidelet.hostport=PORT` on its kernel command line.
+//! host_ports`): QEMU's user network with `restrict=on` (no route out) and one `guestfwd` per
+//! port that turns each guest connection to `10.0.2.100:PORT` into `nc 127.0.0.1 PORT` on the
+//! host (the `cmd:` form serves many connections, the `tcp:` form one). The guest learns each
+//! PORT from `tidelet.NAME=PORT` on its kernel command line (`tidelet.hostport=` for the echo
+//! exchange, `tidelet.mqttport=` for the MQTT broker).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,7 +55,7 @@ impl Arch {
             initrd,
             &Options {
                 memory_mb,
-                host_port: None,
+                host_ports: Vec::new(),
             },
         )
     }
@@ -62,8 +63,8 @@ impl Arch {
     /// `qemu_args` with every boot option.
     pub fn qemu_args_with(&self, kernel: &Path, initrd: &Path, opts: &Options) -> Vec<String> {
         let mut append = format!("console={} panic=-1 quiet loglevel=3", self.console);
-        if let Some(port) = opts.host_port {
-            append.push_str(&format!(" tidelet.hostport={port}"));
+        for p in &opts.host_ports {
+            append.push_str(&format!(" tidelet.{}={}", p.name, p.port));
         }
         let mut a: Vec<String> = vec!["-accel".into(), "tcg".into()];
         a.extend(self.machine.iter().map(|s| s.to_string()));
@@ -78,7 +79,7 @@ impl Arch {
             ]
             .map(String::from),
         );
-        a.extend(net_args(opts.host_port));
+        a.extend(net_args(&opts.host_ports));
         a.extend(
             [
                 "-kernel",
@@ -96,42 +97,56 @@ impl Arch {
 }
 
 /// How to boot a guest, beyond its architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// Guest RAM (`-m`).
     pub memory_mb: u32,
-    /// Give the guest a NIC on QEMU's restricted user network whose `10.0.2.100:PORT` is the
-    /// host's `127.0.0.1:PORT` (through `nc`, which must be on the host's PATH).
-    pub host_port: Option<u16>,
+    /// If not empty, give the guest a NIC on QEMU's restricted user network whose
+    /// `10.0.2.100:PORT` is the host's `127.0.0.1:PORT` for each of these ports (through `nc`,
+    /// which must be on the host's PATH).
+    pub host_ports: Vec<HostPort>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             memory_mb: 512,
-            host_port: None,
+            host_ports: Vec::new(),
         }
     }
+}
+
+/// A host loopback port the guest reaches at `10.0.2.100:port`, named to the guest by
+/// `tidelet.<name>=<port>` on its kernel command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPort {
+    /// The kernel command-line key after `tidelet.` (`hostport`, `mqttport`).
+    pub name: &'static str,
+    pub port: u16,
 }
 
 /// The guest's address for the host's loopback port (`guestfwd`).
 pub const HOST_FWD_ADDR: &str = "10.0.2.100";
 
-/// QEMU's network arguments: none at all, or a virtio NIC (PCI on both machines; no option
-/// ROM, the kernel is booted directly) on a user network with no route out (`restrict=on`)
-/// and one forward to the host's loopback.
-pub fn net_args(host_port: Option<u16>) -> Vec<String> {
-    match host_port {
-        None => vec!["-nic".into(), "none".into()],
-        Some(port) => vec![
-            "-netdev".into(),
-            format!(
-                "user,id=net0,restrict=on,guestfwd=tcp:{HOST_FWD_ADDR}:{port}-cmd:nc 127.0.0.1 {port}"
-            ),
-            "-device".into(),
-            "virtio-net-pci,netdev=net0,romfile=".into(),
-        ],
+/// QEMU's network arguments: none at all (no ports), or a virtio NIC (PCI on both machines;
+/// no option ROM, the kernel is booted directly) on a user network with no route out
+/// (`restrict=on`) and one forward to the host's loopback per port (`guestfwd` repeated).
+pub fn net_args(host_ports: &[HostPort]) -> Vec<String> {
+    if host_ports.is_empty() {
+        return vec!["-nic".into(), "none".into()];
     }
+    let mut netdev = "user,id=net0,restrict=on".to_string();
+    for HostPort { port, .. } in host_ports {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:{HOST_FWD_ADDR}:{port}-cmd:nc 127.0.0.1 {port}"
+        ));
+    }
+    vec![
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        "virtio-net-pci,netdev=net0,romfile=".into(),
+    ]
 }
 
 /// Run `tests/vm/build-initramfs.sh OUTDIR ARCH` (cached); returns (kernel, initramfs).
@@ -184,7 +199,7 @@ pub fn boot_with(
     timeout: Duration,
     opts: &Options,
 ) -> Boot {
-    if opts.host_port.is_some() {
+    if !opts.host_ports.is_empty() {
         assert!(
             on_path("nc"),
             "nc not found: the guest's forward to the host's loopback runs `nc 127.0.0.1 PORT` \
@@ -275,26 +290,48 @@ mod tests {
 
     #[test]
     fn net_args_table() {
-        // (host port, expected arguments joined by spaces)
-        let cases = [
-            (None, "-nic none".to_string()),
+        let echo = HostPort {
+            name: "hostport",
+            port: 18830,
+        };
+        let mqtt = HostPort {
+            name: "mqttport",
+            port: 41883,
+        };
+        // (host ports, expected arguments joined by spaces)
+        let cases: [(&[HostPort], &str); 3] = [
+            (&[], "-nic none"),
             (
-                Some(18830),
+                &[echo],
                 "-netdev user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:18830-cmd:nc 127.0.0.1 \
-                 18830 -device virtio-net-pci,netdev=net0,romfile="
-                    .to_string(),
+                 18830 -device virtio-net-pci,netdev=net0,romfile=",
+            ),
+            (
+                &[echo, mqtt],
+                "-netdev user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:18830-cmd:nc 127.0.0.1 \
+                 18830,guestfwd=tcp:10.0.2.100:41883-cmd:nc 127.0.0.1 41883 \
+                 -device virtio-net-pci,netdev=net0,romfile=",
             ),
         ];
-        for (port, want) in cases {
-            assert_eq!(net_args(port).join(" "), want, "{port:?}");
+        for (ports, want) in cases {
+            assert_eq!(net_args(ports).join(" "), want, "{ports:?}");
         }
     }
 
     #[test]
-    fn host_port_reaches_the_kernel_command_line() {
+    fn host_ports_reach_the_kernel_command_line() {
         let opts = Options {
             memory_mb: 256,
-            host_port: Some(4242),
+            host_ports: vec![
+                HostPort {
+                    name: "hostport",
+                    port: 4242,
+                },
+                HostPort {
+                    name: "mqttport",
+                    port: 1883,
+                },
+            ],
         };
         let a = AARCH64.qemu_args_with(Path::new("/k"), Path::new("/i"), &opts);
         let s = a.join(" ");
@@ -303,7 +340,7 @@ mod tests {
         assert!(!s.contains("-nic none"), "{s}");
         assert_eq!(
             a.last().unwrap(),
-            "console=ttyAMA0 panic=-1 quiet loglevel=3 tidelet.hostport=4242"
+            "console=ttyAMA0 panic=-1 quiet loglevel=3 tidelet.hostport=4242 tidelet.mqttport=1883"
         );
     }
 }
