@@ -583,6 +583,55 @@ impl Broker {
             })
     }
 
+    /// A [`subscribe`](Self::subscribe) with a persistent session: client id `session` and
+    /// `-c`, so the broker keeps the subscription and queues QoS 1 messages for it while
+    /// `mosquitto_sub` is away (it reconnects by itself), and with `persistence` across a
+    /// broker restart once the session is saved ([`wait_saved`](Self::wait_saved)).
+    pub fn subscribe_durable(
+        &self,
+        topic_filter: &str,
+        as_client: impl Into<Identity>,
+        session: &str,
+    ) -> Subscription {
+        let mut args = self.client_args(as_client);
+        let id = args
+            .iter()
+            .position(|a| a == "-i")
+            .expect("client_args sets -i")
+            + 1;
+        args[id] = session.to_string();
+        args.push("-c".into());
+        let sub = Subscription::start(
+            &tool("mosquitto_sub"),
+            &args,
+            topic_filter,
+            None,
+            TOOL_TIMEOUT,
+        );
+        sub.unwrap_or_else(|e| panic!("durable subscribe {topic_filter:?} as {session}: {e}"))
+    }
+
+    /// With `persistence`: wait until the broker has saved its database twice after this
+    /// call (a save under way at the call may hold older state), so that a [`kill`](Self::kill)
+    /// now keeps everything it held before the call. Panics with the log after 15 s.
+    pub fn wait_saved(&self) {
+        assert!(
+            self.opts.persistence,
+            "wait_saved needs BrokerOpts::persistence"
+        );
+        let db = self.dir.path().join("data/mosquitto.db");
+        let mtime = || std::fs::metadata(&db).and_then(|m| m.modified()).ok();
+        let mut last = Some(std::time::SystemTime::now());
+        for _ in 0..2 {
+            let saved = poll(Duration::from_secs(15), || {
+                let m = mtime();
+                (m > last).then_some(m)
+            });
+            last = saved
+                .unwrap_or_else(|| panic!("{} not saved again:\n{}", db.display(), self.log()));
+        }
+    }
+
     /// Every retained message under `topic_filter` that `as_client` may read: topic → payload.
     pub fn try_retained(
         &self,
@@ -714,6 +763,29 @@ fn client_connected_in(log: &str, client_id: &str) -> bool {
 pub fn free_port() -> u16 {
     let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
+}
+
+/// A loopback port that refuses connections for as long as the returned socket lives: bound
+/// but never listening. Unlike [`free_port`], a broker another test starts meanwhile cannot
+/// take it, so a client pointed at it never reaches someone else's broker.
+pub fn refused_port() -> (std::os::fd::OwnedFd, u16) {
+    use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType};
+    use nix::sys::socket::{SockaddrIn, SockaddrLike};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .expect("bind 127.0.0.1:0");
+    let addr: SockaddrIn = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).expect("getsockname");
+    debug_assert_eq!(addr.family(), Some(AddressFamily::Inet));
+    (fd, addr.port())
 }
 
 /// The path of a Mosquitto tool: on `PATH`, or in `/usr/sbin` (`mosquitto` itself, which a
