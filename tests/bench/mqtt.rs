@@ -612,8 +612,8 @@ fn convergence(reps: u64, churn: u64) {
 // ---------------------------------------------------------------------------------------
 // 4. 100 agents against one broker.
 
-/// Rss and Pss (kB) of a process, from `smaps_rollup`.
-fn rss_pss(pid: i32) -> (u64, u64) {
+/// Rss, Pss and Anonymous (kB) of a process, from `smaps_rollup`.
+fn memory_kb(pid: i32) -> [u64; 3] {
     let t = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let field = |k: &str| {
         t.lines()
@@ -621,7 +621,7 @@ fn rss_pss(pid: i32) -> (u64, u64) {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| panic!("no {k} in /proc/{pid}/smaps_rollup"))
     };
-    (field("Rss:"), field("Pss:"))
+    [field("Rss:"), field("Pss:"), field("Anonymous:")]
 }
 
 fn vm_rss_kb(pid: u32) -> u64 {
@@ -634,8 +634,9 @@ fn vm_rss_kb(pid: u32) -> u64 {
 }
 
 /// Start `n` agents (one pod each), wait until their pods run (and, with MQTT, until the broker
-/// holds every node online), wait `window`, and return their mean (Rss, Pss) in kB.
-fn fleet_round(b: &mut Broker, n: usize, mqtt: bool, window: Duration) -> (f64, f64) {
+/// holds every node online), wait `window`, and return their mean Rss, Pss and Anonymous in
+/// kB.
+fn fleet_round(b: &mut Broker, n: usize, mqtt: bool, window: Duration) -> [f64; 3] {
     let t = Instant::now();
     let mut agents: Vec<Agent> = Vec::with_capacity(n);
     for i in 0..n {
@@ -672,11 +673,14 @@ fn fleet_round(b: &mut Broker, n: usize, mqtt: bool, window: Duration) -> (f64, 
         std::thread::sleep(window);
         let s1 = b.sys_stats();
         let secs = t0.elapsed().as_secs_f64();
-        let num = |s: &BTreeMap<String, String>, k: &str| -> f64 {
-            s.get(k)
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no $SYS/broker/{k}"))
+        let num = |s: &BTreeMap<String, String>, k: &str| -> Option<f64> {
+            s.get(k).and_then(|v| v.trim().parse().ok())
         };
+        assert!(
+            num(&s1, "messages/received").is_some(),
+            "no $SYS/broker/messages/received: {:?}",
+            s1.keys().collect::<Vec<_>>()
+        );
         for k in [
             "messages/received",
             "messages/sent",
@@ -685,10 +689,14 @@ fn fleet_round(b: &mut Broker, n: usize, mqtt: bool, window: Duration) -> (f64, 
             "bytes/received",
             "bytes/sent",
         ] {
+            let (Some(v0), Some(v1)) = (num(&s0, k), num(&s1, k)) else {
+                println!("  broker {k}: not reported");
+                continue;
+            };
             println!(
                 "  broker {k}: {:.2}/s over {secs:.0} s ({:.3}/s per agent)",
-                (num(&s1, k) - num(&s0, k)) / secs,
-                (num(&s1, k) - num(&s0, k)) / secs / n as f64
+                (v1 - v0) / secs,
+                (v1 - v0) / secs / n as f64
             );
         }
         for k in [
@@ -707,11 +715,14 @@ fn fleet_round(b: &mut Broker, n: usize, mqtt: bool, window: Duration) -> (f64, 
     } else {
         std::thread::sleep(window);
     }
-    let mem: Vec<(u64, u64)> = agents.iter().map(|a| rss_pss(agent_pid(a))).collect();
-    let mean = |f: fn(&(u64, u64)) -> u64| mem.iter().map(f).sum::<u64>() as f64 / n as f64;
-    let (rss, pss) = (mean(|m| m.0), mean(|m| m.1));
+    let mem: Vec<[u64; 3]> = agents.iter().map(|a| memory_kb(agent_pid(a))).collect();
+    let mean = |i: usize| mem.iter().map(|m| m[i]).sum::<u64>() as f64 / n as f64;
+    let m = [mean(0), mean(1), mean(2)];
     println!(
-        "  agents' mean Rss {rss:.0} kB, Pss {pss:.0} kB (loadavg {})",
+        "  agents' mean Rss {:.0} kB, Pss {:.0} kB, Anonymous {:.0} kB (loadavg {})",
+        m[0],
+        m[1],
+        m[2],
         loadavg()
     );
     // Clean stop: every manifest removed, every pod gone, then the agents go.
@@ -723,21 +734,26 @@ fn fleet_round(b: &mut Broker, n: usize, mqtt: bool, window: Duration) -> (f64, 
     for a in &mut agents {
         a.stop_all();
     }
-    (rss, pss)
+    m
 }
 
 fn fleet(n: usize, window: u64) {
     println!("=== 4. {n} agents, one pod each, against one Mosquitto (no ACL), {window} s windows");
     let mut b = Broker::new(BrokerOpts::default());
     let w = Duration::from_secs(window);
-    let (rss1, pss1) = fleet_round(&mut b, n, true, w);
-    let (rss0, pss0) = fleet_round(&mut b, n, false, w);
+    let with = fleet_round(&mut b, n, true, w);
+    let without = fleet_round(&mut b, n, false, w);
+    let d: Vec<String> = ["Rss", "Pss", "Anonymous"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let d = with[i] - without[i];
+            format!("{k} {d:+.0} kB ({:+.2} MiB)", d / 1024.0)
+        })
+        .collect();
     println!(
-        "  memory cost of MQTT per agent: Rss +{:.0} kB ({:.2} MiB), Pss +{:.0} kB ({:.2} MiB)",
-        rss1 - rss0,
-        (rss1 - rss0) / 1024.0,
-        pss1 - pss0,
-        (pss1 - pss0) / 1024.0
+        "  memory cost of MQTT per agent (mean with - mean without): {}",
+        d.join(", ")
     );
 }
 
