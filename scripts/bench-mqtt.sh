@@ -28,7 +28,7 @@ export REPS=${REPS:-20} IDLE_SECS=${IDLE_SECS:-180} CHURN_SECS=${CHURN_SECS:-60}
 export CONV_REPS=${CONV_REPS:-3} FLEET=${FLEET:-100} FLEET_WINDOW_SECS=${FLEET_WINDOW_SECS:-60}
 export PHASES=${PHASES:-1234}
 # 100 agents, their shims and mosquitto_sub clients: more than the default 1024 descriptors.
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo build --release --locked -p tidelet
 cargo bench --locked --no-run -p tidelet-e2e --bench mqtt 2>/dev/null

@@ -668,11 +668,30 @@ fn fleet_round(b: &mut Broker, n: usize, mqtt: bool, window: Duration) -> [f64; 
                 (online == n && running == n).then_some(())
             },
         );
+        // What the agents publish in the window, by topic kind, as a subscriber sees it; and
+        // how many connections the broker accepted meanwhile (reconnects).
+        let (mut sub, _) = b.subscribe_with_retained("tidelet/#", "operator");
+        let connects = |b: &Broker| b.log().matches("New client connected").count();
+        let c0 = connects(b);
         let s0 = b.sys_stats();
         let t0 = Instant::now();
-        std::thread::sleep(window);
+        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+        while t0.elapsed() < window {
+            if let Some(m) = sub.next(window.saturating_sub(t0.elapsed())) {
+                let kind = m.topic.splitn(3, '/').nth(2).unwrap_or("");
+                let kind = kind.split('/').next().unwrap_or("");
+                *kinds.entry(kind.to_string()).or_default() += 1;
+            }
+        }
         let s1 = b.sys_stats();
         let secs = t0.elapsed().as_secs_f64();
+        drop(sub);
+        println!(
+            "  agents' messages seen by a subscriber on tidelet/# in the window: {kinds:?}; \
+             connections accepted meanwhile (incl. the bench's 2 $SYS probes and this \
+             subscriber's): {}",
+            connects(b) - c0
+        );
         let num = |s: &BTreeMap<String, String>, k: &str| -> Option<f64> {
             s.get(k).and_then(|v| v.trim().parse().ok())
         };
