@@ -688,8 +688,8 @@ fn fleet_round(b: &mut Broker, n: usize, mqtt: bool, window: Duration) -> [f64; 
         drop(sub);
         println!(
             "  agents' messages seen by a subscriber on tidelet/# in the window: {kinds:?}; \
-             connections accepted meanwhile (incl. the bench's 2 $SYS probes and this \
-             subscriber's): {}",
+             connections accepted meanwhile (the bench's 2 $SYS probes \
+             make 4): {}",
             connects(b) - c0
         );
         let num = |s: &BTreeMap<String, String>, k: &str| -> Option<f64> {
