@@ -195,6 +195,12 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
         ("default/local-e2e", desired("local-e2e", 1, "true", "").into_bytes(), "Conflict", "local"),
         ("default/hostnet", desired("hostnet", 1, "true", "  hostNetwork: true\n").into_bytes(), "PolicyViolation", "hostNetwork"),
         (
+            "default/crit",
+            desired("crit", 1, "true", "  priorityClassName: system-node-critical\n").into_bytes(),
+            "PolicyViolation",
+            "critical",
+        ),
+        (
             "default/etc",
             desired("etc", 1, "true", "  volumes: [{name: v, hostPath: {path: /etc}}]\n").into_bytes(),
             "PolicyViolation",

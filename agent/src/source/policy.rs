@@ -16,6 +16,27 @@ use serde_yaml::Value;
 /// Capabilities that amount to full privilege on the node.
 const PRIVILEGED_CAPABILITIES: &[&str] = &["SYS_ADMIN", "ALL"];
 
+/// The field that makes `pod` critical, for the error.
+fn critical_field(pod: &Pod) -> String {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::eviction::rank::CRITICAL_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    let spec = pod.spec.as_ref();
+    if annotated {
+        format!(
+            "metadata.annotations[{}]",
+            crate::eviction::rank::CRITICAL_ANNOTATION
+        )
+    } else if spec.is_some_and(|s| s.priority.is_some()) {
+        "spec.priority".into()
+    } else {
+        "spec.priorityClassName".into()
+    }
+}
+
 /// Where the config section lives, for error field paths.
 const SECTION: &str = "mqtt.remotePodPolicy";
 
@@ -27,6 +48,10 @@ pub struct RemotePolicy {
     pub allow_host_namespaces: bool,
     /// `hostPath` volumes are allowed only at or under one of these (absolute, clean).
     pub allowed_host_paths: Vec<PathBuf>,
+    /// Pods the eviction manager never chooses (a `system-*-critical` priority class, a
+    /// priority of 2000000000 or more, or `tidelet.io/critical: "true"`): a remote pod that
+    /// makes itself critical could take the node's memory with nothing to stop it.
+    pub allow_critical: bool,
 }
 
 impl RemotePolicy {
@@ -48,10 +73,12 @@ impl RemotePolicy {
                 "allowPrivileged" => policy.allow_privileged = boolean(&field, v)?,
                 "allowHostNamespaces" => policy.allow_host_namespaces = boolean(&field, v)?,
                 "allowedHostPaths" => policy.allowed_host_paths = host_paths(&field, v)?,
+                "allowCritical" => policy.allow_critical = boolean(&field, v)?,
                 _ => {
                     return Err((
                         field,
-                        "unknown key (allowPrivileged, allowHostNamespaces, allowedHostPaths)"
+                        "unknown key (allowPrivileged, allowHostNamespaces, allowedHostPaths, \
+                         allowCritical)"
                             .into(),
                     ))
                 }
@@ -95,6 +122,14 @@ impl RemotePolicy {
                 }
             }
         }
+        if !self.allow_critical
+            && crate::eviction::rank::is_critical(spec, pod.metadata.annotations.as_ref())
+        {
+            out.push((
+                critical_field(pod),
+                format!("critical pods (never evicted) are not allowed for remote pods ({SECTION}.allowCritical is false)"),
+            ));
+        }
         for (i, v) in spec.volumes.iter().flatten().enumerate() {
             let Some(hp) = &v.host_path else { continue };
             if !self.host_path_allowed(&hp.path) {
@@ -123,6 +158,14 @@ impl RemotePolicy {
             .iter()
             .map(|p| resolve_on_host(p))
             .collect();
+        if !self.allow_critical
+            && crate::eviction::rank::is_critical(spec, pod.metadata.annotations.as_ref())
+        {
+            out.push((
+                critical_field(pod),
+                format!("critical pods (never evicted) are not allowed for remote pods ({SECTION}.allowCritical is false)"),
+            ));
+        }
         for (i, v) in spec.volumes.iter().flatten().enumerate() {
             let Some(hp) = &v.host_path else { continue };
             let field = format!("spec.volumes[{i}].hostPath.path");

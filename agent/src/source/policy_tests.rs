@@ -35,14 +35,19 @@ fn parses_the_config_section() {
             allow_privileged: true,
             allow_host_namespaces: false,
             allowed_host_paths: vec!["/data".into(), "/var/lib/app".into()],
+            allow_critical: false,
         })
+    );
+    assert_eq!(
+        RemotePolicy::from_yaml(&yaml("allowCritical: true")).map(|p| p.allow_critical),
+        Ok(true)
     );
     let bad: &[(&str, &str, &str)] = &[
         ("[1]", "mqtt.remotePodPolicy", "must be a mapping"),
         (
             "allowPriviledged: true",
             "mqtt.remotePodPolicy.allowPriviledged",
-            "unknown key (allowPrivileged, allowHostNamespaces, allowedHostPaths)",
+            "unknown key (allowPrivileged, allowHostNamespaces, allowedHostPaths, allowCritical)",
         ),
         (
             "allowPrivileged: 'yes'",
@@ -149,6 +154,7 @@ fn each_rule_denies_by_default_and_allows_when_configured() {
         allow_privileged: true,
         allow_host_namespaces: true,
         allowed_host_paths: vec!["/".into()],
+        allow_critical: true,
     };
     let host_path = |p: &str| {
         json!({"containers": [c(json!({}))],
@@ -210,6 +216,21 @@ fn each_rule_denies_by_default_and_allows_when_configured() {
             host_path("/etc"),
             vec!["spec.volumes[1].hostPath.path"],
         ),
+        (
+            "critical priority class",
+            json!({"priorityClassName": "system-node-critical", "containers": [c(json!({}))]}),
+            vec!["spec.priorityClassName"],
+        ),
+        (
+            "critical priority",
+            json!({"priority": 2000000000, "containers": [c(json!({}))]}),
+            vec!["spec.priority"],
+        ),
+        (
+            "high but not critical",
+            json!({"priority": 1999999999, "containers": [c(json!({}))]}),
+            vec![],
+        ),
     ];
     for (what, spec, want) in cases {
         let p = pod(spec);
@@ -217,6 +238,12 @@ fn each_rule_denies_by_default_and_allows_when_configured() {
         assert_eq!(got, want, "{what} (denied)");
         assert_eq!(allow.check(&p), vec![], "{what} (allowed)");
     }
+    let mut annotated = pod(json!({"containers": [c(json!({}))]}));
+    annotated.metadata.annotations =
+        Some([("tidelet.io/critical".to_string(), "true".to_string())].into());
+    let got: Vec<String> = deny.check(&annotated).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(got, ["metadata.annotations[tidelet.io/critical]"]);
+    assert_eq!(allow.check(&annotated), vec![]);
 }
 
 #[test]
