@@ -47,7 +47,10 @@ cargo build --workspace --locked
 # the unit tests of the cross-built crates under qemu-user; the aarch64 binary then runs in
 # the QEMU guests of tests/vm and tests/vm_systemd.
 echo "== cross builds (at ${SECONDS} s)"
-scripts/cross-build.sh
+# Both targets build (release, checked with file/readelf); the unit tests run under qemu for
+# aarch64 only, to keep CI within 30 minutes: armv7's separate test build costs about four
+# minutes of both cores. `scripts/cross-build.sh armv7` runs them (they passed through issue 5).
+CROSS_TEST_TARGETS=aarch64 scripts/cross-build.sh
 echo "== cargo test (at ${SECONDS} s)"
 cargo test --workspace --locked -- --test-threads 4
 echo "== all checks passed in ${SECONDS} s"
