@@ -158,14 +158,6 @@ impl RemotePolicy {
             .iter()
             .map(|p| resolve_on_host(p))
             .collect();
-        if !self.allow_critical
-            && crate::eviction::rank::is_critical(spec, pod.metadata.annotations.as_ref())
-        {
-            out.push((
-                critical_field(pod),
-                format!("critical pods (never evicted) are not allowed for remote pods ({SECTION}.allowCritical is false)"),
-            ));
-        }
         for (i, v) in spec.volumes.iter().flatten().enumerate() {
             let Some(hp) = &v.host_path else { continue };
             let field = format!("spec.volumes[{i}].hostPath.path");

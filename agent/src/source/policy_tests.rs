@@ -243,6 +243,13 @@ fn each_rule_denies_by_default_and_allows_when_configured() {
         Some([("tidelet.io/critical".to_string(), "true".to_string())].into());
     let got: Vec<String> = deny.check(&annotated).into_iter().map(|(f, _)| f).collect();
     assert_eq!(got, ["metadata.annotations[tidelet.io/critical]"]);
+    // Once, also through the on-host check (which adds only resolved host paths).
+    let got: Vec<String> = deny
+        .check_on_host(&annotated)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    assert_eq!(got, ["metadata.annotations[tidelet.io/critical]"]);
     assert_eq!(allow.check(&annotated), vec![]);
 }
 
