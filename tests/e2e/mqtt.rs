@@ -62,6 +62,22 @@ fn mutual_tls() -> BrokerOpts {
     }
 }
 
+/// Remove a desired pod as the operator (an empty retained message) and wait for the node's
+/// `Removed` answer (the topic may still hold the earlier answer meanwhile).
+fn remove(b: &Broker, node: &str, key: &str) -> Value {
+    b.publish(
+        &format!("tidelet/{node}/desired/pods/{key}"),
+        b"",
+        true,
+        "operator",
+    );
+    json(&b.wait_retained(
+        &format!("tidelet/{node}/desired/results/{key}"),
+        |p| json(p)["reason"] == "Removed",
+        WAIT,
+    ))
+}
+
 #[test]
 fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
     if !privileged() {
@@ -246,7 +262,7 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
     assert!(a.alive());
 
     // Removal: an empty retained message; the pod and its status topic go.
-    let r = apply(&b, "e2e", "default/web", b"", None);
+    let r = remove(&b, "e2e", "default/web");
     assert_eq!(r["reason"], "Removed", "{r}");
     wait_for("web gone", WAIT, || a.pod("web").is_none().then_some(()));
     b.wait_retained("tidelet/e2e/pods/default/web", |p| p.is_empty(), WAIT);
@@ -263,7 +279,7 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
         WAIT,
     );
     // Removed by the control plane too: the pod's topic is cleared.
-    let r = apply(&b, "e2e", "default/local-e2e", b"", None);
+    let r = remove(&b, "e2e", "default/local-e2e");
     assert_eq!(r["reason"], "Removed", "{r}");
     b.wait_retained("tidelet/e2e/pods/default/local-e2e", |p| p.is_empty(), WAIT);
     wait_for("local-e2e gone", WAIT, || {
