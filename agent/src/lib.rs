@@ -21,6 +21,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod cpumanager;
+pub mod devices;
 pub mod eviction;
 pub mod fleet;
 pub mod gc;

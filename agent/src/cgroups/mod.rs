@@ -16,6 +16,7 @@ mod common;
 mod cpu;
 mod cpuset;
 pub mod delegation;
+pub mod devices;
 mod memory;
 pub mod mountinfo;
 mod pids;

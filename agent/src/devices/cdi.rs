@@ -1,0 +1,1 @@
+//! Container Device Interface specs (to be written by the CDI helper).

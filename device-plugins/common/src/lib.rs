@@ -1,0 +1,1 @@
+//! The plugin side of the device-plugin API (to be written).
