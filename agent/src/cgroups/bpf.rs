@@ -152,7 +152,7 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
 /// A `bpf(2)` step that failed on a cgroup, or the load itself.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("loading the device program ({insns} instructions): {source}{}; verifier log: {log:?}", hint(.source))]
+    #[error("loading the device program ({insns} instructions): {source}{}; verifier log: {log:?}", load_hint(.source))]
     Load {
         insns: usize,
         #[source]
@@ -188,6 +188,16 @@ impl std::fmt::Display for Step {
     }
 }
 
+fn load_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::EACCES) => {
+            " (the verifier refused it, see its log; an empty log means the kernel lacks \
+             BPF_PROG_TYPE_CGROUP_DEVICE, Linux 4.15+)"
+        }
+        _ => hint(e),
+    }
+}
+
 fn hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EPERM) => {
@@ -195,9 +205,7 @@ fn hint(e: &io::Error) -> &'static str {
              fails so when a program was attached to the cgroup without BPF_F_ALLOW_MULTI)"
         }
         Some(libc::EBADF) => " (the directory is not a cgroup v2 cgroup)",
-        Some(libc::EINVAL) => {
-            " (the kernel lacks CONFIG_CGROUP_BPF or BPF_PROG_TYPE_CGROUP_DEVICE, Linux 4.15+)"
-        }
+        Some(libc::EINVAL) => " (the kernel lacks CONFIG_CGROUP_BPF or cgroup device programs)",
         Some(libc::ENOSYS) => " (the kernel lacks CONFIG_BPF_SYSCALL)",
         _ => "",
     }

@@ -123,11 +123,14 @@ fn all(allow: bool) -> DeviceRule {
     }
 }
 
+/// (rules, (device type, major, minor, access), allowed)
+type Case = (Vec<DeviceRule>, (u32, u32, u32, u32), bool);
+
 #[test]
 fn program_verdicts_table() {
-    // (rules, (type, major, minor, access), allowed)
     let tun = c(10, Some(200), "rwm");
-    let cases: Vec<(Vec<DeviceRule>, (u32, u32, u32, u32), bool)> = vec![
+    let with_tun = with(std::slice::from_ref(&tun));
+    let cases: Vec<Case> = vec![
         (default_rules(), (C, 1, 3, R | W), true),
         (default_rules(), (C, 1, 9, R), true),
         (default_rules(), (C, 136, 42, R | W), true),
@@ -138,9 +141,9 @@ fn program_verdicts_table() {
         (default_rules(), (B, 8, 0, R), false),
         (default_rules(), (B, 1, 3, R), false),
         (default_rules(), (C, 1, 11, W), false),
-        (with(&[tun.clone()]), (C, 10, 200, R | W), true),
-        (with(&[tun.clone()]), (C, 10, 229, R | W), false),
-        (with(&[tun.clone()]), (B, 10, 200, R), false),
+        (with_tun.clone(), (C, 10, 200, R | W), true),
+        (with_tun.clone(), (C, 10, 229, R | W), false),
+        (with_tun.clone(), (B, 10, 200, R), false),
         (with(&[c(10, Some(200), "r")]), (C, 10, 200, R), true),
         (with(&[c(10, Some(200), "r")]), (C, 10, 200, R | W), false),
         (with(&[c(10, None, "rw")]), (C, 10, 229, W), true),

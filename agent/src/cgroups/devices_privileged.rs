@@ -202,6 +202,14 @@ fn v1_device_rules_allow_only_what_is_listed() {
                 && source.raw_os_error() == Some(libc::EINVAL)),
         "{err}"
     );
+    // A v1 directory takes no device program; the error says why.
+    let err = bpf::attached(&list.with_file_name("")).unwrap_err();
+    assert!(
+        matches!(&err, bpf::Error::Cgroup { step: bpf::Step::Query, source, .. }
+            if source.raw_os_error() == Some(libc::EBADF)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not a cgroup v2"), "{err}");
     // A missing cgroup is an error, not a new file.
     let err = cg.set_devices(&format!("{base}/nope"), &rules).unwrap_err();
     assert!(
@@ -272,6 +280,20 @@ fn v2_device_program_enforces_and_replaces_on_the_unified_hierarchy() {
     let sibling = format!("{base}/pod/c2");
     cg.apply(&sibling, &Resources::default()).unwrap();
     nodes.check(&cg.procs_files(&sibling), &[("fuse", true)]);
+
+    // A program the verifier refuses (exit without setting r0): its log is in the error.
+    let bad = [bpf::Insn {
+        code: bpf::op::EXIT,
+        dst: 0,
+        src: 0,
+        off: 0,
+        imm: 0,
+    }];
+    let err = bpf::load(&bad).unwrap_err();
+    assert!(
+        matches!(&err, bpf::Error::Load { insns: 1, log, .. } if log.contains("R0 !read_ok")),
+        "{err}"
+    );
 
     // A missing cgroup names the path and the step.
     let missing = format!("{base}/pod/nope");
