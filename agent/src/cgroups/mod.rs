@@ -217,7 +217,7 @@ pub fn read_oom_kills(file: &Path) -> std::io::Result<u64> {
 }
 
 #[cfg(test)]
-mod devices_privileged;
+mod devices_tests;
 #[cfg(test)]
 mod privileged;
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Device rules enforced by the real kernel, as root: cgroup v1 `devices.allow/deny` on this
+//! `Cgroups::set_devices`: its refusals on temp dirs, and, as root, the rules enforced by the
+//! real kernel: cgroup v1 `devices.allow/deny` on this
 //! hybrid host's devices hierarchy, and the v2 eBPF device program on its cgroup2 mounted at
 //! `/sys/fs/cgroup/unified` (which has no controllers, and needs none for device programs:
 //! the kernel runs the programs of a task's unified-hierarchy cgroup on every device access).
@@ -136,6 +137,46 @@ fn deny_all() -> DeviceRule {
         major: None,
         minor: None,
         access: "rwm".into(),
+    }
+}
+
+#[test]
+fn set_devices_refusals_name_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = |c: &str| mountinfo::Hierarchy {
+        mount_point: dir.path().join(c),
+        controllers: vec![c.to_string()],
+    };
+    let v1 = V1::new(vec![h("memory"), h("cpu"), h("pids")]).unwrap();
+    let err = v1.set_devices("a/b", &default_rules()).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingControllers { root, missing, .. }
+            if root == dir.path() && missing == "devices"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("CONFIG_CGROUP_DEVICE"), "{err}");
+    let v2 = V2::with_controllers(dir.path(), &[]);
+    for cg in [&v1 as &dyn Cgroups, &v2] {
+        for bad in ["", "/", "a/../b"] {
+            assert!(
+                matches!(cg.set_devices(bad, &[]), Err(Error::InvalidPath { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+    // v2 on a directory that is not a cgroup: as root the load works and the kernel refuses
+    // the query on the directory; without root the load is refused (EPERM, with the hint).
+    std::fs::create_dir(dir.path().join("c")).unwrap();
+    let err = v2.set_devices("c", &default_rules()).unwrap_err();
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            matches!(&err, Error::Bpf(bpf::Error::Cgroup { path, step: bpf::Step::Query, source })
+                if path == &dir.path().join("c") && source.raw_os_error() == Some(libc::EBADF)),
+            "{err}"
+        );
+    } else {
+        assert!(matches!(&err, Error::Bpf(bpf::Error::Load { .. })), "{err}");
+        assert!(err.to_string().contains("CAP_BPF"), "{err}");
     }
 }
 
