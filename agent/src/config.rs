@@ -396,13 +396,21 @@ impl Config {
                 self.devices.cdi_spec_dirs = dirs;
             }
             for (key, v, slot) in [
-                ("devices.allocateTimeout", d.allocate_timeout, &mut self.devices.allocate_timeout),
-                ("devices.pluginGracePeriod", d.plugin_grace_period, &mut self.devices.plugin_grace_period),
+                (
+                    "devices.allocateTimeout",
+                    d.allocate_timeout,
+                    &mut self.devices.allocate_timeout,
+                ),
+                (
+                    "devices.pluginGracePeriod",
+                    d.plugin_grace_period,
+                    &mut self.devices.plugin_grace_period,
+                ),
             ] {
                 if let Some(v) = v {
-                    *slot = parse_duration(&v)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| field(key, format!("{v:?} is not a positive duration like 10s")))?;
+                    *slot = parse_duration(&v).filter(|d| !d.is_zero()).ok_or_else(|| {
+                        field(key, format!("{v:?} is not a positive duration like 10s"))
+                    })?;
                 }
             }
         }

@@ -202,7 +202,13 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
             } else {
                 format!(" (unhealthy: {})", d.unhealthy.join(","))
             };
-            writeln!(out, "  {}: {}: {}{sick}", d.container, d.resource, d.ids.join(","))?;
+            writeln!(
+                out,
+                "  {}: {}: {}{sick}",
+                d.container,
+                d.resource,
+                d.ids.join(",")
+            )?;
         }
     }
     writeln!(out, "Conditions:")?;
@@ -236,7 +242,11 @@ pub fn devices_table(
         )?;
     }
     writeln!(out)?;
-    writeln!(out, "{:<32} {:<24} {:<10} HELD BY", "RESOURCE", "DEVICE", "HEALTH")?;
+    writeln!(
+        out,
+        "{:<32} {:<24} {:<10} HELD BY",
+        "RESOURCE", "DEVICE", "HEALTH"
+    )?;
     for r in views {
         for d in &r.devices {
             writeln!(

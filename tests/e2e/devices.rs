@@ -20,14 +20,18 @@ pub fn wants(resource: &str, n: u32) -> String {
 
 pub fn node_json(a: &Agent) -> serde_json::Value {
     let out = a.cli(&["get", "node", "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The node's (capacity, allocatable) of `resource`, `None` when it is not listed.
 pub fn counts(a: &Agent, resource: &str) -> Option<(String, String)> {
     let n = node_json(a);
-    let st = &n["node"]["status"];
+    let st = &n["status"];
     let c = st["capacity"][resource].as_str()?;
     let al = st["allocatable"][resource].as_str()?;
     Some((c.to_string(), al.to_string()))
@@ -121,7 +125,10 @@ fn ten_thousand_devices_are_refused_and_other_plugins_keep_working() {
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let flood = FakePlugin::serve(&dir, "example.com/flood", "flood.sock", healthy(&refs));
     flood.register().unwrap();
-    a.wait_log_line("10000 devices, more than the 1024 tidelet takes", Duration::from_secs(15));
+    a.wait_log_line(
+        "10000 devices, more than the 1024 tidelet takes",
+        Duration::from_secs(15),
+    );
     let ev = node_events(&a);
     assert!(ev.contains("DevicePluginStopped"), "{ev}");
     // Nothing of it counted; the good plugin is untouched; pods run.
@@ -130,7 +137,11 @@ fn ten_thousand_devices_are_refused_and_other_plugins_keep_working() {
     good.set_answer(env_answer());
     a.write(
         "user.yaml",
-        &pod_yaml("user", "", &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))]),
+        &pod_yaml(
+            "user",
+            "",
+            &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))],
+        ),
     );
     a.wait_running(&a.full_name("user"));
 }
@@ -149,7 +160,11 @@ fn extended_resources_are_admitted_allocated_and_freed() {
 
     a.write(
         "one.yaml",
-        &pod_yaml("one", "", &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))]),
+        &pod_yaml(
+            "one",
+            "",
+            &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))],
+        ),
     );
     let one = a.full_name("one");
     a.wait_running(&one);
@@ -177,7 +192,11 @@ fn extended_resources_are_admitted_allocated_and_freed() {
     // A resource nobody offers: OutOf<resource>.
     a.write(
         "none.yaml",
-        &pod_yaml("none", "", &[("c", "sleep 3600", &wants("example.com/none", 1))]),
+        &pod_yaml(
+            "none",
+            "",
+            &[("c", "sleep 3600", &wants("example.com/none", 1))],
+        ),
     );
     let p3 = held(&a, &a.full_name("none"), "OutOfexample.com/none");
     assert!(
@@ -188,13 +207,30 @@ fn extended_resources_are_admitted_allocated_and_freed() {
         "{p3}"
     );
     // get node and describe pod show who holds what.
-    let n = node_json(&a);
-    let dev = &n["devices"][0];
-    assert_eq!(dev["name"], RES, "{n}");
-    assert_eq!(dev["allocated"], 1, "{n}");
+    let t = a.cli(&["get", "node"]);
+    let table = String::from_utf8_lossy(&t.stdout);
+    let row = |start: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in\n{table}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(row("example.com/fake  ")[2..], ["2", "2", "1"], "{table}");
+    let d0 = row(&format!("{RES:<32} d0 "));
+    assert_eq!(
+        d0[2..],
+        ["Healthy".to_string(), format!("default/{one}/c")],
+        "{table}"
+    );
     let d = a.cli(&["describe", "pod", &one]);
     let text = String::from_utf8_lossy(&d.stdout);
-    assert!(text.contains("example.com/fake") && text.contains("d0"), "{text}");
+    assert!(
+        text.contains("example.com/fake") && text.contains("d0"),
+        "{text}"
+    );
 
     // The first pod goes: its device is free, and the second pod gets both.
     a.remove("one.yaml");
@@ -221,12 +257,16 @@ fn an_allocate_that_never_answers_fails_the_pod_not_the_agent() {
         "hang.yaml",
         &pod_yaml("hang", "", &[("c", "sleep 3600", &wants(RES, 1))]),
     );
-    a.write("other.yaml", &pod_yaml("other", "", &[("c", "sleep 3600", "")]));
+    a.write(
+        "other.yaml",
+        &pod_yaml("other", "", &[("c", "sleep 3600", "")]),
+    );
     let hang = a.full_name("hang");
     let p1 = held(&a, &hang, "UnexpectedAdmissionError");
     let msg = p1["status"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("Allocate failed for example.com/fake") && msg.contains("did not answer within 2s"),
+        msg.contains("Allocate failed for example.com/fake")
+            && msg.contains("did not answer within 2s"),
         "{msg}"
     );
     a.wait_running(&a.full_name("other"));
@@ -258,7 +298,10 @@ fn a_gone_plugin_keeps_capacity_for_its_grace_period_then_is_removed() {
     wait_counts(&a, RES, Some(("2", "0")));
     wait_counts(&a, RES, None);
     let ev = node_events(&a);
-    assert!(ev.contains("DevicePluginStopped") && ev.contains("DevicePluginRemoved"), "{ev}");
+    assert!(
+        ev.contains("DevicePluginStopped") && ev.contains("DevicePluginRemoved"),
+        "{ev}"
+    );
 }
 
 #[test]
@@ -274,12 +317,19 @@ fn allocations_survive_an_agent_restart_and_plugins_register_again() {
     wait_counts(&a, RES, Some(("2", "2")));
     a.write(
         "keep.yaml",
-        &pod_yaml("keep", "", &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))]),
+        &pod_yaml(
+            "keep",
+            "",
+            &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))],
+        ),
     );
     let keep = a.full_name("keep");
     let before = a.wait_running(&keep);
     let cp = std::fs::read_to_string(a.root.join("device_manager_state")).unwrap();
-    assert!(cp.contains("\"d0\"") && cp.contains(before["metadata"]["uid"].as_str().unwrap()), "{cp}");
+    assert!(
+        cp.contains("\"d0\"") && cp.contains(before["metadata"]["uid"].as_str().unwrap()),
+        "{cp}"
+    );
 
     a.kill9();
     a.spawn();

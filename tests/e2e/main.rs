@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cpuset;
+mod devices;
 mod eviction;
 mod fleet;
 mod gc;

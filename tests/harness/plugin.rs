@@ -56,9 +56,19 @@ impl FakePlugin {
         let (tx, _) = tokio::sync::watch::channel(devices);
         let state = Arc::new(State {
             devices: tx,
-            answer: Mutex::new(Arc::new(|_: &[String]| Some(ContainerAllocateResponse::default()))),
+            answer: Mutex::new(Arc::new(|_: &[String]| {
+                Some(ContainerAllocateResponse::default())
+            })),
             allocations: Mutex::new(Vec::new()),
         });
+        // The agent removes every socket in the directory before it serves `kubelet.sock`
+        // (so plugins register again after an agent restart): serve only after that.
+        let kubelet = dir.join(tidelet_deviceplugin_api::KUBELET_SOCKET);
+        crate::wait_for(
+            "the agent's kubelet.sock",
+            std::time::Duration::from_secs(20),
+            || kubelet.exists().then_some(()),
+        );
         let path = dir.join(endpoint);
         let svc = DevicePluginServer::new(Svc(state.clone()));
         rt.block_on(async {
@@ -88,9 +98,20 @@ impl FakePlugin {
             options: Some(DevicePluginOptions::default()),
         };
         self.rt.as_ref().unwrap().block_on(async {
-            let ch = tidelet_deviceplugin_api::connect(&sock)
-                .await
-                .map_err(|e| format!("connect {}: {e}", sock.display()))?;
+            // kubelet.sock appears once the agent serves registration.
+            let mut tries = 0;
+            let ch = loop {
+                match tidelet_deviceplugin_api::connect(&sock).await {
+                    Ok(ch) => break ch,
+                    Err(e) if tries > 100 => {
+                        return Err(format!("connect {}: {e}", sock.display()))
+                    }
+                    Err(_) => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            };
             RegistrationClient::new(ch)
                 .register(req)
                 .await
@@ -135,7 +156,8 @@ impl Drop for FakePlugin {
 
 struct Svc(Arc<State>);
 
-type Stream = Pin<Box<dyn tokio_stream::Stream<Item = Result<ListAndWatchResponse, Status>> + Send>>;
+type Stream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<ListAndWatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl DevicePlugin for Svc {
@@ -180,7 +202,11 @@ impl DevicePlugin for Svc {
     ) -> Result<Response<AllocateResponse>, Status> {
         let mut out = Vec::new();
         for c in req.into_inner().container_requests {
-            self.0.allocations.lock().unwrap().push(c.devices_ids.clone());
+            self.0
+                .allocations
+                .lock()
+                .unwrap()
+                .push(c.devices_ids.clone());
             let answer = self.0.answer.lock().unwrap().clone();
             match answer(&c.devices_ids) {
                 Some(r) => out.push(r),

@@ -355,7 +355,12 @@ impl Agent {
                 let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) else {
                     return;
                 };
-                if let crate::devices::Notice::Event { warning, reason, message } = n {
+                if let crate::devices::Notice::Event {
+                    warning,
+                    reason,
+                    message,
+                } = n
+                {
                     ctx.node_event(warning, reason, message);
                 }
                 ctx.shared.touch();

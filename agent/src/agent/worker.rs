@@ -256,12 +256,11 @@ impl Worker {
                 .cgroups
                 .apply(&plan.cgroup, &pod_res)
                 .map_err(|e| e.to_string())?;
+            let infra = format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP);
             self.ctx
                 .cgroups
-                .apply(
-                    &format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP),
-                    &Default::default(),
-                )
+                .apply(&infra, &Default::default())
+                .and_then(|()| self.set_devices(&infra, &crate::cgroups::devices::default_rules()))
                 .map_err(|e| e.to_string())?;
             if let Some(cpu) = &self.ctx.cpu {
                 cpu.apply(&plan.uid, prepare::INFRA_CGROUP)
@@ -331,6 +330,25 @@ impl Worker {
         .instrument(span)
         .await
         .inspect_err(|_| self.release_resources(&plan_uid))
+    }
+
+    /// Device access rules on a cgroup. A host without the v1 devices controller cannot
+    /// enforce them: said once, and the container runs (as it did before device plugins).
+    fn set_devices(
+        &self,
+        cgroup: &str,
+        rules: &[crate::cgroups::devices::DeviceRule],
+    ) -> Result<(), crate::cgroups::Error> {
+        match self.ctx.cgroups.set_devices(cgroup, rules) {
+            Err(crate::cgroups::Error::MissingControllers { .. }) => {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    tracing::warn!("no devices cgroup controller: device access is not restricted");
+                });
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Give the pod's exclusive CPUs back to the shared pool and free its devices.
@@ -621,21 +639,43 @@ impl Worker {
         if c.image_pull_policy.as_deref() == Some("Always") {
             self.events.push(false, "Pulled", format!("image {image_ref:?} is used from the local store (pulls are not supported yet)"), now_ns());
         }
-        let spec: ContainerSpec = match prepare::container_spec(&self.inputs(r), c, &image, attempt)
-        {
-            Ok(s) => s,
-            Err(e) => {
-                self.events
-                    .push(true, "Failed", e.message.clone(), now_ns());
-                return retry(e.reason, e.message);
+        let mut spec: ContainerSpec =
+            match prepare::container_spec(&self.inputs(r), c, &image, attempt) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.events
+                        .push(true, "Failed", e.message.clone(), now_ns());
+                    return retry(e.reason, e.message);
+                }
+            };
+        // What the device plugins (and CDI) said this container gets.
+        let edits = match crate::devices::container_edits(&self.ctx.devices, &r.plan.uid, &c.name) {
+            Ok(e) => e,
+            Err(msg) => {
+                self.events.push(true, "Failed", msg.clone(), now_ns());
+                return retry("CreateContainerConfigError", msg);
             }
         };
-        let res = self.ctx.cgroups.apply(
-            &prepare::container_cgroup(&r.plan, &c.name),
-            &crate::qos::container_resources(c),
-        );
+        let rules = match crate::devices::cgroup_rules(&edits) {
+            Ok(r) => r,
+            Err(msg) => {
+                self.events.push(true, "Failed", msg.clone(), now_ns());
+                return retry("CreateContainerConfigError", msg);
+            }
+        };
+        crate::devices::apply_edits(&mut spec, edits);
+        let cg = prepare::container_cgroup(&r.plan, &c.name);
+        let res = self
+            .ctx
+            .cgroups
+            .apply(&cg, &crate::qos::container_resources(c))
+            .and_then(|()| self.set_devices(&cg, &rules));
         if let Err(e) = res {
             return retry("CreateContainerError", e.to_string());
+        }
+        if let Err(msg) = self.ctx.devices.pre_start(&r.plan.uid, &c.name).await {
+            self.events.push(true, "Failed", msg.clone(), now_ns());
+            return retry("RunContainerError", msg);
         }
         if let Some(cpu) = &self.ctx.cpu {
             if let Err(e) = cpu.apply(&r.plan.uid, &c.name) {

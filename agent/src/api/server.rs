@@ -60,7 +60,12 @@ async fn handle(stream: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
 pub fn answer(req: Request, ctx: &Ctx) -> Response {
     match req {
         Request::ListPods => Response::Pods {
-            pods: ctx.shared.list().into_iter().map(|v| with_devices(v, ctx)).collect(),
+            pods: ctx
+                .shared
+                .list()
+                .into_iter()
+                .map(|v| with_devices(v, ctx))
+                .collect(),
         },
         Request::GetNode => Response::Node {
             node: Box::new(super::NodeView {
@@ -105,7 +110,11 @@ fn holders_by_name(
             let m = v.pod.metadata;
             Some((
                 m.uid?,
-                format!("{}/{}", m.namespace.unwrap_or_default(), m.name.unwrap_or_default()),
+                format!(
+                    "{}/{}",
+                    m.namespace.unwrap_or_default(),
+                    m.name.unwrap_or_default()
+                ),
             ))
         })
         .collect();

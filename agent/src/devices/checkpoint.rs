@@ -91,14 +91,19 @@ pub fn restore(cp: &Checkpoint, now: std::time::Duration) -> Result<Registry, St
         let g = reg
             .register(resource, "", Default::default(), |_| false)
             .map_err(|e| format!("registeredDevices: {e}"))?;
-        reg.update(resource, g, ids.iter().map(|i| (i.clone(), false)).collect());
+        reg.update(
+            resource,
+            g,
+            ids.iter().map(|i| (i.clone(), false)).collect(),
+        );
         reg.stopped(resource, g, now);
     }
     for (i, e) in cp.entries.iter().enumerate() {
         let bytes = hex::decode(&e.alloc_resp)
             .map_err(|err| format!("entries[{i}].allocResp: not hex: {err}"))?;
-        let resp = ContainerAllocateResponse::decode(bytes.as_slice())
-            .map_err(|err| format!("entries[{i}].allocResp: not a ContainerAllocateResponse: {err}"))?;
+        let resp = ContainerAllocateResponse::decode(bytes.as_slice()).map_err(|err| {
+            format!("entries[{i}].allocResp: not a ContainerAllocateResponse: {err}")
+        })?;
         reg.allocations
             .entry(e.pod_uid.clone())
             .or_default()
@@ -164,8 +169,14 @@ mod tests {
     #[test]
     fn a_registry_survives_a_round_trip_through_disk() {
         let mut reg = Registry::default();
-        let g = reg.register("x.io/a", "a.sock", Default::default(), |_| true).unwrap();
-        reg.update("x.io/a", g, [("d0".to_string(), true), ("d1".to_string(), true)].into());
+        let g = reg
+            .register("x.io/a", "a.sock", Default::default(), |_| true)
+            .unwrap();
+        reg.update(
+            "x.io/a",
+            g,
+            [("d0".to_string(), true), ("d1".to_string(), true)].into(),
+        );
         reg.reserve("pod1", "app", "x.io/a", vec!["d1".into()]);
         let resp = ContainerAllocateResponse {
             envs: [("A".to_string(), "1".to_string())].into(),
@@ -190,7 +201,10 @@ mod tests {
         assert_eq!(held.response.as_ref(), Some(&resp));
         // Known again, but unhealthy and in the grace period until the plugin registers.
         assert_eq!(back.counts()["x.io/a"], (2, 0));
-        assert_eq!(back.resources["x.io/a"].stopped_at, Some(Duration::from_secs(5)));
+        assert_eq!(
+            back.resources["x.io/a"].stopped_at,
+            Some(Duration::from_secs(5))
+        );
         assert!(back.held("pod2", "app", "x.io/a").is_none());
     }
 

@@ -247,8 +247,8 @@ impl Manager {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         remove_stale_sockets(&dir);
         let sock = dir.join(tidelet_deviceplugin_api::KUBELET_SOCKET);
-        let listener =
-            tidelet_deviceplugin_api::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+        let listener = tidelet_deviceplugin_api::bind(&sock)
+            .map_err(|e| format!("{}: {e}", sock.display()))?;
         let svc = RegistrationServer::new(Registrar {
             manager: Arc::clone(self),
         });
@@ -285,7 +285,10 @@ impl Manager {
                 self.event(
                     true,
                     "DevicePluginRemoved",
-                    format!("resource {r} removed: its plugin has been gone for {:?}", self.cfg.plugin_grace_period),
+                    format!(
+                        "resource {r} removed: its plugin has been gone for {:?}",
+                        self.cfg.plugin_grace_period
+                    ),
                 );
             }
             if !gone.is_empty() {
@@ -335,7 +338,10 @@ impl Manager {
         self.event(
             false,
             "DevicePluginRegistered",
-            format!("resource {} registered by the plugin at {ep}", req.resource_name),
+            format!(
+                "resource {} registered by the plugin at {ep}",
+                req.resource_name
+            ),
         );
         let me = Arc::clone(self);
         let (resource, path) = (req.resource_name.clone(), dir.join(ep));
@@ -344,8 +350,16 @@ impl Manager {
     }
 
     /// One registration's life: options, then `ListAndWatch` until it ends.
-    async fn follow(self: Arc<Self>, resource: String, path: PathBuf, generation: u64, options: DevicePluginOptions) {
-        let why = self.follow_inner(&resource, &path, generation, options).await;
+    async fn follow(
+        self: Arc<Self>,
+        resource: String,
+        path: PathBuf,
+        generation: u64,
+        options: DevicePluginOptions,
+    ) {
+        let why = self
+            .follow_inner(&resource, &path, generation, options)
+            .await;
         {
             let mut c = lock(&self.clients);
             if c.get(&resource).is_some_and(|(g, _)| *g == generation) {
@@ -367,12 +381,25 @@ impl Manager {
         }
     }
 
-    async fn follow_inner(&self, resource: &str, path: &Path, generation: u64, options: DevicePluginOptions) -> String {
+    async fn follow_inner(
+        &self,
+        resource: &str,
+        path: &Path,
+        generation: u64,
+        options: DevicePluginOptions,
+    ) -> String {
         let t = self.cfg.allocate_timeout;
         let channel = match tokio::time::timeout(t, tidelet_deviceplugin_api::connect(path)).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return format!("cannot connect to the plugin at {}: {e}", path.display()),
-            Err(_) => return format!("the plugin at {} did not accept a connection within {t:?}", path.display()),
+            Ok(Err(e)) => {
+                return format!("cannot connect to the plugin at {}: {e}", path.display())
+            }
+            Err(_) => {
+                return format!(
+                    "the plugin at {} did not accept a connection within {t:?}",
+                    path.display()
+                )
+            }
         };
         let mut client = DevicePluginClient::new(channel);
         // The options it registered with stand unless it answers with others.
@@ -387,8 +414,12 @@ impl Manager {
                     }
                 }
             }
-            Ok(Err(e)) => tracing::debug!(%resource, error = %e, "GetDevicePluginOptions failed; using the registered options"),
-            Err(_) => tracing::debug!(%resource, "GetDevicePluginOptions timed out; using the registered options"),
+            Ok(Err(e)) => {
+                tracing::debug!(%resource, error = %e, "GetDevicePluginOptions failed; using the registered options")
+            }
+            Err(_) => {
+                tracing::debug!(%resource, "GetDevicePluginOptions timed out; using the registered options")
+            }
         }
         lock(&self.clients).insert(resource.to_string(), (generation, client.clone()));
         let mut stream = match tokio::time::timeout(t, client.list_and_watch(Empty {})).await {
@@ -465,7 +496,13 @@ impl Manager {
         Ok(())
     }
 
-    async fn allocate_one(&self, pod: &str, container: &str, resource: &str, n: u64) -> Result<(), AdmitFailure> {
+    async fn allocate_one(
+        &self,
+        pod: &str,
+        container: &str,
+        resource: &str,
+        n: u64,
+    ) -> Result<(), AdmitFailure> {
         let t = self.cfg.allocate_timeout;
         let (free, options) = {
             let reg = lock(&self.reg);
@@ -500,8 +537,12 @@ impl Manager {
                         .map(|c| c.device_i_ds)
                         .unwrap_or_default();
                 }
-                Ok(Err(e)) => tracing::warn!(%resource, error = %e.message(), "GetPreferredAllocation failed; choosing by ID"),
-                Err(_) => tracing::warn!(%resource, "GetPreferredAllocation timed out; choosing by ID"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%resource, error = %e.message(), "GetPreferredAllocation failed; choosing by ID")
+                }
+                Err(_) => {
+                    tracing::warn!(%resource, "GetPreferredAllocation timed out; choosing by ID")
+                }
             }
         }
         let ids = {
@@ -519,11 +560,20 @@ impl Manager {
         };
         let fail = |msg: String| {
             lock(&self.reg).unreserve(pod, container, resource);
-            unexpected(format!("Allocate failed for {resource} (container {container:?}, devices {}): {msg}", ids.join(",")))
+            unexpected(format!(
+                "Allocate failed for {resource} (container {container:?}, devices {}): {msg}",
+                ids.join(",")
+            ))
         };
         let resp = match tokio::time::timeout(t, client.allocate(req)).await {
             Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(e)) => return Err(fail(format!("the plugin answered {:?}: {}", e.code(), e.message()))),
+            Ok(Err(e)) => {
+                return Err(fail(format!(
+                    "the plugin answered {:?}: {}",
+                    e.code(),
+                    e.message()
+                )))
+            }
             Err(_) => return Err(fail(format!("the plugin did not answer within {t:?}"))),
         };
         let Some(one) = resp.container_responses.into_iter().next() else {
@@ -556,7 +606,11 @@ impl Manager {
                 return Ok(());
             };
             held.iter()
-                .filter(|(r, _)| reg.resources.get(*r).is_some_and(|x| x.options.pre_start_required))
+                .filter(|(r, _)| {
+                    reg.resources
+                        .get(*r)
+                        .is_some_and(|x| x.options.pre_start_required)
+                })
                 .map(|(r, h)| (r.clone(), h.ids.clone()))
                 .collect()
         };
@@ -564,13 +618,24 @@ impl Manager {
         for (resource, ids) in wanted {
             let client = lock(&self.clients).get(&resource).map(|(_, c)| c.clone());
             let Some(mut client) = client else {
-                return Err(format!("PreStartContainer for {resource}: its plugin is not connected"));
+                return Err(format!(
+                    "PreStartContainer for {resource}: its plugin is not connected"
+                ));
             };
             let req = PreStartContainerRequest { devices_ids: ids };
             match tokio::time::timeout(t, client.pre_start_container(req)).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(format!("PreStartContainer for {resource} failed: {}", e.message())),
-                Err(_) => return Err(format!("PreStartContainer for {resource}: the plugin did not answer within {t:?}")),
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "PreStartContainer for {resource} failed: {}",
+                        e.message()
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "PreStartContainer for {resource}: the plugin did not answer within {t:?}"
+                    ))
+                }
             }
         }
         Ok(())
@@ -691,7 +756,9 @@ fn remove_stale_sockets(dir: &Path) {
         if is_socket(&e.path()) {
             match std::fs::remove_file(e.path()) {
                 Ok(()) => tracing::debug!(path = %e.path().display(), "removed a stale socket"),
-                Err(err) => tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale socket"),
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale socket")
+                }
             }
         }
     }

@@ -15,3 +15,52 @@ pub mod manager;
 pub mod registry;
 
 pub use manager::{AdmitFailure, DevicesConfig, Manager, Notice};
+
+use crate::cgroups::devices::{self as rules, DeviceRule};
+use crate::runtime::ContainerSpec;
+
+/// What `pod`'s `container` gets from its devices: the plugins' answers (and the CDI devices
+/// they name) checked and turned into edits. The error names the resource and the problem.
+pub fn container_edits(
+    manager: &Manager,
+    pod: &str,
+    container: &str,
+) -> Result<edits::ContainerEdits, String> {
+    let answers = manager.answers(pod, container);
+    if answers.is_empty() {
+        return Ok(edits::ContainerEdits::default());
+    }
+    let mut out = edits::ContainerEdits::default();
+    for (_, a) in &answers {
+        let mut env: Vec<String> = a.envs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.env.append(&mut env);
+        out.annotations.extend(a.annotations.clone());
+    }
+    Ok(out)
+}
+
+/// The container's cgroup device rules: the defaults plus each device it was given.
+pub fn cgroup_rules(e: &edits::ContainerEdits) -> Result<Vec<DeviceRule>, String> {
+    let mut out = rules::default_rules();
+    for d in &e.devices {
+        out.push(
+            rules::allow(d.kind, Some(d.major), Some(d.minor), &d.permissions)
+                .map_err(|err| format!("device {}: {err}", d.container_path))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Put the edits into the container's spec: device env after the container's own (so it
+/// wins, as in kubelet), mounts after the volumes, the device nodes.
+pub fn apply_edits(spec: &mut ContainerSpec, e: edits::ContainerEdits) {
+    let key = |kv: &String| {
+        kv.split_once('=')
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_else(|| kv.clone())
+    };
+    let replaced: std::collections::BTreeSet<String> = e.env.iter().map(key).collect();
+    spec.env.retain(|kv| !replaced.contains(&key(kv)));
+    spec.env.extend(e.env);
+    spec.mounts.extend(e.mounts);
+}

@@ -133,8 +133,14 @@ pub fn check_resource_name(name: &str) -> Result<(), String> {
     }
     let ok = !base.is_empty()
         && base.len() <= 63
-        && base.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && base.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+        && base
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && base
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && base
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -213,7 +219,12 @@ impl Registry {
     }
 
     /// A new list from `ListAndWatch`. Ignored (false) for a stale generation.
-    pub fn update(&mut self, resource: &str, generation: u64, devices: BTreeMap<String, bool>) -> bool {
+    pub fn update(
+        &mut self,
+        resource: &str,
+        generation: u64,
+        devices: BTreeMap<String, bool>,
+    ) -> bool {
         match self.resources.get_mut(resource) {
             Some(r) if r.generation == generation => {
                 r.devices = devices;
@@ -327,7 +338,13 @@ impl Registry {
             .or_default()
             .entry(container.into())
             .or_default()
-            .insert(resource.into(), Held { ids, response: None });
+            .insert(
+                resource.into(),
+                Held {
+                    ids,
+                    response: None,
+                },
+            );
     }
 
     pub fn answered(

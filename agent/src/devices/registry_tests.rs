@@ -42,9 +42,12 @@ fn resource_names_follow_kubernetes_extended_resource_rules() {
 
 #[test]
 fn device_lists_are_checked() {
-    let ok = check_devices(&[dev("a", "Healthy"), dev("b", "Unhealthy"), dev("c", "sick")]).unwrap();
+    let ok =
+        check_devices(&[dev("a", "Healthy"), dev("b", "Unhealthy"), dev("c", "sick")]).unwrap();
     assert_eq!(ok, listed(&[("a", true), ("b", false), ("c", false)]));
-    let many: Vec<Device> = (0..10_000).map(|i| dev(&format!("d{i}"), "Healthy")).collect();
+    let many: Vec<Device> = (0..10_000)
+        .map(|i| dev(&format!("d{i}"), "Healthy"))
+        .collect();
     assert_eq!(
         check_devices(&many),
         Err(ListError::TooMany { count: 10_000 })
@@ -60,7 +63,10 @@ fn device_lists_are_checked() {
             vec![dev(&"x".repeat(64), "Healthy")],
             ListError::LongId { id: "x".repeat(64) },
         ),
-        (vec![dev("a b", "Healthy")], ListError::BadId { id: "a b".into() }),
+        (
+            vec![dev("a b", "Healthy")],
+            ListError::BadId { id: "a b".into() },
+        ),
     ] {
         assert_eq!(check_devices(&list), Err(want));
     }
@@ -72,15 +78,26 @@ fn device_lists_are_checked() {
 #[test]
 fn a_live_holder_keeps_its_name_and_a_restarted_plugin_replaces_it() {
     let mut r = Registry::default();
-    let g1 = r.register("x.io/a", "a.sock", Default::default(), |_| true).unwrap();
+    let g1 = r
+        .register("x.io/a", "a.sock", Default::default(), |_| true)
+        .unwrap();
     // Another endpoint while the first is live and its socket exists: refused.
-    let e = r.register("x.io/a", "b.sock", Default::default(), |_| true).unwrap_err();
-    assert!(e.contains("already registered by the plugin at \"a.sock\""), "{e}");
+    let e = r
+        .register("x.io/a", "b.sock", Default::default(), |_| true)
+        .unwrap_err();
+    assert!(
+        e.contains("already registered by the plugin at \"a.sock\""),
+        "{e}"
+    );
     // Its socket is gone (the plugin died before its stream ended): replaced.
-    let g2 = r.register("x.io/a", "b.sock", Default::default(), |_| false).unwrap();
+    let g2 = r
+        .register("x.io/a", "b.sock", Default::default(), |_| false)
+        .unwrap();
     assert!(g2 > g1);
     // The same endpoint again (a quick restart): replaced.
-    let g3 = r.register("x.io/a", "b.sock", Default::default(), |_| true).unwrap();
+    let g3 = r
+        .register("x.io/a", "b.sock", Default::default(), |_| true)
+        .unwrap();
     // A stream of an older registration cannot change the resource.
     assert!(!r.update("x.io/a", g2, listed(&[("d0", true)])));
     assert!(!r.stopped("x.io/a", g2, S));
@@ -88,7 +105,9 @@ fn a_live_holder_keeps_its_name_and_a_restarted_plugin_replaces_it() {
     assert_eq!(r.counts()["x.io/a"], (2, 2));
     // After a stop, another endpoint may take the name even if the old socket is there.
     assert!(r.stopped("x.io/a", g3, S));
-    assert!(r.register("x.io/a", "c.sock", Default::default(), |_| true).is_ok());
+    assert!(r
+        .register("x.io/a", "c.sock", Default::default(), |_| true)
+        .is_ok());
     // Devices stay in capacity, unhealthy, until the new plugin lists them.
     assert_eq!(r.counts()["x.io/a"], (2, 0));
 }
@@ -96,11 +115,16 @@ fn a_live_holder_keeps_its_name_and_a_restarted_plugin_replaces_it() {
 #[test]
 fn a_gone_plugin_keeps_capacity_for_the_grace_period() {
     let mut r = Registry::default();
-    let g = r.register("x.io/a", "a.sock", Default::default(), |_| true).unwrap();
+    let g = r
+        .register("x.io/a", "a.sock", Default::default(), |_| true)
+        .unwrap();
     r.update("x.io/a", g, listed(&[("d0", true), ("d1", false)]));
     assert_eq!(r.counts()["x.io/a"], (2, 1));
     assert!(r.stopped("x.io/a", g, 10 * S));
-    assert!(!r.stopped("x.io/a", g, 11 * S), "stopping twice changes nothing");
+    assert!(
+        !r.stopped("x.io/a", g, 11 * S),
+        "stopping twice changes nothing"
+    );
     assert_eq!(r.counts()["x.io/a"], (2, 0));
     assert_eq!(r.next_expiry(300 * S), Some(310 * S));
     assert!(r.expire(309 * S, 300 * S).is_empty());
@@ -119,8 +143,14 @@ fn admission_counts_healthy_free_devices() {
             requested: 1
         })
     );
-    let g = r.register("x.io/a", "a.sock", Default::default(), |_| true).unwrap();
-    r.update("x.io/a", g, listed(&[("d0", true), ("d1", true), ("d2", false)]));
+    let g = r
+        .register("x.io/a", "a.sock", Default::default(), |_| true)
+        .unwrap();
+    r.update(
+        "x.io/a",
+        g,
+        listed(&[("d0", true), ("d1", true), ("d2", false)]),
+    );
     assert_eq!(r.check("x.io/a", 2).unwrap(), vec!["d0", "d1"]);
     r.reserve("p1", "c", "x.io/a", vec!["d0".into()]);
     assert_eq!(r.free("x.io/a"), vec!["d1"]);
