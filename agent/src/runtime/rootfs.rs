@@ -464,3 +464,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rootfs_devices_tests.rs"]
+mod devices_tests;
