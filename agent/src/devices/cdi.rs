@@ -169,8 +169,8 @@ pub struct CdiEdits {
 struct RawSpec {
     cdi_version: String,
     kind: String,
+    /// Checked for type and version only; tidelet has no use for spec annotations.
     #[serde(default)]
-    #[allow(dead_code)] // Validated by type only; tidelet has no use for spec annotations.
     annotations: BTreeMap<String, String>,
     devices: Vec<RawDevice>,
     #[serde(default)]
@@ -182,7 +182,6 @@ struct RawSpec {
 struct RawDevice {
     name: String,
     #[serde(default)]
-    #[allow(dead_code)]
     annotations: BTreeMap<String, String>,
     #[serde(default)]
     container_edits: RawEdits,
@@ -201,6 +200,11 @@ struct RawEdits {
     hooks: Vec<Hook>,
     #[serde(default)]
     additional_gids: Vec<u32>,
+    /// Only noticed (version check, a warning): tidelet does not apply these.
+    #[serde(default)]
+    intel_rdt: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    net_devices: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +315,15 @@ impl Registry {
                 priority,
             };
             self.devices.insert(name, entry);
+        }
+        let unapplied = std::iter::once(&raw.container_edits)
+            .chain(raw.devices.iter().map(|d| &d.container_edits))
+            .any(|e| e.intel_rdt.is_some() || e.net_devices.is_some());
+        if unapplied {
+            tracing::warn!(
+                file = %path.display(),
+                "CDI spec has intelRdt or netDevices edits, which tidelet does not apply"
+            );
         }
         self.specs.push(Loaded {
             kind: raw.kind.clone(),
@@ -494,11 +507,20 @@ fn invalid(field: impl Into<String>, value: &str, reason: impl Into<String>) -> 
 
 /// Check what the CDI spec requires beyond the shape. Pure.
 fn validate(s: &RawSpec) -> Result<(), Invalid> {
-    if !KNOWN_VERSIONS.contains(&s.cdi_version.as_str()) {
+    let version = s.cdi_version.strip_prefix('v').unwrap_or(&s.cdi_version);
+    let Some(have) = KNOWN_VERSIONS.iter().position(|v| *v == version) else {
         return Err(invalid(
             "cdiVersion",
             &s.cdi_version,
             format!("unknown version (known: {})", KNOWN_VERSIONS.join(", ")),
+        ));
+    };
+    let (need, feature) = required_version(s);
+    if need > have {
+        return Err(invalid(
+            "cdiVersion",
+            &s.cdi_version,
+            format!("{feature} needs version {} or later", KNOWN_VERSIONS[need]),
         ));
     }
     validate_kind(&s.kind).map_err(|r| invalid("kind", &s.kind, r))?;
@@ -523,6 +545,53 @@ fn validate(s: &RawSpec) -> Result<(), Invalid> {
         validate_edits(&d.container_edits, &format!("devices[{i}].containerEdits"))?;
     }
     validate_edits(&s.container_edits, "containerEdits")
+}
+
+/// The lowest version (index in `KNOWN_VERSIONS`) whose schema has every field the spec
+/// uses, and the field that needs it, as the CDI library checks it. Pure.
+fn required_version(s: &RawSpec) -> (usize, &'static str) {
+    let idx = |v: &str| KNOWN_VERSIONS.iter().position(|k| *k == v).unwrap_or(0);
+    let edits: Vec<&RawEdits> = std::iter::once(&s.container_edits)
+        .chain(s.devices.iter().map(|d| &d.container_edits))
+        .collect();
+    let any = |f: &dyn Fn(&RawEdits) -> bool| edits.iter().any(|e| f(e));
+    let checks: [(&str, &'static str, bool); 7] = [
+        ("1.0.0", "netDevices", any(&|e| e.net_devices.is_some())),
+        ("0.7.0", "intelRdt", any(&|e| e.intel_rdt.is_some())),
+        (
+            "0.7.0",
+            "additionalGids",
+            any(&|e| !e.additional_gids.is_empty()),
+        ),
+        (
+            "0.6.0",
+            "annotations",
+            !s.annotations.is_empty() || s.devices.iter().any(|d| !d.annotations.is_empty()),
+        ),
+        (
+            "0.6.0",
+            "a '.' in the kind's class",
+            s.kind.split_once('/').is_some_and(|(_, c)| c.contains('.')),
+        ),
+        (
+            "0.5.0",
+            "deviceNodes hostPath or a device name not starting with a letter",
+            any(&|e| e.device_nodes.iter().any(|n| n.host_path.is_some()))
+                || s.devices
+                    .iter()
+                    .any(|d| !d.name.starts_with(|c: char| c.is_ascii_alphabetic())),
+        ),
+        (
+            "0.4.0",
+            "mounts type",
+            any(&|e| e.mounts.iter().any(|m| m.kind.is_some())),
+        ),
+    ];
+    checks
+        .iter()
+        .find(|(_, _, used)| *used)
+        .map(|(v, f, _)| (idx(v), *f))
+        .unwrap_or((0, ""))
 }
 
 fn validate_edits(e: &RawEdits, at: &str) -> Result<(), Invalid> {

@@ -240,6 +240,22 @@ fn invalid_specs_are_skipped_with_file_field_and_reason_while_others_load() {
             "start with a letter",
         ),
         (
+            "too-old.json",
+            base.replace("0.8.0", "0.4.0").replace(
+                "\"path\": \"/dev/npu0\"",
+                "\"path\": \"/dev/npu0\", \"hostPath\": \"/dev/n\"",
+            ),
+            "field cdiVersion = \"0.4.0\"",
+            "deviceNodes hostPath or a device name not starting with a letter needs version 0.5.0",
+        ),
+        (
+            "gids-need-0.7.json",
+            base.replace("0.8.0", "0.6.0")
+                .replace("\"env\": [\"NPU=0\"]", "\"additionalGids\": [44]"),
+            "field cdiVersion",
+            "additionalGids needs version 0.7.0",
+        ),
+        (
             "bad-version.json",
             base.replace("0.8.0", "9.9.9"),
             "field cdiVersion",

@@ -402,7 +402,7 @@ fn conflicting_annotations_between_answers_are_refused() {
     );
 }
 
-const CDI_SPEC: &str = r#"cdiVersion: 0.6.0
+const CDI_SPEC: &str = r#"cdiVersion: 0.7.0
 kind: vendor.com/gpu
 devices:
 - name: gpu0
