@@ -191,6 +191,10 @@ pub struct RunArgs {
     /// Parent cgroup of `kubepods` (e.g. `/` or `/tidelet`).
     #[arg(long)]
     pub cgroup_root: Option<String>,
+    /// Directory of the device plugins' sockets and `kubelet.sock` (`""` switches device
+    /// plugins off).
+    #[arg(long, env = "TIDELET_DEVICE_PLUGIN_DIR")]
+    pub device_plugin_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -354,6 +358,9 @@ fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {
     }
     if let Some(v) = args.node_name {
         cfg.node_name = v.to_lowercase();
+    }
+    if let Some(v) = args.device_plugin_dir {
+        cfg.devices.plugin_dir = (!v.as_os_str().is_empty()).then_some(v);
     }
     if let Some(v) = args.cgroup_root {
         cfg.cgroup_root = v;
@@ -592,7 +599,13 @@ fn get_node(root: &std::path::Path, output: Option<Output>, describe: bool) -> R
                 write!(out, "{}", serde_yaml::to_string(&value)?)?;
             }
         }
-        _ => crate::render::node_table(&mut out, &view.node)?,
+        _ => {
+            crate::render::node_table(&mut out, &view.node)?;
+            if !view.devices.is_empty() {
+                writeln!(out)?;
+                crate::render::devices_table(&mut out, &view.devices)?;
+            }
+        }
     }
     Ok(0)
 }

@@ -60,6 +60,8 @@ pub struct Config {
     /// final node name (a `--node-name` flag comes after the file), and checked once when
     /// the file is read so that a bad key stops the start.
     pub mqtt_section: Option<serde_yaml::Value>,
+    /// Device plugins and CDI (`devices:`).
+    pub devices: crate::devices::DevicesConfig,
 }
 
 impl Default for Config {
@@ -88,6 +90,7 @@ impl Default for Config {
             image_gc_low_threshold_percent: 80,
             image_minimum_gc_age: Duration::from_secs(120),
             mqtt_section: None,
+            devices: crate::devices::DevicesConfig::default(),
         }
     }
 }
@@ -138,6 +141,18 @@ struct FileConfig {
     image_minimum_gc_age: Option<String>,
     /// tidelet's own: sync with a control plane (docs/mqtt.md).
     mqtt: Option<serde_yaml::Value>,
+    /// tidelet's own: device plugins and CDI (docs/devices.md).
+    devices: Option<DevicesFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DevicesFile {
+    /// `""` switches device plugins off.
+    plugin_dir: Option<PathBuf>,
+    cdi_spec_dirs: Option<Vec<PathBuf>>,
+    allocate_timeout: Option<String>,
+    plugin_grace_period: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +372,39 @@ impl Config {
         if let Some(v) = f.mqtt {
             self.mqtt_section = Some(v);
             self.mqtt()?;
+        }
+        if let Some(d) = f.devices {
+            if let Some(p) = d.plugin_dir {
+                if p.as_os_str().is_empty() {
+                    self.devices.plugin_dir = None;
+                } else if p.is_relative() {
+                    return Err(field(
+                        "devices.pluginDir",
+                        format!("{p:?} is not an absolute path"),
+                    ));
+                } else {
+                    self.devices.plugin_dir = Some(p);
+                }
+            }
+            if let Some(dirs) = d.cdi_spec_dirs {
+                if let Some(p) = dirs.iter().find(|p| p.is_relative()) {
+                    return Err(field(
+                        "devices.cdiSpecDirs",
+                        format!("{p:?} is not an absolute path"),
+                    ));
+                }
+                self.devices.cdi_spec_dirs = dirs;
+            }
+            for (key, v, slot) in [
+                ("devices.allocateTimeout", d.allocate_timeout, &mut self.devices.allocate_timeout),
+                ("devices.pluginGracePeriod", d.plugin_grace_period, &mut self.devices.plugin_grace_period),
+            ] {
+                if let Some(v) = v {
+                    *slot = parse_duration(&v)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| field(key, format!("{v:?} is not a positive duration like 10s")))?;
+                }
+            }
         }
         Ok(())
     }

@@ -194,11 +194,62 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
         writeln!(out, "    Ready:         {}", cs.ready)?;
         writeln!(out, "    Restart Count: {}", cs.restart_count)?;
     }
+    if !v.devices.is_empty() {
+        writeln!(out, "Devices:")?;
+        for d in &v.devices {
+            let sick = if d.unhealthy.is_empty() {
+                String::new()
+            } else {
+                format!(" (unhealthy: {})", d.unhealthy.join(","))
+            };
+            writeln!(out, "  {}: {}: {}{sick}", d.container, d.resource, d.ids.join(","))?;
+        }
+    }
     writeln!(out, "Conditions:")?;
     for c in st.conditions.iter().flatten() {
         writeln!(out, "  {:<26} {}", c.type_, c.status)?;
     }
     events(out, &v.events)
+}
+
+/// Extended resources from device plugins: counts per resource, then each device with its
+/// health and holder (`tidelet get node`, `describe node`).
+pub fn devices_table(
+    out: &mut impl Write,
+    views: &[crate::devices::manager::ResourceView],
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<32} {:<28} {:<8} {:<11} {:<9}",
+        "RESOURCE", "PLUGIN", "CAPACITY", "ALLOCATABLE", "ALLOCATED"
+    )?;
+    for r in views {
+        let plugin = if r.live {
+            r.endpoint.clone()
+        } else {
+            "(gone)".to_string()
+        };
+        writeln!(
+            out,
+            "{:<32} {:<28} {:<8} {:<11} {:<9}",
+            r.name, plugin, r.capacity, r.allocatable, r.allocated
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{:<32} {:<24} {:<10} HELD BY", "RESOURCE", "DEVICE", "HEALTH")?;
+    for r in views {
+        for d in &r.devices {
+            writeln!(
+                out,
+                "{:<32} {:<24} {:<10} {}",
+                r.name,
+                d.id,
+                if d.healthy { "Healthy" } else { "Unhealthy" },
+                d.holder.as_deref().unwrap_or("-")
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn events(out: &mut impl Write, events: &crate::pod::events::Events) -> io::Result<()> {
@@ -320,6 +371,10 @@ pub fn describe_node(out: &mut impl Write, v: &crate::api::NodeView) -> io::Resu
         for (k, q) in m.iter().flatten() {
             writeln!(out, "  {k}: {}", q.0)?;
         }
+    }
+    if !v.devices.is_empty() {
+        writeln!(out, "Devices:")?;
+        devices_table(out, &v.devices)?;
     }
     writeln!(out, "Conditions:")?;
     writeln!(

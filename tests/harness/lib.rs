@@ -6,6 +6,7 @@
 //! `TIDELET_REQUIRE_PRIVILEGED=1` (CI) makes that a failure.
 
 pub mod broker;
+pub mod plugin;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -163,6 +164,11 @@ impl Agent {
         a
     }
 
+    /// This agent's device-plugin directory (`kubelet.sock` and the plugins' sockets).
+    pub fn device_plugin_dir(&self) -> PathBuf {
+        self.dir.path().join("device-plugins")
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("agent.log")
     }
@@ -188,6 +194,8 @@ impl Agent {
                 "--cgroup-root",
                 &self.cgroup_root,
             ])
+            .arg("--device-plugin-dir")
+            .arg(self.device_plugin_dir())
             .args(
                 self.config
                     .iter()
@@ -589,6 +597,8 @@ pub fn run_with_config(dir: &Path, yaml: &str) -> (std::process::ExitStatus, Str
             "--cgroup-root",
             &format!("/tidelet-e2e-refused-{}", std::process::id()),
         ])
+        .arg("--device-plugin-dir")
+        .arg(dir.join("device-plugins"))
         .arg("--config")
         .arg(&cfg)
         .output()

@@ -44,6 +44,8 @@ pub struct Ctx {
     pub exe: PathBuf,
     /// Exclusive CPUs (`cpuManagerPolicy: static`); `None` with policy `none`.
     pub cpu: Option<Arc<crate::cpumanager::CpuManager>>,
+    /// Device plugins: extended resources, their allocations, CDI.
+    pub devices: Arc<crate::devices::Manager>,
     /// Capacity, allocatable and the `kubepods` limits.
     pub resources: NodeResources,
     pub started: Instant,
@@ -151,13 +153,15 @@ impl Ctx {
 
     /// The node as a Kubernetes object.
     pub fn node_object(&self) -> k8s_openapi::api::core::v1::Node {
-        node::node_object(
+        let mut n = node::node_object(
             &self.node,
             &self.resources,
             &self.conditions(),
             self.started_ns,
             worker::now_ns(),
-        )
+        );
+        node::add_extended(&mut n, &self.devices.counts());
+        n
     }
 }
 
@@ -343,6 +347,21 @@ impl Agent {
         let exe = std::fs::read_link("/proc/self/exe")
             .map_err(io(std::path::Path::new("/proc/self/exe")))?;
         let source = StaticDir::new(&cfg.static_pod_path, &cfg.node_name);
+        // The manager reports to the context, which is made after it.
+        let slot: Arc<std::sync::OnceLock<std::sync::Weak<Ctx>>> = Arc::default();
+        let notify: crate::devices::manager::Notify = {
+            let slot = slot.clone();
+            Arc::new(move |n| {
+                let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) else {
+                    return;
+                };
+                if let crate::devices::Notice::Event { warning, reason, message } = n {
+                    ctx.node_event(warning, reason, message);
+                }
+                ctx.shared.touch();
+            })
+        };
+        let devices = crate::devices::Manager::new(cfg.devices.clone(), &cfg.root_dir, notify);
         let ctx = Arc::new(Ctx {
             cfg,
             node,
@@ -359,7 +378,9 @@ impl Agent {
             desired: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             cpu,
+            devices,
         });
+        let _ = slot.set(Arc::downgrade(&ctx));
         let remote = mqtt.as_ref().map(|m| remote::Remote::open(&ctx, m));
         Ok(Agent {
             ctx,
@@ -557,6 +578,14 @@ impl Agent {
                 path: dir.clone(),
                 message: e.to_string(),
             })?;
+        if let Err(e) = self.ctx.devices.serve() {
+            self.ctx.node_event(
+                true,
+                "DevicePluginsUnavailable",
+                format!("device plugins are off: {e}"),
+            );
+            tracing::error!(error = %e, "device plugins are off");
+        }
         let set = self.rescan();
         // Group the pods on disk by name; each name's worker adopts or removes them.
         let mut on_disk: BTreeMap<String, Vec<PodRecord>> = BTreeMap::new();
@@ -588,6 +617,10 @@ impl Agent {
         } else if n > 0 {
             tracing::info!(pods = n, "pods found on disk adopted");
         }
+        // Pods deleted while the agent was down give their devices back.
+        self.ctx
+            .devices
+            .retain(&set.pods.values().map(|d| d.pod.uid.clone()).collect());
         if let Some(cpu) = &self.ctx.cpu {
             // Pods deleted while the agent was down give their exclusive CPUs back.
             let active = set.pods.values().map(|d| d.pod.uid.clone()).collect();

@@ -228,3 +228,21 @@ pub fn host_arch() -> &'static str {
         other => other,
     }
 }
+
+/// Extended resources (device plugins) into the node's capacity (every device) and
+/// allocatable (healthy devices), as kubelet reports them.
+pub fn add_extended(
+    n: &mut k8s_openapi::api::core::v1::Node,
+    counts: &std::collections::BTreeMap<String, (u64, u64)>,
+) {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let Some(st) = n.status.as_mut() else { return };
+    for (name, (capacity, allocatable)) in counts {
+        st.capacity
+            .get_or_insert_with(Default::default)
+            .insert(name.clone(), Quantity(capacity.to_string()));
+        st.allocatable
+            .get_or_insert_with(Default::default)
+            .insert(name.clone(), Quantity(allocatable.to_string()));
+    }
+}

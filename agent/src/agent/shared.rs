@@ -37,6 +37,9 @@ pub struct PodView {
     /// is not running (held or failed to start).
     #[serde(default)]
     pub cgroup: String,
+    /// Devices its containers hold (filled in by the API on each request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<crate::devices::manager::HeldView>,
 }
 
 pub struct Shared {

@@ -239,6 +239,13 @@ impl Worker {
                 cpu.admit(&plan.uid, &plan.cgroup, s)
                     .map_err(|e| format!("{}: {e}", e.reason()))?;
             }
+            // Devices too, at admission: every container's or none (on failure the CPUs go
+            // back as well, below).
+            self.ctx
+                .devices
+                .admit(&plan.uid, s)
+                .await
+                .map_err(|e| e.to_string())?;
             std::fs::create_dir_all(&plan.pod_dir)
                 .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))?;
             prepare::write_pod_files(&self.ctx.cfg, &plan, &pod)
@@ -323,11 +330,12 @@ impl Worker {
         }
         .instrument(span)
         .await
-        .inspect_err(|_| self.release_cpus(&plan_uid))
+        .inspect_err(|_| self.release_resources(&plan_uid))
     }
 
-    /// Give the pod's exclusive CPUs back to the shared pool.
-    fn release_cpus(&self, uid: &str) {
+    /// Give the pod's exclusive CPUs back to the shared pool and free its devices.
+    fn release_resources(&self, uid: &str) {
+        self.ctx.devices.release(uid);
         if let Some(cpu) = &self.ctx.cpu {
             if let Err(e) = cpu.release(uid) {
                 tracing::error!(pod = %self.key, uid, error = %e, "CPU manager: releasing the pod's CPUs");
@@ -417,7 +425,7 @@ impl Worker {
                 prepare::remove_tree(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))
             })
             .await;
-            self.release_cpus(&r.plan.uid);
+            self.release_resources(&r.plan.uid);
             match result {
                 Ok(Ok(())) => tracing::info!("pod removed"),
                 Ok(Err(e)) => tracing::error!(error = %e, "pod removal incomplete"),
@@ -745,6 +753,7 @@ impl Worker {
                 containers,
                 file: r.rec.file.clone(),
                 cgroup: r.rec.cgroup.clone(),
+                devices: vec![],
             },
         );
     }
@@ -773,6 +782,7 @@ impl Worker {
                 containers: vec![],
                 file: d.pod.file.clone(),
                 cgroup: String::new(),
+                devices: vec![],
             },
         );
     }
@@ -780,12 +790,13 @@ impl Worker {
 
 /// The pod's failure reason for a `create` error: admission errors (the CPU manager's
 /// `UnexpectedAdmissionError: ...`) keep kubelet's reason, the rest are sandbox failures.
-fn failure_reason(msg: &str) -> &'static str {
+fn failure_reason(msg: &str) -> &str {
     const ADMISSION: &str = "UnexpectedAdmissionError";
-    if msg.starts_with(&format!("{ADMISSION}: ")) {
-        ADMISSION
-    } else {
-        "FailedCreatePodSandBox"
+    match msg.split_once(": ") {
+        Some((r, _)) if r == ADMISSION => r,
+        // An extended resource no plugin offers: kubelet's `OutOf<resource>`.
+        Some((r, _)) if r.starts_with("OutOf") && !r.contains(' ') => r,
+        _ => "FailedCreatePodSandBox",
     }
 }
 

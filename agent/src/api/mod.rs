@@ -13,6 +13,9 @@ use crate::agent::shared::PodView;
 pub struct NodeView {
     pub node: k8s_openapi::api::core::v1::Node,
     pub events: crate::pod::events::Events,
+    /// Extended resources from device plugins, with their devices and holders.
+    #[serde(default)]
+    pub devices: Vec<crate::devices::manager::ResourceView>,
 }
 
 /// Longest request or response line accepted.

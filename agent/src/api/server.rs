@@ -60,12 +60,13 @@ async fn handle(stream: UnixStream, ctx: &Ctx) -> std::io::Result<()> {
 pub fn answer(req: Request, ctx: &Ctx) -> Response {
     match req {
         Request::ListPods => Response::Pods {
-            pods: ctx.shared.list(),
+            pods: ctx.shared.list().into_iter().map(|v| with_devices(v, ctx)).collect(),
         },
         Request::GetNode => Response::Node {
             node: Box::new(super::NodeView {
                 node: ctx.node_object(),
                 events: ctx.node_events(),
+                devices: holders_by_name(ctx.devices.views(), ctx),
             }),
         },
         Request::GetPod { name, namespace } => {
@@ -73,11 +74,49 @@ pub fn answer(req: Request, ctx: &Ctx) -> Response {
             let full = format!("{ns}/{name}");
             let suffixed = format!("{ns}/{name}-{}", ctx.cfg.node_name);
             match ctx.shared.get(&full).or_else(|| ctx.shared.get(&suffixed)) {
-                Some(v) => Response::Pod { pod: Box::new(v) },
+                Some(v) => Response::Pod {
+                    pod: Box::new(with_devices(v, ctx)),
+                },
                 None => Response::Error {
                     message: format!("pod {name:?} not found in namespace {ns:?}"),
                 },
             }
         }
     }
+}
+
+fn with_devices(mut v: crate::agent::shared::PodView, ctx: &Ctx) -> crate::agent::shared::PodView {
+    if let Some(uid) = &v.pod.metadata.uid {
+        v.devices = ctx.devices.held_by(uid);
+    }
+    v
+}
+
+/// Holders as `<namespace>/<pod>/<container>` instead of the pod's UID.
+fn holders_by_name(
+    mut views: Vec<crate::devices::manager::ResourceView>,
+    ctx: &Ctx,
+) -> Vec<crate::devices::manager::ResourceView> {
+    let names: std::collections::BTreeMap<String, String> = ctx
+        .shared
+        .list()
+        .into_iter()
+        .filter_map(|v| {
+            let m = v.pod.metadata;
+            Some((
+                m.uid?,
+                format!("{}/{}", m.namespace.unwrap_or_default(), m.name.unwrap_or_default()),
+            ))
+        })
+        .collect();
+    for d in views.iter_mut().flat_map(|r| r.devices.iter_mut()) {
+        if let Some(h) = &mut d.holder {
+            if let Some((uid, c)) = h.split_once('/') {
+                if let Some(n) = names.get(uid) {
+                    *h = format!("{n}/{c}");
+                }
+            }
+        }
+    }
+    views
 }

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod bpf;
 mod common;
 mod cpu;
 mod cpuset;
@@ -93,6 +94,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The v2 device program could not be loaded or attached (names the cgroup and step).
+    #[error(transparent)]
+    Bpf(#[from] bpf::Error),
     /// Processes that would not go away in time (`kill_all`), or a cgroup the kernel still
     /// reports busy (`remove`).
     #[error("{path}: processes {pids:?} still there after {waited:?}")]
@@ -167,6 +171,13 @@ pub trait Cgroups: Send + Sync {
     /// controller, which is enabled along the path here; `MissingControllers` otherwise. A
     /// missing `path` gives `Write` with `NotFound`.
     fn set_cpuset(&self, path: &str, cpus: &str) -> Result<()>;
+    /// Restrict the device nodes processes in the existing cgroup `path` (created by `apply`)
+    /// may open or create to `rules` (normally `devices::default_rules()` plus the allows of
+    /// the container's devices), replacing earlier rules. v1 writes `devices.deny` /
+    /// `devices.allow` (the kernel refuses to allow what an ancestor denies, and a leading
+    /// deny-all only on a cgroup without children); v2 attaches an eBPF device program
+    /// (`bpf`), replacing the one set before. A missing `path` is an error.
+    fn set_devices(&self, path: &str, rules: &[devices::DeviceRule]) -> Result<()>;
 }
 
 /// Detect the cgroup version from `mountinfo` (normally `/proc/self/mountinfo`) for a cgroup
@@ -205,6 +216,8 @@ pub fn read_oom_kills(file: &Path) -> std::io::Result<u64> {
     Ok(parse_oom_kills(&std::fs::read_to_string(file)?))
 }
 
+#[cfg(test)]
+mod devices_tests;
 #[cfg(test)]
 mod privileged;
 #[cfg(test)]

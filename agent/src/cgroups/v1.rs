@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::common::{checked, kill_until_empty, mkdir, read, rel, remove_trees, tree_pids, write};
+use super::devices::{self, DeviceRule};
 use super::mountinfo::Hierarchy;
 use super::{cpu, cpuset, memory, pids, Cgroups, Error, Resources, Result, Version};
 
@@ -181,6 +182,30 @@ impl Cgroups for V1 {
         })?;
         cpuset::set_cpus(&dir, cpus)?;
         tracing::debug!(cgroup = path, cpus, "cpuset set");
+        Ok(())
+    }
+
+    fn set_devices(&self, path: &str, rules: &[DeviceRule]) -> Result<()> {
+        let p = checked(path)?;
+        let dir = self
+            .dir("devices", p)
+            .ok_or_else(|| Error::MissingControllers {
+                root: self
+                    .hierarchies
+                    .first()
+                    .and_then(|h| h.mount_point.parent())
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                missing: "devices".into(),
+                hint: "cgroup v1: mount it (`mount -t cgroup -o devices cgroup \
+                   /sys/fs/cgroup/devices`) or enable CONFIG_CGROUP_DEVICE"
+                    .into(),
+            })?;
+        // One line per write: the kernel parses one rule per write(2).
+        for (file, line) in devices::v1_lines(rules) {
+            write(&dir, file, &line)?;
+        }
+        tracing::debug!(cgroup = path, rules = rules.len(), "device rules written");
         Ok(())
     }
 }

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use super::common::{checked, kill_until_empty, mkdir, read, rel, remove_trees, tree_pids, write};
-use super::{cpu, cpuset, memory, pids, Cgroups, Error, Resources, Result, Version};
+use super::devices::DeviceRule;
+use super::{bpf, cpu, cpuset, memory, pids, Cgroups, Error, Resources, Result, Version};
 
 /// Controllers tidelet needs on v2.
 pub const REQUIRED: &[&str] = &["memory", "cpu", "pids"];
@@ -178,6 +179,14 @@ impl Cgroups for V2 {
         cpuset::enable_v2(&self.root, p)?;
         cpuset::set_cpus(&self.root.join(p), cpus)?;
         tracing::debug!(cgroup = path, cpus, "cpuset set");
+        Ok(())
+    }
+
+    /// Needs no controller: device programs attach to any cgroup v2 directory.
+    fn set_devices(&self, path: &str, rules: &[DeviceRule]) -> Result<()> {
+        let p = checked(path)?;
+        bpf::apply(&self.root.join(p), rules)?;
+        tracing::debug!(cgroup = path, rules = rules.len(), "device program set");
         Ok(())
     }
 }

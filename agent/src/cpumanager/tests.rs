@@ -76,6 +76,9 @@ impl Cgroups for Fake {
             }),
         }
     }
+    fn set_devices(&self, _: &str, _: &[cgroups::devices::DeviceRule]) -> cgroups::Result<()> {
+        Ok(())
+    }
 }
 
 fn set(s: &str) -> CpuSet {

@@ -9,4 +9,9 @@
 //!   container: env, mounts, device nodes, cgroup device rules, annotations.
 
 pub mod cdi;
+pub mod checkpoint;
 pub mod edits;
+pub mod manager;
+pub mod registry;
+
+pub use manager::{AdmitFailure, DevicesConfig, Manager, Notice};

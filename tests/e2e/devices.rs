@@ -1,0 +1,312 @@
+//! Device plugins against the real agent over real unix sockets: registration rules, extended
+//! resources in the node status, admission, `Allocate` answers in the container, checkpoints
+//! across a restart, and the bad inputs of the issue, with a plugin the tests control
+//! (`harness/plugin.rs`). tidelet's own plugins are tested in `devices_real.rs`.
+
+use std::time::Duration;
+
+use tidelet_deviceplugin_api::v1beta1::ContainerAllocateResponse;
+use tidelet_e2e::plugin::{healthy, FakePlugin};
+use tidelet_e2e::*;
+
+use crate::pod_yaml;
+
+pub const RES: &str = "example.com/fake";
+
+/// A container asking for `n` of `resource`.
+pub fn wants(resource: &str, n: u32) -> String {
+    format!("    resources:\n      limits: {{{resource:?}: \"{n}\"}}\n")
+}
+
+pub fn node_json(a: &Agent) -> serde_json::Value {
+    let out = a.cli(&["get", "node", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The node's (capacity, allocatable) of `resource`, `None` when it is not listed.
+pub fn counts(a: &Agent, resource: &str) -> Option<(String, String)> {
+    let n = node_json(a);
+    let st = &n["node"]["status"];
+    let c = st["capacity"][resource].as_str()?;
+    let al = st["allocatable"][resource].as_str()?;
+    Some((c.to_string(), al.to_string()))
+}
+
+pub fn wait_counts(a: &Agent, resource: &str, want: Option<(&str, &str)>) {
+    let want = want.map(|(c, al)| (c.to_string(), al.to_string()));
+    wait_for(
+        &format!("node {resource} (capacity, allocatable) = {want:?}"),
+        Duration::from_secs(15),
+        || (counts(a, resource) == want).then_some(()),
+    );
+}
+
+pub fn held(a: &Agent, name: &str, reason: &str) -> serde_json::Value {
+    a.wait_pod(name, &format!("held with reason {reason}"), |p| {
+        p["status"]["reason"] == reason
+    })
+}
+
+fn node_events(a: &Agent) -> String {
+    let out = a.cli(&["describe", "node"]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Answers with an env var naming the devices given.
+fn env_answer() -> tidelet_e2e::plugin::Answer {
+    std::sync::Arc::new(|ids: &[String]| {
+        Some(ContainerAllocateResponse {
+            envs: [("FAKE_DEVICES".to_string(), ids.join(","))].into(),
+            annotations: [("example.com/fake".to_string(), "yes".to_string())].into(),
+            ..Default::default()
+        })
+    })
+}
+
+#[test]
+fn registrations_are_checked_and_refusals_named() {
+    if !privileged() {
+        return;
+    }
+    let a = Agent::start_with_config(None);
+    let dir = a.device_plugin_dir();
+    let p = FakePlugin::serve(&dir, RES, "fake-a.sock", healthy(&["d0", "d1"]));
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("2", "2")));
+
+    // The name is taken by a live plugin.
+    let q = FakePlugin::serve(&dir, RES, "fake-b.sock", healthy(&["x"]));
+    let e = q.register().unwrap_err();
+    assert!(
+        e.contains("\"example.com/fake\" is already registered by the plugin at \"fake-a.sock\""),
+        "{e}"
+    );
+    // An unsupported API version.
+    let e = q.register_as("v1alpha1", "example.com/other").unwrap_err();
+    assert!(
+        e.contains("unsupported device-plugin API version \"v1alpha1\"; tidelet supports v1beta1"),
+        "{e}"
+    );
+    // Malformed resource names.
+    for (name, want) in [
+        ("gpu", "must be <domain>/<name>"),
+        ("Example.com/gpu", "is not a DNS subdomain"),
+        ("kubernetes.io/gpu", "reserved for the system"),
+        ("example.com/-gpu", "must be 1 to 63 letters"),
+    ] {
+        let e = q.register_as("v1beta1", name).unwrap_err();
+        assert!(e.contains(want), "{name}: {e}");
+    }
+    // The refusals are node events; the first plugin's devices are untouched.
+    let ev = node_events(&a);
+    assert!(ev.contains("DevicePluginRejected"), "{ev}");
+    assert!(ev.contains("already registered"), "{ev}");
+    assert_eq!(counts(&a, RES), Some(("2".into(), "2".into())));
+    // A pod runs all along.
+    a.write("ok.yaml", &pod_yaml("ok", "", &[("c", "sleep 3600", "")]));
+    a.wait_running(&a.full_name("ok"));
+}
+
+#[test]
+fn ten_thousand_devices_are_refused_and_other_plugins_keep_working() {
+    if !privileged() {
+        return;
+    }
+    let a = Agent::start_with_config(None);
+    let dir = a.device_plugin_dir();
+    let good = FakePlugin::serve(&dir, RES, "good.sock", healthy(&["d0"]));
+    good.register().unwrap();
+    let ids: Vec<String> = (0..10_000).map(|i| format!("dev{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let flood = FakePlugin::serve(&dir, "example.com/flood", "flood.sock", healthy(&refs));
+    flood.register().unwrap();
+    a.wait_log_line("10000 devices, more than the 1024 tidelet takes", Duration::from_secs(15));
+    let ev = node_events(&a);
+    assert!(ev.contains("DevicePluginStopped"), "{ev}");
+    // Nothing of it counted; the good plugin is untouched; pods run.
+    wait_counts(&a, "example.com/flood", Some(("0", "0")));
+    assert_eq!(counts(&a, RES), Some(("1".into(), "1".into())));
+    good.set_answer(env_answer());
+    a.write(
+        "user.yaml",
+        &pod_yaml("user", "", &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))]),
+    );
+    a.wait_running(&a.full_name("user"));
+}
+
+#[test]
+fn extended_resources_are_admitted_allocated_and_freed() {
+    if !privileged() {
+        return;
+    }
+    let a = Agent::start_with_config(None);
+    let dir = a.device_plugin_dir();
+    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0", "d1"]));
+    p.set_answer(env_answer());
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("2", "2")));
+
+    a.write(
+        "one.yaml",
+        &pod_yaml("one", "", &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))]),
+    );
+    let one = a.full_name("one");
+    a.wait_running(&one);
+    // The plugin's env reached the container.
+    wait_for("the container's output", Duration::from_secs(10), || {
+        let out = a.cli(&["logs", &one]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("got=d0")
+            .then_some(())
+    });
+    assert_eq!(p.allocations(), vec![vec!["d0".to_string()]]);
+
+    // Two more than are free: kubelet's UnexpectedAdmissionError; the first pod runs on.
+    a.write(
+        "two.yaml",
+        &pod_yaml("two", "", &[("c", "sleep 3600", &wants(RES, 2))]),
+    );
+    let two = a.full_name("two");
+    let p2 = held(&a, &two, "UnexpectedAdmissionError");
+    let msg = p2["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Allocate failed due to requested number of devices unavailable for example.com/fake. Requested: 2, Available: 1, which is unexpected"),
+        "{msg}"
+    );
+    // A resource nobody offers: OutOf<resource>.
+    a.write(
+        "none.yaml",
+        &pod_yaml("none", "", &[("c", "sleep 3600", &wants("example.com/none", 1))]),
+    );
+    let p3 = held(&a, &a.full_name("none"), "OutOfexample.com/none");
+    assert!(
+        p3["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Node didn't have enough resource: example.com/none, requested: 1, used: 0, capacity: 0"),
+        "{p3}"
+    );
+    // get node and describe pod show who holds what.
+    let n = node_json(&a);
+    let dev = &n["devices"][0];
+    assert_eq!(dev["name"], RES, "{n}");
+    assert_eq!(dev["allocated"], 1, "{n}");
+    let d = a.cli(&["describe", "pod", &one]);
+    let text = String::from_utf8_lossy(&d.stdout);
+    assert!(text.contains("example.com/fake") && text.contains("d0"), "{text}");
+
+    // The first pod goes: its device is free, and the second pod gets both.
+    a.remove("one.yaml");
+    wait_for("pod one gone", Duration::from_secs(20), || {
+        a.pod(&one).is_none().then_some(())
+    });
+    a.wait_running(&two);
+    let last = p.allocations().last().cloned().unwrap();
+    assert_eq!(last, vec!["d0".to_string(), "d1".to_string()]);
+}
+
+#[test]
+fn an_allocate_that_never_answers_fails_the_pod_not_the_agent() {
+    if !privileged() {
+        return;
+    }
+    let a = Agent::start_with_config(Some("devices:\n  allocateTimeout: 2s\n"));
+    let dir = a.device_plugin_dir();
+    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0"]));
+    p.set_answer(std::sync::Arc::new(|_: &[String]| None));
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("1", "1")));
+    a.write(
+        "hang.yaml",
+        &pod_yaml("hang", "", &[("c", "sleep 3600", &wants(RES, 1))]),
+    );
+    a.write("other.yaml", &pod_yaml("other", "", &[("c", "sleep 3600", "")]));
+    let hang = a.full_name("hang");
+    let p1 = held(&a, &hang, "UnexpectedAdmissionError");
+    let msg = p1["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Allocate failed for example.com/fake") && msg.contains("did not answer within 2s"),
+        "{msg}"
+    );
+    a.wait_running(&a.full_name("other"));
+    // The device was not left reserved: once the plugin answers, the pod starts on a retry.
+    p.set_answer(env_answer());
+    let mut w = a.pod(&hang).unwrap();
+    wait_for("pod hang running", Duration::from_secs(40), || {
+        w = a.pod(&hang).unwrap();
+        all_running(&w).then_some(())
+    });
+}
+
+#[test]
+fn a_gone_plugin_keeps_capacity_for_its_grace_period_then_is_removed() {
+    if !privileged() {
+        return;
+    }
+    let a = Agent::start_with_config(Some("devices:\n  pluginGracePeriod: 4s\n"));
+    let dir = a.device_plugin_dir();
+    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0", "d1"]));
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("2", "2")));
+    // A device turning unhealthy leaves capacity and drops allocatable.
+    let mut list = healthy(&["d0", "d1"]);
+    list[1].health = "Unhealthy".into();
+    p.set_devices(list);
+    wait_counts(&a, RES, Some(("2", "1")));
+    p.stop();
+    wait_counts(&a, RES, Some(("2", "0")));
+    wait_counts(&a, RES, None);
+    let ev = node_events(&a);
+    assert!(ev.contains("DevicePluginStopped") && ev.contains("DevicePluginRemoved"), "{ev}");
+}
+
+#[test]
+fn allocations_survive_an_agent_restart_and_plugins_register_again() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start_with_config(None);
+    let dir = a.device_plugin_dir();
+    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0", "d1"]));
+    p.set_answer(env_answer());
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("2", "2")));
+    a.write(
+        "keep.yaml",
+        &pod_yaml("keep", "", &[("c", "echo got=$FAKE_DEVICES; sleep 3600", &wants(RES, 1))]),
+    );
+    let keep = a.full_name("keep");
+    let before = a.wait_running(&keep);
+    let cp = std::fs::read_to_string(a.root.join("device_manager_state")).unwrap();
+    assert!(cp.contains("\"d0\"") && cp.contains(before["metadata"]["uid"].as_str().unwrap()), "{cp}");
+
+    a.kill9();
+    a.spawn();
+    // The agent removed the old sockets, as kubelet does, so plugins know to register again.
+    assert!(!dir.join("fake.sock").exists());
+    // Until the plugin is back the resource is known but has nothing allocatable.
+    wait_counts(&a, RES, Some(("2", "0")));
+    drop(p);
+    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0", "d1"]));
+    p.set_answer(env_answer());
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("2", "2")));
+    let after = a.wait_running(&keep);
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+    // It still holds d0: a pod asking for two is refused, one for one gets d1 without the
+    // kept pod being allocated again.
+    a.write(
+        "two.yaml",
+        &pod_yaml("two", "", &[("c", "sleep 3600", &wants(RES, 2))]),
+    );
+    held(&a, &a.full_name("two"), "UnexpectedAdmissionError");
+    a.remove("two.yaml");
+    a.write(
+        "one.yaml",
+        &pod_yaml("one", "", &[("c", "sleep 3600", &wants(RES, 1))]),
+    );
+    a.wait_running(&a.full_name("one"));
+    assert_eq!(p.allocations(), vec![vec!["d1".to_string()]]);
+}
