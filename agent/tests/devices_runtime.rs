@@ -213,7 +213,12 @@ async fn allocated_and_cdi_devices_appear_in_the_container_with_their_numbers_an
             name: "vendor.com/npu=npu0".into(),
         }],
     };
-    let edits = from_allocate(&[("nvidia.com/gpu", &answer)], &cdi, &RealHostFs).unwrap();
+    let edits = from_allocate(
+        &[("nvidia.com/gpu".to_string(), answer.clone())],
+        &cdi,
+        &RealHostFs,
+    )
+    .unwrap();
 
     let script = "stat -c '%n %F %t:%T %a' /dev/nvidia0 /dev/accel/npu0; \
         echo env $GPU_VISIBLE $NPU_VISIBLE; cat /usr/lib/libgpu.so; \

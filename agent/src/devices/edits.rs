@@ -182,7 +182,7 @@ pub enum EditError {
 /// The device edits for one container from its `Allocate` answers, one per resource
 /// (`(resource name, answer)`), with their CDI device names resolved through `cdi`.
 pub fn from_allocate(
-    responses: &[(&str, &ContainerAllocateResponse)],
+    responses: &[(String, ContainerAllocateResponse)],
     cdi: &Registry,
     host: &dyn HostFs,
 ) -> Result<ContainerEdits, EditError> {

@@ -118,7 +118,10 @@ fn a_plugin_answer_becomes_env_mounts_nodes_and_annotations() {
     );
     let reg = Registry::default();
     let e = from_allocate(
-        &[("nvidia.com/gpu", &gpu), ("dri.tidelet.io/i915", &dri)],
+        &[
+            ("nvidia.com/gpu".to_string(), gpu.clone()),
+            ("dri.tidelet.io/i915".to_string(), dri.clone()),
+        ],
         &reg,
         &host(),
     )
@@ -313,7 +316,8 @@ fn bad_answers_are_refused_naming_resource_field_and_value() {
         ),
     ];
     for (what, a, want) in cases {
-        let err = from_allocate(&[("vendor.com/dev", &a)], &reg, &host()).unwrap_err();
+        let err =
+            from_allocate(&[("vendor.com/dev".to_string(), a.clone())], &reg, &host()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(want), "{what}: {msg}");
         assert!(
@@ -376,7 +380,10 @@ fn the_same_node_from_two_answers_is_kept_once_with_both_accesses() {
         &[],
     );
     let e = from_allocate(
-        &[("a.com/x", &a), ("b.com/y", &b)],
+        &[
+            ("a.com/x".to_string(), a.clone()),
+            ("b.com/y".to_string(), b.clone()),
+        ],
         &Registry::default(),
         &host(),
     )
@@ -390,7 +397,10 @@ fn conflicting_annotations_between_answers_are_refused() {
     let a = answer(&[], vec![], vec![], &[("k", "1")], &[]);
     let b = answer(&[], vec![], vec![], &[("k", "2")], &[]);
     let err = from_allocate(
-        &[("a.com/x", &a), ("b.com/y", &b)],
+        &[
+            ("a.com/x".to_string(), a.clone()),
+            ("b.com/y".to_string(), b.clone()),
+        ],
         &Registry::default(),
         &host(),
     )
@@ -468,7 +478,7 @@ fn cdi_names_from_the_answer_and_annotations_add_their_edits() {
         &[("cdi.k8s.io/vendor-gpu", "vendor.com/gpu=gpu1")],
         &["vendor.com/gpu=gpu0"],
     );
-    let e = from_allocate(&[("vendor.com/gpu", &a)], &reg, &host()).unwrap();
+    let e = from_allocate(&[("vendor.com/gpu".to_string(), a.clone())], &reg, &host()).unwrap();
     assert_eq!(
         e.env,
         [
@@ -523,7 +533,12 @@ fn cdi_names_from_the_answer_and_annotations_add_their_edits() {
     );
 
     let block = answer(&[], vec![], vec![], &[], &["vendor.com/gpu=blockdev"]);
-    let e = from_allocate(&[("vendor.com/gpu", &block)], &reg, &host()).unwrap();
+    let e = from_allocate(
+        &[("vendor.com/gpu".to_string(), block.clone())],
+        &reg,
+        &host(),
+    )
+    .unwrap();
     assert_eq!(
         (e.devices[0].kind, e.devices[0].major, e.devices[0].gid),
         (DevKind::Block, 8, 6)
@@ -543,7 +558,7 @@ fn cdi_nodes_that_cannot_be_made_are_refused_naming_device_and_spec() {
     ];
     for (name, want) in cases {
         let a = answer(&[], vec![], vec![], &[], &[name]);
-        let msg = from_allocate(&[("vendor.com/gpu", &a)], &reg, &host())
+        let msg = from_allocate(&[("vendor.com/gpu".to_string(), a.clone())], &reg, &host())
             .unwrap_err()
             .to_string();
         assert!(msg.contains(want), "{name}: {msg}");
@@ -607,7 +622,7 @@ fn real_host_nodes_are_read_through_stat() {
         &[],
     );
     let e = from_allocate(
-        &[("tidelet.io/test", &a)],
+        &[("tidelet.io/test".to_string(), a.clone())],
         &Registry::default(),
         &RealHostFs,
     )
@@ -641,7 +656,7 @@ fn real_host_nodes_are_read_through_stat() {
     ] {
         let bad = answer(&[], vec![], vec![dev("/dev/x", &host_path, "rw")], &[], &[]);
         let msg = from_allocate(
-            &[("tidelet.io/test", &bad)],
+            &[("tidelet.io/test".to_string(), bad.clone())],
             &Registry::default(),
             &RealHostFs,
         )
