@@ -127,20 +127,24 @@ impl HostFs for RealHostFs {
 /// <resource>` or `CDI device <name> (<spec file>)`.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
+    /// An env name that is empty or holds `=` (or a NUL anywhere).
     #[error("{from}: env {key:?}: {reason}")]
     Env {
         from: String,
         key: String,
         reason: &'static str,
     },
+    /// A mount's host path is not there.
     #[error("{from}: mount host path {path:?} does not exist")]
     MountHostMissing { from: String, path: String },
+    /// A mount that cannot be a bind mount of a host path (relative path, other type).
     #[error("{from}: mount host path {path:?}: {reason}")]
     MountHost {
         from: String,
         path: String,
         reason: String,
     },
+    /// A container path that is empty, relative, the root or climbs out of the rootfs.
     #[error("{from}: {field} {value:?}: {reason}")]
     ContainerPath {
         from: String,
@@ -148,12 +152,14 @@ pub enum EditError {
         value: String,
         reason: &'static str,
     },
+    /// A device's host node is missing, not a char/block device, or of a type not supported.
     #[error("{from}: device host path {path:?}: {reason}")]
     DeviceHost {
         from: String,
         path: String,
         reason: String,
     },
+    /// Cgroup permissions that are empty or not made of r, w, m.
     #[error("{from}: device {path:?}: permissions {value:?}: {reason}")]
     Permissions {
         from: String,
@@ -161,6 +167,7 @@ pub enum EditError {
         value: String,
         reason: &'static str,
     },
+    /// Two sources put different devices or mounts at one container path.
     #[error("{from}: {what} {path:?} is also given, differently, by {other}")]
     Conflict {
         from: String,
@@ -168,6 +175,7 @@ pub enum EditError {
         path: String,
         other: String,
     },
+    /// Two answers set one annotation to different values.
     #[error("{from}: annotation {key:?} = {value:?} conflicts with {old:?} from another answer")]
     Annotation {
         from: String,
@@ -175,6 +183,7 @@ pub enum EditError {
         value: String,
         old: String,
     },
+    /// A CDI name that is malformed or not defined by any spec.
     #[error(transparent)]
     Cdi(#[from] ResolveError),
 }
@@ -268,6 +277,15 @@ pub fn from_allocate(
         }
     }
     b.out.env = b.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    tracing::debug!(
+        resources = responses.len(),
+        cdi_devices = cdi_names.len(),
+        env = b.out.env.len(),
+        mounts = b.out.mounts.len(),
+        devices = b.out.devices.len(),
+        hooks = b.out.hooks.len(),
+        "device edits built"
+    );
     Ok(b.out)
 }
 
