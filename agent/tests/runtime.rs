@@ -135,6 +135,7 @@ impl Pod {
                 destination: "/etc/hostname".into(),
                 readonly: true,
             }],
+            devices: vec![],
             cgroup_procs: vec![],
             oom_kill_file: None,
             oom_score_adj: 0,

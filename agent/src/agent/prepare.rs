@@ -310,6 +310,7 @@ pub fn container_spec(
             .and_then(|s| s.read_only_root_filesystem)
             == Some(true),
         mounts,
+        devices: vec![],
         cgroup_procs: inp.cgroups.procs_files(&cg),
         oom_kill_file: Some(inp.cgroups.oom_kill_file(&cg)),
         oom_score_adj: qos::oom_score_adj(s, c, inp.node.memory_capacity),

@@ -59,6 +59,10 @@ pub struct ContainerSpec {
     pub readonly_rootfs: bool,
     /// Bind mounts in order: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, volumes.
     pub mounts: Vec<BindMount>,
+    /// Device nodes to create (after the private `/dev`, before the bind mounts), from
+    /// device plugins and CDI.
+    #[serde(default)]
+    pub devices: Vec<crate::devices::edits::DeviceNode>,
     /// `cgroup.procs` files of the container's cgroup.
     pub cgroup_procs: Vec<PathBuf>,
     /// File to read `oom_kill N` from (see `cgroups::read_oom_kills`) to tell an OOM kill.

@@ -1,6 +1,7 @@
 //! A container's root filesystem, set up by the child in its new mount namespace: make `/`
 //! rprivate, overlayfs of the image layers at `rootfs`, `/proc`, read-only `/sys`, a private
-//! `/dev` (device nodes, devpts, shm, mqueue, the standard links), the bind mounts (whose
+//! `/dev` (device nodes, devpts, shm, mqueue, the standard links), the device nodes a
+//! container was given (device plugins, CDI), the bind mounts (whose
 //! destinations are resolved inside the rootfs and may not escape it), an optional
 //! read-only remount, then `pivot_root` with the old root detached.
 //!
@@ -17,6 +18,8 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
 use super::protocol::ContainerSpec;
 use super::sys::{fail, io_fail};
+use crate::cgroups::devices::DevKind;
+use crate::devices::edits::DeviceNode;
 
 fn mnt(
     src: Option<&str>,
@@ -90,6 +93,9 @@ pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
         "mount sysfs",
     )?;
     setup_dev(&root.join("dev"))?;
+    for d in &spec.devices {
+        create_device_node(root, d)?;
+    }
     for m in &spec.mounts {
         bind_mount(root, &m.source, &m.destination, m.readonly)?;
     }
@@ -261,11 +267,57 @@ fn bind_mount(root: &Path, source: &Path, dest: &str, readonly: bool) -> Result<
     Ok(())
 }
 
+/// Create device node `d` in the container at `root`: its path resolved inside the rootfs
+/// (never out of it), parent directories made, whatever was there (e.g. the standard
+/// `/dev/null`) replaced, then `mknod` with its type and numbers, `chmod` to its mode (not
+/// subject to the umask) and `chown` to its owner.
+pub fn create_device_node(root: &Path, d: &DeviceNode) -> Result<(), String> {
+    let what = format!("device node {:?}", d.container_path);
+    let target = resolve_in_root_as(root, &d.container_path, "device node")?;
+    if target == root {
+        return Err(format!("{what}: is the container's root"));
+    }
+    let kind = match d.kind {
+        DevKind::Char => SFlag::S_IFCHR,
+        DevKind::Block => SFlag::S_IFBLK,
+        DevKind::All => return Err(format!("{what}: type \"all\" is not a node type")),
+    };
+    if let Some(parent) = target.parent() {
+        mkdir_p(parent, 0o755)?;
+    }
+    match fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => return Err(format!("{what}: a directory is in the way")),
+        Ok(_) => fs::remove_file(&target).map_err(|e| io_fail(format!("{what}: remove"), e))?,
+        Err(_) => {}
+    }
+    let mode = d.file_mode & 0o7777;
+    mknod(
+        &target,
+        kind,
+        Mode::from_bits_truncate(mode),
+        makedev(u64::from(d.major), u64::from(d.minor)),
+    )
+    .map_err(|e| fail(format!("{what}: mknod {}:{}", d.major, d.minor), e))?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+        .map_err(|e| io_fail(format!("{what}: chmod {mode:o}"), e))?;
+    nix::unistd::chown(
+        &target,
+        Some(nix::unistd::Uid::from_raw(d.uid)),
+        Some(nix::unistd::Gid::from_raw(d.gid)),
+    )
+    .map_err(|e| fail(format!("{what}: chown {}:{}", d.uid, d.gid), e))
+}
+
 /// The host path of `dest` inside `root`, following symlinks as the container would see
 /// them (absolute targets are relative to `root`). Refuses a `..` in `dest` and any symlink
 /// that would lead out of `root`. Missing components are fine (they will be created).
 pub fn resolve_in_root(root: &Path, dest: &str) -> Result<PathBuf, String> {
-    let refuse = |why: &str| Err(format!("mount destination {dest:?}: {why}"));
+    resolve_in_root_as(root, dest, "mount destination")
+}
+
+/// `resolve_in_root`, with `what` naming `dest` in errors.
+fn resolve_in_root_as(root: &Path, dest: &str, what: &str) -> Result<PathBuf, String> {
+    let refuse = |why: &str| Err(format!("{what} {dest:?}: {why}"));
     if !dest.starts_with('/') {
         return refuse("not an absolute path");
     }
@@ -412,3 +464,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rootfs_devices_tests.rs"]
+mod devices_tests;
