@@ -30,13 +30,13 @@ pub fn container_edits(
     if answers.is_empty() {
         return Ok(edits::ContainerEdits::default());
     }
-    let mut out = edits::ContainerEdits::default();
-    for (_, a) in &answers {
-        let mut env: Vec<String> = a.envs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        out.env.append(&mut env);
-        out.annotations.extend(a.annotations.clone());
+    // Read at each start that needs it: specs are a few small files, and a spec installed
+    // or fixed later is then used without restarting the agent.
+    let (registry, errors) = cdi::Registry::load(&manager.config().cdi_spec_dirs);
+    for e in errors {
+        tracing::warn!(error = %e, "CDI spec skipped");
     }
-    Ok(out)
+    edits::from_allocate(&answers, &registry, &edits::RealHostFs).map_err(|e| e.to_string())
 }
 
 /// The container's cgroup device rules: the defaults plus each device it was given.
@@ -63,4 +63,10 @@ pub fn apply_edits(spec: &mut ContainerSpec, e: edits::ContainerEdits) {
     spec.env.retain(|kv| !replaced.contains(&key(kv)));
     spec.env.extend(e.env);
     spec.mounts.extend(e.mounts);
+    spec.devices = e.devices;
+    for g in e.additional_gids {
+        if !spec.additional_gids.contains(&g) {
+            spec.additional_gids.push(g);
+        }
+    }
 }
