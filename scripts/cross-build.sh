@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Cross-builds every binary of the workspace for ARM boards on a Debian 12 machine without a
-# container engine (as root), with Debian's own current Rust toolchain instead of `cross`, and
-# runs the unit tests of the cross-built crates under qemu-user:
+# Cross-builds the binaries tidelet ships (the agent `tidelet` and the device plugins
+# `tidelet-gpu-plugin` and `tidelet-generic-plugin`, in one cargo invocation) for ARM boards on
+# a Debian 12 machine without a container engine (as root), with Debian's own current Rust
+# toolchain instead of `cross`, and runs the unit tests of the workspace's crates under
+# qemu-user:
 #   aarch64-unknown-linux-gnu    rustc-web/cargo-web 1.96 + libstd-rust-web-dev:arm64,
 #                                linked with gcc-aarch64-linux-gnu
 #   armv7-unknown-linux-gnueabihf  the same toolchain building its own std from rust-web-src
@@ -9,7 +11,8 @@
 #                                std we may install), linked with gcc-arm-linux-gnueabihf
 # Output: target/cross/aarch64-unknown-linux-gnu/release/<bin> and
 # target/cross-armv7/armv7-unknown-linux-gnueabihf/release/<bin> (one target dir each, so that
-# both build at once), checked with `file`/`readelf` and sized.
+# both build at once), each checked with `file`/`readelf` (machine, ABI, stripped), sized
+# against the budget and started under qemu-user (`--help`).
 # (With Docker or Podman, `cross build --release --target <triple>` does the same; see
 # Cross.toml and the README.)
 #
@@ -23,6 +26,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/cross-build.sh: run as root (it installs packages)" >&2; exit 1; fi
 . scripts/cross/lib.sh
+
+# The packages whose binaries ship, and the binaries that must come out of them (a package
+# that stopped producing its binary, or was renamed, fails the build here, not on a board).
+CROSS_PACKAGES=(tidelet tidelet-gpu-plugin tidelet-generic-plugin)
+CROSS_EXPECTED_BINS=(tidelet tidelet-gpu-plugin tidelet-generic-plugin)
 
 tests=1
 target_dir=target/cross

@@ -124,22 +124,30 @@ cross_env() {
   fi
 }
 
-# Builds the release binaries of every workspace member for target $1 into target dir $2 and
-# records their paths in CROSS_BINS.
+# Builds the release binaries of the packages CROSS_PACKAGES (set by scripts/cross-build.sh)
+# for target $1 into target dir $2, in one cargo invocation (their shared dependencies are
+# compiled once), and records their paths in CROSS_BINS; each of CROSS_EXPECTED_BINS must be
+# among them.
 cross_build() {
-  local t=$1 dir=$2 triple json
+  local t=$1 dir=$2 triple json pkgs=() p b found
   triple=$(cross_triple "$t")
   cross_env "$t"
-  echo "== $t: cargo build --release --workspace --bins"
+  for p in "${CROSS_PACKAGES[@]}"; do pkgs+=(-p "$p"); done
+  [ ${#pkgs[@]} -gt 0 ] || { echo "cross: CROSS_PACKAGES is empty" >&2; return 1; }
+  echo "== $t: cargo build --release ${pkgs[*]} --bins"
   json=$(mktemp)
   "${CARGO[@]}" build --locked --release --target "$triple" --target-dir "$dir" \
-    "${CROSS_STD[@]}" --workspace --bins --message-format=json-render-diagnostics >"$json"
+    "${CROSS_STD[@]}" "${pkgs[@]}" --bins --message-format=json-render-diagnostics >"$json"
   mapfile -t CROSS_BINS < <(grep -o '"executable":"[^"]*"' "$json" | cut -d'"' -f4 | sort -u)
   rm -f "$json"
-  if [ ${#CROSS_BINS[@]} -eq 0 ]; then
-    echo "cross: cargo built no binary for $triple" >&2
-    return 1
-  fi
+  for b in "${CROSS_EXPECTED_BINS[@]}"; do
+    found=0
+    for p in "${CROSS_BINS[@]}"; do [ "${p##*/}" != "$b" ] || found=1; done
+    if [ $found = 0 ]; then
+      echo "cross: cargo built no $b for $triple (built: ${CROSS_BINS[*]:-nothing})" >&2
+      return 1
+    fi
+  done
 }
 
 # Checks each binary of CROSS_BINS: ELF for the target's machine and ABI, stripped, within

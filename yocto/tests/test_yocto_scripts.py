@@ -244,15 +244,110 @@ class Unit(unittest.TestCase):
             src = Path(d)
             (src / "LICENSE").write_bytes((REPO / "LICENSE").read_bytes())
             got = sorted(sources.check(src, sources.RECIPE))
-            self.assertEqual(len(got), 3, got)
-            self.assertIn("README.md: missing", got[0])
-            self.assertIn("dist/systemd/tidelet.service: missing", got[1])
-            self.assertIn("dist/tidelet.yaml: missing", got[2])
+            want = ["README.md", "dist/generic-devices.yaml",
+                    "dist/systemd/tidelet-generic-plugin.service",
+                    "dist/systemd/tidelet-gpu-plugin.service", "dist/systemd/tidelet.service",
+                    "dist/tidelet.yaml"]
+            self.assertEqual(len(got), len(want), got)
+            for g, w in zip(got, want):
+                self.assertIn(f"{w}: missing", g)
             (src / "README.md").write_text("# tidelet\n")
             (src / "dist/systemd").mkdir(parents=True)
             (src / "dist/tidelet.yaml").write_text("staticPodPath: /etc/tidelet/manifests\n")
+            (src / "dist/generic-devices.yaml").write_text("groups: []\n")
             (src / sources.UNIT).write_text("[Service]\nExecStart=/usr/bin/tidelet run\n")
+            (src / "dist/systemd/tidelet-gpu-plugin.service").write_text(
+                "[Service]\nExecStart=/usr/bin/tidelet-gpu-plugin\n")
+            (src / "dist/systemd/tidelet-generic-plugin.service").write_text(
+                "[Service]\nExecStart=/usr/bin/tidelet-generic-plugin \\\n"
+                "  --config /etc/tidelet/generic-devices.yaml\n")
             self.assertEqual(sources.check(src, sources.RECIPE), [])
+
+    def test_repository_recipe_and_units_agree(self):
+        self.assertEqual(sources.check(REPO, sources.RECIPE), [])
+
+
+GPU, GENERIC = sources.SERVICES[1], sources.SERVICES[2]
+STRICT = "ProtectSystem=strict\n"
+
+
+class PluginUnits(unittest.TestCase):
+    def test_unit_settings_join_continuations_and_skip_comments(self):
+        text = ("[Service]\n# ExecStart=/nope\nExecStart=/usr/bin/x \\\n    --a 1 \\\n  --b 2\n"
+                "ReadWritePaths=/a\nReadWritePaths=-/b /c\n")
+        got = sources.unit_settings(text)
+        self.assertEqual(got["ExecStart"], ["/usr/bin/x      --a 1    --b 2"])
+        self.assertEqual(got["ReadWritePaths"], ["/a", "-/b /c"])
+        self.assertEqual(sources.exec_start(text), ["/usr/bin/x", "--a", "1", "--b", "2"])
+
+    def test_check_unit_of_the_plugins(self):
+        gpu = "ExecStart=/usr/bin/tidelet-gpu-plugin"
+        gen = "ExecStart=/usr/bin/tidelet-generic-plugin --config /etc/tidelet/generic-devices.yaml"
+        cases = [
+            ("gpu, no sandbox", GPU, gpu, []),
+            ("gpu, elsewhere", GPU, "ExecStart=/usr/bin/tidelet-gpu", ["runs '/usr/bin/tidelet-gpu'"]),
+            ("gpu, strict, default dir writable by StateDirectory", GPU,
+             f"{gpu}\n{STRICT}StateDirectory=kubelet/device-plugins\n", []),
+            ("gpu, strict, parent writable", GPU, f"{gpu}\n{STRICT}ReadWritePaths=-/var/lib/kubelet\n", []),
+            ("gpu, strict, nothing writable", GPU, f"{gpu}\n{STRICT}",
+             [("/var/lib/kubelet/device-plugins is read-only", "writable: nothing")]),
+            ("gpu, strict, moved dir not writable", GPU,
+             f"{gpu} --device-plugin-dir=/run/dp\n{STRICT}ReadWritePaths=/var/lib/kubelet\n",
+             [("/run/dp is read-only", "writable: /var/lib/kubelet")]),
+            ("gpu, strict, sibling is not under", GPU,
+             f"{gpu}\n{STRICT}ReadWritePaths=/var/lib/kubelet/device\n", ["is read-only"]),
+            ("gpu, full protection leaves /var writable", GPU, f"{gpu}\nProtectSystem=full\n", []),
+            ("generic", GENERIC, gen, []),
+            ("generic, no config", GENERIC, "ExecStart=/usr/bin/tidelet-generic-plugin",
+             ["passes no --config"]),
+            ("generic, other config", GENERIC,
+             "ExecStart=/usr/bin/tidelet-generic-plugin --config=/etc/devices.yaml",
+             [("passes --config /etc/devices.yaml", "/etc/tidelet/generic-devices.yaml")]),
+        ]
+        for label, service, unit, want in cases:
+            with self.subTest(label):
+                got = sources.check_unit(f"[Service]\n{unit}\n", service)
+                self.assertEqual(len(got), len(want), got)
+                for g, w in zip(got, want):
+                    for word in (w,) if isinstance(w, str) else w:
+                        self.assertIn(word, g)
+
+    def test_check_reports_recipe_packaging_mistakes(self):
+        recipe_text = sources.RECIPE.read_text()
+        cases = [
+            ("unit not a service of its package",
+             'SYSTEMD_SERVICE:${PN}-gpu-plugin = "tidelet-gpu-plugin.service"',
+             'SYSTEMD_SERVICE:${PN}-gpu-plugin = "gpu.service"',
+             ["SYSTEMD_SERVICE:${PN}-gpu-plugin does not name tidelet-gpu-plugin.service"]),
+            ("package not a systemd package",
+             'SYSTEMD_PACKAGES = "${PN} ${PN}-gpu-plugin ${PN}-generic-plugin"',
+             'SYSTEMD_PACKAGES = "${PN} ${PN}-gpu-plugin"',
+             ["SYSTEMD_PACKAGES does not list ${PN}-generic-plugin"]),
+            ("configuration not a conffile",
+             'CONFFILES:${PN}-generic-plugin = "${sysconfdir}/tidelet/generic-devices.yaml"', "",
+             ["CONFFILES:${PN}-generic-plugin does not list /etc/tidelet/generic-devices.yaml"]),
+            ("binary left to another package",
+             'FILES:${PN}-gpu-plugin += "${bindir}/tidelet-gpu-plugin ',
+             'FILES:${PN}-gpu-plugin += "',
+             ["FILES:${PN}-gpu-plugin does not hold /usr/bin/tidelet-gpu-plugin"]),
+            ("configuration installed elsewhere",
+             "${D}${sysconfdir}/tidelet/generic-devices.yaml", "${D}${sysconfdir}/generic.yaml",
+             ["installs dist/generic-devices.yaml as /etc/generic.yaml"]),
+            ("plugin package dropped",
+             'PACKAGE_BEFORE_PN = "${PN}-gpu-plugin ${PN}-generic-plugin"',
+             'PACKAGE_BEFORE_PN = "${PN}-gpu-plugin"',
+             ["${PN}-generic-plugin is not a package"]),
+        ]
+        with tempfile.TemporaryDirectory() as d:
+            recipe = Path(d, "r.bb")
+            for label, old, new, want in cases:
+                with self.subTest(label):
+                    self.assertIn(old, recipe_text)
+                    recipe.write_text(recipe_text.replace(old, new))
+                    got = sources.check(REPO, recipe)
+                    self.assertEqual(len(got), len(want), got)
+                    for g, w in zip(got, want):
+                        self.assertIn(w, g)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,20 @@
 # nooelint: oelint.var.bbclassextend - a node agent for the target only: no -native or nativesdk use
 SUMMARY = "Kubelet-like node agent for embedded Linux"
+SUMMARY:${PN}-gpu-plugin = "tidelet's Kubernetes device plugin for GPUs"
+SUMMARY:${PN}-generic-plugin = "tidelet's Kubernetes device plugin for devices chosen by globs"
 DESCRIPTION = "tidelet watches a static-pod directory and runs Kubernetes Pods itself, \
                with Linux namespaces, cgroups (v1 and v2) and an overlayfs rootfs unpacked \
                from OCI images: no cluster and no container runtime, one binary. It runs as \
-               a systemd service (Type=notify, watchdog, delegated cgroup subtree)."
+               a systemd service (Type=notify, watchdog, delegated cgroup subtree). \
+               The packages tidelet-gpu-plugin and tidelet-generic-plugin hold its \
+               Kubernetes device plugins (GPUs; serial, video, GPIO, I2C devices)."
+DESCRIPTION:${PN}-gpu-plugin = "Advertises NVIDIA GPUs (nvidia.com/gpu) and DRM render \
+                                nodes (dri.tidelet.io/<driver>) over the device-plugin API \
+                                v1beta1, to tidelet or to a kubelet."
+DESCRIPTION:${PN}-generic-plugin = "Advertises the device nodes matched by the glob groups of \
+                                    /etc/tidelet/generic-devices.yaml (serial, video, GPIO, \
+                                    I2C...) over the device-plugin API v1beta1, with hot-plug, \
+                                    to tidelet or to a kubelet."
 # nooelint: oelint.vars.homepageping - placeholder until the project has a public home (and CI reaches no other hosts)
 HOMEPAGE = "https://git.example.com/tidelet"
 BUGTRACKER = "https://git.example.com/tidelet/issues"
@@ -29,9 +40,12 @@ inherit cargo cargo-update-recipe-crates systemd
 # scripts/yocto-crates.py (or `bitbake -c update_crates tidelet`) after Cargo.lock changes.
 require ${BPN}-crates.inc
 
-# Cargo.toml at the top is a workspace; build only the agent's package. The lock file is the
-# workspace's, not one beside agent/Cargo.toml.
-CARGO_SRC_DIR = "agent"
+# Cargo.toml at the top is a workspace (CARGO_SRC_DIR keeps its default, the top). One cargo
+# invocation builds the agent and the two device plugins: they share their dependencies
+# (tokio, tonic, prost...), which are compiled once, and they come from the one Cargo.lock
+# that tidelet-crates.inc lists. The plugins are packaged apart (PACKAGE_BEFORE_PN below), so
+# an image takes only what it needs, a plugin without the agent included (for a kubelet).
+CARGO_BUILD_FLAGS:append = " -p tidelet -p tidelet-gpu-plugin -p tidelet-generic-plugin"
 CARGO_LOCK_PATH = "${S}/Cargo.lock"
 CARGO_LOCK_SRC_DIR = "${S}"
 
@@ -48,17 +62,35 @@ do_install:append() {
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -d ${D}${systemd_system_unitdir}
         install -m 0644 ${S}/dist/systemd/tidelet.service ${D}${systemd_system_unitdir}/tidelet.service
+        install -m 0644 ${S}/dist/systemd/tidelet-gpu-plugin.service ${D}${systemd_system_unitdir}/tidelet-gpu-plugin.service
+        install -m 0644 ${S}/dist/systemd/tidelet-generic-plugin.service ${D}${systemd_system_unitdir}/tidelet-generic-plugin.service
     fi
+    install -m 0644 ${S}/dist/generic-devices.yaml ${D}${sysconfdir}/tidelet/generic-devices.yaml
 }
 
+# The device plugins, each in its own package (cargo_do_install put their binaries in
+# ${bindir} beside tidelet's). Listed before ${PN}, so they take their files first.
+PACKAGE_BEFORE_PN = "${PN}-gpu-plugin ${PN}-generic-plugin"
+FILES:${PN}-gpu-plugin += "${bindir}/tidelet-gpu-plugin \
+                           ${systemd_system_unitdir}/tidelet-gpu-plugin.service"
+FILES:${PN}-generic-plugin += "${bindir}/tidelet-generic-plugin \
+                               ${systemd_system_unitdir}/tidelet-generic-plugin.service \
+                               ${sysconfdir}/tidelet/generic-devices.yaml"
+
+SYSTEMD_PACKAGES = "${PN} ${PN}-gpu-plugin ${PN}-generic-plugin"
 SYSTEMD_SERVICE:${PN} = "tidelet.service"
+SYSTEMD_SERVICE:${PN}-gpu-plugin = "tidelet-gpu-plugin.service"
+SYSTEMD_SERVICE:${PN}-generic-plugin = "tidelet-generic-plugin.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+SYSTEMD_AUTO_ENABLE:${PN}-gpu-plugin = "enable"
+SYSTEMD_AUTO_ENABLE:${PN}-generic-plugin = "enable"
 
 # cargo_do_install also installs the agent's library crate (libtidelet.rlib) in ${rustlibdir};
 # the cargo class packages it in tidelet-dev, which images do not install.
 
-# Keep a board engineer's edits to the configuration across package upgrades.
+# Keep a board engineer's edits to the configurations across package upgrades.
 CONFFILES:${PN} = "${sysconfdir}/tidelet/config.yaml"
+CONFFILES:${PN}-generic-plugin = "${sysconfdir}/tidelet/generic-devices.yaml"
 
 # The binary needs only glibc (found by the shlib scan). The kernel features it uses are
 # set by recipes-kernel/linux/linux-yocto/tidelet.cfg; a kernel that builds them as modules
