@@ -18,7 +18,8 @@ fi
 # and nc for the guest's forward to the host's loopback. (scripts/cross-build.sh and
 # scripts/lint-yocto.sh install their own tools.)
 apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
-  netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl
+  netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl \
+  protobuf-compiler
 ensure_toolchain
 modprobe overlay 2>/dev/null || true
 

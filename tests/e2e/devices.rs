@@ -360,3 +360,187 @@ fn allocations_survive_an_agent_restart_and_plugins_register_again() {
     a.wait_running(&a.full_name("one"));
     assert_eq!(p.allocations(), vec![vec!["d1".to_string()]]);
 }
+
+/// The waiting reason and message of a pod's first container, once it has one.
+fn waiting(a: &Agent, name: &str, reason: &str) -> String {
+    let p = a.wait_pod(name, &format!("waiting with {reason}"), |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == reason
+    });
+    p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn allocate_answers_with_bad_paths_fail_the_container_naming_the_path() {
+    use tidelet_deviceplugin_api::v1beta1::{DeviceSpec, Mount};
+    if !privileged() {
+        return;
+    }
+    let a = Agent::start_with_config(None);
+    let dir = a.device_plugin_dir();
+    let missing = FakePlugin::serve(
+        &dir,
+        "example.com/missing",
+        "missing.sock",
+        healthy(&["m0"]),
+    );
+    missing.set_answer(std::sync::Arc::new(|_: &[String]| {
+        Some(ContainerAllocateResponse {
+            mounts: vec![Mount {
+                container_path: "/opt/lib".into(),
+                host_path: "/nonexistent/tidelet-e2e/lib".into(),
+                read_only: true,
+            }],
+            ..Default::default()
+        })
+    }));
+    missing.register().unwrap();
+    let escape = FakePlugin::serve(&dir, "example.com/escape", "escape.sock", healthy(&["e0"]));
+    escape.set_answer(std::sync::Arc::new(|_: &[String]| {
+        Some(ContainerAllocateResponse {
+            devices: vec![DeviceSpec {
+                container_path: "/dev/../../etc/evil".into(),
+                host_path: "/dev/null".into(),
+                permissions: "rw".into(),
+            }],
+            ..Default::default()
+        })
+    }));
+    escape.register().unwrap();
+    wait_counts(&a, "example.com/escape", Some(("1", "1")));
+    a.write(
+        "missing.yaml",
+        &pod_yaml(
+            "missing",
+            "",
+            &[("c", "sleep 3600", &wants("example.com/missing", 1))],
+        ),
+    );
+    a.write(
+        "escape.yaml",
+        &pod_yaml(
+            "escape",
+            "",
+            &[("c", "sleep 3600", &wants("example.com/escape", 1))],
+        ),
+    );
+    a.write(
+        "fine.yaml",
+        &pod_yaml("fine", "", &[("c", "sleep 3600", "")]),
+    );
+    let m = waiting(&a, &a.full_name("missing"), "CreateContainerConfigError");
+    assert!(
+        m.contains("example.com/missing")
+            && m.contains("\"/nonexistent/tidelet-e2e/lib\" does not exist"),
+        "{m}"
+    );
+    let m = waiting(&a, &a.full_name("escape"), "CreateContainerConfigError");
+    assert!(
+        m.contains("example.com/escape") && m.contains("/dev/../../etc/evil"),
+        "{m}"
+    );
+    assert!(!std::path::Path::new("/etc/evil").exists());
+    a.wait_running(&a.full_name("fine"));
+}
+
+/// A CDI spec directory with one valid spec (device `example.com/fake=dev0`: an env var and
+/// a device node) and one invalid spec.
+fn cdi_dir(root: &std::path::Path, node: &std::path::Path) -> std::path::PathBuf {
+    let d = root.join("cdi");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("fake.yaml"),
+        format!(
+            "cdiVersion: 0.6.0\nkind: example.com/fake\ndevices:\n- name: dev0\n  containerEdits:\n    env: [FAKE_CDI=dev0]\n    deviceNodes:\n    - path: /dev/fake0\n      hostPath: {}\n      permissions: rw\n",
+            node.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("broken.json"),
+        "{\"cdiVersion\": \"0.6.0\", \"kind\": \"no-slash\", \"devices\": []}",
+    )
+    .unwrap();
+    d
+}
+
+#[test]
+fn cdi_devices_named_by_a_plugin_reach_the_container_and_bad_specs_are_named() {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use tidelet_deviceplugin_api::v1beta1::CdiDevice;
+    if !privileged() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // tun's numbers: not in the default allow list, harmless to open.
+    let node = tmp.path().join("fake0");
+    mknod(
+        &node,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(10, 200),
+    )
+    .unwrap();
+    let cdi = cdi_dir(tmp.path(), &node);
+    let a = Agent::start_with_config(Some(&format!(
+        "devices:\n  cdiSpecDirs: [{}]\n",
+        cdi.display()
+    )));
+    let dir = a.device_plugin_dir();
+    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["dev0", "dev1"]));
+    p.set_answer(std::sync::Arc::new(|ids: &[String]| {
+        Some(ContainerAllocateResponse {
+            cdi_devices: ids
+                .iter()
+                .map(|i| CdiDevice {
+                    name: format!("example.com/fake={i}"),
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }));
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("2", "2")));
+    a.write(
+        "cdi.yaml",
+        &pod_yaml(
+            "cdi",
+            "",
+            &[(
+                "c",
+                "echo cdi=$FAKE_CDI; ls -l /dev/fake0; (exec 3<>/dev/fake0) && echo opened; sleep 3600",
+                &wants(RES, 1),
+            )],
+        ),
+    );
+    let cdi_pod = a.full_name("cdi");
+    a.wait_running(&cdi_pod);
+    wait_for(
+        "the CDI container's output",
+        Duration::from_secs(10),
+        || {
+            let out = a.cli(&["logs", &cdi_pod]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (text.contains("cdi=dev0") && text.contains("10, 200") && text.contains("opened"))
+                .then_some(())
+        },
+    );
+    // The broken spec was skipped with its file and reason in the log.
+    let log = a.agent_log();
+    assert!(
+        log.contains("broken.json") && log.contains("CDI spec skipped"),
+        "{log}"
+    );
+    // dev1 has no CDI spec: the container is refused, naming the device and the directories.
+    a.write(
+        "nocdi.yaml",
+        &pod_yaml("nocdi", "", &[("c", "sleep 3600", &wants(RES, 1))]),
+    );
+    let m = waiting(&a, &a.full_name("nocdi"), "CreateContainerConfigError");
+    assert!(
+        m.contains("example.com/fake=dev1") && m.contains(&cdi.display().to_string()),
+        "{m}"
+    );
+}

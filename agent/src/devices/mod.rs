@@ -32,10 +32,8 @@ pub fn container_edits(
     }
     // Read at each start that needs it: specs are a few small files, and a spec installed
     // or fixed later is then used without restarting the agent.
-    let (registry, errors) = cdi::Registry::load(&manager.config().cdi_spec_dirs);
-    for e in errors {
-        tracing::warn!(error = %e, "CDI spec skipped");
-    }
+    // `load` logs each spec it skips, naming the file, field and reason.
+    let (registry, _skipped) = cdi::Registry::load(&manager.config().cdi_spec_dirs);
     edits::from_allocate(&answers, &registry, &edits::RealHostFs).map_err(|e| e.to_string())
 }
 
