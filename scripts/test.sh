@@ -16,7 +16,8 @@ fi
 # QEMU (TCG, x86_64 and aarch64), with initramfs trees packed by cpio, kernel modules indexed
 # by depmod (kmod), an arm64 Debian root made by mmdebstrap into an ext4 image (e2fsprogs),
 # and nc for the guest's forward to the host's loopback. (scripts/cross-build.sh and
-# scripts/lint-yocto.sh install their own tools.)
+# scripts/lint-yocto.sh install their own tools.) protoc checks that the checked-in gRPC code of
+# device-plugins/api is what its .proto generates.
 apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
   netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl \
   protobuf-compiler
