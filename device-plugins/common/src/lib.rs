@@ -13,6 +13,7 @@ mod name;
 mod plugin;
 mod runner;
 mod service;
+pub mod signals;
 pub mod testkit;
 
 use std::path::PathBuf;

@@ -131,3 +131,78 @@ fn is_socket(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
+
+/// Whether a privileged test may run: true as root; otherwise false (skip) when
+/// `TIDELET_REQUIRE_PRIVILEGED` is unset, and a panic when it is set (CI must not skip).
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc_geteuid() } == 0;
+    if root {
+        return true;
+    }
+    assert!(
+        std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_none(),
+        "{test}: needs root and TIDELET_REQUIRE_PRIVILEGED is set"
+    );
+    eprintln!("{test}: skipped, needs root");
+    false
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Makes a character device node at `path` with `major:minor` (mode 0666), with mknod(1).
+pub fn mknod_char(path: &Path, major: u32, minor: u32) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let out = std::process::Command::new("mknod")
+        .args(["-m", "0666"])
+        .arg(path)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "mknod {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves no plugin behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Waits up to `timeout` for the child to exit by itself; its status, or `None`.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM (by `kill -TERM <pid>`).
+    pub fn terminate(&self) -> std::io::Result<()> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .map(|_| ())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
