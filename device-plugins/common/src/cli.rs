@@ -74,7 +74,8 @@ mod tests {
 
     #[test]
     fn flags_parse_by_table() {
-        let ok: &[(&[&str], &[(&str, &str)])] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+        let ok: &[Case] = &[
             (&[], &[]),
             (&["--dev-root", "/d"], &[("dev-root", "/d")]),
             (&["--dev-root=/d"], &[("dev-root", "/d")]),

@@ -140,7 +140,9 @@ mod tests {
 
     #[test]
     fn simple_preference_puts_required_first_and_stops_at_size() {
-        let cases: &[(&[&str], &[&str], i32, &[&str])] = &[
+        // (available, must include, size, want)
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], i32, &'a [&'a str]);
+        let cases: &[Case] = &[
             (&["a", "b", "c"], &[], 2, &["a", "b"]),
             (&["a", "b", "c"], &["c"], 2, &["c", "a"]),
             (&["a", "b"], &["b"], 1, &["b"]),

@@ -123,6 +123,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let at = e.path().to_string();
         let inner = e.into_inner();
         let mut message = inner.to_string();
+        // serde_yaml already starts its message with the path it knows; we give ours.
+        if let Some((head, tail)) = message.split_once(": ") {
+            if !head.contains(' ') && (head.starts_with("groups") || head == ".") {
+                message = tail.to_string();
+            }
+        }
         if let Some(loc) = inner.location() {
             if !message.contains("line ") {
                 message = format!("{message} (line {}, column {})", loc.line(), loc.column());

@@ -169,7 +169,8 @@ mod tests {
     fn hot_plug_by_table() {
         // Successive scans and the list after each.
         let r = resource(1);
-        let steps: &[(&[(&str, bool)], &[(&str, &str)])] = &[
+        type Step<'a> = (&'a [(&'a str, bool)], &'a [(&'a str, &'a str)]);
+        let steps: &[Step] = &[
             (&[("ttyUSB0", true)], &[("ttyUSB0", HEALTHY)]),
             (
                 &[("ttyUSB0", true), ("ttyUSB1", false)],

@@ -59,13 +59,12 @@ pub fn parse_information(text: &str) -> Result<Information, InformationError> {
                     })?;
                 minor = Some(n);
             }
-            "GPU UUID" => {
+            "GPU UUID"
                 if !value.is_empty()
                     && !value.contains('?')
-                    && tidelet_device_plugin::is_valid_device_id(value)
-                {
-                    uuid = Some(value.to_string());
-                }
+                    && tidelet_device_plugin::is_valid_device_id(value) =>
+            {
+                uuid = Some(value.to_string());
             }
             _ => {}
         }

@@ -142,7 +142,8 @@ mod tests {
     #[test]
     fn devices_that_go_stay_listed_unhealthy() {
         // (old, found, want as (id, healthy))
-        let cases: &[(&[GpuDevice], Vec<GpuDevice>, &[(&str, bool)])] = &[
+        type Case<'a> = (&'a [GpuDevice], Vec<GpuDevice>, &'a [(&'a str, bool)]);
+        let cases: &[Case] = &[
             (&[], vec![gpu("a", true)], &[("a", true)]),
             (&[gpu("a", true)], vec![], &[("a", false)]),
             (&[gpu("a", true)], vec![gpu("a", false)], &[("a", false)]),
