@@ -15,6 +15,7 @@ mod runner;
 mod service;
 pub mod signals;
 pub mod testkit;
+pub mod trim;
 
 use std::path::PathBuf;
 

@@ -28,6 +28,8 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping server may take to close its connections before it is dropped.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after a registration start-up code is paged out (see `trim`).
+const TRIM_DELAY: Duration = Duration::from_secs(2);
 
 /// Runs one server per resource in the current (single-threaded is enough) tokio runtime.
 pub struct Runner {
@@ -172,6 +174,12 @@ async fn serve_resource(
         let why = match register(&kubelet, &sock, &endpoint, &*plugin, poll, own).await {
             Ok(Registered::Yes(kubelet_id)) => {
                 tracing::info!(resource = %resource, endpoint = %endpoint, "registered");
+                // The kubelet connects right after Register; once it has, start-up code is
+                // no longer needed in memory.
+                tokio::spawn(async {
+                    tokio::time::sleep(TRIM_DELAY).await;
+                    crate::trim::page_out_own_code();
+                });
                 watch_dir(&sock, own, &kubelet, kubelet_id, poll, &mut server).await
             }
             Ok(Registered::Restart(why)) => why,
