@@ -1,1 +1,48 @@
-fn main() {}
+//! `tidelet-generic-plugin`: parse the command line and the config (exit 2 when either is
+//! bad), log to stderr, run on a current-thread runtime until SIGTERM/SIGINT (exit 0) or a
+//! refused registration (exit 1).
+
+use std::process::ExitCode;
+
+use tidelet_generic_plugin::args::USAGE;
+use tidelet_generic_plugin::{Args, ArgsError};
+
+fn main() -> ExitCode {
+    tidelet_device_plugin::log::init();
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(ArgsError::Usage(tidelet_device_plugin::cli::UsageError::Help)) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("tidelet-generic-plugin: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match tidelet_generic_plugin::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tidelet-generic-plugin: bad config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidelet-generic-plugin: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = tidelet_device_plugin::signals::terminated();
+    match rt.block_on(tidelet_generic_plugin::run(&args, &config, shutdown)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopping");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,43 @@
-fn main() {}
+//! `tidelet-gpu-plugin`: parse the command line, log to stderr, run the plugin on a
+//! current-thread runtime until SIGTERM/SIGINT (exit 0) or a refused registration (exit 1).
+//! A bad command line exits 2.
+
+use std::process::ExitCode;
+
+use tidelet_gpu_plugin::args::USAGE;
+use tidelet_gpu_plugin::{Args, ArgsError};
+
+fn main() -> ExitCode {
+    tidelet_device_plugin::log::init();
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(ArgsError::Usage(tidelet_device_plugin::cli::UsageError::Help)) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("tidelet-gpu-plugin: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidelet-gpu-plugin: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(tidelet_gpu_plugin::run(
+        args,
+        tidelet_device_plugin::signals::terminated(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopping");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! A stand-in for the kubelet's `Registration` service, for plugin tests: it serves
+//! `kubelet.sock` in a directory, records each `RegisterRequest` (bounded queue), answers
+//! with success or with a refusal set by the test, and can "restart" the way kubelet does
+//! (remove the sockets, bind `kubelet.sock` again).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidelet_deviceplugin_api::v1beta1::{Empty, RegisterRequest};
+use tidelet_deviceplugin_api::{Registration, RegistrationServer, KUBELET_SOCKET};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status};
+
+/// Registrations kept until the test reads them.
+const QUEUE: usize = 64;
+
+struct Registrar {
+    seen: mpsc::Sender<RegisterRequest>,
+    refuse: Arc<Mutex<Option<String>>>,
+}
+
+#[tonic::async_trait]
+impl Registration for Registrar {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        let refusal = self.refuse.lock().map(|r| r.clone()).unwrap_or(None);
+        // A full queue drops the record, never blocks the plugin.
+        let _ = self.seen.try_send(request);
+        match refusal {
+            Some(message) => Err(Status::invalid_argument(message)),
+            None => Ok(Response::new(Empty {})),
+        }
+    }
+}
+
+/// A fake kubelet serving `Registration` on `<dir>/kubelet.sock`.
+pub struct FakeKubelet {
+    dir: PathBuf,
+    seen_tx: mpsc::Sender<RegisterRequest>,
+    seen: mpsc::Receiver<RegisterRequest>,
+    refuse: Arc<Mutex<Option<String>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl FakeKubelet {
+    /// Binds `<dir>/kubelet.sock` and serves it in the current runtime.
+    pub fn start(dir: &Path) -> std::io::Result<FakeKubelet> {
+        let (seen_tx, seen) = mpsc::channel(QUEUE);
+        let mut k = FakeKubelet {
+            dir: dir.to_path_buf(),
+            seen_tx,
+            seen,
+            refuse: Arc::new(Mutex::new(None)),
+            stop: None,
+        };
+        k.serve()?;
+        Ok(k)
+    }
+
+    fn serve(&mut self) -> std::io::Result<()> {
+        let listener = tidelet_deviceplugin_api::bind(&self.dir.join(KUBELET_SOCKET))?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let svc = RegistrationServer::new(Registrar {
+            seen: self.seen_tx.clone(),
+            refuse: self.refuse.clone(),
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tidelet_deviceplugin_api::incoming(listener),
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                ),
+        );
+        self.stop = Some(stop_tx);
+        Ok(())
+    }
+
+    /// From now on, refuse registrations with `message` (or accept again with `None`).
+    pub fn refuse(&self, message: Option<&str>) {
+        if let Ok(mut r) = self.refuse.lock() {
+            *r = message.map(str::to_string);
+        }
+    }
+
+    /// The next registration, waiting at most `timeout`.
+    pub async fn next_registration(&mut self, timeout: Duration) -> Option<RegisterRequest> {
+        tokio::time::timeout(timeout, self.seen.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// What kubelet does when it starts again: stop serving, remove every socket in the
+    /// directory (so plugins notice), and serve a new `kubelet.sock`.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.stop_serving();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if is_socket(&path) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        self.serve()
+    }
+
+    /// Re-creates `kubelet.sock` only, leaving the plugins' sockets alone.
+    pub fn recreate_socket(&mut self) -> std::io::Result<()> {
+        self.stop_serving();
+        let _ = std::fs::remove_file(self.dir.join(KUBELET_SOCKET));
+        self.serve()
+    }
+
+    fn stop_serving(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for FakeKubelet {
+    fn drop(&mut self) {
+        self.stop_serving();
+    }
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Whether a privileged test may run: true as root; otherwise false (skip) when
+/// `TIDELET_REQUIRE_PRIVILEGED` is unset, and a panic when it is set (CI must not skip).
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc_geteuid() } == 0;
+    if root {
+        return true;
+    }
+    assert!(
+        std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_none(),
+        "{test}: needs root and TIDELET_REQUIRE_PRIVILEGED is set"
+    );
+    eprintln!("{test}: skipped, needs root");
+    false
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Makes a character device node at `path` with `major:minor` (mode 0666), with mknod(1).
+pub fn mknod_char(path: &Path, major: u32, minor: u32) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let out = std::process::Command::new("mknod")
+        .args(["-m", "0666"])
+        .arg(path)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "mknod {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves no plugin behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Waits up to `timeout` for the child to exit by itself; its status, or `None`.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM (by `kill -TERM <pid>`).
+    pub fn terminate(&self) -> std::io::Result<()> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .map(|_| ())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line: `tidelet-generic-plugin --config FILE [--device-plugin-dir DIR]
+//! [--dev-root /dev] [--scan-interval SECONDS]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tidelet_device_plugin::cli::{Flags, UsageError};
+
+/// The usage text, printed for `--help` and on a bad command line.
+pub const USAGE: &str = "usage: tidelet-generic-plugin --config FILE [--device-plugin-dir DIR] [--dev-root /dev] [--scan-interval SECONDS]
+  --config             YAML file of device groups (resource, paths, share, permissions)
+  --device-plugin-dir  where kubelet.sock is and the plugin sockets go (default /var/lib/kubelet/device-plugins)
+  --dev-root           the /dev the paths are matched under (default /dev)
+  --scan-interval      seconds between scans for hot-plugged devices (default 1)
+Logging: RUST_LOG (error, warn, info, debug, trace; default info). A bad config exits 2.";
+
+const FLAGS: &[&str] = &["config", "device-plugin-dir", "dev-root", "scan-interval"];
+
+/// The plugin's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Args {
+    pub config: PathBuf,
+    pub device_plugin_dir: PathBuf,
+    pub dev_root: PathBuf,
+    pub scan_interval: Duration,
+}
+
+/// A command line that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error("--config FILE is required")]
+    NoConfig,
+    #[error("--{flag} {value:?}: {reason}")]
+    Value {
+        flag: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl Args {
+    /// Parses the arguments after the program name.
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, ArgsError> {
+        let f = Flags::parse(args, FLAGS)?;
+        let path = |name: &'static str, default: &str| -> Result<PathBuf, ArgsError> {
+            let v = f.get(name).unwrap_or(default);
+            if v.is_empty() {
+                return Err(ArgsError::Value {
+                    flag: name,
+                    value: v.into(),
+                    reason: "empty path",
+                });
+            }
+            Ok(PathBuf::from(v))
+        };
+        let config = f.get("config").ok_or(ArgsError::NoConfig)?;
+        let scan_interval = match f.get("scan-interval") {
+            None => Duration::from_secs(1),
+            Some(v) => match v.parse::<f64>() {
+                Ok(s) if (0.1..=3600.0).contains(&s) => Duration::from_secs_f64(s),
+                _ => {
+                    return Err(ArgsError::Value {
+                        flag: "scan-interval",
+                        value: v.into(),
+                        reason: "must be a number of seconds from 0.1 to 3600",
+                    })
+                }
+            },
+        };
+        if config.is_empty() {
+            return Err(ArgsError::Value {
+                flag: "config",
+                value: String::new(),
+                reason: "empty path",
+            });
+        }
+        Ok(Args {
+            config: PathBuf::from(config),
+            device_plugin_dir: path("device-plugin-dir", tidelet_deviceplugin_api::DEFAULT_DIR)?,
+            dev_root: path("dev-root", "/dev")?,
+            scan_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, ArgsError> {
+        Args::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn command_lines_by_table() {
+        let a = parse(&["--config", "/etc/g.yaml"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("/etc/g.yaml"));
+        assert_eq!(
+            a.device_plugin_dir,
+            PathBuf::from("/var/lib/kubelet/device-plugins")
+        );
+        assert_eq!(a.dev_root, PathBuf::from("/dev"));
+        assert_eq!(a.scan_interval, Duration::from_secs(1));
+        let a = parse(&[
+            "--config=c",
+            "--device-plugin-dir",
+            "/dp",
+            "--dev-root",
+            "/d",
+            "--scan-interval",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.device_plugin_dir, a.dev_root, a.scan_interval),
+            (
+                PathBuf::from("/dp"),
+                PathBuf::from("/d"),
+                Duration::from_secs(2)
+            )
+        );
+        let bad: &[&[&str]] = &[
+            &[],
+            &["--config"],
+            &["--config="],
+            &["--config", "c", "--proc-root", "/p"],
+            &["--config", "c", "--scan-interval", "-1"],
+        ];
+        for args in bad {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+        assert!(matches!(parse(&[]), Err(ArgsError::NoConfig)));
+    }
+}
