@@ -649,6 +649,7 @@ impl Worker {
                 }
             };
         // What the device plugins (and CDI) said this container gets.
+        let t_devices = std::time::Instant::now();
         let edits = match crate::devices::container_edits(&self.ctx.devices, &r.plan.uid, &c.name) {
             Ok(e) => e,
             Err(msg) => {
@@ -693,6 +694,11 @@ impl Worker {
         if let Err(msg) = self.ctx.devices.pre_start(&r.plan.uid, &c.name).await {
             self.events.push(true, "Failed", msg.clone(), now_ns());
             return retry("RunContainerError", msg);
+        }
+        if !spec.devices.is_empty() {
+            // Edits, cgroup rules and PreStartContainer: the container's share of the device
+            // set-up (the nodes themselves are made in the container's /dev by the supervisor).
+            tracing::info!(pod = %self.key, container = %c.name, devices = spec.devices.len(), elapsed_us = t_devices.elapsed().as_micros() as u64, "container devices set up");
         }
         if let Some(cpu) = &self.ctx.cpu {
             if let Err(e) = cpu.apply(&r.plan.uid, &c.name) {

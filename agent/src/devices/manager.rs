@@ -466,6 +466,7 @@ impl Manager {
             .map(|c| (c.name.clone(), extended_requests(c)))
             .filter(|(_, r)| !r.is_empty())
             .collect();
+        let t0 = Instant::now();
         let mut taken: Vec<(String, String)> = Vec::new();
         for (container, requests) in &containers {
             for (resource, n) in requests {
@@ -492,6 +493,12 @@ impl Manager {
         if !taken.is_empty() {
             self.save();
             self.changed();
+            // The admission's share of the pod's start (scripts/bench-devices.sh reads it).
+            tracing::info!(
+                pod,
+                elapsed_us = t0.elapsed().as_micros() as u64,
+                "pod devices admitted"
+            );
         }
         Ok(())
     }
