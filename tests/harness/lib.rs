@@ -35,6 +35,21 @@ pub fn workspace() -> PathBuf {
 }
 
 /// The tidelet binary under test: `$TIDELET_BIN`, else `target/debug/tidelet`.
+/// One of tidelet's device-plugin binaries (`tidelet-gpu-plugin`, `tidelet-generic-plugin`),
+/// built by `cargo build --workspace`; `$TIDELET_PLUGIN_DIR/<name>` when set.
+pub fn plugin_bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TIDELET_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin().parent().unwrap().to_path_buf());
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} does not exist: run cargo build --workspace first",
+        p.display()
+    );
+    p
+}
+
 pub fn bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TIDELET_BIN") {
         return PathBuf::from(p);
