@@ -544,3 +544,49 @@ fn cdi_devices_named_by_a_plugin_reach_the_container_and_bad_specs_are_named() {
         "{m}"
     );
 }
+
+#[test]
+fn preferred_allocation_is_asked_and_pre_start_called_before_each_start() {
+    use tidelet_deviceplugin_api::v1beta1::DevicePluginOptions;
+    if !privileged() {
+        return;
+    }
+    let a = Agent::start_with_config(None);
+    let dir = a.device_plugin_dir();
+    let p = FakePlugin::serve_with(
+        &dir,
+        RES,
+        "fake.sock",
+        healthy(&["d0", "d1", "d2"]),
+        DevicePluginOptions {
+            pre_start_required: true,
+            get_preferred_allocation_available: true,
+        },
+    );
+    p.set_preferred(&["d2"]);
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("3", "3")));
+    // Exits at once: restarted (restartPolicy Always), so PreStartContainer comes again.
+    a.write(
+        "pref.yaml",
+        &pod_yaml("pref", "", &[("c", "sleep 1; exit 1", &wants(RES, 1))]),
+    );
+    let pref = a.full_name("pref");
+    wait_for(
+        "two PreStartContainer calls",
+        Duration::from_secs(30),
+        || (p.prestarts().len() >= 2).then_some(()),
+    );
+    assert_eq!(
+        p.preferred_asked(),
+        vec![vec!["d0".to_string(), "d1".to_string(), "d2".to_string()]]
+    );
+    // The plugin's pick was taken, once; every start was announced with it.
+    assert_eq!(p.allocations(), vec![vec!["d2".to_string()]]);
+    assert!(
+        p.prestarts().iter().all(|ids| ids == &["d2".to_string()]),
+        "{:?}",
+        p.prestarts()
+    );
+    assert!(a.pod(&pref).is_some());
+}

@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tidelet_deviceplugin_api::v1beta1::{
-    AllocateRequest, AllocateResponse, ContainerAllocateResponse, Device, DevicePluginOptions,
-    Empty, ListAndWatchResponse, PreStartContainerRequest, PreStartContainerResponse,
-    PreferredAllocationRequest, PreferredAllocationResponse, RegisterRequest,
+    AllocateRequest, AllocateResponse, ContainerAllocateResponse,
+    ContainerPreferredAllocationResponse, Device, DevicePluginOptions, Empty, ListAndWatchResponse,
+    PreStartContainerRequest, PreStartContainerResponse, PreferredAllocationRequest,
+    PreferredAllocationResponse, RegisterRequest,
 };
 use tidelet_deviceplugin_api::{DevicePlugin, DevicePluginServer, RegistrationClient};
 use tonic::{Request, Response, Status};
@@ -24,6 +25,12 @@ struct State {
     /// `None` from the closure: never answer.
     answer: Mutex<Answer>,
     allocations: Mutex<Vec<Vec<String>>>,
+    options: DevicePluginOptions,
+    /// What `GetPreferredAllocation` answers (the plugin's pick).
+    preferred: Mutex<Vec<String>>,
+    /// The available IDs of every `GetPreferredAllocation` call.
+    preferred_asked: Mutex<Vec<Vec<String>>>,
+    prestarts: Mutex<Vec<Vec<String>>>,
 }
 
 pub struct FakePlugin {
@@ -48,6 +55,23 @@ pub fn healthy(ids: &[&str]) -> Vec<Device> {
 impl FakePlugin {
     /// Serve `resource` on `<dir>/<endpoint>` with `devices` (not registered yet).
     pub fn serve(dir: &Path, resource: &str, endpoint: &str, devices: Vec<Device>) -> FakePlugin {
+        Self::serve_with(
+            dir,
+            resource,
+            endpoint,
+            devices,
+            DevicePluginOptions::default(),
+        )
+    }
+
+    /// `serve` with these options (pre-start required, preferred allocation offered).
+    pub fn serve_with(
+        dir: &Path,
+        resource: &str,
+        endpoint: &str,
+        devices: Vec<Device>,
+        options: DevicePluginOptions,
+    ) -> FakePlugin {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -60,6 +84,10 @@ impl FakePlugin {
                 Some(ContainerAllocateResponse::default())
             })),
             allocations: Mutex::new(Vec::new()),
+            options,
+            preferred: Mutex::new(Vec::new()),
+            preferred_asked: Mutex::new(Vec::new()),
+            prestarts: Mutex::new(Vec::new()),
         });
         // The agent removes every socket in the directory before it serves `kubelet.sock`
         // (so plugins register again after an agent restart): serve only after that.
@@ -95,7 +123,7 @@ impl FakePlugin {
             version: version.into(),
             endpoint: self.endpoint.clone(),
             resource_name: resource.into(),
-            options: Some(DevicePluginOptions::default()),
+            options: Some(self.state.options),
         };
         self.rt.as_ref().unwrap().block_on(async {
             // kubelet.sock appears once the agent serves registration.
@@ -132,6 +160,20 @@ impl FakePlugin {
         *self.state.answer.lock().unwrap() = answer;
     }
 
+    pub fn set_preferred(&self, ids: &[&str]) {
+        *self.state.preferred.lock().unwrap() = ids.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// The available IDs of every `GetPreferredAllocation` call so far.
+    pub fn preferred_asked(&self) -> Vec<Vec<String>> {
+        self.state.preferred_asked.lock().unwrap().clone()
+    }
+
+    /// Device IDs of every `PreStartContainer` call so far.
+    pub fn prestarts(&self) -> Vec<Vec<String>> {
+        self.state.prestarts.lock().unwrap().clone()
+    }
+
     /// Device IDs of every `Allocate` call so far.
     pub fn allocations(&self) -> Vec<Vec<String>> {
         self.state.allocations.lock().unwrap().clone()
@@ -165,7 +207,7 @@ impl DevicePlugin for Svc {
         &self,
         _: Request<Empty>,
     ) -> Result<Response<DevicePluginOptions>, Status> {
-        Ok(Response::new(DevicePluginOptions::default()))
+        Ok(Response::new(self.0.options))
     }
 
     type ListAndWatchStream = Stream;
@@ -191,9 +233,25 @@ impl DevicePlugin for Svc {
 
     async fn get_preferred_allocation(
         &self,
-        _: Request<PreferredAllocationRequest>,
+        req: Request<PreferredAllocationRequest>,
     ) -> Result<Response<PreferredAllocationResponse>, Status> {
-        Err(Status::unimplemented("not offered"))
+        if !self.0.options.get_preferred_allocation_available {
+            return Err(Status::unimplemented("not offered"));
+        }
+        let mut out = Vec::new();
+        for c in req.into_inner().container_requests {
+            self.0
+                .preferred_asked
+                .lock()
+                .unwrap()
+                .push(c.available_device_i_ds.clone());
+            out.push(ContainerPreferredAllocationResponse {
+                device_i_ds: self.0.preferred.lock().unwrap().clone(),
+            });
+        }
+        Ok(Response::new(PreferredAllocationResponse {
+            container_responses: out,
+        }))
     }
 
     async fn allocate(
@@ -220,8 +278,13 @@ impl DevicePlugin for Svc {
 
     async fn pre_start_container(
         &self,
-        _: Request<PreStartContainerRequest>,
+        req: Request<PreStartContainerRequest>,
     ) -> Result<Response<PreStartContainerResponse>, Status> {
+        self.0
+            .prestarts
+            .lock()
+            .unwrap()
+            .push(req.into_inner().devices_ids);
         Ok(Response::new(PreStartContainerResponse {}))
     }
 }
