@@ -62,6 +62,51 @@ impl Flags {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
     }
+
+    /// `--name` as a path (`default` when not given); an empty one is refused.
+    pub fn path(
+        &self,
+        name: &'static str,
+        default: &str,
+    ) -> Result<std::path::PathBuf, ValueError> {
+        let v = self.get(name).unwrap_or(default);
+        if v.is_empty() {
+            return Err(ValueError {
+                flag: name,
+                value: v.into(),
+                reason: "empty path",
+            });
+        }
+        Ok(v.into())
+    }
+
+    /// `--name` as seconds from 0.1 to 3600 (`default` when not given).
+    pub fn seconds(
+        &self,
+        name: &'static str,
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration, ValueError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<f64>() {
+                Ok(s) if (0.1..=3600.0).contains(&s) => Ok(std::time::Duration::from_secs_f64(s)),
+                _ => Err(ValueError {
+                    flag: name,
+                    value: v.into(),
+                    reason: "must be a number of seconds from 0.1 to 3600",
+                }),
+            },
+        }
+    }
+}
+
+/// A flag whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag} {value:?}: {reason}")]
+pub struct ValueError {
+    pub flag: &'static str,
+    pub value: String,
+    pub reason: &'static str,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tidelet_device_plugin::cli::{Flags, UsageError};
+use tidelet_device_plugin::cli::{Flags, UsageError, ValueError};
 
 /// The usage text, printed for `--help` and on a bad command line.
 pub const USAGE: &str = "usage: tidelet-generic-plugin --config FILE [--device-plugin-dir DIR] [--dev-root /dev] [--scan-interval SECONDS]
@@ -32,55 +32,21 @@ pub enum ArgsError {
     Usage(#[from] UsageError),
     #[error("--config FILE is required")]
     NoConfig,
-    #[error("--{flag} {value:?}: {reason}")]
-    Value {
-        flag: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    Value(#[from] ValueError),
 }
 
 impl Args {
     /// Parses the arguments after the program name.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, ArgsError> {
         let f = Flags::parse(args, FLAGS)?;
-        let path = |name: &'static str, default: &str| -> Result<PathBuf, ArgsError> {
-            let v = f.get(name).unwrap_or(default);
-            if v.is_empty() {
-                return Err(ArgsError::Value {
-                    flag: name,
-                    value: v.into(),
-                    reason: "empty path",
-                });
-            }
-            Ok(PathBuf::from(v))
-        };
-        let config = f.get("config").ok_or(ArgsError::NoConfig)?;
-        let scan_interval = match f.get("scan-interval") {
-            None => Duration::from_secs(1),
-            Some(v) => match v.parse::<f64>() {
-                Ok(s) if (0.1..=3600.0).contains(&s) => Duration::from_secs_f64(s),
-                _ => {
-                    return Err(ArgsError::Value {
-                        flag: "scan-interval",
-                        value: v.into(),
-                        reason: "must be a number of seconds from 0.1 to 3600",
-                    })
-                }
-            },
-        };
-        if config.is_empty() {
-            return Err(ArgsError::Value {
-                flag: "config",
-                value: String::new(),
-                reason: "empty path",
-            });
-        }
+        f.get("config").ok_or(ArgsError::NoConfig)?;
         Ok(Args {
-            config: PathBuf::from(config),
-            device_plugin_dir: path("device-plugin-dir", tidelet_deviceplugin_api::DEFAULT_DIR)?,
-            dev_root: path("dev-root", "/dev")?,
-            scan_interval,
+            config: f.path("config", "")?,
+            device_plugin_dir: f
+                .path("device-plugin-dir", tidelet_deviceplugin_api::DEFAULT_DIR)?,
+            dev_root: f.path("dev-root", "/dev")?,
+            scan_interval: f.seconds("scan-interval", Duration::from_secs(1))?,
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tidelet_device_plugin::cli::{Flags, UsageError};
+use tidelet_device_plugin::cli::{Flags, UsageError, ValueError};
 
 /// The usage text, printed for `--help` and on a bad command line.
 pub const USAGE: &str = "usage: tidelet-gpu-plugin [--device-plugin-dir DIR] [--dev-root /dev] [--proc-root /proc] [--sys-root /sys] [--scan-interval SECONDS]
@@ -38,48 +38,21 @@ pub struct Args {
 pub enum ArgsError {
     #[error(transparent)]
     Usage(#[from] UsageError),
-    #[error("--{flag} {value:?}: {reason}")]
-    Value {
-        flag: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    Value(#[from] ValueError),
 }
 
 impl Args {
     /// Parses the arguments after the program name.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, ArgsError> {
         let f = Flags::parse(args, FLAGS)?;
-        let path = |name: &'static str, default: &str| -> Result<PathBuf, ArgsError> {
-            let v = f.get(name).unwrap_or(default);
-            if v.is_empty() {
-                return Err(ArgsError::Value {
-                    flag: name,
-                    value: v.into(),
-                    reason: "empty path",
-                });
-            }
-            Ok(PathBuf::from(v))
-        };
-        let scan_interval = match f.get("scan-interval") {
-            None => Duration::from_secs(5),
-            Some(v) => match v.parse::<f64>() {
-                Ok(s) if (0.1..=3600.0).contains(&s) => Duration::from_secs_f64(s),
-                _ => {
-                    return Err(ArgsError::Value {
-                        flag: "scan-interval",
-                        value: v.into(),
-                        reason: "must be a number of seconds from 0.1 to 3600",
-                    })
-                }
-            },
-        };
         Ok(Args {
-            device_plugin_dir: path("device-plugin-dir", tidelet_deviceplugin_api::DEFAULT_DIR)?,
-            dev_root: path("dev-root", "/dev")?,
-            proc_root: path("proc-root", "/proc")?,
-            sys_root: path("sys-root", "/sys")?,
-            scan_interval,
+            device_plugin_dir: f
+                .path("device-plugin-dir", tidelet_deviceplugin_api::DEFAULT_DIR)?,
+            dev_root: f.path("dev-root", "/dev")?,
+            proc_root: f.path("proc-root", "/proc")?,
+            sys_root: f.path("sys-root", "/sys")?,
+            scan_interval: f.seconds("scan-interval", Duration::from_secs(5))?,
         })
     }
 }
