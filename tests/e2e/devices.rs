@@ -68,6 +68,17 @@ fn env_answer() -> tidelet_e2e::plugin::Answer {
     })
 }
 
+/// The fake plugin on `fake.sock` with `ids`, answering with `answer`, registered and seen
+/// in the node's capacity.
+fn registered(a: &Agent, ids: &[&str], answer: tidelet_e2e::plugin::Answer) -> FakePlugin {
+    let p = FakePlugin::serve(&a.device_plugin_dir(), RES, "fake.sock", healthy(ids));
+    p.set_answer(answer);
+    p.register().unwrap();
+    let n = ids.len().to_string();
+    wait_counts(a, RES, Some((&n, &n)));
+    p
+}
+
 #[test]
 fn registrations_are_checked_and_refusals_named() {
     if !privileged() {
@@ -152,11 +163,7 @@ fn extended_resources_are_admitted_allocated_and_freed() {
         return;
     }
     let a = Agent::start_with_config(None);
-    let dir = a.device_plugin_dir();
-    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0", "d1"]));
-    p.set_answer(env_answer());
-    p.register().unwrap();
-    wait_counts(&a, RES, Some(("2", "2")));
+    let p = registered(&a, &["d0", "d1"], env_answer());
 
     a.write(
         "one.yaml",
@@ -248,11 +255,7 @@ fn an_allocate_that_never_answers_fails_the_pod_not_the_agent() {
         return;
     }
     let a = Agent::start_with_config(Some("devices:\n  allocateTimeout: 2s\n"));
-    let dir = a.device_plugin_dir();
-    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0"]));
-    p.set_answer(std::sync::Arc::new(|_: &[String]| None));
-    p.register().unwrap();
-    wait_counts(&a, RES, Some(("1", "1")));
+    let p = registered(&a, &["d0"], std::sync::Arc::new(|_: &[String]| None));
     a.write(
         "hang.yaml",
         &pod_yaml("hang", "", &[("c", "sleep 3600", &wants(RES, 1))]),
@@ -310,11 +313,7 @@ fn allocations_survive_an_agent_restart_and_plugins_register_again() {
         return;
     }
     let mut a = Agent::start_with_config(None);
-    let dir = a.device_plugin_dir();
-    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0", "d1"]));
-    p.set_answer(env_answer());
-    p.register().unwrap();
-    wait_counts(&a, RES, Some(("2", "2")));
+    let p = registered(&a, &["d0", "d1"], env_answer());
     a.write(
         "keep.yaml",
         &pod_yaml(
@@ -334,14 +333,16 @@ fn allocations_survive_an_agent_restart_and_plugins_register_again() {
     a.kill9();
     a.spawn();
     // The agent removed the old sockets, as kubelet does, so plugins know to register again.
-    assert!(!dir.join("fake.sock").exists());
+    let sock = a.device_plugin_dir().join("fake.sock");
+    wait_for(
+        "the stale plugin socket removed",
+        Duration::from_secs(10),
+        || (!sock.exists()).then_some(()),
+    );
     // Until the plugin is back the resource is known but has nothing allocatable.
     wait_counts(&a, RES, Some(("2", "0")));
     drop(p);
-    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0", "d1"]));
-    p.set_answer(env_answer());
-    p.register().unwrap();
-    wait_counts(&a, RES, Some(("2", "2")));
+    let p = registered(&a, &["d0", "d1"], env_answer());
     let after = a.wait_running(&keep);
     assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
     assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
