@@ -209,6 +209,9 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
                 d.resource,
                 d.ids.join(",")
             )?;
+            for (k, v) in &d.annotations {
+                writeln!(out, "    {k}={v}")?;
+            }
         }
     }
     writeln!(out, "Conditions:")?;

@@ -234,10 +234,9 @@ fn extended_resources_are_admitted_allocated_and_freed() {
     );
     let d = a.cli(&["describe", "pod", &one]);
     let text = String::from_utf8_lossy(&d.stdout);
-    assert!(
-        text.contains("example.com/fake") && text.contains("d0"),
-        "{text}"
-    );
+    assert!(text.contains("c: example.com/fake: d0"), "{text}");
+    // The plugin's annotations are shown with the devices.
+    assert!(text.contains("example.com/fake=yes"), "{text}");
 
     // The first pod goes: its device is free, and the second pod gets both.
     a.remove("one.yaml");

@@ -129,6 +129,10 @@ pub struct HeldView {
     /// IDs among `ids` that are unhealthy (or gone) now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unhealthy: Vec<String>,
+    /// The plugin's annotations for the container (tidelet has no OCI runtime to hand them
+    /// to; they are shown by `describe pod`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 pub struct Manager {
@@ -726,6 +730,11 @@ impl Manager {
                     resource: r.clone(),
                     ids: h.ids.clone(),
                     unhealthy: h.ids.iter().filter(|i| !healthy(i)).cloned().collect(),
+                    annotations: h
+                        .response
+                        .as_ref()
+                        .map(|r| r.annotations.clone().into_iter().collect())
+                        .unwrap_or_default(),
                 });
             }
         }
