@@ -155,7 +155,8 @@ pub fn check(m: &BTreeMap<String, String>) {
     // Visibility: `get node` and `describe pod`.
     let uid = g("devices.yes.uid");
     assert!(!uid.is_empty(), "devices.yes.uid: dev-yes's uid not found");
-    let holder = format!("{uid}/app");
+    // (the API shows holders by name: namespace/pod/container)
+    let holder = "default/dev-yes-vm/app".to_string();
     let table = g("devices.get_node");
     let (resources, devices, other) = parse_get_node(table);
     assert!(
@@ -270,9 +271,9 @@ mod tests {
         let cases: Vec<Case> = vec![
             (
                 "tidelet.io/serial                tidelet.io-serial.sock       1        1           1        |\
-                 tidelet.io/serial                ttyUSB0                  Healthy    u-1/app|",
+                 tidelet.io/serial                ttyUSB0                  Healthy    default/p-vm/app|",
                 vec![res("tidelet.io/serial", "tidelet.io-serial.sock", 1, 1, 1)],
-                vec![dev("tidelet.io/serial", "ttyUSB0", "Healthy", "u-1/app")],
+                vec![dev("tidelet.io/serial", "ttyUSB0", "Healthy", "default/p-vm/app")],
                 vec![],
             ),
             (

@@ -79,7 +79,10 @@ say "devices.done_at=$(uptime_s)"
 
 # After stage2 removed every pod: dev-yes's allocation freed, and the plugin stops cleanly.
 devices_after_removal() {
-    say "devices.freed_lines=$(grep 'devices freed' "$AGENT_LOG" | grep -c "pod=${DEV_YES_UID:-none}")"
+    # (the worker frees a pod's devices after its removal: the log line may trail the API)
+    freed() { grep 'devices freed' "$AGENT_LOG" | grep -q "${DEV_YES_UID:-none}"; }
+    within 5 freed || grep -i 'devic\|dev-yes' "$AGENT_LOG" | tail -n 20 | sed 's/^/agent| /'
+    say "devices.freed_lines=$(grep 'devices freed' "$AGENT_LOG" | grep -c "${DEV_YES_UID:-none}")"
     kill -TERM "$PLUGIN"
     wait "$PLUGIN"
     say "devices.plugin.exit=$?"
