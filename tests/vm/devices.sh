@@ -41,17 +41,19 @@ say "devices.start_at=$(uptime_s)"
 # the driver (tun) is there and a denial in a container is the cgroup's doing.
 say "devices.host.open=$(open_rw /devtest/ttyUSB0)"
 serial_listed() { grep -q 'device list.*tidelet.io/serial' "$AGENT_LOG"; }
-if within 20 serial_listed; then
-    say "devices.registered_seen_at=$(uptime_s)"
-else
-    say "devices.registered_seen_at=never"
-fi
-cp /pods/dev-yes.yaml /pods/dev-no.yaml "$MANIFESTS/"
 yes_done() { dev_out dev-yes | grep -qx 'devices.yes.done'; }
 no_done() { dev_out dev-no | grep -qx 'devices.no.done'; }
 DEV_OK=yes
-within 60 yes_done || { say "devices.timeout=dev-yes"; DEV_OK=no; }
-within 20 no_done || { say "devices.timeout=dev-no"; DEV_OK=no; }
+if within 20 serial_listed; then
+    say "devices.registered_seen_at=$(uptime_s)"
+    cp /pods/dev-yes.yaml /pods/dev-no.yaml "$MANIFESTS/"
+    within 60 yes_done || { say "devices.timeout=dev-yes"; DEV_OK=no; }
+    within 20 no_done || { say "devices.timeout=dev-no"; DEV_OK=no; }
+else
+    # (no resource: dev-yes would wait for one; the check names this marker first)
+    say "devices.registered_seen_at=never"
+    DEV_OK=no
+fi
 say "devices.reported_at=$(uptime_s)"
 # (the pod's uid from its log directory's name, default_NAME_UID: the allocations' key)
 DEV_YES_UID=$(ls -d "$ROOT"/logs/default_dev-yes-"$NODE"_* 2>/dev/null | head -n1 | sed 's/.*_//')
@@ -84,7 +86,11 @@ devices_after_removal() {
     within 5 freed || grep -i 'devic\|dev-yes' "$AGENT_LOG" | tail -n 20 | sed 's/^/agent| /'
     say "devices.freed_lines=$(grep 'devices freed' "$AGENT_LOG" | grep -c "${DEV_YES_UID:-none}")"
     kill -TERM "$PLUGIN"
+    # (a plugin that ignores SIGTERM is killed after 10 s: exit 137, which the check rejects)
+    ( sleep 10; kill -KILL "$PLUGIN" 2>/dev/null ) &
+    guard=$!
     wait "$PLUGIN"
     say "devices.plugin.exit=$?"
+    kill "$guard" 2>/dev/null
     say "devices.plugin.errors=$(grep -c 'ERROR' /tmp/plugin.log)"
 }
