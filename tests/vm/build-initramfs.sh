@@ -4,22 +4,25 @@
 #   OUTDIR/vmlinuz             Debian's kernel (linux-image-<version>-<flavour>); on x86_64
 #                              its uncompressed ELF vmlinux instead, which QEMU boots through
 #                              the PVH entry: that skips ~8 s of xz decompression under TCG
-#   OUTDIR/initramfs.cpio.gz   busybox-static, tidelet (stripped) and its shared libraries and
-#                              loader, the kernel modules the test needs ($MODULES below and
+#   OUTDIR/initramfs.cpio.gz   busybox-static, tidelet and tidelet-generic-plugin (stripped)
+#                              and their shared libraries and loader, the kernel modules the
+#                              test needs ($MODULES below and
 #                              their dependencies, with modules.dep from `depmod -b`), the
 #                              busybox test image of the guest's architecture and the guest
-#                              scripts (/init, /stage2, /pods/*.yaml)
+#                              scripts (/init, /stage2, /devices.sh, /pods/*.yaml)
 # and prints those two paths. The result is cached: it is rebuilt only when an input changed
-# (the scripts, the tidelet binary, the kernel version, busybox, the test image).
+# (the scripts, the tidelet and plugin binaries, the kernel version, busybox, the test image).
 #
 # Architecture-specific values live in one table below (ARCH: x86_64 or aarch64). For a guest
-# that is not the host's architecture, TIDELET_BIN is a cross-built binary (for aarch64:
-# scripts/cross-build.sh); its shared libraries are found from its NEEDED entries (readelf,
+# that is not the host's architecture, TIDELET_BIN and TIDELET_PLUGIN_BIN are cross-built
+# binaries (for aarch64: scripts/cross-build.sh); their shared libraries are found from their
+# NEEDED entries (readelf,
 # recursively) in the cross libraries of Debian (libc6-arm64-cross, or the :arm64 multiarch
 # packages), and the Debian packages of that architecture need `dpkg --add-architecture`,
 # which this script does if missing.
 #
-# Environment: TIDELET_BIN (default: target/debug/tidelet), TEST_IMAGES_DIR (default:
+# Environment: TIDELET_BIN (default: target/debug/tidelet), TIDELET_PLUGIN_BIN (the generic
+# device plugin; default: target/debug/tidelet-generic-plugin), TEST_IMAGES_DIR (default:
 # target/test-images, or OUTDIR/cache/test-images for a foreign guest; built by
 # images/build-test-images.sh), STRIP (default: strip, or TRIPLE-strip for a foreign guest;
 # a binary it cannot strip is shipped as it is).
@@ -46,16 +49,20 @@ case "$ARCH" in
     *) echo "$0: unknown ARCH $ARCH (x86_64 | aarch64)" >&2; exit 2 ;;
 esac
 # The kernel modules the guest loads (stage2 modprobes each): overlay for the rootfs, and for
-# networking virtio_pci + virtio_net (the NIC), veth and bridge (pod networks). Their
+# networking virtio_pci + virtio_net (the NIC), veth and bridge (pod networks), tun (the
+# driver of char 10:200, the device the device-plugin stage hands to a pod). Their
 # dependencies are added from the modules' own `depends`.
-MODULES="overlay virtio_pci virtio_net veth bridge"
+MODULES="overlay virtio_pci virtio_net veth bridge tun"
 HOST_DEB_ARCH=$(dpkg --print-architecture)
 PKG_SUFFIX=""
 [ "$DEB_ARCH" = "$HOST_DEB_ARCH" ] || PKG_SUFFIX=":$DEB_ARCH"
 
 TIDELET_BIN=${TIDELET_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/tidelet}
+PLUGIN_BIN=${TIDELET_PLUGIN_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/tidelet-generic-plugin}
 if [ -z "$PKG_SUFFIX" ]; then STRIP=${STRIP:-strip}; else STRIP=${STRIP:-$TRIPLE-strip}; fi
 [ -x "$TIDELET_BIN" ] || { echo "$0: $TIDELET_BIN missing: run cargo build first (or set TIDELET_BIN)" >&2; exit 1; }
+[ -x "$PLUGIN_BIN" ] || { echo "$0: $PLUGIN_BIN missing: run cargo build first (or set TIDELET_PLUGIN_BIN)" >&2; exit 1; }
+BINS=("$TIDELET_BIN" "$PLUGIN_BIN")
 
 # apt, serialised: the x86_64 and aarch64 tests build their guests at the same time, and two
 # `apt-get update`s at once fail on apt's lock.
@@ -214,22 +221,30 @@ fi
 BUSYBOX=$BUSYBOX bash "$REPO/images/build-test-images.sh" "$TEST_IMAGES_DIR" "$ARCH" >/dev/null
 IMAGE=$TEST_IMAGES_DIR/busybox.oci.tar
 
-# ---- tidelet's shared libraries and loader: LIB_SRC[i] on this host goes to LIB_DST[i] in the
-# guest, at the paths the dynamic linker looks for them.
+# ---- the binaries' shared libraries and loader (both link the same libc; each library once):
+# LIB_SRC[i] on this host goes to LIB_DST[i] in the guest, at the paths the dynamic linker
+# looks for them.
 LIB_SRC=(); LIB_DST=()
+declare -A shipped=()
 if [ -z "$PKG_SUFFIX" ]; then
-    for lib in $(ldd "$TIDELET_BIN" | grep -o '/[^ ]*'); do
-        LIB_SRC+=("$lib"); LIB_DST+=("$lib")
+    for bin in "${BINS[@]}"; do
+        for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+            [ -z "${shipped[$lib]:-}" ] || continue
+            shipped[$lib]=1
+            LIB_SRC+=("$lib"); LIB_DST+=("$lib")
+        done
     done
 else
-    # A cross-built binary: its program interpreter and, recursively, its NEEDED libraries,
-    # from the guest architecture's library directories; in the guest they go to /lib/TRIPLE,
-    # where the loader looks first.
-    machine=$(readelf -h "$TIDELET_BIN" | sed -n 's/^ *Machine: *//p')
-    case "$machine" in
-        *"$ELF_MACHINE"*) ;;
-        *) echo "$0: $TIDELET_BIN is not an $ARCH binary (ELF machine: $machine)" >&2; exit 1 ;;
-    esac
+    # Cross-built binaries: their program interpreter and, recursively, their NEEDED
+    # libraries, from the guest architecture's library directories; in the guest they go to
+    # /lib/TRIPLE, where the loader looks first.
+    for bin in "${BINS[@]}"; do
+        machine=$(readelf -h "$bin" | sed -n 's/^ *Machine: *//p')
+        case "$machine" in
+            *"$ELF_MACHINE"*) ;;
+            *) echo "$0: $bin is not an $ARCH binary (ELF machine: $machine)" >&2; exit 1 ;;
+        esac
+    done
     LIBDIRS="/usr/$TRIPLE/lib /usr/lib/$TRIPLE /lib/$TRIPLE"
     find_lib() {
         for d in $LIBDIRS; do
@@ -238,13 +253,15 @@ else
         echo "$0: $1 (needed by $2) not found in $LIBDIRS: install libc6-$DEB_ARCH-cross (scripts/cross-build.sh does)" >&2
         return 1
     }
-    INTERP=$(readelf -l "$TIDELET_BIN" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
-    if [ -n "$INTERP" ]; then
-        src=$(find_lib "$(basename "$INTERP")" "$TIDELET_BIN")
-        LIB_SRC+=("$src"); LIB_DST+=("$INTERP")
-    fi
-    declare -A shipped=()
-    queue=("$TIDELET_BIN")
+    for bin in "${BINS[@]}"; do
+        INTERP=$(readelf -l "$bin" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+        if [ -n "$INTERP" ] && [ -z "${shipped[$INTERP]:-}" ]; then
+            shipped[$INTERP]=1
+            src=$(find_lib "$(basename "$INTERP")" "$bin")
+            LIB_SRC+=("$src"); LIB_DST+=("$INTERP")
+        fi
+    done
+    queue=("${BINS[@]}")
     while [ ${#queue[@]} -gt 0 ]; do
         obj=${queue[0]}; queue=("${queue[@]:1}")
         for lib in $(readelf -d "$obj" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
@@ -256,13 +273,14 @@ else
         done
     done
 fi
-echo "$ARCH: tidelet's libraries: ${LIB_DST[*]}" >&2
+echo "$ARCH: the libraries of tidelet and tidelet-generic-plugin: ${LIB_DST[*]}" >&2
 
 # ---- cache key over every input.
 KEY=$( {
     echo "arch=$ARCH kernel=$KPKG modules=$MODULES libs=${LIB_DST[*]}"
-    sha256sum "$HERE/build-initramfs.sh" "$HERE/init" "$HERE/stage2" "$HERE"/pods/*.yaml \
-        "$TIDELET_BIN" "$BUSYBOX" "$IMAGE" "$KDIR/boot/vmlinuz-$KVER" "${LIB_SRC[@]}" \
+    sha256sum "$HERE/build-initramfs.sh" "$HERE/init" "$HERE/stage2" "$HERE/devices.sh" \
+        "$HERE"/pods/*.yaml \
+        "$TIDELET_BIN" "$PLUGIN_BIN" "$BUSYBOX" "$IMAGE" "$KDIR/boot/vmlinuz-$KVER" "${LIB_SRC[@]}" \
         | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)
 if [ -f "$OUTDIR/initramfs.cpio.gz" ] && [ -f "$OUTDIR/vmlinuz" ] \
@@ -290,6 +308,9 @@ mknod -m 666 "$STAGE/dev/null" c 1 3
 
 "$STRIP" -o "$STAGE/bin/tidelet" "$TIDELET_BIN" 2>/dev/null || cp "$TIDELET_BIN" "$STAGE/bin/tidelet"
 chmod 755 "$STAGE/bin/tidelet"
+"$STRIP" -o "$STAGE/bin/tidelet-generic-plugin" "$PLUGIN_BIN" 2>/dev/null \
+    || cp "$PLUGIN_BIN" "$STAGE/bin/tidelet-generic-plugin"
+chmod 755 "$STAGE/bin/tidelet-generic-plugin"
 for i in "${!LIB_SRC[@]}"; do
     mkdir -p "$STAGE$(dirname "${LIB_DST[$i]}")"
     cp -L "${LIB_SRC[$i]}" "$STAGE${LIB_DST[$i]}"
@@ -305,6 +326,7 @@ cp "$IMAGE" "$STAGE/images/busybox.oci.tar"
 cp "$HERE"/pods/*.yaml "$STAGE/pods/"
 install -m 755 "$HERE/init" "$STAGE/init"
 install -m 755 "$HERE/stage2" "$STAGE/stage2"
+install -m 644 "$HERE/devices.sh" "$STAGE/devices.sh"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$STAGE/etc/passwd"
 printf 'root:x:0:\n' > "$STAGE/etc/group"
 printf '127.0.0.1\tlocalhost\n' > "$STAGE/etc/hosts"

@@ -10,19 +10,23 @@
 //! (a figure, not an assertion) tidelet's RSS. Then the same guest restarts tidelet with node
 //! allocatable and a hard eviction threshold and checks eviction under memory pressure on
 //! cgroup v2 (`pressure.rs`: the BestEffort hog goes, Guaranteed and Burstable stay, no kernel
-//! OOM kill, `MemoryPressure` True then False). Last, it restarts tidelet with MQTT to a real
+//! OOM kill, `MemoryPressure` True then False). Before that, with the five pods running, the
+//! real `tidelet-generic-plugin` hands a device node to one pod while another is denied it by
+//! the eBPF device program of its cgroup (`devices.rs`). Last, it restarts tidelet with MQTT to a real
 //! Mosquitto on the host (a second `guestfwd`) and jumps the guest's wall clock a day forward
 //! and two days back (`mqtt.rs`: the pod and the agent untouched, the broker's view of the
 //! node, `online`, the pod and the lease renewals through both jumps).
 //!
-//! Two tests, one guest each: x86_64 (the host's `target/debug/tidelet`, 512 MiB) and aarch64
-//! (`qemu-system-aarch64 -M virt -cpu cortex-a72`, 256 MiB: the small-board fit), whose binary
-//! is `$TIDELET_AARCH64_BIN` or `target/cross/aarch64-unknown-linux-gnu/release/tidelet` from
-//! `scripts/cross-build.sh`. The console is kept in `target/vm/console-<test>-<arch>.log` and
+//! Two tests, one guest each: x86_64 (the host's `target/debug/tidelet` and
+//! `tidelet-generic-plugin`, 512 MiB) and aarch64 (`qemu-system-aarch64 -M virt -cpu
+//! cortex-a72`, 256 MiB: the small-board fit), whose binaries are `$TIDELET_AARCH64_BIN` and
+//! `$TIDELET_AARCH64_PLUGIN`, or `tidelet` and `tidelet-generic-plugin` in
+//! `target/cross/aarch64-unknown-linux-gnu/release/` from `scripts/cross-build.sh`. The console is kept in `target/vm/console-<test>-<arch>.log` and
 //! its tail is printed when a test fails. They need root (apt downloads the kernels) and QEMU:
 //! without root they skip unless `TIDELET_REQUIRE_PRIVILEGED=1`; without the cross-built
-//! binary the aarch64 test skips, or fails under `TIDELET_REQUIRE_PRIVILEGED=1`.
+//! binaries the aarch64 test skips, or fails under `TIDELET_REQUIRE_PRIVILEGED=1`.
 
+mod devices;
 mod hostecho;
 mod markers;
 mod mqtt;
@@ -59,20 +63,19 @@ fn required() -> bool {
     std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1")
 }
 
-/// The cross-built aarch64 tidelet: `$TIDELET_AARCH64_BIN`, else scripts/cross-build.sh's
-/// output. `None` (skip) if missing, unless the test is required (CI): then it fails.
-fn aarch64_bin() -> Option<PathBuf> {
-    let p = std::env::var_os("TIDELET_AARCH64_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            workspace().join("target/cross/aarch64-unknown-linux-gnu/release/tidelet")
-        });
+/// A cross-built aarch64 binary: `$ENV`, else scripts/cross-build.sh's output `NAME`. `None`
+/// (skip) if missing, unless the test is required (CI): then it fails.
+fn aarch64_bin(name: &str, env: &str) -> Option<PathBuf> {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        workspace().join(format!(
+            "target/cross/aarch64-unknown-linux-gnu/release/{name}"
+        ))
+    });
     if p.is_file() {
         return Some(p);
     }
     let msg = format!(
-        "the aarch64 tidelet {} does not exist: run scripts/cross-build.sh first (or set \
-         TIDELET_AARCH64_BIN)",
+        "the aarch64 {name} {} does not exist: run scripts/cross-build.sh first (or set {env})",
         p.display()
     );
     assert!(!required(), "{msg} (TIDELET_REQUIRE_PRIVILEGED=1)");
@@ -88,8 +91,26 @@ struct Run {
     elapsed: Duration,
 }
 
+/// The binaries a guest runs: the agent and the generic device plugin.
+struct Bins {
+    tidelet: PathBuf,
+    plugin: PathBuf,
+}
+
+/// The host's `target/debug/tidelet-generic-plugin` (`cargo build` builds it: it is a
+/// workspace member).
+fn host_plugin() -> PathBuf {
+    let p = target_dir().join("debug/tidelet-generic-plugin");
+    assert!(
+        p.is_file(),
+        "{} not found: run `cargo build` (or `cargo build -p tidelet-generic-plugin`) first",
+        p.display()
+    );
+    p
+}
+
 /// Build, boot and parse; panics with the console's tail if the guest did not finish.
-fn run_guest(test: &str, arch: &Arch, tidelet: &std::path::Path, opts: &Options) -> Run {
+fn run_guest(test: &str, arch: &Arch, bins: &Bins, opts: &Options) -> Run {
     assert!(
         qemu::on_path(arch.qemu),
         "{} not found: install {} (scripts/test.sh does)",
@@ -102,7 +123,8 @@ fn run_guest(test: &str, arch: &Arch, tidelet: &std::path::Path, opts: &Options)
         &workspace().join("tests/vm/build-initramfs.sh"),
         &vm_dir.join(arch.name),
         arch,
-        tidelet,
+        &bins.tidelet,
+        &bins.plugin,
     );
     eprintln!(
         "vm: {}: kernel and initramfs ready in {:.1?}",
@@ -174,7 +196,7 @@ fn json(m: &BTreeMap<String, String>, key: &str) -> Value {
 }
 
 /// Boot `arch` with `tidelet` in `memory_mb` and check everything the guest reports.
-fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32) {
+fn guest_test(test: &str, arch: Arch, bins: &Bins, memory_mb: u32) {
     let echo = HostEcho::start();
     let broker = mqtt::Observer::start(arch.name);
     let opts = Options {
@@ -190,7 +212,7 @@ fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32)
             },
         ],
     };
-    let run = run_guest(test, &arch, tidelet, &opts);
+    let run = run_guest(test, &arch, bins, &opts);
     let seen = broker.finish();
     for (k, v) in &run.markers {
         if !k.ends_with(".json") {
@@ -202,6 +224,7 @@ fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32)
     drop(echo);
     checked(&run, |m| {
         check_guest(m, &arch);
+        devices::check(m);
         pressure::check(m);
         // The guest reached the host's loopback, and only through the forward.
         let hello = format!("hello from {}", arch.name);
@@ -223,6 +246,7 @@ fn guest_test(test: &str, arch: Arch, tidelet: &std::path::Path, memory_mb: u32)
         "vm: {} ({memory_mb} MiB, 5 pods running): {rss}; QEMU boot to poweroff {:.1?}",
         arch.name, run.elapsed
     );
+    println!("vm: {}: {}", arch.name, devices::figures(&run.markers));
     println!("vm: {}: {}", arch.name, pressure::figures(&run.markers));
     println!("vm: {}: {}", arch.name, mqtt::figures(&run.markers, &seen));
 }
@@ -262,7 +286,11 @@ fn x86_64_vm_runs_five_isolated_pods_with_cgroup_v2_limits() {
         eprintln!("skipping: the x86_64 guest runs the host's tidelet, and the host is not x86_64");
         return;
     }
-    guest_test("cgroup_v2", X86_64, &bin(), 512);
+    let bins = Bins {
+        tidelet: bin(),
+        plugin: host_plugin(),
+    };
+    guest_test("cgroup_v2", X86_64, &bins, 512);
 }
 
 #[test]
@@ -270,10 +298,13 @@ fn aarch64_vm_in_256_mib_runs_five_isolated_pods_with_cgroup_v2_limits() {
     if !privileged() {
         return;
     }
-    let Some(tidelet) = aarch64_bin() else {
+    let Some(tidelet) = aarch64_bin("tidelet", "TIDELET_AARCH64_BIN") else {
         return;
     };
-    guest_test("cgroup_v2", AARCH64, &tidelet, 256);
+    let Some(plugin) = aarch64_bin("tidelet-generic-plugin", "TIDELET_AARCH64_PLUGIN") else {
+        return;
+    };
+    guest_test("cgroup_v2", AARCH64, &Bins { tidelet, plugin }, 256);
 }
 
 /// What both guests must show.
@@ -380,7 +411,14 @@ fn check_guest(m: &BTreeMap<String, String>, arch: &Arch) {
     );
 
     // The kernel modules tidelet needs loaded from the initramfs (modules.dep by depmod).
-    for module in ["overlay", "virtio_pci", "virtio_net", "veth", "bridge"] {
+    for module in [
+        "overlay",
+        "virtio_pci",
+        "virtio_net",
+        "veth",
+        "bridge",
+        "tun",
+    ] {
         assert_eq!(
             get(m, &format!("module.{module}")),
             "loaded",

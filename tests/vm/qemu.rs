@@ -149,13 +149,21 @@ pub fn net_args(host_ports: &[HostPort]) -> Vec<String> {
     ]
 }
 
-/// Run `tests/vm/build-initramfs.sh OUTDIR ARCH` (cached); returns (kernel, initramfs).
-pub fn build(script: &Path, outdir: &Path, arch: &Arch, tidelet: &Path) -> (PathBuf, PathBuf) {
+/// Run `tests/vm/build-initramfs.sh OUTDIR ARCH` (cached) with these binaries of the agent and
+/// the generic device plugin; returns (kernel, initramfs).
+pub fn build(
+    script: &Path,
+    outdir: &Path,
+    arch: &Arch,
+    tidelet: &Path,
+    plugin: &Path,
+) -> (PathBuf, PathBuf) {
     let mut cmd = Command::new("bash");
     cmd.arg(script)
         .arg(outdir)
         .arg(arch.name)
-        .env("TIDELET_BIN", tidelet);
+        .env("TIDELET_BIN", tidelet)
+        .env("TIDELET_PLUGIN_BIN", plugin);
     match build_outputs(&mut cmd, &["kernel", "initramfs"]).as_slice() {
         [k, i] => (k.clone(), i.clone()),
         _ => unreachable!("build_outputs returns one path per name"),
