@@ -15,7 +15,8 @@
 //!    `ListAndWatch` stream open): after `SETTLE_SECS` (10) VmRSS, Pss, RssAnon, RssFile, then
 //!    CPU (utime + stime ticks, and schedstat nanoseconds) and wake-ups over `IDLE_SECS` (60),
 //!    then the memory again; once with the start-up code paged out after registering (the
-//!    default) and once with `TIDELET_PLUGIN_NO_TRIM=1`, both pairs side by side on two agents.
+//!    default) and once with `TIDELET_PLUGIN_NO_TRIM=1` (from copies of the binaries, so the
+//!    two variants share no page cache), both pairs side by side on two agents.
 //!    For scale: a Rust `sleep` (`REF_SLEEP_BIN`, built by the script) and `/bin/sleep`.
 //!
 //! Run with `scripts/bench-devices.sh`, or `TIDELET_BIN=target/release/tidelet cargo bench -p
