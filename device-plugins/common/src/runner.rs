@@ -30,6 +30,8 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long after a registration start-up code is paged out (see `trim`).
 const TRIM_DELAY: Duration = Duration::from_secs(2);
+/// Set to `1`, start-up code is not paged out after a registration (see `trim`).
+const NO_TRIM_ENV: &str = "TIDELET_PLUGIN_NO_TRIM";
 
 /// Runs one server per resource in the current (single-threaded is enough) tokio runtime.
 pub struct Runner {
@@ -175,11 +177,14 @@ async fn serve_resource(
             Ok(Registered::Yes(kubelet_id)) => {
                 tracing::info!(resource = %resource, endpoint = %endpoint, "registered");
                 // The kubelet connects right after Register; once it has, start-up code is
-                // no longer needed in memory.
-                tokio::spawn(async {
-                    tokio::time::sleep(TRIM_DELAY).await;
-                    crate::trim::page_out_own_code();
-                });
+                // no longer needed in memory. `TIDELET_PLUGIN_NO_TRIM=1` keeps it (for
+                // scripts/bench-devices.sh, which measures the idle RSS both ways).
+                if std::env::var_os(NO_TRIM_ENV).is_none_or(|v| v != "1") {
+                    tokio::spawn(async {
+                        tokio::time::sleep(TRIM_DELAY).await;
+                        crate::trim::page_out_own_code();
+                    });
+                }
                 watch_dir(&sock, own, &kubelet, kubelet_id, poll, &mut server).await
             }
             Ok(Registered::Restart(why)) => why,
