@@ -19,6 +19,14 @@ PEER_DIR=${PEER_DIR:-../shared/peer}
 export PODS=${PODS:-20} IDLE_SECS=${IDLE_SECS:-60} SETTLE_SECS=${SETTLE_SECS:-10}
 
 cargo build --release --locked -p tidelet -p tidelet-generic-plugin -p tidelet-gpu-plugin
+# The plugins as scripts/cross-build.sh ships them: linked statically (only the final link
+# changes). STATIC_PLUGINS=0 measures the dynamically linked build instead.
+if [ "${STATIC_PLUGINS:-1}" = 1 ]; then
+  for p in tidelet-generic-plugin tidelet-gpu-plugin; do
+    cargo rustc --release --locked -p "$p" --bin "$p" -- -C target-feature=+crt-static
+  done
+fi
+echo "plugins: $(file -b "${CARGO_TARGET_DIR:-target}/release/tidelet-generic-plugin" | cut -d, -f1-2)"
 # The measuring program itself need not be size-optimised with fat LTO (the binaries it
 # measures are): build it quicker.
 export CARGO_PROFILE_BENCH_LTO=off CARGO_PROFILE_BENCH_CODEGEN_UNITS=16

@@ -31,6 +31,8 @@ if [ "$(id -u)" != 0 ]; then echo "scripts/cross-build.sh: run as root (it insta
 # that stopped producing its binary, or was renamed, fails the build here, not on a board).
 CROSS_PACKAGES=(tidelet tidelet-gpu-plugin tidelet-generic-plugin)
 CROSS_EXPECTED_BINS=(tidelet tidelet-gpu-plugin tidelet-generic-plugin)
+# Linked statically (see cross_build in scripts/cross/lib.sh).
+CROSS_STATIC_PACKAGES=(tidelet-gpu-plugin tidelet-generic-plugin)
 
 tests=1
 target_dir=target/cross

@@ -140,6 +140,16 @@ cross_build() {
     "${CROSS_STD[@]}" "${pkgs[@]}" --bins --message-format=json-render-diagnostics >"$json"
   mapfile -t CROSS_BINS < <(grep -o '"executable":"[^"]*"' "$json" | cut -d'"' -f4 | sort -u)
   rm -f "$json"
+  # The device plugins are linked statically (glibc's libc.a): an idle plugin then keeps
+  # ~1 MiB less resident than with the shared libc's pages (docs/benchmarks.md, issue 6).
+  # Only the final link changes (`cargo rustc` flags reach only that crate), so the
+  # dependencies built above are reused. tidelet stays dynamic: it resolves host names
+  # (getaddrinfo), which static glibc cannot do without the matching NSS libraries.
+  for p in "${CROSS_STATIC_PACKAGES[@]}"; do
+    echo "== $t: $p linked statically"
+    "${CARGO[@]}" rustc --locked --release --target "$triple" --target-dir "$dir" \
+      "${CROSS_STD[@]}" -p "$p" --bin "$p" -- -C target-feature=+crt-static
+  done
   for b in "${CROSS_EXPECTED_BINS[@]}"; do
     found=0
     for p in "${CROSS_BINS[@]}"; do [ "${p##*/}" != "$b" ] || found=1; done
@@ -170,6 +180,12 @@ cross_check_bins() {
           { echo "cross: $bin is not hard-float (ELF flags: $flags)" >&2; return 1; } ;;
     esac
     [[ $out == *", stripped"* ]] || { echo "cross: $bin is not stripped" >&2; return 1; }
+    for p in "${CROSS_STATIC_PACKAGES[@]}"; do
+      if [ "${bin##*/}" = "$p" ] && [[ $out != *"static"* ]]; then
+        echo "cross: $bin is not statically linked" >&2
+        return 1
+      fi
+    done
     size=$(stat -c %s "$bin")
     printf '%s: stripped size %d bytes (%d.%02d MiB)\n' "$(basename "$bin")" "$size" \
       $((size / 1048576)) $((size % 1048576 * 100 / 1048576))
