@@ -138,18 +138,21 @@ cross_build() {
   json=$(mktemp)
   "${CARGO[@]}" build --locked --release --target "$triple" --target-dir "$dir" \
     "${CROSS_STD[@]}" "${pkgs[@]}" --bins --message-format=json-render-diagnostics >"$json"
+  # The device plugins, in a second invocation, linked statically (glibc's libc.a): an
+  # idle plugin then keeps ~1 MiB less resident than with the shared libc's pages
+  # (docs/benchmarks.md, issue 6). tidelet stays dynamic: it resolves host names
+  # (getaddrinfo), which static glibc cannot do without the matching NSS libraries. With
+  # --target, these RUSTFLAGS reach only the target's crates, not build scripts or proc macros.
+  pkgs=()
+  for p in "${CROSS_STATIC_PACKAGES[@]}"; do pkgs+=(-p "$p"); done
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    echo "== $t: cargo build --release ${pkgs[*]} --bins, linked statically"
+    env "CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C target-feature=+crt-static" \
+      "${CARGO[@]}" build --locked --release --target "$triple" --target-dir "$dir" \
+      "${CROSS_STD[@]}" "${pkgs[@]}" --bins --message-format=json-render-diagnostics >>"$json"
+  fi
   mapfile -t CROSS_BINS < <(grep -o '"executable":"[^"]*"' "$json" | cut -d'"' -f4 | sort -u)
   rm -f "$json"
-  # The device plugins are linked statically (glibc's libc.a): an idle plugin then keeps
-  # ~1 MiB less resident than with the shared libc's pages (docs/benchmarks.md, issue 6).
-  # Only the final link changes (`cargo rustc` flags reach only that crate), so the
-  # dependencies built above are reused. tidelet stays dynamic: it resolves host names
-  # (getaddrinfo), which static glibc cannot do without the matching NSS libraries.
-  for p in "${CROSS_STATIC_PACKAGES[@]}"; do
-    echo "== $t: $p linked statically"
-    "${CARGO[@]}" rustc --locked --release --target "$triple" --target-dir "$dir" \
-      "${CROSS_STD[@]}" -p "$p" --bin "$p" -- -C target-feature=+crt-static
-  done
   for b in "${CROSS_EXPECTED_BINS[@]}"; do
     found=0
     for p in "${CROSS_BINS[@]}"; do [ "${p##*/}" != "$b" ] || found=1; done
