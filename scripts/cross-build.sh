@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-builds the binaries tidelet ships (the agent `tidelet` and the device plugins
-# `tidelet-gpu-plugin` and `tidelet-generic-plugin`, linked statically) for ARM boards on
+# `tidelet-gpu-plugin` and `tidelet-generic-plugin`, linked statically on aarch64) for ARM boards on
 # a Debian 12 machine without a container engine (as root), with Debian's own current Rust
 # toolchain instead of `cross`, and runs the unit tests of the workspace's crates under
 # qemu-user:
@@ -31,7 +31,7 @@ if [ "$(id -u)" != 0 ]; then echo "scripts/cross-build.sh: run as root (it insta
 # that stopped producing its binary, or was renamed, fails the build here, not on a board).
 CROSS_PACKAGES=(tidelet)
 CROSS_EXPECTED_BINS=(tidelet tidelet-gpu-plugin tidelet-generic-plugin)
-# Built apart and linked statically (see cross_build in scripts/cross/lib.sh).
+# Built apart and linked statically on aarch64 (see cross_build in scripts/cross/lib.sh).
 CROSS_STATIC_PACKAGES=(tidelet-gpu-plugin tidelet-generic-plugin)
 
 tests=1
