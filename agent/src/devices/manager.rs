@@ -248,6 +248,15 @@ impl Manager {
         let Some(dir) = self.cfg.plugin_dir.clone() else {
             return Ok(());
         };
+        // On a read-only root (the shipped unit's case when /var/lib is not writable) nothing
+        // is attempted there: tidelet writes only below its root directory and /run.
+        if let Some(mount) = read_only_ancestor(&dir) {
+            return Err(format!(
+                "{} would be on {}, which is mounted read-only; set devices.pluginDir to a writable directory (or \"\" to switch device plugins off)",
+                dir.display(),
+                mount.display()
+            ));
+        }
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         remove_stale_sockets(&dir);
         let sock = dir.join(tidelet_deviceplugin_api::KUBELET_SOCKET);
@@ -755,6 +764,15 @@ pub fn choose(free: &[String], preferred: &[String], n: usize) -> Vec<String> {
         }
     }
     out
+}
+
+/// The nearest existing ancestor of `dir` (or `dir` itself) when it is on a read-only mount.
+fn read_only_ancestor(dir: &Path) -> Option<PathBuf> {
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let st = nix::sys::statvfs::statvfs(existing).ok()?;
+    st.flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+        .then(|| existing.to_path_buf())
 }
 
 fn is_socket(p: &Path) -> bool {
