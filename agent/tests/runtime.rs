@@ -136,6 +136,8 @@ impl Pod {
                 readonly: true,
             }],
             devices: vec![],
+            hooks: vec![],
+            annotations: Default::default(),
             cgroup_procs: vec![],
             oom_kill_file: None,
             oom_score_adj: 0,

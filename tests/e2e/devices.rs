@@ -545,6 +545,143 @@ fn cdi_devices_named_by_a_plugin_reach_the_container_and_bad_specs_are_named() {
     );
 }
 
+/// A host program as CDI hooks are (nvidia-ctk's are Go binaries): at `createContainer` it
+/// finds the rootfs through the bundle's `config.json` and writes a file into it; at
+/// `poststop` it leaves the state it got in `$OUT`; `fail` makes it exit 3.
+const CDI_HOOK: &str = r#"#!/usr/bin/python3
+import json, os, sys
+state = json.load(sys.stdin)
+if sys.argv[1] == "fail":
+    sys.stderr.write("no driver for " + state["id"] + "\n")
+    sys.exit(3)
+if sys.argv[1] == "createContainer":
+    with open(os.path.join(state["bundle"], "config.json")) as f:
+        root = os.path.join(state["bundle"], json.load(f)["root"]["path"])
+    with open(os.path.join(root, "etc", "ld.so.conf.d-hook"), "w") as f:
+        f.write("hook saw pid %d status %s\n" % (state["pid"], state["status"]))
+if sys.argv[1] == "poststop":
+    with open(os.environ["OUT"], "w") as f:
+        json.dump(state, f)
+"#;
+
+#[test]
+fn cdi_hooks_of_a_plugins_device_run_and_a_failing_one_fails_only_its_container() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tidelet_deviceplugin_api::v1beta1::CdiDevice;
+    if !privileged() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = tmp.path().join("cdi-hook");
+    std::fs::write(&hook, CDI_HOOK).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = tmp.path().join("poststop.json");
+    let cdi = tmp.path().join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    let h = |stage: &str, arg: &str| {
+        format!(
+            "    - hookName: {stage}\n      path: {}\n      args: [cdi-hook, {arg}]\n      env: [OUT={}]\n",
+            hook.display(),
+            out.display()
+        )
+    };
+    std::fs::write(
+        cdi.join("hooked.yaml"),
+        format!(
+            "cdiVersion: 0.5.0\nkind: example.com/hooked\ndevices:\n- name: good\n  containerEdits:\n    env: [HOOKED=good]\n    hooks:\n{}{}- name: bad\n  containerEdits:\n    hooks:\n{}",
+            h("createContainer", "createContainer"),
+            h("poststop", "poststop"),
+            h("createContainer", "fail"),
+        ),
+    )
+    .unwrap();
+    let mut a = Agent::start_with_config(Some(&format!(
+        "devices:\n  cdiSpecDirs: [{}]\n",
+        cdi.display()
+    )));
+    let dir = a.device_plugin_dir();
+    let p = FakePlugin::serve(&dir, RES, "fake.sock", healthy(&["d0", "d1"]));
+    // The first Allocate names the good CDI device, every later one the bad.
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    p.set_answer(std::sync::Arc::new(move |_ids: &[String]| {
+        let name = match calls.fetch_add(1, Ordering::SeqCst) {
+            0 => "example.com/hooked=good",
+            _ => "example.com/hooked=bad",
+        };
+        Some(ContainerAllocateResponse {
+            cdi_devices: vec![CdiDevice { name: name.into() }],
+            ..Default::default()
+        })
+    }));
+    p.register().unwrap();
+    wait_counts(&a, RES, Some(("2", "2")));
+    a.write(
+        "good.yaml",
+        &pod_yaml(
+            "good",
+            "",
+            &[(
+                "c",
+                "echo hooked=$HOOKED; cat /etc/ld.so.conf.d-hook; sleep 3600",
+                &wants(RES, 1),
+            )],
+        ),
+    );
+    let good = a.full_name("good");
+    a.wait_running(&good);
+    let pid = a.container_pid(&good, "c");
+    wait_for(
+        "the hooked container's output",
+        Duration::from_secs(10),
+        || {
+            let text = String::from_utf8_lossy(&a.cli(&["logs", &good]).stdout).to_string();
+            // The hook ran before the container's process: it saw its pid, as the agent shows it
+            // (the pid in the agent's namespace), with the status of a container being created.
+            (text.contains("hooked=good")
+                && text.contains(&format!("hook saw pid {pid} status creating")))
+            .then_some(())
+        },
+    );
+
+    // The bad device's hook fails: its container does not start, with the hook's words; the
+    // good pod runs on.
+    a.write(
+        "bad.yaml",
+        &pod_yaml(
+            "bad",
+            "  restartPolicy: Never\n",
+            &[("c", "echo should-not-run", &wants(RES, 1))],
+        ),
+    );
+    let bad = a.wait_pod(&a.full_name("bad"), "start error", |p| {
+        p["status"]["containerStatuses"][0]["state"]["terminated"].is_object()
+    });
+    let t = &bad["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "StartError", "{t}");
+    let m = t["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains(&format!(
+            "createContainer hook {}: exit status 3",
+            hook.display()
+        )) && m.contains("no driver for"),
+        "{m}"
+    );
+    assert_eq!(a.container_pid(&good, "c"), pid);
+
+    // Deleting the good pod runs its poststop hook, with the state of a stopped container.
+    a.remove("good.yaml");
+    let state = wait_for("the poststop hook", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&out).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()
+    });
+    assert_eq!(state["status"], "stopped", "{state}");
+    assert!(
+        state["id"].as_str().unwrap_or_default().ends_with("-c-0"),
+        "{state}"
+    );
+    assert!(a.alive());
+}
+
 #[test]
 fn preferred_allocation_is_asked_and_pre_start_called_before_each_start() {
     use tidelet_deviceplugin_api::v1beta1::DevicePluginOptions;

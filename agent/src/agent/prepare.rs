@@ -311,6 +311,8 @@ pub fn container_spec(
             == Some(true),
         mounts,
         devices: vec![],
+        hooks: vec![],
+        annotations: Default::default(),
         cgroup_procs: inp.cgroups.procs_files(&cg),
         oom_kill_file: Some(inp.cgroups.oom_kill_file(&cg)),
         oom_score_adj: qos::oom_score_adj(s, c, inp.node.memory_capacity),

@@ -664,23 +664,6 @@ impl Worker {
                 return retry("CreateContainerConfigError", msg);
             }
         };
-        if !edits.hooks.is_empty() {
-            let names: Vec<String> = edits
-                .hooks
-                .iter()
-                .map(|h| format!("{} {}", h.hook_name, h.path.display()))
-                .collect();
-            self.events.push(
-                true,
-                "CDIHooksNotRun",
-                format!(
-                    "container {}: tidelet does not run CDI hooks yet; skipped: {}",
-                    c.name,
-                    names.join(", ")
-                ),
-                now_ns(),
-            );
-        }
         crate::devices::apply_edits(&mut spec, edits);
         let edits_took = t_devices.elapsed();
         let cg = prepare::container_cgroup(&r.plan, &c.name);

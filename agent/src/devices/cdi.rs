@@ -106,7 +106,7 @@ pub enum ResolveError {
     Unknown { name: String, dirs: String },
 }
 
-/// A hook as the spec gives it; kept for the caller, not run here.
+/// A hook as the spec gives it; `runtime::hooks` runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Hook {

@@ -4,7 +4,7 @@
 //! device specs, annotations, CDI device names) plus the CDI edits those names resolve to
 //! into `ContainerEdits`: env as sorted `KEY=VALUE`, bind mounts whose host paths exist,
 //! device nodes with their type, numbers, mode and owner taken from the host node, and the
-//! CDI hooks for the caller to run. Every container path must stay inside the rootfs once
+//! CDI hooks for the runtime to run. Every container path must stay inside the rootfs once
 //! normalised. The host is reached only through `HostFs` (stat, exists), so the rules are
 //! tested with tables; `RealHostFs` is the real one.
 
@@ -49,7 +49,7 @@ pub struct ContainerEdits {
     pub mounts: Vec<BindMount>,
     pub devices: Vec<DeviceNode>,
     pub annotations: BTreeMap<String, String>,
-    /// CDI hooks, in spec order; not run by tidelet's device code (the caller decides).
+    /// CDI hooks, in spec order (run by the runtime, see `runtime::hooks`).
     #[serde(default)]
     pub hooks: Vec<Hook>,
     /// Extra groups for the container's process (CDI `additionalGids`).

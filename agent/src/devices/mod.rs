@@ -6,7 +6,8 @@
 //! - `checkpoint`: allocations on disk, so that an agent restart keeps them.
 //! - `cdi`: Container Device Interface specs (`/etc/cdi`, `/var/run/cdi`) and name resolution.
 //! - `edits`: an `Allocate` answer (plus CDI) turned into what the runtime applies to one
-//!   container: env, mounts, device nodes, cgroup device rules, annotations.
+//!   container: env, mounts, device nodes, cgroup device rules, annotations, CDI hooks
+//!   (run by the runtime: `runtime::hooks`).
 
 pub mod cdi;
 pub mod checkpoint;
@@ -49,8 +50,23 @@ pub fn cgroup_rules(e: &edits::ContainerEdits) -> Result<Vec<DeviceRule>, String
     Ok(out)
 }
 
+/// A CDI hook as the runtime runs it. The spec's `hookName` was checked when it was loaded
+/// (`cdi::validate`), so an unknown one cannot reach here; it would be dropped.
+fn runtime_hook(h: &cdi::Hook) -> Option<crate::runtime::hooks::Hook> {
+    Some(crate::runtime::hooks::Hook {
+        stage: crate::runtime::hooks::Stage::parse(&h.hook_name)?,
+        path: h.path.clone(),
+        args: h.args.clone(),
+        env: h.env.clone(),
+        timeout_secs: h
+            .timeout
+            .map(|t| u32::try_from(t.max(1)).unwrap_or(u32::MAX)),
+    })
+}
+
 /// Put the edits into the container's spec: device env after the container's own (so it
-/// wins, as in kubelet), mounts after the volumes, the device nodes.
+/// wins, as in kubelet), mounts after the volumes, the device nodes, the CDI hooks and the
+/// annotations (which the hooks see).
 pub fn apply_edits(spec: &mut ContainerSpec, e: edits::ContainerEdits) {
     let key = |kv: &String| {
         kv.split_once('=')
@@ -62,6 +78,8 @@ pub fn apply_edits(spec: &mut ContainerSpec, e: edits::ContainerEdits) {
     spec.env.extend(e.env);
     spec.mounts.extend(e.mounts);
     spec.devices = e.devices;
+    spec.hooks = e.hooks.iter().filter_map(runtime_hook).collect();
+    spec.annotations = e.annotations;
     for g in e.additional_gids {
         if !spec.additional_gids.contains(&g) {
             spec.additional_gids.push(g);

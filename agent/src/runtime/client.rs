@@ -95,13 +95,15 @@ impl Client {
     }
 
     pub async fn start(&self, spec: ContainerSpec) -> Result<ContainerRecord, ClientError> {
+        // The hooks that run while it starts may take their timeouts on top.
+        let timeout = START_TIMEOUT + super::hooks::start_budget(&spec.hooks);
         match self
             .call(
                 "start",
                 Request::Start {
                     spec: Box::new(spec),
                 },
-                START_TIMEOUT,
+                timeout,
             )
             .await?
         {

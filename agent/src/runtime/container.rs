@@ -11,6 +11,12 @@
 //! The supervisor waits (blocking its loop) from the clone until the child has exec'd or
 //! failed: a few milliseconds of mounts, and it makes the Start reply carry the outcome.
 //!
+//! With OCI hooks (from CDI specs; see `hooks`) the order is runc's: the child mounts the
+//! rootfs and says so on a ready pipe; the supervisor runs the `prestart` and `createRuntime`
+//! hooks, then releases the child, which runs the `createContainer` hooks in its own mount
+//! namespace, finishes the rootfs, pivots, runs the `startContainer` hooks and execs. Without
+//! such hooks the child pivots while the parent sets up its cgroups, as before.
+//!
 //! The clone is a raw `clone(2)` without a new stack (fork semantics). The supervisor is
 //! single-threaded, so the child may allocate and use the standard library freely: no other
 //! thread can hold the allocator's lock at the instant of the clone.
@@ -24,6 +30,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::unistd::{pipe2, Pid};
 
+use super::hooks::{self, Stage};
 use super::protocol::ContainerSpec;
 use super::sys::{fail, io_fail};
 use super::{rootfs, sys};
@@ -43,15 +50,23 @@ pub struct Spawned {
     pub stderr: OwnedFd,
 }
 
-/// Start `spec`'s process. `new_pid_ns`: give it its own PID namespace. On failure the
-/// message is the StartError text (`<step>: <reason>`), and no child is left behind.
-pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, String> {
+/// Start `spec`'s process. `new_pid_ns`: give it its own PID namespace. `id`: the
+/// container's id in the state its hooks get. On failure the message is the StartError text
+/// (`<step>: <reason>`), and no child is left behind.
+pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool, id: &str) -> Result<Spawned, String> {
     let pipe =
         |what: &str| pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("{what} pipe: {}", e.desc()));
     let (out_r, out_w) = pipe("stdout")?;
     let (err_r, err_w) = pipe("stderr")?;
     let (sync_r, sync_w) = pipe("sync")?;
     let (errp_r, errp_w) = pipe("error")?;
+    let runtime_hooks = spec.hooks.iter().any(|h| h.stage.before_pivot_in_runtime());
+    let (ready_r, ready_w) = if runtime_hooks {
+        let (r, w) = pipe("ready")?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
 
     let mut flags = libc::CLONE_NEWNS;
     if new_pid_ns {
@@ -73,8 +88,8 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, S
         return Err(format!("clone: {}", Errno::last().desc()));
     }
     if ret == 0 {
-        drop((out_r, err_r, sync_w, errp_r));
-        let msg = match child(spec, &out_w, &err_w, sync_r) {
+        drop((out_r, err_r, sync_w, errp_r, ready_r));
+        let msg = match child(spec, id, &out_w, &err_w, sync_r, ready_w) {
             Err(m) => m,
             Ok(never) => match never {},
         };
@@ -85,7 +100,7 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, S
         unsafe { libc::_exit(127) };
     }
     let pid = ret as i32;
-    drop((out_w, err_w, sync_r, errp_w));
+    drop((out_w, err_w, sync_r, errp_w, ready_w));
     let released = (|| {
         for procs in &spec.cgroup_procs {
             sys::write_file(procs, pid.to_string().as_bytes())
@@ -93,8 +108,22 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, S
         }
         sys::set_oom_score_adj(pid, spec.oom_score_adj)
             .map_err(|e| format!("oom_score_adj: {e}"))?;
+        if let Some(ready) = ready_r {
+            // The child's rootfs is mounted (or it failed: EOF, and its error follows).
+            let mut b = [0u8; 1];
+            match fs::File::from(ready).read(&mut b) {
+                Ok(1) => {}
+                _ => return Err("wait for the container's rootfs: the child ended".to_string()),
+            }
+            let bundle = hooks::bundle_dir(spec);
+            for stage in [Stage::Prestart, Stage::CreateRuntime] {
+                let state = hooks::State::new(id, stage, Some(pid), &bundle, &spec.annotations);
+                hooks::run_stage(&spec.hooks, stage, &state, &bundle)?;
+            }
+        }
+        // `g` and the child's pid as we see it (for the state its own hooks get).
         fs::File::from(sync_w)
-            .write_all(b"g")
+            .write_all(format!("g{pid}").as_bytes())
             .map_err(|e| format!("release child: {e}"))
     })();
     if let Err(msg) = released {
@@ -125,12 +154,29 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool) -> Result<Spawned, S
     })
 }
 
+/// Wait for the parent's `g<pid>`; returns the pid.
+fn wait_go(sync_r: OwnedFd) -> Result<i32, String> {
+    let mut go = [0u8; 32];
+    let n = fs::File::from(sync_r)
+        .read(&mut go)
+        .map_err(|e| io_fail("wait for parent", e))?;
+    match go[..n].split_first() {
+        Some((b'g', pid)) => Ok(std::str::from_utf8(pid)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)),
+        _ => Err("wait for parent: released without go".into()),
+    }
+}
+
 /// The child side: everything from the sync pipe to `execve`. Returns only on failure.
 fn child(
     spec: &ContainerSpec,
+    id: &str,
     out_w: &OwnedFd,
     err_w: &OwnedFd,
     sync_r: OwnedFd,
+    ready_w: Option<OwnedFd>,
 ) -> Result<std::convert::Infallible, String> {
     sys::reset_signals();
     let null = fs::File::open("/dev/null").map_err(|e| io_fail("open /dev/null", e))?;
@@ -148,12 +194,49 @@ fn child(
     // v1 each attach waits for an RCU grace period (milliseconds), so doing the two at once
     // takes that off every container start. Nothing of the container's runs before `go`.
     rootfs::setup_rootfs(spec)?;
-    rootfs::pivot(&spec.rootfs)?;
-    let mut go = [0u8; 1];
-    match fs::File::from(sync_r).read(&mut go) {
-        Ok(1) => {}
-        _ => return Err("wait for parent: released without go".into()),
-    }
+    let bundle = hooks::bundle_dir(spec);
+    let pre_pivot_hooks = spec
+        .hooks
+        .iter()
+        .any(|h| h.stage.before_pivot_in_runtime() || h.stage == Stage::CreateContainer);
+    let pid = if pre_pivot_hooks {
+        if let Some(w) = ready_w {
+            fs::File::from(w)
+                .write_all(b"m")
+                .map_err(|e| io_fail("tell the parent the rootfs is ready", e))?;
+        }
+        let pid = wait_go(sync_r)?;
+        let state = hooks::State::new(
+            id,
+            Stage::CreateContainer,
+            Some(pid),
+            &bundle,
+            &spec.annotations,
+        );
+        hooks::run_stage(&spec.hooks, Stage::CreateContainer, &state, &bundle)?;
+        rootfs::finish_rootfs(spec)?;
+        rootfs::pivot(&spec.rootfs)?;
+        pid
+    } else {
+        rootfs::finish_rootfs(spec)?;
+        rootfs::pivot(&spec.rootfs)?;
+        wait_go(sync_r)?
+    };
+    // Paths inside the container now (its rootfs is `/`); the bundle is the host's path,
+    // for the state only.
+    let state = hooks::State::new(
+        id,
+        Stage::StartContainer,
+        Some(pid),
+        &bundle,
+        &spec.annotations,
+    );
+    hooks::run_stage(
+        &spec.hooks,
+        Stage::StartContainer,
+        &state,
+        std::path::Path::new("/"),
+    )?;
     let gids: Vec<nix::unistd::Gid> = spec
         .additional_gids
         .iter()

@@ -30,6 +30,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::container;
+use super::hooks::{self, Stage};
 use super::logs::{format_cri_line, now_nanos, LogFile, Stream, StreamBuffer};
 use super::protocol::*;
 use super::supervisor::{PID_FILE, RECORDS_DIR, SOCKET_FILE};
@@ -81,6 +82,14 @@ struct Container {
     pipes: Vec<Pipe>,
     log: Option<LogFile>,
     kill_at: Option<Instant>,
+    /// The `poststop` hooks to run once it has exited, with their state.
+    poststop: Option<PostStop>,
+}
+
+/// What a container's `poststop` hooks need once it is gone.
+struct PostStop {
+    hooks: Vec<hooks::Hook>,
+    state: hooks::State,
 }
 
 struct Client {
@@ -107,6 +116,8 @@ pub(crate) struct Supervisor {
     containers: BTreeMap<String, Container>,
     seq: u64,
     shutting_down: bool,
+    /// Processes running `poststop` hooks (so that a shutdown waits for them).
+    hook_runners: Vec<i32>,
 }
 
 #[derive(Clone, Copy)]
@@ -137,6 +148,7 @@ impl Supervisor {
             containers: BTreeMap::new(),
             seq: 0,
             shutting_down: false,
+            hook_runners: Vec::new(),
         }
     }
 
@@ -172,7 +184,10 @@ impl Supervisor {
             }
             self.on_timers();
             self.clients.retain(|c| !c.closed);
-            if self.shutting_down && self.containers.values().all(|c| c.pid.is_none()) {
+            if self.shutting_down
+                && self.containers.values().all(|c| c.pid.is_none())
+                && self.hook_runners.is_empty()
+            {
                 self.finish_shutdown();
                 return 0;
             }
@@ -251,6 +266,11 @@ impl Supervisor {
                 self.pid_one = None;
                 continue;
             }
+            if let Some(i) = self.hook_runners.iter().position(|p| *p == pid) {
+                self.hook_runners.swap_remove(i);
+                tracing::debug!(pid, ?status, "poststop hooks done");
+                continue;
+            }
             let name = self
                 .containers
                 .iter()
@@ -292,7 +312,38 @@ impl Supervisor {
             finished_at: now_nanos(),
         };
         tracing::info!(container = %name, exit_code, reason, "container exited");
+        let poststop = c.poststop.take();
         self.set_state(name, state);
+        if let Some(p) = poststop {
+            self.run_poststop(name, p);
+        }
+    }
+
+    /// Run a container's `poststop` hooks in a child process, so that the loop (and the
+    /// other containers' logs and requests) does not wait for them; it is reaped here.
+    fn run_poststop(&mut self, name: &str, p: PostStop) {
+        // SAFETY: fork of the single-threaded supervisor; the child runs the hooks and ends
+        // with _exit.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                let code =
+                    match hooks::run_stage(&p.hooks, Stage::Poststop, &p.state, &p.state.bundle) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            tracing::warn!(container = %name, error = %e, "poststop hook failed");
+                            1
+                        }
+                    };
+                // SAFETY: ends the child without the parent's atexit handlers.
+                unsafe { libc::_exit(code) };
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                self.hook_runners.push(child.as_raw());
+            }
+            Err(e) => {
+                tracing::warn!(container = %name, error = %e, "cannot fork to run the poststop hooks");
+            }
+        }
     }
 
     /// Bump `seq`, store the record, persist it, then wake waiters.
@@ -525,7 +576,31 @@ impl Supervisor {
         let started_at = now_nanos();
         let log = LogFile::open(&spec.log_path, spec.log_max_bytes, spec.log_max_files)
             .map_err(|e| format!("open log {:?}: {e}", spec.log_path.display().to_string()));
-        let spawned = log.and_then(|log| container::spawn(spec, self.own_pid_ns).map(|s| (s, log)));
+        let id = self.container_id(spec);
+        let bundle = hooks::bundle_dir(spec);
+        let spawned = log
+            .and_then(|log| write_bundle(spec, &bundle).map(|()| log))
+            .and_then(|log| container::spawn(spec, self.own_pid_ns, &id).map(|s| (s, log)));
+        if let Ok((s, _)) = &spawned {
+            // OCI: a poststart failure is a warning; the container runs on.
+            let state = hooks::State::new(
+                &id,
+                Stage::Poststart,
+                Some(s.pid),
+                &bundle,
+                &spec.annotations,
+            );
+            if let Err(e) = hooks::run_stage(&spec.hooks, Stage::Poststart, &state, &bundle) {
+                tracing::warn!(container = %name, error = %e, "poststart hook failed");
+            }
+        }
+        let poststop: Vec<hooks::Hook> = hooks::of_stage(&spec.hooks, Stage::Poststop)
+            .cloned()
+            .collect();
+        let poststop = (!poststop.is_empty() && spawned.is_ok()).then(|| PostStop {
+            hooks: poststop,
+            state: hooks::State::new(&id, Stage::Poststop, None, &bundle, &spec.annotations),
+        });
         let mut c = Container {
             record: ContainerRecord {
                 name: name.clone(),
@@ -544,6 +619,7 @@ impl Supervisor {
             pipes: Vec::new(),
             log: None,
             kill_at: None,
+            poststop,
         };
         let state = match spawned {
             Ok((s, log)) => {
@@ -585,6 +661,16 @@ impl Supervisor {
         }
     }
 
+    /// The id hooks see: `<pod uid>-<container>-<attempt>` (the pod dir is named by the UID).
+    fn container_id(&self, spec: &ContainerSpec) -> String {
+        let uid = self
+            .pod_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{uid}-{}-{}", spec.name, spec.attempt)
+    }
+
     fn read_pipe(&mut self, ci: usize, pi: usize) {
         let Some(c) = self.containers.values_mut().nth(ci) else {
             return;
@@ -610,6 +696,22 @@ impl Supervisor {
         }
         tracing::info!(pod_dir = %self.pod_dir.display(), "supervisor shut down");
     }
+}
+
+/// The bundle's `config.json`, for hooks (only when there are any), written atomically.
+fn write_bundle(spec: &ContainerSpec, bundle: &std::path::Path) -> Result<(), String> {
+    if spec.hooks.is_empty() {
+        return Ok(());
+    }
+    let path = bundle.join("config.json");
+    fs::create_dir_all(bundle)
+        .and_then(|()| crate::state::atomic_replace_json(&path, &hooks::bundle_config(spec)))
+        .map_err(|e| {
+            format!(
+                "write the bundle's {:?} for hooks: {e}",
+                path.display().to_string()
+            )
+        })
 }
 
 fn stop(name: &str, c: &mut Container, signal: i32, grace_secs: u64) {

@@ -20,6 +20,7 @@ pub mod client;
 pub mod container;
 pub mod event_loop;
 pub mod exec;
+pub mod hooks;
 pub mod logs;
 pub mod protocol;
 pub mod rootfs;

@@ -63,6 +63,12 @@ pub struct ContainerSpec {
     /// device plugins and CDI.
     #[serde(default)]
     pub devices: Vec<crate::devices::edits::DeviceNode>,
+    /// OCI lifecycle hooks (from CDI specs), run as `runtime::hooks` says.
+    #[serde(default)]
+    pub hooks: Vec<super::hooks::Hook>,
+    /// The container's annotations (from its devices), in the state hooks get.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
     /// `cgroup.procs` files of the container's cgroup.
     pub cgroup_procs: Vec<PathBuf>,
     /// File to read `oom_kill N` from (see `cgroups::read_oom_kills`) to tell an OOM kill.

@@ -2,8 +2,9 @@
 //! rprivate, overlayfs of the image layers at `rootfs`, `/proc`, read-only `/sys`, a private
 //! `/dev` (device nodes, devpts, shm, mqueue, the standard links), the device nodes a
 //! container was given (device plugins, CDI), the bind mounts (whose
-//! destinations are resolved inside the rootfs and may not escape it), an optional
-//! read-only remount, then `pivot_root` with the old root detached.
+//! destinations are resolved inside the rootfs and may not escape it), then (after the
+//! `createContainer` hooks, see `hooks`) an optional read-only remount and `pivot_root` with
+//! the old root detached.
 //!
 //! Errors are the StartError text `<step>: <errno text>`.
 
@@ -99,9 +100,22 @@ pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
     for m in &spec.mounts {
         bind_mount(root, &m.source, &m.destination, m.readonly)?;
     }
+    Ok(())
+}
+
+/// The last step before `pivot_root`, after the `createContainer` hooks (which may still
+/// write into the rootfs, as with runc): the read-only remount, if asked for.
+pub(crate) fn finish_rootfs(spec: &ContainerSpec) -> Result<(), String> {
     if spec.readonly_rootfs {
         let f = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        mnt(None, root, None, f, None, "remount rootfs read-only")?;
+        mnt(
+            None,
+            &spec.rootfs,
+            None,
+            f,
+            None,
+            "remount rootfs read-only",
+        )?;
     }
     Ok(())
 }
