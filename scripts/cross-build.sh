@@ -16,12 +16,15 @@
 # (With Docker or Podman, `cross build --release --target <triple>` does the same; see
 # Cross.toml and the README.)
 #
-# Usage: scripts/cross-build.sh [--no-tests] [--target-dir DIR] [TARGET...]
+# Usage: scripts/cross-build.sh [--no-tests] [--setup-only] [--target-dir DIR] [TARGET...]
 #   TARGET: aarch64 | armv7 (default: both, built at once). DIR (default target/cross) is
-#   aarch64's target dir; armv7 uses DIR-armv7. Environment: CROSS_TEST_TIMEOUT (seconds per
-#   test binary under qemu, default 600); CROSS_TEST_TARGETS (which targets run the unit tests
-#   under qemu, default all built; scripts/test.sh keeps CI within its time by testing aarch64
-#   only: armv7's test build costs minutes).
+#   aarch64's target dir; armv7 uses DIR-armv7; the unit tests build in DIR-tests (aarch64)
+#   and DIR-armv7-tests, beside the release builds. --setup-only: install the toolchain and
+#   stop. Environment: CROSS_TEST_TIMEOUT (seconds per test binary under qemu, default 600);
+#   CROSS_TEST_TARGETS (which targets run the unit tests under qemu, default all built;
+#   scripts/test.sh keeps CI within its time by testing aarch64 only: armv7's test build
+#   costs minutes); CROSS_QUICK (targets built without optimisation and LTO, to check them
+#   quickly: see cross_quick in scripts/cross/lib.sh; CI sets armv7).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/cross-build.sh: run as root (it installs packages)" >&2; exit 1; fi
@@ -35,11 +38,13 @@ CROSS_EXPECTED_BINS=(tidelet tidelet-gpu-plugin tidelet-generic-plugin)
 CROSS_STATIC_PACKAGES=(tidelet-gpu-plugin tidelet-generic-plugin)
 
 tests=1
+setup_only=0
 target_dir=target/cross
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-tests) tests=0 ;;
+    --setup-only) setup_only=1 ;;
     --target-dir) target_dir=$2; shift ;;
     aarch64 | armv7) targets+=("$1") ;;
     *) echo "scripts/cross-build.sh: unknown argument '$1' (see the usage at the top)" >&2; exit 2 ;;
@@ -49,15 +54,34 @@ done
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
 
 cross_setup "${targets[@]}"
+[ "$setup_only" = 0 ] || exit 0
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-# One target's whole job: release build, checks, unit tests under qemu-user.
+# One target's whole job: release build, checks, unit tests under qemu-user. The tests build
+# in their own target dir (another profile: nothing to share) at the same time as the
+# release build, whose single-threaded stretches (the agent's crate with one codegen unit,
+# then its fat-LTO link: minutes each) would otherwise leave a core idle.
+# (A failed build or check ends the job at once, under set -e; the test build then goes on
+# alone until it ends, and its output is lost with the failure already reported.)
 one_target() {
-  local t=$1 dir=$2 start=$SECONDS
+  local t=$1 dir=$2 start=$SECONDS tests_pid='' tests_log
+  if [ "$tests" = 1 ] && [[ " ${CROSS_TEST_TARGETS:-aarch64 armv7} " == *" $t "* ]]; then
+    tests_log=$(mktemp)
+    cross_unit_tests "$t" "$dir-tests" >"$tests_log" 2>&1 &
+    tests_pid=$!
+  fi
   cross_build "$t" "$dir"
   cross_check_bins "$t"
-  if [ "$tests" = 1 ] && [[ " ${CROSS_TEST_TARGETS:-aarch64 armv7} " == *" $t "* ]]; then
-    cross_unit_tests "$t" "$dir"
+  echo "== $t: binaries done in $((SECONDS - start)) s"
+  if [ -n "$tests_pid" ]; then
+    echo "======== $t: unit tests under qemu-user (built in $dir-tests)"
+    if ! wait "$tests_pid"; then
+      cat "$tests_log"
+      echo "cross: $t: unit tests under qemu-user failed" >&2
+      return 1
+    fi
+    cat "$tests_log"
+    rm -f "$tests_log"
   fi
   echo "== $t: done in $((SECONDS - start)) s"
 }

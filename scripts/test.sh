@@ -30,6 +30,10 @@ export CARGO_TERM_COLOR=never
 
 # The lints need rustfmt and clippy (rustup components). Debian's cargo-web has neither:
 # there they are skipped with a note, except in CI, which must run them.
+# The Yocto layer's lint (mostly a pip install and systemd-analyze) runs beside the lints.
+yocto_log=$(mktemp)
+scripts/lint-yocto.sh >"$yocto_log" 2>&1 &
+yocto=$!
 if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
   echo "== cargo fmt --check"
   cargo fmt --all -- --check
@@ -42,17 +46,39 @@ else
   echo "== lints skipped: this toolchain has no rustfmt/clippy (rustup component add rustfmt clippy)"
 fi
 echo "== Yocto layer: oelint-adv, crate list, recipe sources (at ${SECONDS} s)"
-scripts/lint-yocto.sh
+yocto_rc=0
+wait "$yocto" || yocto_rc=$?
+cat "$yocto_log"
+rm -f "$yocto_log"
+[ "$yocto_rc" = 0 ] || { echo "scripts/lint-yocto.sh failed" >&2; exit 1; }
 echo "== cargo build (at ${SECONDS} s)"
 cargo build --workspace --locked
 # The ARM binaries (aarch64, armv7) with Debian's toolchain, checked with file/readelf, and
 # the unit tests of the cross-built crates under qemu-user; the aarch64 binary then runs in
 # the QEMU guests of tests/vm and tests/vm_systemd.
 echo "== cross builds (at ${SECONDS} s)"
-# Both targets build (release, checked with file/readelf); the unit tests run under qemu for
-# aarch64 only, to keep CI within 30 minutes: armv7's separate test build costs about four
-# minutes of both cores. `scripts/cross-build.sh armv7` runs them (they passed through issue 5).
-CROSS_TEST_TARGETS=aarch64 scripts/cross-build.sh
+scripts/cross-build.sh --setup-only
+# While the cross builds keep both cores busy, the systemd VM tests' Debian parts (kernel,
+# busybox, the two mmdebstrap bases: about 40 s each of mostly downloads) are fetched into
+# their caches. One after the other, and after the toolchain set-up, so no two apt runs meet.
+prefetch_log=target/vm/prefetch.log
+mkdir -p target/vm
+(
+  tests/vm_systemd/build-rootfs.sh --prefetch target/vm/aarch64-systemd-stable &&
+    TIDELET_VMSD_SYSTEMD=backports tests/vm_systemd/build-rootfs.sh --prefetch \
+      target/vm/aarch64-systemd-backports
+) >"$prefetch_log" 2>&1 &
+prefetch=$!
+# aarch64 is built for release (the binaries the VM tests run, held to the size budget) and
+# its unit tests run under qemu-user. armv7 is built quick (CROSS_QUICK: no optimisation or
+# LTO), checked with file/readelf and started under qemu-user, and its unit tests are not
+# run, to keep CI within 30 minutes: armv7's release build and separate test build cost many
+# minutes of both cores. `scripts/cross-build.sh armv7` does both (they passed through
+# issue 5).
+CROSS_QUICK=armv7 CROSS_TEST_TARGETS=aarch64 scripts/cross-build.sh
+# A failed prefetch is only reported: the VM tests build what is missing themselves (and fail
+# there, with the cause, if they cannot).
+wait "$prefetch" || { echo "== prefetch of the VM guests' Debian parts failed:"; cat "$prefetch_log"; }
 echo "== cargo test (at ${SECONDS} s)"
 cargo test --workspace --locked -- --test-threads 4
 echo "== all checks passed in ${SECONDS} s"

@@ -17,8 +17,15 @@
 # file ownership in the image).
 set -euo pipefail
 
+# --prefetch: only fetch and cache what comes from Debian (kernel, busybox, the mmdebstrap
+# base; no tidelet needed), so that scripts/test.sh can do it while the cross builds run.
+PREFETCH=no
+if [ "${1:-}" = --prefetch ]; then
+    PREFETCH=yes
+    shift
+fi
 if [ $# -ne 1 ]; then
-    echo "usage: $0 OUTDIR" >&2
+    echo "usage: $0 [--prefetch] OUTDIR" >&2
     exit 2
 fi
 OUTDIR=$1
@@ -46,7 +53,7 @@ esac
 # resolved by apt; nothing is configured by maintainer scripts (see configure_root below).
 PACKAGES=systemd,systemd-sysv,libc-bin,base-files,base-passwd,bash,coreutils,dash,grep,sed,mount,util-linux,procps
 
-[ -x "$TIDELET_BIN" ] || {
+[ $PREFETCH = yes ] || [ -x "$TIDELET_BIN" ] || {
     echo "$0: $TIDELET_BIN missing: run scripts/cross-build.sh (or set TIDELET_AARCH64_BIN)" >&2
     exit 1
 }
@@ -79,7 +86,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt_update
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
-file -L "$TIDELET_BIN" 2>/dev/null | grep -q 'ARM aarch64' || {
+[ $PREFETCH = yes ] || file -L "$TIDELET_BIN" 2>/dev/null | grep -q 'ARM aarch64' || {
     echo "$0: $TIDELET_BIN is not an aarch64 binary: $(file -L "$TIDELET_BIN")" >&2
     exit 1
 }
@@ -160,6 +167,10 @@ if [ ! -f "$BASE" ]; then
         "$SUITE" "$BASE.tmp" "${MIRRORS[@]}" < /dev/null >&2
     mv "$BASE.tmp" "$BASE"
     log "mmdebstrap took $(( $(date +%s) - start )) s"
+fi
+if [ $PREFETCH = yes ]; then
+    log "prefetched $KPKG, busybox and the $SYSTEMD_FROM base into $CACHE"
+    exit 0
 fi
 
 # ---- the pod's image.
