@@ -324,6 +324,14 @@ fn cdi_hook(stage: &str, hook: &Path, log: &Path, extra: &str) -> String {
     )
 }
 
+/// `HOOK_PY` in the pod's temp dir, and the log it will write.
+fn install_hook(pod: &Pod) -> (PathBuf, PathBuf) {
+    let hook = pod.root.join("hook.py");
+    fs::write(&hook, HOOK_PY).unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (hook, pod.root.join("hooks.log"))
+}
+
 fn hook_log(path: &Path) -> Vec<serde_json::Value> {
     fs::read_to_string(path)
         .unwrap_or_default()
@@ -338,10 +346,7 @@ async fn cdi_hooks_run_at_their_oci_stages_around_a_real_container() {
         return;
     }
     let pod = start_pod("pod-hooks");
-    let hook = pod.root.join("hook.py");
-    fs::write(&hook, HOOK_PY).unwrap();
-    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let log = pod.root.join("hooks.log");
+    let (hook, log) = install_hook(&pod);
     let cdi_dir = pod.root.join("cdi");
     fs::create_dir_all(&cdi_dir).unwrap();
     // Every stage but startContainer runs the host's hook; startContainer runs after
@@ -465,10 +470,7 @@ async fn a_failing_or_hanging_hook_fails_the_start_and_the_pod_runs_on() {
         return;
     }
     let pod = start_pod("pod-hooks-bad");
-    let hook = pod.root.join("hook.py");
-    fs::write(&hook, HOOK_PY).unwrap();
-    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let log = pod.root.join("hooks.log");
+    let (hook, log) = install_hook(&pod);
     let h = |stage: Stage, args: &[&str], timeout_secs| Hook {
         stage,
         path: hook.clone(),

@@ -336,7 +336,7 @@ impl Manager {
                 dir.display()
             ));
         }
-        if !is_socket(&dir.join(ep)) {
+        if !tidelet_deviceplugin_api::is_socket(&dir.join(ep)) {
             return Err(format!(
                 "plugin for {:?}: endpoint {} is not a socket",
                 req.resource_name,
@@ -345,7 +345,7 @@ impl Manager {
         }
         let options = req.options.unwrap_or_default();
         let generation = lock(&self.reg).register(&req.resource_name, ep, options, |holder| {
-            is_socket(&dir.join(holder))
+            tidelet_deviceplugin_api::is_socket(&dir.join(holder))
         })?;
         self.expiry.notify_one();
         self.event(
@@ -775,11 +775,6 @@ fn read_only_ancestor(dir: &Path) -> Option<PathBuf> {
         .then(|| existing.to_path_buf())
 }
 
-fn is_socket(p: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
-}
-
 /// Remove every socket in `dir`: plugins watch for theirs to vanish and then register
 /// again, which is how kubelet tells them it restarted. Other files are left alone.
 fn remove_stale_sockets(dir: &Path) {
@@ -787,7 +782,7 @@ fn remove_stale_sockets(dir: &Path) {
         return;
     };
     for e in entries.flatten() {
-        if is_socket(&e.path()) {
+        if tidelet_deviceplugin_api::is_socket(&e.path()) {
             match std::fs::remove_file(e.path()) {
                 Ok(()) => tracing::debug!(path = %e.path().display(), "removed a stale socket"),
                 Err(err) => {

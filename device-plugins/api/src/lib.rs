@@ -63,6 +63,13 @@ pub async fn connect(
         .await
 }
 
+/// Whether `path` is a unix socket (not following a symlink): how the kubelet side and the
+/// plugins tell their sockets from other files in the device-plugin directory.
+pub fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 /// Bind a unix socket at `path`, replacing a stale socket file left by an earlier process.
 /// Anything else at that path (a directory, a regular file) is an error, not removed.
 pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {

@@ -115,7 +115,7 @@ impl Runner {
         self.tasks.shutdown().await;
         for resource in &self.resources {
             let path = self.dir.join(endpoint_file_name(resource));
-            if is_socket(&path) {
+            if tidelet_deviceplugin_api::is_socket(&path) {
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(path = %path.display(), error = %e, "cannot remove the plugin socket");
                 }
@@ -326,9 +326,4 @@ fn file_id(path: &Path) -> Option<FileId> {
     std::fs::symlink_metadata(path)
         .ok()
         .map(|m| FileId(m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
-}
-
-fn is_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }

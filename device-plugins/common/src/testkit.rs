@@ -100,7 +100,7 @@ impl FakeKubelet {
         self.stop_serving();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if is_socket(&path) {
+            if tidelet_deviceplugin_api::is_socket(&path) {
                 std::fs::remove_file(&path)?;
             }
         }
@@ -125,11 +125,6 @@ impl Drop for FakeKubelet {
     fn drop(&mut self) {
         self.stop_serving();
     }
-}
-
-fn is_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Whether a privileged test may run: true as root; otherwise false (skip) when
@@ -204,5 +199,80 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// How long the plugin tests wait for a registration, a list or an exit.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Start the plugin binary `bin` with `args`, scanning every 0.2 s and logging at debug
+/// level to `stderr`; it is killed when the guard is dropped.
+pub fn spawn_plugin(
+    bin: &str,
+    args: &[&std::ffi::OsStr],
+    stderr: std::process::Stdio,
+) -> ChildGuard {
+    let child = std::process::Command::new(bin)
+        .args(args)
+        .args(["--scan-interval", "0.2"])
+        .env("RUST_LOG", "debug,h2=info,tower=info,hyper=info")
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+    ChildGuard(child)
+}
+
+/// The next `n` registrations, sorted by resource name.
+pub async fn registrations(k: &mut FakeKubelet, n: usize) -> Vec<RegisterRequest> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(k.next_registration(WAIT).await.expect("a registration"));
+    }
+    out.sort_by(|a, b| a.resource_name.cmp(&b.resource_name));
+    out
+}
+
+/// A client of the plugin at `<dp>/<endpoint>` and its `ListAndWatch` stream.
+pub async fn watch(
+    dp: &Path,
+    endpoint: &str,
+) -> (
+    tidelet_deviceplugin_api::DevicePluginClient<tonic::transport::Channel>,
+    tonic::Streaming<tidelet_deviceplugin_api::v1beta1::ListAndWatchResponse>,
+) {
+    let mut c = tidelet_deviceplugin_api::DevicePluginClient::new(
+        tidelet_deviceplugin_api::channel(dp.join(endpoint)),
+    );
+    let s = c.list_and_watch(Empty {}).await.unwrap().into_inner();
+    (c, s)
+}
+
+/// The next list on the stream, as (id, health) pairs.
+pub async fn next_list(
+    s: &mut tonic::Streaming<tidelet_deviceplugin_api::v1beta1::ListAndWatchResponse>,
+) -> Vec<(String, String)> {
+    let msg = tokio::time::timeout(WAIT, s.message())
+        .await
+        .expect("a list in time")
+        .unwrap()
+        .expect("stream open");
+    msg.devices.into_iter().map(|d| (d.id, d.health)).collect()
+}
+
+/// (id, health) pairs from string slices.
+pub fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// An `Allocate` request for one container with `ids`.
+pub fn alloc(ids: &[&str]) -> tidelet_deviceplugin_api::v1beta1::AllocateRequest {
+    tidelet_deviceplugin_api::v1beta1::AllocateRequest {
+        container_requests: vec![
+            tidelet_deviceplugin_api::v1beta1::ContainerAllocateRequest {
+                devices_ids: ids.iter().map(|s| s.to_string()).collect(),
+            },
+        ],
     }
 }

@@ -27,22 +27,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tidelet-generic-plugin: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let shutdown = tidelet_device_plugin::signals::terminated();
-    match rt.block_on(tidelet_generic_plugin::run(&args, &config, shutdown)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "stopping");
-            ExitCode::FAILURE
-        }
-    }
+    tidelet_device_plugin::signals::serve_main(
+        "tidelet-generic-plugin",
+        tidelet_generic_plugin::run(&args, &config, tidelet_device_plugin::signals::terminated()),
+    )
 }

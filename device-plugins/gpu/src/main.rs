@@ -20,24 +20,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tidelet-gpu-plugin: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(tidelet_gpu_plugin::run(
-        args,
-        tidelet_device_plugin::signals::terminated(),
-    )) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "stopping");
-            ExitCode::FAILURE
-        }
-    }
+    tidelet_device_plugin::signals::serve_main(
+        "tidelet-gpu-plugin",
+        tidelet_gpu_plugin::run(args, tidelet_device_plugin::signals::terminated()),
+    )
 }

@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tidelet_device_plugin::api::v1beta1::{
-    AllocateRequest, ContainerAllocateRequest, Empty, ListAndWatchResponse, RegisterRequest,
+use tidelet_device_plugin::api::{HEALTHY, UNHEALTHY};
+use tidelet_device_plugin::testkit::{
+    alloc, mknod_char, next_list, pairs, privileged, registrations, spawn_plugin, watch,
+    ChildGuard, FakeKubelet, WAIT,
 };
-use tidelet_device_plugin::api::{channel, DevicePluginClient, HEALTHY, UNHEALTHY};
-use tidelet_device_plugin::testkit::{mknod_char, privileged, ChildGuard, FakeKubelet};
-use tonic::Streaming;
 
-const WAIT: Duration = Duration::from_secs(15);
 const UUID: &str = "GPU-8f6c1e2a-1111-2222-3333-444455556666";
 
 struct Tree {
@@ -56,65 +54,17 @@ fn drm_driver(sys: &Path, node: &str, driver: &str) {
 }
 
 fn spawn(t: &Tree, stderr: Stdio) -> ChildGuard {
-    let child = Command::new(env!("CARGO_BIN_EXE_tidelet-gpu-plugin"))
-        .arg("--device-plugin-dir")
-        .arg(&t.dp)
-        .arg("--dev-root")
-        .arg(&t.dev)
-        .arg("--proc-root")
-        .arg(&t.proc)
-        .arg("--sys-root")
-        .arg(&t.sys)
-        .args(["--scan-interval", "0.2"])
-        .env("RUST_LOG", "debug,h2=info,tower=info,hyper=info")
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    ChildGuard(child)
-}
-
-async fn registrations(k: &mut FakeKubelet, n: usize) -> Vec<RegisterRequest> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(k.next_registration(WAIT).await.expect("a registration"));
-    }
-    out.sort_by(|a, b| a.resource_name.cmp(&b.resource_name));
-    out
-}
-
-async fn watch(
-    dp: &Path,
-    endpoint: &str,
-) -> (
-    DevicePluginClient<tonic::transport::Channel>,
-    Streaming<ListAndWatchResponse>,
-) {
-    let mut c = DevicePluginClient::new(channel(dp.join(endpoint)));
-    let s = c.list_and_watch(Empty {}).await.unwrap().into_inner();
-    (c, s)
-}
-
-async fn next_list(s: &mut Streaming<ListAndWatchResponse>) -> Vec<(String, String)> {
-    let msg = tokio::time::timeout(WAIT, s.message())
-        .await
-        .expect("a list in time")
-        .unwrap()
-        .expect("stream open");
-    msg.devices.into_iter().map(|d| (d.id, d.health)).collect()
-}
-
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
-}
-
-fn alloc(ids: &[&str]) -> AllocateRequest {
-    AllocateRequest {
-        container_requests: vec![ContainerAllocateRequest {
-            devices_ids: ids.iter().map(|s| s.to_string()).collect(),
-        }],
-    }
+    let args = [
+        "--device-plugin-dir".as_ref(),
+        t.dp.as_os_str(),
+        "--dev-root".as_ref(),
+        t.dev.as_os_str(),
+        "--proc-root".as_ref(),
+        t.proc.as_os_str(),
+        "--sys-root".as_ref(),
+        t.sys.as_os_str(),
+    ];
+    spawn_plugin(env!("CARGO_BIN_EXE_tidelet-gpu-plugin"), &args, stderr)
 }
 
 #[tokio::test]
