@@ -2,7 +2,8 @@
 //! (serial ports, cameras, GPIO chips, I2C buses...), each group one extended resource with a
 //! share count, served and registered through `tidelet-device-plugin`. Every group is
 //! registered from the start, even with no device yet, and a scan every second (a readdir of
-//! the groups' directories) reports hot-plugged devices through `ListAndWatch`.
+//! the groups' directories) reports hot-plugged devices through `ListAndWatch`. A node two
+//! groups match (or a node and a symlink to it) is offered once, by the first group.
 
 pub mod args;
 pub mod config;
@@ -32,8 +33,9 @@ pub async fn run(
         .map(|g| (Arc::new(GenericResource::new(g, &args.dev_root)), g))
         .collect();
     let mut runner = Runner::new(&args.device_plugin_dir);
-    for (r, g) in &resources {
-        r.update(&scan::scan_group(&args.dev_root, g));
+    let mut overlaps = Vec::new();
+    rescan(&args.dev_root, &resources, &mut overlaps);
+    for (r, _) in &resources {
         if let Err(e) = runner.add(r.clone()) {
             runner.shutdown().await;
             return Err(e);
@@ -44,11 +46,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                for (r, g) in &resources {
-                    r.update(&scan::scan_group(&args.dev_root, g));
-                }
-            }
+            _ = tick.tick() => rescan(&args.dev_root, &resources, &mut overlaps),
             e = runner.failed() => {
                 runner.shutdown().await;
                 return Err(e);
@@ -59,5 +57,33 @@ pub async fn run(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Scan every group, give each node to the first group that found it (`scan::claim`), and
+/// update the resources. A node two groups match is a config mistake: warned about when it
+/// appears (`overlaps` holds the ones already reported), not on every scan.
+fn rescan(
+    dev_root: &std::path::Path,
+    resources: &[(Arc<GenericResource>, &config::Group)],
+    overlaps: &mut Vec<scan::Overlap>,
+) {
+    let found = resources
+        .iter()
+        .map(|(_, g)| scan::scan_group(dev_root, g))
+        .collect();
+    let (kept, now) = scan::claim(found);
+    for o in now.iter().filter(|o| !overlaps.contains(o)) {
+        tracing::warn!(
+            resource = %resources[o.group].1.resource,
+            node = %o.rel,
+            held_by = %resources[o.held_by].1.resource,
+            held_as = %o.held_as,
+            "this node is already offered (the same path, or the same device under another name): not offered again, so that two containers cannot both get it"
+        );
+    }
+    *overlaps = now;
+    for ((r, _), nodes) in resources.iter().zip(kept) {
+        r.update(&nodes);
     }
 }

@@ -153,6 +153,7 @@ mod tests {
             .map(|(r, d)| Found {
                 rel: r.to_string(),
                 is_device: *d,
+                real: Path::new("/d").join(r),
             })
             .collect()
     }
@@ -214,6 +215,7 @@ mod tests {
             .map(|i| Found {
                 rel: format!("ttyUSB{i:02}"),
                 is_device: true,
+                real: Path::new("/d").join(format!("ttyUSB{i:02}")),
             })
             .collect();
         r.update(&many);

@@ -203,7 +203,7 @@ async fn an_empty_group_registers_then_fills_and_registers_again_after_a_kubelet
     assert_eq!(next_list(&mut s).await, pairs(&[("gpiochip0", HEALTHY)]));
 
     std::fs::create_dir_all(t.dev.join("i2c")).unwrap();
-    std::os::unix::fs::symlink("/dev/null", t.dev.join("i2c/bus-1")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", t.dev.join("i2c/bus-1")).unwrap();
     let (mut i2c, mut s2) = watch(&t.dp, "tidelet.io-i2c.sock").await;
     let mut list = next_list(&mut s2).await;
     if list.is_empty() {
@@ -290,4 +290,47 @@ fn a_bad_config_exits_2_naming_the_file_group_and_field() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "no --config");
+}
+
+/// A node two groups match (here through udev's by-id symlink) is offered once, by the first
+/// group, with a warning: kubelet would otherwise hand one device to two containers.
+#[tokio::test]
+async fn a_node_two_groups_match_is_offered_once_by_the_first() {
+    let t = tree("groups:\n- resource: tidelet.io/serial\n  paths: [\"/dev/ttyUSB*\"]\n- resource: tidelet.io/serial-by-id\n  paths: [\"/dev/serial/by-id/*\"]\n");
+    std::os::unix::fs::symlink("/dev/null", t.dev.join("ttyUSB0")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", t.dev.join("ttyUSB1")).unwrap();
+    std::fs::create_dir_all(t.dev.join("serial/by-id")).unwrap();
+    std::os::unix::fs::symlink("../../ttyUSB0", t.dev.join("serial/by-id/usb-a")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", t.dev.join("serial/by-id/usb-b")).unwrap();
+    let log = t.dp.join("../plugin.log");
+    let mut k = FakeKubelet::start(&t.dp).unwrap();
+    let _plugin = spawn(&t, Stdio::from(std::fs::File::create(&log).unwrap()));
+    registrations(&mut k, 2).await;
+    let (_c, mut s) = watch(&t.dp, "tidelet.io-serial.sock").await;
+    assert_eq!(
+        next_list(&mut s).await,
+        pairs(&[("ttyUSB0", HEALTHY), ("ttyUSB1", HEALTHY)])
+    );
+    let (_c2, mut s2) = watch(&t.dp, "tidelet.io-serial-by-id.sock").await;
+    assert_eq!(
+        next_list(&mut s2).await,
+        pairs(&[("serial_by-id_usb-b", HEALTHY)]),
+        "usb-a is ttyUSB0, already offered"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("already offered"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(
+        warning.contains("node=serial/by-id/usb-a")
+            && warning.contains("held_by=tidelet.io/serial")
+            && warning.contains("held_as=ttyUSB0"),
+        "{warning}"
+    );
+    assert_eq!(
+        text.matches("already offered").count(),
+        1,
+        "warned once, not at every scan:\n{text}"
+    );
 }
