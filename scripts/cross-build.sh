@@ -24,7 +24,12 @@
 #   CROSS_TEST_TARGETS (which targets run the unit tests under qemu, default all built;
 #   scripts/test.sh keeps CI within its time by testing aarch64 only: armv7's test build
 #   costs minutes); CROSS_QUICK (targets built without optimisation and LTO, to check them
-#   quickly: see cross_quick in scripts/cross/lib.sh; CI sets armv7).
+#   quickly: see cross_quick in scripts/cross/lib.sh; CI sets armv7); CROSS_STATIC_PLUGINS=0
+#   (aarch64's plugins linked dynamically in the agent's invocation, as CI does: their
+#   dependencies are then compiled once).
+# The release build of the first target is the long pole (single-threaded minutes: the
+# agent's crate, then its fat-LTO link); quick builds and the unit-test builds run at a lower
+# priority beside it, on what it leaves idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/cross-build.sh: run as root (it installs packages)" >&2; exit 1; fi
@@ -67,8 +72,14 @@ one_target() {
   local t=$1 dir=$2 start=$SECONDS tests_pid='' tests_log
   if [ "$tests" = 1 ] && [[ " ${CROSS_TEST_TARGETS:-aarch64 armv7} " == *" $t "* ]]; then
     tests_log=$(mktemp)
-    cross_unit_tests "$t" "$dir-tests" >"$tests_log" 2>&1 &
+    (
+      CARGO=(nice -n 5 "${CARGO[@]}")
+      cross_unit_tests "$t" "$dir-tests"
+    ) >"$tests_log" 2>&1 &
     tests_pid=$!
+  fi
+  if cross_quick "$t"; then
+    CARGO=(nice -n 5 "${CARGO[@]}")
   fi
   cross_build "$t" "$dir"
   cross_check_bins "$t"

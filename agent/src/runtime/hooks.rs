@@ -246,6 +246,9 @@ pub fn run_stage(hooks: &[Hook], stage: Stage, state: &State, cwd: &Path) -> Res
 pub fn run(hook: &Hook, state: &[u8], cwd: &Path) -> Result<(), String> {
     let what = hook.describe();
     let started = Instant::now();
+    // Checked before the spawn, so that a missing hook is named as such everywhere (under
+    // qemu-user a failed exec shows only as exit status 127).
+    std::fs::metadata(&hook.path).map_err(|e| format!("{what}: start: {e}"))?;
     let stdin = state_fd(state).map_err(|e| format!("{what}: state for stdin: {e}"))?;
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("{what}: output pipe: {}", e.desc()))?;
