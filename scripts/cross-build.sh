@@ -16,11 +16,12 @@
 # (With Docker or Podman, `cross build --release --target <triple>` does the same; see
 # Cross.toml and the README.)
 #
-# Usage: scripts/cross-build.sh [--no-tests] [--setup-only] [--target-dir DIR] [TARGET...]
+# Usage: scripts/cross-build.sh [--no-tests | --tests-only] [--setup-only] [--target-dir DIR] [TARGET...]
 #   TARGET: aarch64 | armv7 (default: both, built at once). DIR (default target/cross) is
 #   aarch64's target dir; armv7 uses DIR-armv7; the unit tests build in DIR-tests (aarch64)
-#   and DIR-armv7-tests, beside the release builds. --setup-only: install the toolchain and
-#   stop. Environment: CROSS_TEST_TIMEOUT (seconds per test binary under qemu, default 600);
+#   and DIR-armv7-tests, beside the release builds. --tests-only: only those unit tests (CI
+#   runs them apart from the binaries the VM tests wait for). --setup-only: install the
+#   toolchain and stop. Environment: CROSS_TEST_TIMEOUT (seconds per test binary under qemu, default 600);
 #   CROSS_TEST_TARGETS (which targets run the unit tests under qemu, default all built;
 #   scripts/test.sh keeps CI within its time by testing aarch64 only: armv7's test build
 #   costs minutes); CROSS_QUICK (targets built without optimisation and LTO, to check them
@@ -49,6 +50,7 @@ targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-tests) tests=0 ;;
+    --tests-only) tests=only ;;
     --setup-only) setup_only=1 ;;
     --target-dir) target_dir=$2; shift ;;
     aarch64 | armv7) targets+=("$1") ;;
@@ -70,6 +72,11 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # alone until it ends, and its output is lost with the failure already reported.)
 one_target() {
   local t=$1 dir=$2 start=$SECONDS tests_pid='' tests_log
+  if [ "$tests" = only ]; then
+    cross_unit_tests "$t" "$dir-tests"
+    echo "== $t: unit tests done in $((SECONDS - start)) s"
+    return 0
+  fi
   if [ "$tests" = 1 ] && [[ " ${CROSS_TEST_TARGETS:-aarch64 armv7} " == *" $t "* ]]; then
     tests_log=$(mktemp)
     (

@@ -27,6 +27,9 @@ modprobe overlay 2>/dev/null || true
 export TIDELET_REQUIRE_PRIVILEGED=1
 export TIDELET_REQUIRE_SKOPEO=1
 export CARGO_TERM_COLOR=never
+# The host's debug builds keep line tables only (file:line in backtraces; panics name their
+# location anyway): full debug info costs tens of seconds of CI in compiling and linking.
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 
 # The lints need rustfmt and clippy (rustup components). Debian's cargo-web has neither:
 # there they are skipped with a note, except in CI, which must run them.
@@ -74,19 +77,32 @@ want=$(printf '%s\n' "${E2E_TARGETS[@]}" "${VM_TARGETS[@]}" | sort | tr '\n' ' '
 # the QEMU guests of tests/vm and tests/vm_systemd.
 echo "== cross builds, in the background (at ${SECONDS} s)"
 scripts/cross-build.sh --setup-only
-# aarch64 is built for release (the binaries the VM tests run, held to the size budget) and
-# its unit tests run under qemu-user; its plugins are linked dynamically, in the agent's
-# invocation (their static link, what boards get from scripts/cross-build.sh, would compile
-# their dependencies a second time). armv7 is built quick (CROSS_QUICK: no optimisation or
-# LTO), checked with file/readelf and started under qemu-user, and its unit tests are not
-# run. All that keeps CI within 30 minutes: armv7's release build and separate test build
-# cost many minutes of both cores. `scripts/cross-build.sh armv7` does both (they passed
-# through issue 5). The builds run at a lower priority than the host's tests, which run
-# meanwhile (mostly waiting on pods, agents and brokers, they leave most of the CPU idle).
-cross_log=$(mktemp)
-CROSS_QUICK=armv7 CROSS_TEST_TARGETS=aarch64 CROSS_STATIC_PLUGINS=0 \
-  nice -n 10 scripts/cross-build.sh >"$cross_log" 2>&1 &
-cross=$!
+# Three jobs, at lower priorities than the tests, which run meanwhile (the host's tests mostly
+# wait on pods, agents and brokers; the VM suites' systemd guests keep one core busy):
+# - aarch64's release binaries, held to the size budget: the VM suites wait for them. Its
+#   plugins are linked dynamically, in the agent's invocation (their static link, what boards
+#   get from scripts/cross-build.sh, would compile their dependencies a second time).
+# - aarch64's unit tests under qemu-user (their own target dir and profile).
+# - armv7 built quick (CROSS_QUICK: no optimisation or LTO), checked with file/readelf and
+#   started under qemu-user; its unit tests are not run.
+# All that keeps CI within 30 minutes: armv7's release build and separate test build cost
+# many minutes of both cores. `scripts/cross-build.sh armv7` does both (they passed through
+# issue 5).
+logs=$(mktemp -d)
+CROSS_STATIC_PLUGINS=0 nice -n 10 scripts/cross-build.sh --no-tests aarch64 >"$logs/aarch64" 2>&1 &
+cross_aarch64=$!
+nice -n 15 scripts/cross-build.sh --tests-only aarch64 >"$logs/aarch64-tests" 2>&1 &
+cross_tests=$!
+CROSS_QUICK=armv7 nice -n 15 scripts/cross-build.sh --no-tests armv7 >"$logs/armv7" 2>&1 &
+cross_armv7=$!
+# Waits for one of them and prints its log; a failure ends the run.
+cross_wait() {
+  local rc=0
+  wait "$1" || rc=$?
+  echo "======== cross: $2 (its log)"
+  cat "$logs/$2"
+  [ "$rc" = 0 ] || { echo "scripts/test.sh: cross job $2 failed (above)" >&2; exit 1; }
+}
 # Meanwhile too, the systemd VM tests' Debian parts (kernel, busybox, the two mmdebstrap
 # bases: about 40 s each, mostly downloads) are fetched into their caches. One after the
 # other, and after the toolchain set-up, so no two apt runs meet.
@@ -104,15 +120,15 @@ cargo test --workspace --locked --exclude tidelet-e2e -- --test-threads 4
 cargo test -p tidelet-e2e --locked --lib "${E2E_TARGETS[@]/#/--test=}" -- --test-threads 4
 cargo test -p tidelet-e2e --locked --doc
 
-echo "== waiting for the cross builds (at ${SECONDS} s)"
-cross_rc=0
-wait "$cross" || cross_rc=$?
-cat "$cross_log"
-rm -f "$cross_log"
-[ "$cross_rc" = 0 ] || { echo "scripts/test.sh: the cross builds failed (above)" >&2; exit 1; }
+echo "== waiting for aarch64's release binaries (at ${SECONDS} s)"
+cross_wait "$cross_aarch64" aarch64
 # A failed prefetch is only reported: the VM tests build what is missing themselves (and fail
 # there, with the cause, if they cannot).
 wait "$prefetch" || { echo "== prefetch of the VM guests' Debian parts failed:"; cat "$prefetch_log"; }
 echo "== cargo test: the VM suites (at ${SECONDS} s)"
 cargo test -p tidelet-e2e --locked "${VM_TARGETS[@]/#/--test=}" -- --test-threads 4
+echo "== waiting for aarch64's unit tests and armv7 (at ${SECONDS} s)"
+cross_wait "$cross_tests" aarch64-tests
+cross_wait "$cross_armv7" armv7
+rm -rf "$logs"
 echo "== all checks passed in ${SECONDS} s"
