@@ -299,7 +299,6 @@ pub fn run(hook: &Hook, state: &[u8], cwd: &Path) -> Result<(), String> {
     };
     drain_rest(&mut out_r, &mut out);
     let status = status?;
-    tracing::debug!(hook = %what, ?status, elapsed_us = started.elapsed().as_micros() as u64, "hook ran");
     if status.success() {
         return Ok(());
     }
