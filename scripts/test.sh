@@ -17,10 +17,11 @@ fi
 # by depmod (kmod), an arm64 Debian root made by mmdebstrap into an ext4 image (e2fsprogs),
 # and nc for the guest's forward to the host's loopback. (scripts/cross-build.sh and
 # scripts/lint-yocto.sh install their own tools.) protoc checks that the checked-in gRPC code of
-# device-plugins/api is what its .proto generates.
+# device-plugins/api is what its .proto generates; pgrep (procps) ends the background jobs of a
+# failed run.
 apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
   netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl \
-  protobuf-compiler
+  protobuf-compiler procps
 ensure_toolchain
 modprobe overlay 2>/dev/null || true
 
@@ -89,6 +90,13 @@ scripts/cross-build.sh --setup-only
 # many minutes of both cores. `scripts/cross-build.sh armv7` does both (they passed through
 # issue 5).
 logs=$(mktemp -d)
+# A failing step ends the run: the background jobs (and all they started) end with it.
+kill_tree() {
+  local p
+  for p in $(pgrep -P "$1"); do kill_tree "$p"; done
+  kill "$1" 2>/dev/null || true
+}
+trap 'for j in $(jobs -p); do kill_tree "$j"; done' EXIT
 CROSS_STATIC_PLUGINS=0 nice -n 10 scripts/cross-build.sh --no-tests aarch64 >"$logs/aarch64" 2>&1 &
 cross_aarch64=$!
 nice -n 15 scripts/cross-build.sh --tests-only aarch64 >"$logs/aarch64-tests" 2>&1 &

@@ -266,9 +266,12 @@ async fn a_held_sweep_keeps_pod_topics_until_the_pods_are_ready() {
     let old = b"{\"old\":1}";
     broker.publish(&format!("{P}pods/default/web"), old, true, "operator");
     broker.publish(&format!("{P}pods/default/gone"), old, true, "operator");
+    let options = session::StartOptions {
+        hold_sweep: true,
+        ..Default::default()
+    };
     let (link, mut rx) =
-        session::start(&config(&broker.url(), serde_json::json!({})), NODE).unwrap();
-    link.hold_sweep();
+        session::start_with(&config(&broker.url(), serde_json::json!({})), NODE, options).unwrap();
     until_synced(&mut rx).await;
     // Synced, online published: the held sweep has left both old pod topics (an unheld one
     // would have cleared `gone` with the sync).

@@ -21,7 +21,7 @@ pub struct Remote {
     source: RemoteSource,
     link: Option<Link>,
     /// Until every desired pod has been published once, stale pod topics found on the
-    /// broker are kept (`Link::hold_sweep`), so that a pod still starting does not flicker.
+    /// broker are kept (`StartOptions::hold_sweep`), so that a pod still starting does not flicker.
     held_since: Option<std::time::Instant>,
 }
 
@@ -72,9 +72,12 @@ impl Remote {
             cap: mq.reconnect_max_delay,
             ..Default::default()
         };
-        match crate::mqtt::session::start_with_backoff(mq, &ctx.cfg.node_name, backoff) {
+        let options = crate::mqtt::session::StartOptions {
+            backoff,
+            hold_sweep: true,
+        };
+        match crate::mqtt::session::start_with(mq, &ctx.cfg.node_name, options) {
             Ok((link, down)) => {
-                link.hold_sweep();
                 self.held_since = Some(std::time::Instant::now());
                 crate::mqtt::reporter::spawn(ctx.clone(), link.clone());
                 self.link = Some(link);

@@ -74,7 +74,7 @@ struct State {
     pkids: HashMap<u16, Token>,
     sync: Option<Sync>,
     /// `Some` while the agent is still adopting its pods: stale pod topics found by a sync
-    /// wait here instead of being cleared (see [`Link::hold_sweep`]).
+    /// wait here instead of being cleared (see [`StartOptions::hold_sweep`]).
     held: Option<BTreeSet<String>>,
 }
 
@@ -201,14 +201,6 @@ impl Link {
         st.connected && st.outbox.idle()
     }
 
-    /// Call right after [`start`] when the agent's pods are not all published yet (adoption
-    /// after a restart): retained pod topics found on the broker without a live pod are then
-    /// kept until [`Link::pods_ready`], instead of flickering away and back.
-    pub fn hold_sweep(&self) {
-        let mut st = lock(&self.inner.state);
-        st.held.get_or_insert_with(BTreeSet::new);
-    }
-
     /// Every pod the agent runs has been handed to the link: clear the stale pod topics the
     /// syncs found meanwhile (those still without a live pod).
     pub fn pods_ready(&self) {
@@ -326,17 +318,33 @@ fn io_reason(io: &std::io::Error) -> String {
 /// files): a broker that is down or refuses is retried forever with the back-off, logged
 /// clearly once per change of reason, never fatal.
 pub fn start(cfg: &MqttConfig, node_name: &str) -> Result<(Link, mpsc::Receiver<Down>), TlsError> {
-    start_with_backoff(cfg, node_name, Policy::default())
+    start_with(cfg, node_name, StartOptions::default())
 }
 
-/// [`start`] with another reconnect back-off than the default (500 ms doubling to 60 s):
-/// a smaller cap shortens the wait after a long outage at the cost of a harder
-/// reconnection storm when a whole fleet's broker comes back.
-pub fn start_with_backoff(
+/// How a session starts, beyond its config.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The reconnect back-off (default: 500 ms doubling to 60 s). A smaller cap shortens the
+    /// wait after a long outage at the cost of a harder reconnection storm when a whole
+    /// fleet's broker comes back.
+    pub backoff: Policy,
+    /// The agent's pods are not all published yet (adoption after a restart): retained pod
+    /// topics found on the broker without a live pod are kept until [`Link::pods_ready`],
+    /// instead of flickering away and back. Set here, before the session can connect: set
+    /// later, a fast first sync could sweep them first.
+    pub hold_sweep: bool,
+}
+
+/// [`start`] with [`StartOptions`].
+pub fn start_with(
     cfg: &MqttConfig,
     node_name: &str,
-    backoff: Policy,
+    options: StartOptions,
 ) -> Result<(Link, mpsc::Receiver<Down>), TlsError> {
+    let StartOptions {
+        backoff,
+        hold_sweep,
+    } = options;
     let will = LastWill::new(
         topics_online(&cfg.topic_prefix),
         payload::offline("connection lost"),
@@ -370,7 +378,7 @@ pub fn start_with_backoff(
             collided: None,
             pkids: HashMap::new(),
             sync: None,
-            held: None,
+            held: hold_sweep.then(BTreeSet::new),
         }),
         alive_ms: AtomicU64::new(0),
         epoch: Instant::now(),
