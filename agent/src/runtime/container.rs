@@ -121,14 +121,18 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool, id: &str) -> Result<
                 hooks::run_stage(&spec.hooks, stage, &state, &bundle)?;
             }
         }
-        // `g` and the child's pid as we see it (for the state its own hooks get).
-        fs::File::from(sync_w)
-            .write_all(format!("g{pid}").as_bytes())
-            .map_err(|e| format!("release child: {e}"))
+        // `g` and the child's pid as we see it (for the state its own hooks get); one small
+        // write to a pipe, so all of it or nothing.
+        nix::unistd::write(&sync_w, format!("g{pid}").as_bytes())
+            .map(drop)
+            .map_err(|e| format!("release child: {}", e.desc()))
     })();
     if let Err(msg) = released {
+        // The sync pipe stays open until the child is gone: closed first, the child would
+        // wake to "released without go" and race that message into the error pipe.
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        drop(sync_w);
         // The child may have failed on its own first (its rootfs): that is the real cause.
         let mut child_msg = Vec::new();
         let _ = fs::File::from(errp_r)
@@ -139,6 +143,7 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool, id: &str) -> Result<
         }
         return Err(msg);
     }
+    drop(sync_w);
     let mut msg = Vec::new();
     let _ = fs::File::from(errp_r)
         .take(MAX_CHILD_ERROR as u64)
