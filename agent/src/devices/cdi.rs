@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::hooks::Stage;
+
 /// Where CDI specs live by default, lowest priority first.
 pub const DEFAULT_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
 
@@ -29,17 +31,6 @@ pub const MAX_SPECS_PER_DIR: usize = 1024;
 /// The CDI versions this reader understands (0.1/0.2 had another layout).
 pub const KNOWN_VERSIONS: [&str; 7] = [
     "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0",
-];
-
-/// Hook names of the OCI runtime spec, plus `prestart` (deprecated there, still written by
-/// older generators).
-pub const HOOK_NAMES: [&str; 6] = [
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
 ];
 
 /// Why a spec file (or a directory) was not loaded.
@@ -637,11 +628,14 @@ fn validate_edits(e: &RawEdits, at: &str) -> Result<(), Invalid> {
     }
     for (i, h) in e.hooks.iter().enumerate() {
         let f = format!("{at}.hooks[{i}]");
-        if !HOOK_NAMES.contains(&h.hook_name.as_str()) {
+        // The OCI runtime spec's stages, plus `prestart` (deprecated there, still written by
+        // older generators): the ones the runtime runs.
+        if Stage::parse(&h.hook_name).is_none() {
+            let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
             return Err(invalid(
                 format!("{f}.hookName"),
                 &h.hook_name,
-                format!("unknown hook (one of {})", HOOK_NAMES.join(", ")),
+                format!("unknown hook (one of {})", names.join(", ")),
             ));
         }
         let p = h.path.to_string_lossy();

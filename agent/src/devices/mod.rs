@@ -50,8 +50,8 @@ pub fn cgroup_rules(e: &edits::ContainerEdits) -> Result<Vec<DeviceRule>, String
     Ok(out)
 }
 
-/// A CDI hook as the runtime runs it. The spec's `hookName` was checked when it was loaded
-/// (`cdi::validate`), so an unknown one cannot reach here; it would be dropped.
+/// A CDI hook as the runtime runs it. The spec's `hookName` was checked with
+/// `Stage::parse` when it was loaded, so an unknown one cannot reach here; it would be dropped.
 fn runtime_hook(h: &cdi::Hook) -> Option<crate::runtime::hooks::Hook> {
     Some(crate::runtime::hooks::Hook {
         stage: crate::runtime::hooks::Stage::parse(&h.hook_name)?,
