@@ -50,10 +50,14 @@ pub struct Spawned {
     pub stderr: OwnedFd,
 }
 
-/// Start `spec`'s process. `new_pid_ns`: give it its own PID namespace. `id`: the
-/// container's id in the state its hooks get. On failure the message is the StartError text
+/// Start `spec`'s process. `new_pid_ns`: give it its own PID namespace. `subject`: the
+/// container as its hooks see it. On failure the message is the StartError text
 /// (`<step>: <reason>`), and no child is left behind.
-pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool, id: &str) -> Result<Spawned, String> {
+pub(crate) fn spawn(
+    spec: &ContainerSpec,
+    new_pid_ns: bool,
+    subject: &hooks::Subject,
+) -> Result<Spawned, String> {
     let pipe =
         |what: &str| pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("{what} pipe: {}", e.desc()));
     let (out_r, out_w) = pipe("stdout")?;
@@ -89,7 +93,7 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool, id: &str) -> Result<
     }
     if ret == 0 {
         drop((out_r, err_r, sync_w, errp_r, ready_r));
-        let msg = match child(spec, id, &out_w, &err_w, sync_r, ready_w) {
+        let msg = match child(spec, subject, &out_w, &err_w, sync_r, ready_w) {
             Err(m) => m,
             Ok(never) => match never {},
         };
@@ -115,10 +119,9 @@ pub(crate) fn spawn(spec: &ContainerSpec, new_pid_ns: bool, id: &str) -> Result<
                 Ok(1) => {}
                 _ => return Err("wait for the container's rootfs: the child ended".to_string()),
             }
-            let bundle = hooks::bundle_dir(spec);
             for stage in [Stage::Prestart, Stage::CreateRuntime] {
-                let state = hooks::State::new(id, stage, Some(pid), &bundle, &spec.annotations);
-                hooks::run_stage(&spec.hooks, stage, &state, &bundle)?;
+                let state = subject.state(stage, Some(pid));
+                hooks::run_stage(&spec.hooks, stage, &state, &subject.bundle)?;
             }
         }
         // `g` and the child's pid as we see it (for the state its own hooks get); one small
@@ -177,7 +180,7 @@ fn wait_go(sync_r: OwnedFd) -> Result<i32, String> {
 /// The child side: everything from the sync pipe to `execve`. Returns only on failure.
 fn child(
     spec: &ContainerSpec,
-    id: &str,
+    subject: &hooks::Subject,
     out_w: &OwnedFd,
     err_w: &OwnedFd,
     sync_r: OwnedFd,
@@ -199,7 +202,6 @@ fn child(
     // v1 each attach waits for an RCU grace period (milliseconds), so doing the two at once
     // takes that off every container start. Nothing of the container's runs before `go`.
     rootfs::setup_rootfs(spec)?;
-    let bundle = hooks::bundle_dir(spec);
     let pre_pivot_hooks = spec
         .hooks
         .iter()
@@ -211,14 +213,8 @@ fn child(
                 .map_err(|e| io_fail("tell the parent the rootfs is ready", e))?;
         }
         let pid = wait_go(sync_r)?;
-        let state = hooks::State::new(
-            id,
-            Stage::CreateContainer,
-            Some(pid),
-            &bundle,
-            &spec.annotations,
-        );
-        hooks::run_stage(&spec.hooks, Stage::CreateContainer, &state, &bundle)?;
+        let state = subject.state(Stage::CreateContainer, Some(pid));
+        hooks::run_stage(&spec.hooks, Stage::CreateContainer, &state, &subject.bundle)?;
         rootfs::finish_rootfs(spec)?;
         rootfs::pivot(&spec.rootfs)?;
         pid
@@ -229,13 +225,7 @@ fn child(
     };
     // Paths inside the container now (its rootfs is `/`); the bundle is the host's path,
     // for the state only.
-    let state = hooks::State::new(
-        id,
-        Stage::StartContainer,
-        Some(pid),
-        &bundle,
-        &spec.annotations,
-    );
+    let state = subject.state(Stage::StartContainer, Some(pid));
     hooks::run_stage(
         &spec.hooks,
         Stage::StartContainer,

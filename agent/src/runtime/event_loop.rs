@@ -576,21 +576,15 @@ impl Supervisor {
         let started_at = now_nanos();
         let log = LogFile::open(&spec.log_path, spec.log_max_bytes, spec.log_max_files)
             .map_err(|e| format!("open log {:?}: {e}", spec.log_path.display().to_string()));
-        let id = self.container_id(spec);
-        let bundle = hooks::bundle_dir(spec);
+        let subject = hooks::Subject::new(self.container_id(spec), spec);
         let spawned = log
-            .and_then(|log| write_bundle(spec, &bundle).map(|()| log))
-            .and_then(|log| container::spawn(spec, self.own_pid_ns, &id).map(|s| (s, log)));
+            .and_then(|log| write_bundle(spec, &subject.bundle).map(|()| log))
+            .and_then(|log| container::spawn(spec, self.own_pid_ns, &subject).map(|s| (s, log)));
         if let Ok((s, _)) = &spawned {
             // OCI: a poststart failure is a warning; the container runs on.
-            let state = hooks::State::new(
-                &id,
-                Stage::Poststart,
-                Some(s.pid),
-                &bundle,
-                &spec.annotations,
-            );
-            if let Err(e) = hooks::run_stage(&spec.hooks, Stage::Poststart, &state, &bundle) {
+            let state = subject.state(Stage::Poststart, Some(s.pid));
+            if let Err(e) = hooks::run_stage(&spec.hooks, Stage::Poststart, &state, &subject.bundle)
+            {
                 tracing::warn!(container = %name, error = %e, "poststart hook failed");
             }
         }
@@ -599,7 +593,7 @@ impl Supervisor {
             .collect();
         let poststop = (!poststop.is_empty() && spawned.is_ok()).then(|| PostStop {
             hooks: poststop,
-            state: hooks::State::new(&id, Stage::Poststop, None, &bundle, &spec.annotations),
+            state: subject.state(Stage::Poststop, None),
         });
         let mut c = Container {
             record: ContainerRecord {

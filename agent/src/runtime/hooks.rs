@@ -179,6 +179,31 @@ impl State {
     }
 }
 
+/// The container the hooks of one start are about: its id, its bundle and its annotations,
+/// built once per start and shared by the supervisor's and the child's hook runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub id: String,
+    /// The bundle: the parent of the rootfs mount point (see [`bundle_dir`]).
+    pub bundle: PathBuf,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Subject {
+    pub fn new(id: String, spec: &super::ContainerSpec) -> Subject {
+        Subject {
+            id,
+            bundle: bundle_dir(spec),
+            annotations: spec.annotations.clone(),
+        }
+    }
+
+    /// The state the hooks of `stage` get; `pid` as the supervisor sees the container's init.
+    pub fn state(&self, stage: Stage, pid: Option<i32>) -> State {
+        State::new(&self.id, stage, pid, &self.bundle, &self.annotations)
+    }
+}
+
 /// What the bundle's `config.json` says: the parts of the OCI config that hooks use to find
 /// and understand the container (its rootfs above all). The bundle is the directory above
 /// the rootfs mount point.
