@@ -4,13 +4,18 @@
 //! Implement [`Plugin`] for each extended resource (its devices as a `watch` channel, and
 //! what a container gets in `Allocate`), then hand the plugins to a [`Runner`] (or [`run`]):
 //! each gets its own socket `<dir>/<endpoint>.sock` served by tonic, is registered with
-//! `<dir>/kubelet.sock`, and is served and registered again whenever the kubelet restarts.
-//! All of it runs on one current-thread tokio runtime; an idle plugin stays under 3 MiB.
+//! `<dir>/kubelet.sock`, and is served and registered again whenever the kubelet restarts
+//! (seen at once through inotify on the directory). A plugin that finds its devices under
+//! `/dev` runs its looks with [`rescan`]: at an interval and as soon as a watched directory
+//! changes ([`dirwatch`]). All of it runs on one current-thread tokio runtime; an idle plugin
+//! stays under 3 MiB.
 
 pub mod cli;
+pub mod dirwatch;
 pub mod log;
 mod name;
 mod plugin;
+pub mod rescan;
 mod runner;
 mod service;
 pub mod signals;

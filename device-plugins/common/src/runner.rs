@@ -1,7 +1,7 @@
 //! Serving and registering: for each resource, bind `<dir>/<endpoint>.sock`, serve
-//! `DevicePlugin` on it, `Register` with `<dir>/kubelet.sock`, then watch the directory (a
-//! stat of two files per poll) and start over when our socket file disappears or
-//! `kubelet.sock` is re-created: that is how kubelet (and tidelet) restarts look from here.
+//! `DevicePlugin` on it, `Register` with `<dir>/kubelet.sock`, then watch the directory
+//! (inotify, and a stat of two files per look) and start over when our socket file disappears
+//! or `kubelet.sock` is re-created: that is how kubelet (and tidelet) restarts look from here.
 //! A registration refused with an error status ends the resource's task with
 //! [`Error::Refused`] (the API says a plugin should then terminate); a `kubelet.sock` that is
 //! not there or not answering yet is waited for.
@@ -17,6 +17,7 @@ use tidelet_deviceplugin_api::{DevicePluginServer, RegistrationClient, KUBELET_S
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 
+use crate::dirwatch::DirWatch;
 use crate::name::{endpoint_file_name, validate_resource_name};
 use crate::plugin::Plugin;
 use crate::service::Service;
@@ -24,6 +25,9 @@ use crate::Error;
 
 /// How often the directory is looked at, by default.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
+/// How often a registered plugin looks at the directory when inotify tells it of changes:
+/// the look is then only a backstop (and how a server that stopped by itself is noticed).
+const WATCHED_POLL: Duration = Duration::from_secs(10);
 /// How long a `Register` call (connect and answer) may take before it is tried again.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping server may take to close its connections before it is dropped.
@@ -154,7 +158,12 @@ async fn serve_resource(
     let sock = dir.join(&endpoint);
     let kubelet = dir.join(KUBELET_SOCKET);
     let mut said_no_dir = false;
+    let mut changes = DirWatch::new();
     loop {
+        // Watched before each bind: the directory (its nearest existing ancestor while it is
+        // not there) wakes the waits below as soon as it, `kubelet.sock` or our socket
+        // change, so that no change after the bind is missed.
+        changes.set(Path::new("/"), std::slice::from_ref(&dir));
         let listener = match tidelet_deviceplugin_api::bind(&sock) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -162,7 +171,7 @@ async fn serve_resource(
                     tracing::info!(dir = %dir.display(), resource = %resource, "the device-plugin directory is not there yet, waiting");
                     said_no_dir = true;
                 }
-                tokio::time::sleep(poll).await;
+                nap(poll, &mut changes).await;
                 continue;
             }
             Err(source) => return Err(Error::Bind { path: sock, source }),
@@ -173,7 +182,15 @@ async fn serve_resource(
         let mut server = tokio::spawn(serve(listener, plugin.clone(), stop_rx));
         tracing::info!(resource = %resource, socket = %sock.display(), "serving");
 
-        let why = match register(&kubelet, &sock, &endpoint, &*plugin, poll, own).await {
+        let registered = register(
+            &kubelet,
+            (&sock, own),
+            &endpoint,
+            &*plugin,
+            poll,
+            &mut changes,
+        );
+        let why = match registered.await {
             Ok(Registered::Yes(kubelet_id)) => {
                 tracing::info!(resource = %resource, endpoint = %endpoint, "registered");
                 // The kubelet connects right after Register; once it has, start-up code is
@@ -185,7 +202,8 @@ async fn serve_resource(
                         crate::trim::page_out_own_code();
                     });
                 }
-                watch_dir(&sock, own, &kubelet, kubelet_id, poll, &mut server).await
+                let ids = (own, kubelet_id);
+                watch_dir(&sock, &kubelet, ids, poll, &mut changes, &mut server).await
             }
             Ok(Registered::Restart(why)) => why,
             Err(e) => {
@@ -236,13 +254,14 @@ async fn stop(
 
 /// Registers until the kubelet accepts (or refuses: the error), waiting while `kubelet.sock`
 /// is missing or not answering.
+/// `sock` and `own` are our socket and what it was when bound.
 async fn register(
     kubelet: &Path,
-    sock: &Path,
+    (sock, own): (&Path, Option<FileId>),
     endpoint: &str,
     plugin: &dyn Plugin,
     poll: Duration,
-    own: Option<FileId>,
+    changes: &mut DirWatch,
 ) -> Result<Registered, Error> {
     let resource = plugin.resource_name();
     let request = RegisterRequest {
@@ -288,22 +307,36 @@ async fn register(
                 tracing::warn!(resource = %resource, kubelet = %kubelet.display(), "Register timed out, trying again")
             }
         }
-        tokio::time::sleep(poll).await;
+        nap(poll, changes).await;
+    }
+}
+
+/// Waits `poll`, or less when the watched directory changes first.
+async fn nap(poll: Duration, changes: &mut DirWatch) {
+    tokio::select! {
+        _ = tokio::time::sleep(poll) => {}
+        _ = changes.changed() => {}
     }
 }
 
 /// Watches until the kubelet restarted (our socket gone, or `kubelet.sock` re-created) or
 /// the server stopped by itself; returns the reason.
+/// `ids` are what our socket and `kubelet.sock` were when we registered.
 async fn watch_dir(
     sock: &Path,
-    own: Option<FileId>,
     kubelet: &Path,
-    kubelet_id: Option<FileId>,
+    (own, kubelet_id): (Option<FileId>, Option<FileId>),
     poll: Duration,
+    changes: &mut DirWatch,
     server: &mut tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 ) -> &'static str {
+    let every = if changes.is_active() {
+        poll.max(WATCHED_POLL)
+    } else {
+        poll
+    };
     loop {
-        tokio::time::sleep(poll).await;
+        nap(every, changes).await;
         if server.is_finished() {
             return "the server stopped";
         }

@@ -205,16 +205,17 @@ impl Drop for ChildGuard {
 /// How long the plugin tests wait for a registration, a list or an exit.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-/// Start the plugin binary `bin` with `args`, scanning every 0.2 s and logging at debug
-/// level to `stderr`; it is killed when the guard is dropped.
+/// Start the plugin binary `bin` with `args`, scanning every 0.2 s (unless `args` say
+/// otherwise: the last flag wins) and logging at debug level to `stderr`; it is killed when
+/// the guard is dropped.
 pub fn spawn_plugin(
     bin: &str,
     args: &[&std::ffi::OsStr],
     stderr: std::process::Stdio,
 ) -> ChildGuard {
     let child = std::process::Command::new(bin)
-        .args(args)
         .args(["--scan-interval", "0.2"])
+        .args(args)
         .env("RUST_LOG", "debug,h2=info,tower=info,hyper=info")
         .stderr(stderr)
         .spawn()

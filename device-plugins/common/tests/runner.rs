@@ -211,3 +211,52 @@ async fn a_runner_waits_for_the_kubelet_serves_every_rpc_and_streams_changes() {
     assert!(!dir.path().join("example.com-a.sock").exists());
     assert!(!dir.path().join("example.com-b.sock").exists());
 }
+
+/// With a poll of an hour, only inotify can tell the runner of these: the directory made
+/// after the runner started, `kubelet.sock` appearing, a kubelet restart (every socket
+/// removed, a new `kubelet.sock`), and `kubelet.sock` alone re-created.
+#[tokio::test]
+async fn the_directory_and_kubelet_restarts_are_seen_at_once_without_polling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var/lib/kubelet/device-plugins");
+    let mut runner = Runner::new(&dir).with_poll_interval(Duration::from_secs(3600));
+    runner.add(Fixed::new("example.com/a", &["a0"])).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = runner.socket_path("example.com/a");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !sock.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the socket is bound once the directory is made"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Bound and waiting for a kubelet, with nothing to poll for an hour.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut k = FakeKubelet::start(&dir).unwrap();
+    let r = k
+        .next_registration(WAIT)
+        .await
+        .expect("registered once kubelet.sock appears");
+    assert_eq!(r.resource_name, "example.com/a");
+    k.restart().unwrap();
+    let r = k
+        .next_registration(WAIT)
+        .await
+        .expect("registered after a restart");
+    assert_eq!(r.endpoint, "example.com-a.sock");
+    assert!(sock.exists(), "served again");
+    k.recreate_socket().unwrap();
+    k.next_registration(WAIT)
+        .await
+        .expect("registered after kubelet.sock alone was made again");
+    assert!(
+        k.next_registration(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "once each time"
+    );
+    runner.shutdown().await;
+    assert!(!sock.exists());
+}

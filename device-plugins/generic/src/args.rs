@@ -11,7 +11,8 @@ pub const USAGE: &str = "usage: tidelet-generic-plugin --config FILE [--device-p
   --config             YAML file of device groups (resource, paths, share, permissions)
   --device-plugin-dir  where kubelet.sock is and the plugin sockets go (default /var/lib/kubelet/device-plugins)
   --dev-root           the /dev the paths are matched under (default /dev)
-  --scan-interval      seconds between scans for hot-plugged devices (default 1)
+  --scan-interval      seconds between full scans; a device node made or removed is seen at once
+                       through inotify (default 10, or 1 where inotify cannot be had)
 Logging: RUST_LOG (error, warn, info, debug, trace; default info). A bad config exits 2.";
 
 const FLAGS: &[&str] = &["config", "device-plugin-dir", "dev-root", "scan-interval"];
@@ -22,7 +23,8 @@ pub struct Args {
     pub config: PathBuf,
     pub device_plugin_dir: PathBuf,
     pub dev_root: PathBuf,
-    pub scan_interval: Duration,
+    /// `None`: the default, which depends on inotify (see `SCAN_WATCHED`).
+    pub scan_interval: Option<Duration>,
 }
 
 /// A command line that cannot be used.
@@ -46,7 +48,11 @@ impl Args {
             device_plugin_dir: f
                 .path("device-plugin-dir", tidelet_deviceplugin_api::DEFAULT_DIR)?,
             dev_root: f.path("dev-root", "/dev")?,
-            scan_interval: f.seconds("scan-interval", Duration::from_secs(1))?,
+            scan_interval: f
+                .get("scan-interval")
+                .is_some()
+                .then(|| f.seconds("scan-interval", Duration::ZERO))
+                .transpose()?,
         })
     }
 }
@@ -68,7 +74,7 @@ mod tests {
             PathBuf::from("/var/lib/kubelet/device-plugins")
         );
         assert_eq!(a.dev_root, PathBuf::from("/dev"));
-        assert_eq!(a.scan_interval, Duration::from_secs(1));
+        assert_eq!(a.scan_interval, None);
         let a = parse(&[
             "--config=c",
             "--device-plugin-dir",
@@ -84,7 +90,7 @@ mod tests {
             (
                 PathBuf::from("/dp"),
                 PathBuf::from("/d"),
-                Duration::from_secs(2)
+                Some(Duration::from_secs(2))
             )
         );
         let bad: &[&[&str]] = &[

@@ -1,8 +1,10 @@
 //! tidelet's generic device plugin: device nodes described by glob groups in a YAML file
 //! (serial ports, cameras, GPIO chips, I2C buses...), each group one extended resource with a
 //! share count, served and registered through `tidelet-device-plugin`. Every group is
-//! registered from the start, even with no device yet, and a scan every second (a readdir of
-//! the groups' directories) reports hot-plugged devices through `ListAndWatch`. A node two
+//! registered from the start, even with no device yet. The groups' directories are watched
+//! with inotify, so hot-plugged devices are reported through `ListAndWatch` as soon as their
+//! node is made or removed; a full scan (a readdir of those directories) runs every 10 s
+//! besides, or every second where inotify cannot be had. A node two
 //! groups match (or a node and a symlink to it) is offered once, by the first group.
 
 pub mod args;
@@ -12,16 +14,28 @@ mod resource;
 pub mod scan;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use args::{Args, ArgsError};
 pub use config::{Config, ConfigError};
 pub use resource::GenericResource;
+use tidelet_device_plugin::dirwatch::DirWatch;
+use tidelet_device_plugin::rescan::{serve_looking, Rescan};
 use tidelet_device_plugin::{Error, Runner};
 
+/// How often all groups are scanned by default when their directories are watched: only what
+/// inotify would not tell (a watch lost to the `fs.inotify` limits) waits for it.
+pub const SCAN_WATCHED: Duration = Duration::from_secs(10);
+/// How often all groups are scanned by default when inotify cannot be had.
+pub const SCAN_UNWATCHED: Duration = Duration::from_secs(1);
+
 /// Serves every group of `config` until a resource fails (registration refused: the error)
-/// or `shutdown` completes (`Ok`), rescanning every `args.scan_interval`. Sockets are removed
-/// either way.
+/// or `shutdown` completes (`Ok`). The groups' directories are watched, so a node is seen as
+/// soon as it is made or removed; a full scan runs every `args.scan_interval` besides
+/// ([`SCAN_WATCHED`] or [`SCAN_UNWATCHED`] by default).
+/// Sockets are removed either way.
 pub async fn run(
     args: &Args,
     config: &Config,
@@ -33,6 +47,14 @@ pub async fn run(
         .map(|g| (Arc::new(GenericResource::new(g, &args.dev_root)), g))
         .collect();
     let mut runner = Runner::new(&args.device_plugin_dir);
+    let watch = DirWatch::new();
+    let every = args.scan_interval.unwrap_or(if watch.is_active() {
+        SCAN_WATCHED
+    } else {
+        SCAN_UNWATCHED
+    });
+    let looks = Rescan::with_watch(every, &args.dev_root, watch);
+    let dirs = || watched_dirs(&args.dev_root, config);
     let mut overlaps = Vec::new();
     rescan(&args.dev_root, &resources, &mut overlaps);
     for (r, _) in &resources {
@@ -41,30 +63,30 @@ pub async fn run(
             return Err(e);
         }
     }
-    let mut tick = tokio::time::interval(args.scan_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => rescan(&args.dev_root, &resources, &mut overlaps),
-            e = runner.failed() => {
-                runner.shutdown().await;
-                return Err(e);
-            }
-            _ = &mut shutdown => {
-                tracing::info!("stopping");
-                runner.shutdown().await;
-                return Ok(());
-            }
-        }
-    }
+    serve_looking(runner, looks, dirs, shutdown, |_, _| {
+        rescan(&args.dev_root, &resources, &mut overlaps);
+        Ok(())
+    })
+    .await
+}
+
+/// The directories the groups' patterns read (`/dev`, `/dev/serial/by-id`...), once each.
+pub fn watched_dirs(dev_root: &Path, config: &Config) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = config
+        .groups
+        .iter()
+        .flat_map(|g| g.paths.iter().map(|p| dev_root.join(&p.dir)))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Scan every group, give each node to the first group that found it (`scan::claim`), and
 /// update the resources. A node two groups match is a config mistake: warned about when it
 /// appears (`overlaps` holds the ones already reported), not on every scan.
 fn rescan(
-    dev_root: &std::path::Path,
+    dev_root: &Path,
     resources: &[(Arc<GenericResource>, &config::Group)],
     overlaps: &mut Vec<scan::Overlap>,
 ) {

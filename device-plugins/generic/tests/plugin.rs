@@ -34,7 +34,12 @@ fn tree(config: &str) -> Tree {
 }
 
 fn spawn(t: &Tree, stderr: Stdio) -> ChildGuard {
-    let args = [
+    spawn_with(t, stderr, &[])
+}
+
+/// `spawn` with more flags after the tree's.
+fn spawn_with(t: &Tree, stderr: Stdio, more: &[&str]) -> ChildGuard {
+    let mut args = vec![
         "--config".as_ref(),
         t.config.as_os_str(),
         "--device-plugin-dir".as_ref(),
@@ -42,6 +47,7 @@ fn spawn(t: &Tree, stderr: Stdio) -> ChildGuard {
         "--dev-root".as_ref(),
         t.dev.as_os_str(),
     ];
+    args.extend(more.iter().map(|m| std::ffi::OsStr::new(*m)));
     spawn_plugin(env!("CARGO_BIN_EXE_tidelet-generic-plugin"), &args, stderr)
 }
 
@@ -333,4 +339,52 @@ async fn a_node_two_groups_match_is_offered_once_by_the_first() {
         1,
         "warned once, not at every scan:\n{text}"
     );
+}
+
+/// Scanning once an hour, the plugin still follows devices plugged and unplugged at once:
+/// it watches the groups' directories with inotify, `serial/by-id/` too, which udev makes
+/// with the first USB serial adapter (watched through `/dev` until it is there, and again
+/// once it has gone). Symlinks to the host's char devices: runs without root.
+#[tokio::test]
+async fn hot_plug_is_seen_at_once_through_inotify_with_no_polling() {
+    let t = tree("groups:\n- resource: tidelet.io/serial\n  paths: [\"/dev/ttyUSB*\"]\n- resource: tidelet.io/serial-by-id\n  paths: [\"/dev/serial/by-id/*\"]\n");
+    let mut k = FakeKubelet::start(&t.dp).unwrap();
+    let _plugin = spawn_with(&t, Stdio::inherit(), &["--scan-interval", "3600"]);
+    registrations(&mut k, 2).await;
+    let (_c, mut s) = watch(&t.dp, "tidelet.io-serial.sock").await;
+    assert_eq!(next_list(&mut s).await, vec![]);
+    let (_c2, mut s2) = watch(&t.dp, "tidelet.io-serial-by-id.sock").await;
+    assert_eq!(next_list(&mut s2).await, vec![]);
+
+    let link = |target: &str, rel: &str| std::os::unix::fs::symlink(target, t.dev.join(rel));
+    link("/dev/null", "ttyUSB0").unwrap();
+    assert_eq!(next_list(&mut s).await, pairs(&[("ttyUSB0", HEALTHY)]));
+    // What udev does for an adapter: the directories, then the link.
+    std::fs::create_dir_all(t.dev.join("serial/by-id")).unwrap();
+    link("/dev/zero", "serial/by-id/usb-b").unwrap();
+    assert_eq!(
+        next_list(&mut s2).await,
+        pairs(&[("serial_by-id_usb-b", HEALTHY)])
+    );
+    // Unplugged: the link goes, and the directories with the last adapter.
+    std::fs::remove_dir_all(t.dev.join("serial")).unwrap();
+    assert_eq!(next_list(&mut s2).await, vec![]);
+    // And plugged in again.
+    std::fs::create_dir_all(t.dev.join("serial/by-id")).unwrap();
+    link("/dev/full", "serial/by-id/usb-c").unwrap();
+    assert_eq!(
+        next_list(&mut s2).await,
+        pairs(&[("serial_by-id_usb-c", HEALTHY)])
+    );
+    // A node that is no longer a device (a file in its place) is Unhealthy at once.
+    std::fs::remove_file(t.dev.join("ttyUSB0")).unwrap();
+    std::fs::write(t.dev.join("ttyUSB0"), b"").unwrap();
+    let now = next_list(&mut s).await;
+    let now = if now.is_empty() {
+        // The removal and the new file were seen apart.
+        next_list(&mut s).await
+    } else {
+        now
+    };
+    assert_eq!(now, pairs(&[("ttyUSB0", UNHEALTHY)]));
 }

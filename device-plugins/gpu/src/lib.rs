@@ -1,10 +1,11 @@
 //! tidelet's GPU device plugin: NVIDIA GPUs (`nvidia.com/gpu`, from the driver's `/proc`
 //! tree, with the control nodes handed along) and DRM render nodes (`dri.tidelet.io/<driver>`),
 //! each resource served and registered through `tidelet-device-plugin`. The roots of `/dev`,
-//! `/proc` and `/sys` are parameters. A scan every few seconds finds GPUs and their health (a
-//! device whose node is missing or not a character device is Unhealthy; a device seen once
-//! stays listed, Unhealthy, when it goes); a resource is registered when its first device is
-//! found, so a board without GPUs registers nothing and keeps looking.
+//! `/proc` and `/sys` are parameters. A scan every few seconds, and at once when the dev root
+//! or its `dri/` changes, finds GPUs and their health (a device whose node is missing or not
+//! a character device is Unhealthy; a device seen once stays listed, Unhealthy, when it
+//! goes); a resource is registered when its first device is found, so a board without GPUs
+//! registers nothing and keeps looking.
 
 pub mod args;
 pub mod drm;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use args::{Args, ArgsError};
 pub use resource::GpuResource;
+use tidelet_device_plugin::rescan::{serve_looking, Rescan};
 use tidelet_device_plugin::{Error, Runner};
 
 /// One GPU as discovered: its ID, its nodes (relative to the dev root, e.g. `nvidia0`,
@@ -45,47 +47,38 @@ pub fn scan(args: &Args) -> BTreeMap<String, Vec<GpuDevice>> {
     found
 }
 
-/// Scans every `args.scan_interval`, serves each resource from its first device on, until a
-/// resource fails (registration refused: the error) or `shutdown` completes (`Ok`). Sockets
-/// are removed either way.
+/// Scans at once, whenever the dev root or its `dri/` changes (a GPU's node made or removed),
+/// and every `args.scan_interval` (health from `/proc` and `/sys`, which inotify does not
+/// tell of); serves each resource from its first device on, until a resource fails
+/// (registration refused: the error) or `shutdown` completes (`Ok`). Sockets are removed
+/// either way.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let mut runner = Runner::new(&args.device_plugin_dir);
+    let runner = Runner::new(&args.device_plugin_dir);
+    let looks = Rescan::new(args.scan_interval, &args.dev_root);
+    let dirs = || vec![args.dev_root.clone(), args.dev_root.join("dri")];
     let mut served: BTreeMap<String, Arc<GpuResource>> = BTreeMap::new();
-    let mut tick = tokio::time::interval(args.scan_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut said_none = false;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let mut found = scan(&args);
-                if found.is_empty() && served.is_empty() && !said_none {
-                    tracing::info!(dev = %args.dev_root.display(), proc = %args.proc_root.display(), "no GPUs found: advertising nothing, still looking");
-                    said_none = true;
-                }
-                for (name, res) in &served {
-                    res.update(found.remove(name).unwrap_or_default());
-                }
-                for (name, devices) in found {
-                    let res = Arc::new(GpuResource::new(&name, &args.dev_root, name == nvidia::RESOURCE));
-                    res.update(devices);
-                    tracing::info!(resource = %name, devices = res.len(), "found a new resource");
-                    if let Err(e) = runner.add(res.clone()) {
-                        runner.shutdown().await;
-                        return Err(e);
-                    }
-                    served.insert(name, res);
-                }
-            }
-            e = runner.failed() => {
-                runner.shutdown().await;
-                return Err(e);
-            }
-            _ = &mut shutdown => {
-                tracing::info!("stopping");
-                runner.shutdown().await;
-                return Ok(());
-            }
+    serve_looking(runner, looks, dirs, shutdown, |runner, _| {
+        let mut found = scan(&args);
+        if found.is_empty() && served.is_empty() && !said_none {
+            tracing::info!(dev = %args.dev_root.display(), proc = %args.proc_root.display(), "no GPUs found: advertising nothing, still looking");
+            said_none = true;
         }
-    }
+        for (name, res) in &served {
+            res.update(found.remove(name).unwrap_or_default());
+        }
+        for (name, devices) in found {
+            let res = Arc::new(GpuResource::new(
+                &name,
+                &args.dev_root,
+                name == nvidia::RESOURCE,
+            ));
+            res.update(devices);
+            tracing::info!(resource = %name, devices = res.len(), "found a new resource");
+            runner.add(res.clone())?;
+            served.insert(name, res);
+        }
+        Ok(())
+    })
+    .await
 }

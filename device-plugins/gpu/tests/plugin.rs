@@ -54,7 +54,12 @@ fn drm_driver(sys: &Path, node: &str, driver: &str) {
 }
 
 fn spawn(t: &Tree, stderr: Stdio) -> ChildGuard {
-    let args = [
+    spawn_with(t, stderr, &[])
+}
+
+/// `spawn` with more flags after the tree's.
+fn spawn_with(t: &Tree, stderr: Stdio, more: &[&str]) -> ChildGuard {
+    let mut args = vec![
         "--device-plugin-dir".as_ref(),
         t.dp.as_os_str(),
         "--dev-root".as_ref(),
@@ -64,6 +69,7 @@ fn spawn(t: &Tree, stderr: Stdio) -> ChildGuard {
         "--sys-root".as_ref(),
         t.sys.as_os_str(),
     ];
+    args.extend(more.iter().map(|m| std::ffi::OsStr::new(*m)));
     spawn_plugin(env!("CARGO_BIN_EXE_tidelet-gpu-plugin"), &args, stderr)
 }
 
@@ -224,22 +230,33 @@ async fn registers_again_after_kubelet_restarts_and_removes_its_socket_on_sigter
     assert!(!sock.exists(), "its socket is removed");
 }
 
+/// Scanning once an hour, so the render node is found through the watch on the dev root
+/// (and then on `dri/`, made with the first GPU's node).
 #[tokio::test]
 async fn no_gpus_registers_nothing_until_one_appears() {
     let t = tree();
     let mut k = FakeKubelet::start(&t.dp).unwrap();
-    let _plugin = spawn(&t, Stdio::inherit());
+    let _plugin = spawn_with(&t, Stdio::inherit(), &["--scan-interval", "3600"]);
     assert!(
         k.next_registration(Duration::from_millis(1500))
             .await
             .is_none(),
         "nothing to register"
     );
+    // As the kernel does it: the device in sysfs first, then its node.
+    drm_driver(&t.sys, "renderD129", "etnaviv");
     std::fs::create_dir_all(t.dev.join("dri")).unwrap();
     std::os::unix::fs::symlink("/dev/null", t.dev.join("dri/renderD129")).unwrap();
-    drm_driver(&t.sys, "renderD129", "etnaviv");
     let r = registrations(&mut k, 1).await;
     assert_eq!(r[0].resource_name, "dri.tidelet.io/etnaviv");
+    let (_c, mut s) = watch(&t.dp, "dri.tidelet.io-etnaviv.sock").await;
+    assert_eq!(next_list(&mut s).await, pairs(&[("renderD129", HEALTHY)]));
+    drm_driver(&t.sys, "renderD130", "etnaviv");
+    std::os::unix::fs::symlink("/dev/zero", t.dev.join("dri/renderD130")).unwrap();
+    assert_eq!(
+        next_list(&mut s).await,
+        pairs(&[("renderD129", HEALTHY), ("renderD130", HEALTHY)])
+    );
 }
 
 #[tokio::test]
