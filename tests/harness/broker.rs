@@ -397,29 +397,20 @@ impl Broker {
         if self.opts.tls {
             a.extend(["--ca".into(), path_str(&self.ca())]);
         }
-        match as_client.into() {
-            Identity::Named(n) if self.cert_auth() => a.extend([
+        match self.credentials(&as_client.into()) {
+            Credentials::Cert { cert, key } => a.extend([
                 "--cert".into(),
-                path_str(&self.client_cert(&n)),
+                path_str(&cert),
                 "--key".into(),
-                path_str(&self.client_key(&n)),
+                path_str(&key),
             ]),
-            Identity::Named(n) if self.opts.acl => {
-                self.assert_user(&n);
-                a.extend([
-                    "--username".into(),
-                    n.clone(),
-                    "--password-file".into(),
-                    path_str(&self.password_file(&n)),
-                ])
-            }
-            Identity::Named(_) | Identity::Anonymous => {}
-            Identity::ForeignCa(n) => a.extend([
-                "--cert".into(),
-                path_str(&self.pki.foreign_cert(&n)),
-                "--key".into(),
-                path_str(&self.pki.foreign_key(&n)),
+            Credentials::User(n) => a.extend([
+                "--username".into(),
+                n.clone(),
+                "--password-file".into(),
+                path_str(&self.password_file(&n)),
             ]),
+            Credentials::None => {}
         }
         a
     }
@@ -443,27 +434,20 @@ impl Broker {
         if self.opts.tls {
             a.extend(["--cafile".into(), path_str(&self.ca())]);
         }
-        match id {
-            Identity::Named(n) if self.cert_auth() => a.extend([
+        if let Identity::ForeignCa(_) = id {
+            assert!(self.opts.tls, "a foreign-CA client needs a TLS broker");
+        }
+        match self.credentials(&id) {
+            Credentials::Cert { cert, key } => a.extend([
                 "--cert".into(),
-                path_str(&self.client_cert(&n)),
+                path_str(&cert),
                 "--key".into(),
-                path_str(&self.client_key(&n)),
+                path_str(&key),
             ]),
-            Identity::Named(n) if self.opts.acl => {
-                self.assert_user(&n);
+            Credentials::User(n) => {
                 a.extend(["-u".into(), n.clone(), "-P".into(), self.password(&n)])
             }
-            Identity::Named(_) | Identity::Anonymous => {}
-            Identity::ForeignCa(n) => {
-                assert!(self.opts.tls, "a foreign-CA client needs a TLS broker");
-                a.extend([
-                    "--cert".into(),
-                    path_str(&self.pki.foreign_cert(&n)),
-                    "--key".into(),
-                    path_str(&self.pki.foreign_key(&n)),
-                ])
-            }
+            Credentials::None => {}
         }
         a
     }
@@ -688,6 +672,29 @@ impl Broker {
         }
     }
 
+    /// What `id` shows this broker, whichever client presents it: [`fleet_args`] and
+    /// [`client_args`] only spell it differently.
+    ///
+    /// [`fleet_args`]: Self::fleet_args
+    /// [`client_args`]: Self::client_args
+    fn credentials(&self, id: &Identity) -> Credentials {
+        match id {
+            Identity::Named(n) if self.cert_auth() => Credentials::Cert {
+                cert: self.client_cert(n),
+                key: self.client_key(n),
+            },
+            Identity::Named(n) if self.opts.acl => {
+                self.assert_user(n);
+                Credentials::User(n.clone())
+            }
+            Identity::Named(_) | Identity::Anonymous => Credentials::None,
+            Identity::ForeignCa(n) => Credentials::Cert {
+                cert: self.pki.foreign_cert(n),
+                key: self.pki.foreign_key(n),
+            },
+        }
+    }
+
     pub(super) fn cert_auth(&self) -> bool {
         self.opts.tls && self.opts.require_client_cert
     }
@@ -704,6 +711,16 @@ impl Broker {
             "user {name:?} is not in the password file: add it to BrokerOpts::users"
         );
     }
+}
+
+/// See [`Broker::credentials`].
+enum Credentials {
+    /// A client certificate and its key.
+    Cert { cert: PathBuf, key: PathBuf },
+    /// A user of the broker's password file.
+    User(String),
+    /// Nothing beyond the connection itself.
+    None,
 }
 
 impl Drop for Broker {
