@@ -85,6 +85,15 @@ pub fn classify(e: &ConnectionError) -> (String, bool) {
     }
 }
 
+/// The message a PUBLISH from the broker carries.
+fn msg(p: rumqttc::Publish) -> Msg {
+    Msg {
+        topic: p.topic,
+        payload: p.payload.to_vec(),
+        retained: p.retain,
+    }
+}
+
 fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
@@ -170,13 +179,7 @@ impl Session {
                 return Ok(None);
             }
             match self.conn.recv_timeout(left) {
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    return Ok(Some(Msg {
-                        topic: p.topic,
-                        payload: p.payload.to_vec(),
-                        retained: p.retain,
-                    }))
-                }
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Ok(Some(msg(p))),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(self.lost(format!("connection lost: {e}"))),
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
@@ -195,31 +198,18 @@ impl Session {
         self.client
             .subscribe_many(subs)
             .map_err(|e| self.lost(format!("cannot subscribe: {e}")))?;
-        loop {
-            if remaining(deadline).is_zero() {
-                return Err(self.lost("no SUBACK from the broker in time"));
-            }
-            match self.conn.recv_timeout(remaining(deadline)) {
-                Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
-                    for (f, code) in filters.iter().zip(&ack.return_codes) {
-                        if *code == SubscribeReasonCode::Failure {
-                            return Err(self.lost(format!(
-                                "the broker refused the subscription to {f} (an ACL?)"
-                            )));
-                        }
-                    }
-                    return Ok(());
-                }
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => self.pending.push_back(Msg {
-                    topic: p.topic,
-                    payload: p.payload.to_vec(),
-                    retained: p.retain,
-                }),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(self.lost(format!("connection lost: {e}"))),
-                Err(_) => return Err(self.lost("no SUBACK from the broker in time")),
+        let ack = self.await_ack(deadline, "no SUBACK from the broker in time", |p| match p {
+            Packet::SubAck(ack) => Some(ack),
+            _ => None,
+        })?;
+        for (f, code) in filters.iter().zip(&ack.return_codes) {
+            if *code == SubscribeReasonCode::Failure {
+                return Err(self.lost(format!(
+                    "the broker refused the subscription to {f} (an ACL?)"
+                )));
             }
         }
+        Ok(())
     }
 
     /// Subscribe to `filters` and return every retained message they hold, stopping at the
@@ -268,20 +258,35 @@ impl Session {
         self.client
             .publish(topic, QoS::AtLeastOnce, retain, payload)
             .map_err(|e| self.lost(format!("cannot publish to {topic}: {e}")))?;
+        let late = format!("no PUBACK for {topic} in time");
+        self.await_ack(deadline, &late, |p| {
+            matches!(p, Packet::PubAck(_)).then_some(())
+        })
+    }
+
+    /// Wait for the acknowledgement `ack` picks out of the incoming packets; the messages
+    /// that come meanwhile are kept for [`next`](Self::next) and [`wait`](Self::wait), so none
+    /// is lost. `late` is the error at `deadline`.
+    fn await_ack<T>(
+        &mut self,
+        deadline: Instant,
+        late: &str,
+        mut ack: impl FnMut(Packet) -> Option<T>,
+    ) -> Result<T, FleetError> {
         loop {
             if remaining(deadline).is_zero() {
-                return Err(self.lost(format!("no PUBACK for {topic} in time")));
+                return Err(self.lost(late));
             }
             match self.conn.recv_timeout(remaining(deadline)) {
-                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => return Ok(()),
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => self.pending.push_back(Msg {
-                    topic: p.topic,
-                    payload: p.payload.to_vec(),
-                    retained: p.retain,
-                }),
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => self.pending.push_back(msg(p)),
+                Ok(Ok(Event::Incoming(packet))) => {
+                    if let Some(v) = ack(packet) {
+                        return Ok(v);
+                    }
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(self.lost(format!("connection lost: {e}"))),
-                Err(_) => return Err(self.lost(format!("no PUBACK for {topic} in time"))),
+                Err(_) => return Err(self.lost(late)),
             }
         }
     }
@@ -293,11 +298,7 @@ impl Session {
             return WaitResult::Msg(m);
         }
         match self.conn.recv() {
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => WaitResult::Msg(Msg {
-                topic: p.topic,
-                payload: p.payload.to_vec(),
-                retained: p.retain,
-            }),
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => WaitResult::Msg(msg(p)),
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => WaitResult::Reconnected,
             Ok(Ok(_)) => WaitResult::Other,
             Ok(Err(e)) => WaitResult::Lost(classify(&e).0),
