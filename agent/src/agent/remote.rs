@@ -126,7 +126,7 @@ impl Remote {
                 }
                 // Answered every time, even when the answer is the one the broker holds: the
                 // back-end waits for a live message (the same manifest applied again).
-                self.publish_again(&r);
+                self.send(&r, true);
             }
             Down::Synced { present } => {
                 for r in self.source.sweep(&present) {
@@ -144,10 +144,8 @@ impl Remote {
         self.send(r, false);
     }
 
-    fn publish_again(&self, r: &DesiredResult) {
-        self.send(r, true);
-    }
-
+    /// Publish the answer `r`; with `again`, even if the broker holds the same one already
+    /// ([`Link::set_retained_again`]).
     fn send(&self, r: &DesiredResult, again: bool) {
         let Some(link) = &self.link else { return };
         let topic = topics::desired_result("", &r.key());
