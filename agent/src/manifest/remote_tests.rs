@@ -2,19 +2,9 @@
 //! the UID, and the echo of generation and resourceVersion.
 
 use super::*;
+use crate::manifest::tests::POD;
 use crate::manifest::{CONFIG_HASH_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
 use std::path::Path;
-
-const POD: &str = "apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-spec:
-  containers:
-  - name: c
-    image: busybox:test
-    command: [sleep, '1000']
-";
 
 fn parse(ns: &str, name: &str, payload: &[u8]) -> RemoteManifest {
     parse_remote(ns, name, payload, "node1")
@@ -139,7 +129,7 @@ fn generation_and_resource_version_are_echoed_even_when_rejected() {
         p.warnings
     );
     assert_eq!(p.pod.metadata.generation, None);
-    let bad = versioned.replace("image: busybox:test", "image: ''");
+    let bad = versioned.replace("image: busybox:1.36", "image: ''");
     let r = parse("default", "web", bad.as_bytes());
     assert!(r.outcome.is_err());
     assert_eq!(
@@ -187,7 +177,7 @@ fn rejections_say_which_kind_and_where() {
             vec![": payload holds 2 documents; a desired-pod message holds exactly one Pod"]),
         ("default", "web", b"apiVersion: v1\nkind: Pod\nspec: [".to_vec(), Invalid,
             vec![": document 1: invalid YAML: did not find expected node content at line 4 column 1, while parsing a flow node"]),
-        ("default", "web", POD.replace("image: busybox:test", "image: ''").into_bytes(), Invalid,
+        ("default", "web", POD.replace("image: busybox:1.36", "image: ''").into_bytes(), Invalid,
             vec!["spec.containers[0].image: required"]),
         ("default", "web", POD.replace("    command:", "    bogus: 1\n    command:").into_bytes(), Invalid,
             vec!["spec.containers[0].bogus: unknown field"]),
@@ -196,7 +186,7 @@ fn rejections_say_which_kind_and_where() {
             vec!["metadata.namespace: \"prod\" is not the namespace in the topic (\"edge\")"]),
         ("default", "web", POD.replace("spec:\n", "spec:\n  nodeName: node2\n").into_bytes(), WrongNode,
             vec!["spec.nodeName: \"node2\": this pod is for another node (this node is \"node1\")"]),
-        ("default", "web", POD.replace("spec:\n", "spec:\n  nodeName: node2\n").replace("image: busybox:test", "image: ''").into_bytes(), WrongNode,
+        ("default", "web", POD.replace("spec:\n", "spec:\n  nodeName: node2\n").replace("image: busybox:1.36", "image: ''").into_bytes(), WrongNode,
             vec!["spec.nodeName: \"node2\": this pod is for another node (this node is \"node1\")", "spec.containers[0].image: required"]),
         ("Default", "web", POD.as_bytes().to_vec(), Invalid,
             vec!["topic namespace: \"Default\": must be a lowercase RFC 1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit"]),

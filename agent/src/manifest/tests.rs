@@ -5,7 +5,8 @@ use super::*;
 use std::fs::File;
 use std::io::Write;
 
-const POD: &str = "apiVersion: v1
+/// A valid pod: the fixture of these tests and of the desired-pod ones (`remote_tests.rs`).
+pub(super) const POD: &str = "apiVersion: v1
 kind: Pod
 metadata:
   name: web
