@@ -35,6 +35,15 @@ fn fleet_as(b: &Broker, who: impl Into<Identity>, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `tidelet fleet apply --node NODE FILE --timeout TIMEOUT` as `who`.
+fn apply_as(b: &Broker, who: impl Into<Identity>, node: &str, file: &str, timeout: &str) -> Output {
+    fleet_as(
+        b,
+        who,
+        &["apply", "--node", node, file, "--timeout", timeout],
+    )
+}
+
 /// Publish `payload` as an anonymous client; an empty retained payload clears the topic.
 fn put(b: &Broker, topic: &str, payload: &str, retain: bool) {
     b.publish(topic, payload.as_bytes(), retain, Identity::Anonymous);
@@ -390,19 +399,7 @@ fn fleet_apply_publishes_retained_and_waits_for_the_answer_to_this_generation() 
             result("web", false, "PolicyViolation", Some(4)),
             result("web", true, "Accepted", Some(5)),
         ],
-        || {
-            fleet(
-                &b,
-                &[
-                    "apply",
-                    "--node",
-                    "n1",
-                    f.to_str().unwrap(),
-                    "--timeout",
-                    "20s",
-                ],
-            )
-        },
+        || apply_as(&b, Identity::Anonymous, "n1", f.to_str().unwrap(), "20s"),
     );
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{so}{se}");
@@ -427,19 +424,7 @@ fn fleet_apply_prints_a_rejection_with_its_errors_and_exits_1() {
         |m| !m.payload.is_empty(),
         "tidelet/n2/desired/results/default/priv",
         vec![result("priv", false, "PolicyViolation", None)],
-        || {
-            fleet(
-                &b,
-                &[
-                    "apply",
-                    "--node",
-                    "n2",
-                    f.to_str().unwrap(),
-                    "--timeout",
-                    "20s",
-                ],
-            )
-        },
+        || apply_as(&b, Identity::Anonymous, "n2", f.to_str().unwrap(), "20s"),
     );
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{so}{se}");
@@ -465,17 +450,7 @@ fn fleet_apply_to_an_offline_node_times_out_with_exit_2_and_leaves_the_pod_desir
         true,
     );
     let start = Instant::now();
-    let out = fleet(
-        &b,
-        &[
-            "apply",
-            "--node",
-            "away",
-            f.to_str().unwrap(),
-            "--timeout",
-            "2s",
-        ],
-    );
+    let out = apply_as(&b, Identity::Anonymous, "away", f.to_str().unwrap(), "2s");
     let took = start.elapsed();
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{so}{se}");

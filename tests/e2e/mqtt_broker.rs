@@ -5,6 +5,7 @@
 //! from the fleet CA are refused. Also the harness itself: payloads round-trip byte for byte,
 //! empty retained messages clear a topic, persistence survives a restart. None needs root.
 
+use std::process::Command;
 use std::time::Duration;
 
 use tidelet_e2e::broker::{tool, Broker, BrokerOpts, Identity};
@@ -20,6 +21,28 @@ fn fleet_broker() -> Broker {
         users: vec![],
         shipped_conf: false,
     })
+}
+
+/// `mosquitto_pub` or `mosquitto_sub` (`name`) as `who`: the connection arguments of
+/// [`Broker::client_args`], then `args` split on whitespace (an argument with spaces goes
+/// through the returned command's `arg`). With `client_id`, that id instead of the harness's
+/// fresh one, for the tests of a client id of one's own choosing.
+fn client_tool(
+    b: &Broker,
+    name: &str,
+    who: impl Into<Identity>,
+    client_id: Option<&str>,
+    args: &str,
+) -> Command {
+    let mut all = b.client_args(who);
+    if let Some(client_id) = client_id {
+        let id = all.iter().position(|a| a == "-i").unwrap() + 1;
+        all[id] = client_id.into();
+    }
+    all.extend(args.split_whitespace().map(String::from));
+    let mut c = Command::new(tool(name));
+    c.args(all);
+    c
 }
 
 /// Publish a marker as `who` on its own tree and wait until `sub` has it: every message the
@@ -93,23 +116,8 @@ fn mqtt_acl_node_writes_its_own_topics_but_not_another_nodes() {
     }
     // The client id is the client's own choice: node-a connecting as client id "node-b"
     // is still node-a (the ACL keys on the certificate's CN, %u, not on the id, %c).
-    let mut args = b.client_args("node-a");
-    let id = args.iter().position(|a| a == "-i").unwrap() + 1;
-    args[id] = "node-b".into();
-    args.extend(
-        [
-            "-q",
-            "1",
-            "-r",
-            "-t",
-            "tidelet/node-b/node",
-            "-m",
-            "forged-by-id",
-        ]
-        .map(String::from),
-    );
-    let out = std::process::Command::new(tool("mosquitto_pub"))
-        .args(&args)
+    let forged_by_id = "-q 1 -r -t tidelet/node-b/node -m forged-by-id";
+    let out = client_tool(&b, "mosquitto_pub", "node-a", Some("node-b"), forged_by_id)
         .output()
         .unwrap();
     assert!(
@@ -282,23 +290,8 @@ fn mqtt_tls_client_without_certificate_is_refused() {
     assert!(!err.is_empty());
     assert!(b.try_subscribe("tidelet/#", Identity::Anonymous).is_err());
     // A username and password are no substitute for the certificate.
-    let mut args = b.client_args(Identity::Anonymous);
-    args.extend(
-        [
-            "-u",
-            "node-a",
-            "-P",
-            "guess",
-            "-t",
-            "tidelet/node-a/online",
-            "-r",
-            "-m",
-            "x",
-        ]
-        .map(String::from),
-    );
-    let out = std::process::Command::new(tool("mosquitto_pub"))
-        .args(&args)
+    let guessed = "-u node-a -P guess -t tidelet/node-a/online -r -m x";
+    let out = client_tool(&b, "mosquitto_pub", Identity::Anonymous, None, guessed)
         .output()
         .unwrap();
     assert!(
@@ -346,22 +339,8 @@ fn mqtt_acl_with_passwords_confines_nodes_and_refuses_a_wrong_password() {
     assert!(b
         .try_publish("tidelet/x", b"x", false, Identity::Anonymous)
         .is_err());
-    let mut args = b.client_args(Identity::Anonymous);
-    args.extend(
-        [
-            "-u",
-            "node-a",
-            "-P",
-            "wrong",
-            "-t",
-            "tidelet/node-a/node",
-            "-m",
-            "x",
-        ]
-        .map(String::from),
-    );
-    let out = std::process::Command::new(tool("mosquitto_pub"))
-        .args(&args)
+    let wrong = "-u node-a -P wrong -t tidelet/node-a/node -m x";
+    let out = client_tool(&b, "mosquitto_pub", Identity::Anonymous, None, wrong)
         .output()
         .unwrap();
     assert!(!out.status.success(), "a wrong password was accepted");
@@ -509,12 +488,7 @@ fn mqtt_shipped_mosquitto_conf_enforces_mutual_tls_and_the_per_node_acl() {
 fn mqtt_harness_tracks_clients_counters_and_a_frozen_broker() {
     let mut b = Broker::new(BrokerOpts::default());
     // A client id of our choosing, as an agent's would be.
-    let mut args = b.client_args("node-a");
-    let id = args.iter().position(|a| a == "-i").unwrap() + 1;
-    args[id] = "watcher-1".into();
-    args.extend(["-t", "t/#"].map(String::from));
-    let mut sub = std::process::Command::new(tool("mosquitto_sub"))
-        .args(&args)
+    let mut sub = client_tool(&b, "mosquitto_sub", "node-a", Some("watcher-1"), "-t t/#")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -543,10 +517,8 @@ fn mqtt_harness_tracks_clients_counters_and_a_frozen_broker() {
     assert!(b.frozen());
     // A client started now connects (the kernel accepts) but gets no CONNACK, so it
     // cannot publish yet.
-    let mut args = b.client_args("node-a");
-    args.extend(["-q", "1", "-t", "t/during", "-m", "sent while frozen"].map(String::from));
-    let mut publisher = std::process::Command::new(tool("mosquitto_pub"))
-        .args(&args)
+    let mut publisher = client_tool(&b, "mosquitto_pub", "node-a", None, "-q 1 -t t/during")
+        .args(["-m", "sent while frozen"])
         .spawn()
         .unwrap();
     assert!(live.next(Duration::from_millis(500)).is_none());

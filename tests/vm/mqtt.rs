@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use tidelet::fleet::view::lease_times;
 use tidelet_e2e::broker::{Broker, BrokerOpts, Message, Subscription};
 
 use crate::get;
@@ -99,44 +100,6 @@ impl Observer {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` (a Kubernetes `MicroTime`/`Time`) as whole seconds since the
-/// epoch; `None` for anything else.
-pub fn parse_utc(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let time = time.split_once('.').map_or(time, |(t, frac)| {
-        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            ""
-        } else {
-            t
-        }
-    });
-    let num = |p: &str, len: usize| -> Option<i64> {
-        (p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| p.parse().ok())
-            .flatten()
-    };
-    let d: Vec<&str> = date.split('-').collect();
-    let t: Vec<&str> = time.split(':').collect();
-    let ([y, mo, da], [h, mi, se]) = (d.as_slice(), t.as_slice()) else {
-        return None;
-    };
-    let (y, mo, da) = (num(y, 4)?, num(mo, 2)?, num(da, 2)?);
-    let (h, mi, se) = (num(h, 2)?, num(mi, 2)?, num(se, 2)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * DAY + h * 3600 + mi * 60 + se)
-}
-
 /// Which clock a lease's `renewTime` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -184,7 +147,9 @@ fn leases(seen: &Seen) -> Vec<(Phase, String)> {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let secs = parse_utc(&renew).unwrap_or_else(|| panic!("renewTime {renew:?}: {l}"));
+            let (renewed, _) =
+                lease_times(&l).unwrap_or_else(|| panic!("renewTime {renew:?}: {l}"));
+            let secs = renewed.as_second();
             let p = phase(secs, seen.host_start, seen.host_end).unwrap_or_else(|| {
                 panic!(
                     "renewTime {renew} is neither the host's time ({}..{}) nor a day ahead or \
@@ -369,26 +334,6 @@ pub fn figures(m: &BTreeMap<String, String>, seen: &Seen) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_utc_table() {
-        let cases = [
-            ("1970-01-01T00:00:00Z", Some(0)),
-            ("1970-01-02T00:00:00.000000Z", Some(DAY)),
-            ("2023-11-14T22:13:20.123456Z", Some(1_700_000_000)),
-            ("2000-02-29T12:00:00Z", Some(951_825_600)),
-            ("1969-12-31T23:59:59Z", Some(-1)),
-            ("2023-11-14T22:13:20", None),
-            ("2023-11-14 22:13:20Z", None),
-            ("2023-13-14T22:13:20Z", None),
-            ("2023-11-14T22:13:20.Z", None),
-            ("2023-11-14T22:13Z", None),
-            ("", None),
-        ];
-        for (s, want) in cases {
-            assert_eq!(parse_utc(s), want, "{s:?}");
-        }
-    }
 
     #[test]
     fn phase_table() {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tidelet_e2e::broker::{Broker, BrokerOpts};
 use tidelet_e2e::*;
 
-use super::{fleet_as, rows, text};
+use super::{apply_as, fleet_as, rows, text};
 
 /// How long the real agent may take to start a pod or to answer.
 const AGENT_WAIT: Duration = Duration::from_secs(30);
@@ -60,11 +60,7 @@ fn fleet_drives_the_real_agent_over_mutual_tls_with_the_shipped_acl() {
         "web",
         &crate::pod_yaml("web", "", &[("c", "sleep 3600", "")]),
     );
-    let out = fleet_as(
-        &b,
-        "operator",
-        &["apply", "--node", "e2e", &web, "--timeout", "30s"],
-    );
+    let out = apply_as(&b, "operator", "e2e", &web, "30s");
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{so}{se}\n{}", a.agent_log());
     let pod = a.wait_running("web");
@@ -72,11 +68,7 @@ fn fleet_drives_the_real_agent_over_mutual_tls_with_the_shipped_acl() {
     assert_eq!(so.trim(), format!("pod/web accepted on e2e (uid {uid})"));
     // The same manifest again: answered live again (the broker held that answer already),
     // and the pod is not replaced.
-    let out = fleet_as(
-        &b,
-        "operator",
-        &["apply", "--node", "e2e", &web, "--timeout", "30s"],
-    );
+    let out = apply_as(&b, "operator", "e2e", &web, "30s");
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{so}{se}");
     assert_eq!(so.trim(), format!("pod/web accepted on e2e (uid {uid})"));
@@ -115,18 +107,7 @@ fn fleet_drives_the_real_agent_over_mutual_tls_with_the_shipped_acl() {
             &[("c", "true", "    securityContext: {privileged: true}\n")],
         ),
     );
-    let out = fleet_as(
-        &b,
-        "operator",
-        &[
-            "apply",
-            "--node",
-            "e2e",
-            &privileged_pod,
-            "--timeout",
-            "30s",
-        ],
-    );
+    let out = apply_as(&b, "operator", "e2e", &privileged_pod, "30s");
     let (so, se) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{so}{se}");
     assert!(
