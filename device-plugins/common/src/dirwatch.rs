@@ -72,7 +72,10 @@ impl DirWatch {
     }
 
     /// Watches exactly `dirs` from now on, each through [`nearest_dir`] below `root`.
-    /// Watches already in place are kept, so no change between two calls is missed.
+    /// Watches already in place are kept, so no change between two calls is missed. A
+    /// directory that cannot be watched (the `fs.inotify.max_user_watches` limit, say) ends
+    /// the watch altogether: a change there would go unseen, so callers are better off
+    /// looking at their interval, which they choose by [`DirWatch::is_active`].
     pub fn set(&mut self, root: &Path, dirs: &[PathBuf]) {
         let Some(fd) = &self.fd else { return };
         let mut want: Vec<PathBuf> = dirs.iter().map(|d| nearest_dir(root, d)).collect();
@@ -100,6 +103,9 @@ impl DirWatch {
         }
         if let Some((dir, e)) = failure {
             self.failed(&format!("cannot watch {}", dir.display()), &e);
+            // Dropping the descriptor removes every watch it holds.
+            self.fd = None;
+            self.watched.clear();
         }
     }
 
@@ -125,6 +131,7 @@ impl DirWatch {
         if let Err(e) = read {
             self.failed("cannot read inotify events", &e);
             self.fd = None;
+            self.watched.clear();
             return std::future::pending().await;
         }
         tokio::time::sleep(SETTLE).await;
@@ -300,6 +307,25 @@ mod tests {
         assert_eq!(w.watched(), vec![root.join("serial").as_path()]);
         std::fs::create_dir(&deep).unwrap();
         assert!(wakes(&mut w).await, "by-id/ made again");
+    }
+
+    /// A directory that cannot be watched (here the kernel refuses a name longer than
+    /// PATH_MAX, ENAMETOOLONG; on boards, more often the `max_user_watches` limit) ends the
+    /// whole watch, so that callers fall back to their interval rather than miss changes.
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_watched_gives_the_watch_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = DirWatch::new();
+        w.set(tmp.path(), &[tmp.path().to_path_buf()]);
+        assert_eq!(w.watched(), vec![tmp.path()]);
+        let long = tmp.path().join("d".repeat(5000));
+        w.set(&long, &[tmp.path().to_path_buf(), long.clone()]);
+        assert!(!w.is_active(), "given up");
+        assert!(w.watched().is_empty());
+        std::fs::write(tmp.path().join("x"), b"").unwrap();
+        assert!(quiet(&mut w).await, "no wake-up once given up");
+        w.set(tmp.path(), &[tmp.path().to_path_buf()]);
+        assert!(!w.is_active(), "and not taken up again");
     }
 
     #[tokio::test]

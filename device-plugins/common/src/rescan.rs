@@ -4,83 +4,79 @@
 //! resources a [`Runner`] holds until one fails or the plugin is told to stop.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::dirwatch::DirWatch;
 use crate::{Error, Runner};
 
-/// Why a look happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
-    /// The first look, or the interval passed.
-    Interval,
-    /// A watched directory changed.
-    Changed,
-}
-
-/// When to look again: every `every`, and on a change in the watched directories.
+/// When to look again: when a watched directory changes, and at an interval, which is
+/// longer while the watch works than when inotify cannot be had (or has been given up).
 pub struct Rescan {
-    tick: tokio::time::Interval,
     watch: DirWatch,
     root: PathBuf,
+    dirs: Vec<PathBuf>,
+    watched_every: Duration,
+    unwatched_every: Duration,
+    /// When the interval's next look is due.
+    due: Instant,
 }
 
 impl Rescan {
-    /// Looks every `every` (its first tick is at once), watching directories under `root`.
-    /// Must be called inside a tokio runtime.
-    pub fn new(every: Duration, root: impl Into<PathBuf>) -> Self {
-        Rescan::with_watch(every, root, DirWatch::new())
-    }
-
-    /// The same with a watch made before (to choose `every` by [`DirWatch::is_active`]).
-    pub fn with_watch(every: Duration, root: impl Into<PathBuf>, watch: DirWatch) -> Self {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Watches `dirs` (each through its nearest existing directory below `root`, see
+    /// [`DirWatch::set`]); the first look is at once. Must be called inside a tokio runtime.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        dirs: Vec<PathBuf>,
+        watched_every: Duration,
+        unwatched_every: Duration,
+    ) -> Self {
         Rescan {
-            tick,
-            watch,
+            watch: DirWatch::new(),
             root: root.into(),
+            dirs,
+            watched_every,
+            unwatched_every,
+            due: Instant::now(),
         }
     }
 
-    /// Whether changes wake it (inotify works here).
-    pub fn is_watching(&self) -> bool {
-        self.watch.is_active()
-    }
-
-    /// The directories watched now.
-    pub fn watched(&self) -> Vec<&Path> {
-        self.watch.watched()
-    }
-
-    /// Waits for the next time to look, then watches `dirs` (see [`DirWatch::set`]) before
-    /// returning, so that a change made while the caller looks wakes the next call.
-    pub async fn next(&mut self, dirs: &[PathBuf]) -> Wake {
-        let wake = tokio::select! {
-            _ = self.tick.tick() => Wake::Interval,
-            _ = self.watch.changed() => Wake::Changed,
+    /// Waits for the next time to look, then watches the directories again before returning
+    /// (they may have come or gone), so that a change made while the caller looks wakes the
+    /// next call.
+    pub async fn next(&mut self) {
+        let ticked = tokio::select! {
+            _ = tokio::time::sleep_until(self.due) => true,
+            _ = self.watch.changed() => false,
         };
-        self.watch.set(&self.root, dirs);
-        wake
+        self.watch.set(&self.root, &self.dirs);
+        if ticked {
+            // Counted from now, as a late tick is: a busy board does not get a burst of looks.
+            let every = if self.watch.is_active() {
+                self.watched_every
+            } else {
+                self.unwatched_every
+            };
+            self.due = Instant::now() + every;
+        }
     }
 }
 
-/// Runs `runner` and calls `look` at every wake of `rescan` (with the directories `dirs`
-/// gives), until a resource fails (its error) or `shutdown` completes (`Ok`); `look` may add
-/// resources to the runner, and its error ends the loop too. Sockets are removed either way.
+/// Runs `runner` and calls `look` at every wake of `rescan`, until a resource fails (its
+/// error) or `shutdown` completes (`Ok`); `look` may add resources to the runner, and its
+/// error ends the loop too. Sockets are removed either way.
 pub async fn serve_looking(
     mut runner: Runner,
     mut rescan: Rescan,
-    dirs: impl Fn() -> Vec<PathBuf>,
     shutdown: impl Future<Output = ()>,
-    mut look: impl FnMut(&mut Runner, Wake) -> Result<(), Error>,
+    mut look: impl FnMut(&mut Runner) -> Result<(), Error>,
 ) -> Result<(), Error> {
     tokio::pin!(shutdown);
     loop {
-        let watch = dirs();
         let failed = tokio::select! {
-            wake = rescan.next(&watch) => match look(&mut runner, wake) {
+            _ = rescan.next() => match look(&mut runner) {
                 Ok(()) => continue,
                 Err(e) => e,
             },

@@ -330,12 +330,13 @@ async fn watch_dir(
     changes: &mut DirWatch,
     server: &mut tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 ) -> &'static str {
-    let every = if changes.is_active() {
-        poll.max(WATCHED_POLL)
-    } else {
-        poll
-    };
     loop {
+        // Chosen at each wait: the watch may have been given up since (see `DirWatch::set`).
+        let every = if changes.is_active() {
+            poll.max(WATCHED_POLL)
+        } else {
+            poll
+        };
         nap(every, changes).await;
         if server.is_finished() {
             return "the server stopped";

@@ -21,14 +21,14 @@ use std::time::Duration;
 pub use args::{Args, ArgsError};
 pub use config::{Config, ConfigError};
 pub use resource::GenericResource;
-use tidelet_device_plugin::dirwatch::DirWatch;
 use tidelet_device_plugin::rescan::{serve_looking, Rescan};
 use tidelet_device_plugin::{Error, Runner};
 
-/// How often all groups are scanned by default when their directories are watched: only what
-/// inotify would not tell (a watch lost to the `fs.inotify` limits) waits for it.
+/// How often all groups are scanned by default while their directories are watched: a
+/// backstop, as every change there wakes a scan at once.
 pub const SCAN_WATCHED: Duration = Duration::from_secs(10);
-/// How often all groups are scanned by default when inotify cannot be had.
+/// How often all groups are scanned by default when inotify cannot be had (or a directory
+/// could not be watched: see `DirWatch::set`).
 pub const SCAN_UNWATCHED: Duration = Duration::from_secs(1);
 
 /// Serves every group of `config` until a resource fails (registration refused: the error)
@@ -47,14 +47,12 @@ pub async fn run(
         .map(|g| (Arc::new(GenericResource::new(g, &args.dev_root)), g))
         .collect();
     let mut runner = Runner::new(&args.device_plugin_dir);
-    let watch = DirWatch::new();
-    let every = args.scan_interval.unwrap_or(if watch.is_active() {
-        SCAN_WATCHED
-    } else {
-        SCAN_UNWATCHED
-    });
-    let looks = Rescan::with_watch(every, &args.dev_root, watch);
-    let dirs = || watched_dirs(&args.dev_root, config);
+    let looks = Rescan::new(
+        &args.dev_root,
+        watched_dirs(&args.dev_root, config),
+        args.scan_interval.unwrap_or(SCAN_WATCHED),
+        args.scan_interval.unwrap_or(SCAN_UNWATCHED),
+    );
     let mut overlaps = Vec::new();
     rescan(&args.dev_root, &resources, &mut overlaps);
     for (r, _) in &resources {
@@ -63,7 +61,7 @@ pub async fn run(
             return Err(e);
         }
     }
-    serve_looking(runner, looks, dirs, shutdown, |_, _| {
+    serve_looking(runner, looks, shutdown, |_| {
         rescan(&args.dev_root, &resources, &mut overlaps);
         Ok(())
     })

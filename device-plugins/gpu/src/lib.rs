@@ -54,11 +54,13 @@ pub fn scan(args: &Args) -> BTreeMap<String, Vec<GpuDevice>> {
 /// either way.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let runner = Runner::new(&args.device_plugin_dir);
-    let looks = Rescan::new(args.scan_interval, &args.dev_root);
-    let dirs = || vec![args.dev_root.clone(), args.dev_root.join("dri")];
+    let dirs = vec![args.dev_root.clone(), args.dev_root.join("dri")];
+    // The same interval either way: it is for `/proc` and `/sys`, which are never watched.
+    let every = args.scan_interval;
+    let looks = Rescan::new(&args.dev_root, dirs, every, every);
     let mut served: BTreeMap<String, Arc<GpuResource>> = BTreeMap::new();
     let mut said_none = false;
-    serve_looking(runner, looks, dirs, shutdown, |runner, _| {
+    serve_looking(runner, looks, shutdown, |runner| {
         let mut found = scan(&args);
         if found.is_empty() && served.is_empty() && !said_none {
             tracing::info!(dev = %args.dev_root.display(), proc = %args.proc_root.display(), "no GPUs found: advertising nothing, still looking");
