@@ -701,6 +701,7 @@ fn exec(
             uid: c.uid,
             gid: c.gid,
         },
+        c.confinement.as_ref(),
         &c.cgroup_procs,
     )?)
 }

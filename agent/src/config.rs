@@ -62,6 +62,17 @@ pub struct Config {
     pub mqtt_section: Option<serde_yaml::Value>,
     /// Device plugins and CDI (`devices:`).
     pub devices: crate::devices::DevicesConfig,
+    /// kubelet's `seccompDefault`: containers whose manifest names no seccomp profile run
+    /// under RuntimeDefault. tidelet's default is true (kubelet's is false): see the README.
+    pub seccomp_default: bool,
+    /// Where `Localhost` seccomp profiles live (kubelet's `<rootDir>/seccomp`); `None` means
+    /// that default.
+    pub seccomp_profile_root: Option<PathBuf>,
+    /// kubelet's `allowedUnsafeSysctls`: namespaced sysctls outside the safe set that pods may
+    /// set (a trailing `*` matches a prefix: `net.core.*`).
+    pub allowed_unsafe_sysctls: Vec<String>,
+    /// Where pods with `hostUsers: false` get their host ids (`userNamespaces:`).
+    pub userns: crate::security::userns::UsernsConfig,
 }
 
 impl Default for Config {
@@ -91,6 +102,10 @@ impl Default for Config {
             image_minimum_gc_age: Duration::from_secs(120),
             mqtt_section: None,
             devices: crate::devices::DevicesConfig::default(),
+            seccomp_default: true,
+            seccomp_profile_root: None,
+            allowed_unsafe_sysctls: Vec::new(),
+            userns: Default::default(),
         }
     }
 }
@@ -143,6 +158,19 @@ struct FileConfig {
     mqtt: Option<serde_yaml::Value>,
     /// tidelet's own: device plugins and CDI (docs/devices.md).
     devices: Option<DevicesFile>,
+    seccomp_default: Option<bool>,
+    seccomp_profile_root: Option<PathBuf>,
+    allowed_unsafe_sysctls: Option<Vec<String>>,
+    /// tidelet's own: subordinate ids for `hostUsers: false` pods.
+    user_namespaces: Option<UsernsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UsernsFile {
+    user: Option<String>,
+    subuid_file: Option<PathBuf>,
+    subgid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -321,6 +349,39 @@ impl Config {
             self.kube_reserved =
                 eviction::parse_reservation("kubeReserved", Some(m)).map_err(bad)?;
         }
+        if let Some(v) = f.seccomp_default {
+            self.seccomp_default = v;
+        }
+        if let Some(v) = f.seccomp_profile_root {
+            if !v.is_absolute() {
+                return Err(field(
+                    "seccompProfileRoot",
+                    format!("{:?} must be an absolute path", v.display().to_string()),
+                ));
+            }
+            self.seccomp_profile_root = Some(v);
+        }
+        if let Some(u) = f.user_namespaces {
+            if let Some(v) = u.user {
+                if v.is_empty() {
+                    return Err(field("userNamespaces.user", "must not be empty".into()));
+                }
+                self.userns.user = v;
+            }
+            if let Some(v) = u.subuid_file {
+                self.userns.subuid_file = v;
+            }
+            if let Some(v) = u.subgid_file {
+                self.userns.subgid_file = v;
+            }
+        }
+        if let Some(v) = f.allowed_unsafe_sysctls {
+            for (i, name) in v.iter().enumerate() {
+                crate::security::sysctls::check_pattern(name)
+                    .map_err(|r| field(&format!("allowedUnsafeSysctls[{i}]"), r))?;
+            }
+            self.allowed_unsafe_sysctls = v;
+        }
         if let Some(v) = f.max_pods {
             if v < 1 {
                 return Err(field("maxPods", format!("{v} must be at least 1")));
@@ -442,6 +503,13 @@ impl Config {
         } else {
             format!("{root}/kubepods")
         }
+    }
+
+    /// `seccompProfileRoot`, or kubelet's default under the root directory.
+    pub fn seccomp_root(&self) -> PathBuf {
+        self.seccomp_profile_root
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("seccomp"))
     }
 
     pub fn pods_dir(&self) -> PathBuf {

@@ -35,6 +35,7 @@ pub mod reconcile;
 pub mod render;
 pub mod resolve;
 pub mod runtime;
+pub mod security;
 pub mod signals;
 pub mod source;
 pub mod state;

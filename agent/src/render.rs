@@ -180,10 +180,9 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
         )?;
         writeln!(out, "    Image:         {}", cs.image)?;
         writeln!(out, "    Image ID:      {}", cs.image_id)?;
-        if let Some(info) = v.containers.iter().find(|c| c.name == cs.name) {
-            if let Some(pid) = info.pid {
-                writeln!(out, "    PID:           {pid}")?;
-            }
+        let info = v.containers.iter().find(|c| c.name == cs.name);
+        if let Some(pid) = info.and_then(|i| i.pid) {
+            writeln!(out, "    PID:           {pid}")?;
         }
         if let Some(s) = &cs.state {
             write_state(out, "State", s)?;
@@ -193,6 +192,9 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
         }
         writeln!(out, "    Ready:         {}", cs.ready)?;
         writeln!(out, "    Restart Count: {}", cs.restart_count)?;
+        if let Some(sec) = info.and_then(|i| i.security.as_ref()) {
+            write_security(out, sec)?;
+        }
     }
     if !v.devices.is_empty() {
         writeln!(out, "Devices:")?;
@@ -219,6 +221,26 @@ pub fn describe(out: &mut impl Write, v: &PodView) -> io::Result<()> {
         writeln!(out, "  {:<26} {}", c.type_, c.status)?;
     }
     events(out, &v.events)
+}
+
+/// A container's confinement (`describe pod`).
+fn write_security(out: &mut impl Write, s: &crate::security::SecurityView) -> io::Result<()> {
+    let caps = s.capabilities.names();
+    writeln!(out, "    Security:")?;
+    writeln!(out, "      Privileged:      {}", s.privileged)?;
+    writeln!(
+        out,
+        "      Capabilities:    {}",
+        if caps.is_empty() {
+            "<none>".to_string()
+        } else {
+            caps.join(",")
+        }
+    )?;
+    writeln!(out, "      Seccomp:         {}", s.seccomp)?;
+    writeln!(out, "      NoNewPrivs:      {}", s.no_new_privs)?;
+    writeln!(out, "      ReadOnlyRoot:    {}", s.read_only_root)?;
+    writeln!(out, "      User Namespace:  {}", s.user_namespace)
 }
 
 /// Extended resources from device plugins: counts per resource, then each device with its

@@ -82,6 +82,8 @@ fn start_pod(name: &str) -> Pod {
         pod_dir: pod_dir.clone(),
         cgroup_procs: vec![],
         oom_score_adj: 0,
+        sysctls: vec![],
+        userns: None,
     };
     let pid = spawn_supervisor(Path::new(env!("CARGO_BIN_EXE_tidelet")), &pod_dir, &spec)
         .expect("supervisor starts");
@@ -113,6 +115,8 @@ impl Pod {
             workdir: c.join("work"),
             rootfs: c.join("rootfs"),
             readonly_rootfs: false,
+            security: tidelet::security::ContainerSecurity::runtime_default(),
+            userns: None,
             mounts: vec![],
             devices: vec![],
             hooks: vec![],

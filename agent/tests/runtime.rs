@@ -85,6 +85,8 @@ fn sandbox(pod_dir: &Path, hostname: &str) -> SandboxSpec {
         pod_dir: pod_dir.into(),
         cgroup_procs: vec![],
         oom_score_adj: 0,
+        sysctls: vec![],
+        userns: None,
     }
 }
 
@@ -130,6 +132,8 @@ impl Pod {
             workdir: c.join("work"),
             rootfs: c.join("rootfs"),
             readonly_rootfs: false,
+            security: tidelet::security::ContainerSecurity::runtime_default(),
+            userns: None,
             mounts: vec![BindMount {
                 source: hostname_file,
                 destination: "/etc/hostname".into(),
@@ -583,13 +587,24 @@ async fn exec_runs_a_command_inside_the_container() {
         grep -q sleep /proc/1/cmdline && [ \"$GREETING\" = hi ] && [ \"$(pwd)\" = /etc ] && exit 5";
     let argv: Vec<String> = ["sh", "-c", check].iter().map(|s| s.to_string()).collect();
     assert_eq!(
-        exec_in_container(pid, &argv, &env, "/etc", ExecUser::default(), &[]).unwrap(),
+        exec_in_container(pid, &argv, &env, "/etc", ExecUser::default(), None, &[]).unwrap(),
         5
     );
     let argv = vec!["sh".to_string(), "-c".to_string(), "kill -9 $$".to_string()];
     assert_eq!(
-        exec_in_container(pid, &argv, &env, "/", ExecUser::default(), &[]).unwrap(),
+        exec_in_container(pid, &argv, &env, "/", ExecUser::default(), None, &[]).unwrap(),
         137
+    );
+    // With the container's confinement, as `tidelet exec` passes it: its capabilities and
+    // seccomp filter, not the caller's.
+    let sec = tidelet::security::ContainerSecurity::runtime_default();
+    let argv: Vec<String> = ["sh", "-c", "grep -q 'CapEff:.*00000000a80425fb' /proc/self/status && grep -q 'Seccomp:.*2' /proc/self/status && exit 7"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        exec_in_container(pid, &argv, &env, "/", ExecUser::default(), Some(&sec), &[]).unwrap(),
+        7
     );
     let busy = pod.client.remove("target").await.unwrap_err().to_string();
     assert!(busy.contains("\"target\" is running"), "{busy}");
@@ -599,6 +614,7 @@ async fn exec_runs_a_command_inside_the_container() {
         &env,
         "/",
         ExecUser::default(),
+        None,
         &[],
     )
     .unwrap_err();

@@ -12,6 +12,7 @@ mod isolation;
 mod lifecycle;
 mod mqtt;
 mod mqtt_broker;
+mod security;
 mod survival;
 
 /// A pod manifest with busybox containers running `cmds` (name, shell command).

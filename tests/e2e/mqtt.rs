@@ -222,6 +222,24 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
             "PolicyViolation",
             "hostPath",
         ),
+        (
+            "default/unconfined",
+            desired("unconfined", 1, "true", "  securityContext: {seccompProfile: {type: Unconfined}}\n").into_bytes(),
+            "PolicyViolation",
+            "seccomp Unconfined is not allowed",
+        ),
+        (
+            "default/sysadmin",
+            pod_yaml("sysadmin", "", &[("c", "true", "    securityContext: {capabilities: {add: [SYS_ADMIN]}}\n")]).into_bytes(),
+            "PolicyViolation",
+            "\\\"SYS_ADMIN\\\" is not allowed for remote pods",
+        ),
+        (
+            "default/sysctl",
+            desired("sysctl", 1, "true", "  securityContext: {sysctls: [{name: net.core.somaxconn, value: \"1024\"}]}\n").into_bytes(),
+            "PolicyViolation",
+            "unsafe sysctls are not allowed",
+        ),
     ];
     for (key, payload, reason, mentions) in &cases {
         let r = apply(&b, "e2e", key, payload, None);
@@ -255,7 +273,18 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
         );
     }
     for gone in [
-        "svc", "bin", "big", "noimage", "mismatch", "away", "hostnet", "etc", "priv",
+        "svc",
+        "bin",
+        "big",
+        "noimage",
+        "mismatch",
+        "away",
+        "hostnet",
+        "etc",
+        "priv",
+        "unconfined",
+        "sysadmin",
+        "sysctl",
     ] {
         assert!(a.pod(gone).is_none(), "{gone} must not run");
     }

@@ -46,6 +46,10 @@ pub struct Ctx {
     pub cpu: Option<Arc<crate::cpumanager::CpuManager>>,
     /// Device plugins: extended resources, their allocations, CDI.
     pub devices: Arc<crate::devices::Manager>,
+    /// Seccomp profiles (RuntimeDefault and `seccompProfileRoot`), compiled once each.
+    pub profiles: crate::security::profiles::Profiles,
+    /// Host id ranges of the pods with `hostUsers: false`.
+    pub userns: crate::security::userns::Allocator,
     /// Capacity, allocatable and the `kubepods` limits.
     pub resources: NodeResources,
     pub started: Instant,
@@ -185,6 +189,10 @@ pub enum AgentError {
     ConfigFile(#[from] crate::config::ConfigError),
     #[error("watching {path}: {message}")]
     Watch { path: PathBuf, message: String },
+    /// The user-namespace state cannot be read (forgetting it could give a held id range to
+    /// a second pod).
+    #[error("user namespaces: {0}")]
+    Userns(String),
     #[error("{file}: {field}: {reason}")]
     Config {
         file: String,
@@ -367,7 +375,15 @@ impl Agent {
             })
         };
         let devices = crate::devices::Manager::new(cfg.devices.clone(), &cfg.root_dir, notify);
+        let profiles = crate::security::profiles::Profiles::new(&cfg.seccomp_root());
+        let userns = crate::security::userns::Allocator::open(
+            cfg.userns.clone(),
+            &cfg.root_dir.join("userns_state"),
+        )
+        .map_err(AgentError::Userns)?;
         let ctx = Arc::new(Ctx {
+            profiles,
+            userns,
             cfg,
             node,
             store,
@@ -622,9 +638,12 @@ impl Agent {
         } else if n > 0 {
             tracing::info!(pods = n, "pods found on disk adopted");
         }
-        // Pods deleted while the agent was down give their devices back.
+        // Pods deleted while the agent was down give their devices and id ranges back.
         self.ctx
             .devices
+            .retain(&set.pods.values().map(|d| d.pod.uid.clone()).collect());
+        self.ctx
+            .userns
             .retain(&set.pods.values().map(|d| d.pod.uid.clone()).collect());
         if let Some(cpu) = &self.ctx.cpu {
             // Pods deleted while the agent was down give their exclusive CPUs back.

@@ -16,6 +16,9 @@ pub struct Node {
     /// Whether tidelet holds CAP_SYS_RESOURCE, without which negative `oom_score_adj` values
     /// (Guaranteed pods, the infra process) cannot be applied.
     pub can_lower_oom_score: bool,
+    /// The capabilities tidelet itself holds (`CapPrm`): what `ALL` and privileged containers
+    /// get (containerd's `cap.Current()`), and the most any container can get.
+    pub caps: crate::security::CapSet,
 }
 
 impl Node {
@@ -33,6 +36,7 @@ impl Node {
                 .map(|n| n.get())
                 .unwrap_or(1),
             can_lower_oom_score: has_capability(CAP_SYS_RESOURCE),
+            caps: crate::security::caps::own_permitted(std::path::Path::new("/proc")),
         }
     }
 }

@@ -96,7 +96,30 @@ pub fn sandbox_spec(plan: &PodPlan, pod: &Pod, cgroups: &dyn Cgroups) -> Sandbox
         pod_dir: plan.pod_dir.clone(),
         cgroup_procs: cgroups.procs_files(&format!("{}/{INFRA_CGROUP}", plan.cgroup)),
         oom_score_adj: qos::INFRA_OOM_SCORE_ADJ,
+        sysctls: Vec::new(),
+        userns: None,
     }
+}
+
+/// The pod's sysctls as kubelet admits them (see `security::sysctls`), dotted.
+pub fn pod_sysctls(
+    cfg: &Config,
+    s: &PodSpec,
+) -> Result<Vec<(String, String)>, crate::security::sysctls::Forbidden> {
+    let list: Vec<(String, String)> = s
+        .security_context
+        .as_ref()
+        .and_then(|sc| sc.sysctls.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|x| (x.name.clone(), x.value.clone()))
+        .collect();
+    crate::security::sysctls::admit(
+        &list,
+        s.host_network == Some(true),
+        s.host_ipc == Some(true),
+        &cfg.allowed_unsafe_sysctls,
+    )
 }
 
 /// Write the files every container of the pod bind-mounts: kubelet's managed `/etc/hosts`
@@ -131,7 +154,12 @@ pub struct NotReady {
     pub message: String,
 }
 
-fn volume_mounts(plan: &PodPlan, pod: &Pod, c: &Container) -> Result<Vec<BindMount>, NotReady> {
+fn volume_mounts(
+    plan: &PodPlan,
+    pod: &Pod,
+    c: &Container,
+    userns: Option<crate::security::userns::IdRange>,
+) -> Result<Vec<BindMount>, NotReady> {
     let s = spec(pod);
     let mut out = Vec::new();
     for vm in c.volume_mounts.iter().flatten() {
@@ -149,6 +177,17 @@ fn volume_mounts(plan: &PodPlan, pod: &Pod, c: &Container) -> Result<Vec<BindMou
             let p = plan.pod_dir.join("volumes").join(&vol.name);
             std::fs::create_dir_all(&p)
                 .map_err(|e| err(format!("emptyDir {:?}: {e}", vol.name)))?;
+            // In its own user namespace the pod's root owns its scratch space, as a
+            // container's root owns an emptyDir without one.
+            if let Some(r) = userns {
+                let id = Some(r.host_start);
+                std::os::unix::fs::chown(&p, id, id).map_err(|e| {
+                    err(format!(
+                        "emptyDir {:?}: chown to {}: {e}",
+                        vol.name, r.host_start
+                    ))
+                })?;
+            }
             p
         } else if let Some(hp) = &vol.host_path {
             let p = PathBuf::from(&hp.path);
@@ -222,6 +261,57 @@ pub struct Inputs<'a> {
     pub cgroups: &'a dyn Cgroups,
     pub plan: &'a PodPlan,
     pub pod: &'a Pod,
+    /// Seccomp profiles, compiled once each.
+    pub profiles: &'a crate::security::profiles::Profiles,
+    /// Id ranges of `hostUsers: false` pods.
+    pub userns: &'a crate::security::userns::Allocator,
+}
+
+/// The pod's user-namespace mapping (`hostUsers: false`): the range it was given at
+/// admission (held, so this reads no file).
+pub fn pod_userns(inp: &Inputs<'_>) -> Result<Option<crate::security::userns::IdRange>, NotReady> {
+    if spec(inp.pod).host_users != Some(false) {
+        return Ok(None);
+    }
+    inp.userns
+        .allocate(&inp.plan.uid)
+        .map(Some)
+        .map_err(|message| NotReady {
+            reason: "CreateContainerConfigError",
+            message,
+        })
+}
+
+/// `c`'s capabilities, seccomp filter, masked paths and `no_new_privs`, from the pod's and its
+/// own `securityContext` and the node's policy; `runAsNonRoot` checked against the user it
+/// will run as. Errors are `CreateContainerConfigError`s naming the field or file.
+pub fn container_security(
+    inp: &Inputs<'_>,
+    c: &Container,
+    image_user: &str,
+    uid: u32,
+) -> Result<crate::security::ContainerSecurity, NotReady> {
+    use crate::security::{self, NodePolicy};
+    let s = spec(inp.pod);
+    let bad = |message: String| NotReady {
+        reason: "CreateContainerConfigError",
+        message,
+    };
+    let i = s
+        .containers
+        .iter()
+        .position(|x| x.name == c.name)
+        .unwrap_or(0);
+    let node = NodePolicy {
+        seccomp_default: inp.cfg.seccomp_default,
+        available_caps: inp.node.caps,
+    };
+    let d = security::decide(s, c, &format!("spec.containers[{i}]"), &node)
+        .map_err(|e| bad(e.to_string()))?;
+    security::context::verify_run_as_non_root(&d, image_user, uid, &inp.plan.name, &c.name)
+        .map_err(bad)?;
+    let program = inp.profiles.program(&d.seccomp, d.caps).map_err(bad)?;
+    Ok(security::ContainerSecurity::new(&d, program))
 }
 
 pub fn container_spec(
@@ -268,6 +358,8 @@ pub fn container_spec(
         reason: "CreateContainerConfigError",
         message: e.to_string(),
     })?;
+    let security = container_security(inp, c, &image.config.user, process.uid)?;
+    let userns = pod_userns(inp)?;
     let etc = plan.pod_dir.join("etc");
     let mut mounts = vec![
         BindMount {
@@ -286,7 +378,7 @@ pub fn container_spec(
             readonly: false,
         },
     ];
-    mounts.extend(volume_mounts(plan, pod, c)?);
+    mounts.extend(volume_mounts(plan, pod, c, userns)?);
     let root = rootfs_dir(plan, &c.name, attempt);
     let cg = container_cgroup(plan, &c.name);
     Ok(ContainerSpec {
@@ -309,6 +401,8 @@ pub fn container_spec(
             .as_ref()
             .and_then(|s| s.read_only_root_filesystem)
             == Some(true),
+        security,
+        userns,
         mounts,
         devices: vec![],
         hooks: vec![],

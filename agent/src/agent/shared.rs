@@ -23,6 +23,13 @@ pub struct ContainerInfo {
     pub cgroup_procs: Vec<PathBuf>,
     /// Log file of the current (or last) attempt.
     pub log_path: Option<PathBuf>,
+    /// Its confinement, for `describe pod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<crate::security::SecurityView>,
+    /// What `tidelet exec` applies to the processes it starts in the container (the
+    /// container's own capabilities, seccomp filter and `no_new_privs`, as `runc exec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<crate::security::ContainerSecurity>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

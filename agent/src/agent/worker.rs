@@ -219,6 +219,8 @@ impl Worker {
             cgroups: &*self.ctx.cgroups,
             plan: &r.plan,
             pod: &r.rec.pod,
+            profiles: &self.ctx.profiles,
+            userns: &self.ctx.userns,
         }
     }
 
@@ -234,6 +236,14 @@ impl Worker {
             let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
             let _ = self.ctx.cgroups.remove(&plan.cgroup);
             let _ = prepare::remove_tree(&plan.pod_dir);
+            // kubelet's sysctl admission: a forbidden one fails the pod before anything runs.
+            let sysctls = prepare::pod_sysctls(&self.ctx.cfg, s)
+                .map_err(|e| format!("SysctlForbidden: {e}"))?;
+            // `hostUsers: false`: the pod's host ids, held until the pod is gone.
+            let userns = match s.host_users {
+                Some(false) => Some(self.ctx.userns.allocate(&plan.uid)?),
+                _ => None,
+            };
             if let Some(cpu) = &self.ctx.cpu {
                 // kubelet allocates exclusive CPUs at admission: all of the pod's or none.
                 cpu.admit(&plan.uid, &plan.cgroup, s)
@@ -282,6 +292,8 @@ impl Worker {
             };
             save(&plan, &rec)?;
             let mut sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
+            sandbox.sysctls = sysctls;
+            sandbox.userns = userns;
             // The agent, not the supervisor, moves the supervisor into its cgroup, at the same time
             // as the supervisor moves the first container into its own: on cgroup v1 each attach
             // waits for an RCU grace period unless one is under way, so the two share one and it
@@ -354,6 +366,7 @@ impl Worker {
     /// Give the pod's exclusive CPUs back to the shared pool and free its devices.
     fn release_resources(&self, uid: &str) {
         self.ctx.devices.release(uid);
+        self.ctx.userns.release(uid);
         if let Some(cpu) = &self.ctx.cpu {
             if let Err(e) = cpu.release(uid) {
                 tracing::error!(pod = %self.key, uid, error = %e, "CPU manager: releasing the pod's CPUs");
@@ -734,6 +747,14 @@ impl Worker {
                         gid: spec.gid,
                         cgroup_procs: spec.cgroup_procs.clone(),
                         log_path: Some(spec.log_path.clone()),
+                        security: Some(crate::security::SecurityView::of(
+                            &spec.security,
+                            spec.readonly_rootfs,
+                            spec.userns
+                                .map(|r| r.describe())
+                                .unwrap_or_else(|| "host".into()),
+                        )),
+                        confinement: Some(spec.security.clone()),
                     },
                 );
                 if let ContainerState::Exited { message, .. } = &record.state {
@@ -844,8 +865,9 @@ impl Worker {
 /// `UnexpectedAdmissionError: ...`) keep kubelet's reason, the rest are sandbox failures.
 fn failure_reason(msg: &str) -> &str {
     const ADMISSION: &str = "UnexpectedAdmissionError";
+    const SYSCTL_FORBIDDEN: &str = "SysctlForbidden";
     match msg.split_once(": ") {
-        Some((r, _)) if r == ADMISSION => r,
+        Some((r, _)) if r == ADMISSION || r == SYSCTL_FORBIDDEN => r,
         // An extended resource no plugin offers: kubelet's `OutOf<resource>`.
         Some((r, _)) if r.starts_with("OutOf") && !r.contains(' ') => r,
         _ => "FailedCreatePodSandBox",

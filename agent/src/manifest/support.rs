@@ -32,6 +32,13 @@ pub const HONOURED: &[&str] = &[
     "spec.containers[].volumeMounts[].readOnly",
     "spec.containers[].securityContext.runAsUser",
     "spec.containers[].securityContext.runAsGroup",
+    "spec.containers[].securityContext.runAsNonRoot",
+    "spec.containers[].securityContext.privileged",
+    "spec.containers[].securityContext.capabilities",
+    "spec.containers[].securityContext.allowPrivilegeEscalation",
+    "spec.containers[].securityContext.readOnlyRootFilesystem",
+    "spec.containers[].securityContext.seccompProfile",
+    "spec.containers[].securityContext.procMount",
     // Informational, as in Kubernetes: ports are not opened or forwarded by declaring them.
     "spec.containers[].ports",
     "spec.containers[].terminationMessagePath",
@@ -57,6 +64,10 @@ pub const HONOURED: &[&str] = &[
     "spec.securityContext.runAsUser",
     "spec.securityContext.runAsGroup",
     "spec.securityContext.supplementalGroups",
+    "spec.securityContext.runAsNonRoot",
+    "spec.securityContext.seccompProfile",
+    "spec.securityContext.sysctls",
+    "spec.hostUsers",
 ];
 
 /// The reason given for every field outside `HONOURED`.
@@ -140,13 +151,12 @@ mod tests {
                     {"name": "a", "image": "b", "env": [{"name": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
                     {"name": "c", "image": "d", "livenessProbe": {"exec": {"command": ["true"]}},
                      "env": [{"name": "y", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
-                     "securityContext": {"runAsUser": 1, "privileged": true, "readOnlyRootFilesystem": false, "seLinuxOptions": {}}}
+                     "securityContext": {"runAsUser": 1, "privileged": true, "readOnlyRootFilesystem": false, "seLinuxOptions": {}, "appArmorProfile": {"type": "RuntimeDefault"}}}
                 ]}}),
                 vec![
                     "spec.containers[1].env[0].valueFrom.secretKeyRef",
                     "spec.containers[1].livenessProbe",
-                    "spec.containers[1].securityContext.privileged",
-                    "spec.containers[1].securityContext.readOnlyRootFilesystem",
+                    "spec.containers[1].securityContext.appArmorProfile",
                 ],
             ),
             (

@@ -127,8 +127,101 @@ pub(crate) fn validate_pod_named(pod: &Pod, node_name: &str, naming: Naming) -> 
                 Some(*g),
             );
         }
+        id(&mut e, "spec.securityContext.fsGroup", sc.fs_group);
+        one_of(
+            &mut e,
+            "spec.securityContext.fsGroupChangePolicy",
+            sc.fs_group_change_policy.as_deref(),
+            &["OnRootMismatch", "Always"],
+        );
+        let mut seen = HashSet::new();
+        for (i, x) in sc.sysctls.iter().flatten().enumerate() {
+            let at = format!("spec.securityContext.sysctls[{i}].name");
+            let dotted = crate::security::sysctls::dotted(&x.name);
+            if !seen.insert(dotted) {
+                e.add(at, format!("{:?}: duplicate sysctl", x.name));
+            }
+        }
     }
+    validate_security(spec, &mut e);
     e.0
+}
+
+/// The `securityContext` rules the API server enforces, and what tidelet could not honour
+/// (an unknown capability, a bad seccomp profile reference, procMount without a user
+/// namespace), as `security::decide` finds them.
+fn validate_security(spec: &k8s_openapi::api::core::v1::PodSpec, e: &mut Errors) {
+    use crate::security::{decide, NodePolicy};
+    let node = NodePolicy {
+        seccomp_default: true,
+        available_caps: crate::security::CapSet::all(crate::security::caps::NAMES.len() as u32 - 1),
+    };
+    if spec.host_users == Some(false) {
+        for (field, on) in [
+            ("spec.hostNetwork", spec.host_network),
+            ("spec.hostPID", spec.host_pid),
+            ("spec.hostIPC", spec.host_ipc),
+        ] {
+            if on == Some(true) {
+                e.add(field, "must not be true when `hostUsers` is false");
+            }
+        }
+    }
+    if let Some(p) = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+    {
+        localhost_only_with_type(p, "spec.securityContext.seccompProfile", e);
+    }
+    for (i, c) in spec.containers.iter().enumerate() {
+        let at = format!("spec.containers[{i}]");
+        if let Err(err) = decide(spec, c, &at, &node) {
+            // A pod-level field is found once per container: reported once.
+            if !e.0.iter().any(|x| x.field == err.field) {
+                e.add(err.field, err.reason);
+            }
+        }
+        let Some(sc) = &c.security_context else {
+            continue;
+        };
+        if let Some(p) = &sc.seccomp_profile {
+            localhost_only_with_type(p, &format!("{at}.securityContext.seccompProfile"), e);
+        }
+        if sc.allow_privilege_escalation == Some(false) {
+            let field = format!("{at}.securityContext.allowPrivilegeEscalation");
+            if sc.privileged == Some(true) {
+                e.add(
+                    &field,
+                    "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+                );
+            }
+            let adds = sc
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.add.as_deref())
+                .unwrap_or_default();
+            if adds
+                .iter()
+                .any(|a| crate::security::caps::number(a) == Some(21))
+            {
+                e.add(&field, "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN");
+            }
+        }
+    }
+}
+
+fn localhost_only_with_type(
+    p: &k8s_openapi::api::core::v1::SeccompProfile,
+    at: &str,
+    e: &mut Errors,
+) {
+    if p.type_ != "Localhost" && p.localhost_profile.is_some() {
+        e.add(
+            format!("{at}.localhostProfile"),
+            "can only be set for type \"Localhost\"",
+        );
+    }
 }
 
 fn validate_metadata(pod: &Pod, node_name: &str, naming: Naming, e: &mut Errors) {

@@ -238,6 +238,7 @@ mod tests {
             memory_capacity: 1 << 30,
             cpus: 2,
             can_lower_oom_score: true,
+            caps: crate::security::CapSet::all(40),
         };
         let r = crate::eviction::allocatable::Resources {
             cpu_milli: 2000,

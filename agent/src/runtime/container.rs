@@ -33,7 +33,7 @@ use nix::unistd::{pipe2, Pid};
 use super::hooks::{self, Stage};
 use super::protocol::ContainerSpec;
 use super::sys::{fail, io_fail};
-use super::{rootfs, sys};
+use super::{harden, rootfs, sys};
 
 /// Default `PATH` when the container's env has none (as runc/containerd use).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -57,6 +57,7 @@ pub(crate) fn spawn(
     spec: &ContainerSpec,
     new_pid_ns: bool,
     subject: &hooks::Subject,
+    userns: Option<std::os::fd::RawFd>,
 ) -> Result<Spawned, String> {
     let pipe =
         |what: &str| pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("{what} pipe: {}", e.desc()));
@@ -93,7 +94,7 @@ pub(crate) fn spawn(
     }
     if ret == 0 {
         drop((out_r, err_r, sync_w, errp_r, ready_r));
-        let msg = match child(spec, subject, &out_w, &err_w, sync_r, ready_w) {
+        let msg = match child(spec, subject, &out_w, &err_w, sync_r, ready_w, userns) {
             Err(m) => m,
             Ok(never) => match never {},
         };
@@ -185,6 +186,7 @@ fn child(
     err_w: &OwnedFd,
     sync_r: OwnedFd,
     ready_w: Option<OwnedFd>,
+    userns: Option<std::os::fd::RawFd>,
 ) -> Result<std::convert::Infallible, String> {
     sys::reset_signals();
     let null = fs::File::open("/dev/null").map_err(|e| io_fail("open /dev/null", e))?;
@@ -201,7 +203,7 @@ fn child(
     // The rootfs is set up while the parent moves this process into its cgroups: on cgroup
     // v1 each attach waits for an RCU grace period (milliseconds), so doing the two at once
     // takes that off every container start. Nothing of the container's runs before `go`.
-    rootfs::setup_rootfs(spec)?;
+    rootfs::setup_rootfs(spec, userns)?;
     let pre_pivot_hooks = spec
         .hooks
         .iter()
@@ -232,16 +234,12 @@ fn child(
         &state,
         std::path::Path::new("/"),
     )?;
-    let gids: Vec<nix::unistd::Gid> = spec
-        .additional_gids
-        .iter()
-        .map(|g| nix::unistd::Gid::from_raw(*g))
-        .collect();
-    nix::unistd::setgroups(&gids).map_err(|e| fail("setgroups", e))?;
-    nix::unistd::setgid(nix::unistd::Gid::from_raw(spec.gid))
-        .map_err(|e| fail(format!("setgid {}", spec.gid), e))?;
-    nix::unistd::setuid(nix::unistd::Uid::from_raw(spec.uid))
-        .map_err(|e| fail(format!("setuid {}", spec.uid), e))?;
+    harden::mask_paths(&spec.security)?;
+    harden::cloexec_inherited_fds()?;
+    if let Some(fd) = userns {
+        super::userns::join(fd)?;
+    }
+    harden::drop_privileges(&spec.security, spec.uid, spec.gid, &spec.additional_gids)?;
     let cwd = if spec.cwd.is_empty() {
         "/"
     } else {

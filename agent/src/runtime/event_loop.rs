@@ -118,6 +118,8 @@ pub(crate) struct Supervisor {
     shutting_down: bool,
     /// Processes running `poststop` hooks (so that a shutdown waits for them).
     hook_runners: Vec<i32>,
+    /// The pod's user namespace (`hostUsers: false`), which containers join.
+    userns: Option<std::os::fd::OwnedFd>,
 }
 
 #[derive(Clone, Copy)]
@@ -136,6 +138,7 @@ impl Supervisor {
         pid_one: Option<i32>,
         sigfd: SignalFd,
         listener: UnixListener,
+        userns: Option<std::os::fd::OwnedFd>,
     ) -> Self {
         Self {
             pod_dir,
@@ -149,6 +152,7 @@ impl Supervisor {
             seq: 0,
             shutting_down: false,
             hook_runners: Vec::new(),
+            userns,
         }
     }
 
@@ -579,7 +583,15 @@ impl Supervisor {
         let subject = hooks::Subject::new(self.container_id(spec), spec);
         let spawned = log
             .and_then(|log| write_bundle(spec, &subject.bundle).map(|()| log))
-            .and_then(|log| container::spawn(spec, self.own_pid_ns, &subject).map(|s| (s, log)));
+            .and_then(|log| {
+                container::spawn(
+                    spec,
+                    self.own_pid_ns,
+                    &subject,
+                    self.userns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+                )
+                .map(|s| (s, log))
+            });
         if let Ok((s, _)) = &spawned {
             // OCI: a poststart failure is a warning; the container runs on.
             let state = subject.state(Stage::Poststart, Some(s.pid));

@@ -21,12 +21,16 @@ use nix::errno::Errno;
 use super::container::exec_candidates;
 use super::Error;
 
-const NAMESPACES: [(&str, libc::c_int); 5] = [
+/// Joined in this order: the mount namespace after the others (after it the root is the
+/// container's), the user namespace of a `hostUsers: false` pod last (joining the others
+/// needs the host's privileges over them).
+const NAMESPACES: [(&str, libc::c_int); 6] = [
     ("ipc", libc::CLONE_NEWIPC),
     ("uts", libc::CLONE_NEWUTS),
     ("net", libc::CLONE_NEWNET),
     ("pid", libc::CLONE_NEWPID),
     ("mnt", libc::CLONE_NEWNS),
+    ("user", libc::CLONE_NEWUSER),
 ];
 
 /// Run `argv` in the container whose init is `pid` (as seen from the host), with `env` and
@@ -45,6 +49,7 @@ pub fn exec_in_container(
     env: &[String],
     cwd: &str,
     user: ExecUser,
+    security: Option<&crate::security::ContainerSecurity>,
     cgroup_procs: &[PathBuf],
 ) -> Result<i32, Error> {
     let fail = |step: &str, message: String| Error::Exec {
@@ -58,12 +63,17 @@ pub fn exec_in_container(
     let mut ns_fds: Vec<(File, libc::c_int, &'static [u8])> = Vec::new();
     for (name, flag) in NAMESPACES {
         let path = format!("/proc/{pid}/ns/{name}");
+        // A pod in the host's user namespace: nothing to join (and setns would refuse).
+        if name == "user" && same_file(&path, "/proc/self/ns/user") {
+            continue;
+        }
         let f = File::open(&path).map_err(|e| fail("open namespace", format!("{path}: {e}")))?;
         let step: &'static [u8] = match name {
             "ipc" => b"setns ipc",
             "uts" => b"setns uts",
             "net" => b"setns net",
             "pid" => b"setns pid",
+            "user" => b"setns user",
             _ => b"setns mnt",
         };
         ns_fds.push((f, flag, step));
@@ -102,6 +112,7 @@ pub fn exec_in_container(
     if child == 0 {
         let prog = Prog {
             user,
+            security,
             cwd: &c_cwd,
             paths: &c_paths,
             argv: &argv_p,
@@ -171,10 +182,83 @@ unsafe fn die(err_w: &OwnedFd, step: &[u8], errno: i32) -> ! {
 #[derive(Clone, Copy)]
 struct Prog<'a> {
     user: ExecUser,
+    security: Option<&'a crate::security::ContainerSecurity>,
     cwd: &'a CString,
     paths: &'a [CString],
     argv: &'a [*const libc::c_char],
     env: &'a [*const libc::c_char],
+}
+
+fn same_file(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// The container's confinement, first part (runc's order, as `runtime::harden`): the
+/// seccomp filter unless `no_new_privs` defers it, then the bounding set. No allocation.
+///
+/// # Safety
+/// In the forked grandchild only; see `in_child`.
+unsafe fn confine_before_user(err_w: &OwnedFd, sec: &crate::security::ContainerSecurity) {
+    // SAFETY: raw prctl calls with integer arguments; `install` does not allocate.
+    unsafe {
+        if !sec.no_new_privs {
+            if let Some(p) = &sec.seccomp {
+                if let Err(e) = crate::security::seccomp::install(p) {
+                    die(err_w, b"load seccomp filter", e as i32);
+                }
+            }
+        }
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 {
+            die(err_w, b"keep capabilities", Errno::last_raw());
+        }
+        for cap in 0..64u32 {
+            if sec.caps.contains(cap) {
+                continue;
+            }
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0 {
+                if Errno::last_raw() == libc::EINVAL {
+                    break;
+                }
+                die(err_w, b"drop from the bounding set", Errno::last_raw());
+            }
+        }
+    }
+}
+
+/// The second part, after the user is set: capabilities, ambient set, `no_new_privs` and
+/// the deferred filter.
+///
+/// # Safety
+/// In the forked grandchild only; see `in_child`.
+unsafe fn confine_after_user(err_w: &OwnedFd, sec: &crate::security::ContainerSecurity) {
+    // SAFETY: raw system calls with integer arguments and stack data; no allocation.
+    unsafe {
+        if let Err(e) = super::harden::capset_raw(sec.caps.0) {
+            die(err_w, b"set capabilities", e as i32);
+        }
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if sec.no_new_privs {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                die(err_w, b"set no_new_privs", Errno::last_raw());
+            }
+            if let Some(p) = &sec.seccomp {
+                if let Err(e) = crate::security::seccomp::install(p) {
+                    die(err_w, b"load seccomp filter", e as i32);
+                }
+            }
+        }
+    }
 }
 
 /// The forked child: cgroups, setns, fork, and in the grandchild chdir + execve.
@@ -189,6 +273,7 @@ unsafe fn in_child(
 ) -> ! {
     let Prog {
         user,
+        security,
         cwd,
         paths,
         argv,
@@ -227,6 +312,9 @@ unsafe fn in_child(
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if let Some(sec) = security {
+                confine_before_user(err_w, sec);
+            }
             let gid = user.gid as libc::gid_t;
             if libc::setgroups(1, &gid) < 0 {
                 die(err_w, b"setgroups", Errno::last_raw());
@@ -236,6 +324,9 @@ unsafe fn in_child(
             }
             if libc::setuid(user.uid as libc::uid_t) < 0 {
                 die(err_w, b"setuid", Errno::last_raw());
+            }
+            if let Some(sec) = security {
+                confine_after_user(err_w, sec);
             }
             if libc::chdir(cwd.as_ptr()) < 0 {
                 die(err_w, b"chdir", Errno::last_raw());
@@ -274,6 +365,7 @@ mod tests {
             &[],
             "/",
             ExecUser::default(),
+            None,
             &[],
         )
         .unwrap_err();
@@ -286,7 +378,7 @@ mod tests {
 
     #[test]
     fn empty_command_is_refused() {
-        let err = exec_in_container(1, &[], &[], "/", ExecUser::default(), &[]).unwrap_err();
+        let err = exec_in_container(1, &[], &[], "/", ExecUser::default(), None, &[]).unwrap_err();
         assert!(err.to_string().contains("empty command"), "{err}");
     }
 }

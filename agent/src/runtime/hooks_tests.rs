@@ -283,6 +283,16 @@ fn the_bundle_config_names_the_rootfs_relative_to_the_bundle() {
         workdir: PathBuf::from("/pods/u/rootfs/c-2/work"),
         rootfs: PathBuf::from("/pods/u/rootfs/c-2/merged"),
         readonly_rootfs: true,
+        security: crate::security::ContainerSecurity {
+            privileged: false,
+            caps: crate::security::CapSet::default_set(),
+            no_new_privs: false,
+            masked_paths: vec![],
+            readonly_paths: vec![],
+            seccomp: None,
+            seccomp_profile: "Unconfined".into(),
+        },
+        userns: None,
         mounts: vec![super::super::BindMount {
             source: PathBuf::from("/host/data"),
             destination: "/data".into(),

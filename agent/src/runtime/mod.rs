@@ -20,12 +20,14 @@ pub mod client;
 pub mod container;
 pub mod event_loop;
 pub mod exec;
+mod harden;
 pub mod hooks;
 pub mod logs;
 pub mod protocol;
 pub mod rootfs;
 pub mod supervisor;
 mod sys;
+mod userns;
 
 pub use client::{Client, ClientError};
 pub use exec::exec_in_container;

@@ -23,6 +23,13 @@ pub struct SandboxSpec {
     /// `cgroup.procs` files the supervisor writes itself into (the pod's infra cgroup).
     pub cgroup_procs: Vec<PathBuf>,
     pub oom_score_adj: i32,
+    /// Pod sysctls (dotted names), admitted by the agent, set in the pod's namespaces.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
+    /// `hostUsers: false`: the pod's own user namespace with this mapping; its network, IPC
+    /// and UTS namespaces belong to it.
+    #[serde(default)]
+    pub userns: Option<crate::security::userns::IdRange>,
 }
 
 /// A bind mount into a container's rootfs.
@@ -57,6 +64,13 @@ pub struct ContainerSpec {
     pub workdir: PathBuf,
     pub rootfs: PathBuf,
     pub readonly_rootfs: bool,
+    /// Capabilities, seccomp, masked paths, `no_new_privs` (see `runtime::harden`). No serde
+    /// default: a spec without it is refused rather than run with the supervisor's privileges.
+    pub security: crate::security::ContainerSecurity,
+    /// The pod's user-namespace mapping, if it has one: the image layers are mounted
+    /// idmapped through it and the process joins it before dropping privileges.
+    #[serde(default)]
+    pub userns: Option<crate::security::userns::IdRange>,
     /// Bind mounts in order: `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, volumes.
     pub mounts: Vec<BindMount>,
     /// Device nodes to create (after the private `/dev`, before the bind mounts), from

@@ -43,7 +43,10 @@ fn mkdir_p(p: &Path, mode: u32) -> Result<(), String> {
 }
 
 /// Mount the container's filesystems at `spec.rootfs` (in the child's mount namespace).
-pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
+pub(crate) fn setup_rootfs(
+    spec: &ContainerSpec,
+    userns: Option<std::os::fd::RawFd>,
+) -> Result<(), String> {
     let root = &spec.rootfs;
     mnt(
         None,
@@ -56,7 +59,30 @@ pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
     for d in [&spec.upperdir, &spec.workdir, root] {
         mkdir_p(d, 0o755)?;
     }
-    let data = overlay_options(&spec.lowerdirs, &spec.upperdir, &spec.workdir)?;
+    // In the pod's own user namespace: the layers idmapped, and the writable layer owned by
+    // the pod's root (the overlay's root directory takes its owner from it).
+    let lowerdirs = match (userns, &spec.userns) {
+        (Some(fd), Some(range)) => {
+            let id = Some(range.host_start);
+            std::os::unix::fs::chown(&spec.upperdir, id, id).map_err(|e| {
+                io_fail(
+                    format!(
+                        "chown {:?} to {}",
+                        spec.upperdir.display().to_string(),
+                        range.host_start
+                    ),
+                    e,
+                )
+            })?;
+            let under = root.parent().unwrap_or(root).join("idmapped");
+            super::userns::idmapped_lowers(&spec.lowerdirs, &under, fd)?
+        }
+        (None, Some(_)) => {
+            return Err("the pod has no user namespace to join (its supervisor made none)".into())
+        }
+        _ => spec.lowerdirs.clone(),
+    };
+    let data = overlay_options(&lowerdirs, &spec.upperdir, &spec.workdir)?;
     mount(
         Some("overlay"),
         root,
@@ -70,6 +96,9 @@ pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
             e,
         );
         match overlay_hint(e) {
+            Some(_) if e == nix::errno::Errno::EINVAL && userns.is_some() => {
+                format!("{msg}: {}", super::userns::OVERLAY_IDMAP_HINT)
+            }
             Some(h) => format!("{msg}: {h}"),
             None => msg,
         }
@@ -89,10 +118,24 @@ pub(crate) fn setup_rootfs(spec: &ContainerSpec) -> Result<(), String> {
         Some("sysfs"),
         &root.join("sys"),
         Some("sysfs"),
-        nsd | MsFlags::MS_RDONLY,
+        nsd,
         None,
         "mount sysfs",
     )?;
+    // Writable only for a privileged container, as containerd mounts it. Read-only as a
+    // property of this mount, not of the file system: all of a pod's containers share one
+    // sysfs superblock (one per network namespace), and a read-only superblock made by the
+    // first container would make a privileged sibling's /sys read-only too.
+    if !spec.security.privileged {
+        mnt(
+            None,
+            &root.join("sys"),
+            None,
+            nsd | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+            "remount sysfs read-only",
+        )?;
+    }
     setup_dev(&root.join("dev"))?;
     for d in &spec.devices {
         create_device_node(root, d)?;

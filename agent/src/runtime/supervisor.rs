@@ -267,11 +267,24 @@ fn setup(pod_dir: &Path, ready_fd: Option<RawFd>) -> Result<Supervisor, String> 
     if !spec.host_ipc {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
-    unshare(flags).map_err(|e| format!("unshare namespaces: {}", e.desc()))?;
+    let userns = match &spec.userns {
+        Some(range) => Some(super::userns::make_pod_namespaces(range, flags)?),
+        None => {
+            unshare(flags).map_err(|e| format!("unshare namespaces: {}", e.desc()))?;
+            None
+        }
+    };
     if !spec.host_network {
         nix::unistd::sethostname(&spec.hostname)
             .map_err(|e| format!("sethostname {:?}: {}", spec.hostname, e.desc()))?;
         sys::bring_up_loopback().map_err(|e| format!("bring lo up: {e}"))?;
+    }
+    // The pod's sysctls, admitted by the agent (`security::sysctls`): each lives in the
+    // network or IPC namespace just made, so writing it here changes this pod only.
+    for (name, value) in &spec.sysctls {
+        let path = Path::new("/proc/sys").join(crate::security::sysctls::proc_path(name));
+        sys::write_file(&path, value.as_bytes())
+            .map_err(|e| format!("sysctl {name}={value:?}: {}: {e}", path.display()))?;
     }
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
@@ -331,6 +344,7 @@ fn setup(pod_dir: &Path, ready_fd: Option<RawFd>) -> Result<Supervisor, String> 
         pid_one,
         sigfd,
         listener,
+        userns,
     ))
 }
 
@@ -388,6 +402,8 @@ mod tests {
             pod_name: "p".into(),
             namespace: "default".into(),
             hostname: "p".into(),
+            sysctls: vec![],
+            userns: None,
             host_network: true,
             host_ipc: true,
             host_pid: true,

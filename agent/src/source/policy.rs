@@ -1,6 +1,9 @@
 //! The local policy for pods from the control plane (`mqtt.remotePodPolicy`): what a remote
 //! back-end may not ask of this node unless its owner allowed it. By default: no privileged
-//! containers (nor capabilities that amount to it), no host namespaces, no `hostPath` at all.
+//! containers, no capability beyond the default set unless listed in `allowedCapabilities`,
+//! no `seccompProfile: Unconfined`, no `procMount: Unmasked`, no sysctl outside kubelet's
+//! safe set, no host namespaces, no `hostPath` at all; `requireUserNamespaces` also demands
+//! `hostUsers: false`.
 //! Static pods are not subject to it: whoever can write the static-pod directory is root.
 //!
 //! `check` is a pure function of the pod and returns every violation with its field path.
@@ -10,11 +13,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
+use k8s_openapi::api::core::v1::{Pod, SecurityContext};
 use serde_yaml::Value;
-
-/// Capabilities that amount to full privilege on the node.
-const PRIVILEGED_CAPABILITIES: &[&str] = &["SYS_ADMIN", "ALL"];
 
 /// The field that makes `pod` critical, for the error.
 fn critical_field(pod: &Pod) -> String {
@@ -42,8 +42,19 @@ const SECTION: &str = "mqtt.remotePodPolicy";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemotePolicy {
-    /// `privileged: true` containers, or ones adding `SYS_ADMIN` or `ALL`.
+    /// `privileged: true` containers, and any capability added (`ALL` included).
     pub allow_privileged: bool,
+    /// Capabilities a remote container may add beyond the default set (`CAP_` names, any
+    /// case, stored bare and upper-case: `NET_ADMIN`).
+    pub allowed_capabilities: Vec<String>,
+    /// `seccompProfile: Unconfined` (pod or container).
+    pub allow_unconfined: bool,
+    /// `procMount: Unmasked`.
+    pub allow_unmasked_proc: bool,
+    /// Sysctls outside kubelet's safe set (the node's `allowedUnsafeSysctls` still applies).
+    pub allow_unsafe_sysctls: bool,
+    /// Refuse remote pods that do not ask for their own user namespace (`hostUsers: false`).
+    pub require_user_namespaces: bool,
     /// `hostNetwork`, `hostPID`, `hostIPC`.
     pub allow_host_namespaces: bool,
     /// `hostPath` volumes are allowed only at or under one of these (absolute, clean).
@@ -74,11 +85,17 @@ impl RemotePolicy {
                 "allowHostNamespaces" => policy.allow_host_namespaces = boolean(&field, v)?,
                 "allowedHostPaths" => policy.allowed_host_paths = host_paths(&field, v)?,
                 "allowCritical" => policy.allow_critical = boolean(&field, v)?,
+                "allowedCapabilities" => policy.allowed_capabilities = capabilities(&field, v)?,
+                "allowUnconfined" => policy.allow_unconfined = boolean(&field, v)?,
+                "allowUnmaskedProc" => policy.allow_unmasked_proc = boolean(&field, v)?,
+                "allowUnsafeSysctls" => policy.allow_unsafe_sysctls = boolean(&field, v)?,
+                "requireUserNamespaces" => policy.require_user_namespaces = boolean(&field, v)?,
                 _ => {
                     return Err((
                         field,
-                        "unknown key (allowPrivileged, allowHostNamespaces, allowedHostPaths, \
-                         allowCritical)"
+                        "unknown key (allowPrivileged, allowedCapabilities, allowUnconfined, \
+                         allowUnmaskedProc, allowUnsafeSysctls, requireUserNamespaces, \
+                         allowHostNamespaces, allowedHostPaths, allowCritical)"
                             .into(),
                     ))
                 }
@@ -93,20 +110,48 @@ impl RemotePolicy {
         let Some(spec) = &pod.spec else {
             return out;
         };
-        if !self.allow_privileged {
-            let lists = [
-                ("spec.initContainers", spec.init_containers.as_deref()),
-                ("spec.containers", Some(&spec.containers[..])),
-            ];
-            for (list, containers) in lists {
-                for (i, c) in containers.unwrap_or_default().iter().enumerate() {
-                    privileged(&format!("{list}[{i}]"), c, &mut out);
+        let lists = [
+            ("spec.initContainers", spec.init_containers.as_deref()),
+            ("spec.containers", Some(&spec.containers[..])),
+        ];
+        for (list, containers) in lists {
+            for (i, c) in containers.unwrap_or_default().iter().enumerate() {
+                self.security_context(
+                    &format!("{list}[{i}]"),
+                    c.security_context.as_ref(),
+                    &mut out,
+                );
+            }
+        }
+        for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
+            let at = format!("spec.ephemeralContainers[{i}]");
+            self.security_context(&at, c.security_context.as_ref(), &mut out);
+        }
+        let psc = spec.security_context.as_ref();
+        if let Some(p) = psc.and_then(|s| s.seccomp_profile.as_ref()) {
+            self.seccomp("spec.securityContext", p, &mut out);
+        }
+        if !self.allow_unsafe_sysctls {
+            for (i, x) in psc
+                .and_then(|s| s.sysctls.as_ref())
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let name = crate::security::sysctls::dotted(&x.name);
+                if !crate::security::sysctls::SAFE.contains(&name.as_str()) {
+                    out.push((
+                        format!("spec.securityContext.sysctls[{i}].name"),
+                        format!("{:?} is not in kubelet's safe set; unsafe sysctls are not allowed for remote pods ({SECTION}.allowUnsafeSysctls is false)", x.name),
+                    ));
                 }
             }
-            for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
-                let at = format!("spec.ephemeralContainers[{i}]");
-                security_context(&at, c.security_context.as_ref(), &mut out);
-            }
+        }
+        if self.require_user_namespaces && spec.host_users != Some(false) {
+            out.push((
+                "spec.hostUsers".to_string(),
+                format!("remote pods must run in their own user namespace (hostUsers: false), as {SECTION}.requireUserNamespaces is true"),
+            ));
         }
         if !self.allow_host_namespaces {
             for (field, on) in [
@@ -190,6 +235,70 @@ impl RemotePolicy {
         self.allowed_host_paths.iter().any(|a| p.starts_with(a))
     }
 
+    fn security_context(
+        &self,
+        at: &str,
+        sc: Option<&SecurityContext>,
+        out: &mut Vec<(String, String)>,
+    ) {
+        let Some(sc) = sc else { return };
+        if !self.allow_privileged {
+            if sc.privileged == Some(true) {
+                out.push((
+                    format!("{at}.securityContext.privileged"),
+                    format!("privileged containers are not allowed for remote pods ({SECTION}.allowPrivileged is false)"),
+                ));
+            }
+            let added = sc.capabilities.as_ref().and_then(|c| c.add.as_deref());
+            for (i, cap) in added.unwrap_or_default().iter().enumerate() {
+                if let Some(reason) = self.capability_refused(cap) {
+                    out.push((
+                        format!("{at}.securityContext.capabilities.add[{i}]"),
+                        reason,
+                    ));
+                }
+            }
+        }
+        if let Some(p) = &sc.seccomp_profile {
+            self.seccomp(&format!("{at}.securityContext"), p, out);
+        }
+        if !self.allow_unmasked_proc && sc.proc_mount.as_deref() == Some("Unmasked") {
+            out.push((
+                format!("{at}.securityContext.procMount"),
+                format!("an unmasked /proc is not allowed for remote pods ({SECTION}.allowUnmaskedProc is false)"),
+            ));
+        }
+    }
+
+    /// Why adding `cap` is refused, if it is: `ALL` always (it is every capability), one
+    /// of the default set never (a no-op), any other unless `allowedCapabilities` lists it.
+    fn capability_refused(&self, cap: &str) -> Option<String> {
+        use crate::security::caps;
+        let bare = cap.trim().to_ascii_uppercase();
+        let bare = bare.strip_prefix("CAP_").unwrap_or(&bare).to_string();
+        if bare == "ALL" {
+            return Some(format!("{cap:?} (every capability) amounts to a privileged container, not allowed for remote pods ({SECTION}.allowPrivileged is false)"));
+        }
+        if caps::DEFAULT.contains(&bare.as_str()) || self.allowed_capabilities.contains(&bare) {
+            return None;
+        }
+        Some(format!("{cap:?} is not allowed for remote pods: only the default capabilities and those in {SECTION}.allowedCapabilities ({}) may be added", if self.allowed_capabilities.is_empty() { "none".to_string() } else { self.allowed_capabilities.join(", ") }))
+    }
+
+    fn seccomp(
+        &self,
+        at: &str,
+        p: &k8s_openapi::api::core::v1::SeccompProfile,
+        out: &mut Vec<(String, String)>,
+    ) {
+        if !self.allow_unconfined && p.type_ == "Unconfined" {
+            out.push((
+                format!("{at}.seccompProfile.type"),
+                format!("seccomp Unconfined is not allowed for remote pods ({SECTION}.allowUnconfined is false)"),
+            ));
+        }
+    }
+
     fn host_path_reason(&self, path: &str) -> String {
         if self.allowed_host_paths.is_empty() {
             format!("{path:?}: hostPath volumes are not allowed for remote pods ({SECTION}.allowedHostPaths is empty)")
@@ -207,31 +316,6 @@ impl RemotePolicy {
     }
 }
 
-fn privileged(at: &str, c: &Container, out: &mut Vec<(String, String)>) {
-    security_context(at, c.security_context.as_ref(), out);
-}
-
-fn security_context(at: &str, sc: Option<&SecurityContext>, out: &mut Vec<(String, String)>) {
-    let Some(sc) = sc else { return };
-    if sc.privileged == Some(true) {
-        out.push((
-            format!("{at}.securityContext.privileged"),
-            format!("privileged containers are not allowed for remote pods ({SECTION}.allowPrivileged is false)"),
-        ));
-    }
-    let added = sc.capabilities.as_ref().and_then(|c| c.add.as_deref());
-    for (i, cap) in added.unwrap_or_default().iter().enumerate() {
-        let name = cap.trim().to_ascii_uppercase();
-        let name = name.strip_prefix("CAP_").unwrap_or(&name);
-        if PRIVILEGED_CAPABILITIES.contains(&name) {
-            out.push((
-                format!("{at}.securityContext.capabilities.add[{i}]"),
-                format!("{cap:?} amounts to a privileged container, not allowed for remote pods ({SECTION}.allowPrivileged is false)"),
-            ));
-        }
-    }
-}
-
 fn boolean(field: &str, v: &Value) -> Result<bool, (String, String)> {
     v.as_bool().ok_or_else(|| {
         (
@@ -239,6 +323,33 @@ fn boolean(field: &str, v: &Value) -> Result<bool, (String, String)> {
             format!("{}: must be true or false", show(v)),
         )
     })
+}
+
+fn capabilities(field: &str, v: &Value) -> Result<Vec<String>, (String, String)> {
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Sequence(s) => s,
+        _ => {
+            return Err((
+                field.to_string(),
+                format!("{}: must be a list of capability names", show(v)),
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let name = item.as_str().ok_or_else(|| {
+            (
+                at.clone(),
+                format!("{}: must be a capability name", show(item)),
+            )
+        })?;
+        let n = crate::security::caps::number(name)
+            .ok_or_else(|| (at.clone(), format!("{name:?} is not a Linux capability")))?;
+        out.push(crate::security::caps::NAMES[n as usize].to_string());
+    }
+    Ok(out)
 }
 
 fn host_paths(field: &str, v: &Value) -> Result<Vec<PathBuf>, (String, String)> {

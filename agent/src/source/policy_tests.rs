@@ -35,7 +35,7 @@ fn parses_the_config_section() {
             allow_privileged: true,
             allow_host_namespaces: false,
             allowed_host_paths: vec!["/data".into(), "/var/lib/app".into()],
-            allow_critical: false,
+            ..Default::default()
         })
     );
     assert_eq!(
@@ -47,7 +47,7 @@ fn parses_the_config_section() {
         (
             "allowPriviledged: true",
             "mqtt.remotePodPolicy.allowPriviledged",
-            "unknown key (allowPrivileged, allowHostNamespaces, allowedHostPaths, allowCritical)",
+            "unknown key (allowPrivileged, allowedCapabilities, allowUnconfined, allowUnmaskedProc, allowUnsafeSysctls, requireUserNamespaces, allowHostNamespaces, allowedHostPaths, allowCritical)",
         ),
         (
             "allowPrivileged: 'yes'",
@@ -155,6 +155,11 @@ fn each_rule_denies_by_default_and_allows_when_configured() {
         allow_host_namespaces: true,
         allowed_host_paths: vec!["/".into()],
         allow_critical: true,
+        allowed_capabilities: vec![],
+        allow_unconfined: true,
+        allow_unmasked_proc: true,
+        allow_unsafe_sysctls: true,
+        require_user_namespaces: false,
     };
     let host_path = |p: &str| {
         json!({"containers": [c(json!({}))],
@@ -179,11 +184,40 @@ fn each_rule_denies_by_default_and_allows_when_configured() {
         ),
         (
             "capabilities",
-            json!({"containers": [c(json!({"securityContext": {"capabilities": {"add": ["NET_ADMIN", "CAP_SYS_ADMIN", "all"]}}}))]}),
+            json!({"containers": [c(json!({"securityContext": {"capabilities": {"add": ["NET_ADMIN", "CAP_SYS_ADMIN", "all", "chown", "CAP_KILL"]}}}))]}),
             vec![
+                "spec.containers[0].securityContext.capabilities.add[0]",
                 "spec.containers[0].securityContext.capabilities.add[1]",
                 "spec.containers[0].securityContext.capabilities.add[2]",
             ],
+        ),
+        (
+            "seccomp unconfined",
+            json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}},
+                   "containers": [c(json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}})),
+                                  c(json!({"name": "d", "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}))]}),
+            vec![
+                "spec.containers[0].securityContext.seccompProfile.type",
+                "spec.securityContext.seccompProfile.type",
+            ],
+        ),
+        (
+            "seccomp localhost",
+            json!({"containers": [c(json!({"securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "a.json"}}}))]}),
+            vec![],
+        ),
+        (
+            "unmasked proc",
+            json!({"hostUsers": false, "containers": [c(json!({"securityContext": {"procMount": "Unmasked"}}))]}),
+            vec!["spec.containers[0].securityContext.procMount"],
+        ),
+        (
+            "sysctls",
+            json!({"securityContext": {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"},
+                                                    {"name": "net.core.somaxconn", "value": "1024"},
+                                                    {"name": "net/ipv4/tcp_syncookies", "value": "1"}]},
+                   "containers": [c(json!({}))]}),
+            vec!["spec.securityContext.sysctls[1].name"],
         ),
         (
             "hostNetwork",
@@ -251,6 +285,45 @@ fn each_rule_denies_by_default_and_allows_when_configured() {
         .collect();
     assert_eq!(got, ["metadata.annotations[tidelet.io/critical]"]);
     assert_eq!(allow.check(&annotated), vec![]);
+}
+
+#[test]
+fn allowed_capabilities_and_user_namespaces_are_the_owners_choice() {
+    let policy = RemotePolicy::from_yaml(
+        &serde_yaml::from_str(
+            "{allowedCapabilities: [net_admin, CAP_NET_BROADCAST], requireUserNamespaces: true}",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(policy.allowed_capabilities, ["NET_ADMIN", "NET_BROADCAST"]);
+    let p = pod(
+        json!({"containers": [c(json!({"securityContext": {"capabilities": {"add": ["NET_ADMIN", "SYS_ADMIN"]}}}))]}),
+    );
+    assert_eq!(
+        policy.check(&p),
+        vec![
+            ("spec.containers[0].securityContext.capabilities.add[1]".to_string(),
+             "\"SYS_ADMIN\" is not allowed for remote pods: only the default capabilities and those in mqtt.remotePodPolicy.allowedCapabilities (NET_ADMIN, NET_BROADCAST) may be added".to_string()),
+            ("spec.hostUsers".to_string(),
+             "remote pods must run in their own user namespace (hostUsers: false), as mqtt.remotePodPolicy.requireUserNamespaces is true".to_string()),
+        ]
+    );
+    let p = pod(
+        json!({"hostUsers": false, "containers": [c(json!({"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}))]}),
+    );
+    assert_eq!(policy.check(&p), vec![]);
+    let bad = RemotePolicy::from_yaml(
+        &serde_yaml::from_str("{allowedCapabilities: [NET_ADMIN, WIZARD]}").unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        bad,
+        (
+            "mqtt.remotePodPolicy.allowedCapabilities[1]".to_string(),
+            "\"WIZARD\" is not a Linux capability".to_string()
+        )
+    );
 }
 
 #[test]
