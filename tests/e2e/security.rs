@@ -665,3 +665,34 @@ fn host_users_false_without_subordinate_ids_fails_naming_the_file() {
     a.wait_running(&a.full_name("plain"));
     a.stop_all();
 }
+
+#[test]
+fn fs_group_owns_the_pods_empty_dirs_and_joins_every_container() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start();
+    let mut yaml = pod_yaml(
+        "fsgroup",
+        "  securityContext: {runAsUser: 1000, fsGroup: 2000, fsGroupChangePolicy: OnRootMismatch}\n  volumes: [{name: scratch, emptyDir: {}}]\n",
+        &[("c", "id -G; echo hi > /scratch/f && echo write=ok; ls -lnd /scratch /scratch/f | awk '{print $1, $4}'; echo done; sleep 3600", "")],
+    );
+    yaml.push_str("    volumeMounts: [{name: scratch, mountPath: /scratch}]\n");
+    a.write("fsgroup.yaml", &yaml);
+    let name = a.full_name("fsgroup");
+    a.wait_running(&name);
+    let log = log_when_done(&a, &name, "c");
+    // The non-root user may write the volume through its group; new files inherit it.
+    for w in ["2000", "write=ok", "drwxrwsr-x 2000", "-rw-r--r-- 2000"] {
+        assert!(log.contains(w), "{w:?} not in\n{log}");
+    }
+    assert!(
+        log.lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|g| g == "2000"),
+        "{log}"
+    );
+    a.stop_all();
+}

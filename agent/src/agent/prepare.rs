@@ -188,6 +188,19 @@ fn volume_mounts(
                     ))
                 })?;
             }
+            // fsGroup: the volume is the group's (kubelet's SetVolumeOwnership).
+            let psc = s.security_context.as_ref();
+            if let Some(g) = psc.and_then(|sc| sc.fs_group) {
+                let g = u32::try_from(g)
+                    .map_err(|_| err(format!("securityContext.fsGroup: {g}: not a valid ID")))?;
+                let host_gid = match userns {
+                    Some(r) => r.host_start.saturating_add(g),
+                    None => g,
+                };
+                let policy = psc.and_then(|sc| sc.fs_group_change_policy.as_deref());
+                crate::security::fsgroup::apply(&p, host_gid, policy, vm.read_only == Some(true))
+                    .map_err(|e| err(format!("emptyDir {:?}: fsGroup {g}: {e}", vol.name)))?;
+            }
             p
         } else if let Some(hp) = &vol.host_path {
             let p = PathBuf::from(&hp.path);

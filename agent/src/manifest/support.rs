@@ -67,6 +67,8 @@ pub const HONOURED: &[&str] = &[
     "spec.securityContext.runAsNonRoot",
     "spec.securityContext.seccompProfile",
     "spec.securityContext.sysctls",
+    "spec.securityContext.fsGroup",
+    "spec.securityContext.fsGroupChangePolicy",
     "spec.hostUsers",
 ];
 
@@ -162,11 +164,11 @@ mod tests {
             (
                 json!({"spec": {"hostNetwork": true, "tolerations": [{"key": "k"}], "initContainers": [{"name": "i"}],
                        "volumes": [{"name": "v", "emptyDir": {}}, {"name": "w", "configMap": {"name": "c"}}],
-                       "activeDeadlineSeconds": 0, "securityContext": {"fsGroup": 2, "runAsUser": 3}}}),
+                       "activeDeadlineSeconds": 0, "securityContext": {"fsGroup": 2, "runAsUser": 3, "seLinuxOptions": {"level": "s0"}}}}),
                 vec![
                     "spec.activeDeadlineSeconds",
                     "spec.initContainers",
-                    "spec.securityContext.fsGroup",
+                    "spec.securityContext.seLinuxOptions",
                     "spec.tolerations",
                     "spec.volumes[1].configMap",
                 ],

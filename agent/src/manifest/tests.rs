@@ -365,7 +365,6 @@ status: {}
             "spec.containers[0].volumeMounts[1].mountPropagation",
             "spec.initContainers",
             "spec.nodeSelector",
-            "spec.securityContext.fsGroup",
             "spec.tolerations",
             "spec.volumes[0].emptyDir",
             "spec.volumes[2].configMap",

@@ -252,6 +252,16 @@ pub(super) fn resolve_user(
             )
         })?);
     }
+    // kubelet adds the pod's fsGroup to every container's groups, so volumes it owns are
+    // the containers' to write.
+    if let Some(g) = pod.and_then(|p| p.fs_group) {
+        additional.push(u32::try_from(g).map_err(|_| {
+            err(
+                "pod securityContext.fsGroup",
+                format!("{g}: not a valid ID"),
+            )
+        })?);
+    }
     let mut seen = std::collections::HashSet::new();
     additional.retain(|g| seen.insert(*g));
     Ok(User {

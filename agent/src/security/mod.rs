@@ -6,6 +6,7 @@
 
 pub mod caps;
 pub mod context;
+pub mod fsgroup;
 pub mod profiles;
 pub mod seccomp;
 pub mod sysctls;
