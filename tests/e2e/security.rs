@@ -173,7 +173,7 @@ fn capabilities_no_new_privs_and_privileged_follow_the_security_context() {
     let mut a = Agent::start();
     let status = "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status";
     let net = "ip link add d0 type bridge 2>/dev/null && echo link=made || echo link=refused; mkdir -p /mnt/t; mount -t tmpfs t /mnt/t 2>/dev/null && echo tmpfs=mounted || echo tmpfs=refused";
-    let sys = "grep ' /sys ' /proc/mounts | grep -q ' rw,' && echo sys=rw || echo sys=ro; echo timer_list=$(head -c 16 /proc/timer_list | wc -c)";
+    let sys = "grep ' /sys ' /proc/mounts | grep -q ' rw,' && echo sys=rw || echo sys=ro; echo timer_list=$(head -c 16 /proc/timer_list | wc -c); (: < /dev/kmsg) 2>/dev/null && echo kmsg=opened || echo kmsg=refused";
     let c = |cmd: &str| format!("{status}; {cmd}; echo done; sleep 3600");
     let containers = [
         (
@@ -244,7 +244,14 @@ fn capabilities_no_new_privs_and_privileged_follow_the_security_context() {
         ),
         (
             "priv",
-            &["Seccomp:\t0", "sys=rw", "timer_list=16", "NoNewPrivs:\t0"],
+            // The host's devices too: /dev/kmsg is not in a default container's /dev.
+            &[
+                "Seccomp:\t0",
+                "sys=rw",
+                "timer_list=16",
+                "NoNewPrivs:\t0",
+                "kmsg=opened",
+            ],
         ),
     ];
     for (c, wants) in cases {

@@ -678,6 +678,23 @@ impl Worker {
             }
         };
         crate::devices::apply_edits(&mut spec, edits);
+        // A privileged container gets the host's devices, as containerd gives them: every
+        // node of /dev in its own /dev, and no device rule.
+        let rules = if spec.security.privileged {
+            let given: std::collections::BTreeSet<String> = spec
+                .devices
+                .iter()
+                .map(|d| d.container_path.clone())
+                .collect();
+            let host = crate::security::host_devices(std::path::Path::new("/dev"));
+            spec.devices.extend(
+                host.into_iter()
+                    .filter(|d| !given.contains(&d.container_path)),
+            );
+            crate::cgroups::devices::allow_all()
+        } else {
+            rules
+        };
         let edits_took = t_devices.elapsed();
         let cg = prepare::container_cgroup(&r.plan, &c.name);
         if let Err(e) = self

@@ -161,6 +161,11 @@ pub fn allow(
     })
 }
 
+/// A privileged container's rules: every device (`a *:* rwm`).
+pub fn allow_all() -> Vec<DeviceRule> {
+    vec![rule(true, DevKind::All, None, None)]
+}
+
 fn rule(allow: bool, kind: DevKind, major: Option<u32>, minor: Option<u32>) -> DeviceRule {
     DeviceRule {
         allow,
