@@ -103,8 +103,11 @@ impl Memo {
                 // Only the attempt we believe is running (or was just started) can exit.
                 match &self.life {
                     Life::Running { attempt: a, .. } if *a == attempt => {}
-                    // A start that failed (StartError) exits the attempt that was about to run.
+                    // A start that failed (StartError) exits the attempt that was about to run:
+                    // the first one, or the one a back-off was waiting to start (ignored, the
+                    // back-off would start it again at once, in a loop).
                     Life::Waiting { .. } if attempt == self.next_attempt => {}
+                    Life::BackOff { attempt: a, .. } if *a == attempt => {}
                     _ => return,
                 }
                 self.restart_count = attempt;
@@ -336,6 +339,23 @@ mod tests {
         );
         assert!(matches!(m.life, Life::BackOff { attempt: 1, .. }));
         assert_eq!(m.restart_count, 0);
+        // The restart fails to start too: counted, and the back-off grows (10 s), instead of
+        // the same attempt being started again at once.
+        assert_eq!(m.due(S), Due::Start(1));
+        m.step(
+            Event::Exited {
+                attempt: 1,
+                term: term(128, 2 * S),
+            },
+            "Always",
+        );
+        assert!(
+            matches!(m.life, Life::BackOff { attempt: 2, .. }),
+            "{:?}",
+            m.life
+        );
+        assert_eq!(m.restart_count, 1);
+        assert_eq!(m.due(2 * S), Due::At(12 * S));
     }
 
     #[test]
