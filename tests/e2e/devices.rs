@@ -362,16 +362,6 @@ fn allocations_survive_an_agent_restart_and_plugins_register_again() {
 }
 
 /// The waiting reason and message of a pod's first container, once it has one.
-fn waiting(a: &Agent, name: &str, reason: &str) -> String {
-    let p = a.wait_pod(name, &format!("waiting with {reason}"), |p| {
-        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == reason
-    });
-    p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn allocate_answers_with_bad_paths_fail_the_container_naming_the_path() {
     use tidelet_deviceplugin_api::v1beta1::{DeviceSpec, Mount};
@@ -430,13 +420,13 @@ fn allocate_answers_with_bad_paths_fail_the_container_naming_the_path() {
         "fine.yaml",
         &pod_yaml("fine", "", &[("c", "sleep 3600", "")]),
     );
-    let m = waiting(&a, &a.full_name("missing"), "CreateContainerConfigError");
+    let m = a.waiting_message(&a.full_name("missing"), "CreateContainerConfigError");
     assert!(
         m.contains("example.com/missing")
             && m.contains("\"/nonexistent/tidelet-e2e/lib\" does not exist"),
         "{m}"
     );
-    let m = waiting(&a, &a.full_name("escape"), "CreateContainerConfigError");
+    let m = a.waiting_message(&a.full_name("escape"), "CreateContainerConfigError");
     assert!(
         m.contains("example.com/escape") && m.contains("/dev/../../etc/evil"),
         "{m}"
@@ -538,7 +528,7 @@ fn cdi_devices_named_by_a_plugin_reach_the_container_and_bad_specs_are_named() {
         "nocdi.yaml",
         &pod_yaml("nocdi", "", &[("c", "sleep 3600", &wants(RES, 1))]),
     );
-    let m = waiting(&a, &a.full_name("nocdi"), "CreateContainerConfigError");
+    let m = a.waiting_message(&a.full_name("nocdi"), "CreateContainerConfigError");
     assert!(
         m.contains("example.com/fake=dev1") && m.contains(&cdi.display().to_string()),
         "{m}"

@@ -35,16 +35,6 @@ fn host_status(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
 }
 
-fn waiting(a: &Agent, name: &str, reason: &str) -> String {
-    let p = a.wait_pod(name, &format!("waiting with {reason}"), |p| {
-        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == reason
-    });
-    p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// The checks a default container runs on itself (busybox sh): each prints one line.
 const SELF_CHECKS: &str = r#"grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status
 (echo '|/tmp/pwned %p' > /proc/sys/kernel/core_pattern) 2>/dev/null && echo core_pattern=written || echo core_pattern=refused
@@ -283,7 +273,7 @@ fn run_as_non_root_with_a_root_image_waits_with_kubelets_reason() {
             &[("c", "sleep 3600", "")],
         ),
     );
-    let m = waiting(&a, &a.full_name("nonroot"), "CreateContainerConfigError");
+    let m = a.waiting_message(&a.full_name("nonroot"), "CreateContainerConfigError");
     assert!(
         m.contains("container has runAsNonRoot and image will run as root"),
         "{m}"
@@ -389,7 +379,7 @@ fn a_localhost_profile_denies_exactly_its_syscall_and_bad_profiles_are_named() {
         );
     }
     for (pod, file, why) in cases {
-        let m = waiting(&a, &a.full_name(pod), "CreateContainerConfigError");
+        let m = a.waiting_message(&a.full_name(pod), "CreateContainerConfigError");
         let path = profiles.parent().unwrap().join(file).display().to_string();
         assert!(m.contains(&path) && m.contains(why), "{pod}: {m}");
     }

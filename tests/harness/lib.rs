@@ -355,6 +355,17 @@ impl Agent {
         )
     }
 
+    /// Wait until pod `name`'s first container waits with `reason`; its message.
+    pub fn waiting_message(&self, name: &str, reason: &str) -> String {
+        let p = self.wait_pod(name, &format!("waiting with {reason}"), |p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == reason
+        });
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn container_status<'a>(pod: &'a Value, c: &str) -> &'a Value {
         pod["status"]["containerStatuses"]
             .as_array()

@@ -92,6 +92,20 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// What a container whose manifest says nothing gets on a node with `seccompDefault`.
+    pub fn unconfigured() -> Decision {
+        Decision {
+            privileged: false,
+            caps: CapSet::default_set(),
+            no_new_privs: false,
+            seccomp: SeccompChoice::RuntimeDefault,
+            readonly_rootfs: false,
+            unmasked_proc: false,
+            run_as_non_root: false,
+            run_as_user: None,
+        }
+    }
+
     pub fn masked_paths(&self) -> Vec<String> {
         self.paths(MASKED_PATHS)
     }

@@ -213,14 +213,9 @@ fn bad_fields_are_named_with_their_reason() {
 #[test]
 fn run_as_non_root_uses_kubelets_messages() {
     let d = |nonroot: bool, user: Option<i64>| Decision {
-        privileged: false,
-        caps: CapSet::default_set(),
-        no_new_privs: false,
-        seccomp: SeccompChoice::RuntimeDefault,
-        readonly_rootfs: false,
-        unmasked_proc: false,
         run_as_non_root: nonroot,
         run_as_user: user,
+        ..Decision::unconfigured()
     };
     let cases = [
         (d(false, None), "", 0, None),

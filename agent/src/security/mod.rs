@@ -39,16 +39,7 @@ impl ContainerSecurity {
     /// What a container whose manifest says nothing gets on a node with the defaults: the
     /// 14 capabilities, RuntimeDefault seccomp, masked and read-only paths.
     pub fn runtime_default() -> ContainerSecurity {
-        let d = Decision {
-            privileged: false,
-            caps: CapSet::default_set(),
-            no_new_privs: false,
-            seccomp: SeccompChoice::RuntimeDefault,
-            readonly_rootfs: false,
-            unmasked_proc: false,
-            run_as_non_root: false,
-            run_as_user: None,
-        };
+        let d = Decision::unconfigured();
         let caps = d.caps;
         let program = seccomp::compile(
             seccomp::Profile::runtime_default(),

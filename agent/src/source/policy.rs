@@ -325,17 +325,20 @@ fn boolean(field: &str, v: &Value) -> Result<bool, (String, String)> {
     })
 }
 
+/// The items of a list key (`null` is none), or the error naming what it must be a list of.
+fn items<'a>(field: &str, v: &'a Value, of_what: &str) -> Result<&'a [Value], (String, String)> {
+    match v {
+        Value::Null => Ok(&[]),
+        Value::Sequence(s) => Ok(s),
+        _ => Err((
+            field.to_string(),
+            format!("{}: must be a list of {of_what}", show(v)),
+        )),
+    }
+}
+
 fn capabilities(field: &str, v: &Value) -> Result<Vec<String>, (String, String)> {
-    let items = match v {
-        Value::Null => return Ok(Vec::new()),
-        Value::Sequence(s) => s,
-        _ => {
-            return Err((
-                field.to_string(),
-                format!("{}: must be a list of capability names", show(v)),
-            ))
-        }
-    };
+    let items = items(field, v, "capability names")?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let at = format!("{field}[{i}]");
@@ -353,16 +356,7 @@ fn capabilities(field: &str, v: &Value) -> Result<Vec<String>, (String, String)>
 }
 
 fn host_paths(field: &str, v: &Value) -> Result<Vec<PathBuf>, (String, String)> {
-    let items = match v {
-        Value::Null => return Ok(Vec::new()),
-        Value::Sequence(s) => s,
-        _ => {
-            return Err((
-                field.to_string(),
-                format!("{}: must be a list of absolute paths", show(v)),
-            ))
-        }
-    };
+    let items = items(field, v, "absolute paths")?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let at = format!("{field}[{i}]");
