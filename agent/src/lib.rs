@@ -6,6 +6,8 @@
 //! - `quantity`, `qos`: resource arithmetic, QoS class, oom_score_adj, shares/weight (pure);
 //! - `cgroups`: one trait, v1 and v2 backends;
 //! - `runtime`: the per-pod supervisor (infra process), container spawn, CRI logs, exec;
+//! - `security`: what a container may do: capabilities, seccomp (its own BPF compiler),
+//!   masked paths, `securityContext` rules, sysctls, user-namespace id ranges;
 //! - `source`: pod sources (the static-pod directory, desired pods from the control plane);
 //! - `mqtt`: sync with a remote control plane over MQTT (status up, desired pods down);
 //! - `reconcile`: desired vs actual pods -> actions (pure);
