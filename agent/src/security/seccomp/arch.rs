@@ -195,6 +195,10 @@ impl Arch {
     pub fn syscall(self, name: &str) -> Option<u32> {
         let id = match self {
             Arch::X86_64 => syscalls::x86_64::Sysno::from_str(name).ok()?.id(),
+            // The syscalls crate names aarch64's 79 `fstatat`; the kernel, libseccomp and
+            // moby's profile call it `newfstatat` (as on x86_64). Without this, stat(2) and
+            // lstat(2) failed with EPERM in every default container on aarch64.
+            Arch::Aarch64 if name == "newfstatat" => 79,
             Arch::Aarch64 => syscalls::aarch64::Sysno::from_str(name).ok()?.id(),
             Arch::Arm => match syscalls::arm::Sysno::from_str(name) {
                 Ok(s) => s.id(),

@@ -445,3 +445,61 @@ fn kernel_releases_parse() {
     let (major, _) = kernel_version();
     assert!(major >= 3, "{:?}", kernel_version());
 }
+
+/// Each ABI's system calls as Linux 6.1's UAPI headers number them (testdata/, made from
+/// Debian's linux-libc-dev, -arm64-cross and -armhf-cross): `(name, number)`.
+fn kernel_table(arch: Arch) -> Vec<(&'static str, u32)> {
+    let text = match arch {
+        Arch::X86_64 => include_str!("testdata/x86_64-linux-6.1.txt"),
+        Arch::Aarch64 => include_str!("testdata/aarch64-linux-6.1.txt"),
+        Arch::Arm => include_str!("testdata/arm-linux-6.1.txt"),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (n, nr) = l.split_once(' ').unwrap();
+            (n, nr.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn every_kernel_name_has_the_kernels_number_on_every_abi() {
+    for arch in Arch::ALL {
+        let wrong: Vec<String> = kernel_table(arch)
+            .into_iter()
+            .filter(|(n, nr)| arch.syscall(n) != Some(*nr))
+            .map(|(n, nr)| format!("{n} (kernel {nr}, tidelet {:?})", arch.syscall(n)))
+            .collect();
+        assert!(wrong.is_empty(), "{arch}: {wrong:?}");
+    }
+}
+
+#[test]
+fn runtime_default_allows_every_call_moby_allows_unconditionally_on_every_abi() {
+    let json: serde_json::Value =
+        serde_json::from_str(include_str!("default.json")).unwrap();
+    let mut plain = std::collections::BTreeSet::new();
+    for e in json["syscalls"].as_array().unwrap() {
+        let unconditional = e["action"] == "SCMP_ACT_ALLOW"
+            && e.get("args").is_none_or(|a| a.is_null() || a.as_array().is_some_and(|a| a.is_empty()))
+            && e.get("includes").is_none_or(|i| i.as_object().is_none_or(|o| o.is_empty()))
+            && e.get("excludes").is_none_or(|i| i.as_object().is_none_or(|o| o.is_empty()));
+        if unconditional {
+            for n in e["names"].as_array().unwrap() {
+                plain.insert(n.as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(plain.contains("newfstatat") && plain.contains("read"));
+    for arch in Arch::ALL {
+        let prog = compile_default(arch, CapSet::default_set(), (6, 1));
+        let denied: Vec<&str> = kernel_table(arch)
+            .into_iter()
+            .filter(|(n, _)| plain.contains(*n))
+            .filter(|(_, nr)| interp::run(&prog, &Data::new(*nr, arch.audit(), &[])).ret != ALLOW)
+            .map(|(n, _)| n)
+            .collect();
+        assert!(denied.is_empty(), "{arch}: moby allows these, tidelet's filter does not: {denied:?}");
+    }
+}
