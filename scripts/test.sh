@@ -19,6 +19,14 @@ fi
 # scripts/lint-yocto.sh install their own tools.) protoc checks that the checked-in gRPC code of
 # device-plugins/api is what its .proto generates; pgrep (procps) ends the background jobs of a
 # failed run.
+# The machine image may carry qemu-utils from bookworm-backports (10.x) with that archive not
+# in its sources; bookworm's qemu-system-* (7.2) will not install beside it, so bookworm's
+# qemu-utils comes first (seen on a fresh machine of this kind in issue 14's session).
+if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '~bpo' &&
+  ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades qemu-utils/bookworm >/dev/null
+fi
 apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
   netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl \
   protobuf-compiler procps
