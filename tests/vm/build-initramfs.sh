@@ -9,7 +9,8 @@
 #                              test needs ($MODULES below and
 #                              their dependencies, with modules.dep from `depmod -b`), the
 #                              busybox test image of the guest's architecture and the guest
-#                              scripts (/init, /stage2, /devices.sh, /pods/*.yaml)
+#                              scripts (/init, /stage2, /devices.sh, /security.sh,
+#                              /pods/*.yaml)
 # and prints those two paths. The result is cached: it is rebuilt only when an input changed
 # (the scripts, the tidelet and plugin binaries, the kernel version, busybox, the test image).
 #
@@ -279,7 +280,7 @@ echo "$ARCH: the libraries of tidelet and tidelet-generic-plugin: ${LIB_DST[*]}"
 KEY=$( {
     echo "arch=$ARCH kernel=$KPKG modules=$MODULES libs=${LIB_DST[*]}"
     sha256sum "$HERE/build-initramfs.sh" "$HERE/init" "$HERE/stage2" "$HERE/devices.sh" \
-        "$HERE"/pods/*.yaml \
+        "$HERE/security.sh" "$HERE"/pods/*.yaml \
         "$TIDELET_BIN" "$PLUGIN_BIN" "$BUSYBOX" "$IMAGE" "$KDIR/boot/vmlinuz-$KVER" "${LIB_SRC[@]}" \
         | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)
@@ -327,6 +328,7 @@ cp "$HERE"/pods/*.yaml "$STAGE/pods/"
 install -m 755 "$HERE/init" "$STAGE/init"
 install -m 755 "$HERE/stage2" "$STAGE/stage2"
 install -m 644 "$HERE/devices.sh" "$STAGE/devices.sh"
+install -m 644 "$HERE/security.sh" "$STAGE/security.sh"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$STAGE/etc/passwd"
 printf 'root:x:0:\n' > "$STAGE/etc/group"
 printf '127.0.0.1\tlocalhost\n' > "$STAGE/etc/hosts"

@@ -1,7 +1,8 @@
 # The device-plugin stage of the VM test (issue 6), sourced by stage2 (it uses say, tl,
-# pod_json, $ROOT, $NODE, $MANIFESTS, $AGENT_LOG and $PLUGIN from there) while the first agent
-# runs with its five pods, and checked by tests/vm/devices.rs. tidelet-generic-plugin, started
-# with the agent, hands the guest's /devtest/ttyUSB0 (char 10:200) out as `tidelet.io/serial`.
+# pod_json, within, uptime_s, $ROOT, $NODE, $MANIFESTS, $AGENT_LOG and $PLUGIN from there)
+# while the first agent runs with its five pods, and checked by tests/vm/devices.rs.
+# tidelet-generic-plugin, started with the agent, hands the guest's /devtest/ttyUSB0 (char
+# 10:200) out as `tidelet.io/serial`.
 # Two pods: dev-yes asks for one and opens /dev/ttyUSB0 read-write; dev-no asks for nothing,
 # makes /dev/x with the same numbers and must get EPERM from the eBPF device program tidelet
 # attached to its cgroup (cgroup v2 has no devices.allow files: that program is the only thing
@@ -16,17 +17,6 @@ dev_out() {
     cat "$ROOT"/logs/default_"$1"-"$NODE"_*/app/0.log 2>/dev/null \
         | sed -n 's/^[^ ]* std[a-z]* [FP] //p'
 }
-# within SECONDS COMMAND...: poll COMMAND every 0.2 s; false when SECONDS pass (no `fail`).
-within() {
-    secs=$1; shift
-    i=0
-    while ! "$@"; do
-        i=$((i + 1))
-        [ $i -le $((secs * 5)) ] || return 1
-        sleep 0.2
-    done
-}
-uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # open_rw PATH: ok, EPERM, or the shell's error (busybox: "can't open ...: <strerror>").
 open_rw() {
     if err=$( (exec 3<>"$1") 2>&1 ); then

@@ -12,10 +12,13 @@
 //! cgroup v2 (`pressure.rs`: the BestEffort hog goes, Guaranteed and Burstable stay, no kernel
 //! OOM kill, `MemoryPressure` True then False). Before that, with the five pods running, the
 //! real `tidelet-generic-plugin` hands a device node to one pod while another is denied it by
-//! the eBPF device program of its cgroup (`devices.rs`). Last, it restarts tidelet with MQTT to a real
-//! Mosquitto on the host (a second `guestfwd`) and jumps the guest's wall clock a day forward
-//! and two days back (`mqtt.rs`: the pod and the agent untouched, the broker's view of the
-//! node, `online`, the pod and the lease renewals through both jumps).
+//! the eBPF device program of its cgroup (`devices.rs`), and a default pod checks its own
+//! confinement (`security.rs`: containerd's capabilities, RuntimeDefault seccomp compiled for
+//! the guest's architecture, runc's masked and read-only paths, a Localhost profile denying
+//! mkdir). Last, it restarts tidelet with MQTT to a real Mosquitto on the host (a second
+//! `guestfwd`) and jumps the guest's wall clock a day forward and two days back (`mqtt.rs`: the
+//! pod and the agent untouched, the broker's view of the node, `online`, the pod and the lease
+//! renewals through both jumps).
 //!
 //! Two tests, one guest each: x86_64 (the host's `target/debug/tidelet` and
 //! `tidelet-generic-plugin`, 512 MiB) and aarch64 (`qemu-system-aarch64 -M virt -cpu
@@ -32,6 +35,7 @@ mod markers;
 mod mqtt;
 mod pressure;
 mod qemu;
+mod security;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -224,6 +228,8 @@ fn guest_test(test: &str, arch: Arch, bins: &Bins, memory_mb: u32) {
     drop(echo);
     checked(&run, |m| {
         check_guest(m, &arch);
+        // (before the devices: a confinement that breaks the containers shows its cause here)
+        security::check(m);
         devices::check(m);
         pressure::check(m);
         // The guest reached the host's loopback, and only through the forward.
@@ -247,6 +253,7 @@ fn guest_test(test: &str, arch: Arch, bins: &Bins, memory_mb: u32) {
         arch.name, run.elapsed
     );
     println!("vm: {}: {}", arch.name, devices::figures(&run.markers));
+    println!("vm: {}: {}", arch.name, security::figures(&run.markers));
     println!("vm: {}: {}", arch.name, pressure::figures(&run.markers));
     println!("vm: {}: {}", arch.name, mqtt::figures(&run.markers, &seen));
 }
