@@ -477,14 +477,16 @@ fn every_kernel_name_has_the_kernels_number_on_every_abi() {
 
 #[test]
 fn runtime_default_allows_every_call_moby_allows_unconditionally_on_every_abi() {
-    let json: serde_json::Value =
-        serde_json::from_str(include_str!("default.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(include_str!("default.json")).unwrap();
     let mut plain = std::collections::BTreeSet::new();
     for e in json["syscalls"].as_array().unwrap() {
         let unconditional = e["action"] == "SCMP_ACT_ALLOW"
-            && e.get("args").is_none_or(|a| a.is_null() || a.as_array().is_some_and(|a| a.is_empty()))
-            && e.get("includes").is_none_or(|i| i.as_object().is_none_or(|o| o.is_empty()))
-            && e.get("excludes").is_none_or(|i| i.as_object().is_none_or(|o| o.is_empty()));
+            && e.get("args")
+                .is_none_or(|a| a.is_null() || a.as_array().is_some_and(|a| a.is_empty()))
+            && e.get("includes")
+                .is_none_or(|i| i.as_object().is_none_or(|o| o.is_empty()))
+            && e.get("excludes")
+                .is_none_or(|i| i.as_object().is_none_or(|o| o.is_empty()));
         if unconditional {
             for n in e["names"].as_array().unwrap() {
                 plain.insert(n.as_str().unwrap().to_string());
@@ -500,6 +502,9 @@ fn runtime_default_allows_every_call_moby_allows_unconditionally_on_every_abi() 
             .filter(|(_, nr)| interp::run(&prog, &Data::new(*nr, arch.audit(), &[])).ret != ALLOW)
             .map(|(n, _)| n)
             .collect();
-        assert!(denied.is_empty(), "{arch}: moby allows these, tidelet's filter does not: {denied:?}");
+        assert!(
+            denied.is_empty(),
+            "{arch}: moby allows these, tidelet's filter does not: {denied:?}"
+        );
     }
 }
