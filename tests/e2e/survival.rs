@@ -88,6 +88,44 @@ fn two_agents_side_by_side_do_not_see_each_other() {
     b.stop_all();
 }
 
+/// A host with a named network namespace (`ip netns add`, Podman's netavark) has an nsfs mount
+/// whose root in mountinfo is `net:[inode]`, not a path; the agent refused to start there.
+#[test]
+fn the_agent_starts_on_a_host_with_a_bind_mounted_namespace() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("netns");
+    std::fs::write(&target, "").unwrap();
+    nix::mount::mount(
+        Some("/proc/self/ns/net"),
+        &target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(target.clone());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mountinfo
+            .lines()
+            .any(|l| l.contains(" net:[") && l.contains(&*target.to_string_lossy())),
+        "the namespace's mount is in mountinfo"
+    );
+    let mut a = Agent::start();
+    a.write("p.yaml", &pod_yaml("p", "", &[("c", "sleep 3600", "")]));
+    a.wait_running(&a.full_name("p"));
+    a.stop_all();
+}
+
 #[test]
 fn systemd_ready_and_watchdog_notifications_are_sent() {
     if !privileged() {

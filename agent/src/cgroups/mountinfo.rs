@@ -101,8 +101,11 @@ fn parse_line(line: &str) -> Result<Mount, &'static str> {
     if fields[0].parse::<u64>().is_err() || fields[1].parse::<u64>().is_err() {
         return Err("mount id and parent id must be numbers");
     }
-    if !fields[3].starts_with('/') || !fields[4].starts_with('/') {
-        return Err("root and mount point must be absolute paths");
+    // The root is a path only for file systems with a directory tree: a bind-mounted
+    // namespace (`ip netns add`, Podman's netavark, tidelet's own pods) shows `net:[4026532181]`
+    // there, and refusing that line kept the agent from starting on any such host.
+    if !fields[4].starts_with('/') {
+        return Err("the mount point must be an absolute path");
     }
     Ok(Mount {
         root: unescape(fields[3]),
@@ -241,6 +244,16 @@ mod tests {
                     super_options: vec!["rw".into(), "cpu".into(), "cpuacct".into()],
                 },
             ),
+            (
+                "612 29 0:4 net:[4026532181] /run/netns/netns-5f0c rw shared:231 - nsfs nsfs rw",
+                Mount {
+                    root: "net:[4026532181]".into(),
+                    mount_point: "/run/netns/netns-5f0c".into(),
+                    fs_type: "nsfs".into(),
+                    source: "nsfs".into(),
+                    super_options: vec!["rw".into()],
+                },
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(parse(line), Ok(vec![want]), "{line}");
@@ -268,7 +281,7 @@ mod tests {
             ),
             (
                 "36 35 98:0 / mnt rw - ext3 /dev/root rw",
-                "root and mount point must be absolute paths",
+                "the mount point must be an absolute path",
             ),
         ];
         for (line, reason) in cases {
