@@ -12,6 +12,7 @@
 # localhost/busybox:1.35 under /tmp/peer); set PEER_DIR to that folder, or SKIP_PEER=1 to
 # measure tidelet alone. There is no peer for the plugins' memory: NVIDIA's and the other
 # plugins cannot run here (no GPU, no cluster), so a Rust `sleep` gives the scale.
+# Smoke run (each part once, debug build; CI runs it): cargo test -p tidelet-e2e --bench devices
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/bench-devices.sh: run as root" >&2; exit 1; fi

@@ -9,6 +9,7 @@
 # There is no peer run: the issue's peer is kubelet, which cannot run here (no cluster and no
 # container runtime for it), and Podman has no eviction. kubelet's documented figure is its
 # housekeeping period (10 s) between looks at memory.
+# Smoke run (each part once, debug build; CI runs it): cargo test -p tidelet-e2e --bench eviction
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/bench-eviction.sh: run as root" >&2; exit 1; fi

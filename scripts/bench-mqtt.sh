@@ -13,6 +13,7 @@
 # PHASES (default 1234) picks the parts. About 14 minutes on 2 cores. Results go to stdout, as
 # Markdown; docs/benchmarks.md records them. The measuring is in tests/bench/mqtt.rs. Run by
 # hand, not in CI.
+# Smoke run (each part once, debug build; CI runs it): cargo test -p tidelet-e2e --bench mqtt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/bench-mqtt.sh: run as root" >&2; exit 1; fi

@@ -18,7 +18,7 @@ fi
 # and nc for the guest's forward to the host's loopback. (scripts/cross-build.sh and
 # scripts/lint-yocto.sh install their own tools.) protoc checks that the checked-in gRPC code of
 # device-plugins/api is what its .proto generates; pgrep (procps) ends the background jobs of a
-# failed run.
+# failed run; ss (iproute2) counts the MQTT bench's bytes on the wire in its smoke run.
 # The machine image may carry qemu-utils from bookworm-backports (10.x) with that archive not
 # in its sources; bookworm's qemu-system-* (7.2) will not install beside it, so bookworm's
 # qemu-utils comes first (seen on a fresh machine of this kind in issue 14's session).
@@ -29,7 +29,7 @@ if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '~bpo' &&
 fi
 apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
   netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl \
-  protobuf-compiler procps
+  protobuf-compiler procps iproute2
 ensure_toolchain
 modprobe overlay 2>/dev/null || true
 
@@ -135,6 +135,10 @@ echo "== cargo test: all but the VM suites (at ${SECONDS} s)"
 cargo test --workspace --locked --exclude tidelet-e2e -- --test-threads 4
 cargo test -p tidelet-e2e --locked --lib "${E2E_TARGETS[@]/#/--test=}" -- --test-threads 4
 cargo test -p tidelet-e2e --locked --doc
+# Every benchmark once, in its smoke mode (no `--bench`: each part once, small counts, against
+# the debug build), so that none stops working unseen; the figures are scripts/bench*.sh's.
+echo "== benchmarks, smoke mode (at ${SECONDS} s)"
+cargo test -p tidelet-e2e --locked --benches
 
 echo "== waiting for aarch64's release binaries (at ${SECONDS} s)"
 cross_wait "$cross_aarch64" aarch64

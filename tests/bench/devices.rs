@@ -24,12 +24,20 @@
 //! tidelet-generic-plugin -p tidelet-gpu-plugin`. Figures are printed, never asserted; the
 //! bench fails only when a measurement is impossible (a pod never runs, a plugin never
 //! registers, a device is missing in a container that asked for it).
+//!
+//! Without `--bench` (`cargo test -p tidelet-e2e --bench devices`, against the debug builds of
+//! tidelet and both plugins that `cargo build --workspace` makes) it is a smoke run, whatever
+//! `PODS`, `SETTLE_SECS` and `IDLE_SECS` say: one pod of each kind after the warm-up pair, the
+//! plugins idle for 1 s with no settling; every check on the containers' devices and the
+//! plugins' registration is made the same. Podman's part runs only when `PODMAN_PEER=1`, as
+//! in a real run.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -47,10 +55,17 @@ fn env_or(key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A release binary of this workspace: `$VAR`, else `<target>/release/<name>`.
+/// Whether this is a smoke run (no `--bench`); set once by `main`.
+static SMOKE: OnceLock<bool> = OnceLock::new();
+
+/// A release binary of this workspace: `$VAR`, else `<target>/release/<name>`; in a smoke run
+/// `$VAR`, else the debug build's (`tidelet_e2e::plugin_bin`).
 fn release_bin(var: &str, name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var) {
         return PathBuf::from(p);
+    }
+    if SMOKE.get() == Some(&true) {
+        return tidelet_e2e::plugin_bin(name);
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -658,7 +673,22 @@ fn main() {
     if !privileged() {
         return;
     }
-    let pods = env_or("PODS", 20) as usize;
+    // `cargo bench` passes `--bench`; `cargo test --bench devices` does not.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    SMOKE.set(smoke).unwrap();
+    // A smoke run takes the smallest values that still run every part, whatever the
+    // environment says.
+    let knob = |key: &str, default: u64, smoke_value: u64| {
+        if smoke {
+            smoke_value
+        } else {
+            env_or(key, default)
+        }
+    };
+    let pods = knob("PODS", 20, 1) as usize;
+    if smoke {
+        println!("smoke run (no --bench): 1 pod of each kind after the warm-up, debug plugins idle 1 s with no settling; the figures mean nothing");
+    }
     println!("tidelet binary: {}", tidelet_e2e::bin().display());
     let t = serial_tree();
     pod_start(pods, &t);
@@ -669,5 +699,5 @@ fn main() {
             "(2) Podman not measured (PODMAN_PEER is not 1; scripts/bench-devices.sh sets it up)"
         );
     }
-    idle(env_or("SETTLE_SECS", 10), env_or("IDLE_SECS", 60), &t);
+    idle(knob("SETTLE_SECS", 10, 0), knob("IDLE_SECS", 60, 1), &t);
 }
