@@ -10,24 +10,47 @@
 use std::fmt;
 
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{Format, Full, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Set up the global subscriber: filter from `$TIDELET_LOG`, else `info` for the agent and
 /// `warn` for the one-shot commands.
+///
+/// `$TIDELET_LOG` is `RUST_LOG`'s directive list without span filters: a default level and
+/// per-module levels (`info,tidelet::eviction=debug`). It is read by `Targets`, not
+/// `EnvFilter`: `EnvFilter`'s span and field matching brings the `regex` crates, over 200 KiB
+/// of the board's binary, for filters nobody here writes.
 pub fn init(for_agent: bool) {
-    let filter = EnvFilter::try_from_env("TIDELET_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(if for_agent { "info" } else { "warn" }));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let default = if for_agent { "info" } else { "warn" };
+    let (filter, bad) = filter(std::env::var("TIDELET_LOG").ok().as_deref(), default);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false);
+    let registry = tracing_subscriber::registry().with(filter);
     if stderr_is_journal() {
-        b.event_format(Journal::default()).init();
+        registry.with(layer.event_format(Journal::default())).init();
     } else {
-        b.init();
+        registry.with(layer).init();
+    }
+    if let Some(reason) = bad {
+        tracing::warn!(%reason, "TIDELET_LOG not understood; logging at {default}");
+    }
+}
+
+/// The filter `value` (`$TIDELET_LOG`) asks for, or `default` with the reason it is not
+/// understood.
+fn filter(value: Option<&str>, default: &str) -> (Targets, Option<String>) {
+    let fallback = || default.parse::<Targets>().expect("a level name parses");
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (fallback(), None),
+        Some(v) => match v.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (fallback(), Some(format!("{v:?}: {e}"))),
+        },
     }
 }
 
@@ -95,6 +118,78 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tidelet_log_directives() {
+        use Level as L;
+        // (TIDELET_LOG, default, target, level, enabled, understood)
+        let cases = [
+            (None, "info", "tidelet::agent", L::INFO, true, true),
+            (None, "info", "tidelet::agent", L::DEBUG, false, true),
+            (None, "warn", "tidelet::cli", L::INFO, false, true),
+            (Some(""), "warn", "tidelet::cli", L::WARN, true, true),
+            (Some("debug"), "info", "h2", L::DEBUG, true, true),
+            (Some("DEBUG"), "info", "h2", L::DEBUG, true, true),
+            (
+                Some("info,tidelet::eviction=debug"),
+                "info",
+                "tidelet::eviction::monitor",
+                L::DEBUG,
+                true,
+                true,
+            ),
+            (
+                Some("info,tidelet::eviction=debug"),
+                "info",
+                "tidelet::agent",
+                L::DEBUG,
+                false,
+                true,
+            ),
+            (
+                Some("info,tidelet::eviction=debug"),
+                "info",
+                "tidelet::agent",
+                L::INFO,
+                true,
+                true,
+            ),
+            (
+                Some("warn,h2=off"),
+                "info",
+                "h2::codec",
+                L::ERROR,
+                false,
+                true,
+            ),
+            (Some("off"), "info", "tidelet", L::ERROR, false, true),
+            (
+                Some("tidelet=verbose"),
+                "info",
+                "tidelet",
+                L::INFO,
+                true,
+                false,
+            ),
+            (
+                Some("tidelet=verbose"),
+                "info",
+                "tidelet",
+                L::DEBUG,
+                false,
+                false,
+            ),
+        ];
+        for (value, default, target, level, enabled, understood) in cases {
+            let (t, bad) = filter(value, default);
+            assert_eq!(
+                t.would_enable(target, &level),
+                enabled,
+                "{value:?} {target} {level}"
+            );
+            assert_eq!(bad.is_none(), understood, "{value:?}: {bad:?}");
+        }
+    }
 
     #[test]
     fn journal_stream_value() {
