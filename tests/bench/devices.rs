@@ -48,13 +48,6 @@ const SERIAL: &str = "tidelet.io/serial";
 const TUN: (u64, u64) = (10, 200);
 const SERIAL_NODES: usize = 8;
 
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Whether this is a smoke run (no `--bench`); set once by `main`.
 static SMOKE: OnceLock<bool> = OnceLock::new();
 
@@ -673,18 +666,10 @@ fn main() {
     if !privileged() {
         return;
     }
-    // `cargo bench` passes `--bench`; `cargo test --bench devices` does not.
-    let smoke = !std::env::args().any(|a| a == "--bench");
+    let mode = tidelet_e2e::BenchMode::from_args();
+    let smoke = mode.smoke;
     SMOKE.set(smoke).unwrap();
-    // A smoke run takes the smallest values that still run every part, whatever the
-    // environment says.
-    let knob = |key: &str, default: u64, smoke_value: u64| {
-        if smoke {
-            smoke_value
-        } else {
-            env_or(key, default)
-        }
-    };
+    let knob = |key: &str, default: u64, smoke_value: u64| mode.knob(key, default, smoke_value);
     let pods = knob("PODS", 20, 1) as usize;
     if smoke {
         println!("smoke run (no --bench): 1 pod of each kind after the warm-up, debug plugins idle 1 s with no settling; the figures mean nothing");

@@ -40,13 +40,6 @@ const THRESHOLD: u64 = 100 * MI;
 /// How often the sampler reads the cgroup files.
 const SAMPLE_EVERY: Duration = Duration::from_millis(2);
 
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn pod_yaml(name: &str, cmd: &str, resources: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [\"sh\", \"-c\", {cmd:?}]\n{resources}")
 }
@@ -647,17 +640,9 @@ fn main() {
     if !privileged() {
         return;
     }
-    // `cargo bench` passes `--bench`; `cargo test --bench eviction` does not.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    // A smoke run takes the smallest values that still run every part, whatever the
-    // environment says.
-    let knob = |key: &str, default: u64, smoke_value: u64| {
-        if smoke {
-            smoke_value
-        } else {
-            env_or(key, default)
-        }
-    };
+    let mode = tidelet_e2e::BenchMode::from_args();
+    let smoke = mode.smoke;
+    let knob = |key: &str, default: u64, smoke_value: u64| mode.knob(key, default, smoke_value);
     let reps = knob("REPS", 20, 1) as usize;
     let idle = knob("IDLE_SECS", 60, 1);
     let idle2 = knob("IDLE2_SECS", 30, 1);

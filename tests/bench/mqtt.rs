@@ -52,13 +52,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// kubelet's `nodeStatusUpdateFrequency` default.
 const PEER_PERIOD: Duration = Duration::from_secs(10);
 
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn pod_yaml(name: &str, cmd: &str, extra_spec: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{extra_spec}  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [\"sh\", \"-c\", {cmd:?}]\n")
 }
@@ -827,17 +820,9 @@ fn main() {
     if !privileged() {
         return;
     }
-    // `cargo bench` passes `--bench`; `cargo test --bench mqtt` does not.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    // A smoke run takes the smallest values that still run every part, whatever the
-    // environment says.
-    let knob = |key: &str, default: u64, smoke_value: u64| {
-        if smoke {
-            smoke_value
-        } else {
-            env_or(key, default)
-        }
-    };
+    let mode = tidelet_e2e::BenchMode::from_args();
+    let smoke = mode.smoke;
+    let knob = |key: &str, default: u64, smoke_value: u64| mode.knob(key, default, smoke_value);
     let phases = std::env::var("PHASES").unwrap_or_else(|_| "1234".into());
     if smoke {
         println!("smoke run (no --bench): each phase in PHASES once, 1 repetition, 3 pods or agents, 1 s windows; the figures mean nothing");

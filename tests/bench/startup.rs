@@ -146,19 +146,10 @@ fn main() {
     if !tidelet_e2e::privileged() {
         return;
     }
-    // `cargo bench` passes `--bench`; `cargo test --bench startup` does not.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    let env_runs = |var: &str, default: usize| -> usize {
-        if smoke {
-            return 1;
-        }
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let runs = env_runs("RUNS", 7);
-    let harden_runs = env_runs("HARDEN_RUNS", 31);
+    let mode = tidelet_e2e::BenchMode::from_args();
+    let smoke = mode.smoke;
+    let runs = mode.knob("RUNS", 7, 1) as usize;
+    let harden_runs = mode.knob("HARDEN_RUNS", 31, 1) as usize;
     // `PARTS=d`: only issue 14's part; all of them otherwise.
     let only_d = std::env::var("PARTS").is_ok_and(|p| p == "d");
     if smoke {

@@ -27,6 +27,35 @@ pub fn privileged() -> bool {
     root
 }
 
+/// How a bench target runs. `cargo bench` passes `--bench`: a real run, its counts and windows
+/// from the environment. Without it (`cargo test -p tidelet-e2e --benches`, as CI runs them) it
+/// is a smoke run: every part once with the smallest counts, against the debug build, so that
+/// no bench stops working unseen; its figures mean nothing, its checks are checked.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchMode {
+    pub smoke: bool,
+}
+
+impl BenchMode {
+    pub fn from_args() -> BenchMode {
+        BenchMode {
+            smoke: !std::env::args().any(|a| a == "--bench"),
+        }
+    }
+
+    /// `$key` as a number, else `default`; in a smoke run `smoke_value`, whatever the
+    /// environment says.
+    pub fn knob(self, key: &str, default: u64, smoke_value: u64) -> u64 {
+        if self.smoke {
+            return smoke_value;
+        }
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+}
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

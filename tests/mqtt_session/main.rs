@@ -151,13 +151,18 @@ fn pod_payload(name: &str, generation: i64) -> Vec<u8> {
     payload::pod(&serde_json::from_value(pod_json(name, generation)).unwrap())
 }
 
+/// `RUST_LOG`'s directives (levels, per module; as the agent reads `TIDELET_LOG`), else
+/// `tidelet=debug`.
 fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "tidelet=debug".into()),
-        )
-        .with_test_writer()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| "tidelet=debug".parse().unwrap());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_test_writer())
         .try_init();
 }
 
