@@ -326,6 +326,13 @@ fn a_localhost_profile_denies_exactly_its_syscall_and_bad_profiles_are_named() {
         r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["chmodd"], "action": "SCMP_ACT_ERRNO"}]}"#,
     )
     .unwrap();
+    // Unreadable as a profile (root reads any file: a directory stands for what cannot be read).
+    std::fs::create_dir_all(profiles.join("dir.json")).unwrap();
+    std::fs::write(
+        profiles.join("sparc.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_SPARC"], "syscalls": []}"#,
+    )
+    .unwrap();
     let local = |p: &str| {
         format!(
             "    securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: {p}}}}}\n"
@@ -370,6 +377,12 @@ fn a_localhost_profile_denies_exactly_its_syscall_and_bad_profiles_are_named() {
             "typo",
             "profiles/typo.json",
             "\"chmodd\": not a system call",
+        ),
+        ("unreadable", "profiles/dir.json", "not a regular file"),
+        (
+            "arch",
+            "profiles/sparc.json",
+            "\"SCMP_ARCH_SPARC\": not a libseccomp architecture",
         ),
     ];
     for (pod, file, _) in cases {
