@@ -573,6 +573,63 @@ mod tests {
         assert_eq!(c.image_minimum_gc_age, Duration::from_secs(120));
     }
 
+    /// The yaml blocks of a Markdown file, in order.
+    fn yaml_blocks(md: &str) -> Vec<String> {
+        let mut blocks = vec![];
+        let mut cur: Option<String> = None;
+        for line in md.lines() {
+            match (&mut cur, line.trim_end()) {
+                (None, "```yaml") => cur = Some(String::new()),
+                (Some(b), "```") => {
+                    blocks.push(std::mem::take(b));
+                    cur = None;
+                }
+                (Some(b), l) => {
+                    b.push_str(l);
+                    b.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        blocks
+    }
+
+    /// docs/mqtt.md's configuration example, as written: a back-end's author copies it.
+    #[test]
+    fn the_mqtt_docs_config_example_is_a_valid_config() {
+        let doc = include_str!("../../docs/mqtt.md");
+        let blocks = yaml_blocks(doc);
+        let example = blocks
+            .iter()
+            .find(|b| b.contains("mqtt:\n") && b.contains("remotePodPolicy:"))
+            .expect("docs/mqtt.md has its config example");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tidelet.yaml");
+        std::fs::write(&file, example).unwrap();
+        let mut c = Config::default();
+        c.merge_file(&file).unwrap();
+        assert_eq!(c.node_name, "node-a");
+        let m = c.mqtt().unwrap().expect("an mqtt section");
+        assert_eq!(
+            (m.broker.tls, m.broker.host.as_str(), m.broker.port),
+            (true, "mqtt.example.com", 8883)
+        );
+        assert_eq!(m.client_id, "node-a");
+        assert_eq!(m.topic_prefix, "tidelet/node-a/");
+        assert_eq!(m.keep_alive, Duration::from_secs(60));
+        assert_eq!(m.event_buffer, 256);
+        assert!(!m.remote_pod_policy.allow_privileged);
+        // The hardened policy's lines parse as a remotePodPolicy too.
+        let hardened = blocks
+            .iter()
+            .find(|b| b.contains("requireUserNamespaces: true"))
+            .expect("docs/mqtt.md has the hardened policy");
+        let v: serde_yaml::Value = serde_yaml::from_str(hardened).unwrap();
+        let p = crate::source::RemotePolicy::from_yaml(&v["remotePodPolicy"]).unwrap();
+        assert!(p.require_user_namespaces);
+        assert_eq!(p.allowed_capabilities, ["NET_BIND_SERVICE"]);
+    }
+
     /// (file, Ok((high, low, min age secs)) or Err(text the error must hold))
     type GcKeysCase<'a> = (&'a str, Result<(u8, u8, u64), &'a str>);
 

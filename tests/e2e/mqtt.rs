@@ -290,9 +290,15 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
     }
     assert!(a.alive());
 
-    // Removal: an empty retained message; the pod and its status topic go.
+    // Removal: an empty retained message; the pod and its status topic go. The answer
+    // carries the removed pod's uid.
+    let web_uid = a.pod("web").unwrap()["metadata"]["uid"].clone();
     let r = remove(&b, "e2e", "default/web");
     assert_eq!(r["reason"], "Removed", "{r}");
+    assert!(
+        web_uid.is_string() && r["uid"] == web_uid,
+        "{r}: uid {web_uid}"
+    );
     wait_for("web gone", WAIT, || a.pod("web").is_none().then_some(()));
     b.wait_retained("tidelet/e2e/pods/default/web", |p| p.is_empty(), WAIT);
     // The local file goes: the remote pod it shadowed takes the name over (and is told so).

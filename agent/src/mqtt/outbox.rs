@@ -72,8 +72,20 @@ pub struct Outbox {
 
 /// The topic suffix of events.
 pub const EVENTS: &str = super::topics::EVENTS;
-/// Sent first after each CONNACK.
-const FIRST: &str = super::topics::ONLINE;
+/// Where a retained object comes in a (re)publish, as docs/mqtt.md gives it: `online`, the
+/// node, its lease, the pods, then the answers to desired pods (and anything else); the events
+/// after all of them. A back-end reading in order sees the node before its pods. `min_by_key`
+/// keeps the first of equals, so within a kind the order is the topics'.
+fn rank(suffix: &str) -> u8 {
+    use super::topics::{LEASE, NODE, ONLINE, PODS};
+    match suffix {
+        ONLINE => 0,
+        NODE => 1,
+        LEASE => 2,
+        s if s.starts_with(PODS) => 3,
+        _ => 4,
+    }
+}
 
 impl Outbox {
     /// `capacity`: events kept while they cannot be sent; `max_inflight`: messages out at once.
@@ -197,15 +209,12 @@ impl Outbox {
         if !self.connected || self.inflight.len() >= self.max_inflight {
             return None;
         }
-        let ready = |r: &Retained| r.dirty && !r.inflight;
-        let suffix = match self.retained.get(FIRST) {
-            Some(r) if ready(r) => Some(FIRST.to_string()),
-            _ => self
-                .retained
-                .iter()
-                .find(|(_, r)| ready(r))
-                .map(|(s, _)| s.clone()),
-        };
+        let suffix = self
+            .retained
+            .iter()
+            .filter(|(_, r)| r.dirty && !r.inflight)
+            .min_by_key(|(s, _)| rank(s))
+            .map(|(s, _)| s.clone());
         let token = self.next_token;
         if let Some(suffix) = suffix {
             let r = self.retained.get_mut(&suffix)?;
@@ -410,6 +419,39 @@ mod tests {
         assert_eq!(
             names(&s),
             [("online", "on"), ("node", "n"), ("pods/a/b", "p3")]
+        );
+    }
+
+    /// docs/mqtt.md's order, whatever the topics' alphabetical order (`desired/...` and
+    /// `lease` sort before `node`).
+    #[test]
+    fn a_reconnect_republishes_online_node_lease_pods_then_results() {
+        let mut o = outbox(8, 32);
+        for t in [
+            "pods/default/b",
+            "desired/results/default/r",
+            "lease",
+            "pods/default/a",
+            "node",
+            "online",
+        ] {
+            o.set_retained(t, Some(t.as_bytes().to_vec()));
+        }
+        o.event(b"e".to_vec());
+        o.connected();
+        let s = drain(&mut o);
+        let order: Vec<&str> = s.iter().map(|(t, _, _)| t.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "online",
+                "node",
+                "lease",
+                "pods/default/a",
+                "pods/default/b",
+                "desired/results/default/r",
+                "events"
+            ]
         );
     }
 

@@ -409,7 +409,12 @@ impl RemoteSource {
             self.forget_file(namespace, name);
             tracing::info!(pod = %key, uid = ?had, "remote pod removed");
         }
-        let r = DesiredResult::new(namespace, name, ResultReason::Removed, message);
+        // `uid` is the removed pod's, as docs/mqtt.md says: the back-end can tell which
+        // version went (null when nothing ran under this name).
+        let r = DesiredResult {
+            uid: had,
+            ..DesiredResult::new(namespace, name, ResultReason::Removed, message)
+        };
         self.entries.insert(
             key,
             Entry {

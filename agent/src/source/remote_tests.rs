@@ -104,6 +104,11 @@ fn removal_deletes_the_file_and_the_pod() {
     let r = src.handle("default", "web", b"");
     assert_eq!((r.accepted, r.reason), (true, ResultReason::Removed));
     assert_eq!(r.message, format!("pod default/web (uid {uid}) removed"));
+    assert_eq!(
+        r.uid.as_deref(),
+        Some(uid.as_str()),
+        "the removed pod's uid"
+    );
     assert!(!tmp.path().join("default_web.json").exists());
     assert!(src.desired().pods.is_empty());
     assert_eq!(src.results(), vec![r]);
@@ -111,6 +116,7 @@ fn removal_deletes_the_file_and_the_pod() {
     // Removing what is not there is not an error.
     let r = src.handle("default", "other", b"");
     assert_eq!((r.accepted, r.reason), (true, ResultReason::Removed));
+    assert_eq!(r.uid, None, "nothing ran under that name");
 }
 
 #[test]
