@@ -251,6 +251,34 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
         let text = format!("{} {}", r["message"], r["errors"]);
         assert!(text.contains(mentions), "{key}: {text}");
     }
+    // A pod a local file shadows is answered Conflict, and only that: a back-end takes the
+    // first live answer (`tidelet fleet apply` did, and printed "accepted" for a pod that
+    // never ran). A new name, so that no earlier answer is held for it.
+    a.write(
+        "clash.yaml",
+        &pod_yaml("clash", "", &[("c", "sleep 3600", "")]),
+    );
+    a.wait_running(&a.full_name("clash"));
+    let key = "default/clash-e2e";
+    let mut live = b.subscribe(&format!("tidelet/e2e/desired/results/{key}"), "operator");
+    b.publish(
+        &format!("tidelet/e2e/desired/pods/{key}"),
+        desired("clash-e2e", 7, "true", "").as_bytes(),
+        true,
+        "operator",
+    );
+    let mut answers = vec![];
+    while let Some(m) = live.next(Duration::from_secs(3)) {
+        answers.push(json(&m.payload));
+    }
+    let reasons: Vec<&str> = answers
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["Conflict"], "one answer, Conflict: {answers:?}");
+    assert_eq!(answers[0]["generation"], 7, "{answers:?}");
+    assert_eq!(remove(&b, "e2e", key)["reason"], "Removed");
+    a.remove("clash.yaml");
     let privileged_pod = pod_yaml(
         "priv",
         "",

@@ -23,6 +23,10 @@ pub struct Remote {
     /// Until every desired pod has been published once, stale pod topics found on the
     /// broker are kept (`StartOptions::hold_sweep`), so that a pod still starting does not flicker.
     held_since: Option<std::time::Instant>,
+    /// The desired pods taken since the last merge, whose answers wait for it: a
+    /// pod a local file shadows is answered `Conflict` once, never `Accepted` first (a
+    /// back-end takes the first live answer).
+    unanswered: Vec<DesiredResult>,
 }
 
 /// The longest the sweep of stale pod topics waits for the desired pods to be published.
@@ -62,6 +66,7 @@ impl Remote {
             source,
             link: None,
             held_since: None,
+            unanswered: Vec::new(),
         }
     }
 
@@ -98,9 +103,18 @@ impl Remote {
     /// takes. Changed answers (a pod shadowed, or no longer) are published.
     pub fn merge(&mut self, local: DesiredSet) -> DesiredSet {
         let (set, conflicts) = merge(local, self.source.desired());
+        let unanswered = std::mem::take(&mut self.unanswered);
         for r in self.source.note_conflicts(&conflicts) {
             tracing::warn!(pod = %r.key(), reason = ?r.reason, message = %r.message, "remote pod");
-            self.publish(&r);
+            if !unanswered.iter().any(|u| u.key() == r.key()) {
+                self.publish(&r);
+            }
+        }
+        // Answered every time, even when the answer is the one the broker holds: the back-end
+        // waits for a live message (the same manifest applied again).
+        for r in unanswered {
+            let now = self.source.result(&r.key()).unwrap_or(r);
+            self.send(&now, true);
         }
         set
     }
@@ -124,9 +138,10 @@ impl Remote {
                         format!("{}: {:?}: {}", r.key(), r.reason, r.message),
                     );
                 }
-                // Answered every time, even when the answer is the one the broker holds: the
-                // back-end waits for a live message (the same manifest applied again).
-                self.send(&r, true);
+                // Answered after the merge that follows (`merge`), which knows whether a
+                // local file takes the name.
+                self.unanswered.retain(|u| u.key() != r.key());
+                self.unanswered.push(r);
             }
             Down::Synced { present } => {
                 for r in self.source.sweep(&present) {

@@ -476,6 +476,11 @@ impl RemoteSource {
         self.entries.values().map(effective).collect()
     }
 
+    /// The answer for `key` now (`Conflict` where a local file shadows its pod).
+    pub fn result(&self, key: &str) -> Option<DesiredResult> {
+        self.entries.get(key).map(effective)
+    }
+
     /// Record which remote pods lose to a local static-pod file (`merge`'s conflicts, all of
     /// them, after every merge). Returns the results that changed: a `Conflict` for a newly
     /// shadowed pod, the `Accepted` answer again for one whose local file went away.
