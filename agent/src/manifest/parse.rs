@@ -170,21 +170,58 @@ fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
     let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
     flow_depth_guard(text)?;
     let mut out = Vec::new();
+    let several = several_documents(text);
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let v = Seed(&mut budget).deserialize(de).map_err(|e| {
+            // "document 1" of a file that has one reads as if there were more.
+            let doc = if several {
+                format!("document {}: ", i + 1)
+            } else {
+                String::new()
+            };
+            let line = e
+                .location()
+                .and_then(|l| offending_line(text, l.line()))
+                .unwrap_or_default();
             let e = e.to_string();
             if e.contains("repetition limit") {
-                format!(
-                    "document {}: invalid YAML: {e} (a YAML alias bomb?); refused",
-                    i + 1
-                )
+                format!("{doc}invalid YAML: {e} (a YAML alias bomb?); refused")
             } else {
-                format!("document {}: invalid YAML: {e}", i + 1)
+                format!("{doc}invalid YAML: {e}{line}")
             }
         })?;
         out.push(v);
     }
     Ok(out)
+}
+
+/// Whether `text` has a document separator (`---` at the start of a line) after its first
+/// document's content: a leading `---` alone still makes one document.
+fn several_documents(text: &str) -> bool {
+    let mut content = false;
+    for line in text.lines() {
+        let separator = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if separator && content {
+            return true;
+        }
+        let t = line.trim();
+        if !separator && !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
+            content = true;
+        }
+    }
+    false
+}
+
+/// `: `line`` for line `n` (1-based) of `text`, cut to 120 characters, for an error message;
+/// `None` for a line out of range or blank.
+fn offending_line(text: &str, n: usize) -> Option<String> {
+    let line = text.lines().nth(n.checked_sub(1)?)?.trim_end();
+    if line.trim().is_empty() {
+        return None;
+    }
+    let cut: String = line.chars().take(120).collect();
+    let more = if cut.len() < line.len() { "..." } else { "" };
+    Some(format!(": `{cut}{more}`"))
 }
 
 /// Deepest bracket nesting accepted before YAML parsing (see `flow_depth_guard`).
@@ -323,6 +360,35 @@ fn unknown_fields(input: &Value, output: &Value, path: &mut String, out: &mut Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn document_numbers_only_where_there_are_several() {
+        let cases = [
+            ("a: 1\n", false),
+            ("---\na: 1\n", false),
+            ("# c\n---\na: 1\n", false),
+            ("a: 1\n---\nb: 2\n", true),
+            ("---\na: 1\n---\nb: 2\n", true),
+            ("a: 1\n--- \nb: 2\n", true),
+            ("a: |\n  ---\n", false),
+            ("a: 1\n----\n", false),
+        ];
+        for (text, want) in cases {
+            assert_eq!(several_documents(text), want, "{text:?}");
+        }
+        let one = yaml_documents("apiVersion: v1\nkind: Pod\nmetadata: {name: [}\n").unwrap_err();
+        assert!(one.starts_with("invalid YAML: "), "{one}");
+        assert!(one.ends_with(": `metadata: {name: [}`"), "{one}");
+        let two = yaml_documents("a: 1\n---\nb: [\n").unwrap_err();
+        assert!(two.starts_with("document 2: invalid YAML: "), "{two}");
+        assert_eq!(offending_line("a\nb", 3), None);
+        assert_eq!(offending_line("a\n  \n", 2), None);
+        let long = format!("k: {}", "x".repeat(200));
+        assert_eq!(
+            offending_line(&long, 1).unwrap(),
+            format!(": `k: {}...`", "x".repeat(117))
+        );
+    }
 
     #[test]
     fn reads_yaml_documents_and_json() {

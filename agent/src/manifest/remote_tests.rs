@@ -176,7 +176,7 @@ fn rejections_say_which_kind_and_where() {
         ("default", "web", two.into_bytes(), Invalid,
             vec![": payload holds 2 documents; a desired-pod message holds exactly one Pod"]),
         ("default", "web", b"apiVersion: v1\nkind: Pod\nspec: [".to_vec(), Invalid,
-            vec![": document 1: invalid YAML: did not find expected node content at line 4 column 1, while parsing a flow node"]),
+            vec![": invalid YAML: did not find expected node content at line 4 column 1, while parsing a flow node"]),
         ("default", "web", POD.replace("image: busybox:1.36", "image: ''").into_bytes(), Invalid,
             vec!["spec.containers[0].image: required"]),
         ("default", "web", POD.replace("    command:", "    bogus: 1\n    command:").into_bytes(), Invalid,

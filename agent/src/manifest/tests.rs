@@ -160,7 +160,7 @@ fn bad_input_gets_a_clear_error() {
     }
     let r = parse("apiVersion: v1\nkind: Pod\nmetadata: {name: [}\n");
     assert!(
-        reasons(&r)[0].starts_with("/pods/web.yaml: document 1: invalid YAML: "),
+        reasons(&r)[0].starts_with("/pods/web.yaml: invalid YAML: "),
         "{:?}",
         reasons(&r)
     );
