@@ -417,10 +417,13 @@ fn validate(files: &[PathBuf], node_name: Option<String>) -> i32 {
             println!("error: {p}");
             bad = true;
         }
-        for pod in &r.pods {
-            for w in &pod.warnings {
-                println!("warning: {w}");
-            }
+        for w in r
+            .pods
+            .iter()
+            .flat_map(|p| &p.warnings)
+            .chain(&r.rejected_warnings)
+        {
+            println!("warning: {w}");
         }
         if r.errors.is_empty() {
             println!(

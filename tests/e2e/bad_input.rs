@@ -79,6 +79,27 @@ fn validate_reports_file_field_and_reason_for_each_bad_manifest() {
         text.contains("warning:") && text.contains("readinessProbe"),
         "{text}"
     );
+    // A bad one lists its warnings too, beside its errors.
+    let bad = dir.path().join("bad.yaml");
+    let mut yaml = pod_yaml("bad", "", &[("c", "true", "")]);
+    yaml.push_str(
+        "    readinessProbe: {exec: {command: [\"true\"]}}\n    resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}\n",
+    );
+    std::fs::write(&bad, yaml).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["validate", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error:") && text.contains("resources"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning:") && text.contains("readinessProbe"),
+        "{text}"
+    );
 }
 
 #[test]

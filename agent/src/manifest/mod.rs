@@ -79,6 +79,9 @@ pub struct StaticPod {
 pub struct FileResult {
     pub pods: Vec<StaticPod>,
     pub errors: Vec<Problem>,
+    /// A rejected file's unsupported fields (an accepted file's are on its pods): reported
+    /// with its errors, so that fixing the errors does not bring a second round of surprises.
+    pub rejected_warnings: Vec<Problem>,
 }
 
 /// Whether a directory entry is a manifest: `.yaml`, `.yml`, `.json` (any case); not hidden
@@ -104,8 +107,8 @@ pub fn load_file(path: &Path, node_name: &str) -> FileResult {
     let result = match read_capped(path) {
         Ok(bytes) => parse_manifest(path, &bytes, node_name),
         Err(reason) => FileResult {
-            pods: Vec::new(),
             errors: vec![problem(path, "", reason)],
+            ..FileResult::default()
         },
     };
     tracing::debug!(file = %path.display(), pods = result.pods.len(), errors = result.errors.len(), "manifest read");
@@ -206,21 +209,21 @@ pub fn parse_manifest(path: &Path, bytes: &[u8], node_name: &str) -> FileResult 
     match parse_checked(path, bytes, node_name) {
         Ok(pods) => FileResult {
             pods,
-            errors: Vec::new(),
+            ..FileResult::default()
         },
-        Err(errors) => FileResult {
-            pods: Vec::new(),
+        Err((errors, rejected_warnings)) => FileResult {
             errors,
+            rejected_warnings,
+            ..FileResult::default()
         },
     }
 }
 
-fn parse_checked(
-    path: &Path,
-    bytes: &[u8],
-    node_name: &str,
-) -> Result<Vec<StaticPod>, Vec<Problem>> {
-    let whole = |reason: String| vec![problem(path, "", reason)];
+/// The pods, or the errors with the unsupported-field warnings of the documents that decoded.
+type Checked = Result<Vec<StaticPod>, (Vec<Problem>, Vec<Problem>)>;
+
+fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Checked {
+    let whole = |reason: String| (vec![problem(path, "", reason)], Vec::new());
     let text = manifest_text(bytes, MAX_MANIFEST_BYTES, "file").map_err(|(_, r)| whole(r))?;
     let docs = parse::documents(text).map_err(whole)?;
     let docs: Vec<(usize, serde_json::Value)> = docs
@@ -236,6 +239,7 @@ fn parse_checked(
     let several = docs.len() > 1;
     let mut errors = Vec::new();
     let mut pods = Vec::new();
+    let mut warned = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, doc) in docs {
         let at = |field: &str| match (several, field.is_empty()) {
@@ -250,6 +254,11 @@ fn parse_checked(
                 continue;
             }
         };
+        let warnings: Vec<Problem> = support::unsupported_fields(&doc)
+            .into_iter()
+            .map(|f| problem(path, at(&f), NOT_SUPPORTED))
+            .collect();
+        warned.extend(warnings.iter().cloned());
         let invalid = validate::validate_pod(&pod, node_name);
         if !invalid.is_empty() {
             errors.extend(
@@ -276,16 +285,12 @@ fn parse_checked(
             ));
             continue;
         }
-        let warnings = support::unsupported_fields(&doc)
-            .into_iter()
-            .map(|f| problem(path, at(&f), NOT_SUPPORTED))
-            .collect();
         pods.push(static_pod(pod, path, node_name, warnings));
     }
     if errors.is_empty() {
         Ok(pods)
     } else {
-        Err(errors)
+        Err((errors, warned))
     }
 }
 

@@ -209,6 +209,28 @@ fn unsupported_fields_are_warnings() {
 }
 
 #[test]
+fn a_rejected_file_still_reports_its_unsupported_fields() {
+    let text = POD.replace(
+        "    image:",
+        "    livenessProbe:\n      exec: {command: [\"true\"]}\n    image:",
+    ) + "  tolerations:\n  - key: k\n  restartPolicy: Sometimes\n";
+    let r = parse(&text);
+    assert!(r.pods.is_empty());
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(r.errors[0].field, "spec.restartPolicy");
+    let w: Vec<String> = r.rejected_warnings.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            "/pods/web.yaml: spec.containers[0].livenessProbe: not supported by tidelet yet; ignored",
+            "/pods/web.yaml: spec.tolerations: not supported by tidelet yet; ignored"
+        ]
+    );
+    // A file that is accepted keeps them on its pods only.
+    assert_eq!(parse(POD).rejected_warnings, vec![]);
+}
+
+#[test]
 fn a_uid_in_the_file_is_replaced_and_reported() {
     let r = parse(&POD.replace("  name: web\n", "  name: web\n  uid: ../../evil\n"));
     assert_eq!(r.errors, vec![]);

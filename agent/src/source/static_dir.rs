@@ -113,6 +113,9 @@ impl StaticDir {
             for e in &current.errors {
                 tracing::warn!(file = %e.file.display(), field = %e.field, reason = %e.reason, "invalid static pod manifest");
             }
+            for w in &current.rejected_warnings {
+                tracing::warn!(file = %w.file.display(), field = %w.field, reason = %w.reason, "field of an invalid static pod manifest");
+            }
             let last_good = if current.errors.is_empty() {
                 current.pods.iter().cloned().map(Arc::new).collect()
             } else {
