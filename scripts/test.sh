@@ -131,6 +131,11 @@ mkdir -p target/vm
 ) >"$prefetch_log" 2>&1 &
 prefetch=$!
 
+# The Python venv (grpcio, grpcio-tools: pinned, from PyPI, cached under target/) of the grpcio
+# device-plugin interop test (tests/e2e/devices_python.rs), made here so that a failed install
+# shows as such; the test makes it itself when run alone.
+echo "== Python venv of the grpcio interop test (at ${SECONDS} s)"
+tests/plugins/python/venv.sh >/dev/null
 echo "== cargo test: all but the VM suites (at ${SECONDS} s)"
 cargo test --workspace --locked --exclude tidelet-e2e -- --test-threads 4
 cargo test -p tidelet-e2e --locked --lib "${E2E_TARGETS[@]/#/--test=}" -- --test-threads 4

@@ -13,6 +13,9 @@ pub mod v1beta1 {
     include!("v1beta1.rs");
 }
 
+pub mod authority_fix;
+pub use authority_fix::AuthorityFix;
+
 pub use v1beta1::device_plugin_client::DevicePluginClient;
 pub use v1beta1::device_plugin_server::{DevicePlugin, DevicePluginServer};
 pub use v1beta1::registration_client::RegistrationClient;
@@ -88,9 +91,14 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     tokio::net::UnixListener::bind(path)
 }
 
-/// The stream of connections a tonic server takes from a bound listener.
-pub fn incoming(listener: tokio::net::UnixListener) -> tokio_stream::wrappers::UnixListenerStream {
-    tokio_stream::wrappers::UnixListenerStream::new(listener)
+/// The stream of connections a tonic server takes from a bound listener. Each is wrapped in
+/// [`AuthorityFix`], so that clients sending the socket's path (or nothing) as `:authority`,
+/// as grpcio for Python does, are not reset by h2.
+pub fn incoming(
+    listener: tokio::net::UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| s.map(AuthorityFix::new))
 }
 
 #[cfg(test)]
