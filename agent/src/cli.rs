@@ -37,6 +37,10 @@ pub enum Command {
         /// Node name used for static-pod naming (defaults to the host name).
         #[arg(long)]
         node_name: Option<String>,
+        /// Fields the Kubernetes Pod API tidelet knows does not have are errors, not warnings
+        /// (the agent, as kubelet, ignores them): for CI pipelines, where a typo must fail.
+        #[arg(long)]
+        strict: bool,
     },
     /// Manage images in the local store.
     #[command(subcommand)]
@@ -253,9 +257,13 @@ pub fn main(cli: Cli) -> Result<i32> {
             crate::logging::init(true);
             run(cli.root_dir, args)
         }
-        Command::Validate { files, node_name } => {
+        Command::Validate {
+            files,
+            node_name,
+            strict,
+        } => {
             crate::logging::init(false);
-            Ok(validate(&files, node_name))
+            Ok(validate(&files, node_name, strict))
         }
         Command::Image(cmd) => {
             crate::logging::init(false);
@@ -408,7 +416,7 @@ fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {
     })
 }
 
-fn validate(files: &[PathBuf], node_name: Option<String>) -> i32 {
+fn validate(files: &[PathBuf], node_name: Option<String>, strict: bool) -> i32 {
     let node = node_name.unwrap_or_else(|| Config::default().node_name);
     let mut bad = false;
     for f in files {
@@ -417,15 +425,22 @@ fn validate(files: &[PathBuf], node_name: Option<String>) -> i32 {
             println!("error: {p}");
             bad = true;
         }
+        let mut file_ok = r.errors.is_empty();
         for w in r
             .pods
             .iter()
             .flat_map(|p| &p.warnings)
             .chain(&r.rejected_warnings)
         {
-            println!("warning: {w}");
+            if strict && w.reason == manifest::NOT_IN_API {
+                println!("error: {w} (--strict)");
+                bad = true;
+                file_ok = false;
+            } else {
+                println!("warning: {w}");
+            }
         }
-        if r.errors.is_empty() {
+        if file_ok {
             println!(
                 "{}: ok ({} pod{})",
                 f.display(),

@@ -25,7 +25,9 @@ pub use remote::{
     parse_remote, remote_pod_path, remote_source_label, RemoteManifest, RemoteRejection,
     MAX_REMOTE_MANIFEST_BYTES, REMOTE_CONFIG_SOURCE,
 };
-pub use support::{unsupported_fields, HONOURED, NOT_SUPPORTED};
+pub use support::{
+    field_warnings, unsupported_fields, HONOURED, KUBERNETES_API, NOT_IN_API, NOT_SUPPORTED,
+};
 pub use validate::{validate_pod, FieldError};
 
 /// Largest manifest file read; larger files are rejected without being parsed.
@@ -247,16 +249,16 @@ fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Checked {
             (true, true) => format!("(document {})", i + 1),
             (true, false) => format!("(document {}) {field}", i + 1),
         };
-        let pod = match parse::pod_from_value(&doc) {
+        let (pod, unknown) = match parse::pod_from_value(&doc) {
             Ok(p) => p,
             Err(probs) => {
                 errors.extend(probs.into_iter().map(|(f, r)| problem(path, at(&f), r)));
                 continue;
             }
         };
-        let warnings: Vec<Problem> = support::unsupported_fields(&doc)
+        let warnings: Vec<Problem> = support::field_warnings(&doc, &unknown)
             .into_iter()
-            .map(|f| problem(path, at(&f), NOT_SUPPORTED))
+            .map(|(f, r)| problem(path, at(&f), r))
             .collect();
         warned.extend(warnings.iter().cloned());
         let invalid = validate::validate_pod(&pod, node_name);

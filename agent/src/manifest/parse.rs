@@ -6,7 +6,8 @@
 //! file may expand to, which bounds both time and memory whatever the input. The generic tree
 //! is then deserialised into a k8s-openapi `Pod` (type errors carry the field path), and the
 //! Pod is serialised back and compared key by key with the input: k8s-openapi silently ignores
-//! unknown fields, the API server (strict decoding) does not, and neither do we.
+//! unknown fields, as kubelet's decoder does; tidelet names each one (a warning, or an error
+//! under `tidelet validate --strict`).
 
 use std::fmt;
 
@@ -255,9 +256,10 @@ fn flow_depth_guard(text: &str) -> Result<(), String> {
 /// A problem inside one document: field path (may be empty) and reason.
 pub(crate) type FieldProblem = (String, String);
 
-/// Typed Pod from a generic document, after checking `apiVersion`/`kind` and refusing
-/// unknown fields. All unknown fields are reported, not just the first.
-pub(crate) fn pod_from_value(doc: &Value) -> Result<Pod, Vec<FieldProblem>> {
+/// Typed Pod from a generic document, after checking `apiVersion`/`kind`, with the paths of
+/// the fields the Pod API does not have (all of them; kubelet's decoder drops them, and so does
+/// the typed Pod: the caller warns).
+pub(crate) fn pod_from_value(doc: &Value) -> Result<(Pod, Vec<String>), Vec<FieldProblem>> {
     let Value::Object(obj) = doc else {
         return Err(vec![(
             String::new(),
@@ -297,14 +299,7 @@ pub(crate) fn pod_from_value(doc: &Value) -> Result<Pod, Vec<FieldProblem>> {
         .map_err(|e| vec![(String::new(), format!("cannot re-encode the Pod: {e}"))])?;
     let mut unknown = Vec::new();
     unknown_fields(doc, &back, &mut String::new(), &mut unknown);
-    if unknown.is_empty() {
-        Ok(pod)
-    } else {
-        Err(unknown
-            .into_iter()
-            .map(|f| (f, "unknown field".to_string()))
-            .collect())
-    }
+    Ok((pod, unknown))
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -452,9 +447,16 @@ mod tests {
         assert!(documents(&j).is_err());
     }
 
+    /// The errors, or the unknown fields as (path, "unknown field").
     fn pod_problems(y: &str) -> Vec<FieldProblem> {
         let doc = documents(y).unwrap().remove(0);
-        pod_from_value(&doc).err().unwrap_or_default()
+        match pod_from_value(&doc) {
+            Ok((_, unknown)) => unknown
+                .into_iter()
+                .map(|f| (f, "unknown field".to_string()))
+                .collect(),
+            Err(e) => e,
+        }
     }
 
     #[test]

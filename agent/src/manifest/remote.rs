@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use super::validate::{validate_pod_named, Naming};
+use super::StaticPod;
 use super::{defaults, manifest_text, names, parse, problem, support, Problem, Refused};
-use super::{StaticPod, NOT_SUPPORTED};
 
 /// Largest desired-pod payload accepted: a retained message sits in the broker's memory and
 /// in every subscriber's, so it is far below a file's limit (no real Pod comes near it).
@@ -37,7 +37,7 @@ pub enum RemoteRejection {
     TooLarge,
     /// Binary, empty, not a mapping, or not a `v1` `Pod`.
     NotAPod,
-    /// A Pod that fails a check: syntax, unknown field, validation, several documents, a
+    /// A Pod that fails a check: syntax, a wrong type, validation, several documents, a
     /// name or namespace that is not the topic's, a bad topic segment.
     Invalid,
     /// `spec.nodeName` names another node.
@@ -138,7 +138,8 @@ fn checked(
         let probs = parse::pod_from_value(&doc).err().unwrap_or_default();
         return Err((NotAPod, to_problems(source, probs)));
     }
-    let mut pod = parse::pod_from_value(&doc).map_err(|p| (Invalid, to_problems(source, p)))?;
+    let (mut pod, unknown) =
+        parse::pod_from_value(&doc).map_err(|p| (Invalid, to_problems(source, p)))?;
 
     let mut errors = Vec::new();
     let meta = &mut pod.metadata;
@@ -180,10 +181,10 @@ fn checked(
     if !errors.is_empty() {
         return Err((Invalid, errors));
     }
-    let warnings = support::unsupported_fields(&doc)
+    let warnings = support::field_warnings(&doc, &unknown)
         .into_iter()
-        .filter(|f| !ECHOED.contains(&f.as_str()))
-        .map(|f| problem(source, f, NOT_SUPPORTED))
+        .filter(|(f, _)| !ECHOED.contains(&f.as_str()))
+        .map(|(f, r)| problem(source, f, r))
         .collect();
     strip_server_fields(&mut pod);
     let uid = defaults::apply_remote_defaults(

@@ -75,6 +75,38 @@ pub const HONOURED: &[&str] = &[
 /// The reason given for every field outside `HONOURED`.
 pub const NOT_SUPPORTED: &str = "not supported by tidelet yet; ignored";
 
+/// The Kubernetes version whose Pod API tidelet compiles in: k8s-openapi's feature in the
+/// workspace's Cargo.toml (the newest it offers), checked by a unit test.
+pub const KUBERNETES_API: &str = "1.37";
+
+/// The reason given for a field the Pod API above does not have. kubelet's decoder drops such
+/// fields (a newer Kubernetes', or a typo), so tidelet warns and runs the pod;
+/// `tidelet validate --strict` makes it an error, for CI pipelines.
+pub const NOT_IN_API: &str = "not in the Kubernetes 1.37 Pod API that tidelet knows; ignored";
+
+/// The fields of `doc` to warn about: those not in the Pod API (`unknown`, from
+/// `parse::pod_from_value`) with `NOT_IN_API`, then the rest tidelet does not honour with
+/// `NOT_SUPPORTED`. A field is named once: what lies below an unknown field is not listed again.
+pub fn field_warnings(doc: &Value, unknown: &[String]) -> Vec<(String, &'static str)> {
+    let below_unknown = |f: &str| {
+        unknown.iter().any(|u| {
+            f.strip_prefix(u.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            })
+        })
+    };
+    unknown
+        .iter()
+        .map(|f| (f.clone(), NOT_IN_API))
+        .chain(
+            unsupported_fields(doc)
+                .into_iter()
+                .filter(|f| !below_unknown(f))
+                .map(|f| (f, NOT_SUPPORTED)),
+        )
+        .collect()
+}
+
 /// Paths (with real indices, e.g. `spec.containers[1].livenessProbe`) of the non-empty fields
 /// of `doc` that tidelet does not honour.
 pub fn unsupported_fields(doc: &Value) -> Vec<String> {

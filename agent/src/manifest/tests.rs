@@ -167,13 +167,37 @@ fn bad_input_gets_a_clear_error() {
     assert!(reasons(&r)[0].contains("line 3"), "{:?}", reasons(&r));
 }
 
+/// As kubelet's decoder: a field the Pod API does not have (a typo, or a Kubernetes newer than
+/// 1.37) is dropped and named in a warning with the API version tidelet knows, once (not what
+/// lies below it); a field 1.37 has but tidelet does not honour (1.34's restartPolicyRules) is
+/// the usual "not supported" warning.
 #[test]
-fn unknown_fields_are_errors_with_their_path() {
-    let r = parse(&POD.replace("    image:", "    imagePullPolicyy: Always\n    image:"));
-    assert_eq!(
-        reasons(&r),
-        ["/pods/web.yaml: spec.containers[0].imagePullPolicyy: unknown field"]
+fn unknown_fields_are_warnings_naming_the_api_version() {
+    let r = parse(
+        &(POD.replace(
+            "    image:",
+            "    imagePullPolicyy: Always\n    restartPolicy: Never\n    restartPolicyRules: [{action: Restart, exitCodes: {operator: In, values: [42]}}]\n    image:",
+        ) + "  fromTheFuture: {a: 1, b: [2]}\n"),
     );
+    assert_eq!(r.errors, vec![]);
+    let w: Vec<String> = r.pods[0].warnings.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            "/pods/web.yaml: spec.containers[0].imagePullPolicyy: not in the Kubernetes 1.37 Pod API that tidelet knows; ignored",
+            "/pods/web.yaml: spec.fromTheFuture: not in the Kubernetes 1.37 Pod API that tidelet knows; ignored",
+            "/pods/web.yaml: spec.containers[0].restartPolicy: not supported by tidelet yet; ignored",
+            "/pods/web.yaml: spec.containers[0].restartPolicyRules: not supported by tidelet yet; ignored",
+        ]
+    );
+}
+
+/// The version named in the warnings is the one compiled in.
+#[test]
+fn the_api_version_named_is_k8s_openapis_feature() {
+    let compiled = k8s_openapi::k8s_if_ge_1_37! { "1.37" };
+    assert_eq!(super::KUBERNETES_API, compiled);
+    assert!(super::NOT_IN_API.contains(&format!("Kubernetes {compiled} Pod API")));
 }
 
 #[test]

@@ -314,12 +314,14 @@ impl RemoteSource {
         match outcome {
             Ok(sp) => {
                 let mut message = format!("accepted as pod {key} (uid {})", sp.uid);
-                if !sp.warnings.is_empty() {
-                    let fields: Vec<&str> = sp.warnings.iter().map(|w| w.field.as_str()).collect();
-                    message.push_str(&format!(
-                        "; fields not supported by tidelet yet are ignored: {}",
-                        fields.join(", ")
-                    ));
+                // Each ignored field with why: not supported yet, or not in the Pod API at all.
+                let ignored: Vec<String> = sp
+                    .warnings
+                    .iter()
+                    .map(|w| format!("{} ({})", w.field, w.reason.trim_end_matches("; ignored")))
+                    .collect();
+                if !ignored.is_empty() {
+                    message.push_str(&format!("; fields ignored: {}", ignored.join(", ")));
                 }
                 let digest: [u8; 16] = Md5::digest(payload).into();
                 let unchanged = entry.accepted.as_ref().and_then(|a| a.saved) == Some(digest);
