@@ -30,3 +30,33 @@ ensure_toolchain() {
   apt_need cargo-web rustc-web gcc libc6-dev
   command -v cargo >/dev/null 2>&1 || { echo "cargo-web did not provide cargo" >&2; exit 1; }
 }
+
+# Make (or reuse) the Python venv VENV holding exactly REQUIREMENTS (pinned `name==version`
+# lines), installed from PyPI without dependency resolution and then checked with `pip check`;
+# reused while the pins match. As root it installs python3-venv where Debian's python3 lacks
+# ensurepip. WHO names the caller in messages. pip's output goes to stderr.
+pinned_venv() {
+  local who=$1 venv=$2 requirements=$3 python=${PYTHON:-python3}
+  command -v "$python" >/dev/null || { echo "$who: $python not found" >&2; return 1; }
+  [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$requirements" ] || return 0
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+    # Debian's python3 lacks ensurepip until python3-venv is installed.
+    if [ "$(id -u)" != 0 ]; then
+      echo "$who: '$python -m venv' failed; install python3-venv (apt-get install python3-venv)" >&2
+      return 1
+    fi
+    rm -rf "$venv"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq python3-venv >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+    "$python" -m venv "$venv"
+  fi
+  printf '%s\n' "$requirements" >"$venv/requirements.txt"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+    -r "$venv/requirements.txt" >&2
+  "$venv/bin/pip" check >/dev/null \
+    || { "$venv/bin/pip" check >&2; echo "$who: pinned requirements are inconsistent" >&2; return 1; }
+  printf '%s' "$requirements" >"$venv/.requirements"
+}

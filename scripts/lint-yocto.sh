@@ -19,6 +19,7 @@
 # reused while the pins match.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 OELINT_VERSION=9.11.2
 LAYER=yocto/meta-tidelet
@@ -103,27 +104,7 @@ verify_units() {
 verify_units || status=1
 
 step "oelint-adv $OELINT_VERSION"
-if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]; then
-  rm -rf "$VENV"
-  if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
-    # Debian's python3 lacks ensurepip until python3-venv is installed.
-    if [ "$(id -u)" != 0 ]; then
-      echo "lint-yocto: '$PYTHON -m venv' failed; install python3-venv (apt-get install python3-venv)" >&2
-      exit 1
-    fi
-    rm -rf "$VENV"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq python3-venv >/dev/null 2>&1 \
-      || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
-    "$PYTHON" -m venv "$VENV"
-  fi
-  printf '%s\n' "$REQUIREMENTS" >"$VENV/requirements.txt"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
-    -r "$VENV/requirements.txt"
-  "$VENV/bin/pip" check >/dev/null \
-    || { "$VENV/bin/pip" check; echo "lint-yocto: pinned oelint-adv requirements are inconsistent" >&2; exit 1; }
-  printf '%s' "$REQUIREMENTS" >"$VENV/.requirements"
-fi
+pinned_venv lint-yocto "$VENV" "$REQUIREMENTS" || exit 1
 
 mapfile -t FILES < <(find "$LAYER" \( -name '*.bb' -o -name '*.bbappend' -o -name '*.conf' \) | sort)
 [ "${#FILES[@]}" -gt 0 ] || { echo "lint-yocto: no recipes found under $LAYER" >&2; exit 1; }

@@ -314,14 +314,7 @@ fn other_frames_pass_byte_for_byte() {
     res.unwrap();
     assert_eq!(out, input);
     // Fed a byte at a time, the same.
-    let mut r = Rewriter::default();
-    let mut out = Vec::new();
-    for b in &input {
-        r.push(&[*b]);
-        r.process().unwrap();
-        out.extend_from_slice(&r.output().split());
-    }
-    assert_eq!(out, input);
+    assert_eq!(bytewise(&input), input);
 }
 
 #[test]
@@ -332,13 +325,7 @@ fn headers_fed_a_byte_at_a_time_come_out_whole() {
         &frame(PING, 0, 0, b"abcdefgh"),
     ]
     .concat();
-    let mut r = Rewriter::default();
-    let mut out = Vec::new();
-    for b in &input {
-        r.push(&[*b]);
-        r.process().unwrap();
-        out.extend_from_slice(&r.output().split());
-    }
+    let out = bytewise(&input);
     assert_eq!(blocks(&out), vec![(1, request(Some("localhost")))]);
     assert_eq!(
         frames(&out).last().unwrap(),
@@ -489,4 +476,16 @@ async fn the_adapter_rewrites_reads_and_passes_writes() {
     let mut back = [0; 9];
     cr.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"\0\0\0\x04\0\0\0\0\0");
+}
+
+/// What the rewriter makes of `input` fed to it one byte at a time.
+fn bytewise(input: &[u8]) -> Vec<u8> {
+    let mut r = Rewriter::default();
+    let mut out = Vec::new();
+    for b in input {
+        r.push(&[*b]);
+        r.process().unwrap();
+        out.extend_from_slice(&r.output().split());
+    }
+    out
 }

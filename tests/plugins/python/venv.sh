@@ -17,28 +17,6 @@ protobuf==7.36.2
 setuptools==84.2.1
 typing_extensions==4.16.0"
 
-PYTHON=${PYTHON:-python3}
-command -v "$PYTHON" >/dev/null || { echo "venv.sh: $PYTHON not found" >&2; exit 1; }
-if [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]; then
-  rm -rf "$VENV"
-  mkdir -p "$(dirname "$VENV")"
-  if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
-    # Debian's python3 lacks ensurepip until python3-venv is installed.
-    if [ "$(id -u)" != 0 ]; then
-      echo "venv.sh: '$PYTHON -m venv' failed; install python3-venv (apt-get install python3-venv)" >&2
-      exit 1
-    fi
-    rm -rf "$VENV"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq python3-venv >/dev/null 2>&1 \
-      || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
-    "$PYTHON" -m venv "$VENV"
-  fi
-  printf '%s\n' "$REQUIREMENTS" >"$VENV/requirements.txt"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
-    -r "$VENV/requirements.txt" >&2
-  "$VENV/bin/pip" check >/dev/null \
-    || { "$VENV/bin/pip" check >&2; echo "venv.sh: pinned grpcio requirements are inconsistent" >&2; exit 1; }
-  printf '%s' "$REQUIREMENTS" >"$VENV/.requirements"
-fi
+. scripts/lib.sh
+pinned_venv venv.sh "$VENV" "$REQUIREMENTS"
 echo "$PWD/$VENV"
