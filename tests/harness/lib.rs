@@ -190,11 +190,9 @@ impl Agent {
             dir,
             child: None,
         };
-        if let Some(c) = config {
-            let p = a.dir.path().join("config.yaml");
-            std::fs::write(&p, c).unwrap();
-            a.config = Some(p);
-        }
+        let p = a.dir.path().join("config.yaml");
+        std::fs::write(&p, with_disk_signals_off(config.unwrap_or(""))).unwrap();
+        a.config = Some(p);
         let imp = a.cli(&[
             "image",
             "import",
@@ -623,6 +621,18 @@ pub fn host_mounts_mentioning(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(str::to_string)
         .collect()
+}
+
+/// The config an e2e agent runs with: the test's own, and, unless it sets `evictionHard`
+/// itself, kubelet's memory threshold alone. kubelet's default disk thresholds (nodefs under
+/// 10%, imagefs under 15% free) follow the machine's disk, not the test: a CI machine with a
+/// fuller disk raised DiskPressure and held every test's new pods. The tests about disk
+/// pressure set their thresholds themselves.
+pub fn with_disk_signals_off(config: &str) -> String {
+    if config.contains("evictionHard") {
+        return config.to_string();
+    }
+    format!("evictionHard:\n  memory.available: 100Mi\n{config}")
 }
 
 /// Every `(yaml, want)`: the agent refuses to start with that config, and says `want` and the
