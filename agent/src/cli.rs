@@ -41,6 +41,10 @@ pub enum Command {
         /// (the agent, as kubelet, ignores them): for CI pipelines, where a typo must fail.
         #[arg(long)]
         strict: bool,
+        /// `json`: print each accepted pod as tidelet will run it (defaulted, one JSON object
+        /// a line) on stdout, and the messages on stderr: what tidelet made of the YAML.
+        #[arg(long, short = 'o', value_parser = ["json"])]
+        output: Option<String>,
     },
     /// Manage images in the local store.
     #[command(subcommand)]
@@ -261,9 +265,10 @@ pub fn main(cli: Cli) -> Result<i32> {
             files,
             node_name,
             strict,
+            output,
         } => {
             crate::logging::init(false);
-            Ok(validate(&files, node_name, strict))
+            Ok(validate(&files, node_name, strict, output.is_some()))
         }
         Command::Image(cmd) => {
             crate::logging::init(false);
@@ -416,13 +421,21 @@ fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {
     })
 }
 
-fn validate(files: &[PathBuf], node_name: Option<String>, strict: bool) -> i32 {
+fn validate(files: &[PathBuf], node_name: Option<String>, strict: bool, json: bool) -> i32 {
     let node = node_name.unwrap_or_else(|| Config::default().node_name);
+    // With pods on stdout, the messages go to stderr.
+    let say = |m: String| {
+        if json {
+            eprintln!("{m}");
+        } else {
+            println!("{m}");
+        }
+    };
     let mut bad = false;
     for f in files {
         let r = manifest::load_file(f, &node);
         for p in &r.errors {
-            println!("error: {p}");
+            say(format!("error: {p}"));
             bad = true;
         }
         let mut file_ok = r.errors.is_empty();
@@ -432,21 +445,34 @@ fn validate(files: &[PathBuf], node_name: Option<String>, strict: bool) -> i32 {
             .flat_map(|p| &p.warnings)
             .chain(&r.rejected_warnings)
         {
-            if strict && w.reason == manifest::NOT_IN_API {
-                println!("error: {w} (--strict)");
+            if strict
+                && [manifest::NOT_IN_API, manifest::DUPLICATE_KEY].contains(&w.reason.as_str())
+            {
+                say(format!("error: {w} (--strict)"));
                 bad = true;
                 file_ok = false;
             } else {
-                println!("warning: {w}");
+                say(format!("warning: {w}"));
             }
         }
         if file_ok {
-            println!(
+            say(format!(
                 "{}: ok ({} pod{})",
                 f.display(),
                 r.pods.len(),
                 if r.pods.len() == 1 { "" } else { "s" }
-            );
+            ));
+            if json {
+                for p in &r.pods {
+                    match serde_json::to_string(&p.pod) {
+                        Ok(j) => println!("{j}"),
+                        Err(e) => say(format!(
+                            "error: {}: cannot encode the pod: {e}",
+                            f.display()
+                        )),
+                    }
+                }
+            }
         }
     }
     i32::from(bad)

@@ -52,6 +52,7 @@ mod tests {
                     file: "f".into(),
                     field: String::new(),
                     reason: format!("e{i}"),
+                    at: Default::default(),
                 })
                 .collect(),
             gate: Default::default(),

@@ -97,7 +97,7 @@ fn validate_reports_file_field_and_reason_for_each_bad_manifest() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
         assert!(
-            text.contains(&format!("{word} {}: spec.containers[0].imagePullPolicyy: not in the Kubernetes 1.37 Pod API that tidelet knows; ignored", unknown.display())),
+            text.contains(&format!("{word} {}: line 8: spec.containers[0].imagePullPolicyy: not in the Kubernetes 1.37 Pod API that tidelet knows; ignored", unknown.display())),
             "{args:?}: {text}"
         );
     }

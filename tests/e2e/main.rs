@@ -10,6 +10,7 @@ mod eviction;
 mod fleet;
 mod gc;
 mod isolation;
+mod kubelet_yaml;
 mod lifecycle;
 mod mqtt;
 mod mqtt_broker;

@@ -64,13 +64,7 @@ pub fn check_manifest(bytes: &[u8]) -> Result<ManifestInfo, String> {
             e.valid_up_to()
         )
     })?;
-    let mut docs = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(text) {
-        let v = Value::deserialize(d).map_err(|e| format!("not YAML or JSON: {e}"))?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
+    let docs = crate::manifest::documents(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
     let doc = match docs.as_slice() {
         [] => return Err("holds no document (only comments or empty documents)".into()),
         [one] => one,

@@ -8,6 +8,7 @@ mod parse;
 mod remote;
 mod support;
 mod validate;
+mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,35 +27,58 @@ pub use remote::{
     MAX_REMOTE_MANIFEST_BYTES, REMOTE_CONFIG_SOURCE,
 };
 pub use support::{
-    field_warnings, unsupported_fields, HONOURED, KUBERNETES_API, NOT_IN_API, NOT_SUPPORTED,
+    field_warnings, unsupported_fields, DUPLICATE_KEY, HONOURED, KUBERNETES_API, NOT_IN_API,
+    NOT_SUPPORTED,
 };
 pub use validate::{validate_pod, FieldError};
 
 /// Largest manifest file read; larger files are rejected without being parsed.
 pub const MAX_MANIFEST_BYTES: u64 = 10 << 20;
 
-/// One problem with a manifest: the file, the field path (`spec.containers[1].image`, or
-/// `""` for the whole document) and why.
+/// One problem with a manifest: the file, where in it, the field path
+/// (`spec.containers[1].image`, or `""` for the whole document) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub file: PathBuf,
     pub field: String,
     pub reason: String,
+    /// The document (in a file of several) and line the field is on, where known.
+    pub at: Location,
+}
+
+/// Where in a file a problem is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based, only in a file of several documents (where "document 1" would not suggest
+    /// others).
+    pub document: Option<usize>,
+    /// 1-based: the field's line, or its nearest written ancestor's for a missing field.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.document, self.line) {
+            (Some(d), Some(l)) => write!(f, "document {d} (line {l})"),
+            (Some(d), None) => write!(f, "document {d}"),
+            (None, Some(l)) => write!(f, "line {l}"),
+            (None, None) => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for Problem {
+    /// `file: document 2 (line 7): spec.containers[0].image: required`, leaving out what is
+    /// not known.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.reason)
-        } else {
-            write!(
-                f,
-                "{}: {}: {}",
-                self.file.display(),
-                self.field,
-                self.reason
-            )
+        write!(f, "{}: ", self.file.display())?;
+        if self.at != Location::default() {
+            write!(f, "{}: ", self.at)?;
         }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.reason)
     }
 }
 
@@ -198,11 +222,32 @@ pub(crate) fn manifest_text<'a>(
 }
 
 fn problem(file: &Path, field: impl Into<String>, reason: impl Into<String>) -> Problem {
+    located(file, Location::default(), field, reason)
+}
+
+fn located(
+    file: &Path,
+    at: Location,
+    field: impl Into<String>,
+    reason: impl Into<String>,
+) -> Problem {
     Problem {
         file: file.to_path_buf(),
         field: field.into(),
         reason: reason.into(),
+        at,
     }
+}
+
+/// The documents of a manifest's text as kubelet reads them (YAML 1.1 scalars, aliases and
+/// merge keys; empty documents left out), for tools that look at a manifest before a node
+/// does (`fleet apply`): they see what the node will.
+pub fn documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    Ok(parse::documents(text)?
+        .into_iter()
+        .map(|d| d.value)
+        .filter(|v| !v.is_null())
+        .collect())
 }
 
 /// Parse manifest bytes that came from `path`: one or more YAML documents (or one JSON
@@ -228,10 +273,10 @@ fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Checked {
     let whole = |reason: String| (vec![problem(path, "", reason)], Vec::new());
     let text = manifest_text(bytes, MAX_MANIFEST_BYTES, "file").map_err(|(_, r)| whole(r))?;
     let docs = parse::documents(text).map_err(whole)?;
-    let docs: Vec<(usize, serde_json::Value)> = docs
+    let docs: Vec<(usize, yaml::Doc)> = docs
         .into_iter()
         .enumerate()
-        .filter(|(_, d)| !d.is_null())
+        .filter(|(_, d)| !d.value.is_null())
         .collect();
     if docs.is_empty() {
         return Err(whole(
@@ -244,29 +289,42 @@ fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Checked {
     let mut warned = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, doc) in docs {
-        let at = |field: &str| match (several, field.is_empty()) {
-            (false, _) => field.to_string(),
-            (true, true) => format!("(document {})", i + 1),
-            (true, false) => format!("(document {}) {field}", i + 1),
+        let at = |field: &str| Location {
+            document: several.then_some(i + 1),
+            line: doc.line_of(field),
         };
-        let (pod, unknown) = match parse::pod_from_value(&doc) {
+        let duplicates: Vec<Problem> = doc
+            .duplicates
+            .iter()
+            .map(|f| located(path, at(f), f, DUPLICATE_KEY))
+            .collect();
+        warned.extend(duplicates.iter().cloned());
+        let (pod, unknown) = match parse::pod_from_value(&doc.value) {
             Ok(p) => p,
             Err(probs) => {
-                errors.extend(probs.into_iter().map(|(f, r)| problem(path, at(&f), r)));
+                // serde's order is the Pod type's; the file's is the reader's.
+                let mut probs: Vec<Problem> = probs
+                    .into_iter()
+                    .map(|(f, r)| located(path, at(&f), f, r))
+                    .collect();
+                probs.sort_by_key(|p| p.at.line);
+                errors.extend(probs);
                 continue;
             }
         };
-        let warnings: Vec<Problem> = support::field_warnings(&doc, &unknown)
-            .into_iter()
-            .map(|(f, r)| problem(path, at(&f), r))
-            .collect();
-        warned.extend(warnings.iter().cloned());
+        let mut warnings = duplicates;
+        warnings.extend(
+            support::field_warnings(&doc.value, &unknown)
+                .into_iter()
+                .map(|(f, r)| located(path, at(&f), f, r)),
+        );
+        warned.extend(warnings.iter().skip(doc.duplicates.len()).cloned());
         let invalid = validate::validate_pod(&pod, node_name);
         if !invalid.is_empty() {
             errors.extend(
                 invalid
                     .into_iter()
-                    .map(|e| problem(path, at(&e.field), e.reason)),
+                    .map(|e| located(path, at(&e.field), e.field, e.reason)),
             );
             continue;
         }
@@ -280,9 +338,10 @@ fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Checked {
             pod.metadata.name.as_deref().unwrap_or_default()
         );
         if let Some(first) = names.insert(key.clone(), i) {
-            errors.push(problem(
+            errors.push(located(
                 path,
                 at("metadata.name"),
+                "metadata.name",
                 format!("pod {key} is already defined by document {}", first + 1),
             ));
             continue;

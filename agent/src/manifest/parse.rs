@@ -1,19 +1,21 @@
 //! From manifest bytes to generic documents and typed Pods.
 //!
-//! Every document is first read into a generic `serde_json::Value` through a *budgeted*
-//! visitor: YAML aliases are replayed by serde_yaml, so a small file can expand into an
-//! enormous tree ("billion laughs"); the budget caps the number of values and string bytes a
-//! file may expand to, which bounds both time and memory whatever the input. The generic tree
-//! is then deserialised into a k8s-openapi `Pod` (type errors carry the field path), and the
-//! Pod is serialised back and compared key by key with the input: k8s-openapi silently ignores
-//! unknown fields, as kubelet's decoder does; tidelet names each one (a warning, or an error
-//! under `tidelet validate --strict`).
+//! Every document is first read into a generic `serde_json::Value`, as kubelet reads it
+//! (`yaml`: YAML 1.1 scalars, aliases and merge keys expanded under a budget of values and
+//! string bytes, which bounds time and memory whatever the input, "billion laughs" included).
+//! The generic tree is then deserialised into a k8s-openapi `Pod`; every type error is listed
+//! with its field path, and the Pod is serialised back and compared key by key with the
+//! input: k8s-openapi silently ignores unknown fields, as kubelet's decoder does; tidelet names
+//! each one (a warning, or an error under `tidelet validate --strict`).
 
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use serde_path_to_error::Segment;
+
+use super::yaml::{self, Doc};
 
 /// Most values (scalars, sequences, mappings) one file may expand to: far more than any Pod
 /// needs (the API server stores objects of at most ~1.5 MB).
@@ -34,20 +36,31 @@ impl Budget {
         Budget { values, bytes }
     }
 
-    fn charge<E: serde::de::Error>(&mut self, bytes: usize) -> Result<(), E> {
-        if self.values == 0 {
-            return Err(E::custom(format_args!(
+    /// One value holding `bytes` of strings.
+    pub(crate) fn charge(&mut self, bytes: usize) -> Result<(), String> {
+        self.charge_many(1, bytes)
+    }
+
+    /// `values` values holding `bytes` of strings (an alias' replay).
+    pub(crate) fn charge_many(&mut self, values: usize, bytes: usize) -> Result<(), String> {
+        if values > self.values {
+            return Err(format!(
                 "document expands to more than {MAX_VALUES} values (a YAML alias bomb?); refused"
-            )));
+            ));
         }
         if bytes > self.bytes {
-            return Err(E::custom(format_args!(
+            return Err(
                 "document expands to more bytes of strings than the file holds (a YAML alias bomb?); refused"
-            )));
+                    .into(),
+            );
         }
-        self.values -= 1;
+        self.values -= values;
         self.bytes -= bytes;
         Ok(())
+    }
+
+    fn charge_de<E: serde::de::Error>(&mut self, bytes: usize) -> Result<(), E> {
+        self.charge(bytes).map_err(E::custom)
     }
 }
 
@@ -85,33 +98,33 @@ impl<'de> Visitor<'de> for Seed<'_> {
         f.write_str("a YAML/JSON value")
     }
     fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
-        self.0.charge(0)?;
+        self.0.charge_de(0)?;
         Ok(Value::Bool(v))
     }
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
-        self.0.charge(0)?;
+        self.0.charge_de(0)?;
         Ok(Value::Number(v.into()))
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
-        self.0.charge(0)?;
+        self.0.charge_de(0)?;
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        self.0.charge(0)?;
+        self.0.charge_de(0)?;
         Number::from_f64(v)
             .map(Value::Number)
             .ok_or_else(|| E::custom(format_args!("{v} is not a finite number")))
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
-        self.0.charge(v.len())?;
+        self.0.charge_de(v.len())?;
         Ok(Value::String(v.to_owned()))
     }
     fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
-        self.0.charge(v.len())?;
+        self.0.charge_de(v.len())?;
         Ok(Value::String(v))
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
-        self.0.charge(0)?;
+        self.0.charge_de(0)?;
         Ok(Value::Null)
     }
     fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
@@ -121,7 +134,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
         d.deserialize_any(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        self.0.charge(0)?;
+        self.0.charge_de(0)?;
         let mut out = Vec::new();
         while let Some(v) = seq.next_element_seed(Seed(&mut *self.0))? {
             out.push(v);
@@ -129,7 +142,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
         Ok(Value::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        self.0.charge(0)?;
+        self.0.charge_de(0)?;
         let mut out = Map::new();
         while let Some(k) = map.next_key_seed(KeySeed(&mut *self.0))? {
             let v = map.next_value_seed(Seed(&mut *self.0))?;
@@ -141,20 +154,26 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 }
 
-/// The documents of a file: one JSON object, or one or more YAML documents separated by
-/// `---`. Empty YAML documents come back as `Value::Null`, for the caller to skip. The error
-/// is a complete reason (`invalid YAML: ... at line 3 column 5`).
-pub(crate) fn documents(text: &str) -> Result<Vec<Value>, String> {
-    if text.trim_start().starts_with('{') {
-        // JSON, or a YAML flow mapping (`{apiVersion: v1, ...}`): JSON first, for its exact
-        // errors; YAML if that fails, as YAML is a superset.
-        let json_error = match json_document(text) {
-            Ok(v) => return Ok(vec![v]),
-            Err(e) => e,
-        };
-        return yaml_documents(text).map_err(|_| json_error);
+/// The documents of a file, as kubelet reads them: YAML (JSON being YAML), one or more
+/// documents separated by `---`. Empty documents come back as `Value::Null`, for the caller to
+/// skip. The error is a complete reason (`invalid YAML: ... at line 3 column 5: `the line``).
+pub(crate) fn documents(text: &str) -> Result<Vec<Doc>, String> {
+    flow_depth_guard(text)?;
+    let yaml_error = match yaml::load(text) {
+        Ok(docs) => return Ok(docs),
+        Err(e) => e,
+    };
+    if !text.trim_start().starts_with('{') {
+        return Err(yaml_error);
     }
-    yaml_documents(text)
+    // Meant as JSON: serde_json's error says what is wrong in JSON's terms; and JSON that
+    // the YAML parser refuses (it should accept all JSON) is still read.
+    json_document(text).map(|value| {
+        vec![Doc {
+            value,
+            ..Doc::default()
+        }]
+    })
 }
 
 fn json_document(text: &str) -> Result<Value, String> {
@@ -167,38 +186,9 @@ fn json_document(text: &str) -> Result<Value, String> {
     Ok(v)
 }
 
-fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
-    let mut budget = Budget::new(MAX_VALUES, text.len() + EXTRA_STRING_BYTES);
-    flow_depth_guard(text)?;
-    let mut out = Vec::new();
-    let several = several_documents(text);
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = Seed(&mut budget).deserialize(de).map_err(|e| {
-            // "document 1" of a file that has one reads as if there were more.
-            let doc = if several {
-                format!("document {}: ", i + 1)
-            } else {
-                String::new()
-            };
-            let line = e
-                .location()
-                .and_then(|l| offending_line(text, l.line()))
-                .unwrap_or_default();
-            let e = e.to_string();
-            if e.contains("repetition limit") {
-                format!("{doc}invalid YAML: {e} (a YAML alias bomb?); refused")
-            } else {
-                format!("{doc}invalid YAML: {e}{line}")
-            }
-        })?;
-        out.push(v);
-    }
-    Ok(out)
-}
-
 /// Whether `text` has a document separator (`---` at the start of a line) after its first
 /// document's content: a leading `---` alone still makes one document.
-fn several_documents(text: &str) -> bool {
+pub(crate) fn several_documents(text: &str) -> bool {
     let mut content = false;
     for line in text.lines() {
         let separator = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
@@ -215,7 +205,7 @@ fn several_documents(text: &str) -> bool {
 
 /// `: `line`` for line `n` (1-based) of `text`, cut to 120 characters, for an error message;
 /// `None` for a line out of range or blank.
-fn offending_line(text: &str, n: usize) -> Option<String> {
+pub(crate) fn offending_line(text: &str, n: usize) -> Option<String> {
     let line = text.lines().nth(n.checked_sub(1)?)?.trim_end();
     if line.trim().is_empty() {
         return None;
@@ -228,11 +218,10 @@ fn offending_line(text: &str, n: usize) -> Option<String> {
 /// Deepest bracket nesting accepted before YAML parsing (see `flow_depth_guard`).
 pub(crate) const MAX_FLOW_DEPTH: usize = 1000;
 
-/// libyaml (under serde_yaml) spends tens of microseconds per level of flow nesting
-/// (`[[[[...`) before serde_yaml's own depth limit of 128 can refuse it, so a 10 MiB file of
-/// brackets would take minutes. Refuse such text up front with a plain count of brackets; it
-/// ignores quoting, so a manifest would need a thousand unbalanced brackets inside strings to
-/// be refused wrongly.
+/// A YAML parser keeps a stack entry per open bracket, so a 10 MiB file of `[[[[...` costs
+/// memory and time before the loader's depth limit (`yaml::MAX_DEPTH`) sees it. Refuse such
+/// text up front with a plain count of brackets; it ignores quoting, so a manifest would need
+/// a thousand unbalanced brackets inside strings to be refused wrongly.
 fn flow_depth_guard(text: &str) -> Result<(), String> {
     let mut depth = 0usize;
     for (line, l) in text.lines().enumerate() {
@@ -287,19 +276,98 @@ pub(crate) fn pod_from_value(doc: &Value) -> Result<(Pod, Vec<String>), Vec<Fiel
     if !problems.is_empty() {
         return Err(problems);
     }
-    let pod: Pod = match serde_path_to_error::deserialize(doc) {
-        Ok(p) => p,
-        Err(e) => {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            return Err(vec![(path, e.into_inner().to_string())]);
-        }
-    };
+    let pod = typed_pod(doc)?;
     let back = serde_json::to_value(&pod)
         .map_err(|e| vec![(String::new(), format!("cannot re-encode the Pod: {e}"))])?;
     let mut unknown = Vec::new();
     unknown_fields(doc, &back, &mut String::new(), &mut unknown);
     Ok((pod, unknown))
+}
+
+/// Most type errors listed for one document: past a few dozen, the rest are noise.
+pub(crate) const MAX_TYPE_ERRORS: usize = 50;
+
+/// The typed Pod, or every type error in `doc` (up to `MAX_TYPE_ERRORS`): serde stops at the
+/// first, so each erroneous value is taken out of a copy and the copy decoded again.
+fn typed_pod(doc: &Value) -> Result<Pod, Vec<FieldProblem>> {
+    let first = match serde_path_to_error::deserialize(doc) {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
+    };
+    let mut doc = doc.clone();
+    let mut removed = Removed::default();
+    let mut problems = Vec::new();
+    let mut next = Some(first);
+    while let Some(e) = next.take() {
+        let segments: Vec<Segment> = e.path().iter().cloned().collect();
+        let (path, taken) = removed.take(&mut doc, &segments);
+        problems.push((path, e.into_inner().to_string()));
+        if !taken || problems.len() >= MAX_TYPE_ERRORS {
+            break;
+        }
+        next = serde_path_to_error::deserialize::<_, Pod>(&doc).err();
+    }
+    Err(problems)
+}
+
+/// Values taken out of a document, so that the indices of later errors are those written in
+/// the file: a list element taken out shifts the ones after it.
+#[derive(Default)]
+struct Removed {
+    /// Original path of a list -> the original indices taken out of it, sorted.
+    indices: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl Removed {
+    /// The original path of the value at `segments` in `doc`, and whether it could be taken
+    /// out (a map entry or a list element; not the whole document).
+    fn take(&mut self, doc: &mut Value, segments: &[Segment]) -> (String, bool) {
+        let mut path = String::new();
+        let mut node = doc;
+        for (i, seg) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            match (seg, node) {
+                (Segment::Map { key }, Value::Object(m)) => {
+                    path = join(&path, key);
+                    if last {
+                        return (path, m.remove(key).is_some());
+                    }
+                    match m.get_mut(key) {
+                        Some(v) => node = v,
+                        None => return (path, false),
+                    }
+                }
+                (Segment::Seq { index }, Value::Array(a)) => {
+                    let gone = self.indices.entry(path.clone()).or_default();
+                    let mut orig = *index;
+                    for g in gone.iter() {
+                        if *g <= orig {
+                            orig += 1;
+                        }
+                    }
+                    path = format!("{path}[{orig}]");
+                    if last {
+                        if *index >= a.len() {
+                            return (path, false);
+                        }
+                        a.remove(*index);
+                        let at = gone.partition_point(|g| *g < orig);
+                        gone.insert(at, orig);
+                        return (path, true);
+                    }
+                    match a.get_mut(*index) {
+                        Some(v) => node = v,
+                        None => return (path, false),
+                    }
+                }
+                (seg, _) => {
+                    path = join(&path, &seg.to_string());
+                    return (path, false);
+                }
+            }
+        }
+        (path, false)
+    }
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -371,10 +439,10 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(several_documents(text), want, "{text:?}");
         }
-        let one = yaml_documents("apiVersion: v1\nkind: Pod\nmetadata: {name: [}\n").unwrap_err();
+        let one = documents("apiVersion: v1\nkind: Pod\nmetadata: {name: [}\n").unwrap_err();
         assert!(one.starts_with("invalid YAML: "), "{one}");
         assert!(one.ends_with(": `metadata: {name: [}`"), "{one}");
-        let two = yaml_documents("a: 1\n---\nb: [\n").unwrap_err();
+        let two = documents("a: 1\n---\nb: [\n").unwrap_err();
         assert!(two.starts_with("document 2: invalid YAML: "), "{two}");
         assert_eq!(offending_line("a\nb", 3), None);
         assert_eq!(offending_line("a\n  \n", 2), None);
@@ -387,20 +455,24 @@ mod tests {
 
     #[test]
     fn reads_yaml_documents_and_json() {
-        let docs = documents("a: 1\n---\n---\nb: [x]\n").unwrap();
+        let values = |t: &str| -> Vec<Value> {
+            documents(t).unwrap().into_iter().map(|d| d.value).collect()
+        };
+        let docs = values("a: 1\n---\n---\nb: [x]\n");
         assert_eq!(docs.len(), 3);
         assert!(docs[1].is_null());
         assert_eq!(docs[2]["b"][0], "x");
-        let docs = documents(" {\"a\": {\"b\": 2}}").unwrap();
+        let docs = values(" {\"a\": {\"b\": 2}}");
         assert_eq!(docs, vec![serde_json::json!({"a": {"b": 2}})]);
+        // Text meant as JSON gets serde_json's error.
         assert!(documents("{\"a\": 1} {\"b\": 2}")
             .unwrap_err()
             .contains("invalid JSON"));
         assert!(documents("a: [1, 2\n")
             .unwrap_err()
             .contains("invalid YAML"));
-        assert!(documents("a: 1\na: 2\n").unwrap_err().contains("duplicate"));
-        assert!(documents("1: x\n").unwrap_err().contains("not a string"));
+        // Mapping keys are strings in JSON: go-yaml's numbers and booleans are written out.
+        assert_eq!(values("1: x\n"), vec![serde_json::json!({"1": "x"})]);
     }
 
     #[test]
@@ -449,7 +521,7 @@ mod tests {
 
     /// The errors, or the unknown fields as (path, "unknown field").
     fn pod_problems(y: &str) -> Vec<FieldProblem> {
-        let doc = documents(y).unwrap().remove(0);
+        let doc = documents(y).unwrap().remove(0).value;
         match pod_from_value(&doc) {
             Ok((_, unknown)) => unknown
                 .into_iter()

@@ -109,7 +109,11 @@ fn checked(
         Ok(d) => d,
         Err(r) => return fail(Invalid, "", r),
     };
-    let mut docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+    let mut docs: Vec<Value> = docs
+        .into_iter()
+        .map(|d| d.value)
+        .filter(|d| !d.is_null())
+        .collect();
     match docs.len() {
         0 => {
             return fail(

@@ -184,7 +184,7 @@ fn rejections_say_which_kind_and_where() {
         ("default", "web", two.into_bytes(), Invalid,
             vec![": payload holds 2 documents; a desired-pod message holds exactly one Pod"]),
         ("default", "web", b"apiVersion: v1\nkind: Pod\nspec: [".to_vec(), Invalid,
-            vec![": invalid YAML: did not find expected node content at line 4 column 1, while parsing a flow node"]),
+            vec![": invalid YAML: while parsing a node, did not find expected node content at line 4 column 1"]),
         ("default", "web", POD.replace("image: busybox:1.36", "image: ''").into_bytes(), Invalid,
             vec!["spec.containers[0].image: required"]),
         ("default", "api", POD.as_bytes().to_vec(), Invalid, vec!["metadata.name: \"web\" is not the name in the topic (\"api\")"]),

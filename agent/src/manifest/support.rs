@@ -84,6 +84,12 @@ pub const KUBERNETES_API: &str = "1.37";
 /// `tidelet validate --strict` makes it an error, for CI pipelines.
 pub const NOT_IN_API: &str = "not in the Kubernetes 1.37 Pod API that tidelet knows; ignored";
 
+/// The reason given for a key written twice in one mapping. kubelet's YAML reading keeps the
+/// last value without a word; tidelet keeps it too and warns; `tidelet validate --strict`
+/// makes it an error.
+pub const DUPLICATE_KEY: &str =
+    "written more than once in its mapping; the last value is used, as kubelet reads it";
+
 /// The fields of `doc` to warn about: those not in the Pod API (`unknown`, from
 /// `parse::pod_from_value`) with `NOT_IN_API`, then the rest tidelet does not honour with
 /// `NOT_SUPPORTED`. A field is named once: what lies below an unknown field is not listed again.

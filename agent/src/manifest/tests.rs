@@ -115,13 +115,13 @@ fn one_bad_document_rejects_the_whole_file() {
     assert!(r.pods.is_empty());
     assert_eq!(
         reasons(&r),
-        ["/pods/web.yaml: (document 2) spec.containers[0].image: required"]
+        ["/pods/web.yaml: document 2 (line 18): spec.containers[0].image: required"]
     );
     let dup = parse(&format!("{POD}---\n{POD}"));
     assert!(dup.pods.is_empty());
     assert!(
         reasons(&dup)[0].contains(
-            "(document 2) metadata.name: pod default/web is already defined by document 1"
+            "document 2 (line 14): metadata.name: pod default/web is already defined by document 1"
         ),
         "{:?}",
         reasons(&dup)
@@ -146,7 +146,7 @@ fn bad_input_gets_a_clear_error() {
         ),
         (
             b"apiVersion: v1\nkind: ConfigMap\n",
-            "/pods/web.yaml: kind: \"ConfigMap\" is not supported (only Pod)",
+            "/pods/web.yaml: line 2: kind: \"ConfigMap\" is not supported (only Pod)",
         ),
         (
             b"just a string",
@@ -184,10 +184,10 @@ fn unknown_fields_are_warnings_naming_the_api_version() {
     assert_eq!(
         w,
         [
-            "/pods/web.yaml: spec.containers[0].imagePullPolicyy: not in the Kubernetes 1.37 Pod API that tidelet knows; ignored",
-            "/pods/web.yaml: spec.fromTheFuture: not in the Kubernetes 1.37 Pod API that tidelet knows; ignored",
-            "/pods/web.yaml: spec.containers[0].restartPolicy: not supported by tidelet yet; ignored",
-            "/pods/web.yaml: spec.containers[0].restartPolicyRules: not supported by tidelet yet; ignored",
+            "/pods/web.yaml: line 8: spec.containers[0].imagePullPolicyy: not in the Kubernetes 1.37 Pod API that tidelet knows; ignored",
+            "/pods/web.yaml: line 13: spec.fromTheFuture: not in the Kubernetes 1.37 Pod API that tidelet knows; ignored",
+            "/pods/web.yaml: line 9: spec.containers[0].restartPolicy: not supported by tidelet yet; ignored",
+            "/pods/web.yaml: line 10: spec.containers[0].restartPolicyRules: not supported by tidelet yet; ignored",
         ]
     );
 }
@@ -226,8 +226,8 @@ fn unsupported_fields_are_warnings() {
     assert_eq!(
         w,
         [
-            "/pods/web.yaml: spec.containers[0].livenessProbe: not supported by tidelet yet; ignored",
-            "/pods/web.yaml: spec.tolerations: not supported by tidelet yet; ignored"
+            "/pods/web.yaml: line 8: spec.containers[0].livenessProbe: not supported by tidelet yet; ignored",
+            "/pods/web.yaml: line 12: spec.tolerations: not supported by tidelet yet; ignored"
         ]
     );
 }
@@ -246,8 +246,8 @@ fn a_rejected_file_still_reports_its_unsupported_fields() {
     assert_eq!(
         w,
         [
-            "/pods/web.yaml: spec.containers[0].livenessProbe: not supported by tidelet yet; ignored",
-            "/pods/web.yaml: spec.tolerations: not supported by tidelet yet; ignored"
+            "/pods/web.yaml: line 8: spec.containers[0].livenessProbe: not supported by tidelet yet; ignored",
+            "/pods/web.yaml: line 12: spec.tolerations: not supported by tidelet yet; ignored"
         ]
     );
     // A file that is accepted keeps them on its pods only.
@@ -264,7 +264,7 @@ fn a_uid_in_the_file_is_replaced_and_reported() {
     let w: Vec<String> = p.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(
         w,
-        ["/pods/web.yaml: metadata.uid: not supported by tidelet yet; ignored"]
+        ["/pods/web.yaml: line 5: metadata.uid: not supported by tidelet yet; ignored"]
     );
     // Content changes still change the UID.
     let changed = parse(

@@ -77,6 +77,7 @@ mod tests {
             file: "/etc/tidelet/pods/bad.yaml".into(),
             field: "spec".into(),
             reason: "required".into(),
+            at: Default::default(),
         });
         set
     }

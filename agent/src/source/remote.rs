@@ -173,6 +173,7 @@ impl RemoteSource {
             file: path.to_path_buf(),
             field: String::new(),
             reason,
+            at: Default::default(),
         };
         if let Err(e) = fs::DirBuilder::new()
             .recursive(true)
@@ -249,6 +250,7 @@ impl RemoteSource {
                 file: path.to_path_buf(),
                 field: String::new(),
                 reason: format!("cannot remove it: {e}"),
+                at: Default::default(),
             });
         }
     }
@@ -292,6 +294,7 @@ impl RemoteSource {
                             file: parsed.source.clone(),
                             field,
                             reason,
+                            at: Default::default(),
                         })
                         .collect();
                     Err((ResultReason::PolicyViolation, probs))

@@ -151,6 +151,7 @@ impl StaticDir {
                             "pod {key:?} is already defined in {}; this one is ignored",
                             first.display()
                         ),
+                        at: Default::default(),
                     });
                     continue;
                 }
