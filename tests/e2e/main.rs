@@ -14,6 +14,7 @@ mod kubelet_yaml;
 mod lifecycle;
 mod mqtt;
 mod mqtt_broker;
+mod mqtt_interop;
 mod security;
 mod survival;
 

@@ -5,6 +5,7 @@
 //! Privileged tests call `privileged()` first: without root they skip, unless
 //! `TIDELET_REQUIRE_PRIVILEGED=1` (CI) makes that a failure.
 
+pub mod amqtt;
 pub mod broker;
 pub mod plugin;
 
