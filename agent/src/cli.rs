@@ -612,7 +612,7 @@ fn get_pods(
             if output == Some(Output::Json) {
                 writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                write!(out, "{}", serde_yaml::to_string(&value)?)?;
+                write!(out, "{}", crate::yaml_out::to_string(&value))?;
             }
         }
         _ => crate::render::pod_table(&mut out, &views, output == Some(Output::Wide))?,
@@ -640,7 +640,7 @@ fn get_node(root: &std::path::Path, output: Option<Output>, describe: bool) -> R
             if output == Some(Output::Json) {
                 writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                write!(out, "{}", serde_yaml::to_string(&value)?)?;
+                write!(out, "{}", crate::yaml_out::to_string(&value))?;
             }
         }
         _ => {

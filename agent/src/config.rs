@@ -59,7 +59,7 @@ pub struct Config {
     /// The `mqtt:` section as written (absent: local-only). Parsed by `mqtt()` against the
     /// final node name (a `--node-name` flag comes after the file), and checked once when
     /// the file is read so that a bad key stops the start.
-    pub mqtt_section: Option<serde_yaml::Value>,
+    pub mqtt_section: Option<serde_json::Value>,
     /// Device plugins and CDI (`devices:`).
     pub devices: crate::devices::DevicesConfig,
     /// kubelet's `seccompDefault`: containers whose manifest names no seccomp profile run
@@ -136,14 +136,14 @@ struct FileConfig {
     /// kubelet's `--node-ip`.
     node_ip: Option<String>,
     resolv_conf: Option<PathBuf>,
-    eviction_hard: Option<BTreeMap<String, serde_yaml::Value>>,
-    eviction_soft: Option<BTreeMap<String, serde_yaml::Value>>,
-    eviction_soft_grace_period: Option<BTreeMap<String, serde_yaml::Value>>,
-    eviction_minimum_reclaim: Option<BTreeMap<String, serde_yaml::Value>>,
+    eviction_hard: Option<BTreeMap<String, serde_json::Value>>,
+    eviction_soft: Option<BTreeMap<String, serde_json::Value>>,
+    eviction_soft_grace_period: Option<BTreeMap<String, serde_json::Value>>,
+    eviction_minimum_reclaim: Option<BTreeMap<String, serde_json::Value>>,
     eviction_pressure_transition_period: Option<String>,
     eviction_max_pod_grace_period: Option<i64>,
-    system_reserved: Option<BTreeMap<String, serde_yaml::Value>>,
-    kube_reserved: Option<BTreeMap<String, serde_yaml::Value>>,
+    system_reserved: Option<BTreeMap<String, serde_json::Value>>,
+    kube_reserved: Option<BTreeMap<String, serde_json::Value>>,
     max_pods: Option<i64>,
     cpu_manager_policy: Option<String>,
     #[serde(rename = "reservedSystemCPUs")]
@@ -155,7 +155,7 @@ struct FileConfig {
     #[serde(rename = "imageMinimumGCAge")]
     image_minimum_gc_age: Option<String>,
     /// tidelet's own: sync with a control plane (docs/mqtt.md).
-    mqtt: Option<serde_yaml::Value>,
+    mqtt: Option<serde_json::Value>,
     /// tidelet's own: device plugins and CDI (docs/devices.md).
     devices: Option<DevicesFile>,
     seccomp_default: Option<bool>,
@@ -235,14 +235,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// A map of quantities as YAML writes them: `100Mi` is a string, `1000` a number.
 fn strings(
     map: &str,
-    m: Option<BTreeMap<String, serde_yaml::Value>>,
+    m: Option<BTreeMap<String, serde_json::Value>>,
 ) -> Result<Option<BTreeMap<String, String>>, (String, String)> {
     let Some(m) = m else { return Ok(None) };
     let mut out = BTreeMap::new();
     for (k, v) in m {
         let s = match v {
-            serde_yaml::Value::String(s) => s,
-            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
             other => {
                 return Err((
                     format!("{map}[{k}]"),
@@ -262,9 +262,9 @@ impl Config {
             path: path.into(),
             source,
         })?;
-        let f: FileConfig = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let f: FileConfig = crate::yaml::from_str(&text).map_err(|message| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
+            message,
         })?;
         let field = |field: &str, reason: String| ConfigError::Field {
             path: path.into(),
@@ -624,7 +624,7 @@ mod tests {
             .iter()
             .find(|b| b.contains("requireUserNamespaces: true"))
             .expect("docs/mqtt.md has the hardened policy");
-        let v: serde_yaml::Value = serde_yaml::from_str(hardened).unwrap();
+        let v: serde_json::Value = crate::yaml::from_str(hardened).unwrap();
         let p = crate::source::RemotePolicy::from_yaml(&v["remotePodPolicy"]).unwrap();
         assert!(p.require_user_namespaces);
         assert_eq!(p.allowed_capabilities, ["NET_BIND_SERVICE"]);

@@ -15,7 +15,9 @@
 //! - `agent`: the loop that ties sources, reconcile and runtime together;
 //! - `api`: the local unix-socket API and its client;
 //! - `state`: atomic writes of state on disk;
-//! - `logging`, `systemd`: log lines shaped for a terminal or the journal; sd_notify.
+//! - `logging`, `systemd`: log lines shaped for a terminal or the journal; sd_notify;
+//! - `render`, `yaml_out`: kubectl-like tables and `describe`; `-o yaml` that YAML 1.1 readers
+//!   take back unchanged.
 
 pub mod agent;
 pub mod api;
@@ -42,3 +44,5 @@ pub mod signals;
 pub mod source;
 pub mod state;
 pub mod systemd;
+pub mod yaml;
+pub mod yaml_out;

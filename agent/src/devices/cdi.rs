@@ -482,11 +482,10 @@ fn parse_spec(bytes: &[u8], json: bool) -> Result<RawSpec, (String, String)> {
             (field, e.into_inner().to_string())
         })
     } else {
-        let de = serde_yaml::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            (field, e.into_inner().to_string())
-        })
+        // As kubelet's CDI library reads YAML (sigs.k8s.io/yaml); the field is in the reason.
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| (String::new(), format!("not UTF-8: {e}")))?;
+        crate::yaml::from_str(text).map_err(|e| (String::new(), e))
     }
 }
 

@@ -274,7 +274,7 @@ fn collect(o: &Options, s: &mut Session, filters: &[String]) -> Result<Snapshot,
 
 fn encode(o: &Options, v: &Value, out: &mut dyn Write) -> Result<(), FleetError> {
     let text = match o.output {
-        Format::Yaml => serde_yaml::to_string(v).map_err(|e| FleetError::Encode(e.to_string()))?,
+        Format::Yaml => crate::yaml_out::to_string(v),
         _ => serde_json::to_string_pretty(v).map_err(|e| FleetError::Encode(e.to_string()))? + "\n",
     };
     out.write_all(text.as_bytes())?;
@@ -459,8 +459,7 @@ fn watch(
                     }
                     Format::Yaml => {
                         let v = watch::json_line(&time, &m.topic, &m.payload, m.retained);
-                        let y = serde_yaml::to_string(&v)
-                            .map_err(|e| FleetError::Encode(e.to_string()))?;
+                        let y = crate::yaml_out::to_string(&v);
                         write!(out, "---\n{y}")?;
                     }
                 }

@@ -8,7 +8,6 @@ mod parse;
 mod remote;
 mod support;
 mod validate;
-mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -273,7 +272,7 @@ fn parse_checked(path: &Path, bytes: &[u8], node_name: &str) -> Checked {
     let whole = |reason: String| (vec![problem(path, "", reason)], Vec::new());
     let text = manifest_text(bytes, MAX_MANIFEST_BYTES, "file").map_err(|(_, r)| whole(r))?;
     let docs = parse::documents(text).map_err(whole)?;
-    let docs: Vec<(usize, yaml::Doc)> = docs
+    let docs: Vec<(usize, crate::yaml::Doc)> = docs
         .into_iter()
         .enumerate()
         .filter(|(_, d)| !d.value.is_null())

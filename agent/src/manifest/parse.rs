@@ -15,53 +15,11 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess,
 use serde_json::{Map, Number, Value};
 use serde_path_to_error::Segment;
 
-use super::yaml::{self, Doc};
+use crate::yaml::{self, join, Budget, Doc, EXTRA_STRING_BYTES, MAX_VALUES};
 
-/// Most values (scalars, sequences, mappings) one file may expand to: far more than any Pod
-/// needs (the API server stores objects of at most ~1.5 MB).
-pub(crate) const MAX_VALUES: usize = 100_000;
-/// String bytes (keys and values) a file may expand to beyond its own length: without
-/// aliases a document's strings never exceed the text they come from.
-pub(crate) const EXTRA_STRING_BYTES: usize = 64 << 10;
-
-/// What is left of a file's expansion budget.
-#[derive(Debug)]
-pub(crate) struct Budget {
-    values: usize,
-    bytes: usize,
-}
-
-impl Budget {
-    pub(crate) fn new(values: usize, bytes: usize) -> Self {
-        Budget { values, bytes }
-    }
-
-    /// One value holding `bytes` of strings.
-    pub(crate) fn charge(&mut self, bytes: usize) -> Result<(), String> {
-        self.charge_many(1, bytes)
-    }
-
-    /// `values` values holding `bytes` of strings (an alias' replay).
-    pub(crate) fn charge_many(&mut self, values: usize, bytes: usize) -> Result<(), String> {
-        if values > self.values {
-            return Err(format!(
-                "document expands to more than {MAX_VALUES} values (a YAML alias bomb?); refused"
-            ));
-        }
-        if bytes > self.bytes {
-            return Err(
-                "document expands to more bytes of strings than the file holds (a YAML alias bomb?); refused"
-                    .into(),
-            );
-        }
-        self.values -= values;
-        self.bytes -= bytes;
-        Ok(())
-    }
-
-    fn charge_de<E: serde::de::Error>(&mut self, bytes: usize) -> Result<(), E> {
-        self.charge(bytes).map_err(E::custom)
-    }
+/// serde's error for a budget exceeded while reading JSON.
+fn charge_de<E: serde::de::Error>(b: &mut Budget, bytes: usize) -> Result<(), E> {
+    b.charge(bytes).map_err(E::custom)
 }
 
 /// Builds a `Value` while charging every node to the budget.
@@ -98,33 +56,33 @@ impl<'de> Visitor<'de> for Seed<'_> {
         f.write_str("a YAML/JSON value")
     }
     fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
-        self.0.charge_de(0)?;
+        charge_de(self.0, 0)?;
         Ok(Value::Bool(v))
     }
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
-        self.0.charge_de(0)?;
+        charge_de(self.0, 0)?;
         Ok(Value::Number(v.into()))
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
-        self.0.charge_de(0)?;
+        charge_de(self.0, 0)?;
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        self.0.charge_de(0)?;
+        charge_de(self.0, 0)?;
         Number::from_f64(v)
             .map(Value::Number)
             .ok_or_else(|| E::custom(format_args!("{v} is not a finite number")))
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
-        self.0.charge_de(v.len())?;
+        charge_de(self.0, v.len())?;
         Ok(Value::String(v.to_owned()))
     }
     fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
-        self.0.charge_de(v.len())?;
+        charge_de(self.0, v.len())?;
         Ok(Value::String(v))
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
-        self.0.charge_de(0)?;
+        charge_de(self.0, 0)?;
         Ok(Value::Null)
     }
     fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
@@ -134,7 +92,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
         d.deserialize_any(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        self.0.charge_de(0)?;
+        charge_de(self.0, 0)?;
         let mut out = Vec::new();
         while let Some(v) = seq.next_element_seed(Seed(&mut *self.0))? {
             out.push(v);
@@ -142,7 +100,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
         Ok(Value::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        self.0.charge_de(0)?;
+        charge_de(self.0, 0)?;
         let mut out = Map::new();
         while let Some(k) = map.next_key_seed(KeySeed(&mut *self.0))? {
             let v = map.next_value_seed(Seed(&mut *self.0))?;
@@ -184,35 +142,6 @@ fn json_document(text: &str) -> Result<Value, String> {
         .map_err(|e| format!("invalid JSON: {e}"))?;
     de.end().map_err(|e| format!("invalid JSON: {e}"))?;
     Ok(v)
-}
-
-/// Whether `text` has a document separator (`---` at the start of a line) after its first
-/// document's content: a leading `---` alone still makes one document.
-pub(crate) fn several_documents(text: &str) -> bool {
-    let mut content = false;
-    for line in text.lines() {
-        let separator = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
-        if separator && content {
-            return true;
-        }
-        let t = line.trim();
-        if !separator && !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
-            content = true;
-        }
-    }
-    false
-}
-
-/// `: `line`` for line `n` (1-based) of `text`, cut to 120 characters, for an error message;
-/// `None` for a line out of range or blank.
-pub(crate) fn offending_line(text: &str, n: usize) -> Option<String> {
-    let line = text.lines().nth(n.checked_sub(1)?)?.trim_end();
-    if line.trim().is_empty() {
-        return None;
-    }
-    let cut: String = line.chars().take(120).collect();
-    let more = if cut.len() < line.len() { "..." } else { "" };
-    Some(format!(": `{cut}{more}`"))
 }
 
 /// Deepest bracket nesting accepted before YAML parsing (see `flow_depth_guard`).
@@ -381,15 +310,6 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// Append `key` to a field path (`spec` + `containers` -> `spec.containers`).
-pub(crate) fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
 /// Key paths present in `input` but absent from `output` (the Pod re-encoded). Nulls in the
 /// input are absent values (`creationTimestamp: null`); only keys are compared, never values,
 /// so quantities' and numbers' forms do not matter.
@@ -423,35 +343,6 @@ fn unknown_fields(input: &Value, output: &Value, path: &mut String, out: &mut Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn document_numbers_only_where_there_are_several() {
-        let cases = [
-            ("a: 1\n", false),
-            ("---\na: 1\n", false),
-            ("# c\n---\na: 1\n", false),
-            ("a: 1\n---\nb: 2\n", true),
-            ("---\na: 1\n---\nb: 2\n", true),
-            ("a: 1\n--- \nb: 2\n", true),
-            ("a: |\n  ---\n", false),
-            ("a: 1\n----\n", false),
-        ];
-        for (text, want) in cases {
-            assert_eq!(several_documents(text), want, "{text:?}");
-        }
-        let one = documents("apiVersion: v1\nkind: Pod\nmetadata: {name: [}\n").unwrap_err();
-        assert!(one.starts_with("invalid YAML: "), "{one}");
-        assert!(one.ends_with(": `metadata: {name: [}`"), "{one}");
-        let two = documents("a: 1\n---\nb: [\n").unwrap_err();
-        assert!(two.starts_with("document 2: invalid YAML: "), "{two}");
-        assert_eq!(offending_line("a\nb", 3), None);
-        assert_eq!(offending_line("a\n  \n", 2), None);
-        let long = format!("k: {}", "x".repeat(200));
-        assert_eq!(
-            offending_line(&long, 1).unwrap(),
-            format!(": `k: {}...`", "x".repeat(117))
-        );
-    }
 
     #[test]
     fn reads_yaml_documents_and_json() {
@@ -492,8 +383,8 @@ mod tests {
 
     #[test]
     fn refuses_wide_alias_fan_out_quickly() {
-        // One large anchor referenced many times: under serde_yaml's own repetition limit
-        // (100 jumps per event) but quadratic in size without our budget.
+        // One large anchor referenced many times: few aliases, but quadratic in size without
+        // the budget.
         let mut y = String::from("big: &big [");
         for i in 0..20_000 {
             y.push_str(&format!("{i},"));

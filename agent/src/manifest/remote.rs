@@ -109,11 +109,7 @@ fn checked(
         Ok(d) => d,
         Err(r) => return fail(Invalid, "", r),
     };
-    let mut docs: Vec<Value> = docs
-        .into_iter()
-        .map(|d| d.value)
-        .filter(|d| !d.is_null())
-        .collect();
+    let mut docs: Vec<crate::yaml::Doc> = docs.into_iter().filter(|d| !d.value.is_null()).collect();
     match docs.len() {
         0 => {
             return fail(
@@ -131,19 +127,20 @@ fn checked(
             )
         }
     }
-    let doc = docs.remove(0);
+    let written = docs.remove(0);
+    let doc = &written.value;
     echo.generation = doc.pointer("/metadata/generation").and_then(Value::as_i64);
     echo.resource_version = doc
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .map(str::to_string);
-    if !is_pod(&doc) {
+    if !is_pod(doc) {
         // The same field-level reasons a file gets (`kind: "Deployment" is not supported`).
-        let probs = parse::pod_from_value(&doc).err().unwrap_or_default();
-        return Err((NotAPod, to_problems(source, probs)));
+        let probs = parse::pod_from_value(doc).err().unwrap_or_default();
+        return Err((NotAPod, to_problems(source, &written, probs)));
     }
     let (mut pod, unknown) =
-        parse::pod_from_value(&doc).map_err(|p| (Invalid, to_problems(source, p)))?;
+        parse::pod_from_value(doc).map_err(|p| (Invalid, to_problems(source, &written, p)))?;
 
     let mut errors = Vec::new();
     let meta = &mut pod.metadata;
@@ -185,7 +182,7 @@ fn checked(
     if !errors.is_empty() {
         return Err((Invalid, errors));
     }
-    let warnings = support::field_warnings(&doc, &unknown)
+    let warnings = support::field_warnings(doc, &unknown)
         .into_iter()
         .filter(|(f, _)| !ECHOED.contains(&f.as_str()))
         .map(|(f, r)| problem(source, f, r))
@@ -211,11 +208,24 @@ fn is_pod(doc: &Value) -> bool {
         && doc.get("kind").and_then(Value::as_str) == Some("Pod")
 }
 
-fn to_problems(source: &std::path::Path, probs: Vec<(String, String)>) -> Vec<Problem> {
-    probs
+/// The type errors of a payload, each with its line, in the payload's order.
+fn to_problems(
+    source: &std::path::Path,
+    written: &crate::yaml::Doc,
+    probs: Vec<(String, String)>,
+) -> Vec<Problem> {
+    let mut out: Vec<Problem> = probs
         .into_iter()
-        .map(|(f, r)| problem(source, f, r))
-        .collect()
+        .map(|(f, r)| {
+            let at = super::Location {
+                document: None,
+                line: written.line_of(&f),
+            };
+            super::located(source, at, f, r)
+        })
+        .collect();
+    out.sort_by_key(|p| p.at.line);
+    out
 }
 
 /// Fields the API server sets and a back-end may send back (`kubectl get -o json`): they are

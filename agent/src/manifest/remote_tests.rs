@@ -104,7 +104,7 @@ fn the_uid_follows_content_node_and_topic_but_not_server_fields() {
     assert_ne!(
         a,
         crate::manifest::static_pod_uid(
-            &serde_yaml::from_str(POD).unwrap(),
+            &crate::yaml::from_str::<k8s_openapi::api::core::v1::Pod>(POD).unwrap(),
             "node1",
             Path::new("mqtt:default/web")
         )
@@ -224,4 +224,26 @@ fn a_remote_name_near_the_limit_is_not_checked_as_name_dash_node() {
         "node-with-a-long-name",
     );
     assert_eq!(f.errors.len(), 1, "{:?}", f.errors);
+}
+
+/// A payload's type errors are all listed, each with its line, as a file's are.
+#[test]
+fn every_type_error_of_a_payload_is_listed_with_its_line() {
+    let payload = POD.replace("spec:\n", "spec:\n  hostNetwork: \"yes\"\n")
+        + "    ports: [{containerPort: eighty}]\n";
+    let r = parse("default", "web", payload.as_bytes());
+    let Err((RemoteRejection::Invalid, probs)) = &r.outcome else {
+        panic!("{:?}", r.outcome);
+    };
+    let got: Vec<String> = probs
+        .iter()
+        .map(|p| format!("{}: {}: {}", p.at, p.field, p.reason))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "line 6: spec.hostNetwork: invalid type: string \"yes\", expected a boolean",
+            "line 11: spec.containers[0].ports[0].containerPort: invalid type: string \"eighty\", expected i32",
+        ]
+    );
 }

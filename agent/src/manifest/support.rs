@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::parse::join;
+use crate::yaml::join;
 
 /// Field paths tidelet honours; `[]` stands for any list index.
 pub const HONOURED: &[&str] = &[

@@ -108,10 +108,10 @@ struct Raw {
     password_file: Option<PathBuf>,
     keep_alive: Option<String>,
     lease_period: Option<String>,
-    max_packet_size: Option<serde_yaml::Value>,
+    max_packet_size: Option<serde_json::Value>,
     event_buffer: Option<i64>,
     reconnect_max_delay: Option<String>,
-    remote_pod_policy: Option<serde_yaml::Value>,
+    remote_pod_policy: Option<serde_json::Value>,
 }
 
 /// A bad key: `(field, reason)`, the field in the file's spelling (`mqtt.keepAlive`).
@@ -131,9 +131,13 @@ pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 
 impl MqttConfig {
     /// Parse the `mqtt:` map. `node_name` gives the defaults of `clientId` and `topicPrefix`.
-    pub fn parse(v: &serde_yaml::Value, node_name: &str) -> Result<MqttConfig, FieldError> {
-        let raw: Raw =
-            serde_yaml::from_value(v.clone()).map_err(|e| ("mqtt".to_string(), e.to_string()))?;
+    pub fn parse(v: &serde_json::Value, node_name: &str) -> Result<MqttConfig, FieldError> {
+        let raw: Raw = serde_path_to_error::deserialize(v).map_err(|e| {
+            (
+                crate::yaml::join("mqtt", &crate::yaml::path_of(e.path())),
+                e.into_inner().to_string(),
+            )
+        })?;
         let broker = raw
             .broker
             .as_deref()
@@ -200,8 +204,8 @@ impl MqttConfig {
             None => DEFAULT_MAX_PACKET_SIZE,
             Some(v) => {
                 let s = match &v {
-                    serde_yaml::Value::String(s) => s.clone(),
-                    serde_yaml::Value::Number(n) => n.to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
                     other => return Err(bad("maxPacketSize", format!("{other:?} is not a size"))),
                 };
                 let n = crate::quantity::parse_units(&s)
@@ -280,7 +284,7 @@ mod tests {
     }
 
     fn parse(y: &str) -> Result<MqttConfig, FieldError> {
-        MqttConfig::parse(&serde_yaml::from_str(y).unwrap(), "node1")
+        MqttConfig::parse(&crate::yaml::from_str(y).unwrap(), "node1")
     }
 
     #[test]
@@ -316,7 +320,7 @@ mod tests {
                 "mqtt.maxPacketSize",
             ),
             ("broker: mqtt://x\neventBuffer: 0", "mqtt.eventBuffer"),
-            ("broker: mqtt://x\nbrokr: y", "mqtt"),
+            ("broker: mqtt://x\nbrokr: y", "mqtt.brokr"),
             (
                 "broker: mqtt://x\nremotePodPolicy:\n  allowedHostPaths: [data]",
                 "mqtt.remotePodPolicy.allowedHostPaths[0]",

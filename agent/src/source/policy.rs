@@ -14,7 +14,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod, SecurityContext};
-use serde_yaml::Value;
+use serde_json::Value;
 
 /// The field that makes `pod` critical, for the error.
 fn critical_field(pod: &Pod) -> String {
@@ -72,13 +72,12 @@ impl RemotePolicy {
         let mut policy = RemotePolicy::default();
         let map = match v {
             Value::Null => return Ok(policy),
-            Value::Mapping(m) => m,
+            Value::Object(m) => m,
             _ => return Err((SECTION.into(), "must be a mapping".into())),
         };
         for (k, v) in map {
-            let Some(key) = k.as_str() else {
-                return Err((SECTION.into(), format!("key {k:?} is not a string")));
-            };
+            // Keys are text here: YAML's numbers and booleans were written out when read.
+            let key = k.as_str();
             let field = format!("{SECTION}.{key}");
             match key {
                 "allowPrivileged" => policy.allow_privileged = boolean(&field, v)?,
@@ -329,7 +328,7 @@ fn boolean(field: &str, v: &Value) -> Result<bool, (String, String)> {
 fn items<'a>(field: &str, v: &'a Value, of_what: &str) -> Result<&'a [Value], (String, String)> {
     match v {
         Value::Null => Ok(&[]),
-        Value::Sequence(s) => Ok(s),
+        Value::Array(s) => Ok(s),
         _ => Err((
             field.to_string(),
             format!("{}: must be a list of {of_what}", show(v)),
@@ -384,9 +383,7 @@ fn host_paths(field: &str, v: &Value) -> Result<Vec<PathBuf>, (String, String)> 
 }
 
 fn show(v: &Value) -> String {
-    serde_yaml::to_string(v)
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_else(|_| format!("{v:?}"))
+    v.to_string()
 }
 
 /// `path` made absolute-clean lexically: `.` and empty components dropped, `..` removes the

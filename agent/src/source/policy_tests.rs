@@ -18,7 +18,7 @@ fn c(extra: serde_json::Value) -> serde_json::Value {
 }
 
 fn yaml(s: &str) -> Value {
-    serde_yaml::from_str(s).unwrap()
+    crate::yaml::from_str(s).unwrap()
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn parses_the_config_section() {
         (
             "allowPrivileged: 'yes'",
             "mqtt.remotePodPolicy.allowPrivileged",
-            "yes: must be true or false",
+            "\"yes\": must be true or false",
         ),
         (
             "allowHostNamespaces: 1",
@@ -62,7 +62,7 @@ fn parses_the_config_section() {
         (
             "allowedHostPaths: /data",
             "mqtt.remotePodPolicy.allowedHostPaths",
-            "/data: must be a list of absolute paths",
+            "\"/data\": must be a list of absolute paths",
         ),
         (
             "allowedHostPaths: [/data, data]",
@@ -290,7 +290,7 @@ fn each_rule_denies_by_default_and_allows_when_configured() {
 #[test]
 fn allowed_capabilities_and_user_namespaces_are_the_owners_choice() {
     let policy = RemotePolicy::from_yaml(
-        &serde_yaml::from_str(
+        &crate::yaml::from_str(
             "{allowedCapabilities: [net_admin, CAP_NET_BROADCAST], requireUserNamespaces: true}",
         )
         .unwrap(),
@@ -314,7 +314,7 @@ fn allowed_capabilities_and_user_namespaces_are_the_owners_choice() {
     );
     assert_eq!(policy.check(&p), vec![]);
     let bad = RemotePolicy::from_yaml(
-        &serde_yaml::from_str("{allowedCapabilities: [NET_ADMIN, WIZARD]}").unwrap(),
+        &crate::yaml::from_str("{allowedCapabilities: [NET_ADMIN, WIZARD]}").unwrap(),
     )
     .unwrap_err();
     assert_eq!(

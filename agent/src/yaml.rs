@@ -26,11 +26,52 @@ use std::collections::HashMap;
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
 use serde_json::{Map, Number, Value};
 
-use super::parse::{join, Budget, EXTRA_STRING_BYTES, MAX_VALUES};
+/// Most values (scalars, sequences, mappings) one file may expand to: far more than any Pod
+/// needs (the API server stores objects of at most ~1.5 MB).
+pub const MAX_VALUES: usize = 100_000;
+/// String bytes (keys and values) a file may expand to beyond its own length: without
+/// aliases a document's strings never exceed the text they come from.
+pub const EXTRA_STRING_BYTES: usize = 64 << 10;
+
+/// What is left of a file's expansion budget.
+#[derive(Debug)]
+pub struct Budget {
+    values: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    pub fn new(values: usize, bytes: usize) -> Self {
+        Budget { values, bytes }
+    }
+
+    /// One value holding `bytes` of strings.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), String> {
+        self.charge_many(1, bytes)
+    }
+
+    /// `values` values holding `bytes` of strings (an alias' replay).
+    pub fn charge_many(&mut self, values: usize, bytes: usize) -> Result<(), String> {
+        if values > self.values {
+            return Err(format!(
+                "document expands to more than {MAX_VALUES} values (a YAML alias bomb?); refused"
+            ));
+        }
+        if bytes > self.bytes {
+            return Err(
+                "document expands to more bytes of strings than the file holds (a YAML alias bomb?); refused"
+                    .into(),
+            );
+        }
+        self.values -= values;
+        self.bytes -= bytes;
+        Ok(())
+    }
+}
 
 /// Deepest nesting of sequences and mappings in a document (serde_yaml's limit was 128 too;
 /// a Pod nests about 10 levels).
-pub(crate) const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 128;
 
 /// Documents whose `\'` escapes may be rewritten before the file is refused: each costs a
 /// parse of the whole file.
@@ -38,7 +79,7 @@ const MAX_APOSTROPHE_RETRIES: usize = 64;
 
 /// One YAML document as JSON, with where its nodes start.
 #[derive(Debug, Default)]
-pub(crate) struct Doc {
+pub struct Doc {
     pub value: Value,
     /// Field path (`spec.containers[0].image`) -> 1-based line of the node's start, for every
     /// node written in the document (not for those an alias replays: see `line_of`).
@@ -75,7 +116,7 @@ fn parent(path: &str) -> &str {
 
 /// What a plain (unquoted, untagged) scalar means to go-yaml v2 (its `resolve`), as JSON.
 /// `Err` for values JSON cannot hold.
-pub(crate) fn resolve_plain(s: &str) -> Result<Value, String> {
+pub fn resolve_plain(s: &str) -> Result<Value, String> {
     const TRUE: [&str; 11] = [
         "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON",
     ];
@@ -207,7 +248,7 @@ fn float(f: f64) -> Option<Value> {
 
 /// The documents of `text`, as kubelet reads them. The error is a complete reason with the
 /// line (`invalid YAML: ... at line 3 column 5: `the line``).
-pub(crate) fn load(text: &str) -> Result<Vec<Doc>, String> {
+pub fn load(text: &str) -> Result<Vec<Doc>, String> {
     let mut text = Cow::Borrowed(text);
     for _ in 0..MAX_APOSTROPHE_RETRIES {
         let (failure, doc) = match load_once(&text) {
@@ -221,7 +262,7 @@ pub(crate) fn load(text: &str) -> Result<Vec<Doc>, String> {
             }
         }
         // "document 1" of a file that has one reads as if there were more.
-        let doc = if super::parse::several_documents(&text) {
+        let doc = if several_documents(&text) {
             format!("document {doc}: ")
         } else {
             String::new()
@@ -231,6 +272,52 @@ pub(crate) fn load(text: &str) -> Result<Vec<Doc>, String> {
     Err(format!(
         "invalid YAML: more than {MAX_APOSTROPHE_RETRIES} double-quoted strings with \\' escapes; refused"
     ))
+}
+
+/// One document of `text` (a config file, a CDI spec) read as kubelet reads YAML and typed
+/// as `T`; empty text or comments alone are an empty mapping. The error names the line and the
+/// field: `line 7: evictionHard: invalid type: sequence, expected a map`.
+pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let mut docs: Vec<Doc> = load(text)?
+        .into_iter()
+        .filter(|d| !d.value.is_null())
+        .collect();
+    let doc = match docs.len() {
+        0 => Doc {
+            value: Value::Object(Map::new()),
+            ..Doc::default()
+        },
+        1 => docs.remove(0),
+        n => return Err(format!("holds {n} documents, where one is read")),
+    };
+    serde_path_to_error::deserialize(&doc.value).map_err(|e| {
+        let path = path_of(e.path());
+        let at = doc
+            .line_of(&path)
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
+        let field = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        format!("{at}{field}{}", e.into_inner())
+    })
+}
+
+/// A serde path in this module's spelling (`a.b[0].c`), as `Doc::lines` keys it.
+pub fn path_of(p: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in p.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => out = join(&out, key),
+            Segment::Enum { variant } => out = join(&out, variant),
+            Segment::Unknown => out = join(&out, "?"),
+        }
+    }
+    out
 }
 
 /// go-yaml reads `\'` in a double-quoted string as `'`; YAML 1.2 parsers refuse it as an
@@ -295,7 +382,7 @@ impl Failure {
             }
             Failure::At(r, line) => (format!("{r} at line {line}"), line),
         };
-        let quoted = super::parse::offending_line(text, line).unwrap_or_default();
+        let quoted = offending_line(text, line).unwrap_or_default();
         if reason.contains("alias bomb") {
             format!("invalid YAML: {reason}")
         } else {
@@ -624,6 +711,44 @@ fn tag_name(tag: &Tag) -> String {
         format!("!{}", tag.suffix)
     } else {
         format!("!<{}{}>", tag.handle, tag.suffix)
+    }
+}
+
+/// Whether `text` has a document separator (`---` at the start of a line) after its first
+/// document's content: a leading `---` alone still makes one document.
+pub fn several_documents(text: &str) -> bool {
+    let mut content = false;
+    for line in text.lines() {
+        let separator = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if separator && content {
+            return true;
+        }
+        let t = line.trim();
+        if !separator && !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
+            content = true;
+        }
+    }
+    false
+}
+
+/// `: `line`` for line `n` (1-based) of `text`, cut to 120 characters, for an error message;
+/// `None` for a line out of range or blank.
+pub fn offending_line(text: &str, n: usize) -> Option<String> {
+    let line = text.lines().nth(n.checked_sub(1)?)?.trim_end();
+    if line.trim().is_empty() {
+        return None;
+    }
+    let cut: String = line.chars().take(120).collect();
+    let more = if cut.len() < line.len() { "..." } else { "" };
+    Some(format!(": `{cut}{more}`"))
+}
+
+/// Append `key` to a field path (`spec` + `containers` -> `spec.containers`).
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
     }
 }
 

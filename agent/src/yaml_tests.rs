@@ -300,3 +300,32 @@ fn nesting_and_budget_limits() {
     assert!(load(&format!("{}1\n", "[".repeat(100) + &"]".repeat(100)))
         .is_err_and(|e| e.contains("invalid YAML")));
 }
+
+#[test]
+fn document_numbers_only_where_there_are_several() {
+    let cases = [
+        ("a: 1\n", false),
+        ("---\na: 1\n", false),
+        ("# c\n---\na: 1\n", false),
+        ("a: 1\n---\nb: 2\n", true),
+        ("---\na: 1\n---\nb: 2\n", true),
+        ("a: 1\n--- \nb: 2\n", true),
+        ("a: |\n  ---\n", false),
+        ("a: 1\n----\n", false),
+    ];
+    for (text, want) in cases {
+        assert_eq!(several_documents(text), want, "{text:?}");
+    }
+    let one = load("apiVersion: v1\nkind: Pod\nmetadata: {name: [}\n").unwrap_err();
+    assert!(one.starts_with("invalid YAML: "), "{one}");
+    assert!(one.ends_with(": `metadata: {name: [}`"), "{one}");
+    let two = load("a: 1\n---\nb: [\n").unwrap_err();
+    assert!(two.starts_with("document 2: invalid YAML: "), "{two}");
+    assert_eq!(offending_line("a\nb", 3), None);
+    assert_eq!(offending_line("a\n  \n", 2), None);
+    let long = format!("k: {}", "x".repeat(200));
+    assert_eq!(
+        offending_line(&long, 1).unwrap(),
+        format!(": `k: {}...`", "x".repeat(117))
+    );
+}
