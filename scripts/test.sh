@@ -138,6 +138,8 @@ echo "== Python venv of the grpcio interop test (at ${SECONDS} s)"
 tests/plugins/python/venv.sh >/dev/null
 echo "== Python venv of the MQTT interop tests, paho-mqtt and amqtt (at ${SECONDS} s)"
 tests/mqtt/python/venv.sh >/dev/null
+echo "== Python venv of the status-schema test, kubernetes-validate (at ${SECONDS} s)"
+tests/status/python/venv.sh >/dev/null
 echo "== cargo test: all but the VM suites (at ${SECONDS} s)"
 cargo test --workspace --locked --exclude tidelet-e2e -- --test-threads 4
 cargo test -p tidelet-e2e --locked --lib "${E2E_TARGETS[@]/#/--test=}" -- --test-threads 4

@@ -16,6 +16,7 @@ mod mqtt;
 mod mqtt_broker;
 mod mqtt_interop;
 mod security;
+mod status_schema;
 mod survival;
 
 /// A pod manifest with busybox containers running `cmds` (name, shell command).

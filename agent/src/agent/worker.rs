@@ -778,7 +778,7 @@ impl Worker {
                     self.events
                         .push(true, "Failed", format!("Error: {message}"), now_ns());
                 }
-                r.seq = r.seq.max(record.seq);
+                r.seq = seen_after_start(r.seq, record.seq);
                 record_event(&record, &r.plan.uid)
                     .unwrap_or_else(|| retry("RunContainerError", "no state".into()))
             }
@@ -928,6 +928,20 @@ fn save(plan: &PodPlan, rec: &PodRecord) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))
 }
 
+/// The supervisor's sequence number the worker has seen every change up to, after a start
+/// that answered with its container's record at `record_seq`, having seen up to `seen`: the
+/// start's own change when it directly follows, else still `seen`. A gap means the supervisor
+/// changed something else in between (another container of the pod exited while this one
+/// started) that a start's answer does not carry; waiting from past it missed that exit until
+/// the wait's 30 s timeout. Waiting from `seen` returns at once with the whole status.
+fn seen_after_start(seen: u64, record_seq: u64) -> u64 {
+    if record_seq == seen + 1 {
+        record_seq
+    } else {
+        seen
+    }
+}
+
 /// A supervisor record as a lifecycle event.
 fn record_event(rec: &ContainerRecord, uid: &str) -> Option<Event> {
     let container_id = format!("tidelet://{uid}/{}/{}", rec.name, rec.attempt);
@@ -978,4 +992,30 @@ pub fn load_records(pods_dir: &std::path::Path) -> Vec<PodRecord> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_does_not_skip_changes_it_does_not_carry() {
+        let cases = [
+            // (seen, the start's record seq, seen after)
+            (4, 5, 5),
+            // 5 was another container's exit, unseen: wait from 4 to get it.
+            (4, 6, 4),
+            (4, 9, 4),
+            (0, 1, 1),
+            // A record older than what was seen (a status already absorbed it).
+            (7, 5, 7),
+        ];
+        for (seen, rec, want) in cases {
+            assert_eq!(
+                seen_after_start(seen, rec),
+                want,
+                "seen {seen}, record {rec}"
+            );
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{
     ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
+    ContainerStateWaiting, ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
@@ -214,7 +214,19 @@ pub fn pod_status(facts: &PodFacts, containers: &[ContainerView]) -> PodStatus {
         ]),
         container_statuses: Some(containers.iter().map(container_status).collect()),
         host_ip: (!facts.host_ip.is_empty()).then(|| facts.host_ip.clone()),
+        // The lists beside the single addresses, as kubelet writes them: dual-stack-aware
+        // clients read only these (and the API requires their first entry to match).
+        host_ips: (!facts.host_ip.is_empty()).then(|| {
+            vec![HostIP {
+                ip: facts.host_ip.clone(),
+            }]
+        }),
         pod_ip: (!facts.pod_ip.is_empty()).then(|| facts.pod_ip.clone()),
+        pod_ips: (!facts.pod_ip.is_empty()).then(|| {
+            vec![PodIP {
+                ip: facts.pod_ip.clone(),
+            }]
+        }),
         qos_class: Some(facts.qos_class.clone()),
         start_time: started.and_then(time),
         ..Default::default()
@@ -328,6 +340,24 @@ mod tests {
             1
         );
         assert_eq!(s.start_time.unwrap().0.as_second(), 5);
+        let ips = |l: Option<Vec<String>>| l.unwrap_or_default();
+        assert_eq!(
+            ips(s.host_ips.map(|l| l.into_iter().map(|i| i.ip).collect())),
+            ["10.0.0.1"],
+            "hostIPs beside hostIP"
+        );
+        assert_eq!(s.pod_ips, None, "no pod IP, no podIPs");
+        let host_net = PodFacts {
+            pod_ip: "10.0.0.1".into(),
+            ..facts.clone()
+        };
+        let s = pod_status(&host_net, &[view(run(), false)]);
+        assert_eq!(s.pod_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            ips(s.pod_ips.map(|l| l.into_iter().map(|i| i.ip).collect())),
+            ["10.0.0.1"],
+            "podIPs beside podIP"
+        );
 
         let failed = PodFacts {
             failed: Some(("OutOfmemory".into(), "no".into())),
