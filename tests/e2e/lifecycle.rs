@@ -470,3 +470,59 @@ fn one_file_holds_several_pods_and_hidden_or_editor_files_are_ignored() {
     );
     a.stop_all();
 }
+
+/// A version of pod `stale` whose container notes its start and its TERM in `/out/log`, traps
+/// TERM and so lives out its 6 s grace period.
+fn stale_version(version: &str, dir: &std::path::Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stale\nspec:\n  terminationGracePeriodSeconds: 6\n  volumes:\n  - name: out\n    hostPath: {{path: {}}}\n  containers:\n  - name: c\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [sh, -c, \"trap 'echo term-{version} >> /out/log' TERM; echo start-{version} >> /out/log; while true; do sleep 0.1; done\"]\n    volumeMounts:\n    - {{name: out, mountPath: /out}}\n",
+        dir.display()
+    )
+}
+
+/// The worker decides on the newest manifest after every wait: an edit or a delete that comes
+/// while the old version is being torn down (its grace period) is what happens next; the
+/// version in between never starts (issue 16: 11 of 290 starts in a churn ran a stale one).
+#[test]
+fn a_manifest_superseded_during_a_teardown_never_starts() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Agent::start();
+    let dir = a.dir.path().join("stale-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log");
+    let name = a.full_name("stale");
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let wait_line = |what: &str| {
+        wait_for(what, Duration::from_secs(30), || {
+            lines().iter().any(|l| l == what).then_some(())
+        })
+    };
+    a.write("stale.yaml", &stale_version("a", &dir));
+    a.wait_running(&name);
+    wait_line("start-a");
+    // Edit to b: a gets TERM and has 6 s to go; edit to c meanwhile.
+    a.write("stale.yaml", &stale_version("b", &dir));
+    wait_line("term-a");
+    a.write("stale.yaml", &stale_version("c", &dir));
+    wait_line("start-c");
+    a.wait_running(&name);
+    // Then edit to d, and delete the file while c is being torn down.
+    a.write("stale.yaml", &stale_version("d", &dir));
+    wait_line("term-c");
+    a.remove("stale.yaml");
+    wait_for("pod gone", Duration::from_secs(30), || {
+        a.pod(&name).is_none().then_some(())
+    });
+    // With the bug, b started after a's teardown and d after c's (then torn down in turn);
+    // gone means every teardown is over, so a stale start would be in the log by now.
+    assert_eq!(lines(), ["start-a", "term-a", "start-c", "term-c"]);
+    a.stop_all();
+}

@@ -132,6 +132,12 @@ impl Worker {
                     self.teardown(r).await;
                 }
             }
+            // A teardown waits up to the old pod's grace period, a clean-up of pods found on
+            // disk as long: what was wanted before may be stale by now (edited again, or
+            // deleted). Decide again on the newest, never start a superseded version.
+            if self.desire_changed() {
+                continue;
+            }
             let Some(Assigned { pod: d, gate }) = assigned else {
                 self.ctx.shared.remove(&self.key);
                 let _ = self.gone.send(true);
@@ -210,6 +216,11 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// Whether a newer desired pod (or none) was sent since the last read.
+    fn desire_changed(&self) -> bool {
+        self.rx.has_changed().unwrap_or(false)
     }
 
     fn inputs<'a>(&'a self, r: &'a Running) -> Inputs<'a> {
