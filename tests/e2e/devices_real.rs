@@ -162,7 +162,7 @@ fn a_pod_opens_the_device_it_was_given_and_a_pod_without_it_is_denied() {
     );
     a.write(
         "yes.yaml",
-        &pod_yaml("yes", "", &[("c", &yes_cmd, &wants(SERIAL, 1))]),
+        &pod_yaml("granted", "", &[("c", &yes_cmd, &wants(SERIAL, 1))]),
     );
     // Without the device: the container makes the same node itself (mknod is allowed, as in
     // containerd's defaults) but the cgroup rules refuse to open it.
@@ -170,8 +170,8 @@ fn a_pod_opens_the_device_it_was_given_and_a_pod_without_it_is_denied() {
         "mknod /dev/ttyUSB0 c 10 200; ls -l /dev/ttyUSB0; {}; sleep 3600",
         OPEN.replace("DEV", "/dev/ttyUSB0")
     );
-    a.write("no.yaml", &pod_yaml("no", "", &[("c", &no_cmd, "")]));
-    let (yes, no) = (a.full_name("yes"), a.full_name("no"));
+    a.write("no.yaml", &pod_yaml("denied", "", &[("c", &no_cmd, "")]));
+    let (yes, no) = (a.full_name("granted"), a.full_name("denied"));
     a.wait_running(&yes);
     a.wait_running(&no);
     let out = wait_logs(&a, &yes, &["/dev/ttyUSB0=opened"]);

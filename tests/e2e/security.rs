@@ -519,7 +519,7 @@ fn host_users_false_maps_root_to_an_unprivileged_host_id_and_owns_what_it_writes
         locked.display()
     );
     let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; grep -E '^(CapEff|Seccomp):' /proc/self/status; \
-        echo hi > /data/by-root && echo data=written; echo hi > /locked/x 2>/dev/null && echo locked=written || echo locked=refused; \
+        echo hi > /data/by-root && echo data=written; { echo hi > /locked/x; } 2>/dev/null && echo locked=written || echo locked=refused; \
         echo hi > /scratch/x && echo scratch=written; \
         touch /etc/new && echo rootfs=written; ls -ln /bin/busybox; echo done; sleep 3600";
     let mut yaml = pod_yaml("userns", &volumes, &[("c", script, "")]);
@@ -536,10 +536,14 @@ fn host_users_false_maps_root_to_an_unprivileged_host_id_and_owns_what_it_writes
     };
     let log = squeeze(&log_when_done(&a, &name, "c"));
     // Container root is host id 1000000 (or 1065536); everything checked against the map.
+    // The map's line is found by its form: the container's stdout and stderr reach the log as
+    // two streams, so a line of stderr may come first.
     let start: u32 = log
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
+        .lines()
+        .find_map(|l| {
+            let f: Vec<u32> = l.split(' ').map_while(|w| w.parse().ok()).collect();
+            (f.len() == 3 && f[0] == 0).then(|| f[1])
+        })
         .unwrap_or_else(|| panic!("no uid_map line:\n{log}"));
     assert!(start == 1_000_000 || start == 1_065_536, "{log}");
     for w in [
