@@ -1,23 +1,32 @@
 //! tidelet: a standalone, kubelet-like node agent for embedded Linux.
 //!
 //! The binary (`main.rs`) is a thin CLI over this library. Modules, by what they own:
+//! - `yaml`, `yaml_out`: YAML read as kubelet reads it (go-yaml v2's YAML 1.1 scalars, aliases
+//!   and merge keys under a budget) and written as kubectl writes it;
 //! - `manifest`: Pod manifests: parse, validate as the API server would, static-pod naming/UID;
+//! - `config`: the agent's KubeletConfiguration-style file and flags;
 //! - `resolve`: a container's argv/env/cwd/user from its spec and its image (Kubernetes rules);
 //! - `quantity`, `qos`: resource arithmetic, QoS class, oom_score_adj, shares/weight (pure);
 //! - `cgroups`: one trait, v1 and v2 backends;
+//! - `cpumanager`: the static CPU-manager policy (exclusive cpusets for Guaranteed pods);
+//! - `devices`: the device-plugin API's kubelet side, CDI specs, device edits for containers;
 //! - `runtime`: the per-pod supervisor (infra process), container spawn, CRI logs, exec;
 //! - `security`: what a container may do: capabilities, seccomp (its own BPF compiler),
 //!   masked paths, `securityContext` rules, sysctls, user-namespace id ranges;
+//! - `eviction`: thresholds, signals, admission and the eviction monitor (kubelet's manager);
+//! - `signals`: pressure triggers (PSI, cgroup v1 thresholds) that wake the monitor;
+//! - `gc`: image and container-log garbage collection under disk pressure;
 //! - `source`: pod sources (the static-pod directory, desired pods from the control plane);
 //! - `mqtt`: sync with a remote control plane over MQTT (status up, desired pods down);
+//! - `fleet`: the operator's `tidelet fleet` CLI, which reads and writes those topics;
 //! - `reconcile`: desired vs actual pods -> actions (pure);
 //! - `pod`: pod/container lifecycle state machines, back-off, Kubernetes status;
 //! - `agent`: the loop that ties sources, reconcile and runtime together;
 //! - `api`: the local unix-socket API and its client;
+//! - `cli`: the command line (clap) over all of the above;
 //! - `state`: atomic writes of state on disk;
 //! - `logging`, `systemd`: log lines shaped for a terminal or the journal; sd_notify;
-//! - `render`, `yaml_out`: kubectl-like tables and `describe`; `-o yaml` that YAML 1.1 readers
-//!   take back unchanged.
+//! - `render`: kubectl-like tables and `describe`.
 
 pub mod agent;
 pub mod api;
