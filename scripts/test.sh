@@ -18,7 +18,9 @@ fi
 # and nc for the guest's forward to the host's loopback. (scripts/cross-build.sh and
 # scripts/lint-yocto.sh install their own tools.) protoc checks that the checked-in gRPC code of
 # device-plugins/api is what its .proto generates; pgrep (procps) ends the background jobs of a
-# failed run; ss (iproute2) counts the MQTT bench's bytes on the wire in its smoke run.
+# failed run; ss (iproute2) counts the MQTT bench's bytes on the wire in its smoke run. Debian's
+# Go and grpc-go 1.33 (golang-*, protoc-gen-go-1-3) build the grpc-go device plugin of
+# tests/e2e/devices_go.rs offline.
 # The machine image may carry qemu-utils from bookworm-backports (10.x) with that archive not
 # in its sources; bookworm's qemu-system-* (7.2) will not install beside it, so bookworm's
 # qemu-utils comes first (seen on a fresh machine of this kind in issue 14's session).
@@ -29,7 +31,8 @@ if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '~bpo' &&
 fi
 apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
   netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl \
-  protobuf-compiler procps iproute2
+  protobuf-compiler procps iproute2 \
+  golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-3-dev protoc-gen-go-1-3
 ensure_toolchain
 modprobe overlay 2>/dev/null || true
 
@@ -136,6 +139,10 @@ prefetch=$!
 # shows as such; the test makes it itself when run alone.
 echo "== Python venv of the grpcio interop test (at ${SECONDS} s)"
 tests/plugins/python/venv.sh >/dev/null
+# The Go device plugin of the grpc-go interop test (tests/e2e/devices_go.rs): Debian's grpc-go,
+# built offline, cached under target/; the test builds it itself when run alone.
+echo "== Go plugin of the grpc-go interop test (at ${SECONDS} s)"
+tests/plugins/go/build.sh >/dev/null
 echo "== Python venv of the MQTT interop tests, paho-mqtt and amqtt (at ${SECONDS} s)"
 tests/mqtt/python/venv.sh >/dev/null
 echo "== Python venv of the status-schema test, kubernetes-validate (at ${SECONDS} s)"

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cpuset;
 mod devices;
+mod devices_go;
 mod devices_python;
 mod devices_real;
 mod eviction;
