@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -18,23 +17,9 @@ use tidelet_e2e::*;
 use crate::devices::{held, wait_counts, wants};
 use crate::pod_yaml;
 
-/// The plugin binary, built once per test run by `build.sh` (which reuses it across runs).
+/// The plugin binary (built by `tests/plugins/go/build.sh`).
 fn go_plugin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    BIN.get_or_init(|| {
-        let out = Command::new(workspace().join("tests/plugins/go/build.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tests/plugins/go/build.sh failed (above)"
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-    .clone()
+    set_up("tests/plugins/go/build.sh")
 }
 
 /// The Go plugin, running; killed on drop, its output shown when the test fails.

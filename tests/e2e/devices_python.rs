@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tidelet_e2e::*;
@@ -14,28 +13,9 @@ use tidelet_e2e::*;
 use crate::devices::{wait_counts, wants};
 use crate::pod_yaml;
 
-/// The repository's root.
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// The venv's python, made once per test run by `venv.sh` (which reuses it across runs).
+/// The venv's python (made by `tests/plugins/python/venv.sh`).
 fn python() -> PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    VENV.get_or_init(|| {
-        let out = Command::new(repo().join("tests/plugins/python/venv.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tests/plugins/python/venv.sh failed (above)"
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("bin/python")
-    })
-    .clone()
+    set_up("tests/plugins/python/venv.sh").join("bin/python")
 }
 
 /// The Python plugin, running; killed on drop, its output shown when the test fails.
@@ -62,7 +42,7 @@ impl PyPlugin {
         std::fs::write(mount.join("info"), format!("served-by={endpoint}\n")).unwrap();
         let f = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(python());
-        cmd.arg(repo().join("tests/plugins/python/plugin.py"))
+        cmd.arg(workspace().join("tests/plugins/python/plugin.py"))
             .arg("--dir")
             .arg(a.device_plugin_dir())
             .args(["--resource", resource, "--endpoint", endpoint])

@@ -19,9 +19,8 @@
 //! `+enum` values), so the few values the API fixes that tidelet sets are checked here against
 //! Kubernetes' constants (`k8s.io/api/core/v1/types.go`). It runs, never skips, as root.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -30,28 +29,9 @@ use tidelet_e2e::*;
 
 use crate::pod_yaml;
 
-/// The repository's root.
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// The venv's python, made once per test run by `venv.sh` (which reuses it across runs).
+/// The venv's python (made by `tests/status/python/venv.sh`).
 fn python() -> PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    VENV.get_or_init(|| {
-        let out = Command::new(repo().join("tests/status/python/venv.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tests/status/python/venv.sh failed (above)"
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("bin/python")
-    })
-    .clone()
+    set_up("tests/status/python/venv.sh").join("bin/python")
 }
 
 /// What `validate.py` said: whether every object passed, and its report.
@@ -70,7 +50,7 @@ impl Verdict {
 /// kubernetes-validate, strict, on every object in `files`.
 fn kubernetes_validate(files: &[PathBuf]) -> Verdict {
     let out = Command::new(python())
-        .arg(repo().join("tests/status/python/validate.py"))
+        .arg(workspace().join("tests/status/python/validate.py"))
         .args(["--kubernetes-version", tidelet::manifest::KUBERNETES_API])
         .args(files)
         .output()

@@ -11,36 +11,19 @@
 //! SQLite plugin), which the venv does not pin: the wrapper keeps the retained messages across
 //! a restart itself (saved on SIGTERM, loaded at start), sessions are not kept.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::broker::free_port;
-use crate::workspace;
+use crate::broker::{free_port, spawn_listening, terminate};
+use crate::{set_up, workspace};
 
 /// How long amqtt may take to start (a Python interpreter importing pydantic) or stop.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The python of the MQTT interop venv, made once per test run by `venv.sh` (which reuses it
-/// across runs while its pins match).
+/// The venv's python (made by `tests/mqtt/python/venv.sh`).
 pub fn python() -> PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    VENV.get_or_init(|| {
-        let out = Command::new(workspace().join("tests/mqtt/python/venv.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/mqtt/python/venv.sh");
-        assert!(
-            out.status.success(),
-            "tests/mqtt/python/venv.sh failed (above)"
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("bin/python")
-    })
-    .clone()
+    set_up("tests/mqtt/python/venv.sh").join("bin/python")
 }
 
 /// A running (or stopped) amqtt broker; killed on drop.
@@ -77,27 +60,19 @@ impl Amqtt {
                 self.port = free_port();
             }
             std::fs::write(self.conf_path(), self.config()).unwrap();
-            let out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.path().join("amqtt.log"))
-                .unwrap();
-            let child = Command::new(python())
-                .arg(workspace().join("tests/mqtt/python/amqtt_broker.py"))
+            let mut cmd = Command::new(python());
+            cmd.arg(workspace().join("tests/mqtt/python/amqtt_broker.py"))
                 .arg("--config")
                 .arg(self.conf_path())
                 .arg("--retained")
-                .arg(self.retained_path())
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .expect("spawn amqtt_broker.py");
-            self.child = Some(child);
-            match self.wait_listening() {
-                Ok(()) => return,
+                .arg(self.retained_path());
+            let log = self.dir.path().join("amqtt.log");
+            match spawn_listening(cmd, &log, self.port, TIMEOUT) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
                 Err(why) => {
-                    let _ = self.child.take().map(|mut c| c.wait());
                     let in_use = self.log().contains("address already in use");
                     if !in_use || Instant::now() > deadline {
                         panic!("amqtt did not start ({why}); its log:\n{}", self.log());
@@ -109,38 +84,13 @@ impl Amqtt {
         }
     }
 
-    fn wait_listening(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(format!("exited with {st}"));
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.as_mut().unwrap().kill();
-                return Err(format!("not listening on {} after {TIMEOUT:?}", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// SIGTERM (the wrapper saves the retained messages) and wait; panics after 20 s.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + TIMEOUT;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("amqtt ignored SIGTERM for {TIMEOUT:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !terminate(&mut child, TIMEOUT) {
+            panic!("amqtt ignored SIGTERM for {TIMEOUT:?}:\n{}", self.log());
         }
         assert!(
             self.log().contains("saved "),

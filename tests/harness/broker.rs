@@ -138,24 +138,15 @@ impl Broker {
                 self.port = free_port();
             }
             std::fs::write(self.conf_path(), self.config()).unwrap();
-            let out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.path().join("mosquitto.out"))
-                .unwrap();
-            let child = Command::new(tool("mosquitto"))
-                .arg("-c")
-                .arg(self.conf_path())
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .expect("spawn mosquitto");
-            self.child = Some(child);
-            match self.wait_listening() {
-                Ok(()) => return,
+            let mut cmd = Command::new(tool("mosquitto"));
+            cmd.arg("-c").arg(self.conf_path());
+            let log = self.dir.path().join("mosquitto.out");
+            match spawn_listening(cmd, &log, self.port, TOOL_TIMEOUT) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
                 Err(why) => {
-                    let _ = self.child.take().map(|mut c| c.wait());
                     let in_use = self.log().contains("Address already in use");
                     if !in_use || Instant::now() > deadline {
                         panic!("mosquitto did not start ({why}); its log:\n{}", self.log());
@@ -167,44 +158,16 @@ impl Broker {
         }
     }
 
-    fn wait_listening(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + TOOL_TIMEOUT;
-        loop {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(format!("exited with {st}"));
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.as_mut().unwrap().kill();
-                return Err(format!(
-                    "not listening on {} after {TOOL_TIMEOUT:?}",
-                    self.port
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// SIGTERM (mosquitto saves its persistence file) and wait; SIGKILL after 10 s.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + TOOL_TIMEOUT;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mosquitto ignored SIGTERM for {TOOL_TIMEOUT:?}:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !terminate(&mut child, TOOL_TIMEOUT) {
+            panic!(
+                "mosquitto ignored SIGTERM for {TOOL_TIMEOUT:?}:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -818,6 +781,60 @@ pub fn tool(name: &str) -> PathBuf {
 
 fn path_str(p: &Path) -> String {
     p.to_str().expect("utf-8 temp path").to_string()
+}
+
+/// Spawn a server (`cmd`, its stdout and stderr appended to `log`) and wait until it accepts
+/// connections on loopback `port`. `Err` (the child reaped) when it exits first or is not
+/// listening within `timeout`; the caller reads its log to tell a port taken meanwhile.
+pub(crate) fn spawn_listening(
+    mut cmd: Command,
+    log: &std::path::Path,
+    port: u16,
+    timeout: Duration,
+) -> Result<Child, String> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Err(format!("exited with {st}"));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("not listening on {port} after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM and wait for the child; `false` (it is SIGKILLed and reaped) if it is still there
+/// after `timeout`.
+pub(crate) fn terminate(child: &mut Child, timeout: Duration) -> bool {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ pub mod amqtt;
 pub mod broker;
 pub mod plugin;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -55,6 +56,27 @@ impl BenchMode {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     }
+}
+
+/// What a set-up script of the repository (`tests/plugins/python/venv.sh`,
+/// `tests/plugins/go/build.sh`, ...) prints on stdout, its one line: the venv or binary it made.
+/// Run once per test process and script (the scripts reuse their work across runs); its stderr
+/// is shown, and its failure fails the test.
+pub fn set_up(script: &str) -> PathBuf {
+    static DONE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held while the script runs: tests that need the same one wait for it, not run it twice.
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = done.get(script) {
+        return p.clone();
+    }
+    let out = Command::new(workspace().join(script))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(out.status.success(), "{script} failed (above)");
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    done.insert(script.to_string(), p.clone());
+    p
 }
 
 pub fn workspace() -> PathBuf {
