@@ -9,6 +9,9 @@
 //! They need root. Without root they are skipped, unless `TIDELET_REQUIRE_PRIVILEGED` is
 //! set (as in CI), in which case they fail. The rootfs is a busybox-static tree.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! set (as in CI), in which case they fail. The rootfs is a busybox-static tree built in a
 //! temp dir (Debian package `busybox-static`, `/bin/busybox`).
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

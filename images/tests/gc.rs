@@ -1,6 +1,9 @@
 //! Image GC on stores filled from real archives built in temp dirs: unused images go, least
 //! recently used first; shared and in-use layers stay; orphans left by a crash are swept.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

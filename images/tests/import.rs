@@ -1,6 +1,9 @@
 //! Importing archives built in temp dirs: the good shapes of both formats, and each bad input
 //! the issue names, which must fail with its specific error and leave no layer behind.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

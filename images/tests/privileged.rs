@@ -3,6 +3,9 @@
 //! images from `build-test-images.sh` import. They skip when not root, unless
 //! TIDELET_REQUIRE_PRIVILEGED is set, in which case they fail.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -3,6 +3,9 @@
 //! writers. Needs root (the script installs busybox-static) and skopeo; without skopeo the
 //! test says so and passes, unless TIDELET_REQUIRE_SKOPEO is set.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

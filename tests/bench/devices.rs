@@ -32,6 +32,9 @@
 //! plugins' registration is made the same. Podman's part runs only when `PODMAN_PEER=1`, as
 //! in a real run.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;

@@ -26,6 +26,9 @@
 //! is a smoke run: one repetition, idle windows of 1 s with no warm-up, whatever `REPS` and
 //! `IDLE_SECS` say; every part runs and everything asserted here is asserted the same.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -38,6 +38,9 @@
 //! scripts/bench-mqtt.sh installs and scripts/test.sh does not) cannot run are the wire
 //! counters of part 2 left out, with a note.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

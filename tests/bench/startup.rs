@@ -18,6 +18,9 @@
 //! is a smoke run: every part once, no settling, a few seconds; what each confinement variant
 //! really gave its containers is checked in both modes.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 #[path = "startup/hardening.rs"]
 mod hardening;
 

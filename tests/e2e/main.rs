@@ -1,6 +1,9 @@
 //! End-to-end tests: each starts the real tidelet binary as root on its own temp directories
 //! and cgroup root, and checks from outside (`/proc`, cgroup files, the CLI).
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 mod bad_input;
 mod cpuset;
 mod devices;

@@ -5,6 +5,9 @@
 //! Privileged tests call `privileged()` first: without root they skip, unless
 //! `TIDELET_REQUIRE_PRIVILEGED=1` (CI) makes that a failure.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 pub mod amqtt;
 pub mod broker;
 pub mod plugin;

@@ -9,6 +9,9 @@
 //! loopback port. How fast any of this is, is the benchmark's business (tests/bench/mqtt.rs):
 //! these tests only wait, with generous bounds against hanging.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 mod connect;
 mod proxy;
 mod reporter;

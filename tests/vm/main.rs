@@ -29,6 +29,9 @@
 //! without root they skip unless `TIDELET_REQUIRE_PRIVILEGED=1`; without the cross-built
 //! binaries the aarch64 test skips, or fails under `TIDELET_REQUIRE_PRIVILEGED=1`.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 mod devices;
 mod hostecho;
 mod markers;

@@ -13,6 +13,9 @@
 //! console is kept in `target/vm/console-systemd-aarch64.log`. Root is needed; without it the
 //! test skips unless `TIDELET_REQUIRE_PRIVILEGED=1`, which also makes a missing binary fatal.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 #[allow(dead_code)]
 #[path = "../vm/markers.rs"]
 mod markers;

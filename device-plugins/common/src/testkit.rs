@@ -3,6 +3,9 @@
 //! with success or with a refusal set by the test, and can "restart" the way kubelet does
 //! (remove the sockets, bind `kubelet.sock` again).
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The library in-process: a plugin served by a `Runner` on a temp directory, talked to over
 //! its real unix socket by a gRPC client, registered with the fake kubelet.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

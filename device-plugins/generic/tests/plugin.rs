@@ -2,6 +2,9 @@
 //! directory and a temp `/dev` (device nodes made with mknod as root, or symlinks to the
 //! host's /dev/null where root is not needed).
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;

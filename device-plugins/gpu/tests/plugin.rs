@@ -2,6 +2,9 @@
 //! directory, with a temp `/dev` (real device nodes made with mknod, as root), a fake
 //! `/proc/driver/nvidia/gpus` tree and a fake `/sys/class/drm` driver link.
 
+// Test code: an unwrap that fails is a failed test, named with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
