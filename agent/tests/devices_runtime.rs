@@ -28,16 +28,7 @@ use tidelet::runtime::{
 };
 use tidelet_deviceplugin_api::v1beta1::{CdiDevice, ContainerAllocateResponse, DeviceSpec, Mount};
 
-fn privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some() {
-        panic!("TIDELET_REQUIRE_PRIVILEGED is set but the tests do not run as root");
-    }
-    eprintln!("skipping: needs root (set TIDELET_REQUIRE_PRIVILEGED to make this a failure)");
-    false
-}
+use tidelet_testgate::privileged_here as privileged;
 
 struct Pod {
     _dir: tempfile::TempDir,

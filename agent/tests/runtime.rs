@@ -17,17 +17,7 @@ use tidelet::runtime::{
     ContainerRecord, ContainerSpec, ContainerState, SandboxSpec,
 };
 
-fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some() {
-        panic!("TIDELET_REQUIRE_PRIVILEGED is set but the tests do not run as root");
-    }
-    eprintln!("skipping: needs root (set TIDELET_REQUIRE_PRIVILEGED to make this a failure)");
-    false
-}
+use tidelet_testgate::privileged_here as privileged;
 
 /// A busybox rootfs (one lower dir) with a marker file and a symlink leading out of it.
 fn busybox_rootfs(dir: &Path) -> PathBuf {

@@ -20,16 +20,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Whether this test may run. Panics when privileges are required but missing.
+/// Whether this test may run (the one gate, `tidelet_testgate`): as root; elsewhere a skip,
+/// or a failure where `TIDELET_REQUIRE_PRIVILEGED` demands privileged tests.
 pub fn privileged() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
-            panic!("TIDELET_REQUIRE_PRIVILEGED=1 but this test is not running as root");
-        }
-        eprintln!("skipping: needs root (set TIDELET_REQUIRE_PRIVILEGED=1 to make this a failure)");
-    }
-    root
+    tidelet_testgate::privileged_here()
 }
 
 /// How a bench target runs. `cargo bench` passes `--bench`: a real run, its counts and windows

@@ -66,9 +66,7 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
-fn required() -> bool {
-    std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1")
-}
+use tidelet_testgate::required;
 
 /// A cross-built aarch64 binary: `$ENV`, else scripts/cross-build.sh's output `NAME`. `None`
 /// (skip) if missing, unless the test is required (CI): then it fails.

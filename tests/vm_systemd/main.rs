@@ -142,7 +142,7 @@ fn run_guest(systemd: &str) -> Option<BTreeMap<String, String>> {
              TIDELET_AARCH64_BIN)",
             tidelet.display()
         );
-        if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        if tidelet_testgate::required() {
             panic!("{msg}");
         }
         eprintln!("skipping: {msg} (set TIDELET_REQUIRE_PRIVILEGED=1 to make this a failure)");

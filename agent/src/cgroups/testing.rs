@@ -8,16 +8,7 @@ use super::Cgroups;
 pub(crate) const MOUNT_ROOT: &str = "/sys/fs/cgroup";
 pub(crate) const MOUNTINFO: &str = "/proc/self/mountinfo";
 
-pub(crate) fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some() {
-        panic!("{test} needs root and TIDELET_REQUIRE_PRIVILEGED is set");
-    }
-    eprintln!("skipping {test}: not root");
-    false
-}
+pub(crate) use tidelet_testgate::privileged;
 
 pub(crate) fn unique_base() -> String {
     let nanos = std::time::SystemTime::now()

@@ -314,11 +314,7 @@ fn unknown_pod_and_missing_cgroups() {
 /// its cpuset as exclusive pods come and go.
 #[test]
 fn privileged_cpuset_moves_a_real_process() {
-    if !nix::unistd::geteuid().is_root() {
-        if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some() {
-            panic!("privileged_cpuset_moves_a_real_process needs root and TIDELET_REQUIRE_PRIVILEGED is set");
-        }
-        eprintln!("skipping privileged_cpuset_moves_a_real_process: not root");
+    if !tidelet_testgate::privileged_here() {
         return;
     }
     let online = read_online(std::path::Path::new(ONLINE_FILE)).unwrap();

@@ -569,17 +569,7 @@ fn cdi_nodes_that_cannot_be_made_are_refused_naming_device_and_spec() {
     }
 }
 
-/// Root, or a skip unless `TIDELET_REQUIRE_PRIVILEGED` is set (then a failure).
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some() {
-        panic!("{test} needs root and TIDELET_REQUIRE_PRIVILEGED is set");
-    }
-    eprintln!("skipping {test}: not root");
-    false
-}
+use tidelet_testgate::privileged;
 
 /// Root only: real nodes made with `mknod` in a temp dir, read back through `RealHostFs`.
 #[test]

@@ -461,12 +461,7 @@ mod tests {
     /// them needs root.
     #[test]
     fn whiteouts_and_opaque_dirs_hide_lower_layers() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_none(),
-                "TIDELET_REQUIRE_PRIVILEGED is set but we are not root"
-            );
-            eprintln!("skipped: needs root");
+        if !tidelet_testgate::privileged_here() {
             return;
         }
         let files = |dirs: &[PathBuf]| {

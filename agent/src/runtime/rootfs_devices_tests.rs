@@ -6,16 +6,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use super::*;
 
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_some() {
-        panic!("{test} needs root and TIDELET_REQUIRE_PRIVILEGED is set");
-    }
-    eprintln!("skipping {test}: not root");
-    false
-}
+use tidelet_testgate::privileged;
 
 fn node(
     path: &str,

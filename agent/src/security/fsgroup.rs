@@ -86,11 +86,7 @@ mod tests {
 
     #[test]
     fn a_volume_tree_is_given_to_the_group_unless_the_root_matches() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_none(),
-                "needs root"
-            );
+        if !tidelet_testgate::privileged_here() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

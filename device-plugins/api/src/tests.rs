@@ -37,7 +37,7 @@ fn generate() -> Option<tempfile::TempDir> {
         .is_ok_and(|o| o.status.success());
     if !have_protoc {
         assert!(
-            std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_none(),
+            !tidelet_testgate::required(),
             "protoc is not installed (apt-get install protobuf-compiler)"
         );
         eprintln!("skipped: protoc is not installed");

@@ -130,26 +130,8 @@ impl Drop for FakeKubelet {
     }
 }
 
-/// Whether a privileged test may run: true as root; otherwise false (skip) when
-/// `TIDELET_REQUIRE_PRIVILEGED` is unset, and a panic when it is set (CI must not skip).
-pub fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc_geteuid() } == 0;
-    if root {
-        return true;
-    }
-    assert!(
-        std::env::var_os("TIDELET_REQUIRE_PRIVILEGED").is_none(),
-        "{test}: needs root and TIDELET_REQUIRE_PRIVILEGED is set"
-    );
-    eprintln!("{test}: skipped, needs root");
-    false
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
-}
+/// Whether a privileged test may run: the one gate of tidelet's privileged tests.
+pub use tidelet_testgate::privileged;
 
 /// Makes a character device node at `path` with `major:minor` (mode 0666), with mknod(1).
 pub fn mknod_char(path: &Path, major: u32, minor: u32) -> std::io::Result<()> {
