@@ -20,7 +20,8 @@ fi
 # device-plugins/api is what its .proto generates; pgrep (procps) ends the background jobs of a
 # failed run; ss (iproute2) counts the MQTT bench's bytes on the wire in its smoke run. Debian's
 # Go and grpc-go 1.33 (golang-*, protoc-gen-go-1-3) build the grpc-go device plugin of
-# tests/e2e/devices_go.rs offline.
+# tests/e2e/devices_go.rs offline, and sigs.k8s.io/yaml with go-yaml v2 the yaml2json that
+# tests/e2e/kubelet_yaml.rs holds tidelet's YAML reading against (kubelet's own).
 # The machine image may carry qemu-utils from bookworm-backports (10.x) with that archive not
 # in its sources; bookworm's qemu-system-* (7.2) will not install beside it, so bookworm's
 # qemu-utils comes first (seen on a fresh machine of this kind in issue 14's session).
@@ -32,7 +33,8 @@ fi
 apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
   netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl \
   protobuf-compiler procps iproute2 \
-  golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-3-dev protoc-gen-go-1-3
+  golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-3-dev protoc-gen-go-1-3 \
+  golang-k8s-sigs-yaml-dev golang-gopkg-yaml.v2-dev
 ensure_toolchain
 modprobe overlay 2>/dev/null || true
 
@@ -143,6 +145,8 @@ tests/plugins/python/venv.sh >/dev/null
 # built offline, cached under target/; the test builds it itself when run alone.
 echo "== Go plugin of the grpc-go interop test (at ${SECONDS} s)"
 tests/plugins/go/build.sh >/dev/null
+echo "== Go yaml2json, kubelet's YAML reading (at ${SECONDS} s)"
+tests/yaml/go/build.sh >/dev/null
 echo "== Python venv of the MQTT interop tests, paho-mqtt and amqtt (at ${SECONDS} s)"
 tests/mqtt/python/venv.sh >/dev/null
 echo "== Python venv of the status-schema test, kubernetes-validate (at ${SECONDS} s)"

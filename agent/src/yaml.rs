@@ -435,6 +435,7 @@ fn load_into(text: &str, docs: &mut Vec<Doc>) -> Result<(), Failure> {
     let mut anchors: HashMap<usize, Anchored> = HashMap::new();
     let mut doc = Doc::default();
     let mut stack: Vec<Frame> = Vec::new();
+    let mut slashes = SlashEscapes::find(text);
     for ev in Parser::new_from_str(text) {
         let (ev, span): (Event, Span) = ev.map_err(Failure::Scan)?;
         let line = span.start.line();
@@ -460,6 +461,15 @@ fn load_into(text: &str, docs: &mut Vec<Doc>) -> Result<(), Failure> {
                 Some((a.value.clone(), 0))
             }
             Event::Scalar(v, style, anchor, tag) => {
+                if style == ScalarStyle::DoubleQuoted
+                    && slashes.within(span.start.index(), span.end.index())
+                {
+                    return Err(at(
+                        "`\\/` in a double-quoted string is not an escape kubelet's YAML reader \
+                         (go-yaml) knows; write `/`"
+                            .into(),
+                    ));
+                }
                 let value = scalar(&v, style, tag.as_deref()).map_err(at)?;
                 if let Value::String(s) = &value {
                     budget.charge(s.len()).map_err(at)?;
@@ -562,6 +572,43 @@ fn load_into(text: &str, docs: &mut Vec<Doc>) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Where `\/` stands in a text, as character indices (the parser's positions): YAML 1.2 (and
+/// saphyr-parser) read it as `/` in a double-quoted string, go-yaml v2 refuses it, so tidelet
+/// does too. Found in one pass; the parser's scalars come in order, so a cursor answers each.
+struct SlashEscapes {
+    at: Vec<usize>,
+    next: usize,
+}
+
+impl SlashEscapes {
+    fn find(text: &str) -> Self {
+        let mut at = Vec::new();
+        if text.contains("\\/") {
+            let mut run = 0usize;
+            for (i, c) in text.chars().enumerate() {
+                match c {
+                    '\\' => run += 1,
+                    // An odd run of backslashes before `/` ends in an escaping one.
+                    '/' if run % 2 == 1 => {
+                        at.push(i - 1);
+                        run = 0;
+                    }
+                    _ => run = 0,
+                }
+            }
+        }
+        SlashEscapes { at, next: 0 }
+    }
+
+    /// Whether one lies in `[start, end)`; positions before `start` are passed for good.
+    fn within(&mut self, start: usize, end: usize) -> bool {
+        while self.at.get(self.next).is_some_and(|&i| i < start) {
+            self.next += 1;
+        }
+        self.at.get(self.next).is_some_and(|&i| i < end)
+    }
 }
 
 /// The path of the node that goes next into the innermost open collection.

@@ -1,10 +1,14 @@
 //! Manifests in the YAML forms kubelet accepts (tests/manifests/kubelet-forms): `tidelet
 //! validate -o json` reads them to the values kubelet decodes (go-yaml v2's YAML 1.1 scalars,
 //! `\'` escapes, anchors and merge keys, empty documents), lists every type error with its
-//! line, and the agent runs what it read.
+//! line, and the agent runs what it read. And the interop check: tidelet's reading against
+//! kubelet's own, run (tests/yaml/go/yaml2json.go: apimachinery's ToJSON over
+//! sigs.k8s.io/yaml and go-yaml v2, from Debian's packages).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use tidelet_e2e::set_up;
 
 use serde_json::Value;
 use tidelet_e2e::*;
@@ -219,4 +223,210 @@ fn the_agent_runs_a_pod_built_from_anchors_and_merge_keys() {
             .collect();
         assert_eq!(args, [b"sleep".as_slice(), secs.as_bytes()], "{c}");
     }
+}
+
+/// kubelet's own reading, run: sigs.k8s.io/yaml's YAMLToJSON over go-yaml v2 (Debian's
+/// packages, tests/yaml/go), on a batch of YAML texts: for each, the JSON or the refusal.
+fn kubelet_reads(texts: &[String]) -> Vec<Result<Value, String>> {
+    let bin = set_up("tests/yaml/go/build.sh");
+    let mut child = Command::new(bin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::to_vec(texts).unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "yaml2json failed");
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    results
+        .into_iter()
+        .map(|r| match r.get("error") {
+            Some(e) => Err(e.as_str().unwrap_or_default().to_string()),
+            None => Ok(r["json"].clone()),
+        })
+        .collect()
+}
+
+/// tidelet's reading of the same text, as it reads a manifest, down to what kubelet reads of
+/// it: the first document (`null` when empty). tidelet also runs the pods of the documents
+/// after it, which kubelet ignores: a superset, tested in lifecycle.rs.
+fn tidelet_reads(text: &str) -> Result<Value, String> {
+    if text.trim_start().starts_with('{') {
+        return tidelet::manifest::documents(text)
+            .map(|docs| docs.into_iter().next().unwrap_or(Value::Null));
+    }
+    tidelet::yaml::load(text).map(|docs| {
+        docs.into_iter()
+            .next()
+            .map(|d| d.value)
+            .unwrap_or(Value::Null)
+    })
+}
+
+/// Interop: tidelet's YAML reading against kubelet's, run (not written down): every scalar
+/// form, quoting, tags, escapes, anchors, merge keys, keys and documents of the table, and the
+/// manifests in tests/manifests/kubelet-forms, must give the same JSON or both be refused.
+#[test]
+fn tidelets_yaml_reading_agrees_with_sigs_k8s_io_yaml() {
+    let plain = [
+        "yes",
+        "Yes",
+        "YES",
+        "y",
+        "Y",
+        "on",
+        "On",
+        "ON",
+        "true",
+        "True",
+        "TRUE",
+        "no",
+        "n",
+        "N",
+        "off",
+        "Off",
+        "OFF",
+        "false",
+        "False",
+        "FALSE",
+        "yES",
+        "yess",
+        "o",
+        "~",
+        "null",
+        "Null",
+        "NULL",
+        "nil",
+        "0644",
+        "0o644",
+        "0O644",
+        "0x1F",
+        "0X1f",
+        "0b101",
+        "-0b101",
+        "+0x1F",
+        "1_000",
+        "0x_1F",
+        "0",
+        "00",
+        "-0",
+        "+42",
+        "-17",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "18446744073709551615",
+        "08",
+        "09.5",
+        "0644.5",
+        "80.0",
+        "1e3",
+        "1.5",
+        "-2.5e-1",
+        ".5",
+        "5.",
+        "1e400",
+        "2001-12-14",
+        "2001-12-14T21:59:43.10-05:00",
+        "1:20",
+        "0x",
+        "0xG",
+        "1e",
+        "+",
+        "1.2.3",
+        "10Gi",
+        "500m",
+        "._",
+        "v1",
+        "0.0.0.0",
+        "127.0.0.1",
+        "1.0e+3",
+        "+.5",
+        "-.5",
+        "0b",
+        "0o",
+        "1__0",
+        "_1",
+        "1_",
+        "3.14_15",
+        ".inf",
+        "-.Inf",
+        ".nan",
+        "0x8000000000000000",
+        "-0x8000000000000000",
+    ];
+    let mut texts: Vec<String> = plain.iter().map(|p| format!("k: {p}\n")).collect();
+    for t in [
+        "k: \"yes\"\n",
+        "k: 'no'\n",
+        "k: \"0644\"\n",
+        "k: |\n  yes\n",
+        "k: >-\n  0644\n",
+        "k: !!str 0644\n",
+        "k: !!str yes\n",
+        "k: !!int \"0644\"\n",
+        "k: !!bool \"on\"\n",
+        "k: !!float 1\n",
+        "k: !!null ''\n",
+        "k:\n",
+        "k: ''\n",
+        "k: !!int yes\n",
+        r#"k: "it\'s""#,
+        r#"k: "\'a\' and \'b\'""#,
+        r#"k: "tab\there\nnl \"q\" \\ \/ \x41\u00e9\U0001F600""#,
+        "k: 'it\\'''\n",
+        "k: |\n  echo \"it\\'s\"\n",
+        "k: \"\\q\"\n",
+        "a: &x [1, 2]\nb: *x\n",
+        "a: &x yes\nb: *x\n",
+        "base: &b {image: busybox, pull: Never}\nc:\n  <<: *b\n  pull: Always\n",
+        "x: &x {a: 1, b: 1}\ny: &y {b: 2, c: 2}\nc: {<<: [*x, *y], d: 4}\n",
+        "c: {<<: {a: 1}, b: 2}\n",
+        "c: {'<<': 1}\n",
+        "a: &x 1\nb: *x\nc: &x 2\nd: *x\n",
+        "a: {<<: 1}\n",
+        "a: *nope\n",
+        "1: a\nyes: b\n0x10: c\n1.5: d\n",
+        "~: a\n",
+        "a: 1\nm:\n  x: 1\n  x: 2\na: 3\n",
+        "---\n---\na: 1\n",
+        "# only\n",
+        r#"{"a": [1, 1.0, true, null, "x\/y"]}"#,
+        r#" {"a": 1, "a": 2}"#,
+        "{a: 1}\n",
+        r#"{"a": "x"} trailing"#,
+        "k: \"x\\/y\"\n",
+        "a: [1, 2\n",
+        "k: [sleep, 3600]\n",
+    ] {
+        texts.push(t.to_string());
+    }
+    let mut files: Vec<_> = std::fs::read_dir(forms())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files {
+        texts.push(std::fs::read_to_string(f).unwrap());
+    }
+    let kubelet = kubelet_reads(&texts);
+    let mut disagree = Vec::new();
+    for (text, k) in texts.iter().zip(&kubelet) {
+        let t = tidelet_reads(text);
+        let same = match (&t, k) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(_), Err(_)) => true,
+            _ => false,
+        };
+        if !same {
+            disagree.push(format!("{text:?}\n  tidelet: {t:?}\n  kubelet: {k:?}"));
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "{} of {} texts read differently:\n{}",
+        disagree.len(),
+        texts.len(),
+        disagree.join("\n")
+    );
 }

@@ -104,34 +104,39 @@ impl<'de> Visitor<'de> for Seed<'_> {
         let mut out = Map::new();
         while let Some(k) = map.next_key_seed(KeySeed(&mut *self.0))? {
             let v = map.next_value_seed(Seed(&mut *self.0))?;
-            if out.insert(k.clone(), v).is_some() {
-                return Err(A::Error::custom(format_args!("duplicate key {k:?}")));
-            }
+            // A repeated key: the last value, as Go's encoding/json (kubelet) keeps it;
+            // `documents` reports it.
+            out.insert(k, v);
         }
         Ok(Value::Object(out))
     }
 }
 
-/// The documents of a file, as kubelet reads them: YAML (JSON being YAML), one or more
-/// documents separated by `---`. Empty documents come back as `Value::Null`, for the caller to
-/// skip. The error is a complete reason (`invalid YAML: ... at line 3 column 5: `the line``).
+/// The documents of a file, as kubelet reads them. Text that starts with `{` is JSON and only
+/// JSON (apimachinery's `yaml.ToJSON` passes it through untouched, so `1.0` stays a float and
+/// `\/` is an escape); anything else is YAML, one or more documents separated by `---`. Empty
+/// documents come back as `Value::Null`, for the caller to skip. The error is a complete reason
+/// (`invalid YAML: ... at line 3 column 5: `the line``).
 pub(crate) fn documents(text: &str) -> Result<Vec<Doc>, String> {
     flow_depth_guard(text)?;
-    let yaml_error = match yaml::load(text) {
-        Ok(docs) => return Ok(docs),
-        Err(e) => e,
-    };
     if !text.trim_start().starts_with('{') {
-        return Err(yaml_error);
+        return yaml::load(text);
     }
-    // Meant as JSON: serde_json's error says what is wrong in JSON's terms; and JSON that
-    // the YAML parser refuses (it should accept all JSON) is still read.
-    json_document(text).map(|value| {
-        vec![Doc {
-            value,
-            ..Doc::default()
-        }]
-    })
+    let value = json_document(text)?;
+    // Lines and repeated keys, for the messages, from the same text read as YAML (which JSON
+    // nearly always is); the values are JSON's.
+    let (lines, duplicates) = match yaml::load(text) {
+        Ok(mut docs) if docs.len() == 1 => {
+            let d = docs.remove(0);
+            (d.lines, d.duplicates)
+        }
+        _ => Default::default(),
+    };
+    Ok(vec![Doc {
+        value,
+        lines,
+        duplicates,
+    }])
 }
 
 fn json_document(text: &str) -> Result<Value, String> {
