@@ -62,6 +62,8 @@ elif [ "${CI:-}" = true ]; then
 else
   echo "== lints skipped: this toolchain has no rustfmt/clippy (rustup component add rustfmt clippy)"
 fi
+echo "== layering: no new upward import of crate::agent (scripts/check-layers.sh)"
+scripts/check-layers.sh
 echo "== Yocto layer: oelint-adv, crate list, recipe sources (at ${SECONDS} s)"
 yocto_rc=0
 wait "$yocto" || yocto_rc=$?
