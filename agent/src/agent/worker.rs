@@ -198,11 +198,10 @@ impl Worker {
             if self.running.is_none() {
                 match self.create(&d).await {
                     Ok(r) => self.running = Some(r),
-                    Err(msg) => {
-                        self.events
-                            .push(true, failure_reason(&msg), msg.clone(), now_ns());
-                        tracing::error!(pod = %self.key, error = %msg, "cannot create pod sandbox");
-                        self.publish_failed(&d, failure_reason(&msg), &msg);
+                    Err(CreateFailure { reason, message }) => {
+                        self.events.push(true, &reason, message.clone(), now_ns());
+                        tracing::error!(pod = %self.key, %reason, error = %message, "cannot create pod sandbox");
+                        self.publish_failed(&d, &reason, &message);
                         tokio::select! {
                             r = self.rx.changed() => if r.is_err() { return },
                             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
@@ -235,7 +234,7 @@ impl Worker {
         }
     }
 
-    async fn create(&mut self, d: &DesiredPod) -> Result<Running, String> {
+    async fn create(&mut self, d: &DesiredPod) -> Result<Running, CreateFailure> {
         let pod = d.pod.pod.clone();
         let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &pod);
         let plan_uid = plan.uid.clone();
@@ -249,16 +248,16 @@ impl Worker {
             let _ = prepare::remove_tree(&plan.pod_dir);
             // kubelet's sysctl admission: a forbidden one fails the pod before anything runs.
             let sysctls = prepare::pod_sysctls(&self.ctx.cfg, s)
-                .map_err(|e| format!("SysctlForbidden: {e}"))?;
+                .map_err(|e| CreateFailure::new("SysctlForbidden", e))?;
             // `hostUsers: false`: the pod's host ids, held until the pod is gone.
             let userns = match s.host_users {
-                Some(false) => Some(self.ctx.userns.allocate(&plan.uid)?),
+                Some(false) => Some(self.ctx.userns.allocate(&plan.uid).map_err(CreateFailure::sandbox)?),
                 _ => None,
             };
             if let Some(cpu) = &self.ctx.cpu {
                 // kubelet allocates exclusive CPUs at admission: all of the pod's or none.
                 cpu.admit(&plan.uid, &plan.cgroup, s)
-                    .map_err(|e| format!("{}: {e}", e.reason()))?;
+                    .map_err(|e| CreateFailure::new(e.reason(), e))?;
             }
             // Devices too, at admission: every container's or none (on failure the CPUs go
             // back as well, below).
@@ -266,26 +265,26 @@ impl Worker {
                 .devices
                 .admit(&plan.uid, s)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| CreateFailure::new(e.reason.clone(), e.message))?;
             std::fs::create_dir_all(&plan.pod_dir)
-                .map_err(|e| format!("{}: {e}", plan.pod_dir.display()))?;
+                .map_err(|e| CreateFailure::sandbox(format!("{}: {e}", plan.pod_dir.display())))?;
             prepare::write_pod_files(&self.ctx.cfg, &plan, &pod)
-                .map_err(|e| format!("pod files: {e}"))?;
+                .map_err(|e| CreateFailure::sandbox(format!("pod files: {e}")))?;
             let mut pod_res = crate::qos::pod_resources(s);
             pod_res.pids_limit = self.ctx.cfg.pod_pids_limit;
             self.ctx
                 .cgroups
                 .apply(&plan.cgroup, &pod_res)
-                .map_err(|e| e.to_string())?;
+                .map_err(CreateFailure::sandbox)?;
             let infra = format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP);
             self.ctx
                 .cgroups
                 .apply(&infra, &Default::default())
                 .and_then(|()| self.set_devices(&infra, &crate::cgroups::devices::default_rules()))
-                .map_err(|e| e.to_string())?;
+                .map_err(CreateFailure::sandbox)?;
             if let Some(cpu) = &self.ctx.cpu {
                 cpu.apply(&plan.uid, prepare::INFRA_CGROUP)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| CreateFailure::new(e.reason(), e))?;
             }
             let mut containers = BTreeMap::new();
             for c in &s.containers {
@@ -301,7 +300,7 @@ impl Worker {
                 containers,
                 info: BTreeMap::new(),
             };
-            save(&plan, &rec)?;
+            save(&plan, &rec).map_err(CreateFailure::sandbox)?;
             let mut sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
             sandbox.sysctls = sysctls;
             sandbox.userns = userns;
@@ -322,8 +321,8 @@ impl Worker {
                 crate::runtime::spawn_supervisor(&exe, &pod_dir, &sandbox)
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(CreateFailure::sandbox)?
+            .map_err(CreateFailure::sandbox)?;
             if !deferred_procs.is_empty() {
                 let key = self.key.clone();
                 tokio::task::spawn_blocking(move || {
@@ -891,14 +890,30 @@ impl Worker {
 
 /// The pod's failure reason for a `create` error: admission errors (the CPU manager's
 /// `UnexpectedAdmissionError: ...`) keep kubelet's reason, the rest are sandbox failures.
-fn failure_reason(msg: &str) -> &str {
-    const ADMISSION: &str = "UnexpectedAdmissionError";
-    const SYSCTL_FORBIDDEN: &str = "SysctlForbidden";
-    match msg.split_once(": ") {
-        Some((r, _)) if r == ADMISSION || r == SYSCTL_FORBIDDEN => r,
-        // An extended resource no plugin offers: kubelet's `OutOf<resource>`.
-        Some((r, _)) if r.starts_with("OutOf") && !r.contains(' ') => r,
-        _ => "FailedCreatePodSandBox",
+/// Why a pod's sandbox could not be created, as kubelet reports it: its reason
+/// (`UnexpectedAdmissionError`, `OutOf<resource>`, `SysctlForbidden`, `CPUManagerError`, else
+/// `FailedCreatePodSandBox`) and a message that starts with that reason, as kubelet's events do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CreateFailure {
+    reason: String,
+    message: String,
+}
+
+impl CreateFailure {
+    fn new(reason: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        let reason = reason.into();
+        CreateFailure {
+            message: format!("{reason}: {detail}"),
+            reason,
+        }
+    }
+
+    /// A failure of the sandbox itself (files, cgroups, the supervisor): its message alone.
+    fn sandbox(detail: impl std::fmt::Display) -> Self {
+        CreateFailure {
+            reason: "FailedCreatePodSandBox".into(),
+            message: detail.to_string(),
+        }
     }
 }
 
@@ -1008,6 +1023,55 @@ pub fn load_records(pods_dir: &std::path::Path) -> Vec<PodRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each failure keeps kubelet's reason, which the string matching it replaced lost for the
+    /// CPU manager's own errors (they were reported as FailedCreatePodSandBox).
+    #[test]
+    fn create_failures_carry_kubelets_reasons() {
+        use crate::cpumanager::Error as Cpu;
+        let not_enough = Cpu::NotEnough {
+            pod: "p".into(),
+            container: "c".into(),
+            requested: 2,
+            available: 1,
+            cpus: "0-1".into(),
+        };
+        let unknown = Cpu::UnknownPod { pod: "p".into() };
+        let cases = [
+            (
+                CreateFailure::new(not_enough.reason(), &not_enough),
+                "UnexpectedAdmissionError",
+            ),
+            (
+                CreateFailure::new(unknown.reason(), &unknown),
+                "CPUManagerError",
+            ),
+            (
+                CreateFailure::new("SysctlForbidden", "kernel.x"),
+                "SysctlForbidden",
+            ),
+            (
+                CreateFailure::new("OutOfexample.com/foo", "none"),
+                "OutOfexample.com/foo",
+            ),
+            (
+                CreateFailure::sandbox("pod files: EACCES"),
+                "FailedCreatePodSandBox",
+            ),
+        ];
+        for (f, want) in cases {
+            assert_eq!(f.reason, want, "{f:?}");
+        }
+        // The message starts with the reason where kubelet's does; a sandbox failure's is its own.
+        assert_eq!(
+            CreateFailure::new(unknown.reason(), &unknown).message,
+            "CPUManagerError: pod p was not admitted by the CPU manager"
+        );
+        assert_eq!(
+            CreateFailure::sandbox("pod files: EACCES").message,
+            "pod files: EACCES"
+        );
+    }
 
     #[test]
     fn a_start_does_not_skip_changes_it_does_not_carry() {
