@@ -8,8 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tidelet_e2e::set_up;
-
 use serde_json::Value;
 use tidelet_e2e::*;
 
