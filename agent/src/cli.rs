@@ -560,7 +560,7 @@ fn get_pod_view(
     root: &std::path::Path,
     name: &str,
     namespace: Option<String>,
-) -> Result<crate::agent::shared::PodView> {
+) -> Result<crate::pod::view::PodView> {
     match api::client::call(
         &config::api_socket(root),
         &Request::GetPod {
@@ -668,9 +668,9 @@ fn describe(root: &std::path::Path, name: &str, namespace: Option<String>) -> Re
 }
 
 fn pick_container<'a>(
-    v: &'a crate::agent::shared::PodView,
+    v: &'a crate::pod::view::PodView,
     name: Option<&str>,
-) -> Result<&'a crate::agent::shared::ContainerInfo> {
+) -> Result<&'a crate::pod::view::ContainerInfo> {
     match name {
         Some(n) => v
             .containers

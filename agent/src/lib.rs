@@ -20,7 +20,10 @@
 //! - `mqtt`: sync with a remote control plane over MQTT (status up, desired pods down);
 //! - `fleet`: the operator's `tidelet fleet` CLI, which reads and writes those topics;
 //! - `reconcile`: desired vs actual pods -> actions (pure);
-//! - `pod`: pod/container lifecycle state machines, back-off, Kubernetes status;
+//! - `pod`: pod/container lifecycle state machines, back-off, Kubernetes status, where a pod
+//!   lives on the node (`pod::plan`) and the published view of every pod (`pod::view`);
+//! - `node`: the node's facts (detected once) and the Kubernetes Node object built from them;
+//! - `clock`: the one wall clock (`now_ns`);
 //! - `agent`: the loop that ties sources, reconcile and runtime together;
 //! - `api`: the local unix-socket API and its client;
 //! - `cli`: the command line (clap) over all of the above;
@@ -32,6 +35,7 @@ pub mod agent;
 pub mod api;
 pub mod cgroups;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod cpumanager;
 pub mod devices;
@@ -41,6 +45,7 @@ pub mod gc;
 pub mod logging;
 pub mod manifest;
 pub mod mqtt;
+pub mod node;
 pub mod pod;
 pub mod qos;
 pub mod quantity;

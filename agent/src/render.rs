@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::agent::shared::PodView;
+use crate::pod::view::PodView;
 
 /// The STATUS column as kubectl prints it: the first container's waiting or terminated reason,
 /// else the phase (`Terminating` is not a state tidelet shows).
@@ -48,7 +48,7 @@ pub fn age(start: Option<i64>, now: i64) -> String {
 }
 
 pub fn pod_table(out: &mut impl Write, views: &[PodView], wide: bool) -> io::Result<()> {
-    let now = crate::agent::worker::now_ns() / 1_000_000_000;
+    let now = crate::clock::now_ns() / 1_000_000_000;
     let mut rows = vec![];
     for v in views {
         let p = &v.pod;
@@ -289,7 +289,7 @@ pub fn devices_table(
 
 fn events(out: &mut impl Write, events: &crate::pod::events::Events) -> io::Result<()> {
     writeln!(out, "Events:")?;
-    let now = crate::agent::worker::now_ns();
+    let now = crate::clock::now_ns();
     let mut any = false;
     for e in events.iter() {
         any = true;

@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidelet::agent::shared::{PodView, Shared};
 use tidelet::mqtt::reporter;
 use tidelet::mqtt::session::{self, Down, Link};
 use tidelet::pod::events::Events;
+use tidelet::pod::view::{PodView, Shared};
 use tidelet_e2e::broker::{Broker, BrokerOpts};
 use tokio::sync::mpsc::Receiver;
 

@@ -4,10 +4,9 @@
 //! notification (and on the periodic rescan) it recomputes the desired set and tells each
 //! worker its pod (a `watch` channel: the latest value wins). Workers own everything else.
 
-pub mod node;
 pub mod prepare;
 pub mod remote;
-pub mod shared;
+
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,11 +22,12 @@ use crate::eviction::admission::{Admission, Candidate, Gate};
 use crate::eviction::allocatable::{NodeResources, Requests};
 use crate::eviction::config::Condition;
 use crate::eviction::policy::ConditionState;
+use crate::node::{self, Node};
 use crate::pod::events::Events;
+use crate::pod::layout;
+use crate::pod::view::Shared;
 use crate::reconcile::{self, Action, Told};
 use crate::source::{DesiredSet, StaticDir};
-use node::Node;
-use shared::Shared;
 use worker::{Assigned, PodRecord, Worker};
 
 /// The longest `run` waits for the workers' adoption before it reports ready.
@@ -140,7 +140,7 @@ impl Ctx {
     }
 
     pub fn node_event(&self, warning: bool, reason: &str, message: String) {
-        lock(&self.node_events).push(warning, reason, message, worker::now_ns());
+        lock(&self.node_events).push(warning, reason, message, crate::clock::now_ns());
         self.shared.touch();
     }
 
@@ -162,7 +162,7 @@ impl Ctx {
             &self.resources,
             &self.conditions(),
             self.started_ns,
-            worker::now_ns(),
+            crate::clock::now_ns(),
         );
         node::add_extended(&mut n, &self.devices.counts());
         n
@@ -267,7 +267,7 @@ impl Agent {
             &cfg,
             std::path::Path::new(crate::cpumanager::ONLINE_FILE),
             cgroups.clone(),
-            prepare::INFRA_CGROUP,
+            layout::INFRA_CGROUP,
         )?
         .map(Arc::new);
         // cgroup v2 under systemd: the pods go inside the delegated unit when systemd started
@@ -392,9 +392,11 @@ impl Agent {
             exe,
             resources,
             started: Instant::now(),
-            started_ns: worker::now_ns(),
+            started_ns: crate::clock::now_ns(),
             evictions: Mutex::new(BTreeMap::new()),
-            conditions: Mutex::new(crate::eviction::policy::initial_conditions(worker::now_ns())),
+            conditions: Mutex::new(crate::eviction::policy::initial_conditions(
+                crate::clock::now_ns(),
+            )),
             node_events: Mutex::new(Events::default()),
             desired: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
@@ -568,7 +570,7 @@ impl Agent {
             .pods
             .iter()
             .filter(|(k, _)| gates.get(*k) == Some(&Gate::Admitted))
-            .map(|(_, d)| prepare::spec(&d.pod.pod));
+            .map(|(_, d)| layout::spec(&d.pod.pod));
         let q = crate::qos::qos_cgroup_resources(admitted);
         if self.qos_applied.as_ref() == Some(&q) {
             return;
@@ -784,7 +786,7 @@ fn image_gc_round(ctx: &Ctx) {
 
 /// A desired pod as admission sees it.
 fn candidate(key: &str, pod: &k8s_openapi::api::core::v1::Pod) -> Candidate {
-    let spec = prepare::spec(pod);
+    let spec = layout::spec(pod);
     let (cpu_milli, memory) = crate::qos::pod_requests(spec);
     Candidate {
         key: key.to_string(),

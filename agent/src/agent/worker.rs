@@ -13,13 +13,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::prepare::{self, Inputs, PodPlan};
-use super::shared::{ContainerInfo, PodView};
+use super::prepare::{self, Inputs};
 use super::Ctx;
 use crate::eviction::admission::Gate;
 use crate::pod::events::Events;
+use crate::pod::layout::{self, PodPlan};
 use crate::pod::lifecycle::{Due, Event, Life, Memo};
 use crate::pod::status::{self, PodFacts, Terminated};
+use crate::pod::view::{ContainerInfo, PodView};
 use crate::runtime::client::Client;
 use crate::runtime::{ContainerRecord, ContainerSpec, ContainerState, SandboxStatus};
 use crate::source::DesiredPod;
@@ -39,12 +40,7 @@ pub struct PodRecord {
     pub info: BTreeMap<String, ContainerInfo>,
 }
 
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ns;
 
 struct Running {
     plan: PodPlan,
@@ -236,12 +232,12 @@ impl Worker {
 
     async fn create(&mut self, d: &DesiredPod) -> Result<Running, CreateFailure> {
         let pod = d.pod.pod.clone();
-        let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &pod);
+        let plan = layout::plan(&self.ctx.cfg, &self.ctx.node, &pod);
         let plan_uid = plan.uid.clone();
         let span = tracing::info_span!("create", pod = %self.key, uid = %plan.uid);
         // Instrumented, not entered: a guard held across `.await` tags other tasks' lines.
         async {
-            let s = prepare::spec(&pod);
+            let s = layout::spec(&pod);
             // Leftovers of an earlier life of this UID (e.g. the supervisor died): start clean.
             let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
             let _ = self.ctx.cgroups.remove(&plan.cgroup);
@@ -276,14 +272,14 @@ impl Worker {
                 .cgroups
                 .apply(&plan.cgroup, &pod_res)
                 .map_err(CreateFailure::sandbox)?;
-            let infra = format!("{}/{}", plan.cgroup, prepare::INFRA_CGROUP);
+            let infra = format!("{}/{}", plan.cgroup, layout::INFRA_CGROUP);
             self.ctx
                 .cgroups
                 .apply(&infra, &Default::default())
                 .and_then(|()| self.set_devices(&infra, &crate::cgroups::devices::default_rules()))
                 .map_err(CreateFailure::sandbox)?;
             if let Some(cpu) = &self.ctx.cpu {
-                cpu.apply(&plan.uid, prepare::INFRA_CGROUP)
+                cpu.apply(&plan.uid, layout::INFRA_CGROUP)
                     .map_err(|e| CreateFailure::new(e.reason(), e))?;
             }
             let mut containers = BTreeMap::new();
@@ -385,7 +381,7 @@ impl Worker {
     }
 
     async fn adopt_pod(&mut self, rec: PodRecord) -> Option<Running> {
-        let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
+        let plan = layout::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
         let client = Client::new(&plan.pod_dir);
         match client.status().await {
             Ok(st) => {
@@ -399,7 +395,7 @@ impl Worker {
                 if let Some(cpu) = &self.ctx.cpu {
                     // The checkpoint keeps its CPUs; re-track its cgroups and rewrite them.
                     let res = cpu
-                        .admit(&plan.uid, &plan.cgroup, prepare::spec(&rec.pod))
+                        .admit(&plan.uid, &plan.cgroup, layout::spec(&rec.pod))
                         .and_then(|_| cpu.reconcile());
                     if let Err(e) = res {
                         tracing::error!(pod = %self.key, error = %e, "CPU manager: adopting the pod's cpusets");
@@ -427,7 +423,7 @@ impl Worker {
 
     /// Remove what a pod record describes (supervisor, cgroups, dirs).
     async fn cleanup_record(&mut self, rec: &PodRecord) {
-        let plan = prepare::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
+        let plan = layout::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
         let client = Client::new(&plan.pod_dir);
         let r = Running {
             plan,
@@ -603,7 +599,7 @@ impl Worker {
 
     /// Start the containers whose lifecycle says so.
     async fn act(&mut self, r: &mut Running) {
-        let containers = prepare::spec(&r.rec.pod).containers.clone();
+        let containers = layout::spec(&r.rec.pod).containers.clone();
         let mut changed = false;
         for c in &containers {
             let Some(memo) = r.rec.containers.get(&c.name) else {
@@ -800,7 +796,7 @@ impl Worker {
     }
 
     fn facts(&self, r: Option<&Running>, rec_pod: &Pod) -> PodFacts {
-        let s = prepare::spec(rec_pod);
+        let s = layout::spec(rec_pod);
         let host_network = s.host_network == Some(true);
         PodFacts {
             restart_policy: s.restart_policy.clone().unwrap_or_else(|| "Always".into()),
@@ -820,7 +816,7 @@ impl Worker {
     fn publish(&self, r: &Running) {
         let now = now_ns();
         let pod_desc = format!("{}_{}({})", r.plan.name, r.plan.namespace, r.plan.uid);
-        let s = prepare::spec(&r.rec.pod);
+        let s = layout::spec(&r.rec.pod);
         let views: Vec<_> = s
             .containers
             .iter()
@@ -865,7 +861,7 @@ impl Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let views: Vec<_> = match &self.held_views {
             Some((held_uid, views)) if *held_uid == uid => views.clone(),
-            _ => prepare::spec(&pod)
+            _ => layout::spec(&pod)
                 .containers
                 .iter()
                 .map(|c| {
@@ -923,7 +919,7 @@ fn evicted_views(r: &Running, message: &str) -> Vec<crate::pod::status::Containe
     use crate::pod::status::{Current, Terminated};
     let now = now_ns();
     let pod_desc = format!("{}_{}({})", r.plan.name, r.plan.namespace, r.plan.uid);
-    prepare::spec(&r.rec.pod)
+    layout::spec(&r.rec.pod)
         .containers
         .iter()
         .map(|c| {

@@ -6,7 +6,7 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::shared::PodView;
+use crate::pod::view::PodView;
 
 /// The node: its Kubernetes object (capacity, allocatable, conditions) and its events.
 #[derive(Debug, Clone, Serialize, Deserialize)]

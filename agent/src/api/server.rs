@@ -90,7 +90,7 @@ pub fn answer(req: Request, ctx: &Ctx) -> Response {
     }
 }
 
-fn with_devices(mut v: crate::agent::shared::PodView, ctx: &Ctx) -> crate::agent::shared::PodView {
+fn with_devices(mut v: crate::pod::view::PodView, ctx: &Ctx) -> crate::pod::view::PodView {
     if let Some(uid) = &v.pod.metadata.uid {
         v.devices = ctx.devices.held_by(uid);
     }

@@ -107,7 +107,7 @@ impl Monitor {
     fn now(&self) -> Now {
         Now {
             mono: self.ctx.mono(),
-            wall_ns: crate::agent::worker::now_ns(),
+            wall_ns: crate::clock::now_ns(),
         }
     }
 
@@ -265,7 +265,7 @@ impl Monitor {
             if self.ctx.eviction_notice(&uid).is_some() {
                 continue;
             }
-            let spec = crate::agent::prepare::spec(&v.pod);
+            let spec = crate::pod::layout::spec(&v.pod);
             let memory = match self.ctx.cgroups.memory_sample(&v.cgroup) {
                 Ok(m) => m.working_set,
                 Err(e) if e.is_gone() => continue,
@@ -283,7 +283,7 @@ impl Monitor {
             } else {
                 0
             };
-            let plan = crate::agent::prepare::plan(&self.ctx.cfg, &self.ctx.node, &v.pod);
+            let plan = crate::pod::layout::plan(&self.ctx.cfg, &self.ctx.node, &v.pod);
             let disk = if signal.condition() == Condition::DiskPressure {
                 tidelet_images::gc::tree_disk_bytes(&plan.pod_dir, DISK_WALK_MAX)
                     + tidelet_images::gc::tree_disk_bytes(&plan.log_dir, DISK_WALK_MAX)
@@ -450,7 +450,7 @@ impl Monitor {
 
     /// SIGTERM the pod's containers (not its infra process), then wait up to `grace` for them.
     fn terminate_gracefully(&self, v: &Victim, grace: Duration) {
-        let infra = format!("{}/{}", v.cgroup, crate::agent::prepare::INFRA_CGROUP);
+        let infra = format!("{}/{}", v.cgroup, crate::pod::layout::INFRA_CGROUP);
         let keep: Vec<i32> = self.ctx.cgroups.pids(&infra).unwrap_or_default();
         let targets = |cg: &dyn crate::cgroups::Cgroups| -> Vec<i32> {
             cg.pids(&v.cgroup)

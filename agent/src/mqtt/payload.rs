@@ -231,7 +231,7 @@ mod tests {
     use serde_json::Value;
 
     fn node_at(now_ns: i64) -> Node {
-        let n = crate::agent::node::Node {
+        let n = crate::node::Node {
             name: "board-1".into(),
             hostname: "board-1".into(),
             ip: "10.0.0.2".into(),
@@ -253,7 +253,7 @@ mod tests {
             pods_cpu_milli: 2000,
             pods_pids_limit: None,
         };
-        crate::agent::node::node_object(
+        crate::node::node_object(
             &n,
             &res,
             &Default::default(),

@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::Node;
 use super::payload::{self, EventSnapshot, Involved};
 use super::session::Link;
 use super::topics;
-use crate::agent::shared::PodView;
 use crate::pod::events::Events;
+use crate::pod::view::PodView;
 
 /// How long a change waits for the ones right behind it (the median change-to-broker
 /// latency budget is 50 ms).
@@ -89,7 +89,7 @@ pub trait StatusSource: Send + Sync + 'static {
     /// The node as a Kubernetes object (volatile fields are made stable by the payload).
     fn node_object(&self) -> Node;
     /// The published pods and the change notifications.
-    fn shared(&self) -> &crate::agent::shared::Shared;
+    fn shared(&self) -> &crate::pod::view::Shared;
     fn node_events(&self) -> Events;
 }
 
@@ -100,7 +100,7 @@ impl StatusSource for crate::agent::Ctx {
     fn node_object(&self) -> Node {
         crate::agent::Ctx::node_object(self)
     }
-    fn shared(&self) -> &crate::agent::shared::Shared {
+    fn shared(&self) -> &crate::pod::view::Shared {
         &self.shared
     }
     fn node_events(&self) -> Events {

@@ -362,9 +362,7 @@ pub fn start_with(
     let outbox = Outbox::new(
         cfg.event_buffer,
         MAX_INFLIGHT,
-        Box::new(move |n| {
-            payload::events_dropped(&dropped_node, n, crate::agent::worker::now_ns())
-        }),
+        Box::new(move |n| payload::events_dropped(&dropped_node, n, crate::clock::now_ns())),
     );
     let inner = Arc::new(Inner {
         client,
@@ -435,11 +433,7 @@ async fn lease(link: Link, period: Duration) {
             }
             link.set_retained(
                 topics::LEASE,
-                Some(payload::lease(
-                    &inner.node,
-                    period,
-                    crate::agent::worker::now_ns(),
-                )),
+                Some(payload::lease(&inner.node, period, crate::clock::now_ns())),
             );
         } else if !stalled {
             stalled = true;

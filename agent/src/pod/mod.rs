@@ -3,5 +3,7 @@
 
 pub mod backoff;
 pub mod events;
+pub mod layout;
 pub mod lifecycle;
 pub mod status;
+pub mod view;
