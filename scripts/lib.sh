@@ -24,11 +24,35 @@ ensure_toolchain() {
     export PATH="$home/.cargo/bin:$PATH"
   fi
   if command -v cargo >/dev/null 2>&1; then
+    pinned_toolchain
     return
   fi
   echo "no cargo on PATH: installing Debian's cargo-web and rustc-web" >&2
   apt_need cargo-web rustc-web gcc libc6-dev
   command -v cargo >/dev/null 2>&1 || { echo "cargo-web did not provide cargo" >&2; exit 1; }
+}
+
+# rust-toolchain.toml pins the version CI builds with. rustup downloads a pinned toolchain that
+# is missing, which this machine's closed network refuses (rustup then panics). A machine whose
+# rustup has that exact version as `stable` gets it under the pinned name too: a symlink in
+# rustup's toolchain directory, as this kind of machine ships it (`rustup toolchain link`
+# refuses names of official releases). Nothing is installed or updated.
+pinned_toolchain() {
+  command -v rustup >/dev/null 2>&1 || return 0
+  local pin host dir stable
+  pin=$(sed -n 's/^channel *= *"\(.*\)"$/\1/p' rust-toolchain.toml)
+  [ -n "$pin" ] || { echo "rust-toolchain.toml: no channel" >&2; exit 1; }
+  dir=$(rustup show home)/toolchains
+  stable=$(cd "$dir" && ls -d stable-* 2>/dev/null | head -n1)
+  [ -n "$stable" ] || return 0
+  host=${stable#stable-}
+  [ -e "$dir/$pin-$host" ] && return 0
+  if [ "$("$dir/$stable/bin/rustc" --version | cut -d' ' -f2)" = "$pin" ]; then
+    ln -s "$dir/$stable" "$dir/$pin-$host"
+    echo "rust-toolchain.toml: rustup's stable is $pin; linked as $pin-$host" >&2
+  else
+    echo "rust-toolchain.toml pins $pin; rustup has $("$dir/$stable/bin/rustc" --version) as stable (rustup will try to download $pin)" >&2
+  fi
 }
 
 # Make (or reuse) the Python venv VENV holding exactly REQUIREMENTS (pinned `name==version`

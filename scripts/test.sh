@@ -45,6 +45,20 @@ export CARGO_TERM_COLOR=never
 # location anyway): full debug info costs tens of seconds of CI in compiling and linking.
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 
+# cargo-deny (licenses, bans and sources of the dependency graph, deny.toml) comes from
+# crates.io, built in the background while the lints run (about 4 minutes of one core), and
+# kept in target/ci-tools for the next run on the same checkout.
+DENY_VERSION=0.20.2
+deny_root=$PWD/target/ci-tools/cargo-deny-$DENY_VERSION
+deny_log=$(mktemp)
+if [ -x "$deny_root/bin/cargo-deny" ]; then
+  deny=
+else
+  nice -n 10 cargo install --quiet --locked cargo-deny --version "$DENY_VERSION" \
+    --root "$deny_root" --target-dir target/ci-tools/build >"$deny_log" 2>&1 &
+  deny=$!
+fi
+
 # The lints need rustfmt and clippy (rustup components). Debian's cargo-web has neither:
 # there they are skipped with a note, except in CI, which must run them.
 # The Yocto layer's lint (mostly a pip install and systemd-analyze) runs beside the lints.
@@ -64,6 +78,24 @@ else
 fi
 echo "== layering: no new upward import of crate::agent (scripts/check-layers.sh)"
 scripts/check-layers.sh
+# rust-toolchain.toml pins what CI builds with; the workspace's rust-version must be that
+# version, so that the oldest Rust the crates claim is the one this run builds them with.
+pin=$(sed -n 's/^channel *= *"\(.*\)"$/\1/p' rust-toolchain.toml)
+msrv=$(sed -n 's/^rust-version *= *"\(.*\)"$/\1/p' Cargo.toml)
+built=$(rustc --version | cut -d' ' -f2)
+echo "== toolchain: rustc $built, pinned $pin, rust-version $msrv"
+[ "${pin%.*}" = "$msrv" ] || { echo "scripts/test.sh: rust-version $msrv is not the pinned toolchain $pin (rust-toolchain.toml)" >&2; exit 1; }
+if command -v rustup >/dev/null 2>&1; then
+  [ "$built" = "$pin" ] || { echo "scripts/test.sh: built with rustc $built, rust-toolchain.toml pins $pin" >&2; exit 1; }
+fi
+echo "== cargo deny check licenses bans sources (at ${SECONDS} s)"
+if [ -n "$deny" ] && ! wait "$deny"; then
+  cat "$deny_log" >&2
+  echo "scripts/test.sh: cargo install cargo-deny failed" >&2
+  exit 1
+fi
+rm -f "$deny_log"
+"$deny_root/bin/cargo-deny" --log-level error check licenses bans sources
 echo "== Yocto layer: oelint-adv, crate list, recipe sources (at ${SECONDS} s)"
 yocto_rc=0
 wait "$yocto" || yocto_rc=$?

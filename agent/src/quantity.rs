@@ -117,7 +117,7 @@ fn scaled(p: Parsed, scale: i32, original: &str) -> Result<i64, QuantityError> {
         .ok_or_else(overflow)?;
     if e < 0 {
         for _ in 0..(-e) {
-            remainder |= v % 10 != 0;
+            remainder |= !v.is_multiple_of(10);
             v /= 10;
         }
     }

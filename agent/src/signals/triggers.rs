@@ -178,7 +178,7 @@ pub fn psi_unprivileged_fallback(
 ) -> Option<(Duration, Duration)> {
     const STEP: u128 = 2_000_000;
     let window_us = window.as_micros();
-    if window_us % STEP == 0 {
+    if window_us.is_multiple_of(STEP) {
         return None;
     }
     let new_window_us = window_us

@@ -283,7 +283,7 @@ pub fn parse_line(line: &[u8]) -> Option<Message> {
 }
 
 fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
