@@ -103,119 +103,124 @@ impl Worker {
 
     pub async fn run(mut self) {
         loop {
+            // Read the newest desire at every step: a teardown waits up to the old pod's grace
+            // period and a clean-up of pods found on disk as long, so what was wanted before
+            // the step may be stale (edited again, or deleted). Never start a superseded version.
             let assigned = self.rx.borrow_and_update().clone();
-            let want_uid = assigned.as_ref().map(|a| a.pod.pod.uid.clone());
-            // Pods on disk under this name that are not the desired one go first.
-            for rec in std::mem::take(&mut self.adopt) {
-                if Some(&rec.pod.metadata.uid.clone().unwrap_or_default()) == want_uid.as_ref()
-                    && self.running.is_none()
-                {
+            let evicted = assigned.as_ref().and_then(|a| match a.gate {
+                Gate::Admitted => self.ctx.eviction_notice(&a.pod.pod.uid).map(|n| n.message),
+                Gate::Held { .. } => None,
+            });
+            let on_disk: Vec<String> = self.adopt.iter().map(record_uid).collect();
+            let next = next_step(&Facts {
+                want: assigned.as_ref().map(|a| (a.pod.pod.uid.as_str(), &a.gate)),
+                evicted: evicted.as_deref(),
+                running: self.running.as_ref().map(|r| r.plan.uid.as_str()),
+                on_disk: &on_disk,
+            });
+            tracing::trace!(pod = %self.key, ?next, "worker step");
+            if self.adopt.is_empty() {
+                if let Some(tx) = self.adopted.take() {
+                    let _ = tx.send(());
+                }
+            }
+            let d = assigned.map(|a| a.pod);
+            match next {
+                Next::Adopt => {
+                    let rec = self.adopt.remove(0);
                     match self.adopt_pod(rec.clone()).await {
                         Some(r) => self.running = Some(r),
                         None => self.cleanup_record(&rec).await,
                     }
-                } else {
+                }
+                Next::CleanUp => {
+                    let rec = self.adopt.remove(0);
                     self.cleanup_record(&rec).await;
                 }
-            }
-            if let Some(tx) = self.adopted.take() {
-                let _ = tx.send(());
-            }
-            if let Some(r) = self.running.take() {
-                if Some(&r.plan.uid) == want_uid.as_ref() {
-                    self.running = Some(r);
-                } else {
-                    self.teardown(r).await;
-                }
-            }
-            // A teardown waits up to the old pod's grace period, a clean-up of pods found on
-            // disk as long: what was wanted before may be stale by now (edited again, or
-            // deleted). Decide again on the newest, never start a superseded version.
-            if self.desire_changed() {
-                continue;
-            }
-            let Some(Assigned { pod: d, gate }) = assigned else {
-                self.ctx.shared.remove(&self.key);
-                let _ = self.gone.send(true);
-                if self.rx.changed().await.is_err() {
-                    return;
-                }
-                continue;
-            };
-            let _ = self.gone.send(false);
-            self.notice = (!d.file_errors.is_empty()).then(|| {
-                let msg = d
-                    .file_errors
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                (
-                    "InvalidManifest".to_string(),
-                    format!("manifest is invalid, still running the last good spec: {msg}"),
-                )
-            });
-            if let Some((_, m)) = &self.notice {
-                self.events
-                    .push(true, "InvalidManifest", m.clone(), now_ns());
-            }
-            // Held (rejected at admission or evicted): the pod must not run until the agent
-            // says so. The eviction notice is set by the monitor before it kills the pod, so a
-            // worker that sees its containers die first never restarts them.
-            let held = match gate {
-                Gate::Held { reason, message } => Some((reason, message)),
-                Gate::Admitted => self
-                    .ctx
-                    .eviction_notice(&d.pod.uid)
-                    .map(|n| ("Evicted".to_string(), n.message)),
-            };
-            if let Some((reason, message)) = held {
-                if let Some(r) = self.running.take() {
-                    // An evicted pod's containers show how they ended, as kubelet shows them:
-                    // terminated by SIGKILL, with the eviction's message.
-                    if reason == "Evicted" {
-                        self.held_views = Some((r.plan.uid.clone(), evicted_views(&r, &message)));
+                Next::TearDown => {
+                    if let Some(r) = self.running.take() {
+                        self.teardown(r).await;
                     }
-                    self.teardown(r).await;
                 }
-                if self.held.as_ref() != Some(&(reason.clone(), message.clone())) {
-                    tracing::warn!(pod = %self.key, %reason, %message, "pod not running");
-                    self.events.push(true, &reason, message.clone(), now_ns());
-                    self.held = Some((reason.clone(), message.clone()));
+                Next::Idle => {
+                    self.ctx.shared.remove(&self.key);
+                    let _ = self.gone.send(true);
+                    if self.rx.changed().await.is_err() {
+                        return;
+                    }
                 }
-                self.publish_failed(&d, &reason, &message);
-                if self.rx.changed().await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            self.held = None;
-            self.held_views = None;
-            if self.running.is_none() {
-                match self.create(&d).await {
-                    Ok(r) => self.running = Some(r),
-                    Err(CreateFailure { reason, message }) => {
-                        self.events.push(true, &reason, message.clone(), now_ns());
-                        tracing::error!(pod = %self.key, %reason, error = %message, "cannot create pod sandbox");
-                        self.publish_failed(&d, &reason, &message);
-                        tokio::select! {
-                            r = self.rx.changed() => if r.is_err() { return },
-                            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                Next::Hold { reason, message } => {
+                    let Some(d) = d else { continue };
+                    let _ = self.gone.send(false);
+                    self.note_file_errors(&d);
+                    if let Some(r) = self.running.take() {
+                        // An evicted pod's containers show how they ended, as kubelet shows
+                        // them: terminated by SIGKILL, with the eviction's message.
+                        if reason == "Evicted" {
+                            self.held_views =
+                                Some((r.plan.uid.clone(), evicted_views(&r, &message)));
                         }
-                        continue;
+                        self.teardown(r).await;
+                    }
+                    if self.held.as_ref() != Some(&(reason.clone(), message.clone())) {
+                        tracing::warn!(pod = %self.key, %reason, %message, "pod not running");
+                        self.events.push(true, &reason, message.clone(), now_ns());
+                        self.held = Some((reason.clone(), message.clone()));
+                    }
+                    self.publish_failed(&d, &reason, &message);
+                    if self.rx.changed().await.is_err() {
+                        return;
                     }
                 }
-            }
-            if self.drive().await.is_err() {
-                // Told to stop for good (channel closed): leave the pod running.
-                return;
+                Next::Run { create } => {
+                    let Some(d) = d else { continue };
+                    let _ = self.gone.send(false);
+                    self.note_file_errors(&d);
+                    self.held = None;
+                    self.held_views = None;
+                    if create {
+                        match self.create(&d).await {
+                            Ok(r) => self.running = Some(r),
+                            Err(CreateFailure { reason, message }) => {
+                                self.events.push(true, &reason, message.clone(), now_ns());
+                                tracing::error!(pod = %self.key, %reason, error = %message, "cannot create pod sandbox");
+                                self.publish_failed(&d, &reason, &message);
+                                tokio::select! {
+                                    r = self.rx.changed() => if r.is_err() { return },
+                                    _ = tokio::time::sleep(CREATE_RETRY) => {}
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    if self.drive().await.is_err() {
+                        // Told to stop for good (channel closed): leave the pod running.
+                        return;
+                    }
+                }
             }
         }
     }
 
-    /// Whether a newer desired pod (or none) was sent since the last read.
-    fn desire_changed(&self) -> bool {
-        self.rx.has_changed().unwrap_or(false)
+    /// A manifest that became invalid keeps its pod on the last good spec; said as an event
+    /// (and in the status) each time the worker is told so.
+    fn note_file_errors(&mut self, d: &DesiredPod) {
+        self.notice = (!d.file_errors.is_empty()).then(|| {
+            let msg = d
+                .file_errors
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                "InvalidManifest".to_string(),
+                format!("manifest is invalid, still running the last good spec: {msg}"),
+            )
+        });
+        if let Some((_, m)) = &self.notice {
+            self.events
+                .push(true, "InvalidManifest", m.clone(), now_ns());
+        }
     }
 
     fn inputs<'a>(&'a self, r: &'a Running) -> Inputs<'a> {
@@ -995,6 +1000,79 @@ fn record_event(rec: &ContainerRecord, uid: &str) -> Option<Event> {
     })
 }
 
+/// How long a pod whose sandbox could not be created waits before the next try (unless told
+/// something new first).
+const CREATE_RETRY: Duration = Duration::from_secs(10);
+
+fn record_uid(rec: &PodRecord) -> String {
+    rec.pod.metadata.uid.clone().unwrap_or_default()
+}
+
+/// What the worker knows when it decides its next step.
+#[derive(Debug, Clone, Copy)]
+struct Facts<'a> {
+    /// The desired pod's UID and admission gate (`None`: no pod of this name is wanted).
+    want: Option<(&'a str, &'a Gate)>,
+    /// The eviction monitor's message when it evicted the desired pod (held until admitted
+    /// again). Set by the monitor before it kills, so a worker that sees its containers die
+    /// first never restarts them.
+    evicted: Option<&'a str>,
+    /// The UID of the pod this worker runs.
+    running: Option<&'a str>,
+    /// UIDs of the pods of this name found on disk at start, not yet adopted or removed.
+    on_disk: &'a [String],
+}
+
+/// The worker's next step. One step at a time, each decided on the newest desire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Next {
+    /// Adopt the first pod found on disk: it is the desired one and nothing runs yet.
+    Adopt,
+    /// Remove the first pod found on disk: not wanted (or another version already runs).
+    CleanUp,
+    /// Tear down the running pod: replaced by another version, or no longer wanted.
+    TearDown,
+    /// Nothing wanted and nothing left: unpublish and wait.
+    Idle,
+    /// The desired pod may not run (refused at admission, or evicted): tear down what runs,
+    /// say why, and wait.
+    Hold { reason: String, message: String },
+    /// Run the desired pod: create its sandbox first when nothing runs, then drive it.
+    Run { create: bool },
+}
+
+/// Pods found on disk go first (adopting the desired one if nothing runs yet), then a running
+/// pod that is not the desired one, then what the desired pod's gate allows.
+fn next_step(f: &Facts<'_>) -> Next {
+    let want_uid = f.want.map(|(uid, _)| uid);
+    if let Some(first) = f.on_disk.first() {
+        return if Some(first.as_str()) == want_uid && f.running.is_none() {
+            Next::Adopt
+        } else {
+            Next::CleanUp
+        };
+    }
+    if f.running.is_some() && f.running != want_uid {
+        return Next::TearDown;
+    }
+    let Some((_, gate)) = f.want else {
+        return Next::Idle;
+    };
+    match (gate, f.evicted) {
+        (Gate::Held { reason, message }, _) => Next::Hold {
+            reason: reason.clone(),
+            message: message.clone(),
+        },
+        (Gate::Admitted, Some(message)) => Next::Hold {
+            reason: "Evicted".into(),
+            message: message.into(),
+        },
+        (Gate::Admitted, None) => Next::Run {
+            create: f.running.is_none(),
+        },
+    }
+}
+
 /// Read every pod record under `pods_dir` (for adoption at start).
 pub fn load_records(pods_dir: &std::path::Path) -> Vec<PodRecord> {
     let mut out = Vec::new();
@@ -1019,6 +1097,104 @@ pub fn load_records(pods_dir: &std::path::Path) -> Vec<PodRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn held(reason: &str) -> Gate {
+        Gate::Held {
+            reason: reason.into(),
+            message: format!("{reason} message"),
+        }
+    }
+
+    /// The worker's decisions, one step at a time. The sequences the churn run found wrong
+    /// (an edit or a delete during a teardown) are rows: after the teardown, the step is
+    /// decided on the newest desire, so a superseded version is never created.
+    #[test]
+    fn the_worker_decides_each_step_on_the_newest_desire() {
+        let ok = Gate::Admitted;
+        let oom = held("OutOfmemory");
+        let disk = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let run = |create| Next::Run { create };
+        let hold = |r: &str, m: &str| Next::Hold {
+            reason: r.into(),
+            message: m.into(),
+        };
+        // (what happens, want, evicted, running, on disk, next)
+        type Row<'a> = (
+            &'a str,
+            Option<(&'a str, &'a Gate)>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Vec<String>,
+            Next,
+        );
+        #[rustfmt::skip]
+        let rows: Vec<Row> = vec![
+            ("nothing wanted, nothing runs", None, None, None, disk(&[]), Next::Idle),
+            ("a new pod", Some(("a", &ok)), None, None, disk(&[]), run(true)),
+            ("the pod runs", Some(("a", &ok)), None, Some("a"), disk(&[]), run(false)),
+            ("edited: a replaced by b", Some(("b", &ok)), None, Some("a"), disk(&[]), Next::TearDown),
+            ("deleted", None, None, Some("a"), disk(&[]), Next::TearDown),
+            // Edit during a teardown: a was torn down for b; b was edited to c meanwhile.
+            ("edit during teardown: the newest is created", Some(("c", &ok)), None, None, disk(&[]), run(true)),
+            // Delete during a teardown: a was torn down for b; b was deleted meanwhile.
+            ("delete during teardown: nothing is created", None, None, None, disk(&[]), Next::Idle),
+            // Edit then delete while c is being torn down: nothing to create, nothing to run.
+            ("edit then delete", None, None, Some("c"), disk(&[]), Next::TearDown),
+            ("refused at admission", Some(("a", &oom)), None, None, disk(&[]), hold("OutOfmemory", "OutOfmemory message")),
+            ("refused while running: torn down by the hold", Some(("a", &oom)), None, Some("a"), disk(&[]), hold("OutOfmemory", "OutOfmemory message")),
+            ("evicted: never restarted", Some(("a", &ok)), Some("low on memory"), Some("a"), disk(&[]), hold("Evicted", "low on memory")),
+            ("evicted, then held by admission: admission's reason", Some(("a", &oom)), Some("low on memory"), None, disk(&[]), hold("OutOfmemory", "OutOfmemory message")),
+            ("the old version of a held pod goes first", Some(("b", &oom)), None, Some("a"), disk(&[]), Next::TearDown),
+            // After an agent restart: pods of this name found on disk.
+            ("adopt the desired pod", Some(("a", &ok)), None, None, disk(&["a"]), Next::Adopt),
+            ("a stale version on disk goes", Some(("b", &ok)), None, None, disk(&["a"]), Next::CleanUp),
+            ("deleted while the agent was down", None, None, None, disk(&["a"]), Next::CleanUp),
+            ("two on disk: the stale one first, then adopt", Some(("b", &ok)), None, None, disk(&["a", "b"]), Next::CleanUp),
+            ("two on disk, the desired first: adopt it", Some(("b", &ok)), None, None, disk(&["b", "a"]), Next::Adopt),
+            ("the desired one adopted, the other on disk goes", Some(("b", &ok)), None, Some("b"), disk(&["a"]), Next::CleanUp),
+            ("a held pod on disk is still adopted (then held)", Some(("a", &oom)), None, None, disk(&["a"]), Next::Adopt),
+            ("edited while the agent was down", Some(("b", &ok)), None, None, disk(&["a"]), Next::CleanUp),
+        ];
+        for (what, want, evicted, running, on_disk, next) in rows {
+            let f = Facts {
+                want,
+                evicted,
+                running,
+                on_disk: &on_disk,
+            };
+            assert_eq!(next_step(&f), next, "{what}");
+        }
+    }
+
+    /// The churn bug's sequence, step by step: a runs; the manifest is edited to b, and to c
+    /// while a is torn down; c runs; then it is deleted. b is never created.
+    #[test]
+    fn a_churn_sequence_never_runs_a_superseded_version() {
+        let ok = Gate::Admitted;
+        let mut running: Option<&str> = Some("a");
+        let mut created = Vec::new();
+        // The desire the worker reads at each step, as the agent sends it.
+        let desires = [Some("b"), Some("c"), Some("c"), None, None];
+        for want in desires {
+            let f = Facts {
+                want: want.map(|u| (u, &ok)),
+                evicted: None,
+                running,
+                on_disk: &[],
+            };
+            match next_step(&f) {
+                Next::TearDown => running = None,
+                Next::Run { create: true } => {
+                    created.push(want.unwrap_or_default());
+                    running = want;
+                }
+                Next::Run { create: false } | Next::Idle => {}
+                other => panic!("unexpected step {other:?}"),
+            }
+        }
+        assert_eq!(created, vec!["c"]);
+        assert_eq!(running, None);
+    }
 
     /// Each failure keeps kubelet's reason, which the string matching it replaced lost for the
     /// CPU manager's own errors (they were reported as FailedCreatePodSandBox).
