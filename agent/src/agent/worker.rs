@@ -630,100 +630,53 @@ impl Worker {
         }
     }
 
+    /// Start attempt `attempt` of container `c`: the image, the container's spec with its
+    /// devices, its cgroups, then the supervisor's start. A step that fails leaves the
+    /// container waiting with kubelet's reason and a Warning event, and it is tried again.
     async fn start_container(
         &mut self,
         r: &mut Running,
         c: &k8s_openapi::api::core::v1::Container,
         attempt: u32,
     ) -> Event {
-        let retry = |reason: &str, message: String| Event::Blocked {
-            reason: reason.to_string(),
-            message,
-            retry_at_ns: now_ns() + 5_000_000_000,
-        };
-        let image_ref = c.image.clone().unwrap_or_default();
-        let image = match self.ctx.store.resolve(&image_ref) {
-            Ok(Some(i)) => i,
-            Ok(None) => {
-                let never = c.image_pull_policy.as_deref() == Some("Never");
-                let (reason, msg) = if never {
-                    ("ErrImageNeverPull", format!("Container image {image_ref:?} is not present with pull policy of Never"))
-                } else {
-                    ("ErrImagePull", format!("Container image {image_ref:?} is not present and pulling images is not supported yet; import it with `tidelet image import`"))
-                };
-                self.events.push(true, reason, msg.clone(), now_ns());
-                return retry(reason, msg);
-            }
-            Err(e) => {
+        let prepared = match self.prepare_start(r, c, attempt).await {
+            Ok(p) => p,
+            Err(f) => {
                 self.events
-                    .push(true, "InspectFailed", e.to_string(), now_ns());
-                return retry("InspectFailed", e.to_string());
+                    .push(true, f.event_reason(), f.message.clone(), now_ns());
+                return f.blocked(now_ns());
             }
         };
-        if c.image_pull_policy.as_deref() == Some("Always") {
-            self.events.push(false, "Pulled", format!("image {image_ref:?} is used from the local store (pulls are not supported yet)"), now_ns());
-        }
-        let mut spec: ContainerSpec =
-            match prepare::container_spec(&self.inputs(r), c, &image, attempt) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.events
-                        .push(true, "Failed", e.message.clone(), now_ns());
-                    return retry(e.reason, e.message);
-                }
-            };
-        // What the device plugins (and CDI) said this container gets.
+        self.launch(r, c, attempt, prepared).await
+    }
+
+    /// Everything before the supervisor is asked to start the container.
+    async fn prepare_start(
+        &mut self,
+        r: &mut Running,
+        c: &k8s_openapi::api::core::v1::Container,
+        attempt: u32,
+    ) -> Result<Prepared, StartFailure> {
+        let image = self.container_image(c)?;
+        let mut spec = prepare::container_spec(&self.inputs(r), c, &image, attempt)
+            .map_err(|e| StartFailure::new(e.reason, e.message))?;
         let t_devices = std::time::Instant::now();
-        let edits = match crate::devices::container_edits(&self.ctx.devices, &r.plan.uid, &c.name) {
-            Ok(e) => e,
-            Err(msg) => {
-                self.events.push(true, "Failed", msg.clone(), now_ns());
-                return retry("CreateContainerConfigError", msg);
-            }
-        };
-        let rules = match crate::devices::cgroup_rules(&edits) {
-            Ok(r) => r,
-            Err(msg) => {
-                self.events.push(true, "Failed", msg.clone(), now_ns());
-                return retry("CreateContainerConfigError", msg);
-            }
-        };
-        crate::devices::apply_edits(&mut spec, edits);
-        // A privileged container gets the host's devices, as containerd gives them: every
-        // node of /dev in its own /dev, and no device rule.
-        let rules = if spec.security.privileged {
-            let given: std::collections::BTreeSet<String> = spec
-                .devices
-                .iter()
-                .map(|d| d.container_path.clone())
-                .collect();
-            let host = crate::security::host_devices(std::path::Path::new("/dev"));
-            spec.devices.extend(
-                host.into_iter()
-                    .filter(|d| !given.contains(&d.container_path)),
-            );
-            crate::cgroups::devices::allow_all()
-        } else {
-            rules
-        };
+        let rules = self.device_edits(r, c, &mut spec)?;
         let edits_took = t_devices.elapsed();
         let cg = prepare::container_cgroup(&r.plan, &c.name);
-        if let Err(e) = self
-            .ctx
+        self.ctx
             .cgroups
             .apply(&cg, &crate::qos::container_resources(c))
-        {
-            return retry("CreateContainerError", e.to_string());
-        }
+            .map_err(|e| StartFailure::new(CREATE_CONTAINER_ERROR, e))?;
         // Timed apart from `apply` above, which every container pays, device or not.
         let t_rules = std::time::Instant::now();
-        if let Err(e) = self.set_devices(&cg, &rules) {
-            return retry("CreateContainerError", e.to_string());
-        }
-        if let Err(msg) = self.ctx.devices.pre_start(&r.plan.uid, &c.name).await {
-            self.events.push(true, "Failed", msg.clone(), now_ns());
-            return retry("RunContainerError", msg);
-        }
+        self.set_devices(&cg, &rules)
+            .map_err(|e| StartFailure::new(CREATE_CONTAINER_ERROR, e))?;
+        self.ctx
+            .devices
+            .pre_start(&r.plan.uid, &c.name)
+            .await
+            .map_err(|m| StartFailure::new("RunContainerError", m))?;
         if !spec.devices.is_empty() {
             // Edits, cgroup rules and PreStartContainer: the container's share of the device
             // set-up (the nodes themselves are made in the container's /dev by the supervisor).
@@ -731,13 +684,78 @@ impl Worker {
             tracing::info!(pod = %self.key, container = %c.name, devices = spec.devices.len(), elapsed_us = took.as_micros() as u64, "container devices set up");
         }
         if let Some(cpu) = &self.ctx.cpu {
-            if let Err(e) = cpu.apply(&r.plan.uid, &c.name) {
-                return retry("CreateContainerError", e.to_string());
+            cpu.apply(&r.plan.uid, &c.name)
+                .map_err(|e| StartFailure::new(CREATE_CONTAINER_ERROR, e))?;
+        }
+        prepare::make_container_dirs(&spec)
+            .map_err(|e| StartFailure::new(CREATE_CONTAINER_ERROR, e))?;
+        Ok(Prepared { spec, image })
+    }
+
+    /// The container's image from the local store (pulls come with a later issue), with
+    /// kubelet's reasons when it is not there.
+    fn container_image(
+        &mut self,
+        c: &k8s_openapi::api::core::v1::Container,
+    ) -> Result<tidelet_images::ResolvedImage, StartFailure> {
+        let image_ref = c.image.clone().unwrap_or_default();
+        match self.ctx.store.resolve(&image_ref) {
+            Ok(Some(i)) => {
+                if c.image_pull_policy.as_deref() == Some("Always") {
+                    self.events.push(false, "Pulled", format!("image {image_ref:?} is used from the local store (pulls are not supported yet)"), now_ns());
+                }
+                Ok(i)
             }
+            Ok(None) if c.image_pull_policy.as_deref() == Some("Never") => Err(StartFailure::image(
+                "ErrImageNeverPull",
+                format!("Container image {image_ref:?} is not present with pull policy of Never"),
+            )),
+            Ok(None) => Err(StartFailure::image(
+                "ErrImagePull",
+                format!("Container image {image_ref:?} is not present and pulling images is not supported yet; import it with `tidelet image import`"),
+            )),
+            Err(e) => Err(StartFailure::image("InspectFailed", e.to_string())),
         }
-        if let Err(e) = prepare::make_container_dirs(&spec) {
-            return retry("CreateContainerError", e.to_string());
+    }
+
+    /// What the device plugins (and CDI) said this container gets, applied to its spec; the
+    /// container's device cgroup rules. A privileged container gets the host's devices, as
+    /// containerd gives them: every node of /dev in its own /dev, and no device rule.
+    fn device_edits(
+        &self,
+        r: &Running,
+        c: &k8s_openapi::api::core::v1::Container,
+        spec: &mut ContainerSpec,
+    ) -> Result<Vec<crate::cgroups::devices::DeviceRule>, StartFailure> {
+        let config_error = |m| StartFailure::new(CREATE_CONTAINER_CONFIG_ERROR, m);
+        let edits = crate::devices::container_edits(&self.ctx.devices, &r.plan.uid, &c.name)
+            .map_err(config_error)?;
+        let rules = crate::devices::cgroup_rules(&edits).map_err(config_error)?;
+        crate::devices::apply_edits(spec, edits);
+        if !spec.security.privileged {
+            return Ok(rules);
         }
+        let given: std::collections::BTreeSet<String> = spec
+            .devices
+            .iter()
+            .map(|d| d.container_path.clone())
+            .collect();
+        let host = crate::security::host_devices(std::path::Path::new("/dev"));
+        spec.devices.extend(
+            host.into_iter()
+                .filter(|d| !given.contains(&d.container_path)),
+        );
+        Ok(crate::cgroups::devices::allow_all())
+    }
+
+    /// Ask the supervisor to start the prepared container, and record what it says.
+    async fn launch(
+        &mut self,
+        r: &mut Running,
+        c: &k8s_openapi::api::core::v1::Container,
+        attempt: u32,
+        Prepared { spec, image }: Prepared,
+    ) -> Event {
         if let Some(m) = r.rec.containers.get_mut(&c.name) {
             m.image_id = image.id.clone();
         }
@@ -749,55 +767,56 @@ impl Worker {
                 tracing::warn!(image = %image_id, error = %e, "cannot record the image's last use");
             }
         });
-        match r.client.start(spec.clone()).await {
-            Ok(record) => {
-                if let ContainerState::Running { pid, .. } = record.state {
-                    self.events.push(
-                        false,
-                        "Started",
-                        format!("Started container {} (pid {pid})", c.name),
-                        now_ns(),
-                    );
-                    tracing::info!(pod = %self.key, container = %c.name, pid, attempt, "container started");
-                }
-                let pid = match record.state {
-                    ContainerState::Running { pid, .. } => Some(pid),
-                    _ => None,
-                };
-                r.rec.info.insert(
-                    c.name.clone(),
-                    ContainerInfo {
-                        name: c.name.clone(),
-                        pid,
-                        env: spec.env.clone(),
-                        cwd: spec.cwd.clone(),
-                        uid: spec.uid,
-                        gid: spec.gid,
-                        cgroup_procs: spec.cgroup_procs.clone(),
-                        log_path: Some(spec.log_path.clone()),
-                        security: Some(crate::security::SecurityView::of(
-                            &spec.security,
-                            spec.readonly_rootfs,
-                            spec.userns
-                                .map(|r| r.describe())
-                                .unwrap_or_else(|| "host".into()),
-                        )),
-                        confinement: Some(spec.security.clone()),
-                    },
-                );
-                if let ContainerState::Exited { message, .. } = &record.state {
-                    self.events
-                        .push(true, "Failed", format!("Error: {message}"), now_ns());
-                }
-                r.seq = seen_after_start(r.seq, record.seq);
-                record_event(&record, &r.plan.uid)
-                    .unwrap_or_else(|| retry("RunContainerError", "no state".into()))
-            }
+        let record = match r.client.start(spec.clone()).await {
+            Ok(record) => record,
             Err(e) => {
-                self.events.push(true, "Failed", e.to_string(), now_ns());
-                retry("RunContainerError", e.to_string())
+                let f = StartFailure::new("RunContainerError", e);
+                self.events
+                    .push(true, f.event_reason(), f.message.clone(), now_ns());
+                return f.blocked(now_ns());
             }
+        };
+        let pid = match record.state {
+            ContainerState::Running { pid, .. } => Some(pid),
+            _ => None,
+        };
+        if let Some(pid) = pid {
+            self.events.push(
+                false,
+                "Started",
+                format!("Started container {} (pid {pid})", c.name),
+                now_ns(),
+            );
+            tracing::info!(pod = %self.key, container = %c.name, pid, attempt, "container started");
         }
+        r.rec.info.insert(
+            c.name.clone(),
+            ContainerInfo {
+                name: c.name.clone(),
+                pid,
+                env: spec.env.clone(),
+                cwd: spec.cwd.clone(),
+                uid: spec.uid,
+                gid: spec.gid,
+                cgroup_procs: spec.cgroup_procs.clone(),
+                log_path: Some(spec.log_path.clone()),
+                security: Some(crate::security::SecurityView::of(
+                    &spec.security,
+                    spec.readonly_rootfs,
+                    spec.userns
+                        .map(|r| r.describe())
+                        .unwrap_or_else(|| "host".into()),
+                )),
+                confinement: Some(spec.security.clone()),
+            },
+        );
+        if let ContainerState::Exited { message, .. } = &record.state {
+            self.events
+                .push(true, "Failed", format!("Error: {message}"), now_ns());
+        }
+        r.seq = seen_after_start(r.seq, record.seq);
+        record_event(&record, &r.plan.uid)
+            .unwrap_or_else(|| StartFailure::new("RunContainerError", "no state").blocked(now_ns()))
     }
 
     fn facts(&self, r: Option<&Running>, rec_pod: &Pod) -> PodFacts {
@@ -891,6 +910,64 @@ impl Worker {
 
 /// The pod's failure reason for a `create` error: admission errors (the CPU manager's
 /// `UnexpectedAdmissionError: ...`) keep kubelet's reason, the rest are sandbox failures.
+const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+/// How long a container whose start failed waits before the next try.
+const START_RETRY_NS: i64 = 5_000_000_000;
+
+/// A container's image and spec, ready for the supervisor.
+struct Prepared {
+    spec: ContainerSpec,
+    image: tidelet_images::ResolvedImage,
+}
+
+/// Why a container could not be started, as kubelet reports it: the container's waiting
+/// reason (`ErrImagePull`, `ErrImageNeverPull`, `InspectFailed`, `CreateContainerConfigError`,
+/// `CreateContainerError`, `RunContainerError`) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StartFailure {
+    reason: String,
+    message: String,
+    /// The image failures' events carry their own reason; the others are `Failed`, as
+    /// kubelet's are.
+    image: bool,
+}
+
+impl StartFailure {
+    fn new(reason: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        StartFailure {
+            reason: reason.into(),
+            message: message.to_string(),
+            image: false,
+        }
+    }
+
+    fn image(reason: &str, message: String) -> Self {
+        StartFailure {
+            reason: reason.into(),
+            message,
+            image: true,
+        }
+    }
+
+    fn event_reason(&self) -> &str {
+        if self.image {
+            &self.reason
+        } else {
+            "Failed"
+        }
+    }
+
+    /// The lifecycle's event: waiting with this reason, tried again in 5 s.
+    fn blocked(self, now_ns: i64) -> Event {
+        Event::Blocked {
+            reason: self.reason,
+            message: self.message,
+            retry_at_ns: now_ns + START_RETRY_NS,
+        }
+    }
+}
+
 /// Why a pod's sandbox could not be created, as kubelet reports it: its reason
 /// (`UnexpectedAdmissionError`, `OutOf<resource>`, `SysctlForbidden`, `CPUManagerError`, else
 /// `FailedCreatePodSandBox`) and a message that starts with that reason, as kubelet's events do.
@@ -1194,6 +1271,59 @@ mod tests {
         }
         assert_eq!(created, vec!["c"]);
         assert_eq!(running, None);
+    }
+
+    /// A start that fails leaves the container waiting with kubelet's reason; image failures
+    /// are their own events' reasons, the rest are `Failed` events, as kubelet's are.
+    #[test]
+    fn start_failures_wait_with_kubelets_reasons() {
+        let rows = [
+            (
+                StartFailure::image("ErrImagePull", "m".into()),
+                "ErrImagePull",
+                "ErrImagePull",
+            ),
+            (
+                StartFailure::image("ErrImageNeverPull", "m".into()),
+                "ErrImageNeverPull",
+                "ErrImageNeverPull",
+            ),
+            (
+                StartFailure::image("InspectFailed", "m".into()),
+                "InspectFailed",
+                "InspectFailed",
+            ),
+            (
+                StartFailure::new(CREATE_CONTAINER_CONFIG_ERROR, "m"),
+                "CreateContainerConfigError",
+                "Failed",
+            ),
+            (
+                StartFailure::new(CREATE_CONTAINER_ERROR, "m"),
+                "CreateContainerError",
+                "Failed",
+            ),
+            (
+                StartFailure::new("RunContainerError", "m"),
+                "RunContainerError",
+                "Failed",
+            ),
+        ];
+        for (f, waiting, event) in rows {
+            assert_eq!(f.event_reason(), event, "{f:?}");
+            match f.blocked(1_000) {
+                Event::Blocked {
+                    reason,
+                    message,
+                    retry_at_ns,
+                } => {
+                    assert_eq!(reason, waiting);
+                    assert_eq!(message, "m");
+                    assert_eq!(retry_at_ns, 1_000 + START_RETRY_NS);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// Each failure keeps kubelet's reason, which the string matching it replaced lost for the
