@@ -59,7 +59,7 @@ async fn reporting_agent(
             .publish(&format!("default/{name}"), view(&name, 1));
     }
     let (link, mut rx) = session::start(&config(broker, extra), NODE).unwrap();
-    reporter::spawn_with(agent.clone(), link.clone());
+    reporter::spawn(agent.clone(), link.clone());
     until_synced(&mut rx).await;
     (agent, link, rx)
 }

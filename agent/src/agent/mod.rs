@@ -6,6 +6,7 @@
 
 pub mod prepare;
 pub mod remote;
+mod status_source;
 
 pub mod worker;
 

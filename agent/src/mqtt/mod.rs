@@ -4,8 +4,9 @@
 //!
 //! `config` and `tls` are shared by the agent's session and by `tidelet fleet` (the
 //! operator's side); `topics` is the topic tree both sides agree on (docs/mqtt.md).
-//! The agent's side: `session` (the connection task and the `Link` the agent holds),
-//! `outbox` (what is still to be sent, bounded and coalesced), `backoff` (reconnect
+//! The agent's side: `state` (the session's protocol state, pure: inputs in, effects out),
+//! `session` (the thin loop executing those effects with rumqttc, and the `Link` the agent
+//! holds), `outbox` (what is still to be sent, bounded and coalesced), `backoff` (reconnect
 //! delays), `payload` (the Kubernetes-shaped JSON) and `reporter` (the agent's state ->
 //! the link, on every change).
 
@@ -15,6 +16,7 @@ pub mod outbox;
 pub mod payload;
 pub mod reporter;
 pub mod session;
+pub mod state;
 pub mod tls;
 pub mod topics;
 

@@ -1,7 +1,7 @@
 //! The reporter: turns the agent's published state (the node object, every pod's view, the
 //! node's and pods' event rings) into the session's retained objects and events. It wakes on
 //! `Shared::changes()`, waits a few milliseconds so a burst of changes becomes one snapshot,
-//! and only reads the `Ctx`: it never blocks the agent. What changed is decided by a pure
+//! and only reads a [`StatusSource`] (the agent's `Ctx`): it never blocks the agent. What changed is decided by a pure
 //! [`Reporter::step`]; the outbox drops payloads equal to what the broker already holds.
 
 use std::collections::BTreeSet;
@@ -83,7 +83,8 @@ fn apply(link: &Link, r: Report) {
     }
 }
 
-/// What the reporter reads: the agent's `Ctx`, or a fake in tests.
+/// What the reporter reads. The mqtt layer owns this trait and the agent implements it
+/// (`agent/status_source.rs`), so the reporter depends on nothing above it; tests pass a fake.
 pub trait StatusSource: Send + Sync + 'static {
     fn node_name(&self) -> String;
     /// The node as a Kubernetes object (volatile fields are made stable by the payload).
@@ -93,28 +94,10 @@ pub trait StatusSource: Send + Sync + 'static {
     fn node_events(&self) -> Events;
 }
 
-impl StatusSource for crate::agent::Ctx {
-    fn node_name(&self) -> String {
-        self.node.name.clone()
-    }
-    fn node_object(&self) -> Node {
-        crate::agent::Ctx::node_object(self)
-    }
-    fn shared(&self) -> &crate::pod::view::Shared {
-        &self.shared
-    }
-    fn node_events(&self) -> Events {
-        crate::agent::Ctx::node_events(self)
-    }
-}
-
-/// Reports `ctx`'s state through `link` on every change, until the agent's `Shared` is gone.
-pub fn spawn(ctx: Arc<crate::agent::Ctx>, link: Link) -> tokio::task::JoinHandle<()> {
-    spawn_with(ctx, link)
-}
-
-/// [`spawn`] for any [`StatusSource`].
-pub fn spawn_with<S: StatusSource>(src: Arc<S>, link: Link) -> tokio::task::JoinHandle<()> {
+/// Reports `src`'s state through `link` on every change, until its `Shared` is gone.
+/// Generic (and `?Sized`) so that the agent passes its `Arc<Ctx>` and a test its fake, or
+/// either as an `Arc<dyn StatusSource>`.
+pub fn spawn<S: StatusSource + ?Sized>(src: Arc<S>, link: Link) -> tokio::task::JoinHandle<()> {
     let mut changes = src.shared().changes();
     tokio::spawn(async move {
         let mut rep = Reporter::default();

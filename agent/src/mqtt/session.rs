@@ -1,19 +1,15 @@
-//! The agent's MQTT connection: one task drives rumqttc's event loop (never cancelled
-//! mid-poll, so no packet is half-written), reconnecting with [`super::backoff`] after any
-//! error; the [`Link`] the agent holds feeds the [`Outbox`] and publishes straight from it
-//! while connected, under one lock, so publish requests and the event loop's
-//! `Outgoing::Publish(pkid)` notifications pair up in order and every PUBACK finds its
-//! object.
+//! The agent's MQTT connection: the thin loop around the pure [`SessionState`]
+//! (`state.rs`). One task drives rumqttc's event loop (never cancelled mid-poll, so no packet
+//! is half-written), reconnecting with [`super::backoff`] after any error; every rumqttc event
+//! and every call of the agent's [`Link`] becomes one [`Input`], and the [`Effect`]s it
+//! returns are executed here with rumqttc's client, under the state's lock, so publish
+//! requests reach rumqttc in the order the state queued them for packet-id pairing.
 //!
-//! On each CONNACK: `online` is set, the node subscribes to its desired pods, its own pod
-//! topics and `sync`, and publishes a nonce to `sync`. Retained messages come before the
-//! nonce; when it arrives the desired keys go down as [`Down::Synced`], retained pod topics
-//! the agent does not hold are cleared (a pod deleted while offline leaves nothing stale),
-//! and the pod and sync topics are unsubscribed so the agent's own updates are not echoed.
-//! rumqttc's replay of un-acked publishes is discarded after each error: the outbox sends
-//! the current truth instead. Timers use monotonic time only.
+//! What the protocol does (the sync and held sweeps, collisions, the outbox) is described in
+//! `state.rs` and docs/mqtt.md; this file holds the I/O only: the client, the event loop, the
+//! timers (sync timeout, lease), the nonce, the back-off and the operator's error messages.
+//! Timers use monotonic time only.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,66 +20,27 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use super::backoff::{Backoff, Policy, XorShift};
-use super::outbox::{Outbox, Token};
+use super::state::{Effect, Input, SessionState, Settings};
 use super::tls::TlsError;
 use super::{payload, topics, MqttConfig};
+
+pub use super::state::{Down, SYNC_TIMEOUT};
 
 /// Messages in flight at once (a burst never floods rumqttc's request channel).
 pub const MAX_INFLIGHT: usize = 32;
 /// Capacity of the channel of [`Down`] messages.
 pub const DOWN_CAPACITY: usize = 64;
-/// How long the sync marker may take before the sweep is skipped.
-pub const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Incoming packets are accepted up to this many times `maxPacketSize` (capped at MQTT's
 /// 256 MiB); beyond it rumqttc fails the connection and the session reconnects with back-off.
 pub const INCOMING_FACTOR: usize = 4;
 /// rumqttc's request channel: the in-flight publishes plus subscriptions and the marker.
 const REQUEST_CAPACITY: usize = MAX_INFLIGHT * 2 + 16;
 
-/// What comes down from the control plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Down {
-    /// A desired pod's payload (a manifest; empty = remove), live or retained.
-    Desired {
-        namespace: String,
-        name: String,
-        payload: Vec<u8>,
-    },
-    /// After each (re)subscription: the keys of every retained desired pod the broker holds
-    /// for this node (for RemoteSource::sweep).
-    Synced { present: BTreeSet<String> },
-}
-
-/// The sweep after a subscription, until the marker comes back.
-#[derive(Debug)]
-struct Sync {
-    nonce: String,
-    desired: BTreeSet<String>,
-    pods: BTreeSet<String>,
-}
-
-struct State {
-    outbox: Outbox,
-    connected: bool,
-    /// Publish requests handed to rumqttc, awaiting their `Outgoing::Publish(pkid)`;
-    /// `None` for those the outbox does not track (the marker).
-    requested: VecDeque<Option<Token>>,
-    /// The request rumqttc holds back on a packet-id collision.
-    collided: Option<Option<Token>>,
-    /// Awaiting their PUBACK.
-    pkids: HashMap<u16, Token>,
-    sync: Option<Sync>,
-    /// `Some` while the agent is still adopting its pods: stale pod topics found by a sync
-    /// wait here instead of being cleared (see [`StartOptions::hold_sweep`]).
-    held: Option<BTreeSet<String>>,
-}
-
 struct Inner {
     client: AsyncClient,
-    prefix: String,
-    node: String,
+    state: Mutex<SessionState>,
+    /// `mqtt.maxPacketSize` (for the operator's messages).
     max_packet: usize,
-    state: Mutex<State>,
     /// Monotonic milliseconds since `epoch` of the last `alive()`.
     alive_ms: AtomicU64,
     epoch: Instant,
@@ -105,35 +62,82 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn topic(&self, suffix: &str) -> String {
-        format!("{}{suffix}", self.prefix)
+    /// Feeds `input` to the state and executes its effects under the state's lock. Returns
+    /// what goes down to the agent (sent by the caller, outside the lock). `eventloop` is the
+    /// run loop's, for the effects on it; only its inputs (link down, CONNACK) produce those.
+    fn step(self: &Arc<Self>, input: Input, eventloop: Option<&mut EventLoop>) -> Vec<Down> {
+        let mut st = lock(&self.state);
+        let effects = st.step(input);
+        self.execute(&mut st, effects, eventloop)
     }
 
-    /// Publish from the outbox while connected and under the in-flight cap.
-    fn pump(&self, st: &mut State) {
-        if !st.connected {
-            return;
-        }
-        while let Some(m) = st.outbox.next_message() {
-            let topic = self.topic(&m.suffix);
-            match self
-                .client
-                .try_publish(topic.clone(), QoS::AtLeastOnce, m.retain, m.payload)
-            {
-                Ok(()) => st.requested.push_back(Some(m.token)),
-                // Cannot happen with the channel sized above the in-flight cap; the object
-                // stays in flight and is sent again after the next reconnect.
-                Err(e) => {
-                    tracing::error!(topic = %topic, error = %e, "MQTT request channel refused a publish");
-                    break;
+    fn execute(
+        self: &Arc<Self>,
+        st: &mut SessionState,
+        effects: Vec<Effect>,
+        mut eventloop: Option<&mut EventLoop>,
+    ) -> Vec<Down> {
+        let mut downs = Vec::new();
+        for e in effects {
+            match e {
+                Effect::Publish {
+                    topic,
+                    payload,
+                    retain,
+                    token,
+                } => {
+                    if let Err(e) =
+                        self.client
+                            .try_publish(topic.clone(), QoS::AtLeastOnce, retain, payload)
+                    {
+                        // Cannot happen with the channel sized above the in-flight cap; an
+                        // object stays in flight and is sent again after the next reconnect.
+                        tracing::error!(topic = %topic, error = %e, "MQTT request channel refused a publish");
+                        st.step(Input::Refused { token });
+                    }
+                }
+                Effect::Subscribe(filters) => {
+                    let filters = filters
+                        .into_iter()
+                        .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
+                    if let Err(e) = self.client.try_subscribe_many(filters) {
+                        tracing::error!(error = %e, "MQTT subscribe request refused");
+                    }
+                }
+                Effect::Unsubscribe(t) => {
+                    if let Err(e) = self.client.try_unsubscribe(t) {
+                        tracing::error!(error = %e, "MQTT unsubscribe request refused");
+                    }
+                }
+                Effect::SyncTimer { nonce } => {
+                    let weak = Arc::downgrade(self);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(SYNC_TIMEOUT).await;
+                        if let Some(inner) = weak.upgrade() {
+                            inner.step(Input::SyncTimeout { nonce }, None);
+                        }
+                    });
+                }
+                Effect::Down(d) => downs.push(d),
+                Effect::Progress => self.progress.send_modify(|n| *n += 1),
+                Effect::DiscardReplay => {
+                    if let Some(el) = eventloop.as_deref_mut() {
+                        // rumqttc keeps un-acked publishes (and requests still in its
+                        // channel) to replay them: the outbox sends the current truth instead.
+                        el.clean();
+                        el.pending.clear();
+                        el.state.collision = None;
+                        el.state.events.clear();
+                    }
+                }
+                Effect::CleanSession(clean) => {
+                    if let Some(el) = eventloop.as_deref_mut() {
+                        el.mqtt_options.set_clean_session(clean);
+                    }
                 }
             }
         }
-    }
-
-    fn fits(&self, suffix: &str, len: usize) -> bool {
-        // Fixed header (<= 5), topic length (2), packet id (2).
-        self.prefix.len() + suffix.len() + len + 9 <= self.max_packet
+        downs
     }
 }
 
@@ -151,37 +155,17 @@ impl Link {
     }
 
     fn retained(&self, suffix: &str, payload: Option<Vec<u8>>, again: bool) {
-        let len = payload.as_ref().map_or(0, Vec::len);
-        if !self.inner.fits(suffix, len) {
-            tracing::error!(
-                topic = %self.inner.topic(suffix),
-                bytes = len,
-                max_packet_size = self.inner.max_packet,
-                "status payload larger than mqtt.maxPacketSize: not published"
-            );
-            return;
-        }
-        let mut st = lock(&self.inner.state);
-        if again {
-            st.outbox.set_retained_again(suffix, payload);
-        } else {
-            st.outbox.set_retained(suffix, payload);
-        }
-        self.inner.pump(&mut st);
+        let input = Input::SetRetained {
+            suffix: suffix.to_string(),
+            payload,
+            again,
+        };
+        self.inner.step(input, None);
     }
 
     /// One event for `P events` (kept in the bounded ring while offline).
     pub fn event(&self, payload: Vec<u8>) {
-        if !self.inner.fits(topics::EVENTS, payload.len()) {
-            tracing::error!(
-                bytes = payload.len(),
-                "event larger than mqtt.maxPacketSize: not published"
-            );
-            return;
-        }
-        let mut st = lock(&self.inner.state);
-        st.outbox.event(payload);
-        self.inner.pump(&mut st);
+        self.inner.step(Input::Event(payload), None);
     }
 
     /// The agent's main loop calls this on every iteration; the lease is renewed only
@@ -192,24 +176,18 @@ impl Link {
     }
 
     pub fn connected(&self) -> bool {
-        lock(&self.inner.state).connected
+        lock(&self.inner.state).connected()
     }
 
     /// Whether everything set so far has been acknowledged by the broker.
     pub fn idle(&self) -> bool {
-        let st = lock(&self.inner.state);
-        st.connected && st.outbox.idle()
+        lock(&self.inner.state).idle()
     }
 
     /// Every pod the agent runs has been handed to the link: clear the stale pod topics the
     /// syncs found meanwhile (those still without a live pod).
     pub fn pods_ready(&self) {
-        let mut st = lock(&self.inner.state);
-        if let Some(seen) = st.held.take() {
-            let n = sweep(&mut st, &seen);
-            tracing::info!(stale_pods_cleared = n, "pods ready: held sweep done");
-            self.inner.pump(&mut st);
-        }
+        self.inner.step(Input::PodsReady, None);
     }
 
     /// Publish online=false (retained) and disconnect, waiting at most `timeout`.
@@ -223,7 +201,7 @@ impl Link {
         loop {
             {
                 let st = lock(&inner.state);
-                if !st.connected || st.outbox.delivered(topics::ONLINE, &offline) {
+                if !st.connected() || st.delivered(topics::ONLINE, &offline) {
                     break;
                 }
             }
@@ -359,25 +337,23 @@ pub fn start_with(
     let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
     let node = node_name.to_string();
     let dropped_node = node.clone();
-    let outbox = Outbox::new(
-        cfg.event_buffer,
-        MAX_INFLIGHT,
+    let settings = Settings {
+        prefix: cfg.topic_prefix.clone(),
+        node,
+        max_packet: cfg.max_packet_size,
+        lease_period: cfg.lease_period,
+        event_buffer: cfg.event_buffer,
+        max_inflight: MAX_INFLIGHT,
+        hold_sweep,
+    };
+    let state = SessionState::new(
+        settings,
         Box::new(move |n| payload::events_dropped(&dropped_node, n, crate::clock::now_ns())),
     );
     let inner = Arc::new(Inner {
         client,
-        prefix: cfg.topic_prefix.clone(),
-        node,
+        state: Mutex::new(state),
         max_packet: cfg.max_packet_size,
-        state: Mutex::new(State {
-            outbox,
-            connected: false,
-            requested: VecDeque::new(),
-            collided: None,
-            pkids: HashMap::new(),
-            sync: None,
-            held: hold_sweep.then(BTreeSet::new),
-        }),
         alive_ms: AtomicU64::new(0),
         epoch: Instant::now(),
         stopping: AtomicBool::new(false),
@@ -413,11 +389,11 @@ fn topics_online(prefix: &str) -> String {
     format!("{prefix}{}", topics::ONLINE)
 }
 
-/// Renews the lease every `period` while the agent's loop is alive.
+/// Feeds a lease tick to the state every `period` (the state renews the lease only while
+/// the agent's loop is alive).
 async fn lease(link: Link, period: Duration) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stalled = false;
     loop {
         tick.tick().await;
         let inner = &link.inner;
@@ -426,23 +402,22 @@ async fn lease(link: Link, period: Duration) {
         }
         let now = inner.epoch.elapsed();
         let last = Duration::from_millis(inner.alive_ms.load(Ordering::Relaxed));
-        if now.saturating_sub(last) <= period * 2 {
-            if stalled {
-                tracing::info!("agent loop alive again: lease renewal resumes");
-                stalled = false;
-            }
-            link.set_retained(
-                topics::LEASE,
-                Some(payload::lease(&inner.node, period, crate::clock::now_ns())),
-            );
-        } else if !stalled {
-            stalled = true;
-            tracing::warn!(
-                since_secs = now.saturating_sub(last).as_secs(),
-                "agent loop not alive: lease no longer renewed"
-            );
-        }
+        let input = Input::LeaseTick {
+            since_alive: now.saturating_sub(last),
+            now_ns: crate::clock::now_ns(),
+        };
+        inner.step(input, None);
     }
+}
+
+/// This connection's sync marker: unique across connections and agent restarts.
+fn nonce(inner: &Inner) -> String {
+    let n = inner.nonces.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}-{}-{n}",
+        std::process::id(),
+        inner.epoch.elapsed().as_nanos()
+    )
 }
 
 async fn run(
@@ -457,52 +432,36 @@ async fn run(
     let broker = format!("{}:{}", broker.host, broker.port);
     loop {
         let ev = eventloop.poll().await;
-        let mut downs = Vec::new();
-        match ev {
-            Ok(ev) => {
-                if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) {
-                    backoff.connected(inner.epoch.elapsed());
-                    // A clean start (after an oversized message) is needed once only.
-                    eventloop.mqtt_options.set_clean_session(false);
-                    if !last_reason.is_empty() || backoff.failures() == 0 {
-                        tracing::info!(broker = %broker, "MQTT connected");
-                    }
-                    last_reason.clear();
+        let input = match ev {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                backoff.connected(inner.epoch.elapsed());
+                if !last_reason.is_empty() || backoff.failures() == 0 {
+                    tracing::info!(broker = %broker, "MQTT connected");
                 }
-                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
-                    let mut st = lock(&inner.state);
-                    st.connected = false;
-                    inner.progress.send_modify(|n| *n += 1);
-                    return;
+                last_reason.clear();
+                Input::ConnAck {
+                    nonce: nonce(&inner),
                 }
-                handle(&inner, ev, &mut downs);
             }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                inner.step(Input::Disconnected, None);
+                return;
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Input::PublishSent { pkid },
+            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => Input::PublishHeld { pkid },
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => Input::PubAck { pkid: ack.pkid },
+            Ok(Event::Incoming(Incoming::Publish(p))) => Input::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+            },
+            Ok(_) => continue,
             Err(e) => {
-                {
-                    let mut st = lock(&inner.state);
-                    st.connected = false;
-                    st.outbox.disconnected();
-                    st.requested.clear();
-                    st.collided = None;
-                    st.pkids.clear();
-                    st.sync = None;
-                    // rumqttc keeps un-acked publishes (and requests still in its channel)
-                    // to replay them: the outbox sends the current truth instead.
-                    eventloop.clean();
-                    eventloop.pending.clear();
-                    eventloop.state.collision = None;
-                    eventloop.state.events.clear();
-                }
-                inner.progress.send_modify(|n| *n += 1);
+                let oversized = too_large(&e);
+                inner.step(Input::LinkDown { oversized }, Some(&mut eventloop));
                 if inner.stopping.load(Ordering::SeqCst) {
                     return;
                 }
-                if too_large(&e) {
-                    // The broker redelivers an un-acked QoS 1 message on every resumed
-                    // session: start the next one clean so it is discarded. Desired pods are
-                    // retained and come back on the subscription (and the sync sweep catches
-                    // deletions), so nothing the agent needs is lost.
-                    eventloop.mqtt_options.set_clean_session(true);
+                if oversized {
                     tracing::warn!(
                         limit = incoming_limit(inner.max_packet),
                         "an incoming message exceeded the packet limit; the next connection \
@@ -520,183 +479,12 @@ async fn run(
                 tokio::time::sleep(delay).await;
                 continue;
             }
-        }
-        for d in downs {
+        };
+        for d in inner.step(input, Some(&mut eventloop)) {
             // Back-pressure: the agent consumes these promptly; the broker holds the rest.
             if tx.send(d).await.is_err() {
                 break;
             }
-        }
-    }
-}
-
-fn handle(inner: &Arc<Inner>, ev: Event, downs: &mut Vec<Down>) {
-    let mut st = lock(&inner.state);
-    match ev {
-        Event::Incoming(Incoming::ConnAck(_)) => {
-            st.connected = true;
-            st.requested.clear();
-            st.pkids.clear();
-            st.collided = None;
-            st.outbox.connected();
-            let n = inner.nonces.fetch_add(1, Ordering::Relaxed);
-            let nonce = format!(
-                "{}-{}-{n}",
-                std::process::id(),
-                inner.epoch.elapsed().as_nanos()
-            );
-            let p = &inner.prefix;
-            let subs = [
-                format!("{p}{}+/+", topics::DESIRED_PODS),
-                format!("{p}{}+/+", topics::PODS),
-                format!("{p}{}", topics::SYNC),
-            ];
-            let filters = subs
-                .iter()
-                .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-            if let Err(e) = inner.client.try_subscribe_many(filters) {
-                tracing::error!(error = %e, "MQTT subscribe request refused");
-            }
-            match inner.client.try_publish(
-                inner.topic(topics::SYNC),
-                QoS::AtLeastOnce,
-                false,
-                nonce.clone().into_bytes(),
-            ) {
-                Ok(()) => {
-                    st.requested.push_back(None);
-                    st.sync = Some(Sync {
-                        nonce: nonce.clone(),
-                        desired: BTreeSet::new(),
-                        pods: BTreeSet::new(),
-                    });
-                    let weak = Arc::downgrade(inner);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(SYNC_TIMEOUT).await;
-                        if let Some(inner) = weak.upgrade() {
-                            sync_timeout(&inner, &nonce);
-                        }
-                    });
-                }
-                Err(e) => tracing::error!(error = %e, "MQTT sync marker request refused"),
-            }
-            inner.pump(&mut st);
-            drop(st);
-            inner.progress.send_modify(|n| *n += 1);
-        }
-        Event::Outgoing(Outgoing::Publish(pkid)) => {
-            let req = match st.collided.take() {
-                Some(r) => Some(r),
-                None => st.requested.pop_front(),
-            };
-            if let Some(Some(token)) = req {
-                st.pkids.insert(pkid, token);
-            }
-        }
-        Event::Outgoing(Outgoing::AwaitAck(_)) => {
-            // A packet-id collision: rumqttc holds this request and emits its Publish later.
-            st.collided = st.requested.pop_front();
-        }
-        Event::Incoming(Incoming::PubAck(ack)) => {
-            if let Some(token) = st.pkids.remove(&ack.pkid) {
-                st.outbox.ack(token);
-                inner.pump(&mut st);
-                drop(st);
-                inner.progress.send_modify(|n| *n += 1);
-            }
-        }
-        Event::Incoming(Incoming::Publish(p)) => {
-            incoming(inner, &mut st, &p.topic, &p.payload, downs);
-            inner.pump(&mut st);
-        }
-        _ => {}
-    }
-}
-
-fn incoming(inner: &Inner, st: &mut State, topic: &str, body: &[u8], downs: &mut Vec<Down>) {
-    let p = &inner.prefix;
-    if let Some((ns, name)) = topics::key_of(p, topics::DESIRED_PODS, topic) {
-        let key = format!("{ns}/{name}");
-        if let Some(s) = st.sync.as_mut() {
-            if body.is_empty() {
-                s.desired.remove(&key);
-            } else {
-                s.desired.insert(key);
-            }
-        }
-        downs.push(Down::Desired {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-            payload: body.to_vec(),
-        });
-    } else if let Some((ns, name)) = topics::key_of(p, topics::PODS, topic) {
-        if let Some(s) = st.sync.as_mut() {
-            let key = format!("{ns}/{name}");
-            if body.is_empty() {
-                s.pods.remove(&key);
-            } else {
-                s.pods.insert(key);
-            }
-        }
-    } else if topic.strip_prefix(p.as_str()) == Some(topics::SYNC) {
-        let ours = st.sync.as_ref().is_some_and(|s| s.nonce.as_bytes() == body);
-        if !ours {
-            return;
-        }
-        let Some(s) = st.sync.take() else { return };
-        let cleared = match st.held.as_mut() {
-            Some(held) => {
-                held.extend(s.pods.iter().cloned());
-                0
-            }
-            None => sweep(st, &s.pods),
-        };
-        tracing::info!(
-            desired = s.desired.len(),
-            stale_pods_cleared = cleared,
-            sweep_held = st.held.is_some(),
-            "MQTT subscriptions synced"
-        );
-        unsubscribe_sync(inner);
-        downs.push(Down::Synced { present: s.desired });
-    }
-}
-
-/// Clears the retained pod topics among `seen` that the outbox does not hold as live pods.
-fn sweep(st: &mut State, seen: &BTreeSet<String>) -> usize {
-    let mut cleared = 0;
-    for key in seen {
-        let suffix = format!("{}{key}", topics::PODS);
-        if st.outbox.live(&suffix).is_none() {
-            tracing::info!(pod = %key, "clearing a stale retained pod topic");
-            st.outbox.set_retained(&suffix, None);
-            cleared += 1;
-        }
-    }
-    cleared
-}
-
-fn unsubscribe_sync(inner: &Inner) {
-    for t in [
-        format!("{}{}+/+", inner.prefix, topics::PODS),
-        inner.topic(topics::SYNC),
-    ] {
-        if let Err(e) = inner.client.try_unsubscribe(t) {
-            tracing::error!(error = %e, "MQTT unsubscribe request refused");
-        }
-    }
-}
-
-fn sync_timeout(inner: &Inner, nonce: &str) {
-    let mut st = lock(&inner.state);
-    if st.sync.as_ref().is_some_and(|s| s.nonce == nonce) {
-        st.sync = None;
-        tracing::warn!(
-            timeout_secs = SYNC_TIMEOUT.as_secs(),
-            "MQTT sync marker did not come back: skipping the sweep of remote pods and stale topics"
-        );
-        if st.connected {
-            unsubscribe_sync(inner);
         }
     }
 }
