@@ -233,34 +233,172 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ 
     }
 }
 
+/// The agent's directories, and its lock on the root directory: two agents on one root
+/// would adopt and tear down each other's pods.
+fn lock_root(cfg: &Config) -> Result<std::fs::File, AgentError> {
+    for d in [
+        cfg.root_dir.clone(),
+        cfg.pods_dir(),
+        cfg.logs_dir(),
+        cfg.images_dir(),
+        cfg.static_pod_path.clone(),
+    ] {
+        std::fs::create_dir_all(&d).map_err(io(&d))?;
+    }
+    let lock_path = cfg.root_dir.join("tidelet.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        return Err(AgentError::Locked { path: lock_path });
+    }
+    Ok(lock)
+}
+
+/// Where pods' cgroups go. cgroup v2 under systemd: inside the delegated unit when systemd
+/// started tidelet in its leaf (DelegateSubgroup=), else beside the unit (see
+/// cgroups::delegation); the controllers they need are checked there.
+fn pods_cgroup_root(cfg: &Config, cgroups: &dyn Cgroups) -> Result<String, AgentError> {
+    let placement = crate::cgroups::delegation::setup(
+        &cfg.cgroup_mount,
+        cgroups.version(),
+        &cfg.cgroup_root,
+        crate::cgroups::delegation::under_systemd(
+            std::env::var("NOTIFY_SOCKET").ok().as_deref(),
+            std::env::var("INVOCATION_ID").ok().as_deref(),
+        ),
+        std::path::Path::new("/proc/self/cgroup"),
+    )?;
+    Ok(format!("/{}", placement.pods_root))
+}
+
+/// Capacity, the reservations and eviction thresholds, and what is left for pods
+/// (kubelet's node allocatable). A reservation that does not fit names the config file.
+fn allocatable(cfg: &Config, node: &Node) -> Result<NodeResources, AgentError> {
+    let capacity = crate::eviction::allocatable::Resources {
+        cpu_milli: node.cpus as i64 * 1000,
+        memory: node.memory_capacity,
+        pods: cfg.max_pods,
+        ephemeral_storage: node::fs_capacity(&cfg.root_dir),
+    };
+    // kubelet: `reservedSystemCPUs` replaces the cpu of systemReserved and kubeReserved.
+    let (mut system_reserved, mut kube_reserved) = (cfg.system_reserved, cfg.kube_reserved);
+    if let Some(cpus) = &cfg.reserved_system_cpus {
+        system_reserved.cpu_milli = cpus.len() as i64 * 1000;
+        kube_reserved.cpu_milli = 0;
+    }
+    let resources = crate::eviction::allocatable::node_resources(
+        capacity,
+        node::pid_max(std::path::Path::new("/proc/sys/kernel/pid_max")),
+        &system_reserved,
+        &kube_reserved,
+        &cfg.eviction,
+    )
+    .map_err(|e| AgentError::Config {
+        file: cfg
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "configuration".into()),
+        field: e.field,
+        reason: e.reason,
+    })?;
+    tracing::info!(
+        memory_capacity = resources.capacity.memory,
+        memory_allocatable = resources.allocatable.memory,
+        kubepods_memory_limit = resources.pods_memory_limit,
+        cpu_allocatable_milli = resources.allocatable.cpu_milli,
+        "node allocatable"
+    );
+    Ok(resources)
+}
+
+/// kubelet's node allocatable enforcement: `kubepods` gets capacity minus reservations (not
+/// minus the eviction threshold: that gap is where eviction acts first), and its QoS tiers.
+fn enforce_allocatable(
+    cfg: &Config,
+    cgroups: &dyn Cgroups,
+    resources: &NodeResources,
+) -> Result<(), AgentError> {
+    cgroups.apply(
+        &cfg.kubepods_cgroup(),
+        &crate::cgroups::Resources {
+            memory_limit: Some(resources.pods_memory_limit),
+            cpu_shares: Some(crate::qos::milli_cpu_to_shares(resources.pods_cpu_milli)),
+            pids_limit: resources.pods_pids_limit,
+            ..Default::default()
+        },
+    )?;
+    for q in ["burstable", "besteffort"] {
+        cgroups.apply(
+            &format!("{}/{q}", cfg.kubepods_cgroup()),
+            &Default::default(),
+        )?;
+    }
+    Ok(())
+}
+
+/// What the host lacks that pods will miss, said at start so that the cause is in the log
+/// before the first pod fails on it.
+fn warn_about_the_host(node: &Node) {
+    if !node.can_lower_oom_score {
+        tracing::warn!("no CAP_SYS_RESOURCE: negative oom_score_adj values (Guaranteed pods, infra processes) cannot be applied; those processes keep score 0");
+    }
+    // Not an error yet: the first overlay mount makes the kernel load the module.
+    if let Ok(fs) = std::fs::read_to_string("/proc/filesystems") {
+        if !crate::runtime::rootfs::overlay_listed(&fs) {
+            tracing::warn!(
+                "overlay is not in /proc/filesystems yet; if the kernel cannot load it, no container can start: {}",
+                crate::runtime::rootfs::OVERLAY_MISSING
+            );
+        }
+    }
+}
+
+/// The slot through which the device manager reaches the context, which is made after it.
+type CtxSlot = Arc<std::sync::OnceLock<std::sync::Weak<Ctx>>>;
+
+/// The device manager, whose notices (plugin events, changed capacity) become node events
+/// and a status refresh once the context exists.
+fn device_manager(cfg: &Config) -> (Arc<crate::devices::Manager>, CtxSlot) {
+    let slot: CtxSlot = Arc::default();
+    let notify: crate::devices::manager::Notify = {
+        let slot = slot.clone();
+        Arc::new(move |n| {
+            let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) else {
+                return;
+            };
+            if let crate::devices::Notice::Event {
+                warning,
+                reason,
+                message,
+            } = n
+            {
+                ctx.node_event(warning, reason, message);
+            }
+            ctx.shared.touch();
+        })
+    };
+    let devices = crate::devices::Manager::new(cfg.devices.clone(), &cfg.root_dir, notify);
+    (devices, slot)
+}
+
 impl Agent {
+    /// Everything the agent needs before its loop runs, in order: its directories and lock,
+    /// the cgroup hierarchy and where pods go in it, the CPU manager, the node and what it
+    /// can give pods, the device manager, seccomp profiles, user-namespace ranges, MQTT.
     pub fn new(mut cfg: Config) -> Result<Agent, AgentError> {
-        for d in [
-            cfg.root_dir.clone(),
-            cfg.pods_dir(),
-            cfg.logs_dir(),
-            cfg.images_dir(),
-            cfg.static_pod_path.clone(),
-        ] {
-            std::fs::create_dir_all(&d).map_err(io(&d))?;
-        }
-        let lock_path = cfg.root_dir.join("tidelet.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        if unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } != 0
-        {
-            return Err(AgentError::Locked { path: lock_path });
-        }
+        let lock = lock_root(&cfg)?;
         let cgroups: Arc<dyn Cgroups> =
             Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
         // Checked before any cgroup is created: a bad reservation or checkpoint stops the start.
@@ -271,111 +409,17 @@ impl Agent {
             layout::INFRA_CGROUP,
         )?
         .map(Arc::new);
-        // cgroup v2 under systemd: the pods go inside the delegated unit when systemd started
-        // tidelet in its leaf (DelegateSubgroup=), else beside the unit (see
-        // cgroups::delegation); the controllers they need are checked there.
-        let placement = crate::cgroups::delegation::setup(
-            &cfg.cgroup_mount,
-            cgroups.version(),
-            &cfg.cgroup_root,
-            crate::cgroups::delegation::under_systemd(
-                std::env::var("NOTIFY_SOCKET").ok().as_deref(),
-                std::env::var("INVOCATION_ID").ok().as_deref(),
-            ),
-            std::path::Path::new("/proc/self/cgroup"),
-        )?;
-        cfg.cgroup_root = format!("/{}", placement.pods_root);
+        cfg.cgroup_root = pods_cgroup_root(&cfg, &*cgroups)?;
         let node = Node::detect(&cfg.node_name, cfg.node_ip.as_deref());
-        let capacity = crate::eviction::allocatable::Resources {
-            cpu_milli: node.cpus as i64 * 1000,
-            memory: node.memory_capacity,
-            pods: cfg.max_pods,
-            ephemeral_storage: node::fs_capacity(&cfg.root_dir),
-        };
-        // kubelet: `reservedSystemCPUs` replaces the cpu of systemReserved and kubeReserved.
-        let (mut system_reserved, mut kube_reserved) = (cfg.system_reserved, cfg.kube_reserved);
-        if let Some(cpus) = &cfg.reserved_system_cpus {
-            system_reserved.cpu_milli = cpus.len() as i64 * 1000;
-            kube_reserved.cpu_milli = 0;
-        }
-        let resources = crate::eviction::allocatable::node_resources(
-            capacity,
-            node::pid_max(std::path::Path::new("/proc/sys/kernel/pid_max")),
-            &system_reserved,
-            &kube_reserved,
-            &cfg.eviction,
-        )
-        .map_err(|e| AgentError::Config {
-            file: cfg
-                .config_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "configuration".into()),
-            field: e.field,
-            reason: e.reason,
-        })?;
-        tracing::info!(
-            memory_capacity = resources.capacity.memory,
-            memory_allocatable = resources.allocatable.memory,
-            kubepods_memory_limit = resources.pods_memory_limit,
-            cpu_allocatable_milli = resources.allocatable.cpu_milli,
-            "node allocatable"
-        );
-        // kubelet's node allocatable enforcement: `kubepods` gets capacity minus reservations
-        // (not minus the eviction threshold: that gap is where eviction acts first).
-        cgroups.apply(
-            &cfg.kubepods_cgroup(),
-            &crate::cgroups::Resources {
-                memory_limit: Some(resources.pods_memory_limit),
-                cpu_shares: Some(crate::qos::milli_cpu_to_shares(resources.pods_cpu_milli)),
-                pids_limit: resources.pods_pids_limit,
-                ..Default::default()
-            },
-        )?;
-        for q in ["burstable", "besteffort"] {
-            cgroups.apply(
-                &format!("{}/{q}", cfg.kubepods_cgroup()),
-                &Default::default(),
-            )?;
-        }
+        let resources = allocatable(&cfg, &node)?;
+        enforce_allocatable(&cfg, &*cgroups, &resources)?;
         let store = tidelet_images::Store::open(&cfg.images_dir())?;
-        if !node.can_lower_oom_score {
-            tracing::warn!("no CAP_SYS_RESOURCE: negative oom_score_adj values (Guaranteed pods, infra processes) cannot be applied; those processes keep score 0");
-        }
-        // Not an error yet: the first overlay mount makes the kernel load the module. Said
-        // now so that the cause is in the log before the first pod fails on it.
-        if let Ok(fs) = std::fs::read_to_string("/proc/filesystems") {
-            if !crate::runtime::rootfs::overlay_listed(&fs) {
-                tracing::warn!(
-                    "overlay is not in /proc/filesystems yet; if the kernel cannot load it, no container can start: {}",
-                    crate::runtime::rootfs::OVERLAY_MISSING
-                );
-            }
-        }
+        warn_about_the_host(&node);
         let mqtt = cfg.mqtt()?;
         let exe = std::fs::read_link("/proc/self/exe")
             .map_err(io(std::path::Path::new("/proc/self/exe")))?;
         let source = StaticDir::new(&cfg.static_pod_path, &cfg.node_name);
-        // The manager reports to the context, which is made after it.
-        let slot: Arc<std::sync::OnceLock<std::sync::Weak<Ctx>>> = Arc::default();
-        let notify: crate::devices::manager::Notify = {
-            let slot = slot.clone();
-            Arc::new(move |n| {
-                let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) else {
-                    return;
-                };
-                if let crate::devices::Notice::Event {
-                    warning,
-                    reason,
-                    message,
-                } = n
-                {
-                    ctx.node_event(warning, reason, message);
-                }
-                ctx.shared.touch();
-            })
-        };
-        let devices = crate::devices::Manager::new(cfg.devices.clone(), &cfg.root_dir, notify);
+        let (devices, slot) = device_manager(&cfg);
         let profiles = crate::security::profiles::Profiles::new(&cfg.seccomp_root());
         let userns = crate::security::userns::Allocator::open(
             cfg.userns.clone(),
