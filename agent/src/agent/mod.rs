@@ -223,6 +223,8 @@ pub struct Agent {
     /// MQTT (`None`: local-only) and the desired pods it brings.
     mqtt: Option<crate::mqtt::MqttConfig>,
     remote: Option<remote::Remote>,
+    /// The device manager's notices, read by a task of `run`.
+    device_notices: Option<tokio::sync::mpsc::Receiver<crate::devices::Notice>>,
     _lock: std::fs::File,
 }
 
@@ -365,34 +367,6 @@ fn warn_about_the_host(node: &Node) {
     }
 }
 
-/// The slot through which the device manager reaches the context, which is made after it.
-type CtxSlot = Arc<std::sync::OnceLock<std::sync::Weak<Ctx>>>;
-
-/// The device manager, whose notices (plugin events, changed capacity) become node events
-/// and a status refresh once the context exists.
-fn device_manager(cfg: &Config) -> (Arc<crate::devices::Manager>, CtxSlot) {
-    let slot: CtxSlot = Arc::default();
-    let notify: crate::devices::manager::Notify = {
-        let slot = slot.clone();
-        Arc::new(move |n| {
-            let Some(ctx) = slot.get().and_then(std::sync::Weak::upgrade) else {
-                return;
-            };
-            if let crate::devices::Notice::Event {
-                warning,
-                reason,
-                message,
-            } = n
-            {
-                ctx.node_event(warning, reason, message);
-            }
-            ctx.shared.touch();
-        })
-    };
-    let devices = crate::devices::Manager::new(cfg.devices.clone(), &cfg.root_dir, notify);
-    (devices, slot)
-}
-
 impl Agent {
     /// Everything the agent needs before its loop runs, in order: its directories and lock,
     /// the cgroup hierarchy and where pods go in it, the CPU manager, the node and what it
@@ -419,7 +393,8 @@ impl Agent {
         let exe = std::fs::read_link("/proc/self/exe")
             .map_err(io(std::path::Path::new("/proc/self/exe")))?;
         let source = StaticDir::new(&cfg.static_pod_path, &cfg.node_name);
-        let (devices, slot) = device_manager(&cfg);
+        let (notices, device_notices) = crate::devices::Notices::channel();
+        let devices = crate::devices::Manager::new(cfg.devices.clone(), &cfg.root_dir, notices);
         let profiles = crate::security::profiles::Profiles::new(&cfg.seccomp_root());
         let userns = crate::security::userns::Allocator::open(
             cfg.userns.clone(),
@@ -448,7 +423,6 @@ impl Agent {
             cpu,
             devices,
         });
-        let _ = slot.set(Arc::downgrade(&ctx));
         let remote = mqtt.as_ref().map(|m| remote::Remote::open(&ctx, m));
         Ok(Agent {
             ctx,
@@ -461,6 +435,7 @@ impl Agent {
             qos_applied: None,
             mqtt,
             remote,
+            device_notices: Some(device_notices),
             _lock: lock,
         })
     }
@@ -646,6 +621,9 @@ impl Agent {
                 path: dir.clone(),
                 message: e.to_string(),
             })?;
+        if let Some(rx) = self.device_notices.take() {
+            tokio::spawn(device_notices(self.ctx.clone(), rx));
+        }
         if let Err(e) = self.ctx.devices.serve() {
             self.ctx.node_event(
                 true,
@@ -803,6 +781,25 @@ impl Agent {
             self.apply(&set);
             last = set;
         }
+    }
+}
+
+/// The device manager's notices: plugin events become node events; any notice means the
+/// node's capacity or the pods' devices may have changed, so the status is published again.
+async fn device_notices(
+    ctx: Arc<Ctx>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::devices::Notice>,
+) {
+    while let Some(n) = rx.recv().await {
+        if let crate::devices::Notice::Event {
+            warning,
+            reason,
+            message,
+        } = n
+        {
+            ctx.node_event(warning, reason, message);
+        }
+        ctx.shared.touch();
     }
 }
 

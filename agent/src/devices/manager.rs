@@ -68,7 +68,38 @@ pub enum Notice {
     },
 }
 
-pub type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
+/// How many notices may wait for the agent. Plugins register, fail and change in bursts of a
+/// few; a full channel drops the notice (see `Notices::send`).
+pub const NOTICES_CAPACITY: usize = 256;
+
+/// The manager's notices travel as messages on a bounded channel: the manager knows nothing
+/// of who reads them (the agent turns them into node events and a status refresh), and those
+/// raised before the reader exists (a bad checkpoint at start) wait for it.
+#[derive(Clone)]
+pub struct Notices(tokio::sync::mpsc::Sender<Notice>);
+
+impl Notices {
+    pub fn channel() -> (Notices, tokio::sync::mpsc::Receiver<Notice>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(NOTICES_CAPACITY);
+        (Notices(tx), rx)
+    }
+
+    /// Never blocks. A dropped `Changed` loses nothing (the queued notices refresh the status
+    /// anyway); a dropped event is already in the log (`Manager::event`).
+    fn send(&self, n: Notice) {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.0.try_send(n) {
+            Ok(()) | Err(TrySendError::Full(Notice::Changed)) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(Notice::Event { reason, .. })) => {
+                tracing::warn!(
+                    reason,
+                    capacity = NOTICES_CAPACITY,
+                    "device notices full; node event dropped"
+                );
+            }
+        }
+    }
+}
 
 /// Why a pod cannot have its devices: kubelet's reason and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,7 +172,7 @@ pub struct Manager {
     reg: Mutex<Registry>,
     clients: Mutex<BTreeMap<String, (u64, DevicePluginClient<Channel>)>>,
     started: Instant,
-    notify: Notify,
+    notify: Notices,
     /// Wakes the expiry task when a grace period starts.
     expiry: tokio::sync::Notify,
 }
@@ -172,13 +203,13 @@ pub fn extended_requests(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap<
 impl Manager {
     /// A manager with the checkpoint in `state_dir` read back. A checkpoint that cannot be
     /// read is reported (a warning event) and ignored.
-    pub fn new(cfg: DevicesConfig, state_dir: &Path, notify: Notify) -> Arc<Manager> {
+    pub fn new(cfg: DevicesConfig, state_dir: &Path, notify: Notices) -> Arc<Manager> {
         let started = Instant::now();
         let reg = match checkpoint::load(state_dir) {
             Ok(Some(cp)) => match checkpoint::restore(&cp, Duration::ZERO) {
                 Ok(r) => r,
                 Err(e) => {
-                    notify(Notice::Event {
+                    notify.send(Notice::Event {
                         warning: true,
                         reason: "DeviceCheckpointInvalid",
                         message: format!(
@@ -191,7 +222,7 @@ impl Manager {
             },
             Ok(None) => Registry::default(),
             Err(e) => {
-                notify(Notice::Event {
+                notify.send(Notice::Event {
                     warning: true,
                     reason: "DeviceCheckpointInvalid",
                     message: format!("{e}; starting without device allocations"),
@@ -224,7 +255,7 @@ impl Manager {
         } else {
             tracing::info!(reason, %message, "device plugins");
         }
-        (self.notify)(Notice::Event {
+        self.notify.send(Notice::Event {
             warning,
             reason,
             message,
@@ -232,7 +263,7 @@ impl Manager {
     }
 
     fn changed(&self) {
-        (self.notify)(Notice::Changed);
+        self.notify.send(Notice::Changed);
     }
 
     fn save(&self) {
@@ -863,5 +894,37 @@ mod tests {
             extended_requests(&c),
             [("example.com/gpu".to_string(), 2)].into()
         );
+    }
+}
+
+#[cfg(test)]
+mod notices_tests {
+    use super::*;
+
+    /// Notices raised before anyone reads them (a bad checkpoint at start) wait for the
+    /// reader; a full channel drops notices instead of blocking the manager.
+    #[test]
+    fn notices_wait_for_their_reader_and_a_full_channel_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(checkpoint::FILE), b"{not json").unwrap();
+        let (tx, mut rx) = Notices::channel();
+        let _m = Manager::new(DevicesConfig::default(), dir.path(), tx.clone());
+        match rx.try_recv() {
+            Ok(Notice::Event { reason, message, .. }) => {
+                assert_eq!(reason, "DeviceCheckpointInvalid");
+                assert!(message.contains(checkpoint::FILE), "{message}");
+            }
+            _ => panic!("the checkpoint's event was not queued"),
+        }
+        for _ in 0..NOTICES_CAPACITY + 10 {
+            tx.send(Notice::Changed);
+        }
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, NOTICES_CAPACITY);
+        drop(rx);
+        tx.send(Notice::Changed);
     }
 }

@@ -15,7 +15,7 @@ pub mod edits;
 pub mod manager;
 pub mod registry;
 
-pub use manager::{AdmitFailure, DevicesConfig, Manager, Notice};
+pub use manager::{AdmitFailure, DevicesConfig, Manager, Notice, Notices};
 
 use crate::cgroups::devices::{self as rules, DeviceRule};
 use crate::runtime::ContainerSpec;
