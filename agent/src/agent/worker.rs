@@ -820,21 +820,12 @@ impl Worker {
     }
 
     fn facts(&self, r: Option<&Running>, rec_pod: &Pod) -> PodFacts {
-        let s = layout::spec(rec_pod);
-        let host_network = s.host_network == Some(true);
-        PodFacts {
-            restart_policy: s.restart_policy.clone().unwrap_or_else(|| "Always".into()),
-            qos_class: crate::qos::qos_class(s).as_str().to_string(),
-            host_ip: self.ctx.node.ip.clone(),
-            pod_ip: if host_network {
-                self.ctx.node.ip.clone()
-            } else {
-                String::new()
-            },
-            start_time_ns: r.map(|r| r.rec.start_time_ns),
-            failed: r.and_then(|r| r.failed.clone()),
-            notice: self.notice.clone(),
-        }
+        pod_facts(
+            &self.ctx.node.ip,
+            rec_pod,
+            r.map(|r| (r.rec.start_time_ns, r.failed.clone())),
+            self.notice.clone(),
+        )
     }
 
     fn publish(&self, r: &Running) {
@@ -882,17 +873,7 @@ impl Worker {
         let mut pod = d.pod.pod.clone();
         let mut facts = self.facts(None, &pod);
         facts.failed = Some((reason.to_string(), msg.to_string()));
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let views: Vec<_> = match &self.held_views {
-            Some((held_uid, views)) if *held_uid == uid => views.clone(),
-            _ => layout::spec(&pod)
-                .containers
-                .iter()
-                .map(|c| {
-                    Memo::default().view(&c.name, c.image.as_deref().unwrap_or(""), "", now_ns())
-                })
-                .collect(),
-        };
+        let views = not_running_views(self.held_views.as_ref(), &pod, now_ns());
         pod.status = Some(status::pod_status(&facts, &views));
         self.ctx.shared.publish(
             &self.key,
@@ -1075,6 +1056,53 @@ fn record_event(rec: &ContainerRecord, uid: &str) -> Option<Event> {
             },
         },
     })
+}
+
+/// What a pod's status is computed from, besides its containers: a `hostNetwork` pod has
+/// the node's IP; other pods have none until pod networking comes. `running`: the sandbox's
+/// start time and the failure it records, when it exists.
+fn pod_facts(
+    node_ip: &str,
+    pod: &Pod,
+    running: Option<(i64, Option<(String, String)>)>,
+    notice: Option<(String, String)>,
+) -> PodFacts {
+    let s = layout::spec(pod);
+    let (start_time_ns, failed) = match running {
+        Some((start, failed)) => (Some(start), failed),
+        None => (None, None),
+    };
+    PodFacts {
+        restart_policy: s.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+        qos_class: crate::qos::qos_class(s).as_str().to_string(),
+        host_ip: node_ip.to_string(),
+        pod_ip: if s.host_network == Some(true) {
+            node_ip.to_string()
+        } else {
+            String::new()
+        },
+        start_time_ns,
+        failed,
+        notice,
+    }
+}
+
+/// The containers of a pod that does not run (held, or its sandbox failed): an evicted pod's
+/// containers as they ended, for that pod's UID only; else every container waiting.
+fn not_running_views(
+    held: Option<&(String, Vec<crate::pod::status::ContainerView>)>,
+    pod: &Pod,
+    now_ns: i64,
+) -> Vec<crate::pod::status::ContainerView> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    match held {
+        Some((held_uid, views)) if held_uid == uid => views.clone(),
+        _ => layout::spec(pod)
+            .containers
+            .iter()
+            .map(|c| Memo::default().view(&c.name, c.image.as_deref().unwrap_or(""), "", now_ns))
+            .collect(),
+    }
 }
 
 /// How long a pod whose sandbox could not be created waits before the next try (unless told
@@ -1271,6 +1299,111 @@ mod tests {
         }
         assert_eq!(created, vec!["c"]);
         assert_eq!(running, None);
+    }
+
+    fn pod(uid: &str, spec: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": uid},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// What is published besides the containers: the pod IP only for hostNetwork pods (no
+    /// pod network yet), the start time and failure only when a sandbox exists, kubelet's
+    /// defaults for a spec that says nothing.
+    #[test]
+    fn pod_facts_follow_the_spec_and_the_sandbox() {
+        let two = serde_json::json!({"containers": [{"name": "a", "image": "i"}]});
+        let host = serde_json::json!({"hostNetwork": true, "restartPolicy": "Never",
+            "containers": [{"name": "a", "image": "i",
+                "resources": {"limits": {"cpu": "1", "memory": "1Mi"}}}]});
+        let failed = Some(("Failed".to_string(), "m".to_string()));
+        let rows = [
+            (
+                pod("u", two.clone()),
+                None,
+                "",
+                "Always",
+                "BestEffort",
+                None,
+                None,
+            ),
+            (
+                pod("u", host.clone()),
+                None,
+                "10.0.0.2",
+                "Never",
+                "Guaranteed",
+                None,
+                None,
+            ),
+            (
+                pod("u", two.clone()),
+                Some((7, None)),
+                "",
+                "Always",
+                "BestEffort",
+                Some(7),
+                None,
+            ),
+            (
+                pod("u", two),
+                Some((7, failed.clone())),
+                "",
+                "Always",
+                "BestEffort",
+                Some(7),
+                failed,
+            ),
+        ];
+        for (pod, running, pod_ip, restart, qos, start, failed) in rows {
+            let f = pod_facts("10.0.0.2", &pod, running, None);
+            assert_eq!(f.host_ip, "10.0.0.2");
+            assert_eq!(f.pod_ip, pod_ip);
+            assert_eq!(f.restart_policy, restart);
+            assert_eq!(f.qos_class, qos);
+            assert_eq!(f.start_time_ns, start);
+            assert_eq!(f.failed, failed);
+        }
+    }
+
+    /// A held pod shows how its evicted containers ended, but only for the UID that was
+    /// evicted: a new version of the pod, held too, shows its containers waiting.
+    #[test]
+    fn an_evicted_pods_last_views_are_shown_for_its_own_uid_only() {
+        let spec = serde_json::json!({"containers": [{"name": "a", "image": "i"}]});
+        let ended = crate::pod::status::ContainerView {
+            name: "a".into(),
+            image: "i".into(),
+            image_id: String::new(),
+            restart_count: 0,
+            current: crate::pod::status::Current::Terminated(Terminated {
+                exit_code: 137,
+                signal: Some(9),
+                reason: "Error".into(),
+                message: "evicted".into(),
+                started_at: 1,
+                finished_at: 2,
+                container_id: "tidelet://old/a/0".into(),
+            }),
+            last_terminated: None,
+        };
+        let held = ("old".to_string(), vec![ended.clone()]);
+        assert_eq!(
+            not_running_views(Some(&held), &pod("old", spec.clone()), 1),
+            vec![ended]
+        );
+        for v in [
+            not_running_views(Some(&held), &pod("new", spec.clone()), 1),
+            not_running_views(None, &pod("old", spec), 1),
+        ] {
+            assert_eq!(v.len(), 1);
+            assert!(
+                matches!(v[0].current, crate::pod::status::Current::Waiting { .. }),
+                "{v:?}"
+            );
+        }
     }
 
     /// A start that fails leaves the container waiting with kubelet's reason; image failures
