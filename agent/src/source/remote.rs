@@ -268,6 +268,32 @@ impl RemoteSource {
 
     /// Parse, check and (when `persist`) save one payload; record the outcome. Returns the
     /// effective result and whether the payload was accepted.
+    /// The parsed pod, or why it is rejected: its parse problems, or the node's policy for
+    /// remote pods (privileged, host namespaces, ...).
+    fn checked(
+        &self,
+        parsed: &manifest::RemoteManifest,
+    ) -> Result<StaticPod, (ResultReason, Vec<Problem>)> {
+        let sp = match &parsed.outcome {
+            Ok(sp) => sp,
+            Err((kind, probs)) => return Err(((*kind).into(), probs.clone())),
+        };
+        let violations = self.policy.check_on_host(&sp.pod);
+        if violations.is_empty() {
+            return Ok(sp.clone());
+        }
+        let probs = violations
+            .into_iter()
+            .map(|(field, reason)| Problem {
+                file: parsed.source.clone(),
+                field,
+                reason,
+                at: Default::default(),
+            })
+            .collect();
+        Err((ResultReason::PolicyViolation, probs))
+    }
+
     fn admit(
         &mut self,
         namespace: &str,
@@ -282,26 +308,7 @@ impl RemoteSource {
             r.resource_version = parsed.resource_version.clone();
             r
         };
-        let outcome = match &parsed.outcome {
-            Ok(sp) => {
-                let violations = self.policy.check_on_host(&sp.pod);
-                if violations.is_empty() {
-                    Ok(sp.clone())
-                } else {
-                    let probs = violations
-                        .into_iter()
-                        .map(|(field, reason)| Problem {
-                            file: parsed.source.clone(),
-                            field,
-                            reason,
-                            at: Default::default(),
-                        })
-                        .collect();
-                    Err((ResultReason::PolicyViolation, probs))
-                }
-            }
-            Err((kind, probs)) => Err(((*kind).into(), probs.clone())),
-        };
+        let outcome = self.checked(&parsed);
         let seq = self.next_seq();
         let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
             namespace: namespace.to_string(),
@@ -316,16 +323,7 @@ impl RemoteSource {
         let accepted = outcome.is_ok();
         match outcome {
             Ok(sp) => {
-                let mut message = format!("accepted as pod {key} (uid {})", sp.uid);
-                // Each ignored field with why: not supported yet, or not in the Pod API at all.
-                let ignored: Vec<String> = sp
-                    .warnings
-                    .iter()
-                    .map(|w| format!("{} ({})", w.field, w.reason.trim_end_matches("; ignored")))
-                    .collect();
-                if !ignored.is_empty() {
-                    message.push_str(&format!("; fields ignored: {}", ignored.join(", ")));
-                }
+                let mut message = accepted_message(&key, &sp);
                 let digest: [u8; 16] = Md5::digest(payload).into();
                 let unchanged = entry.accepted.as_ref().and_then(|a| a.saved) == Some(digest);
                 let mut saved = (!persist || unchanged).then_some(digest);
@@ -343,9 +341,9 @@ impl RemoteSource {
                         Err(e) => {
                             tracing::error!(pod = %key, file = %file.display(), error = %e, "cannot persist the remote pod; it runs but will not restart without the broker");
                             message.push_str(&format!(
-                            "; but it could not be saved to {}: {e} (it will not restart without the broker)",
-                            file.display()
-                        ));
+                                "; but it could not be saved to {}: {e} (it will not restart without the broker)",
+                                file.display()
+                            ));
                         }
                     }
                 }
@@ -371,21 +369,7 @@ impl RemoteSource {
                     tracing::warn!(pod = %key, field = %p.field, reason = %p.reason, kind = ?reason, "remote pod rejected");
                 }
                 let running = entry.accepted.as_ref().map(|a| a.pod.uid.clone());
-                // The first problem in the message, so that a one-line view says why; all of
-                // them are in `errors`.
-                let why = match probs.as_slice() {
-                    [] => format!("{reason:?}"),
-                    [one] => field_reason(one),
-                    [first, rest @ ..] => {
-                        format!("{} (and {} more)", field_reason(first), rest.len())
-                    }
-                };
-                let message = match &running {
-                    Some(uid) => {
-                        format!("rejected: {why}; the accepted version (uid {uid}) keeps running")
-                    }
-                    None => format!("rejected: {why}"),
-                };
+                let message = rejected_message(reason, &probs, running.as_deref());
                 let mut r = echo(DesiredResult::new(namespace, name, reason, message));
                 r.errors = probs.iter().map(field_reason).collect();
                 r.uid = running;
@@ -585,6 +569,35 @@ pub(super) fn conflict_message(key: &str, local_file: &Path) -> String {
         "pod {key} is defined by the local static-pod file {}; the local file wins",
         local_file.display()
     )
+}
+
+/// The result's message for an accepted pod: its key and UID, and each ignored field with
+/// why (not supported yet, or not in the Pod API at all).
+fn accepted_message(key: &str, sp: &StaticPod) -> String {
+    let mut message = format!("accepted as pod {key} (uid {})", sp.uid);
+    let ignored: Vec<String> = sp
+        .warnings
+        .iter()
+        .map(|w| format!("{} ({})", w.field, w.reason.trim_end_matches("; ignored")))
+        .collect();
+    if !ignored.is_empty() {
+        message.push_str(&format!("; fields ignored: {}", ignored.join(", ")));
+    }
+    message
+}
+
+/// The result's message for a rejected pod: the first problem, so that a one-line view says
+/// why (all of them are in `errors`), and whether an accepted version keeps running.
+fn rejected_message(reason: ResultReason, probs: &[Problem], running: Option<&str>) -> String {
+    let why = match probs {
+        [] => format!("{reason:?}"),
+        [one] => field_reason(one),
+        [first, rest @ ..] => format!("{} (and {} more)", field_reason(first), rest.len()),
+    };
+    match running {
+        Some(uid) => format!("rejected: {why}; the accepted version (uid {uid}) keeps running"),
+        None => format!("rejected: {why}"),
+    }
 }
 
 fn field_reason(p: &Problem) -> String {

@@ -466,3 +466,69 @@ fn an_unchanged_payload_is_not_written_again() {
         serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(on_disk["resourceVersion"], "42");
 }
+
+fn problem(field: &str, reason: &str) -> Problem {
+    Problem {
+        file: "mqtt:desired/pods/default/web".into(),
+        field: field.into(),
+        reason: reason.into(),
+        at: Default::default(),
+    }
+}
+
+/// The one-line messages of results: the first problem and how many more, whether an
+/// accepted version keeps running; the ignored fields of an accepted pod.
+#[test]
+fn result_messages_say_why_in_one_line() {
+    let one = [problem("spec.hostPID", "not allowed")];
+    let three = [
+        problem("spec.hostPID", "not allowed"),
+        problem("spec.hostIPC", "not allowed"),
+        problem(
+            "spec.containers[0].securityContext.privileged",
+            "not allowed",
+        ),
+    ];
+    let rows: [(ResultReason, &[Problem], Option<&str>, &str); 4] = [
+        (
+            ResultReason::PolicyViolation,
+            &one,
+            None,
+            "rejected: spec.hostPID: not allowed",
+        ),
+        (
+            ResultReason::PolicyViolation,
+            &three,
+            None,
+            "rejected: spec.hostPID: not allowed (and 2 more)",
+        ),
+        (
+            ResultReason::PolicyViolation,
+            &one,
+            Some("u1"),
+            "rejected: spec.hostPID: not allowed; the accepted version (uid u1) keeps running",
+        ),
+        (ResultReason::TooLarge, &[], None, "rejected: TooLarge"),
+    ];
+    for (reason, probs, running, want) in rows {
+        assert_eq!(rejected_message(reason, probs, running), want);
+    }
+    let mut sp = StaticPod {
+        pod: Default::default(),
+        file: "f".into(),
+        uid: "u2".into(),
+        warnings: vec![],
+    };
+    assert_eq!(
+        accepted_message("default/web", &sp),
+        "accepted as pod default/web (uid u2)"
+    );
+    sp.warnings = vec![
+        problem("spec.initContainers", "not supported yet; ignored"),
+        problem("spec.foo", "not in the Pod API"),
+    ];
+    assert_eq!(
+        accepted_message("default/web", &sp),
+        "accepted as pod default/web (uid u2); fields ignored: spec.initContainers (not supported yet), spec.foo (not in the Pod API)"
+    );
+}
