@@ -22,7 +22,7 @@ use crate::pod::lifecycle::{Due, Event, Life, Memo};
 use crate::pod::status::{self, PodFacts, Terminated};
 use crate::pod::view::{ContainerInfo, PodView};
 use crate::runtime::client::Client;
-use crate::runtime::{ContainerRecord, ContainerSpec, ContainerState, SandboxStatus};
+use crate::runtime::{ContainerRecord, ContainerSpec, ContainerState, SandboxSpec, SandboxStatus};
 use crate::source::DesiredPod;
 
 /// What `<pod_dir>/pod.json` holds: enough to adopt the pod after an agent restart.
@@ -235,6 +235,9 @@ impl Worker {
         }
     }
 
+    /// A new sandbox for the desired pod: kubelet's admission of what it needs (sysctls, host
+    /// ids, exclusive CPUs, devices), its files and cgroups, its record, then its supervisor.
+    /// On failure everything the pod was given is released.
     async fn create(&mut self, d: &DesiredPod) -> Result<Running, CreateFailure> {
         let pod = d.pod.pod.clone();
         let plan = layout::plan(&self.ctx.cfg, &self.ctx.node, &pod);
@@ -242,55 +245,12 @@ impl Worker {
         let span = tracing::info_span!("create", pod = %self.key, uid = %plan.uid);
         // Instrumented, not entered: a guard held across `.await` tags other tasks' lines.
         async {
-            let s = layout::spec(&pod);
             // Leftovers of an earlier life of this UID (e.g. the supervisor died): start clean.
             let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
             let _ = self.ctx.cgroups.remove(&plan.cgroup);
             let _ = prepare::remove_tree(&plan.pod_dir);
-            // kubelet's sysctl admission: a forbidden one fails the pod before anything runs.
-            let sysctls = prepare::pod_sysctls(&self.ctx.cfg, s)
-                .map_err(|e| CreateFailure::new("SysctlForbidden", e))?;
-            // `hostUsers: false`: the pod's host ids, held until the pod is gone.
-            let userns = match s.host_users {
-                Some(false) => Some(self.ctx.userns.allocate(&plan.uid).map_err(CreateFailure::sandbox)?),
-                _ => None,
-            };
-            if let Some(cpu) = &self.ctx.cpu {
-                // kubelet allocates exclusive CPUs at admission: all of the pod's or none.
-                cpu.admit(&plan.uid, &plan.cgroup, s)
-                    .map_err(|e| CreateFailure::new(e.reason(), e))?;
-            }
-            // Devices too, at admission: every container's or none (on failure the CPUs go
-            // back as well, below).
-            self.ctx
-                .devices
-                .admit(&plan.uid, s)
-                .await
-                .map_err(|e| CreateFailure::new(e.reason.clone(), e.message))?;
-            std::fs::create_dir_all(&plan.pod_dir)
-                .map_err(|e| CreateFailure::sandbox(format!("{}: {e}", plan.pod_dir.display())))?;
-            prepare::write_pod_files(&self.ctx.cfg, &plan, &pod)
-                .map_err(|e| CreateFailure::sandbox(format!("pod files: {e}")))?;
-            let mut pod_res = crate::qos::pod_resources(s);
-            pod_res.pids_limit = self.ctx.cfg.pod_pids_limit;
-            self.ctx
-                .cgroups
-                .apply(&plan.cgroup, &pod_res)
-                .map_err(CreateFailure::sandbox)?;
-            let infra = format!("{}/{}", plan.cgroup, layout::INFRA_CGROUP);
-            self.ctx
-                .cgroups
-                .apply(&infra, &Default::default())
-                .and_then(|()| self.set_devices(&infra, &crate::cgroups::devices::default_rules()))
-                .map_err(CreateFailure::sandbox)?;
-            if let Some(cpu) = &self.ctx.cpu {
-                cpu.apply(&plan.uid, layout::INFRA_CGROUP)
-                    .map_err(|e| CreateFailure::new(e.reason(), e))?;
-            }
-            let mut containers = BTreeMap::new();
-            for c in &s.containers {
-                containers.insert(c.name.clone(), Memo::default());
-            }
+            let mut sandbox = self.admit_sandbox(&plan, &pod).await?;
+            self.make_sandbox(&plan, &pod)?;
             let rec = PodRecord {
                 key: self.key.clone(),
                 pod: pod.clone(),
@@ -298,42 +258,15 @@ impl Worker {
                 cgroup: plan.cgroup.clone(),
                 log_dir: plan.log_dir.clone(),
                 start_time_ns: now_ns(),
-                containers,
+                containers: layout::spec(&pod)
+                    .containers
+                    .iter()
+                    .map(|c| (c.name.clone(), Memo::default()))
+                    .collect(),
                 info: BTreeMap::new(),
             };
             save(&plan, &rec).map_err(CreateFailure::sandbox)?;
-            let mut sandbox = prepare::sandbox_spec(&plan, &pod, &*self.ctx.cgroups);
-            sandbox.sysctls = sysctls;
-            sandbox.userns = userns;
-            // The agent, not the supervisor, moves the supervisor into its cgroup, at the same time
-            // as the supervisor moves the first container into its own: on cgroup v1 each attach
-            // waits for an RCU grace period unless one is under way, so the two share one and it
-            // is off the sandbox's start path. With a shared PID namespace the supervisor forks its
-            // pid-1 helper before it is ready, and that must start inside the pod's cgroup, so
-            // there the supervisor joins itself.
-            let deferred_procs = if sandbox.share_process_namespace && !sandbox.host_pid {
-                Vec::new()
-            } else {
-                std::mem::take(&mut sandbox.cgroup_procs)
-            };
-            let exe = self.ctx.exe.clone();
-            let pod_dir = plan.pod_dir.clone();
-            let pid = tokio::task::spawn_blocking(move || {
-                crate::runtime::spawn_supervisor(&exe, &pod_dir, &sandbox)
-            })
-            .await
-            .map_err(CreateFailure::sandbox)?
-            .map_err(CreateFailure::sandbox)?;
-            if !deferred_procs.is_empty() {
-                let key = self.key.clone();
-                tokio::task::spawn_blocking(move || {
-                    for f in &deferred_procs {
-                        if let Err(e) = std::fs::write(f, pid.to_string()) {
-                            tracing::error!(pod = %key, file = %f.display(), error = %e, "cannot move the pod supervisor into its cgroup");
-                        }
-                    }
-                });
-            }
+            let pid = self.start_supervisor(&plan, &mut sandbox).await?;
             tracing::info!(pid, "pod sandbox started");
             self.events.push(
                 false,
@@ -353,6 +286,104 @@ impl Worker {
         .instrument(span)
         .await
         .inspect_err(|_| self.release_resources(&plan_uid))
+    }
+
+    /// kubelet's admission of what the pod needs, all of it or nothing: its sysctls, a host
+    /// id range (`hostUsers: false`), exclusive CPUs and devices. Returns the sandbox's spec.
+    async fn admit_sandbox(&self, plan: &PodPlan, pod: &Pod) -> Result<SandboxSpec, CreateFailure> {
+        let s = layout::spec(pod);
+        // A forbidden sysctl fails the pod before anything runs.
+        let sysctls = prepare::pod_sysctls(&self.ctx.cfg, s)
+            .map_err(|e| CreateFailure::new("SysctlForbidden", e))?;
+        // The pod's host ids, held until the pod is gone.
+        let userns = match s.host_users {
+            Some(false) => Some(
+                self.ctx
+                    .userns
+                    .allocate(&plan.uid)
+                    .map_err(CreateFailure::sandbox)?,
+            ),
+            _ => None,
+        };
+        if let Some(cpu) = &self.ctx.cpu {
+            cpu.admit(&plan.uid, &plan.cgroup, s)
+                .map_err(|e| CreateFailure::new(e.reason(), e))?;
+        }
+        // Every container's devices or none (on failure the CPUs go back as well: `create`).
+        self.ctx
+            .devices
+            .admit(&plan.uid, s)
+            .await
+            .map_err(|e| CreateFailure::new(e.reason.clone(), e.message))?;
+        let mut sandbox = prepare::sandbox_spec(plan, pod, &*self.ctx.cgroups);
+        sandbox.sysctls = sysctls;
+        sandbox.userns = userns;
+        Ok(sandbox)
+    }
+
+    /// The pod's directory and files (`/etc/hosts`, ...), its cgroup with the pod's limits,
+    /// and the infra process's cgroup under it.
+    fn make_sandbox(&self, plan: &PodPlan, pod: &Pod) -> Result<(), CreateFailure> {
+        std::fs::create_dir_all(&plan.pod_dir)
+            .map_err(|e| CreateFailure::sandbox(format!("{}: {e}", plan.pod_dir.display())))?;
+        prepare::write_pod_files(&self.ctx.cfg, plan, pod)
+            .map_err(|e| CreateFailure::sandbox(format!("pod files: {e}")))?;
+        let mut pod_res = crate::qos::pod_resources(layout::spec(pod));
+        pod_res.pids_limit = self.ctx.cfg.pod_pids_limit;
+        self.ctx
+            .cgroups
+            .apply(&plan.cgroup, &pod_res)
+            .map_err(CreateFailure::sandbox)?;
+        let infra = format!("{}/{}", plan.cgroup, layout::INFRA_CGROUP);
+        self.ctx
+            .cgroups
+            .apply(&infra, &Default::default())
+            .and_then(|()| self.set_devices(&infra, &crate::cgroups::devices::default_rules()))
+            .map_err(CreateFailure::sandbox)?;
+        if let Some(cpu) = &self.ctx.cpu {
+            cpu.apply(&plan.uid, layout::INFRA_CGROUP)
+                .map_err(|e| CreateFailure::new(e.reason(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Start the pod's supervisor (the infra process) and return its pid.
+    async fn start_supervisor(
+        &self,
+        plan: &PodPlan,
+        sandbox: &mut SandboxSpec,
+    ) -> Result<i32, CreateFailure> {
+        // The agent, not the supervisor, moves the supervisor into its cgroup, at the same time
+        // as the supervisor moves the first container into its own: on cgroup v1 each attach
+        // waits for an RCU grace period unless one is under way, so the two share one and it
+        // is off the sandbox's start path. With a shared PID namespace the supervisor forks its
+        // pid-1 helper before it is ready, and that must start inside the pod's cgroup, so
+        // there the supervisor joins itself.
+        let deferred_procs = if sandbox.share_process_namespace && !sandbox.host_pid {
+            Vec::new()
+        } else {
+            std::mem::take(&mut sandbox.cgroup_procs)
+        };
+        let exe = self.ctx.exe.clone();
+        let pod_dir = plan.pod_dir.clone();
+        let spec = sandbox.clone();
+        let pid = tokio::task::spawn_blocking(move || {
+            crate::runtime::spawn_supervisor(&exe, &pod_dir, &spec)
+        })
+        .await
+        .map_err(CreateFailure::sandbox)?
+        .map_err(CreateFailure::sandbox)?;
+        if !deferred_procs.is_empty() {
+            let key = self.key.clone();
+            tokio::task::spawn_blocking(move || {
+                for f in &deferred_procs {
+                    if let Err(e) = std::fs::write(f, pid.to_string()) {
+                        tracing::error!(pod = %key, file = %f.display(), error = %e, "cannot move the pod supervisor into its cgroup");
+                    }
+                }
+            });
+        }
+        Ok(pid)
     }
 
     /// Device access rules on a cgroup. A host without the v1 devices controller cannot
