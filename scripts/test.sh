@@ -45,18 +45,24 @@ export CARGO_TERM_COLOR=never
 # location anyway): full debug info costs tens of seconds of CI in compiling and linking.
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 
-# cargo-deny (licenses, bans and sources of the dependency graph, deny.toml) comes from
-# crates.io, built in the background while the lints run (about 4 minutes of one core), and
-# kept in target/ci-tools for the next run on the same checkout.
+# cargo-deny (licenses, bans and sources of the dependency graph, deny.toml) and
+# cargo-machete (dependencies no source uses) come from crates.io, built in the background
+# while the lints run (about 5 minutes of one core), and kept in target/ci-tools for the next
+# run on the same checkout.
 DENY_VERSION=0.20.2
-deny_root=$PWD/target/ci-tools/cargo-deny-$DENY_VERSION
-deny_log=$(mktemp)
-if [ -x "$deny_root/bin/cargo-deny" ]; then
-  deny=
+MACHETE_VERSION=0.9.2
+tools_root=$PWD/target/ci-tools/bin-deny-$DENY_VERSION-machete-$MACHETE_VERSION
+tools_log=$(mktemp)
+if [ -x "$tools_root/bin/cargo-deny" ] && [ -x "$tools_root/bin/cargo-machete" ]; then
+  tools=
 else
-  nice -n 10 cargo install --quiet --locked cargo-deny --version "$DENY_VERSION" \
-    --root "$deny_root" --target-dir target/ci-tools/build >"$deny_log" 2>&1 &
-  deny=$!
+  (
+    for t in "cargo-deny@$DENY_VERSION" "cargo-machete@$MACHETE_VERSION"; do
+      nice -n 10 cargo install --quiet --locked "${t%@*}" --version "${t#*@}" \
+        --root "$tools_root" --target-dir target/ci-tools/build || exit 1
+    done
+  ) >"$tools_log" 2>&1 &
+  tools=$!
 fi
 
 # The lints need rustfmt and clippy (rustup components). Debian's cargo-web has neither:
@@ -88,14 +94,15 @@ echo "== toolchain: rustc $built, pinned $pin, rust-version $msrv"
 if command -v rustup >/dev/null 2>&1; then
   [ "$built" = "$pin" ] || { echo "scripts/test.sh: built with rustc $built, rust-toolchain.toml pins $pin" >&2; exit 1; }
 fi
-echo "== cargo deny check licenses bans sources (at ${SECONDS} s)"
-if [ -n "$deny" ] && ! wait "$deny"; then
-  cat "$deny_log" >&2
-  echo "scripts/test.sh: cargo install cargo-deny failed" >&2
+echo "== cargo deny check licenses bans sources; cargo machete (at ${SECONDS} s)"
+if [ -n "$tools" ] && ! wait "$tools"; then
+  cat "$tools_log" >&2
+  echo "scripts/test.sh: cargo install of cargo-deny or cargo-machete failed" >&2
   exit 1
 fi
-rm -f "$deny_log"
-"$deny_root/bin/cargo-deny" --log-level error check licenses bans sources
+rm -f "$tools_log"
+"$tools_root/bin/cargo-deny" --log-level error check licenses bans sources
+"$tools_root/bin/cargo-machete"
 echo "== Yocto layer: oelint-adv, crate list, recipe sources (at ${SECONDS} s)"
 yocto_rc=0
 wait "$yocto" || yocto_rc=$?

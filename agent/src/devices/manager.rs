@@ -910,7 +910,9 @@ mod notices_tests {
         let (tx, mut rx) = Notices::channel();
         let _m = Manager::new(DevicesConfig::default(), dir.path(), tx.clone());
         match rx.try_recv() {
-            Ok(Notice::Event { reason, message, .. }) => {
+            Ok(Notice::Event {
+                reason, message, ..
+            }) => {
                 assert_eq!(reason, "DeviceCheckpointInvalid");
                 assert!(message.contains(checkpoint::FILE), "{message}");
             }
