@@ -515,6 +515,18 @@ impl Config {
     }
 }
 
+impl crate::pod::layout::PodDirs for Config {
+    fn kubepods_cgroup(&self) -> String {
+        Config::kubepods_cgroup(self)
+    }
+    fn pods_dir(&self) -> PathBuf {
+        Config::pods_dir(self)
+    }
+    fn logs_dir(&self) -> PathBuf {
+        Config::logs_dir(self)
+    }
+}
+
 /// The agent's API socket under a root directory.
 pub fn api_socket(root_dir: &Path) -> PathBuf {
     root_dir.join("tidelet.sock")
