@@ -114,7 +114,6 @@ def top_module(path):
 def edges():
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(SRC) for f in fs
                    if f.endswith(".rs"))
-    modules = {top_module(f) for f in files} - {None}
     code, test_files = {}, set()
     for f in files:
         with open(f) as fh:
@@ -131,6 +130,7 @@ def edges():
                     if child and child not in test_files:
                         test_files.add(child)
                         changed = True
+    modules = {top_module(f) for f in files if f not in test_files} - {None}
     graph = {}  # (a, b) -> ["file:line", ..]
     for f in files:
         a = top_module(f)

@@ -4,8 +4,9 @@
 //! early; the policy (thresholds, ranking, decisions) lives elsewhere and only sees plain
 //! numbers. Readers take their paths as parameters (`/proc/meminfo`, `/proc/loadavg`, the
 //! state directory) so tests run on temp files:
-//! - `memory`: `MemorySample` and the node's memory from `/proc/meminfo` (per-cgroup samples
-//!   come from `Cgroups::memory_sample`);
+//! - `memory`: the node's memory from `/proc/meminfo`, as the `MemorySample` that
+//!   `Cgroups::memory_sample` gives per cgroup (the type lives in `cgroups`: signals reads
+//!   through cgroups, never the other way);
 //! - `pids`: `PidSample` from `pid_max` and `/proc/loadavg`;
 //! - `fs`: `FsSample` of a file system (statvfs), for `nodefs.available`/`inodesFree`;
 //! - `triggers`: PSI, v1 memory thresholds and v2 `memory.events`, multiplexed in one
