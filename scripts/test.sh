@@ -82,7 +82,7 @@ elif [ "${CI:-}" = true ]; then
 else
   echo "== lints skipped: this toolchain has no rustfmt/clippy (rustup component add rustfmt clippy)"
 fi
-echo "== layering: no new upward import of crate::agent (scripts/check-layers.sh)"
+echo "== layering: no new upward import of crate::agent, no cycle between modules (scripts/check-layers.sh)"
 scripts/check-layers.sh
 # rust-toolchain.toml pins what CI builds with; the workspace's rust-version must be that
 # version, so that the oldest Rust the crates claim is the one this run builds them with.

@@ -182,7 +182,7 @@ pub enum FleetCmd {
 }
 
 fn parse_fleet_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    config::parse_duration(s)
+    crate::quantity::parse_duration(s)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{s:?} is not a duration (30s, 1m, 500ms)"))
 }
@@ -487,11 +487,11 @@ fn image(root: &std::path::Path, cmd: ImageCmd) -> Result<i32> {
             }
         }
         ImageCmd::Rm { reference } => {
-            let in_use = crate::gc::in_use_from_agent(root)?;
+            let in_use = images_in_use_by_agent(root)?;
             print_removed(&store.remove_image(&reference, &in_use.images)?);
         }
         ImageCmd::Prune => {
-            let in_use = crate::gc::in_use_from_agent(root)?;
+            let in_use = images_in_use_by_agent(root)?;
             print_removed(&store.prune(&in_use.images)?);
         }
         ImageCmd::Ls => {
@@ -519,6 +519,19 @@ fn image(root: &std::path::Path, cmd: ImageCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `gc::InUse` of every pod the running agent under `root_dir` knows, asked over its API
+/// (`image prune` and `image rm` run beside the agent). Without an answer nothing is removed.
+fn images_in_use_by_agent(root_dir: &std::path::Path) -> Result<crate::gc::InUse> {
+    let refuse = |why: String| {
+        format!("cannot tell which images the pods use, so nothing was removed: {why}")
+    };
+    match api::client::call(&config::api_socket(root_dir), &Request::ListPods) {
+        Ok(Response::Pods { pods }) => Ok(crate::gc::images_in_use(pods.iter().map(|v| &v.pod))),
+        Ok(other) => Err(refuse(format!("unexpected answer from the agent: {other:?}")).into()),
+        Err(e) => Err(refuse(e.to_string()).into()),
+    }
 }
 
 fn print_removed(r: &tidelet_images::GcReport) {

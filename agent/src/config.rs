@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::eviction::config::{self as eviction, EvictionConfig, Reservation};
-use crate::quantity;
+use crate::quantity::{self, parse_duration};
 
 pub const DEFAULT_ROOT_DIR: &str = "/var/lib/tidelet";
 pub const DEFAULT_STATIC_POD_PATH: &str = "/etc/tidelet/manifests";
@@ -199,37 +199,6 @@ pub enum ConfigError {
         field: String,
         reason: String,
     },
-}
-
-/// Parse a Go-style duration as KubeletConfiguration writes them (`20s`, `1m30s`, `500ms`).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        rest = &rest[u..];
-        total += Duration::try_from_secs_f64(value * unit).ok()?;
-    }
-    Some(total)
 }
 
 /// A map of quantities as YAML writes them: `100Mi` is a string, `1000` a number.
@@ -526,6 +495,38 @@ impl Config {
     }
 }
 
+impl Config {
+    /// kubelet's image GC policy: `imageGCHigh/LowThresholdPercent`, `imageMinimumGCAge`.
+    pub fn image_gc_policy(&self) -> crate::gc::ImageGcPolicy {
+        crate::gc::ImageGcPolicy {
+            high_threshold_percent: self.image_gc_high_threshold_percent,
+            low_threshold_percent: self.image_gc_low_threshold_percent,
+            minimum_age: self.image_minimum_gc_age,
+        }
+    }
+
+    /// What the CPU manager needs: `cpuManagerPolicy`, `reservedSystemCPUs`, `rootDir`.
+    pub fn cpu_manager_options(&self) -> crate::cpumanager::Options {
+        crate::cpumanager::Options {
+            policy: self.cpu_manager_policy,
+            reserved: self.reserved_system_cpus.clone().unwrap_or_default(),
+            root_dir: self.root_dir.clone(),
+        }
+    }
+}
+
+impl crate::pod::layout::PodDirs for Config {
+    fn kubepods_cgroup(&self) -> String {
+        Config::kubepods_cgroup(self)
+    }
+    fn pods_dir(&self) -> PathBuf {
+        Config::pods_dir(self)
+    }
+    fn logs_dir(&self) -> PathBuf {
+        Config::logs_dir(self)
+    }
+}
+
 /// The agent's API socket under a root directory.
 pub fn api_socket(root_dir: &Path) -> PathBuf {
     root_dir.join("tidelet.sock")
@@ -534,22 +535,6 @@ pub fn api_socket(root_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_like_go() {
-        let cases = [
-            ("20s", Some(20_000)),
-            ("1m30s", Some(90_000)),
-            ("500ms", Some(500)),
-            ("1h", Some(3_600_000)),
-            ("", None),
-            ("5", None),
-            ("3x", None),
-        ];
-        for (s, want) in cases {
-            assert_eq!(parse_duration(s).map(|d| d.as_millis() as u64), want, "{s}");
-        }
-    }
 
     /// The default config the unit file and the Yocto recipe install.
     #[test]

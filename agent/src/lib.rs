@@ -6,7 +6,8 @@
 //! - `manifest`: Pod manifests: parse, validate as the API server would, static-pod naming/UID;
 //! - `config`: the agent's KubeletConfiguration-style file and flags;
 //! - `resolve`: a container's argv/env/cwd/user from its spec and its image (Kubernetes rules);
-//! - `quantity`, `qos`: resource arithmetic, QoS class, oom_score_adj, shares/weight (pure);
+//! - `quantity`, `qos`: resource arithmetic and Go durations, QoS class, oom_score_adj, CPU
+//!   shares (pure);
 //! - `cgroups`: one trait, v1 and v2 backends;
 //! - `cpumanager`: the static CPU-manager policy (exclusive cpusets for Guaranteed pods);
 //! - `devices`: the device-plugin API's kubelet side, CDI specs, device edits for containers;

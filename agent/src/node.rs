@@ -21,6 +21,12 @@ pub struct Node {
     pub caps: crate::security::CapSet,
 }
 
+impl crate::pod::layout::HostName for Node {
+    fn hostname(&self) -> &str {
+        &self.hostname
+    }
+}
+
 impl Node {
     pub fn detect(name: &str, ip: Option<&str>) -> Node {
         let memory_capacity = procfs_memtotal().unwrap_or(1 << 30);

@@ -12,7 +12,6 @@
 //!   only to pods that ask for `system-node-critical`, which is what kubelet computes for static
 //!   pods;
 //! - `milli_cpu_to_shares`, `milli_cpu_to_quota`: `pkg/kubelet/cm/helpers_linux.go`;
-//! - `shares_to_weight`: the cgroup v2 conversion kubelet and runc use;
 //! - `container_resources`: `kuberuntime calculateLinuxResources`;
 //! - `pod_resources`: `cm.ResourceConfigForPod` (init and sidecar containers, pod overhead);
 //! - `qos_cgroup_resources`: the QoS-tier cgroups of `qos_container_manager`.
@@ -26,7 +25,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::cgroups::Resources;
+use crate::cgroups::{Resources, MAX_SHARES, MIN_SHARES};
 use crate::quantity::{parse_milli, parse_units};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -56,10 +55,6 @@ impl QosClass {
     }
 }
 
-/// kubelet's `MinShares`.
-pub const MIN_SHARES: u64 = 2;
-/// kubelet's `MaxShares`.
-pub const MAX_SHARES: u64 = 262_144;
 /// kubelet's `QuotaPeriod` (µs): the CFS period tidelet uses.
 pub const QUOTA_PERIOD: u64 = 100_000;
 /// kubelet's `MinQuotaPeriod` (µs): the smallest quota kubelet writes.
@@ -245,13 +240,6 @@ pub fn milli_cpu_to_quota(milli_cpu: i64, period: u64) -> i64 {
     }
     let period = i64::try_from(period).unwrap_or(i64::MAX);
     (milli_cpu.saturating_mul(period) / MILLI_PER_CPU).max(MIN_QUOTA)
-}
-
-/// cgroup v2 `cpu.weight` from v1 shares, as kubelet and runc convert:
-/// `1 + ((shares - 2) * 9999) / 262142`, so 2 -> 1, 1024 -> 39, 262144 -> 10000.
-pub fn shares_to_weight(shares: u64) -> u64 {
-    let shares = shares.clamp(MIN_SHARES, MAX_SHARES);
-    1 + ((shares - 2) * 9999) / 262_142
 }
 
 /// The cgroup limits of one container (kubelet's `calculateLinuxResources` with CFS quota on):
@@ -677,20 +665,6 @@ mod tests {
                 milli_cpu_to_quota(milli, QUOTA_PERIOD),
                 quota,
                 "quota of {milli}m"
-            );
-        }
-        for (shares, weight) in [
-            (2, 1),
-            (1024, 39),
-            (102, 4),
-            (262_144, 10_000),
-            (0, 1),
-            (1_000_000, 10_000),
-        ] {
-            assert_eq!(
-                shares_to_weight(shares),
-                weight,
-                "weight of {shares} shares"
             );
         }
     }

@@ -1,7 +1,8 @@
 //! Kubernetes resource quantities (`100m`, `64Mi`, `1.5`, `1e3`, `2G`) as exact integers:
 //! CPU in millicores, everything else in whole units (bytes, pids). Rounding follows the
 //! API server's canonical form: values are rounded *up* to the unit asked for, so `0.5m` CPU
-//! is 1 millicore and `1.5` bytes is 2 bytes.
+//! is 1 millicore and `1.5` bytes is 2 bytes. Go-style durations (`1m30s`) are parsed here
+//! too (`parse_duration`), the other value syntax every config section shares.
 
 use thiserror::Error;
 
@@ -138,9 +139,58 @@ pub fn parse_units(s: &str) -> Result<i64, QuantityError> {
     scaled(parse(s)?, 0, s)
 }
 
+/// Parse a Go-style duration as KubeletConfiguration writes them (`20s`, `1m30s`, `500ms`).
+/// Kept here, with the other value syntaxes, so that every config section (the agent's, the
+/// eviction and MQTT ones) can use it without depending on `config`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += std::time::Duration::try_from_secs_f64(value * unit).ok()?;
+    }
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        let cases = [
+            ("20s", Some(20_000)),
+            ("1m30s", Some(90_000)),
+            ("500ms", Some(500)),
+            ("1h", Some(3_600_000)),
+            ("", None),
+            ("5", None),
+            ("3x", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_duration(s).map(|d| d.as_millis() as u64), want, "{s}");
+        }
+    }
 
     #[test]
     fn parses_like_the_api_server() {

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use tidelet::cgroups::devices::DevKind;
 use tidelet::devices::cdi::Registry;
-use tidelet::devices::edits::{from_allocate, DeviceNode, RealHostFs};
+use tidelet::devices::edits::{from_allocate, RealHostFs};
 use tidelet::runtime::hooks::{Hook, Stage};
 use tidelet::runtime::{
     read_logs, spawn_supervisor, Client, ContainerRecord, ContainerSpec, ContainerState,
-    SandboxSpec,
+    DeviceNode, SandboxSpec,
 };
 use tidelet_deviceplugin_api::v1beta1::{CdiDevice, ContainerAllocateResponse, DeviceSpec, Mount};
 

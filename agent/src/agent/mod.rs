@@ -376,8 +376,8 @@ impl Agent {
         let cgroups: Arc<dyn Cgroups> =
             Arc::from(crate::cgroups::detect(&cfg.cgroup_mount, &cfg.mountinfo)?);
         // Checked before any cgroup is created: a bad reservation or checkpoint stops the start.
-        let cpu = crate::cpumanager::CpuManager::from_config(
-            &cfg,
+        let cpu = crate::cpumanager::CpuManager::from_options(
+            &cfg.cpu_manager_options(),
             std::path::Path::new(crate::cpumanager::ONLINE_FILE),
             cgroups.clone(),
             layout::INFRA_CGROUP,
@@ -812,7 +812,7 @@ fn image_gc_round(ctx: &Ctx) {
     match crate::gc::image_gc_tick(
         &ctx.store,
         &crate::gc::Statvfs,
-        &crate::gc::ImageGcPolicy::from_config(&ctx.cfg),
+        &ctx.cfg.image_gc_policy(),
         &in_use.images,
         std::time::SystemTime::now(),
     ) {

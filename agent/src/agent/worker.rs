@@ -771,7 +771,7 @@ impl Worker {
             .iter()
             .map(|d| d.container_path.clone())
             .collect();
-        let host = crate::security::host_devices(std::path::Path::new("/dev"));
+        let host = crate::devices::host_devices(std::path::Path::new("/dev"));
         spec.devices.extend(
             host.into_iter()
                 .filter(|d| !given.contains(&d.container_path)),

@@ -8,7 +8,7 @@
 //! as the kernel would. Trees are removed with `rmdir` only, never by deleting files, so that a
 //! wrong path can never delete ordinary data.
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,27 @@ pub(crate) const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const REMOVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deepest tree `pids`/`remove` walk; tidelet's trees are 5 levels deep.
 const MAX_DEPTH: usize = 32;
+
+/// Largest interface file read whole: a `memory.stat` is ~2 KiB, `/proc/meminfo` ~1.5 KiB.
+pub const MAX_FILE: usize = 64 << 10;
+
+/// `ENOENT` or `ENODEV`: what reading a file of a removed cgroup gives.
+pub fn io_is_gone(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
+}
+
+/// Read all of `path`, at most `MAX_FILE` bytes, as UTF-8 (lossy: kernel files are ASCII).
+/// `Ok(None)` for a larger file: not the kernel interface file expected. Callers turn the
+/// result into their own errors (`cgroups::Error`, `signals::SignalError`).
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Option<String>> {
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(4096);
+    f.take(MAX_FILE as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > MAX_FILE {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
 
 /// The relative cgroup path for read-only uses: leading and trailing `/` are ignored.
 pub(crate) fn rel(path: &str) -> &Path {

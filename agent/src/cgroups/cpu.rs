@@ -10,7 +10,19 @@ use std::path::Path;
 
 use super::common::{read, write};
 use super::{Error, Resources, Result};
-use crate::qos::{shares_to_weight, MAX_SHARES, MIN_SHARES};
+
+/// kubelet's `MinShares`: the smallest v1 `cpu.shares` written.
+pub const MIN_SHARES: u64 = 2;
+/// kubelet's `MaxShares`: the largest v1 `cpu.shares` written.
+pub const MAX_SHARES: u64 = 262_144;
+
+/// cgroup v2 `cpu.weight` from v1 shares, as kubelet and runc convert:
+/// `1 + ((shares - 2) * 9999) / 262142`, so 2 -> 1, 1024 -> 39, 262144 -> 10000. It lives
+/// with the controller that writes it; `qos` decides the shares.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(MIN_SHARES, MAX_SHARES);
+    1 + ((shares - 2) * 9999) / 262_142
+}
 
 pub(crate) fn v1_shares(res: &Resources) -> Option<String> {
     res.cpu_shares
@@ -93,6 +105,24 @@ pub(crate) fn apply_v2(dir: &Path, res: &Resources) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weight_from_shares() {
+        for (shares, weight) in [
+            (2, 1),
+            (1024, 39),
+            (102, 4),
+            (262_144, 10_000),
+            (0, 1),
+            (1_000_000, 10_000),
+        ] {
+            assert_eq!(
+                shares_to_weight(shares),
+                weight,
+                "weight of {shares} shares"
+            );
+        }
+    }
 
     fn res(shares: Option<u64>, quota: Option<i64>, period: Option<u64>) -> Resources {
         Resources {

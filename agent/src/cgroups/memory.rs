@@ -6,9 +6,30 @@
 
 use std::path::{Path, PathBuf};
 
-use super::common::write;
-use super::{Error, MemorySample, Resources, Result};
-use crate::signals::{self, SignalError};
+use super::common::{read_bounded, write};
+use super::{Error, Resources, Result};
+
+/// Memory of a cgroup (or of the node, `signals::node_memory`), in bytes. `capacity` is
+/// `u64::MAX` for a cgroup without a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct MemorySample {
+    pub capacity: u64,
+    pub usage: u64,
+    pub working_set: u64,
+}
+
+impl MemorySample {
+    /// `capacity - working_set`, 0 when the working set is above capacity.
+    pub fn available(&self) -> u64 {
+        self.capacity.saturating_sub(self.working_set)
+    }
+}
+
+/// kubelet's working set: `usage - inactive_file`, never below 0 (the two counters are read at
+/// slightly different times, so inactive_file can briefly exceed usage).
+pub fn working_set(usage: u64, inactive_file: u64) -> u64 {
+    usage.saturating_sub(inactive_file)
+}
 
 /// v1 `memory.limit_in_bytes` value (`-1` is unlimited).
 pub(crate) fn v1_limit(res: &Resources) -> Option<String> {
@@ -106,19 +127,19 @@ pub(crate) fn capacity_v2(text: &str) -> Option<u64> {
 /// Read a small interface file (bounded) as cgroup errors: a missing or vanished file stays
 /// an `Io` error so that `Error::is_gone` sees it.
 fn read_small(path: &Path) -> Result<String> {
-    signals::read_bounded(path).map_err(|e| match e {
-        SignalError::Io { path, source } => Error::Io { path, source },
-        other => Error::Malformed {
+    match read_bounded(path) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(Error::Malformed {
             path: path.to_path_buf(),
             field: "contents",
             value: String::new(),
-            reason: if matches!(other, SignalError::TooLarge { .. }) {
-                "larger than a kernel interface file"
-            } else {
-                "unreadable"
-            },
-        },
-    })
+            reason: "larger than a kernel interface file",
+        }),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 fn read_u64(dir: &Path, file: &'static str) -> Result<u64> {
@@ -152,7 +173,7 @@ pub(crate) fn sample_v1(dir: &Path) -> Result<MemorySample> {
     Ok(MemorySample {
         capacity,
         usage,
-        working_set: signals::working_set(usage, inactive),
+        working_set: working_set(usage, inactive),
     })
 }
 
@@ -172,7 +193,7 @@ pub(crate) fn sample_v2(dir: &Path) -> Result<MemorySample> {
     Ok(MemorySample {
         capacity,
         usage,
-        working_set: signals::working_set(usage, inactive),
+        working_set: working_set(usage, inactive),
     })
 }
 

@@ -24,6 +24,7 @@ mod pids;
 pub mod v1;
 pub mod v2;
 
+pub use cpu::{shares_to_weight, MAX_SHARES, MIN_SHARES};
 pub use v1::V1;
 pub use v2::V2;
 
@@ -114,11 +115,13 @@ impl Error {
     /// `ENODEV` for a file of a cgroup removed while open): the cgroup is gone (a pod exiting),
     /// which a caller sampling many cgroups skips rather than treats as a failure.
     pub fn is_gone(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if crate::signals::io_is_gone(source))
+        matches!(self, Error::Io { source, .. } if io_is_gone(source))
     }
 }
 
-pub use crate::signals::MemorySample;
+pub(crate) use common::read_bounded;
+pub use common::{io_is_gone, MAX_FILE};
+pub use memory::{working_set, MemorySample};
 
 /// The files of a cgroup's memory controller that pressure triggers watch
 /// (`Cgroups::memory_files`; `signals::TriggerSpec::for_cgroup` turns them into a spec).

@@ -185,18 +185,30 @@ pub fn check_reserved(online: &CpuSet, reserved: &CpuSet) -> Result<()> {
     Ok(())
 }
 
+/// What the CPU manager takes from the agent's config (`Config::cpu_manager_options`), so
+/// that it does not depend on the whole config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `cpuManagerPolicy`.
+    pub policy: Policy,
+    /// `reservedSystemCPUs` (empty: none).
+    pub reserved: CpuSet,
+    /// The agent's state directory (`rootDir`): the checkpoint is `cpu_manager_state` in it.
+    pub root_dir: PathBuf,
+}
+
 impl CpuManager {
-    /// The manager the config asks for: `None` with policy `none`. Fails on a bad reservation,
+    /// The manager `opts` ask for: `None` with policy `none`. Fails on a bad reservation,
     /// or on a checkpoint that is corrupt or from another policy (kubelet refuses to start
     /// then too). `online_file` is normally `ONLINE_FILE`.
-    pub fn from_config(
-        cfg: &crate::config::Config,
+    pub fn from_options(
+        opts: &Options,
         online_file: &Path,
         cgroups: Arc<dyn Cgroups>,
         infra_leaf: &str,
     ) -> Result<Option<CpuManager>> {
-        let path = cfg.root_dir.join(checkpoint::FILE);
-        match cfg.cpu_manager_policy {
+        let path = opts.root_dir.join(checkpoint::FILE);
+        match opts.policy {
             Policy::None => {
                 let ck = checkpoint::load(&path).map_err(|reason| Error::Checkpoint {
                     path: path.clone(),
@@ -215,8 +227,7 @@ impl CpuManager {
             }
             Policy::Static => {
                 let online = read_online(online_file)?;
-                let reserved = cfg.reserved_system_cpus.clone().unwrap_or_default();
-                CpuManager::new(online, reserved, path, cgroups, infra_leaf).map(Some)
+                CpuManager::new(online, opts.reserved.clone(), path, cgroups, infra_leaf).map(Some)
             }
         }
     }

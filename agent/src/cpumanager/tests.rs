@@ -259,26 +259,27 @@ fn bad_state_or_reservation_stops_the_start() {
 fn policy_none_refuses_a_static_checkpoint() {
     let t = tempfile::tempdir().unwrap();
     let fake: Arc<dyn Cgroups> = Arc::new(Fake::default());
-    let cfg = crate::config::Config {
+    let cfg = Options {
+        policy: Policy::None,
+        reserved: CpuSet::default(),
         root_dir: t.path().into(),
-        ..Default::default()
     };
     let online = t.path().join("online");
     std::fs::write(&online, "0-1\n").unwrap();
-    assert!(CpuManager::from_config(&cfg, &online, fake.clone(), "i")
+    assert!(CpuManager::from_options(&cfg, &online, fake.clone(), "i")
         .unwrap()
         .is_none());
-    let stat = crate::config::Config {
-        cpu_manager_policy: Policy::Static,
-        reserved_system_cpus: Some(set("0")),
+    let stat = Options {
+        policy: Policy::Static,
+        reserved: set("0"),
         ..cfg.clone()
     };
-    let m = CpuManager::from_config(&stat, &online, fake.clone(), "i")
+    let m = CpuManager::from_options(&stat, &online, fake.clone(), "i")
         .unwrap()
         .unwrap();
     assert_eq!(m.status().free, set("1"));
     drop(m);
-    let e = CpuManager::from_config(&cfg, &online, fake.clone(), "i")
+    let e = CpuManager::from_options(&cfg, &online, fake.clone(), "i")
         .err()
         .unwrap()
         .to_string();
@@ -287,7 +288,7 @@ fn policy_none_refuses_a_static_checkpoint() {
         "{e}"
     );
     std::fs::write(&online, "garbage").unwrap();
-    let e = CpuManager::from_config(&stat, &online, fake, "i")
+    let e = CpuManager::from_options(&stat, &online, fake, "i")
         .err()
         .unwrap()
         .to_string();

@@ -15,31 +15,11 @@ use tidelet_deviceplugin_api::v1beta1::ContainerAllocateResponse;
 
 use super::cdi::{CdiDeviceNode, CdiMount, Hook, Registry, ResolveError};
 use crate::cgroups::devices::DevKind;
-use crate::runtime::BindMount;
+use crate::runtime::{BindMount, DeviceNode};
 
 /// Annotations with this prefix carry CDI device names (comma-separated), the way plugins
 /// did before `cdi_devices` was added to the API (containerd reads them too).
 pub const CDI_ANNOTATION_PREFIX: &str = "cdi.k8s.io/";
-
-/// A device node to create in the container (`mknod` in its private `/dev` or wherever
-/// `container_path` says, always inside the rootfs).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DeviceNode {
-    /// Absolute path in the container, e.g. `/dev/nvidia0`.
-    pub container_path: String,
-    /// Where it came from on the host (for messages and `describe`).
-    pub host_path: PathBuf,
-    /// `Char` or `Block` (never `All`).
-    pub kind: DevKind,
-    pub major: u32,
-    pub minor: u32,
-    /// Permission bits of the node, e.g. 0o666.
-    pub file_mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// cgroup access: any of `r`, `w`, `m` (in that order).
-    pub permissions: String,
-}
 
 /// Everything to apply to one container for its devices.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -8,13 +8,20 @@
 //! - `edits`: an `Allocate` answer (plus CDI) turned into what the runtime applies to one
 //!   container: env, mounts, device nodes, cgroup device rules, annotations, CDI hooks
 //!   (run by the runtime: `runtime::hooks`).
+//! - `host`: the host's device nodes a privileged container gets.
+//!
+//! The runtime's wire types (`ContainerSpec`, `BindMount`, `DeviceNode`, `runtime::hooks`)
+//! belong to the runtime; this module produces edits in those types, so the dependency points
+//! one way: devices -> runtime.
 
 pub mod cdi;
 pub mod checkpoint;
 pub mod edits;
+mod host;
 pub mod manager;
 pub mod registry;
 
+pub use host::host_devices;
 pub use manager::{AdmitFailure, DevicesConfig, Manager, Notice, Notices};
 
 use crate::cgroups::devices::{self as rules, DeviceRule};

@@ -257,7 +257,7 @@ fn signal_of(map: &str, key: &str) -> Result<Signal, FieldError> {
 }
 
 fn duration(field: String, s: &str) -> Result<Duration, FieldError> {
-    crate::config::parse_duration(s)
+    crate::quantity::parse_duration(s)
         .ok_or_else(|| ferr(field, format!("{s:?} is not a duration like 30s")))
 }
 

@@ -16,28 +16,16 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Pod;
 use tidelet_images::{GcReport, Store};
 
-use crate::config::Config;
-
 pub mod logs;
 
 pub use logs::{reclaim_logs, LogsReclaimed};
 
-/// kubelet's image GC policy, from the config.
+/// kubelet's image GC policy (`Config::image_gc_policy` builds it from the config file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageGcPolicy {
     pub high_threshold_percent: u8,
     pub low_threshold_percent: u8,
     pub minimum_age: Duration,
-}
-
-impl ImageGcPolicy {
-    pub fn from_config(cfg: &Config) -> Self {
-        ImageGcPolicy {
-            high_threshold_percent: cfg.image_gc_high_threshold_percent,
-            low_threshold_percent: cfg.image_gc_low_threshold_percent,
-            minimum_age: cfg.image_minimum_gc_age,
-        }
-    }
 }
 
 /// A file system's size and free space, as `statvfs` gives them (free = available to
@@ -81,11 +69,6 @@ pub enum GcError {
     },
     #[error("image GC: {0}")]
     Images(#[from] tidelet_images::Error),
-    /// The CLI asks the agent which images its pods use; without an answer it removes nothing.
-    #[error("cannot tell which images the pods use, so nothing was removed: {0}")]
-    Agent(#[from] crate::api::client::ClientError),
-    #[error("unexpected answer from the agent: {0}")]
-    Answer(String),
 }
 
 /// What the pods use: image references and IDs (spec `image` of every container, status
@@ -128,16 +111,6 @@ pub fn images_in_use<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> InUse {
         }
     }
     out
-}
-
-/// `InUse` of every pod the running agent under `root_dir` knows (for `tidelet image prune`
-/// and `image rm`, which run beside the agent).
-pub fn in_use_from_agent(root_dir: &Path) -> Result<InUse, GcError> {
-    use crate::api::{Request, Response};
-    match crate::api::client::call(&crate::config::api_socket(root_dir), &Request::ListPods)? {
-        Response::Pods { pods } => Ok(images_in_use(pods.iter().map(|v| &v.pod))),
-        other => Err(GcError::Answer(format!("{other:?}"))),
-    }
 }
 
 /// What `reclaim_disk` freed.
@@ -335,7 +308,7 @@ mod tests {
         import(&store, dir.path(), "localhost/a:1", "a", 20_000);
         import(&store, dir.path(), "localhost/b:1", "b", 20_000);
         import(&store, dir.path(), "localhost/c:1", "c", 20_000);
-        let policy = ImageGcPolicy::from_config(&Config::default());
+        let policy = crate::config::Config::default().image_gc_policy();
         let later = SystemTime::now() + Duration::from_secs(3600);
         let in_use: BTreeSet<String> = ["localhost/a:1".to_string()].into();
 

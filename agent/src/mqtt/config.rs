@@ -188,7 +188,7 @@ impl MqttConfig {
          -> Result<Duration, FieldError> {
             match v {
                 None => Ok(default),
-                Some(s) => crate::config::parse_duration(&s)
+                Some(s) => crate::quantity::parse_duration(&s)
                     .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(65535))
                     .ok_or_else(|| bad(key, format!("{s:?} is not a duration between 1s and 18h"))),
             }

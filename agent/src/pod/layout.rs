@@ -7,9 +7,24 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
-use crate::config::Config;
-use crate::node::Node;
 use crate::qos::{self, QosClass};
+
+/// Where the agent keeps pods, as `plan` needs it; `config::Config` implements it. A trait
+/// rather than the config itself so that `pod` sits below `config` (which composes the
+/// subsystems' settings, `eviction`'s among them, and `eviction` plans pods).
+pub trait PodDirs {
+    /// `<cgroupRoot>/kubepods`.
+    fn kubepods_cgroup(&self) -> String;
+    /// `<rootDir>/pods`: one directory per pod UID.
+    fn pods_dir(&self) -> PathBuf;
+    /// `<rootDir>/logs`: one directory per pod, named as kubelet names them.
+    fn logs_dir(&self) -> PathBuf;
+}
+
+/// The host's hostname (what `hostNetwork` pods see); `node::Node` implements it.
+pub trait HostName {
+    fn hostname(&self) -> &str;
+}
 
 /// Where a pod lives on the node; derived once from its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +53,8 @@ pub fn spec(pod: &Pod) -> &PodSpec {
         .unwrap_or_else(|| EMPTY.get_or_init(PodSpec::default))
 }
 
-pub fn plan(cfg: &Config, node: &Node, pod: &Pod) -> PodPlan {
+/// Where `pod` lives, under `dirs`, on `host`.
+pub fn plan(dirs: &impl PodDirs, host: &impl HostName, pod: &Pod) -> PodPlan {
     let s = spec(pod);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -48,13 +64,13 @@ pub fn plan(cfg: &Config, node: &Node, pod: &Pod) -> PodPlan {
         .clone()
         .unwrap_or_else(|| "default".into());
     let qos = qos::qos_class(s);
-    let mut cgroup = cfg.kubepods_cgroup();
+    let mut cgroup = dirs.kubepods_cgroup();
     if let Some(dir) = qos.cgroup_dir() {
         cgroup = format!("{cgroup}/{dir}");
     }
     cgroup = format!("{cgroup}/pod{uid}");
     let hostname = if s.host_network == Some(true) {
-        node.hostname.clone()
+        host.hostname().to_string()
     } else {
         // kubelet truncates the pod name to a valid hostname (63 chars, no trailing '-' or '.').
         let h = s.hostname.clone().unwrap_or_else(|| name.clone());
@@ -65,8 +81,8 @@ pub fn plan(cfg: &Config, node: &Node, pod: &Pod) -> PodPlan {
         h
     };
     PodPlan {
-        pod_dir: cfg.pods_dir().join(&uid),
-        log_dir: cfg.logs_dir().join(format!("{namespace}_{name}_{uid}")),
+        pod_dir: dirs.pods_dir().join(&uid),
+        log_dir: dirs.logs_dir().join(format!("{namespace}_{name}_{uid}")),
         uid,
         name,
         namespace,

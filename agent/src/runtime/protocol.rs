@@ -42,6 +42,27 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
+/// A device node to create in the container (`mknod` in its private `/dev` or wherever
+/// `container_path` says, always inside the rootfs), from device plugins, CDI
+/// (`devices::edits`) or the host's `/dev` for a privileged container (`devices::host_devices`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    /// Absolute path in the container, e.g. `/dev/nvidia0`.
+    pub container_path: String,
+    /// Where it came from on the host (for messages and `describe`).
+    pub host_path: PathBuf,
+    /// `Char` or `Block` (never `All`).
+    pub kind: crate::cgroups::devices::DevKind,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits of the node, e.g. 0o666.
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// cgroup access: any of `r`, `w`, `m` (in that order).
+    pub permissions: String,
+}
+
 /// Everything needed to start one container (one attempt).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -76,7 +97,7 @@ pub struct ContainerSpec {
     /// Device nodes to create (after the private `/dev`, before the bind mounts), from
     /// device plugins and CDI.
     #[serde(default)]
-    pub devices: Vec<crate::devices::edits::DeviceNode>,
+    pub devices: Vec<DeviceNode>,
     /// OCI lifecycle hooks (from CDI specs), run as `runtime::hooks` says.
     #[serde(default)]
     pub hooks: Vec<super::hooks::Hook>,

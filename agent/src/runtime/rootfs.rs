@@ -19,8 +19,8 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
 use super::protocol::ContainerSpec;
 use super::sys::{fail, io_fail};
+use super::DeviceNode;
 use crate::cgroups::devices::DevKind;
-use crate::devices::edits::DeviceNode;
 
 fn mnt(
     src: Option<&str>,

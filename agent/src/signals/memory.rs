@@ -16,27 +16,8 @@
 use std::path::Path;
 
 use super::{read_bounded, SignalError};
-
-/// Bytes. `capacity` is `u64::MAX` for a cgroup without a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct MemorySample {
-    pub capacity: u64,
-    pub usage: u64,
-    pub working_set: u64,
-}
-
-impl MemorySample {
-    /// `capacity - working_set`, 0 when the working set is above capacity.
-    pub fn available(&self) -> u64 {
-        self.capacity.saturating_sub(self.working_set)
-    }
-}
-
-/// kubelet's working set: `usage - inactive_file`, never below 0 (the two counters are read at
-/// slightly different times, so inactive_file can briefly exceed usage).
-pub fn working_set(usage: u64, inactive_file: u64) -> u64 {
-    usage.saturating_sub(inactive_file)
-}
+// The sample type lives with the cgroups that also produce it; signals sits above cgroups.
+use crate::cgroups::{working_set, MemorySample};
 
 /// The node's memory from the text of `/proc/meminfo` (values in kB). Errors name the field
 /// and the value; the file is called `meminfo` (see `node_memory` for the real path).

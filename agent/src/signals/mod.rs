@@ -4,8 +4,9 @@
 //! early; the policy (thresholds, ranking, decisions) lives elsewhere and only sees plain
 //! numbers. Readers take their paths as parameters (`/proc/meminfo`, `/proc/loadavg`, the
 //! state directory) so tests run on temp files:
-//! - `memory`: `MemorySample` and the node's memory from `/proc/meminfo` (per-cgroup samples
-//!   come from `Cgroups::memory_sample`);
+//! - `memory`: the node's memory from `/proc/meminfo`, as the `MemorySample` that
+//!   `Cgroups::memory_sample` gives per cgroup (the type lives in `cgroups`: signals reads
+//!   through cgroups, never the other way);
 //! - `pids`: `PidSample` from `pid_max` and `/proc/loadavg`;
 //! - `fs`: `FsSample` of a file system (statvfs), for `nodefs.available`/`inodesFree`;
 //! - `triggers`: PSI, v1 memory thresholds and v2 `memory.events`, multiplexed in one
@@ -13,7 +14,6 @@
 //!
 //! Every file read here is read with a bounded buffer (`read_bounded`).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 mod fs;
@@ -21,8 +21,9 @@ mod memory;
 mod pids;
 mod triggers;
 
+pub use crate::cgroups::{working_set, MemorySample};
 pub use fs::{fs_sample, FsSample};
-pub use memory::{node_memory, parse_meminfo, working_set, MemorySample};
+pub use memory::{node_memory, parse_meminfo};
 pub use pids::{node_pids, parse_loadavg, parse_pid_max, PidSample};
 pub use triggers::{
     psi_trigger_line, psi_unprivileged_fallback, TriggerSpec, TriggerWarning, Triggers,
@@ -30,7 +31,7 @@ pub use triggers::{
 };
 
 /// Largest file the readers accept: `/proc/meminfo` is ~1.5 KiB, a `memory.stat` ~2 KiB.
-pub const MAX_FILE: usize = 64 << 10;
+pub const MAX_FILE: usize = crate::cgroups::MAX_FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -93,30 +94,22 @@ impl SignalError {
     }
 }
 
-/// `ENOENT` or `ENODEV`: what reading a file of a removed cgroup gives.
-pub(crate) fn io_is_gone(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
-}
+pub(crate) use crate::cgroups::io_is_gone;
 
 /// Read all of `path`, at most `MAX_FILE` bytes (`TooLarge` beyond), as UTF-8 (lossy: kernel
 /// files are ASCII).
 pub(crate) fn read_bounded(path: &Path) -> Result<String, SignalError> {
-    let io = |source| SignalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let f = std::fs::File::open(path).map_err(io)?;
-    let mut buf = Vec::with_capacity(4096);
-    f.take(MAX_FILE as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(io)?;
-    if buf.len() > MAX_FILE {
-        return Err(SignalError::TooLarge {
+    match crate::cgroups::read_bounded(path) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(SignalError::TooLarge {
             path: path.to_path_buf(),
             limit: MAX_FILE,
-        });
+        }),
+        Err(source) => Err(SignalError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[cfg(test)]
