@@ -169,16 +169,16 @@ impl Supervisor {
             Decision::Restart { after } => tracing::error!(
                 task = kind.name(),
                 id,
-                message = %incident.message,
-                panics = history.len(),
+                panic = %incident.message,
+                panics = history.total(),
                 restart_in = ?after,
                 "supervised task panicked; restarting it"
             ),
             Decision::GiveUp => tracing::error!(
                 task = kind.name(),
                 id,
-                message = %incident.message,
-                panics = history.len(),
+                panic = %incident.message,
+                panics = history.total(),
                 "supervised task keeps panicking; giving up"
             ),
         }

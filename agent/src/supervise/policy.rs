@@ -60,6 +60,7 @@ pub fn decide(policy: &Policy, earlier: &[Duration], now: Duration) -> Decision 
 #[derive(Debug, Default, Clone)]
 pub struct History {
     times: VecDeque<Duration>,
+    total: u64,
 }
 
 impl History {
@@ -67,10 +68,16 @@ impl History {
     pub fn panicked(&mut self, policy: &Policy, now: Duration) -> Decision {
         let d = decide(policy, self.times.make_contiguous(), now);
         self.times.push_back(now);
+        self.total += 1;
         while self.times.len() > policy.burst.max(1) {
             self.times.pop_front();
         }
         d
+    }
+
+    /// Panics ever, for the log.
+    pub fn total(&self) -> u64 {
+        self.total
     }
 
     /// Panics remembered (at most `burst`).
@@ -167,6 +174,7 @@ mod tests {
         assert_eq!(got[4], Decision::Restart { after: s(8) });
         assert_eq!(&got[5..], &[Decision::GiveUp, Decision::GiveUp]);
         assert_eq!(h.len(), p.burst);
+        assert_eq!(h.total(), 7);
         // Quiet for a window: the task starts from the first delay again.
         assert_eq!(
             h.panicked(&p, s(1000)),
