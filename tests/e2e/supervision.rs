@@ -254,7 +254,30 @@ fn a_task_that_keeps_panicking_makes_the_agent_exit_and_pods_survive() {
     }
     let mut a = Agent::prepare(None, &[]);
     a.write("web.yaml", &pod_yaml("web", "", &[("c", "sleep 3600", "")]));
-    a.env = vec![("TIDELET_TEST_PANIC".into(), "monitor*".into())];
+    // systemd's watchdog, petted every 100 ms while every supervised task is up.
+    let notify = a.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    // Read as systemd does, all along: a full socket queue would block the agent's loop.
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut pets, mut buf) = (0usize, [0u8; 256]);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    pets += usize::from(&buf[..n] == b"WATCHDOG=1");
+                }
+            }
+            pets
+        })
+    };
+    a.env = vec![
+        ("TIDELET_TEST_PANIC".into(), "monitor*".into()),
+        ("NOTIFY_SOCKET".into(), notify.to_str().unwrap().into()),
+        ("WATCHDOG_USEC".into(), "200000".into()),
+    ];
     a.spawn();
     a.wait_running("web-e2e");
     let pid = a.container_pid("web-e2e", "c");
@@ -276,6 +299,16 @@ fn a_task_that_keeps_panicking_makes_the_agent_exit_and_pods_survive() {
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the pod survives the agent's exit"
+    );
+    // The monitor was down for all but instants of the 15 s before the exit: the loop's
+    // watchdog ticks (every 100 ms) found it down and did not pet. A pet may slip in at start
+    // or between a restart and the next panic, but far fewer than the ticks skipped.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pets = reader.join().unwrap();
+    let skipped = lines("not feeding the watchdog");
+    assert!(
+        skipped > 0 && pets < skipped,
+        "{pets} pets, {skipped} ticks skipped"
     );
     // As systemd would: start it again (without the hook); the pod is adopted.
     a.env.clear();

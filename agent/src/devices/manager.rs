@@ -298,7 +298,9 @@ impl Manager {
             }
         });
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.expire_loop().await });
+        crate::supervise::task(sup, crate::supervise::Kind::DeviceExpiry, "", move || {
+            Arc::clone(&me).expire_loop()
+        });
         tracing::info!(socket = %sock.display(), "serving device-plugin registration");
         Ok(())
     }

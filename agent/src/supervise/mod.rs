@@ -32,6 +32,7 @@ pub enum Kind {
     Reporter,
     DeviceRegistration,
     DevicePlugin,
+    DeviceExpiry,
 }
 
 impl Kind {
@@ -44,6 +45,7 @@ impl Kind {
             Kind::Reporter => "reporter",
             Kind::DeviceRegistration => "device-registration",
             Kind::DevicePlugin => "device-plugin",
+            Kind::DeviceExpiry => "device-expiry",
         }
     }
 
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Reporter => "MQTT status reporter",
             Kind::DeviceRegistration => "device-plugin registration server",
             Kind::DevicePlugin => "device-plugin stream",
+            Kind::DeviceExpiry => "device-plugin grace-period expiry",
         }
     }
 
@@ -68,6 +71,7 @@ impl Kind {
             Kind::Reporter => "StatusReporterPanicked",
             Kind::DeviceRegistration => "DevicePluginRegistrationPanicked",
             Kind::DevicePlugin => "DevicePluginPanicked",
+            Kind::DeviceExpiry => "DevicePluginExpiryPanicked",
         }
     }
 }
