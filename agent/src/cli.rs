@@ -387,7 +387,21 @@ fn run(root_dir: PathBuf, args: RunArgs) -> Result<i32> {
         tracing::info!(root_dir = %cfg.root_dir.display(), static_pod_path = %cfg.static_pod_path.display(), node = %cfg.node_name, cgroup_root = %cfg.cgroup_root, "tidelet starting");
         let agent = crate::agent::Agent::new(cfg)?;
         let listener = api::server::bind(&socket)?;
-        tokio::spawn(api::server::serve(listener, agent.ctx()));
+        // Supervised: after a panic the socket is bound again (the listener went with it).
+        let mut first = Some(listener);
+        let ctx = agent.ctx();
+        crate::supervise::task(&agent.supervisor(), crate::supervise::Kind::Api, "", move || {
+            let listener = first.take().map(Ok).unwrap_or_else(|| api::server::bind(&socket));
+            let (ctx, socket) = (ctx.clone(), socket.clone());
+            async move {
+                crate::supervise::inject::fire("api", "");
+                match listener {
+                    Ok(l) => api::server::serve(l, ctx).await,
+                    // Counted as a failure of the task: retried, then the agent gives up.
+                    Err(e) => panic!("{}: {e}", socket.display()),
+                }
+            }
+        });
         let (stop_tx, stop_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};

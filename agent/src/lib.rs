@@ -29,6 +29,7 @@
 //! - `api`: the local unix-socket API and its client;
 //! - `cli`: the command line (clap) over all of the above;
 //! - `state`: atomic writes of state on disk;
+//! - `supervise`: long-lived tasks restarted after a panic, with back-off and a limit;
 //! - `logging`, `systemd`: log lines shaped for a terminal or the journal; sd_notify;
 //! - `render`: kubectl-like tables and `describe`.
 
@@ -58,6 +59,7 @@ pub mod security;
 pub mod signals;
 pub mod source;
 pub mod state;
+pub mod supervise;
 pub mod systemd;
 pub mod yaml;
 pub mod yaml_out;

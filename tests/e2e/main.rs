@@ -21,6 +21,7 @@ mod mqtt_broker;
 mod mqtt_interop;
 mod security;
 mod status_schema;
+mod supervision;
 mod survival;
 
 /// A pod manifest with busybox containers running `cmds` (name, shell command).

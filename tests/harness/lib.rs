@@ -314,6 +314,14 @@ impl Agent {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Wait up to `timeout` for the agent to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("the agent was started");
+        let status = wait_for("the agent to exit", timeout, || c.try_wait().unwrap());
+        self.child = None;
+        status
+    }
+
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }

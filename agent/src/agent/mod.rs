@@ -7,6 +7,7 @@
 pub mod prepare;
 pub mod remote;
 mod status_source;
+pub mod supervision;
 
 pub mod worker;
 
@@ -225,6 +226,8 @@ pub struct Agent {
     remote: Option<remote::Remote>,
     /// The device manager's notices, read by a task of `run`.
     device_notices: Option<tokio::sync::mpsc::Receiver<crate::devices::Notice>>,
+    /// Restarts the agent's tasks after a panic (see `supervision`).
+    sup: crate::supervise::Supervisor,
     _lock: std::fs::File,
 }
 
@@ -424,7 +427,9 @@ impl Agent {
             devices,
         });
         let remote = mqtt.as_ref().map(|m| remote::Remote::open(&ctx, m));
+        let sup = supervision::supervisor(&ctx);
         Ok(Agent {
+            sup,
             ctx,
             source,
             workers: BTreeMap::new(),
@@ -442,6 +447,11 @@ impl Agent {
 
     pub fn ctx(&self) -> Arc<Ctx> {
         self.ctx.clone()
+    }
+
+    /// The supervisor of the agent's long-lived tasks, for those started outside it (the API).
+    pub fn supervisor(&self) -> crate::supervise::Supervisor {
+        self.sup.clone()
     }
 
     fn rescan(&mut self) -> DesiredSet {
@@ -464,6 +474,10 @@ impl Agent {
     /// Start the worker of `key`, told `initial` from the start: a worker that adopts pods
     /// must never see a transient "not desired" and tear down what it should keep. The
     /// receiver fires once it has adopted (or cleaned up) the pods `adopt` lists.
+    ///
+    /// Supervised: a worker that panics is replaced by a new one that adopts the key's pods
+    /// from disk (`pod.json`, as after an agent restart) and reads the current desired pod
+    /// from the same channel; the pod itself runs on under its supervisor meanwhile.
     fn spawn_worker(
         &mut self,
         key: &str,
@@ -473,15 +487,25 @@ impl Agent {
         let (tx, rx) = watch::channel(initial);
         let (gone_tx, gone_rx) = watch::channel(false);
         let (adopted_tx, adopted_rx) = tokio::sync::oneshot::channel();
-        let w = Worker::new(
-            self.ctx.clone(),
-            key.to_string(),
-            rx,
-            adopt,
-            gone_tx,
-            adopted_tx,
-        );
-        tokio::spawn(w.run());
+        let mut first = Some((adopt, adopted_tx));
+        let (ctx, k) = (self.ctx.clone(), key.to_string());
+        // A receiver, not the sender: the channel still closes when the agent drops the worker.
+        crate::supervise::task(&self.sup, crate::supervise::Kind::Worker, key, move || {
+            let (adopt, adopted) = first.take().unwrap_or_else(|| {
+                let mut recs = worker::load_records(&ctx.cfg.pods_dir());
+                recs.retain(|r| r.key == k);
+                (recs, tokio::sync::oneshot::channel().0)
+            });
+            let w = Worker::new(
+                ctx.clone(),
+                k.clone(),
+                rx.clone(),
+                adopt,
+                gone_tx.clone(),
+                adopted,
+            );
+            w.run()
+        });
         self.workers
             .insert(key.to_string(), WorkerHandle { tx, gone: gone_rx });
         adopted_rx
@@ -607,7 +631,8 @@ impl Agent {
 
     /// Adopt what the state directory records, then reconcile forever. `ready` runs once the
     /// sources are read and the pods on disk handed to their workers; `watchdog`, if given,
-    /// is called from this loop every period, so it stops when the loop is stuck.
+    /// is called from this loop every period, so it stops when the loop is stuck or a
+    /// supervised task is down.
     pub async fn run(
         mut self,
         mut shutdown: mpsc::Receiver<()>,
@@ -624,7 +649,7 @@ impl Agent {
         if let Some(rx) = self.device_notices.take() {
             tokio::spawn(device_notices(self.ctx.clone(), rx));
         }
-        if let Err(e) = self.ctx.devices.serve() {
+        if let Err(e) = self.ctx.devices.serve(&self.sup) {
             self.ctx.node_event(
                 true,
                 "DevicePluginsUnavailable",
@@ -679,7 +704,7 @@ impl Agent {
         }
         ready();
         let mut down = match (&mut self.remote, &self.mqtt) {
-            (Some(r), Some(m)) => r.connect(&self.ctx, m),
+            (Some(r), Some(m)) => r.connect(&self.ctx, m, &self.sup),
             _ => None,
         };
         // The lease is renewed only while this loop turns (a stuck agent whose MQTT task
@@ -698,24 +723,31 @@ impl Agent {
         // Under disk pressure the monitor first removes dead containers' logs, then unused
         // images, least recently used first; pods known to the agent in any state keep theirs.
         let gc_ctx = self.ctx.clone();
-        let reclaim: crate::eviction::monitor::DiskReclaim = Box::new(move |need| {
-            let in_use = gc_ctx.images_in_use();
-            let r = crate::gc::reclaim_disk(
-                &gc_ctx.store,
-                &gc_ctx.cfg.logs_dir(),
-                &in_use,
-                need,
-                gc_ctx.cfg.image_minimum_gc_age,
-                std::time::SystemTime::now(),
-            );
-            if let Some(e) = &r.image_error {
-                tracing::warn!(error = %e, "image garbage collection did not run");
-            }
-            r.bytes
-        });
-        if let Err(e) =
-            crate::eviction::monitor::Monitor::new(self.ctx.clone(), paths, reclaim).spawn()
-        {
+        let reclaim = move || -> crate::eviction::monitor::DiskReclaim {
+            let gc_ctx = gc_ctx.clone();
+            Box::new(move |need| {
+                let in_use = gc_ctx.images_in_use();
+                let r = crate::gc::reclaim_disk(
+                    &gc_ctx.store,
+                    &gc_ctx.cfg.logs_dir(),
+                    &in_use,
+                    need,
+                    gc_ctx.cfg.image_minimum_gc_age,
+                    std::time::SystemTime::now(),
+                );
+                if let Some(e) = &r.image_error {
+                    tracing::warn!(error = %e, "image garbage collection did not run");
+                }
+                r.bytes
+            })
+        };
+        // Supervised: after a panic a new monitor is made (see `Monitor::spawn`).
+        let monitor_ctx = self.ctx.clone();
+        let make_monitor = move || {
+            crate::supervise::inject::fire("monitor", "");
+            crate::eviction::monitor::Monitor::new(monitor_ctx.clone(), paths.clone(), reclaim())
+        };
+        if let Err(e) = crate::eviction::monitor::Monitor::spawn(make_monitor, &self.sup) {
             tracing::error!(error = %e, "cannot start the eviction monitor; pods run without eviction");
         }
         let mut tick = tokio::time::interval(self.ctx.cfg.file_check_frequency);
@@ -764,8 +796,12 @@ impl Agent {
                     continue;
                 }
                 _ = dog.tick() => {
-                    if let Some(pet) = &pet {
-                        pet();
+                    // Not while a supervised task is down: a task that cannot be restarted
+                    // gets the agent restarted by systemd.
+                    match &pet {
+                        Some(pet) if self.sup.all_up() => pet(),
+                        Some(_) => tracing::warn!(down = self.sup.down(), "a supervised task is down; not feeding the watchdog"),
+                        None => {}
                     }
                     continue;
                 }

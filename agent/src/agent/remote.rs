@@ -72,7 +72,13 @@ impl Remote {
 
     /// Connect (in the background: a broker that is down is retried forever) and start
     /// reporting the node's and pods' status. Returns the messages from the control plane.
-    pub fn connect(&mut self, ctx: &Arc<Ctx>, mq: &MqttConfig) -> Option<mpsc::Receiver<Down>> {
+    /// The reporter is supervised: after a panic a new one publishes the whole status again.
+    pub fn connect(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        mq: &MqttConfig,
+        sup: &crate::supervise::Supervisor,
+    ) -> Option<mpsc::Receiver<Down>> {
         let backoff = crate::mqtt::backoff::Policy {
             cap: mq.reconnect_max_delay,
             ..Default::default()
@@ -84,7 +90,14 @@ impl Remote {
         match crate::mqtt::session::start_with(mq, &ctx.cfg.node_name, options) {
             Ok((link, down)) => {
                 self.held_since = Some(std::time::Instant::now());
-                crate::mqtt::reporter::spawn(ctx.clone(), link.clone());
+                let (rctx, rlink) = (ctx.clone(), link.clone());
+                crate::supervise::task(sup, crate::supervise::Kind::Reporter, "", move || {
+                    let (rctx, rlink) = (rctx.clone(), rlink.clone());
+                    async move {
+                        crate::supervise::inject::fire("reporter", "");
+                        crate::supervise::joined(crate::mqtt::reporter::spawn(rctx, rlink)).await
+                    }
+                });
                 self.link = Some(link);
                 for r in self.source.results() {
                     self.publish(&r);

@@ -522,6 +522,15 @@ impl Worker {
             }
             self.act(&mut r).await;
             self.publish(&r);
+            // Test hook (`TIDELET_TEST_PANIC=worker:<key>`): a panic with the pod up, so that
+            // the restarted worker must adopt it from disk.
+            if r.rec
+                .containers
+                .values()
+                .all(|m| matches!(m.life, Life::Running { .. }))
+            {
+                crate::supervise::inject::fire("worker", &self.key);
+            }
             let next = r
                 .rec
                 .containers

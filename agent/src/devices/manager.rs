@@ -275,7 +275,11 @@ impl Manager {
 
     /// Start serving `Registration` (and the grace-period expiry). Errors (the directory
     /// cannot be made, the socket cannot be bound) leave the agent without device plugins.
-    pub fn serve(self: &Arc<Self>) -> Result<(), String> {
+    ///
+    /// The registration server and each plugin's stream are supervised by `sup`: after a
+    /// panic the server binds `kubelet.sock` again (plugins re-register, as after an agent
+    /// restart) and a plugin's stream is followed again from a new connection.
+    pub fn serve(self: &Arc<Self>, sup: &crate::supervise::Supervisor) -> Result<(), String> {
         let Some(dir) = self.cfg.plugin_dir.clone() else {
             return Ok(());
         };
@@ -293,20 +297,41 @@ impl Manager {
         let sock = dir.join(tidelet_deviceplugin_api::KUBELET_SOCKET);
         let listener = tidelet_deviceplugin_api::bind(&sock)
             .map_err(|e| format!("{}: {e}", sock.display()))?;
-        let svc = RegistrationServer::new(Registrar {
-            manager: Arc::clone(self),
-        });
-        tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tidelet_deviceplugin_api::incoming(listener))
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "device-plugin registration server stopped");
+        let mut first = Some(listener);
+        let (me, task_sup, socket) = (Arc::clone(self), sup.clone(), sock.clone());
+        let kind = crate::supervise::Kind::DeviceRegistration;
+        crate::supervise::task(sup, kind, "", move || {
+            // A restart binds again (the panicked server took its listener with it); the
+            // plugins' sockets stay: their streams are followed by their own tasks.
+            let listener = first
+                .take()
+                .map(Ok)
+                .unwrap_or_else(|| tidelet_deviceplugin_api::bind(&socket));
+            let svc = RegistrationServer::new(Registrar {
+                manager: Arc::clone(&me),
+                sup: task_sup.clone(),
+            });
+            let socket = socket.clone();
+            async move {
+                crate::supervise::inject::fire(kind.name(), "");
+                let listener = match listener {
+                    Ok(l) => l,
+                    // Counted as a failure of the task: retried, then the agent gives up.
+                    Err(e) => panic!("{}: {e}", socket.display()),
+                };
+                let r = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(tidelet_deviceplugin_api::incoming(listener))
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "device-plugin registration server stopped");
+                }
             }
         });
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.expire_loop().await });
+        crate::supervise::task(sup, crate::supervise::Kind::DeviceExpiry, "", move || {
+            Arc::clone(&me).expire_loop()
+        });
         tracing::info!(socket = %sock.display(), "serving device-plugin registration");
         Ok(())
     }
@@ -343,7 +368,11 @@ impl Manager {
     }
 
     /// The checks of one registration; the endpoint task starts on success.
-    fn register(self: &Arc<Self>, req: RegisterRequest) -> Result<(), String> {
+    fn register(
+        self: &Arc<Self>,
+        req: RegisterRequest,
+        sup: &crate::supervise::Supervisor,
+    ) -> Result<(), String> {
         let dir = self.cfg.plugin_dir.clone().unwrap_or_default();
         if !tidelet_deviceplugin_api::SUPPORTED_VERSIONS.contains(&req.version.as_str()) {
             return Err(format!(
@@ -389,7 +418,14 @@ impl Manager {
         );
         let me = Arc::clone(self);
         let (resource, path) = (req.resource_name.clone(), dir.join(ep));
-        tokio::spawn(async move { me.follow(resource, path, generation, options).await });
+        let kind = crate::supervise::Kind::DevicePlugin;
+        crate::supervise::task(sup, kind, resource.clone(), move || {
+            let (me, resource, path) = (me.clone(), resource.clone(), path.clone());
+            async move {
+                crate::supervise::inject::fire(kind.name(), "");
+                me.follow(resource, path, generation, options).await
+            }
+        });
         Ok(())
     }
 
@@ -826,6 +862,7 @@ fn remove_stale_sockets(dir: &Path) {
 
 struct Registrar {
     manager: Arc<Manager>,
+    sup: crate::supervise::Supervisor,
 }
 
 #[tonic::async_trait]
@@ -836,7 +873,7 @@ impl Registration for Registrar {
     ) -> Result<tonic::Response<Empty>, tonic::Status> {
         let req = request.into_inner();
         let resource = req.resource_name.clone();
-        match self.manager.register(req) {
+        match self.manager.register(req, &self.sup) {
             Ok(()) => Ok(tonic::Response::new(Empty {})),
             Err(msg) => {
                 self.manager.event(

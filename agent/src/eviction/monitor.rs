@@ -97,11 +97,18 @@ impl Monitor {
         }
     }
 
-    /// Run on a thread of its own, forever.
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("eviction".into())
-            .spawn(move || self.run())
+    /// Run a monitor from `make` on a thread of its own, forever. After a panic a new one
+    /// from `make` takes over (its decisions start afresh from the signals), as `sup` decides.
+    pub fn spawn(
+        mut make: impl FnMut() -> Monitor + Send + 'static,
+        sup: &crate::supervise::Supervisor,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        crate::supervise::thread(
+            sup,
+            crate::supervise::Kind::Monitor,
+            "eviction",
+            move || make().run(),
+        )
     }
 
     fn now(&self) -> Now {
