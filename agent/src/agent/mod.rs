@@ -629,23 +629,9 @@ impl Agent {
         self.qos_applied = Some(q);
     }
 
-    /// Adopt what the state directory records, then reconcile forever. `ready` runs once the
-    /// sources are read and the pods on disk handed to their workers; `watchdog`, if given,
-    /// is called from this loop every period, so it stops when the loop is stuck or a
-    /// supervised task is down.
-    pub async fn run(
-        mut self,
-        mut shutdown: mpsc::Receiver<()>,
-        ready: impl FnOnce(),
-        watchdog: Option<(std::time::Duration, Box<dyn Fn() + Send>)>,
-    ) -> Result<(), AgentError> {
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let dir = self.ctx.cfg.static_pod_path.clone();
-        let _watcher =
-            crate::source::static_dir::watch(&dir, tx).map_err(|e| AgentError::Watch {
-                path: dir.clone(),
-                message: e.to_string(),
-            })?;
+    /// The device manager: its notices become node events (a task), and its registration
+    /// server starts. Without it pods run, but no plugin can register.
+    fn start_devices(&mut self) {
         if let Some(rx) = self.device_notices.take() {
             tokio::spawn(device_notices(self.ctx.clone(), rx));
         }
@@ -657,8 +643,16 @@ impl Agent {
             );
             tracing::error!(error = %e, "device plugins are off");
         }
+    }
+
+    /// The pods the state directory records, grouped by name and handed to their workers,
+    /// which adopt or remove them, then every other desired pod. Returns once they are
+    /// adopted (bounded): READY=1 means "the pods that were running are under control again":
+    /// a unit ordered after tidelet, or `systemctl restart` in a script, can rely on it.
+    /// Adoption only talks to local supervisors, so it is quick; the bound keeps a wedged one
+    /// from holding start-up until systemd's start timeout kills the agent.
+    async fn adopt_pods_on_disk(&mut self) -> DesiredSet {
         let set = self.rescan();
-        // Group the pods on disk by name; each name's worker adopts or removes them.
         let mut on_disk: BTreeMap<String, Vec<PodRecord>> = BTreeMap::new();
         for rec in worker::load_records(&self.ctx.cfg.pods_dir()) {
             on_disk.entry(rec.key.clone()).or_default().push(rec);
@@ -673,10 +667,6 @@ impl Agent {
             adopting.push(self.spawn_worker(&key, recs, initial));
         }
         self.apply_admitted(&set, gates);
-        // READY=1 means "the pods that were running are under control again": a unit ordered
-        // after tidelet, or `systemctl restart` in a script, can rely on it. Adoption only
-        // talks to local supervisors, so it is quick; the bound keeps a wedged one from
-        // holding start-up until systemd's start timeout kills the agent.
         let n = adopting.len();
         let all = async {
             for rx in adopting {
@@ -688,40 +678,30 @@ impl Agent {
         } else if n > 0 {
             tracing::info!(pods = n, "pods found on disk adopted");
         }
-        // Pods deleted while the agent was down give their devices and id ranges back.
-        self.ctx
-            .devices
-            .retain(&set.pods.values().map(|d| d.pod.uid.clone()).collect());
-        self.ctx
-            .userns
-            .retain(&set.pods.values().map(|d| d.pod.uid.clone()).collect());
+        set
+    }
+
+    /// Pods deleted while the agent was down give their devices, host id ranges and
+    /// exclusive CPUs back.
+    fn release_what_pods_left(&self, set: &DesiredSet) {
+        let active: BTreeSet<String> = set.pods.values().map(|d| d.pod.uid.clone()).collect();
+        self.ctx.devices.retain(&active);
+        self.ctx.userns.retain(&active);
         if let Some(cpu) = &self.ctx.cpu {
-            // Pods deleted while the agent was down give their exclusive CPUs back.
-            let active = set.pods.values().map(|d| d.pod.uid.clone()).collect();
             if let Err(e) = cpu.remove_stale(&active) {
                 tracing::error!(error = %e, "CPU manager: removing stale assignments");
             }
         }
-        ready();
-        let mut down = match (&mut self.remote, &self.mqtt) {
-            (Some(r), Some(m)) => r.connect(&self.ctx, m, &self.sup),
-            _ => None,
-        };
-        // The lease is renewed only while this loop turns (a stuck agent whose MQTT task
-        // still answers keep-alives must be noticed).
-        let mut beat = tokio::time::interval(
-            self.mqtt
-                .as_ref()
-                .map(|m| (m.lease_period / 2).min(Duration::from_secs(5)))
-                .unwrap_or(Duration::from_secs(3600)),
-        );
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+
+    /// The eviction monitor, on a supervised thread: after a panic a new monitor is made.
+    /// Under disk pressure it first removes dead containers' logs, then unused images, least
+    /// recently used first; pods known to the agent in any state keep theirs.
+    fn start_monitor(&self) {
         let paths = crate::eviction::monitor::Paths::host(
             &self.ctx.cfg.root_dir,
             &self.ctx.cfg.images_dir(),
         );
-        // Under disk pressure the monitor first removes dead containers' logs, then unused
-        // images, least recently used first; pods known to the agent in any state keep theirs.
         let gc_ctx = self.ctx.clone();
         let reclaim = move || -> crate::eviction::monitor::DiskReclaim {
             let gc_ctx = gc_ctx.clone();
@@ -741,7 +721,6 @@ impl Agent {
                 r.bytes
             })
         };
-        // Supervised: after a panic a new monitor is made (see `Monitor::spawn`).
         let monitor_ctx = self.ctx.clone();
         let make_monitor = move || {
             crate::supervise::inject::fire("monitor", "");
@@ -750,17 +729,48 @@ impl Agent {
         if let Err(e) = crate::eviction::monitor::Monitor::spawn(make_monitor, &self.sup) {
             tracing::error!(error = %e, "cannot start the eviction monitor; pods run without eviction");
         }
-        let mut tick = tokio::time::interval(self.ctx.cfg.file_check_frequency);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+
+    /// Adopt what the state directory records, then reconcile forever. `ready` runs once the
+    /// sources are read and the pods on disk handed to their workers; `watchdog`, if given,
+    /// is called from this loop every period, so it stops when the loop is stuck or a
+    /// supervised task is down.
+    pub async fn run(
+        mut self,
+        mut shutdown: mpsc::Receiver<()>,
+        ready: impl FnOnce(),
+        watchdog: Option<(std::time::Duration, Box<dyn Fn() + Send>)>,
+    ) -> Result<(), AgentError> {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let dir = self.ctx.cfg.static_pod_path.clone();
+        let _watcher =
+            crate::source::static_dir::watch(&dir, tx).map_err(|e| AgentError::Watch {
+                path: dir.clone(),
+                message: e.to_string(),
+            })?;
+        self.start_devices();
+        let set = self.adopt_pods_on_disk().await;
+        self.release_what_pods_left(&set);
+        ready();
+        let mut down = match (&mut self.remote, &self.mqtt) {
+            (Some(r), Some(m)) => r.connect(&self.ctx, m, &self.sup),
+            _ => None,
+        };
+        self.start_monitor();
         let (period, pet) = match watchdog {
             Some((p, f)) => (p, Some(f)),
             None => (std::time::Duration::from_secs(3600), None),
         };
-        let mut dog = tokio::time::interval(period);
-        // kubelet's image GC period: unused images go once the image file system is above
-        // imageGCHighThresholdPercent, down to the low threshold.
-        let mut image_gc = tokio::time::interval(IMAGE_GC_PERIOD);
-        image_gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let Timers {
+            mut beat,
+            mut tick,
+            mut dog,
+            mut image_gc,
+        } = Timers::new(
+            self.ctx.cfg.file_check_frequency,
+            self.mqtt.as_ref().map(|m| m.lease_period),
+            period,
+        );
         let ctx = self.ctx.clone();
         let mut last = set;
         loop {
@@ -816,6 +826,40 @@ impl Agent {
             let set = self.rescan();
             self.apply(&set);
             last = set;
+        }
+    }
+}
+
+/// The main loop's timers.
+struct Timers {
+    /// The MQTT lease is renewed only while the loop turns (a stuck agent whose MQTT task
+    /// still answers keep-alives must be noticed): at least every min(lease / 2, 5 s).
+    beat: tokio::time::Interval,
+    /// The static-pod directory's periodic rescan (`fileCheckFrequency`).
+    tick: tokio::time::Interval,
+    /// systemd's watchdog, fed from the loop so that it stops when the loop is stuck.
+    dog: tokio::time::Interval,
+    /// kubelet's image GC period: unused images go once the image file system is above
+    /// imageGCHighThresholdPercent, down to the low threshold.
+    image_gc: tokio::time::Interval,
+}
+
+impl Timers {
+    fn new(file_check: Duration, lease: Option<Duration>, watchdog: Duration) -> Timers {
+        let delayed = |period| {
+            let mut i = tokio::time::interval(period);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        };
+        Timers {
+            beat: delayed(
+                lease
+                    .map(|l| (l / 2).min(Duration::from_secs(5)))
+                    .unwrap_or(Duration::from_secs(3600)),
+            ),
+            tick: delayed(file_check),
+            dog: tokio::time::interval(watchdog),
+            image_gc: delayed(IMAGE_GC_PERIOD),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! second pod while the first holds it, across agent restarts. The subordinate files are read
 //! at each allocation: a range added by the operator needs no restart.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -191,7 +191,7 @@ impl Allocator {
     }
 
     /// Keep only the ranges of `live` pods (those gone while the agent was down go back).
-    pub fn retain(&self, live: &HashSet<String>) {
+    pub fn retain(&self, live: &BTreeSet<String>) {
         let gone: Vec<String> = {
             let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             held.keys()
