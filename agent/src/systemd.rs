@@ -31,8 +31,12 @@ impl Notifier {
     }
 
     /// Send one notification (`READY=1`, `WATCHDOG=1`, `STATUS=...`, newline-separated).
+    /// Never blocks: the agent's main loop sends these, and a socket nobody reads (its queue
+    /// holds `net.unix.max_dgram_qlen` datagrams, 10 by default) must not stall it; the send
+    /// fails instead (EAGAIN), and the caller logs that.
     pub fn notify(&self, state: &str) -> std::io::Result<()> {
         let sock = UnixDatagram::unbound()?;
+        sock.set_nonblocking(true)?;
         if let Some(name) = self.socket.strip_prefix('@') {
             use std::os::linux::net::SocketAddrExt;
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
@@ -109,5 +113,22 @@ mod tests {
             .unwrap();
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"WATCHDOG=1");
+    }
+
+    /// A socket whose reader is gone or stuck: the notifications fail rather than block.
+    #[test]
+    fn a_full_notification_socket_fails_the_send_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let _rx = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier::new(path.to_str().unwrap());
+        let results: Vec<_> = (0..1000).map(|_| n.notify("WATCHDOG=1")).collect();
+        let refused = results.iter().filter(|r| r.is_err()).count();
+        assert!(
+            refused > 0,
+            "every send was queued: the queue never filled?"
+        );
+        let e = results.into_iter().find_map(Result::err).unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
     }
 }
