@@ -1,6 +1,8 @@
-//! A container's lifecycle as an explicit state machine: `step(memo, event, now)` returns the
-//! actions to take. Pure: the worker executes the actions and feeds results back as events.
-//! Persisted with the pod, so restart counts and back-off survive agent restarts.
+//! A container's lifecycle as an explicit state machine, `Memo`: `Memo::step(event,
+//! restart_policy)` moves it on an `Event` (started, exited, blocked), and `Memo::due(now)`
+//! says what the worker must do next (`Due::Start(attempt)`, wait until a time, or nothing).
+//! Pure: the worker executes what is due and feeds the results back as events. Persisted with
+//! the pod, so restart counts and back-off survive agent restarts.
 
 use serde::{Deserialize, Serialize};
 

@@ -12,7 +12,11 @@
 //! Modules: `supervisor` (starting and setting up a supervisor; `tidelet shim`),
 //! `event_loop` (its poll loop and reaper), `container` (clone and exec of one container),
 //! `rootfs` (its mounts and `pivot_root`), `logs` (CRI log writer, rotation, reader),
-//! `exec` (`tidelet exec`), `client` (the agent's async client), `sys` (small helpers).
+//! `exec` (`tidelet exec`), `client` (the agent's async client), `harden` (the container's
+//! capabilities, seccomp filter, masked paths and `no_new_privs`, applied in the child),
+//! `hooks` (OCI hooks: CDI's `prestart` to `poststop`), `userns` (the pod's user namespace and
+//! idmapped mounts for `hostUsers: false`), `protocol` (the agent <-> supervisor wire types,
+//! `ContainerSpec`, `DeviceNode`, ...), `sys` (small helpers).
 
 use std::path::PathBuf;
 
