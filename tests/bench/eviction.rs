@@ -117,6 +117,12 @@ fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 struct Sample {
     /// First sample with the working set above the threshold: monotonic and wall time, bytes.
     crossed: Option<(Instant, f64, u64)>,
+    /// `total_inactive_file` of `kubepods` at that sample: usage runs ahead of the working set
+    /// by this much, so a usage threshold at the same number fires that much earlier.
+    inactive_at_crossing: u64,
+    /// First sample with the usage (not the working set) above the threshold, which is where
+    /// a v1 usage threshold at `limit - threshold` fires.
+    usage_crossed: Option<Instant>,
     /// The last upward crossing before the end: differs from `crossed` when the working set
     /// fell back under the threshold in between (a `sleep` of the hog exiting).
     last_crossed: Option<Instant>,
@@ -158,9 +164,13 @@ fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
             .and_then(|t| stat_field(&t, "total_inactive_file"))
             .unwrap_or(0);
         let ws = usage.saturating_sub(inactive);
+        if usage > wake_at && s.usage_crossed.is_none() {
+            s.usage_crossed = Some(now);
+        }
         if ws > wake_at {
             if s.crossed.is_none() {
                 s.crossed = Some((now, now_wall, ws));
+                s.inactive_at_crossing = inactive;
             }
             if !above {
                 s.last_crossed = Some(now);
@@ -469,8 +479,15 @@ fn latency_and_safety(reps: usize) {
                 wrong += 1;
             }
         }
+        let usage_first = s.usage_crossed.map_or(String::new(), |u| {
+            format!(
+                "; usage crossed {:.1} ms before, inactive_file {:.1} MiB",
+                c_at.saturating_duration_since(u).as_secs_f64() * 1e3,
+                s.inactive_at_crossing as f64 / MI as f64
+            )
+        });
         println!(
-            "{i:>3}  {:>10.1} MiB  {ms:>11.1} ms  {kill_s:>15}  {met_s:>24}  {wake_s}{dipped}",
+            "{i:>3}  {:>10.1} MiB  {ms:>11.1} ms  {kill_s:>15}  {met_s:>24}  {wake_s}{dipped}{usage_first}",
             ws as f64 / MI as f64
         );
         a.remove(&file);
