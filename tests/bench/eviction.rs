@@ -42,6 +42,8 @@ const PODS_MEMORY: u64 = 384 * MI;
 const THRESHOLD: u64 = 100 * MI;
 /// How often the sampler reads the cgroup files.
 const SAMPLE_EVERY: Duration = Duration::from_millis(2);
+/// The victim's memory counts as released below this (it holds over 100 MiB before).
+const RELEASED: u64 = 4 * MI;
 
 fn pod_yaml(name: &str, cmd: &str, resources: &str) -> String {
     format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: localhost/busybox:1.35\n    imagePullPolicy: Never\n    command: [\"sh\", \"-c\", {cmd:?}]\n{resources}")
@@ -117,6 +119,12 @@ fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 struct Sample {
     /// First sample with the working set above the threshold: monotonic and wall time, bytes.
     crossed: Option<(Instant, f64, u64)>,
+    /// `total_inactive_file` of `kubepods` at that sample: usage runs ahead of the working set
+    /// by this much, so a usage threshold at the same number fires that much earlier.
+    inactive_at_crossing: u64,
+    /// First sample with the usage (not the working set) above the threshold, which is where
+    /// a v1 usage threshold at `limit - threshold` fires.
+    usage_crossed: Option<Instant>,
     /// The last upward crossing before the end: differs from `crossed` when the working set
     /// fell back under the threshold in between (a `sleep` of the hog exiting).
     last_crossed: Option<Instant>,
@@ -125,6 +133,10 @@ struct Sample {
     dips: u64,
     /// First sample after the crossing with no process left in the victim's tree.
     gone: Option<Instant>,
+    /// First sample after the crossing with the victim's memory (`memory.usage_in_bytes` of its
+    /// cgroup) under `RELEASED`: its processes may still be exiting (the last one out of the
+    /// pod's mount namespace unmounts the overlay root, which syncs the upper file system).
+    released: Option<Instant>,
     /// The victim's processes vanished before any crossing was seen.
     gone_early: bool,
     /// The most OOM kills seen in the victim's tree (v1 keeps them there until rmdir).
@@ -158,9 +170,13 @@ fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
             .and_then(|t| stat_field(&t, "total_inactive_file"))
             .unwrap_or(0);
         let ws = usage.saturating_sub(inactive);
+        if usage > wake_at && s.usage_crossed.is_none() {
+            s.usage_crossed = Some(now);
+        }
         if ws > wake_at {
             if s.crossed.is_none() {
                 s.crossed = Some((now, now_wall, ws));
+                s.inactive_at_crossing = inactive;
             }
             if !above {
                 s.last_crossed = Some(now);
@@ -176,6 +192,12 @@ fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
             s.victim_oom_kills = s
                 .victim_oom_kills
                 .max(tidelet_e2e::v1_oom_kills_under(&victim));
+        }
+        if s.crossed.is_some() && s.released.is_none() {
+            let held = read_u64(&victim.join("memory.usage_in_bytes")).unwrap_or(0);
+            if held < RELEASED {
+                s.released = Some(now);
+            }
         }
         let pids = cgroup_tree_pids(&victim);
         if s.crossed
@@ -214,8 +236,8 @@ fn realtime() -> bool {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
 
-/// `pid:state:comm:runq` of up to 8 processes (runq: how long it waited for a CPU in all),
-/// and how many there are.
+/// `pid:state[:wchan]:comm:runq` of up to 8 processes (runq: how long it waited for a CPU in
+/// all), and how many there are.
 fn describe(pids: &[i32]) -> String {
     let mut out: Vec<String> = pids
         .iter()
@@ -236,7 +258,13 @@ fn describe(pids: &[i32]) -> String {
                 .ok()
                 .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .map_or("?".into(), |ns| format!("{}", ns / 1_000_000));
-            format!("{p}:{state}:{comm}:runq {rq_ms} ms")
+            // Where a sleeping one waits in the kernel (e.g. `wb_wait_for_completion`: the last
+            // process of the pod's mount namespace syncing the overlay root as it unmounts).
+            let wchan = std::fs::read_to_string(format!("/proc/{p}/wchan"))
+                .ok()
+                .filter(|w| !w.is_empty() && w != "0")
+                .map_or(String::new(), |w| format!(":{w}"));
+            format!("{p}:{state}{wchan}:{comm}:runq {rq_ms} ms")
         })
         .collect();
     out.push(format!("({} in all)", pids.len()));
@@ -346,6 +374,7 @@ fn latency_and_safety(reps: usize) {
     let vm_before = vmstat_oom_kills();
 
     let (mut total, mut agent_kill, mut to_log) = (vec![], vec![], vec![]);
+    let mut to_released = vec![];
     let mut wakes = std::collections::BTreeMap::<String, usize>::new();
     let mut slow = vec![];
     let mut sustained = vec![];
@@ -405,6 +434,9 @@ fn latency_and_safety(reps: usize) {
         };
         let ms = (gone - c_at).as_secs_f64() * 1e3;
         total.push(ms);
+        // Gone implies released (a cgroup without processes holds no anonymous memory).
+        let released_ms = (s.released.unwrap_or(gone) - c_at).as_secs_f64() * 1e3;
+        to_released.push(released_ms);
         let last_ms = s
             .last_crossed
             .map_or(ms, |l| (gone - l).as_secs_f64() * 1e3);
@@ -469,8 +501,15 @@ fn latency_and_safety(reps: usize) {
                 wrong += 1;
             }
         }
+        let usage_first = s.usage_crossed.map_or(String::new(), |u| {
+            format!(
+                "; memory released at {released_ms:.1} ms; usage crossed {:.1} ms before, inactive_file {:.1} MiB",
+                c_at.saturating_duration_since(u).as_secs_f64() * 1e3,
+                s.inactive_at_crossing as f64 / MI as f64
+            )
+        });
         println!(
-            "{i:>3}  {:>10.1} MiB  {ms:>11.1} ms  {kill_s:>15}  {met_s:>24}  {wake_s}{dipped}",
+            "{i:>3}  {:>10.1} MiB  {ms:>11.1} ms  {kill_s:>15}  {met_s:>24}  {wake_s}{dipped}{usage_first}",
             ws as f64 / MI as f64
         );
         a.remove(&file);
@@ -498,6 +537,10 @@ fn latency_and_safety(reps: usize) {
         println!("(1) {unmeasured} repetitions not measured (the sampler missed them)");
     }
     summary("(1) crossing -> victim's processes gone", &total);
+    summary(
+        "(1) crossing -> victim's memory released (its cgroup's usage < 4 MiB)",
+        &to_released,
+    );
     summary(
         "(1) last upward crossing (the working set stayed above) -> victim's processes gone",
         &sustained,

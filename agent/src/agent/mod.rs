@@ -4,6 +4,7 @@
 //! notification (and on the periodic rescan) it recomputes the desired set and tells each
 //! worker its pod (a `watch` channel: the latest value wins). Workers own everything else.
 
+mod eviction_host;
 pub mod prepare;
 pub mod remote;
 mod status_source;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::eviction::admission::{Admission, Candidate, Gate};
 use crate::eviction::allocatable::{NodeResources, Requests};
 use crate::eviction::config::Condition;
+use crate::eviction::host::EvictNotice;
 use crate::eviction::policy::ConditionState;
 use crate::node::{self, Node};
 use crate::pod::events::Events;
@@ -56,8 +58,9 @@ pub struct Ctx {
     pub resources: NodeResources,
     pub started: Instant,
     pub started_ns: i64,
-    /// Pods the eviction monitor evicted, by UID, until they are admitted again.
-    evictions: Mutex<BTreeMap<String, EvictNotice>>,
+    /// Pods the eviction monitor evicted, by UID, until they are admitted again; the flag
+    /// says admission has taken the notice in.
+    evictions: Mutex<BTreeMap<String, (EvictNotice, bool)>>,
     conditions: Mutex<BTreeMap<Condition, ConditionState>>,
     node_events: Mutex<Events>,
     /// Every desired pod, admitted or not: their images are in use for image GC even before
@@ -65,32 +68,6 @@ pub struct Ctx {
     desired: Mutex<Vec<k8s_openapi::api::core::v1::Pod>>,
     /// Wakes the main loop (an eviction or a condition change to act on).
     wake: tokio::sync::Notify,
-}
-
-/// An eviction the monitor carried out, for the pod's worker and for admission.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EvictNotice {
-    pub key: String,
-    pub uid: String,
-    pub condition: Condition,
-    pub message: String,
-    /// Monotonic time since the agent started.
-    pub at: Duration,
-    /// Taken into admission already.
-    recorded: bool,
-}
-
-impl EvictNotice {
-    pub fn new(key: &str, uid: &str, condition: Condition, message: String, at: Duration) -> Self {
-        EvictNotice {
-            key: key.into(),
-            uid: uid.into(),
-            condition,
-            message,
-            at,
-            recorded: false,
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,14 +81,7 @@ impl Ctx {
     }
 
     pub fn eviction_notice(&self, uid: &str) -> Option<EvictNotice> {
-        lock(&self.evictions).get(uid).cloned()
-    }
-
-    /// Called by the monitor *before* it kills the pod, so that the pod's worker never
-    /// restarts what dies.
-    pub fn record_eviction(&self, n: EvictNotice) {
-        lock(&self.evictions).insert(n.uid.clone(), n);
-        self.wake.notify_one();
+        lock(&self.evictions).get(uid).map(|(n, _)| n.clone())
     }
 
     pub fn conditions(&self) -> BTreeMap<Condition, ConditionState> {
@@ -580,10 +550,10 @@ impl Agent {
         *lock(&self.ctx.desired) = set.pods.values().map(|d| d.pod.pod.clone()).collect();
         {
             let mut ev = lock(&self.ctx.evictions);
-            for n in ev.values_mut().filter(|n| !n.recorded) {
+            for (n, recorded) in ev.values_mut().filter(|(_, r)| !*r) {
                 self.admission
                     .evicted(&n.key, &n.uid, n.condition, &n.message, n.at);
-                n.recorded = true;
+                *recorded = true;
             }
         }
         let candidates: Vec<Candidate> = set
@@ -599,8 +569,8 @@ impl Agent {
             .recheck_in
             .map(|d| tokio::time::Instant::now() + d + Duration::from_millis(10));
         self.apply_qos_cgroups(set, &decision.gates);
-        lock(&self.ctx.evictions).retain(|_, n| {
-            !n.recorded
+        lock(&self.ctx.evictions).retain(|_, (n, recorded)| {
+            !*recorded
                 || (set.pods.get(&n.key).is_some_and(|d| d.pod.uid == n.uid)
                     && decision.gates.get(&n.key) != Some(&Gate::Admitted))
         });

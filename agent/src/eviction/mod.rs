@@ -5,11 +5,14 @@
 //! (which desired pods may run), `policy` (observations -> node conditions and the threshold
 //! to act on), `rank` (which pod goes first). `monitor` is the side-effecting half: a thread
 //! that is woken by the kernel (PSI, cgroup memory thresholds and events) or by its timer,
-//! reads the signals, asks `policy` and evicts.
+//! reads the signals, asks `policy` and evicts. It reaches the agent only through `host`
+//! (`EvictionHost`: pods, cgroups, settings, conditions, events, clock; `EvictNotice` is what it
+//! hands back), which the agent implements and tests fake.
 
 pub mod admission;
 pub mod allocatable;
 pub mod config;
+pub mod host;
 pub mod monitor;
 pub mod policy;
 pub mod rank;

@@ -5,30 +5,56 @@
 //! busy, and its work (`poll(2)`, reading small kernel files, SIGKILL, waiting for the cgroup
 //! to empty) is blocking anyway.
 //!
-//! Every round: wait for a trigger (PSI, the v1 usage threshold of `kubepods`, v2
-//! `memory.events`) or the timer (1 s when calm, 100 ms near a threshold), read every signal,
-//! let `policy` decide, publish the node conditions, and when a threshold is to be acted on:
-//! under disk pressure reclaim first (image GC, dead containers' logs), then rank the pods and
-//! evict one; wait until its memory is released; look again.
+//! Every round (`Monitor::round`): read every signal, let `policy` decide, publish the node
+//! conditions, and when a threshold is to be acted on: under disk pressure reclaim first
+//! (image GC, dead containers' logs), then rank the pods and evict one; wait until its memory
+//! is released. The round says when to look again (`next_look`); between rounds the thread
+//! waits for that long or for a kernel trigger (PSI, the v1 usage threshold of `kubepods`, v2
+//! `memory.events`), whichever comes first.
+//!
+//! Everything the monitor needs from the agent comes through `EvictionHost` (`host.rs`), so
+//! its rounds run in tests against fakes (`monitor_tests.rs`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::config::{Condition, Signal};
-use super::policy::{Act, Now, Observation, Observations, Policy};
+use super::host::{EvictNotice, EvictionHost};
+use super::policy::{self, Act, ConditionState, Now, Observation, Observations, Policy};
 use super::rank::{self, PodStats};
-use crate::agent::{Ctx, EvictNotice};
 use crate::signals;
 
 /// How often the signals are read when nothing is near a threshold. Cheap: a few small files.
 pub const IDLE_PERIOD: Duration = Duration::from_secs(1);
 /// How often while a threshold is near or met.
 pub const BUSY_PERIOD: Duration = Duration::from_millis(100);
+/// How often while watching after a kernel trigger (see `WATCH_WINDOW`).
+pub const WATCH_PERIOD: Duration = Duration::from_millis(5);
+/// How long the monitor keeps looking every `WATCH_PERIOD` after a kernel trigger woke it,
+/// while a threshold is near. A trigger says that memory is moving across the line *now*; the
+/// working set can cross a threshold by a few pages and fall back before the look it caused
+/// (a process of the workload exiting), and nothing wakes the monitor again when it crosses
+/// once more: the v1 usage threshold fired already, PSI does not fire before memory is short.
+/// Watching closely for a while turns "the next timer" (100 ms) into a few milliseconds.
+pub const WATCH_WINDOW: Duration = Duration::from_secs(1);
+/// Where the v1 usage threshold is moved to: this much below the usage at which the pods'
+/// working set meets the hard threshold (`v1_placement`), so that a small shrinking of the
+/// file cache does not make it fire after the crossing.
+pub const V1_EARLY: u64 = 512 << 10;
+/// How far below that usage the registered threshold may be (as `inactive_file` grows)
+/// before it is moved up. Moving costs the kernel an RCU grace period (the registration waits
+/// in `synchronize_rcu`), so it is not moved for every page.
+pub const V1_SLACK: u64 = 2 << 20;
 /// The most directory entries read to size one pod's disk use (only under disk pressure).
 const DISK_WALK_MAX: usize = 100_000;
 /// The longest an eviction waits for the victim's memory to be released.
-const RECLAIM_WAIT: Duration = Duration::from_secs(2);
+pub const RECLAIM_WAIT: Duration = Duration::from_secs(2);
+/// How often the victim's memory is read while waiting for its release.
+const RECLAIM_POLL: Duration = Duration::from_millis(5);
+/// How often a gracefully terminated pod's processes are counted.
+const GRACE_POLL: Duration = Duration::from_millis(50);
 
 /// Node-level reclaim under disk pressure (image GC, dead containers' logs): asked to free
 /// this many bytes, returns how many it freed.
@@ -59,14 +85,85 @@ impl Paths {
     }
 }
 
+/// What one round saw and did, for the loop (when to look again) and for tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Round {
+    /// The `kubepods` usage at which its working set would meet the hard memory threshold now
+    /// (`limit - threshold + inactive_file`), when `kubepods` could be read: where the v1
+    /// usage threshold belongs (`v1_placement`).
+    pub v1_target: Option<u64>,
+    /// The thresholds met at this look.
+    pub met: Vec<Signal>,
+    /// The threshold the policy decided to act on, if any.
+    pub act: Option<Signal>,
+    /// The pod evicted (`namespace/name`), if any.
+    pub evicted: Option<String>,
+    /// How long to wait (for a trigger at most) before the next look.
+    pub next: Duration,
+}
+
+/// What decides how soon the monitor looks again (`next_look`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// A pod was evicted in this round (and its memory released, or the wait ran out).
+    pub evicted: bool,
+    /// A threshold is met or near (`Policy::near`).
+    pub pressure: bool,
+    /// Within `WATCH_WINDOW` of the last kernel trigger.
+    pub watching: bool,
+    /// A threshold is to be acted on but no pod may be evicted (none running, all critical).
+    pub no_victim: bool,
+}
+
+/// How long to wait before the next look: at once after an eviction (the next pod may have to
+/// go too; the memory of this one is released already), `WATCH_PERIOD` under pressure while
+/// watching after a trigger (unless there is nobody to evict), `BUSY_PERIOD` under pressure,
+/// else `IDLE_PERIOD`.
+pub fn next_look(p: Pace) -> Duration {
+    if p.evicted {
+        Duration::ZERO
+    } else if p.pressure && p.watching && !p.no_victim {
+        WATCH_PERIOD
+    } else if p.pressure {
+        BUSY_PERIOD
+    } else {
+        IDLE_PERIOD
+    }
+}
+
+/// Where to move the v1 usage threshold of `kubepods`, registered at `registered`, given the
+/// working set `wake` at which the hard threshold is met and the usage `target` at which the
+/// working set gets there now (`wake + inactive_file`); `None` to leave it.
+///
+/// kubelet's memcg notifier does the same (`capacity - threshold + inactive_file`, updated as
+/// it looks): a usage threshold at `wake` alone fires `inactive_file` bytes before the working
+/// set gets there, and then never again while usage stays above, however long the working set
+/// takes to follow. It is kept between `target - V1_SLACK` (early is harmless but for a wasted
+/// look: the monitor watches after a trigger) and `target` (late would miss the crossing), and
+/// never below `wake`: usage is never below the working set, so a threshold at `wake` can fire
+/// early but never late.
+pub fn v1_placement(registered: u64, wake: u64, target: u64) -> Option<u64> {
+    if registered <= target && registered.saturating_add(V1_SLACK) >= target {
+        return None;
+    }
+    let to = target.saturating_sub(V1_EARLY).max(wake).max(1);
+    (to != registered).then_some(to)
+}
+
 pub struct Monitor {
-    ctx: Arc<Ctx>,
+    host: Arc<dyn EvictionHost>,
     policy: Policy,
     paths: Paths,
     kubepods: String,
     reclaim: DiskReclaim,
+    /// The node conditions last published (the monitor is their only writer).
+    published: BTreeMap<Condition, ConditionState>,
+    /// The last reading of `kubepods`' memory.
+    pods_memory: Option<signals::MemorySample>,
+    /// Until when (monotonic) the last kernel trigger keeps the monitor watching.
+    watch_until: Option<Duration>,
     /// Signals whose reading failed, so that a failure is logged once, not every second.
-    failing: std::collections::BTreeSet<Signal>,
+    failing: BTreeSet<Signal>,
     /// Logged once per episode: no pod may be evicted.
     said_nothing_to_evict: bool,
 }
@@ -83,15 +180,19 @@ fn mib(b: i64) -> String {
 }
 
 impl Monitor {
-    pub fn new(ctx: Arc<Ctx>, paths: Paths, reclaim: DiskReclaim) -> Monitor {
-        let policy = Policy::new(ctx.cfg.eviction.clone(), ctx.started_ns);
-        let kubepods = ctx.cfg.kubepods_cgroup();
+    pub fn new(host: Arc<dyn EvictionHost>, paths: Paths, reclaim: DiskReclaim) -> Monitor {
+        let started = host.started_wall_ns();
+        let policy = Policy::new(host.eviction_config().clone(), started);
+        let kubepods = host.kubepods_cgroup();
         Monitor {
-            ctx,
+            host,
             policy,
             paths,
             kubepods,
             reclaim,
+            published: policy::initial_conditions(started),
+            pods_memory: None,
+            watch_until: None,
             failing: Default::default(),
             said_nothing_to_evict: false,
         }
@@ -113,16 +214,15 @@ impl Monitor {
 
     fn now(&self) -> Now {
         Now {
-            mono: self.ctx.mono(),
-            wall_ns: crate::clock::now_ns(),
+            mono: self.host.mono(),
+            wall_ns: self.host.wall_ns(),
         }
     }
 
-    /// The `kubepods` usage at which the v1 threshold wakes the monitor: where the pods'
-    /// working set would meet the hard memory threshold (usage >= working set, so it fires at
-    /// or before that point).
-    fn v1_wake_bytes(&self) -> u64 {
-        let limit = self.ctx.resources.pods_memory_limit;
+    /// The pods' working set at which the hard memory threshold is met (`kubepods` limit minus
+    /// the largest `allocatableMemory.available` threshold).
+    pub fn wake_working_set(&self) -> u64 {
+        let limit = self.host.pods_memory_limit();
         let t = self
             .policy
             .config()
@@ -135,9 +235,19 @@ impl Monitor {
         (limit - t).max(1) as u64
     }
 
+    /// The `kubepods` usage at which its working set meets the hard memory threshold, given
+    /// the `inactive_file` of `sample` (usage minus working set).
+    fn v1_target(&self, sample: &signals::MemorySample) -> u64 {
+        let inactive = sample.usage.saturating_sub(sample.working_set);
+        self.wake_working_set().saturating_add(inactive)
+    }
+
     fn run(mut self) {
-        let files = self.ctx.cgroups.memory_files(&self.kubepods);
-        let spec = signals::TriggerSpec::for_cgroup(&files, &self.paths.psi, self.v1_wake_bytes());
+        let files = self.host.cgroups().memory_files(&self.kubepods);
+        // Until the first look: at the working set's own threshold (usage >= working set, so
+        // it fires at or before the crossing).
+        let wake_ws = self.wake_working_set();
+        let spec = signals::TriggerSpec::for_cgroup(&files, &self.paths.psi, wake_ws);
         let (mut triggers, warnings) = signals::Triggers::open(&spec);
         for w in warnings {
             tracing::warn!("{w}");
@@ -148,38 +258,75 @@ impl Monitor {
             thresholds = self.policy.config().thresholds.len(),
             "eviction monitor started"
         );
-        let mut period = IDLE_PERIOD;
+        let mut next = IDLE_PERIOD;
+        // A failed move is logged once until a move works again.
+        let mut move_failed = false;
         loop {
-            let wake = triggers.wait(period);
+            let wake = triggers.wait(next);
             for w in triggers.take_lost() {
                 tracing::warn!("{w}");
             }
-            let observed = self.observe();
-            let step = self.policy.step(self.now(), &observed);
-            if step.changed {
-                self.announce(&step.conditions);
+            let round = self.round(wake);
+            if let Some(to) = round
+                .v1_target
+                .zip(triggers.v1_threshold())
+                .and_then(|(target, at)| v1_placement(at, wake_ws, target))
+            {
+                match triggers.set_v1_threshold(to) {
+                    Ok(()) => move_failed = false,
+                    // The old threshold stays; the watch and the timers still look.
+                    Err(e) if !move_failed => {
+                        move_failed = true;
+                        tracing::warn!(error = %e, "cannot move the v1 memory threshold");
+                    }
+                    Err(_) => {}
+                }
             }
-            self.ctx.set_conditions(step.conditions.clone());
-            let mut evicted = false;
-            if let Some(act) = step.act {
-                tracing::debug!(
-                    ?wake,
-                    signal = act.threshold.signal.as_str(),
-                    available = act.observation.available,
-                    "threshold met"
-                );
-                evicted = self.act(act);
-            } else {
-                self.said_nothing_to_evict = false;
-            }
-            period = if evicted {
-                Duration::ZERO
-            } else if !step.met.is_empty() || self.policy.near(&observed, 0.5) {
-                BUSY_PERIOD
-            } else {
-                IDLE_PERIOD
-            };
+            next = round.next;
         }
+    }
+
+    /// One look: read the signals, decide, publish, act. `wake` says what ended the wait
+    /// before it (a kernel trigger starts a `WATCH_WINDOW`).
+    pub fn round(&mut self, wake: signals::Wake) -> Round {
+        let now = self.now();
+        if !wake.timed_out() {
+            self.watch_until = Some(now.mono + WATCH_WINDOW);
+        }
+        let observed = self.observe();
+        let step = self.policy.step(now, &observed);
+        if step.changed {
+            self.announce(&step.conditions);
+        }
+        self.published = step.conditions.clone();
+        self.host.set_conditions(step.conditions);
+        let mut round = Round {
+            v1_target: None,
+            met: step.met.iter().map(|t| t.signal).collect(),
+            act: step.act.as_ref().map(|a| a.threshold.signal),
+            evicted: None,
+            next: Duration::ZERO,
+        };
+        if let Some(act) = step.act {
+            tracing::debug!(
+                ?wake,
+                signal = act.threshold.signal.as_str(),
+                available = act.observation.available,
+                "threshold met"
+            );
+            round.evicted = self.act(act);
+        } else {
+            self.said_nothing_to_evict = false;
+        }
+        round.next = next_look(Pace {
+            evicted: round.evicted.is_some(),
+            pressure: !round.met.is_empty() || self.policy.near(&observed, 0.5),
+            watching: self.watch_until.is_some_and(|until| now.mono < until),
+            no_victim: self.said_nothing_to_evict,
+        });
+        // From the latest reading (an eviction reads again, and frees memory).
+        round.v1_target = self.pods_memory.map(|m| self.v1_target(&m));
+        round
     }
 
     fn note<T>(&mut self, signal: Signal, r: Result<T, impl std::fmt::Display>) -> Option<T> {
@@ -204,11 +351,12 @@ impl Monitor {
         if let Some(m) = self.note(Signal::MemoryAvailable, node) {
             o.insert(Signal::MemoryAvailable, obs(m.available(), m.capacity));
         }
-        let pods = self.ctx.cgroups.memory_sample(&self.kubepods);
+        let pods = self.host.cgroups().memory_sample(&self.kubepods);
+        self.pods_memory = pods.as_ref().ok().copied();
         if let Some(m) = self.note(Signal::AllocatableMemoryAvailable, pods) {
             // kubelet: allocatable capacity (capacity minus reservations) minus the pods'
             // working set, whatever limit the cgroup shows.
-            let cap = self.ctx.resources.pods_memory_limit.max(0) as u64;
+            let cap = self.host.pods_memory_limit().max(0) as u64;
             o.insert(
                 Signal::AllocatableMemoryAvailable,
                 obs(cap.saturating_sub(m.working_set), cap),
@@ -231,13 +379,11 @@ impl Monitor {
         o
     }
 
-    fn announce(
-        &self,
-        conditions: &std::collections::BTreeMap<Condition, super::policy::ConditionState>,
-    ) {
-        let before = self.ctx.conditions();
+    /// A log line and a node event for every condition whose state changed since the last
+    /// publication.
+    fn announce(&self, conditions: &BTreeMap<Condition, ConditionState>) {
         for (c, s) in conditions {
-            if before.get(c).map(|b| b.active) == Some(s.active) {
+            if self.published.get(c).map(|b| b.active) == Some(s.active) {
                 continue;
             }
             let reason = match (c, s.active) {
@@ -253,7 +399,7 @@ impl Monitor {
             } else {
                 tracing::info!(condition = c.as_str(), "node condition cleared");
             }
-            self.ctx.node_event(
+            self.host.node_event(
                 s.active,
                 reason,
                 format!("Node status is now: {reason} ({})", s.message),
@@ -263,17 +409,18 @@ impl Monitor {
 
     /// The running pods as ranking sees them, with what `evict` needs.
     fn candidates(&self, signal: Signal) -> Vec<(PodStats, Victim)> {
+        let cgroups = self.host.cgroups();
         let mut out = Vec::new();
-        for v in self.ctx.shared.list() {
+        for v in self.host.pods() {
             if v.cgroup.is_empty() {
                 continue;
             }
             let uid = v.pod.metadata.uid.clone().unwrap_or_default();
-            if self.ctx.eviction_notice(&uid).is_some() {
+            if self.host.evicted(&uid) {
                 continue;
             }
             let spec = crate::pod::layout::spec(&v.pod);
-            let memory = match self.ctx.cgroups.memory_sample(&v.cgroup) {
+            let memory = match cgroups.memory_sample(&v.cgroup) {
                 Ok(m) => m.working_set,
                 Err(e) if e.is_gone() => continue,
                 Err(e) => {
@@ -282,15 +429,11 @@ impl Monitor {
                 }
             };
             let pids = if signal == Signal::PidAvailable {
-                self.ctx
-                    .cgroups
-                    .pids(&v.cgroup)
-                    .map(|p| p.len() as u64)
-                    .unwrap_or(0)
+                cgroups.pids(&v.cgroup).map(|p| p.len() as u64).unwrap_or(0)
             } else {
                 0
             };
-            let plan = crate::pod::layout::plan(&self.ctx.cfg, &self.ctx.node, &v.pod);
+            let plan = self.host.plan(&v.pod);
             let disk = if signal.condition() == Condition::DiskPressure {
                 tidelet_images::gc::tree_disk_bytes(&plan.pod_dir, DISK_WALK_MAX)
                     + tidelet_images::gc::tree_disk_bytes(&plan.log_dir, DISK_WALK_MAX)
@@ -324,8 +467,8 @@ impl Monitor {
         out
     }
 
-    /// Reclaim or evict for `act`. True when a pod was evicted.
-    fn act(&mut self, act: Act) -> bool {
+    /// Reclaim or evict for `act`. The pod evicted, if one was.
+    fn act(&mut self, act: Act) -> Option<String> {
         let signal = act.threshold.signal;
         if signal.condition() == Condition::DiskPressure {
             let freed = (self.reclaim)(act.to_reclaim.max(0) as u64);
@@ -340,14 +483,17 @@ impl Monitor {
                     .get(&signal)
                     .is_some_and(|o| o.available >= act.observation.available + act.to_reclaim)
                 {
-                    return false;
+                    return None;
                 }
             }
         }
         let cands = self.candidates(signal);
         let stats: Vec<PodStats> = cands.iter().map(|(s, _)| s.clone()).collect();
         let ranked = rank::rank(signal, &stats);
-        let Some(first) = ranked.first() else {
+        let Some((stats, victim)) = ranked
+            .first()
+            .and_then(|first| cands.iter().find(|(s, _)| s.key == first.key))
+        else {
             if !self.said_nothing_to_evict {
                 tracing::warn!(
                     signal = signal.as_str(),
@@ -356,12 +502,9 @@ impl Monitor {
                 );
                 self.said_nothing_to_evict = true;
             }
-            return false;
+            return None;
         };
-        let (stats, victim) = cands
-            .iter()
-            .find(|(s, _)| s.key == first.key)
-            .expect("ranked from candidates");
+        self.said_nothing_to_evict = false;
         // Look again right before killing: the kernel's OOM killer (or the pod itself) may
         // have freed the memory since the observation; an eviction must then not happen, and
         // a pod the kernel killed must be reported as OOMKilled, never as evicted.
@@ -378,7 +521,7 @@ impl Monitor {
                     signal = signal.as_str(),
                     "pressure gone before the eviction; nothing evicted"
                 );
-                return false;
+                return None;
             }
         }
         let threshold = act.threshold.value.resolve(act.observation.capacity);
@@ -407,17 +550,17 @@ impl Monitor {
             signal.as_str()
         );
         self.evict(victim, signal, act.threshold.hard, message, stats.memory);
-        true
+        Some(victim.key.clone())
     }
 
     fn evict(&mut self, v: &Victim, signal: Signal, hard: bool, message: String, memory: u64) {
-        let started = Instant::now();
-        self.ctx.record_eviction(EvictNotice::new(
+        let started = self.host.mono();
+        self.host.record_eviction(EvictNotice::new(
             &v.key,
             &v.uid,
             signal.condition(),
             message.clone(),
-            self.ctx.mono(),
+            started,
         ));
         // Hard thresholds kill at once: on a board without swap, waiting is what lets the
         // kernel's OOM killer act first. Soft ones give the pod up to
@@ -430,8 +573,8 @@ impl Monitor {
         if !grace.is_zero() {
             self.terminate_gracefully(v, grace);
         }
-        let killed = self.ctx.cgroups.kill_all(&v.cgroup);
-        let gone_after = started.elapsed();
+        let killed = self.host.cgroups().kill_all(&v.cgroup);
+        let gone_after = self.host.mono().saturating_sub(started);
         match &killed {
             Ok(()) => {
                 tracing::warn!(pod = %v.key, uid = %v.uid, signal = signal.as_str(), %message, killed_in_ms = gone_after.as_secs_f64() * 1e3, "pod evicted")
@@ -440,16 +583,14 @@ impl Monitor {
                 tracing::error!(pod = %v.key, signal = signal.as_str(), error = %e, "evicting pod: not every process could be killed")
             }
         }
-        self.ctx
+        self.host
             .node_event(true, "Evicted", format!("Evicted pod {}: {message}", v.key));
         // Wait for reclaim: the victim's memory is uncharged as its processes' memory is torn
         // down; looking again before that would evict a second pod for the same shortage.
-        let wait_from = Instant::now();
-        while wait_from.elapsed() < RECLAIM_WAIT {
-            match self.ctx.cgroups.memory_sample(&v.cgroup) {
-                Ok(m) if m.working_set > memory / 10 + (1 << 20) => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
+        let wait_from = self.host.mono();
+        while self.host.mono().saturating_sub(wait_from) < RECLAIM_WAIT {
+            match self.host.cgroups().memory_sample(&v.cgroup) {
+                Ok(m) if m.working_set > memory / 10 + (1 << 20) => self.host.sleep(RECLAIM_POLL),
                 _ => break,
             }
         }
@@ -457,24 +598,23 @@ impl Monitor {
 
     /// SIGTERM the pod's containers (not its infra process), then wait up to `grace` for them.
     fn terminate_gracefully(&self, v: &Victim, grace: Duration) {
+        let cgroups = self.host.cgroups();
         let infra = format!("{}/{}", v.cgroup, crate::pod::layout::INFRA_CGROUP);
-        let keep: Vec<i32> = self.ctx.cgroups.pids(&infra).unwrap_or_default();
-        let targets = |cg: &dyn crate::cgroups::Cgroups| -> Vec<i32> {
-            cg.pids(&v.cgroup)
+        let keep: Vec<i32> = cgroups.pids(&infra).unwrap_or_default();
+        let targets = || -> Vec<i32> {
+            cgroups
+                .pids(&v.cgroup)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|p| !keep.contains(p))
                 .collect()
         };
-        for pid in targets(&*self.ctx.cgroups) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        for pid in targets() {
+            self.host.terminate(pid);
         }
-        let until = Instant::now() + grace;
-        while Instant::now() < until && !targets(&*self.ctx.cgroups).is_empty() {
-            std::thread::sleep(Duration::from_millis(50));
+        let until = self.host.mono() + grace;
+        while self.host.mono() < until && !targets().is_empty() {
+            self.host.sleep(GRACE_POLL);
         }
     }
 }
@@ -502,3 +642,7 @@ fn ephemeral_request(spec: &k8s_openapi::api::core::v1::PodSpec) -> u64 {
         .sum::<i64>()
         .max(0) as u64
 }
+
+#[cfg(test)]
+#[path = "monitor_tests.rs"]
+mod tests;
