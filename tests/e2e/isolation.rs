@@ -21,6 +21,24 @@ fn two_container_pod_shares_net_ipc_uts_and_not_mnt_pid() {
     let name = a.full_name("web");
     a.wait_running(&name);
     let (pa, pb) = (a.container_pid(&name, "a"), a.container_pid(&name, "b"));
+    // Each container's root is its own overlay, mounted `volatile` where the kernel can
+    // (5.10+): its writable layer is thrown away with the attempt, so it is never synced.
+    let root = std::fs::read_to_string(format!("/proc/{pa}/mountinfo"))
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(root.contains(" - overlay overlay "), "{root}");
+    let (major, minor) = kernel_version();
+    if (major, minor) >= (5, 10) {
+        // Shown as `volatile`, or `fsync=volatile` by kernels that also know `fsync=`.
+        assert!(
+            root.split(',')
+                .any(|o| o == "volatile" || o == "fsync=volatile"),
+            "{root}"
+        );
+    }
     let infra = ppid(pa);
     assert_eq!(
         infra,
@@ -314,4 +332,14 @@ fn containers_and_exec_run_as_the_pod_user() {
     let out = a.cli(&["exec", &name, "--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     a.stop_all();
+}
+
+/// The running kernel's major and minor version, from uname(2).
+fn kernel_version() -> (u32, u32) {
+    let release = nix::sys::utsname::uname().unwrap();
+    let release = release.release().to_string_lossy().into_owned();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }

@@ -83,26 +83,41 @@ pub(crate) fn setup_rootfs(
         _ => spec.lowerdirs.clone(),
     };
     let data = overlay_options(&lowerdirs, &spec.upperdir, &spec.workdir)?;
-    mount(
-        Some("overlay"),
-        root,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| {
-        let msg = fail(
-            format!("mount overlay at {:?}", root.display().to_string()),
-            e,
-        );
-        match overlay_hint(e) {
-            Some(_) if e == nix::errno::Errno::EINVAL && userns.is_some() => {
-                format!("{msg}: {}", super::userns::OVERLAY_IDMAP_HINT)
+    // `volatile` (Linux 5.10+): the overlay never syncs its upper file system. Each attempt's
+    // writable layer is thrown away with the attempt (a new attempt, a restarted agent's new
+    // sandbox and a rebooted node all start from a new one), so nothing is lost; without it
+    // the last process to leave the container's mount namespace waits in the unmount for the
+    // host's writeback of the whole upper file system, which held an evicted pod's last
+    // process for hundreds of milliseconds on a busy disk. Podman does the same for `--rm`
+    // containers. Older kernels (and upper file systems that cannot) refuse the option:
+    // mounted again without it.
+    let overlay = |data: &str| {
+        mount(
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data),
+        )
+    };
+    overlay(&format!("{data},volatile"))
+        .or_else(|e| match e {
+            nix::errno::Errno::EINVAL => overlay(&data),
+            e => Err(e),
+        })
+        .map_err(|e| {
+            let msg = fail(
+                format!("mount overlay at {:?}", root.display().to_string()),
+                e,
+            );
+            match overlay_hint(e) {
+                Some(_) if e == nix::errno::Errno::EINVAL && userns.is_some() => {
+                    format!("{msg}: {}", super::userns::OVERLAY_IDMAP_HINT)
+                }
+                Some(h) => format!("{msg}: {h}"),
+                None => msg,
             }
-            Some(h) => format!("{msg}: {h}"),
-            None => msg,
-        }
-    })?;
+        })?;
     let nsd = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     mkdir_p(&root.join("proc"), 0o555)?;
     mnt(
