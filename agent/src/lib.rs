@@ -29,6 +29,7 @@
 //! - `cli`: the command line (clap) over all of the above;
 //! - `state`: atomic writes of state on disk;
 //! - `logging`, `systemd`: log lines shaped for a terminal or the journal; sd_notify;
+//! - `malloc`: the C allocator's policy (one arena, fixed thresholds, trims);
 //! - `render`: kubectl-like tables and `describe`.
 
 pub mod agent;
@@ -43,6 +44,7 @@ pub mod eviction;
 pub mod fleet;
 pub mod gc;
 pub mod logging;
+pub mod malloc;
 pub mod manifest;
 pub mod mqtt;
 pub mod node;

@@ -472,7 +472,12 @@ impl Worker {
                 .push(false, "Killing", "pod stopped and removed".into(), now_ns());
         }
         .instrument(span)
-        .await
+        .await;
+        // What the pod's start, life and teardown allocated is free now but scattered between
+        // the agent's long-lived allocations, where glibc keeps it resident (it returns only
+        // the heap's top): give those pages back, once per teardown, off the async workers.
+        drop(r);
+        tokio::task::spawn_blocking(crate::malloc::trim);
     }
 
     /// Run the pod until the desired pod changes. `Err` when the channel closed.
