@@ -138,6 +138,10 @@ impl Worker {
                 self.ctx.shared.remove(&self.key);
                 let _ = self.gone.send(true);
                 if self.rx.changed().await.is_err() {
+                    // The pod is deleted and the agent has let go of this worker: once its
+                    // state is freed, give the pages back as after a teardown.
+                    drop(self);
+                    tokio::task::spawn_blocking(crate::malloc::trim);
                     return;
                 }
                 continue;
