@@ -13,6 +13,14 @@
 # removed after. PARTS=d measures only issue 14's figures (tidelet's part (d) and Podman's
 # four variants, not the rest of the baseline).
 #
+# Issue 16 (what every pod pays): part (c) prints the agent's RSS with 20 pods, each pod's
+# PSS (supervisor + container) and where one supervisor's pages are; part (e) the agent's RSS
+# idle at start and after a churn (CHURN_ROUNDS rounds of CHURN_PODS pods created, half
+# edited, all deleted). PARTS is a comma list of tidelet's parts (a, b, c, d, e; all when
+# unset); with PARTS set, Podman runs only what those parts compare with: c -> its 20 pods'
+# PSS (shared/peer/bench.sh's (d') alone), d -> issue 14's four variants. For example
+#   sudo PARTS=c,e scripts/bench.sh
+#
 # Smoke run (every part of tests/bench/startup.rs once, debug build, a few seconds):
 #   cargo build -p tidelet && cargo test -p tidelet-e2e --bench startup
 set -euo pipefail
@@ -24,6 +32,8 @@ HARDEN_RUNS=${HARDEN_RUNS:-31}
 PODMAN_HARDEN_RUNS=${PODMAN_HARDEN_RUNS:-10}
 PARTS=${PARTS:-}
 export PARTS
+# Whether tidelet's part $1 is wanted (all are when PARTS is unset).
+part() { [ -z "$PARTS" ] || [[ ",$PARTS," == *",$1,"* ]]; }
 
 cargo build --release --locked -p tidelet
 cargo bench --locked --no-run -p tidelet-e2e --bench startup 2>/dev/null
@@ -86,17 +96,42 @@ podman_hardening() {
   )
 }
 
+# Podman's 20 single-container pods (runc), as shared/peer/bench.sh's (d') measures them:
+# every conmon, catatonit and container process in libpod_parent, RSS and PSS per pod.
+podman_memory() {
+  (
+    cd /tmp/peer
+    . ./env.sh
+    podman kube down yaml/all20.yaml >/dev/null 2>&1 || true
+    podman kube play yaml/all20.yaml >/dev/null 2>&1
+    sleep 5
+    local tr=0 tp=0 n=0 r p
+    for pid in $(pgrep -x conmon) $(pgrep -x catatonit) $(pgrep -x sleep); do
+      grep -q ':memory:/libpod_parent' "/proc/$pid/cgroup" || continue
+      read -r r p < <(awk '/^Rss:/{r=$2} /^Pss:/{p=$2} END{print r, p}' "/proc/$pid/smaps_rollup")
+      tr=$((tr + r)); tp=$((tp + p)); n=$((n + 1))
+    done
+    echo "podman 20 pods: $n processes (conmon + catatonit + sleep): per pod RSS $((tr / 20)) KiB, PSS $((tp / 20)) KiB"
+    podman kube down yaml/all20.yaml >/dev/null 2>&1 || true
+  )
+}
+
 if [ "${SKIP_PEER:-0}" != 1 ] && [ -f "$PEER_DIR/bench.sh" ]; then
   mkdir -p /tmp/peer
   cp "$PEER_DIR"/*.sh /tmp/peer/
   [ -f /tmp/peer/env.sh ] || bash /tmp/peer/setup.sh
-  if [ "$PARTS" != d ]; then
+  if [ -z "$PARTS" ]; then
     echo "=== Podman (podman kube play; shared/peer/bench.sh)"
     bash /tmp/peer/bench.sh
+  elif part c; then
+    echo "=== Podman, 20 pods' memory (shared/peer/bench.sh's (d'))"
+    podman_memory
   fi
-  echo "=== Podman, issue 14: the 2-container pod by confinement (podman kube play, runc)"
-  echo "loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
-  podman_hardening
+  if part d; then
+    echo "=== Podman, issue 14: the 2-container pod by confinement (podman kube play, runc)"
+    echo "loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
+    podman_hardening
+  fi
   bash /tmp/peer/cleanup.sh
 fi
 
@@ -105,3 +140,4 @@ echo "loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
 TIDELET_BIN=$PWD/target/release/tidelet RUNS=$RUNS HARDEN_RUNS=$HARDEN_RUNS \
   cargo bench --locked -p tidelet-e2e --bench startup
 echo "stripped size: $(strip -o /tmp/tidelet.stripped target/release/tidelet && stat -c %s /tmp/tidelet.stripped) bytes"
+echo "stripped size of tidelet-shim: $(strip -o /tmp/tidelet-shim.stripped target/release/tidelet-shim && stat -c %s /tmp/tidelet-shim.stripped) bytes"

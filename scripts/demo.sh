@@ -12,6 +12,8 @@ ROOT=${TIDELET_ROOT_DIR:-/var/lib/tidelet}
 MANIFESTS=${TIDELET_MANIFESTS:-/etc/tidelet/manifests}
 cargo build --release --locked -p tidelet
 install -m 0755 target/release/tidelet /usr/local/bin/tidelet
+# The per-pod supervisor, beside the agent (without it the agent runs `tidelet shim`).
+install -m 0755 target/release/tidelet-shim /usr/local/bin/tidelet-shim
 bash images/build-test-images.sh target/test-images
 tidelet --root-dir "$ROOT" image import target/test-images/busybox.oci.tar
 mkdir -p "$MANIFESTS"

@@ -31,6 +31,7 @@
 //! - `state`: atomic writes of state on disk;
 //! - `supervise`: long-lived tasks restarted after a panic, with back-off and a limit;
 //! - `logging`, `systemd`: log lines shaped for a terminal or the journal; sd_notify;
+//! - `malloc`: the C allocator's policy (one arena, fixed thresholds, trims);
 //! - `render`: kubectl-like tables and `describe`.
 
 pub mod agent;
@@ -45,6 +46,7 @@ pub mod eviction;
 pub mod fleet;
 pub mod gc;
 pub mod logging;
+pub mod malloc;
 pub mod manifest;
 pub mod mqtt;
 pub mod node;

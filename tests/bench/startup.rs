@@ -8,7 +8,12 @@
 //!   is the infra process);
 //! - (d) issue 14: what confinement costs the 2-container pod's start: hardened as every pod
 //!   is by default (see `hardening`), beside the same pod opted out and privileged, and with
-//!   `hostUsers: false`.
+//!   `hostUsers: false`;
+//! - (e) issue 16: the agent's RSS idle at start and again once a churn of creates, edits and
+//!   deletes has ended and its pods are gone (see `churn`).
+//!
+//! `PARTS` (a comma list of a, b, c, d, e; all when unset) picks parts; b and c are one part
+//! (c measures b's 20 pods).
 //!
 //! Run with `scripts/bench.sh` (it builds the release binary and runs Podman beside it), or
 //! `TIDELET_BIN=target/release/tidelet cargo bench -p tidelet-e2e --bench startup`.
@@ -21,6 +26,8 @@
 // Test code: an unwrap that fails is a failed test, named with its location.
 #![allow(clippy::unwrap_used)]
 
+#[path = "startup/churn.rs"]
+mod churn;
 #[path = "startup/hardening.rs"]
 mod hardening;
 
@@ -81,7 +88,7 @@ fn pods20() -> String {
     s
 }
 
-fn api(root: &Path, req: &str) -> Value {
+pub(crate) fn api(root: &Path, req: &str) -> Value {
     let mut s = UnixStream::connect(root.join("tidelet.sock")).expect("agent socket");
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(b"\n").unwrap();
@@ -134,7 +141,7 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn kib(path: &str, key: &str) -> u64 {
+pub(crate) fn kib(path: &str, key: &str) -> u64 {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
@@ -153,8 +160,10 @@ fn main() {
     let smoke = mode.smoke;
     let runs = mode.knob("RUNS", 7, 1) as usize;
     let harden_runs = mode.knob("HARDEN_RUNS", 31, 1) as usize;
-    // `PARTS=d`: only issue 14's part; all of them otherwise.
-    let only_d = std::env::var("PARTS").is_ok_and(|p| p == "d");
+    let churn_rounds = mode.knob("CHURN_ROUNDS", 3, 1) as usize;
+    let churn_pods = mode.knob("CHURN_PODS", 10, 2) as usize;
+    let parts = std::env::var("PARTS").unwrap_or_default();
+    let part = |p: &str| parts.trim().is_empty() || parts.split(',').any(|x| x.trim() == p);
     if smoke {
         println!("smoke run (no --bench): every part once, no settling; the figures mean nothing");
         SETTLE.set(Duration::ZERO).unwrap();
@@ -177,14 +186,13 @@ fn main() {
         }
     };
 
-    if only_d {
-        hardening::run(&p2, harden_runs);
-        return;
-    }
     for (label, yaml) in [
         ("2-container pod", &p2),
         ("2-container pod, hostNetwork", &p2h),
     ] {
+        if !part("a") {
+            break;
+        }
         let mut times = vec![];
         for _ in 0..runs {
             // A fresh agent each run; dropping it kills the pod (no 30 s grace to wait out).
@@ -201,13 +209,26 @@ fn main() {
             ms(median(times.clone())), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()));
     }
 
+    if part("b") || part("c") {
+        twenty_pods(&p20, runs, smoke);
+    }
+    if part("d") {
+        hardening::run(&p2, harden_runs);
+    }
+    if part("e") {
+        churn::run(churn_rounds, churn_pods, smoke);
+    }
+}
+
+/// (b) 20 pods started at once, and (c) what memory they and the agent hold.
+fn twenty_pods(p20: &str, runs: usize, smoke: bool) {
     let mut times = vec![];
     let mut last = None;
     for i in 0..runs.min(5) {
         let a = Agent::start();
         settle();
         let t0 = Instant::now();
-        std::fs::write(a.manifests.join("all20.yaml"), &p20).unwrap();
+        std::fs::write(a.manifests.join("all20.yaml"), p20).unwrap();
         times.push(until(20, &a.root, t0));
         if i == runs.min(5) - 1 {
             last = Some(a);
@@ -227,14 +248,7 @@ fn main() {
     } else {
         Duration::from_secs(3)
     });
-    let agent_pid = tidelet_e2e::processes_mentioning(&format!(
-        "run\0--static-pod-path\0{}",
-        a.manifests.display()
-    ));
-    let agent_rss = agent_pid
-        .first()
-        .map(|p| kib(&format!("/proc/{p}/status"), "VmRSS:"))
-        .unwrap_or(0);
+    let agent = churn::Mem::of(churn::agent_pid(&a));
     let sups = a.supervisor_pids();
     let mut pss = 0;
     let mut rss = 0;
@@ -250,10 +264,7 @@ fn main() {
         all_pss += kib(&format!("/proc/{p}/smaps_rollup"), "Pss:");
         all_rss += kib(&format!("/proc/{p}/smaps_rollup"), "Rss:");
     }
-    println!(
-        "(c) agent RSS with 20 pods running: {:.1} MiB",
-        agent_rss as f64 / 1024.0
-    );
+    println!("(c) agent RSS with 20 pods running: {agent}");
     println!("(c) per pod, all its processes (supervisor + container): PSS {} KiB, RSS {} KiB ({} processes in 20 pods)",
         all_pss / 20, all_rss / 20, all.len());
     println!(
@@ -262,7 +273,50 @@ fn main() {
         rss / sups.len().max(1) as u64,
         sups.len()
     );
+    // Where a supervisor's pages are (one of them, by mapping), for the record.
+    if let Some(p) = sups.first() {
+        println!("(c) one supervisor's mappings (KiB; Pss, Private_Dirty):");
+        for line in supervisor_mappings(*p) {
+            println!("(c)   {line}");
+        }
+    }
     drop(a);
+}
 
-    hardening::run(&p2, harden_runs);
+/// A supervisor's `/proc/PID/smaps` summed by what is mapped: `name perms: Pss, Private_Dirty`.
+fn supervisor_mappings(pid: i32) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut out: Vec<(String, u64, u64)> = vec![];
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let perms = words.next().unwrap_or("");
+            let name = words.nth(3).unwrap_or("[anon]");
+            let name = name.rsplit('/').next().unwrap_or(name);
+            out.push((format!("{name} {perms}"), 0, 0));
+        } else if let (Some(last), Some(v)) = (out.last_mut(), words.next()) {
+            let v: u64 = v.parse().unwrap_or(0);
+            match first {
+                "Pss:" => last.1 += v,
+                "Private_Dirty:" => last.2 += v,
+                _ => {}
+            }
+        }
+    }
+    let mut merged: Vec<(String, u64, u64)> = vec![];
+    for (name, pss, dirty) in out {
+        match merged.iter_mut().find(|m| m.0 == name) {
+            Some(m) => {
+                m.1 += pss;
+                m.2 += dirty;
+            }
+            None => merged.push((name, pss, dirty)),
+        }
+    }
+    merged
+        .into_iter()
+        .filter(|m| m.1 > 0)
+        .map(|(name, pss, dirty)| format!("{name}: {pss}, {dirty}"))
+        .collect()
 }

@@ -146,6 +146,10 @@ impl Worker {
                     self.ctx.shared.remove(&self.key);
                     let _ = self.gone.send(true);
                     if self.rx.changed().await.is_err() {
+                        // The pod is deleted and the agent has let go of this worker: once its
+                        // state is freed, give the pages back as after a teardown.
+                        drop(self);
+                        tokio::task::spawn_blocking(crate::malloc::trim);
                         return;
                     }
                 }
@@ -508,7 +512,12 @@ impl Worker {
                 .push(false, "Killing", "pod stopped and removed".into(), now_ns());
         }
         .instrument(span)
-        .await
+        .await;
+        // What the pod's start, life and teardown allocated is free now but scattered between
+        // the agent's long-lived allocations, where glibc keeps it resident (it returns only
+        // the heap's top): give those pages back, once per teardown, off the async workers.
+        drop(r);
+        tokio::task::spawn_blocking(crate::malloc::trim);
     }
 
     /// Run the pod until the desired pod changes. `Err` when the channel closed.

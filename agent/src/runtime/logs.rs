@@ -3,8 +3,9 @@
 //! longer than the per-stream buffer (the last piece is `F`).
 //!
 //! The writer side (`StreamBuffer` + `LogFile`) lives in the pod supervisor: each container
-//! stream owns one fixed buffer of `LINE_BUFFER` bytes, so a container costs at most
-//! 2 × 16 KiB of supervisor memory however it writes. `LogFile` rotates by size, keeping
+//! stream owns one fixed buffer of `LINE_BUFFER` bytes, allocated when the stream first has
+//! something to read, so a container costs at most 2 × 16 KiB of supervisor memory however
+//! it writes, and nothing if it never writes. `LogFile` rotates by size, keeping
 //! `path`, `path.1`, …, `path.<max_files-1>` (`.1` is the newest rotated file).
 //! The reader side (`read_logs`) is for the CLI: it prints the message parts, oldest file
 //! first, and can follow the file as it grows and rotates.
@@ -122,7 +123,9 @@ pub fn parse_cri_line(line: &[u8]) -> Result<CriLine<'_>, String> {
 /// that fills the buffer is emitted as `P` pieces.
 #[derive(Debug)]
 pub struct StreamBuffer {
+    /// Empty until `spare` is first called: a quiet container's streams cost nothing.
     buf: Box<[u8]>,
+    cap: usize,
     len: usize,
 }
 
@@ -135,13 +138,17 @@ impl Default for StreamBuffer {
 impl StreamBuffer {
     pub fn with_capacity(cap: usize) -> Self {
         Self {
-            buf: vec![0; cap.max(1)].into_boxed_slice(),
+            buf: Box::default(),
+            cap: cap.max(1),
             len: 0,
         }
     }
 
     /// The free part of the buffer, to `read(2)` into; then call `filled(n)`.
     pub fn spare(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.cap].into_boxed_slice();
+        }
         &mut self.buf[self.len..]
     }
 
@@ -462,6 +469,19 @@ mod tests {
             b.finish(&mut |p, m| out.push((p, String::from_utf8_lossy(m).into_owned())));
         }
         out
+    }
+
+    #[test]
+    fn a_stream_buffer_is_allocated_only_when_there_is_something_to_read() {
+        let mut b = StreamBuffer::default();
+        assert_eq!(b.buf.len(), 0, "a new stream holds no buffer");
+        b.finish(&mut |_, _| panic!("nothing to emit"));
+        assert_eq!(
+            b.buf.len(),
+            0,
+            "finishing an empty stream allocates nothing"
+        );
+        assert_eq!(b.spare().len(), LINE_BUFFER);
     }
 
     #[test]
