@@ -280,6 +280,39 @@ fn a_panicking_mqtt_session_is_restarted_and_loses_nothing() {
     a.stop_all();
 }
 
+#[test]
+fn a_panicking_mqtt_lease_timer_is_restarted_and_renews() {
+    if !privileged() {
+        return;
+    }
+    let b = Broker::new(BrokerOpts::default());
+    let mut events = b.subscribe("tidelet/e2e/events", "operator");
+    let config = format!("{}  leasePeriod: 1s\n", b.agent_config("e2e"));
+    // The timer panics at its first tick, before any lease is published.
+    let mut a = start(Some(&config), "session-lease");
+    logged(&a, "session-lease", "session-lease");
+    events.wait_for("the MQTTLeasePanicked node event", WAIT, |m| {
+        let e = m.json().unwrap_or_default();
+        e["reason"] == "MQTTLeasePanicked"
+            && e["message"]
+                .as_str()
+                .is_some_and(|s| s.contains("TIDELET_TEST_PANIC=session-lease"))
+    });
+    // Renewed, and renewed again: the restarted timer keeps ticking.
+    let renew = |p: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(p).unwrap_or_default()["spec"]["renewTime"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let first = renew(&b.wait_retained("tidelet/e2e/lease", |p| renew(p).is_some(), WAIT));
+    b.wait_retained(
+        "tidelet/e2e/lease",
+        |p| renew(p).is_some_and(|t| Some(t) != first),
+        WAIT,
+    );
+    a.stop_all();
+}
+
 const RES: &str = "example.com/fake";
 
 fn counts(a: &Agent) -> Option<(String, String)> {
