@@ -1,7 +1,8 @@
 //! Supervised tasks (issue 16): a panic injected into each kind of long-lived task of the real
 //! agent (`TIDELET_TEST_PANIC`, see agent/src/supervise/inject.rs) is logged with its message,
-//! raised as a node event, and the task works again afterwards; a task that keeps panicking
-//! makes the agent exit non-zero while its pods keep running.
+//! raised as a node event, and the task works again afterwards (the MQTT session losing
+//! nothing the control plane needs); a task that keeps panicking makes the agent exit non-zero
+//! while its pods keep running.
 //!
 //! Each injected panic fires once per agent process (`label*`: every time). Every check of
 //! "works again" is one the task that panicked alone can pass.
@@ -74,6 +75,12 @@ fn a_panicking_pod_worker_is_restarted_and_adopts_its_running_pod() {
     );
     a.wait_log_line("adopted running pod", WAIT);
     let p = a.wait_running("web-e2e");
+    let d = a.cli(&["describe", "pod", "web-e2e"]);
+    let d = String::from_utf8_lossy(&d.stdout);
+    assert!(
+        d.contains("adopted after pod worker restart") && !d.contains("after agent restart"),
+        "{d}"
+    );
     assert_eq!(
         Agent::container_status(&p, "c")["restartCount"],
         0,
@@ -184,6 +191,125 @@ fn a_panicking_mqtt_reporter_is_restarted_and_publishes() {
                 .as_str()
                 .is_some_and(|s| s.contains("TIDELET_TEST_PANIC=reporter"))
     });
+    a.stop_all();
+}
+
+/// A desired pod from the control plane, as tests/e2e/mqtt.rs writes them.
+fn desired(name: &str) -> String {
+    pod_yaml(name, "", &[("c", "sleep 3600", "")]).replacen(
+        &format!("  name: {name}\n"),
+        &format!("  name: {name}\n  generation: 1\n"),
+        1,
+    )
+}
+
+fn phase(p: &[u8]) -> serde_json::Value {
+    serde_json::from_slice::<serde_json::Value>(p).unwrap_or_default()["status"]["phase"].clone()
+}
+
+#[test]
+fn a_panicking_mqtt_session_is_restarted_and_loses_nothing() {
+    if !privileged() {
+        return;
+    }
+    let b = Broker::new(BrokerOpts::default());
+    // Retained before the agent starts: the first message the session takes in, so the one
+    // the panic loses; only the restarted session's subscription brings it back.
+    b.publish(
+        "tidelet/e2e/desired/pods/default/early",
+        desired("early").as_bytes(),
+        true,
+        "operator",
+    );
+    let mut events = b.subscribe("tidelet/e2e/events", "operator");
+    let mut a = start(Some(&b.agent_config("e2e")), "session");
+    logged(&a, "session", "session");
+    // Raised while the session was down: kept in the outbox and published after the restart.
+    events.wait_for("the MQTTSessionPanicked node event", WAIT, |m| {
+        let e = m.json().unwrap_or_default();
+        e["reason"] == "MQTTSessionPanicked"
+            && e["message"].as_str().is_some_and(|s| {
+                s.contains("MQTT session panicked") && s.contains("TIDELET_TEST_PANIC=session")
+            })
+    });
+    // The panic dropped the connection (the broker published the will); the restarted
+    // session says online again.
+    b.wait_retained(
+        "tidelet/e2e/online",
+        |p| serde_json::from_slice::<serde_json::Value>(p).unwrap_or_default()["online"] == true,
+        WAIT,
+    );
+    a.wait_running("early");
+    // Up: a pod created after the restart reaches the broker.
+    a.write("web.yaml", &pod_yaml("web", "", &[("c", "sleep 3600", "")]));
+    b.wait_retained(
+        "tidelet/e2e/pods/default/web-e2e",
+        |p| phase(p) == "Running",
+        WAIT,
+    );
+    // Down: a desired pod sent after the restart is answered and run.
+    b.publish(
+        "tidelet/e2e/desired/pods/default/late",
+        desired("late").as_bytes(),
+        true,
+        "operator",
+    );
+    let r = b.wait_retained(
+        "tidelet/e2e/desired/results/default/late",
+        |p| !p.is_empty(),
+        WAIT,
+    );
+    let r: serde_json::Value = serde_json::from_slice(&r).unwrap();
+    assert_eq!(r["accepted"], true, "{r}");
+    a.wait_running("late");
+    b.wait_retained(
+        "tidelet/e2e/pods/default/late",
+        |p| phase(p) == "Running",
+        WAIT,
+    );
+    b.wait_retained(
+        "tidelet/e2e/pods/default/early",
+        |p| phase(p) == "Running",
+        WAIT,
+    );
+    // Removed by the control plane, so that `stop_all` finds the node empty.
+    for name in ["early", "late"] {
+        let topic = format!("tidelet/e2e/desired/pods/default/{name}");
+        b.publish(&topic, b"", true, "operator");
+    }
+    a.stop_all();
+}
+
+#[test]
+fn a_panicking_mqtt_lease_timer_is_restarted_and_renews() {
+    if !privileged() {
+        return;
+    }
+    let b = Broker::new(BrokerOpts::default());
+    let mut events = b.subscribe("tidelet/e2e/events", "operator");
+    let config = format!("{}  leasePeriod: 1s\n", b.agent_config("e2e"));
+    // The timer panics at its first tick, before any lease is published.
+    let mut a = start(Some(&config), "session-lease");
+    logged(&a, "session-lease", "session-lease");
+    events.wait_for("the MQTTLeasePanicked node event", WAIT, |m| {
+        let e = m.json().unwrap_or_default();
+        e["reason"] == "MQTTLeasePanicked"
+            && e["message"]
+                .as_str()
+                .is_some_and(|s| s.contains("TIDELET_TEST_PANIC=session-lease"))
+    });
+    // Renewed, and renewed again: the restarted timer keeps ticking.
+    let renew = |p: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(p).unwrap_or_default()["spec"]["renewTime"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let first = renew(&b.wait_retained("tidelet/e2e/lease", |p| renew(p).is_some(), WAIT));
+    b.wait_retained(
+        "tidelet/e2e/lease",
+        |p| renew(p).is_some_and(|t| Some(t) != first),
+        WAIT,
+    );
     a.stop_all();
 }
 

@@ -461,6 +461,7 @@ impl Agent {
         let (ctx, k) = (self.ctx.clone(), key.to_string());
         // A receiver, not the sender: the channel still closes when the agent drops the worker.
         crate::supervise::task(&self.sup, crate::supervise::Kind::Worker, key, move || {
+            let restart = first.is_none();
             let (adopt, adopted) = first.take().unwrap_or_else(|| {
                 let mut recs = worker::load_records(&ctx.cfg.pods_dir());
                 recs.retain(|r| r.key == k);
@@ -474,7 +475,7 @@ impl Agent {
                 gone_tx.clone(),
                 adopted,
             );
-            w.run()
+            if restart { w.restarted() } else { w }.run()
         });
         self.workers
             .insert(key.to_string(), WorkerHandle { tx, gone: gone_rx });

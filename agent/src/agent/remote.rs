@@ -86,6 +86,7 @@ impl Remote {
         let options = crate::mqtt::session::StartOptions {
             backoff,
             hold_sweep: true,
+            supervisor: Some(sup.clone()),
         };
         match crate::mqtt::session::start_with(mq, &ctx.cfg.node_name, options) {
             Ok((link, down)) => {

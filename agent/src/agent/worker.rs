@@ -75,6 +75,9 @@ pub struct Worker {
     /// Fired once the pods found on disk are adopted or cleaned up (the agent's `READY=1`
     /// waits for every worker's).
     adopted: Option<tokio::sync::oneshot::Sender<()>>,
+    /// This worker replaces one that panicked (the agent did not restart): what it adopts
+    /// was left by its predecessor, and its events say so.
+    restarted: bool,
 }
 
 impl Worker {
@@ -98,7 +101,14 @@ impl Worker {
             notice: None,
             gone,
             adopted: Some(adopted),
+            restarted: false,
         }
+    }
+
+    /// This worker is the supervisor's restart of one that panicked.
+    pub fn restarted(mut self) -> Self {
+        self.restarted = true;
+        self
     }
 
     pub async fn run(mut self) {
@@ -425,11 +435,16 @@ impl Worker {
         let client = Client::new(&plan.pod_dir);
         match client.status().await {
             Ok(st) => {
-                tracing::info!(pod = %self.key, uid = %plan.uid, infra = st.pid, "adopted running pod");
+                let after = if self.restarted {
+                    "pod worker restart"
+                } else {
+                    "agent restart"
+                };
+                tracing::info!(pod = %self.key, uid = %plan.uid, infra = st.pid, after, "adopted running pod");
                 self.events.push(
                     false,
                     "Adopted",
-                    format!("infra process {} adopted after agent restart", st.pid),
+                    format!("infra process {} adopted after {after}", st.pid),
                     now_ns(),
                 );
                 if let Some(cpu) = &self.ctx.cpu {

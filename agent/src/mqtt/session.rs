@@ -9,13 +9,24 @@
 //! `state.rs` and docs/mqtt.md; this file holds the I/O only: the client, the event loop, the
 //! timers (sync timeout, lease), the nonce, the back-off and the operator's error messages.
 //! Timers use monotonic time only.
+//!
+//! Both long-lived tasks, the connection loop and the lease timer, are supervised
+//! (`crate::supervise`): a panic is reported and the task started again, never left as an
+//! agent that looks healthy with MQTT dead. The [`SessionState`] (and its outbox, the latest
+//! payload of every retained object and the bounded event ring) lives in [`Inner`], not in the
+//! loop, so it survives a restart: the panicked loop's event loop and connection are gone, the
+//! state is told the link went down (as on any connection loss), and the restarted loop
+//! connects with a new client; its CONNACK republishes every retained object once, at its
+//! latest value, and the events not yet acknowledged, while the subscription brings the
+//! retained desired pods down again and the sync sweeps as after any reconnect.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, Outgoing, QoS, StateError,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
+    StateError,
 };
 use tokio::sync::mpsc;
 
@@ -23,6 +34,7 @@ use super::backoff::{Backoff, Policy, XorShift};
 use super::state::{Effect, Input, SessionState, Settings};
 use super::tls::TlsError;
 use super::{payload, topics, MqttConfig};
+use crate::supervise::{self, Kind, Supervisor};
 
 pub use super::state::{Down, SYNC_TIMEOUT};
 
@@ -37,7 +49,8 @@ pub const INCOMING_FACTOR: usize = 4;
 const REQUEST_CAPACITY: usize = MAX_INFLIGHT * 2 + 16;
 
 struct Inner {
-    client: AsyncClient,
+    /// The client of the current loop's event loop; a restarted loop brings its own.
+    client: Mutex<AsyncClient>,
     state: Mutex<SessionState>,
     /// `mqtt.maxPacketSize` (for the operator's messages).
     max_packet: usize,
@@ -77,6 +90,7 @@ impl Inner {
         effects: Vec<Effect>,
         mut eventloop: Option<&mut EventLoop>,
     ) -> Vec<Down> {
+        let client = lock(&self.client).clone();
         let mut downs = Vec::new();
         for e in effects {
             match e {
@@ -87,8 +101,7 @@ impl Inner {
                     token,
                 } => {
                     if let Err(e) =
-                        self.client
-                            .try_publish(topic.clone(), QoS::AtLeastOnce, retain, payload)
+                        client.try_publish(topic.clone(), QoS::AtLeastOnce, retain, payload)
                     {
                         // Cannot happen with the channel sized above the in-flight cap; an
                         // object stays in flight and is sent again after the next reconnect.
@@ -100,12 +113,12 @@ impl Inner {
                     let filters = filters
                         .into_iter()
                         .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
-                    if let Err(e) = self.client.try_subscribe_many(filters) {
+                    if let Err(e) = client.try_subscribe_many(filters) {
                         tracing::error!(error = %e, "MQTT subscribe request refused");
                     }
                 }
                 Effect::Unsubscribe(t) => {
-                    if let Err(e) = self.client.try_unsubscribe(t) {
+                    if let Err(e) = client.try_unsubscribe(t) {
                         tracing::error!(error = %e, "MQTT unsubscribe request refused");
                     }
                 }
@@ -138,6 +151,19 @@ impl Inner {
             }
         }
         downs
+    }
+
+    /// A new client and event loop for a restarted loop: the panicked one took its event
+    /// loop, and the connection, with it. The link is already down in the state (see
+    /// [`supervised_run`]); a clean start still owed (after an oversized message) is kept.
+    fn renew(&self, base: &MqttOptions) -> EventLoop {
+        let mut opts = base.clone();
+        if lock(&self.state).clean_start() {
+            opts.set_clean_session(true);
+        }
+        let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+        *lock(&self.client) = client;
+        eventloop
     }
 }
 
@@ -217,7 +243,8 @@ impl Link {
         let Some(mut task) = task else { return };
         // Connected: a clean DISCONNECT (the broker then keeps `online=false`, not the
         // will). Not connected: nothing to say to anyone, stop retrying now.
-        if self.connected() && inner.client.try_disconnect().is_ok() {
+        let client = lock(&inner.client).clone();
+        if self.connected() && client.try_disconnect().is_ok() {
             if tokio::time::timeout_at(deadline, &mut task).await.is_ok() {
                 return;
             }
@@ -311,6 +338,11 @@ pub struct StartOptions {
     /// instead of flickering away and back. Set here, before the session can connect: set
     /// later, a fast first sync could sweep them first.
     pub hold_sweep: bool,
+    /// Supervises the connection loop and the lease timer (the agent's, so that a panic
+    /// becomes a node event and counts against its restart limit). `None`: a supervisor of
+    /// the session's own, which logs panics, restarts with the default policy and, past its
+    /// limit, leaves the session down.
+    pub supervisor: Option<Supervisor>,
 }
 
 /// [`start`] with [`StartOptions`].
@@ -322,6 +354,7 @@ pub fn start_with(
     let StartOptions {
         backoff,
         hold_sweep,
+        supervisor,
     } = options;
     let will = LastWill::new(
         topics_online(&cfg.topic_prefix),
@@ -334,7 +367,7 @@ pub fn start_with(
     // Desired pods up to INCOMING_FACTOR x maxPacketSize still arrive, so the remote source
     // can answer `TooLarge` instead of the connection failing on them.
     opts.set_max_packet_size(incoming_limit(cfg.max_packet_size), cfg.max_packet_size);
-    let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+    let (client, eventloop) = AsyncClient::new(opts.clone(), REQUEST_CAPACITY);
     let node = node_name.to_string();
     let dropped_node = node.clone();
     let settings = Settings {
@@ -351,7 +384,7 @@ pub fn start_with(
         Box::new(move |n| payload::events_dropped(&dropped_node, n, crate::clock::now_ns())),
     );
     let inner = Arc::new(Inner {
-        client,
+        client: Mutex::new(client),
         state: Mutex::new(state),
         max_packet: cfg.max_packet_size,
         alive_ms: AtomicU64::new(0),
@@ -366,15 +399,27 @@ pub fn start_with(
         inner: inner.clone(),
     };
     link.set_retained(topics::ONLINE, Some(payload::online()));
-    let task = tokio::spawn(run(
-        inner.clone(),
-        eventloop,
-        tx,
-        cfg.broker.clone(),
-        backoff,
-    ));
+    let sup = supervisor.unwrap_or_else(|| {
+        let quiet: supervise::Hook = Arc::new(|_: &supervise::Incident| {});
+        Supervisor::new(supervise::policy::DEFAULT, quiet.clone(), quiet)
+    });
+    let mut first = Some(eventloop);
+    let (run_inner, broker) = (inner.clone(), cfg.broker.clone());
+    let task = supervise::task(&sup, Kind::Session, "", move || {
+        let eventloop = first.take().unwrap_or_else(|| run_inner.renew(&opts));
+        supervised_run(
+            run_inner.clone(),
+            eventloop,
+            tx.clone(),
+            broker.clone(),
+            backoff,
+        )
+    });
     *lock(&inner.task) = Some(task);
-    tokio::spawn(lease(link.clone(), cfg.lease_period));
+    let (lease_link, period) = (link.clone(), cfg.lease_period);
+    supervise::task(&sup, Kind::SessionLease, "", move || {
+        lease(lease_link.clone(), period)
+    });
     Ok((link, rx))
 }
 
@@ -396,6 +441,7 @@ async fn lease(link: Link, period: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        supervise::inject::fire("session-lease", "");
         let inner = &link.inner;
         if inner.stopping.load(Ordering::SeqCst) {
             return;
@@ -418,6 +464,23 @@ fn nonce(inner: &Inner) -> String {
         std::process::id(),
         inner.epoch.elapsed().as_nanos()
     )
+}
+
+/// [`run`], and after its panic the link marked down before the panic goes on to the
+/// supervisor: until the restart nothing is published on the dead client, `connected()` is
+/// false, and the next CONNACK sends the outbox's whole truth again.
+async fn supervised_run(
+    inner: Arc<Inner>,
+    eventloop: EventLoop,
+    tx: mpsc::Sender<Down>,
+    broker: super::BrokerUrl,
+    policy: Policy,
+) {
+    let ran = supervise::catch(run(inner.clone(), eventloop, tx, broker, policy)).await;
+    if let Err(panic) = ran {
+        inner.step(Input::LinkDown { oversized: false }, None);
+        std::panic::resume_unwind(panic);
+    }
 }
 
 async fn run(
@@ -450,10 +513,14 @@ async fn run(
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Input::PublishSent { pkid },
             Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => Input::PublishHeld { pkid },
             Ok(Event::Incoming(Incoming::PubAck(ack))) => Input::PubAck { pkid: ack.pkid },
-            Ok(Event::Incoming(Incoming::Publish(p))) => Input::Message {
-                topic: p.topic,
-                payload: p.payload.to_vec(),
-            },
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                // Here the message is lost with the panic: the restart must bring it back.
+                supervise::inject::fire("session", "");
+                Input::Message {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                }
+            }
             Ok(_) => continue,
             Err(e) => {
                 let oversized = too_large(&e);

@@ -307,6 +307,11 @@ impl SessionState {
         self.connected && self.outbox.idle()
     }
 
+    /// Whether the next CONNECT must be a clean start (for a client made afresh).
+    pub fn clean_start(&self) -> bool {
+        self.clean_next
+    }
+
     /// Whether the broker acknowledged `payload` as the object's current value.
     pub fn delivered(&self, suffix: &str, payload: &[u8]) -> bool {
         self.outbox.delivered(suffix, payload)

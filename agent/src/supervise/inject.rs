@@ -2,7 +2,8 @@
 //! what the supervision does with a real panic in the real binary.
 //!
 //! `TIDELET_TEST_PANIC` is a comma-separated list of task labels: `worker:<namespace>/<name>`,
-//! `monitor`, `api`, `reporter`, `device-registration`, `device-plugin`. Each task calls
+//! `monitor`, `api`, `reporter`, `session` (the MQTT connection loop, at an incoming
+//! message), `session-lease`, `device-registration`, `device-plugin`. Each task calls
 //! [`fire`] at one chosen point; a listed label panics there once per process (the restarted
 //! task then runs normally), or every time with a trailing `*` (`api*`: a task that keeps
 //! panicking, to reach the restart limit). Unset, as in production, `fire` costs one load.

@@ -3,7 +3,8 @@
 //!
 //! `panic = "unwind"` keeps a panic inside the task that made it; this module watches each
 //! long-lived task (pod workers, the eviction monitor thread, the local API server, the MQTT
-//! status reporter, the device-plugin loops) and, when one panics: logs the panic's message,
+//! status reporter, the MQTT session's connection loop and lease timer, the device-plugin
+//! loops) and, when one panics: logs the panic's message,
 //! hands an [`Incident`] to the `report` hook (the agent raises a node event), and restarts the
 //! task from its factory after a back-off ([`policy`]), or, past the restart limit, calls the
 //! `give_up` hook (the agent exits non-zero; systemd restarts it and the pods, which run under
@@ -30,6 +31,8 @@ pub enum Kind {
     Monitor,
     Api,
     Reporter,
+    Session,
+    SessionLease,
     DeviceRegistration,
     DevicePlugin,
     DeviceExpiry,
@@ -43,6 +46,8 @@ impl Kind {
             Kind::Monitor => "monitor",
             Kind::Api => "api",
             Kind::Reporter => "reporter",
+            Kind::Session => "session",
+            Kind::SessionLease => "session-lease",
             Kind::DeviceRegistration => "device-registration",
             Kind::DevicePlugin => "device-plugin",
             Kind::DeviceExpiry => "device-expiry",
@@ -56,6 +61,8 @@ impl Kind {
             Kind::Monitor => "eviction monitor",
             Kind::Api => "local API server",
             Kind::Reporter => "MQTT status reporter",
+            Kind::Session => "MQTT session",
+            Kind::SessionLease => "MQTT lease timer",
             Kind::DeviceRegistration => "device-plugin registration server",
             Kind::DevicePlugin => "device-plugin stream",
             Kind::DeviceExpiry => "device-plugin grace-period expiry",
@@ -69,6 +76,8 @@ impl Kind {
             Kind::Monitor => "EvictionManagerPanicked",
             Kind::Api => "APIServerPanicked",
             Kind::Reporter => "StatusReporterPanicked",
+            Kind::Session => "MQTTSessionPanicked",
+            Kind::SessionLease => "MQTTLeasePanicked",
             Kind::DeviceRegistration => "DevicePluginRegistrationPanicked",
             Kind::DevicePlugin => "DevicePluginPanicked",
             Kind::DeviceExpiry => "DevicePluginExpiryPanicked",
@@ -131,6 +140,15 @@ struct Inner {
     epoch: Instant,
     report: Hook,
     give_up: Hook,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("policy", &self.inner.policy)
+            .field("down", &self.down())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Supervisor {
@@ -212,7 +230,7 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Run the future `make` returns as a tokio task, and again (a new one from `make`) each time
 /// it panics, as the supervisor decides. Ends when a run ends without panicking, when the
-/// runtime cancels it, or after giving up.
+/// runtime cancels it, or after giving up. Aborting the returned handle aborts the run too.
 pub fn task<F, Fut>(
     sup: &Supervisor,
     kind: Kind,
@@ -228,8 +246,11 @@ where
     tokio::spawn(async move {
         let mut history = History::default();
         loop {
-            // Its own task, so that the panic unwinds there and this one sees a JoinError.
-            let message = match tokio::spawn(make()).await {
+            // Its own task, so that the panic unwinds there and this one sees a JoinError;
+            // aborted with this one (a dropped JoinHandle would only detach it).
+            let run = tokio::spawn(make());
+            let _abort = AbortOnDrop(run.abort_handle());
+            let message = match run.await {
                 Ok(()) => return,
                 Err(e) if e.is_panic() => panic_message(&*e.into_panic()),
                 Err(_) => return,
@@ -243,6 +264,14 @@ where
             }
         }
     })
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Run `body` on a thread of its own, and again each time it panics, as the supervisor
@@ -274,6 +303,24 @@ pub fn thread(
                 }
             }
         })
+}
+
+/// Await `fut`, catching a panic of it as `Err(payload)` (the future is dropped then): for a
+/// run that must undo something before its panic is carried on with
+/// `std::panic::resume_unwind` (the MQTT session marks its link down). Cleaning up here, not
+/// in a `Drop` during unwinding, means a second panic is one more panic, not an abort.
+pub async fn catch<F: std::future::Future>(
+    fut: F,
+) -> Result<F::Output, Box<dyn std::any::Any + Send>> {
+    let mut fut = Box::pin(fut);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(p) => std::task::Poll::Ready(Err(p)),
+        }
+    })
+    .await
 }
 
 /// Await a task spawned elsewhere and carry its panic on: for a task whose spawner returns

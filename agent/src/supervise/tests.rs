@@ -133,6 +133,31 @@ async fn a_task_that_ends_or_is_cancelled_is_not_restarted() {
     assert!(sup.all_up());
 }
 
+#[tokio::test]
+async fn aborting_a_supervised_task_aborts_its_run() {
+    // The run holds a sender; its receiver sees the channel close only once the run is dropped.
+    let (sup, _, _) = recording(FAST);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut tx = Some(tx);
+    let h = task(&sup, Kind::Session, "", move || {
+        let tx = tx.take();
+        async move {
+            if let Some(tx) = &tx {
+                tx.send(()).await.unwrap();
+            }
+            std::future::pending::<()>().await
+        }
+    });
+    assert_eq!(rx.recv().await, Some(()), "the run started");
+    h.abort();
+    assert!(h.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        rx.recv().await,
+        None,
+        "the run was dropped with its supervisor"
+    );
+}
+
 #[test]
 fn a_panicking_thread_is_reported_and_restarted() {
     let (sup, reported, gave_up) = recording(FAST);
@@ -195,4 +220,18 @@ async fn joined_carries_a_panic_of_a_task_spawned_elsewhere() {
             }
         )]
     );
+}
+
+#[tokio::test]
+async fn catch_returns_a_panic_and_drops_the_future() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let r = catch(async move {
+        let _held = tx;
+        tokio::task::yield_now().await;
+        panic!("caught");
+    })
+    .await;
+    assert_eq!(panic_message(&*r.unwrap_err()), "caught");
+    assert_eq!(rx.recv().await, None, "the panicked future is dropped");
+    assert_eq!(catch(async { 7 }).await.unwrap(), 7);
 }
