@@ -46,9 +46,9 @@ export CARGO_TERM_COLOR=never
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 
 # cargo-deny (licenses, bans and sources of the dependency graph, deny.toml) and
-# cargo-machete (dependencies no source uses) come from crates.io, built in the background
-# while the lints run (about 5 minutes of one core), and kept in target/ci-tools for the next
-# run on the same checkout.
+# cargo-machete (dependencies no source uses) come from crates.io, built in the background at
+# the lowest priority (about 5 minutes of one core, taken from what the tests leave idle) and
+# checked at the end; kept in target/ci-tools for the next run on the same checkout.
 DENY_VERSION=0.20.2
 MACHETE_VERSION=0.9.2
 tools_root=$PWD/target/ci-tools/bin-deny-$DENY_VERSION-machete-$MACHETE_VERSION
@@ -58,7 +58,7 @@ if [ -x "$tools_root/bin/cargo-deny" ] && [ -x "$tools_root/bin/cargo-machete" ]
 else
   (
     for t in "cargo-deny@$DENY_VERSION" "cargo-machete@$MACHETE_VERSION"; do
-      nice -n 10 cargo install --quiet --locked "${t%@*}" --version "${t#*@}" \
+      nice -n 19 cargo install --quiet --locked "${t%@*}" --version "${t#*@}" \
         --root "$tools_root" --target-dir target/ci-tools/build || exit 1
     done
   ) >"$tools_log" 2>&1 &
@@ -94,15 +94,6 @@ echo "== toolchain: rustc $built, pinned $pin, rust-version $msrv"
 if command -v rustup >/dev/null 2>&1; then
   [ "$built" = "$pin" ] || { echo "scripts/test.sh: built with rustc $built, rust-toolchain.toml pins $pin" >&2; exit 1; }
 fi
-echo "== cargo deny check licenses bans sources; cargo machete (at ${SECONDS} s)"
-if [ -n "$tools" ] && ! wait "$tools"; then
-  cat "$tools_log" >&2
-  echo "scripts/test.sh: cargo install of cargo-deny or cargo-machete failed" >&2
-  exit 1
-fi
-rm -f "$tools_log"
-"$tools_root/bin/cargo-deny" --log-level error check licenses bans sources
-"$tools_root/bin/cargo-machete"
 echo "== Yocto layer: oelint-adv, crate list, recipe sources (at ${SECONDS} s)"
 yocto_rc=0
 wait "$yocto" || yocto_rc=$?
@@ -211,5 +202,14 @@ cargo test -p tidelet-e2e --locked "${VM_TARGETS[@]/#/--test=}" -- --test-thread
 echo "== waiting for aarch64's unit tests and armv7 (at ${SECONDS} s)"
 cross_wait "$cross_tests" aarch64-tests
 cross_wait "$cross_armv7" armv7
+echo "== cargo deny check licenses bans sources; cargo machete (at ${SECONDS} s)"
+if [ -n "$tools" ] && ! wait "$tools"; then
+  cat "$tools_log" >&2
+  echo "scripts/test.sh: cargo install of cargo-deny or cargo-machete failed" >&2
+  exit 1
+fi
+rm -f "$tools_log"
+"$tools_root/bin/cargo-deny" --log-level error check licenses bans sources
+"$tools_root/bin/cargo-machete"
 rm -rf "$logs"
 echo "== all checks passed in ${SECONDS} s"
