@@ -131,6 +131,10 @@ struct Sample {
     /// Samples after the first crossing with the working set back under the threshold (also
     /// those after the kill, as the victim's memory is freed).
     dips: u64,
+    /// Samples above the threshold from the first crossing to the first dip: a crossing by a
+    /// few pages that lasts one sample (2 ms) is seen by no monitor that samples, and gone
+    /// before any look it could cause.
+    first_stretch: u64,
     /// First sample after the crossing with no process left in the victim's tree.
     gone: Option<Instant>,
     /// First sample after the crossing with the victim's memory (`memory.usage_in_bytes` of its
@@ -180,6 +184,9 @@ fn sample(kubepods: PathBuf, victim: PathBuf, stop: Arc<AtomicBool>) -> Sample {
             }
             if !above {
                 s.last_crossed = Some(now);
+            }
+            if s.dips == 0 {
+                s.first_stretch += 1;
             }
             above = true;
         } else {
@@ -443,7 +450,9 @@ fn latency_and_safety(reps: usize) {
         sustained.push(last_ms);
         let dipped = if s.dips > 0 {
             format!(
-                " (under the threshold again for {} samples, also counting those after the kill; from the last upward crossing {last_ms:.1} ms)",
+                " (first above it for {} samples, by {} KiB at first; under the threshold again for {} samples, also counting those after the kill; from the last upward crossing {last_ms:.1} ms)",
+                s.first_stretch,
+                ws.saturating_sub(PODS_MEMORY - THRESHOLD) >> 10,
                 s.dips
             )
         } else {

@@ -131,7 +131,7 @@ pub(crate) fn tree_post_order(dir: &Path) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if io_is_gone(&e) => return Ok(()),
             Err(e) => {
                 return Err(Error::Io {
                     path: dir.to_path_buf(),
@@ -164,8 +164,10 @@ pub(crate) fn tree_pids(dirs: &[PathBuf]) -> Result<Vec<i32>> {
             let procs = dir.join("cgroup.procs");
             match std::fs::read_to_string(&procs) {
                 Ok(s) => pids.extend(parse_procs(&s)),
-                // The cgroup went away between listing and reading.
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                // The cgroup went away between listing and reading (ENOENT), or while being
+                // read (ENODEV: an eviction's kill racing the pod's teardown, which removes
+                // the emptied cgroup; seen in scripts/bench-eviction.sh as a failed eviction).
+                Err(e) if io_is_gone(&e) => {}
                 Err(e) => {
                     return Err(Error::Io {
                         path: procs,

@@ -30,8 +30,18 @@ use crate::signals;
 pub const IDLE_PERIOD: Duration = Duration::from_secs(1);
 /// How often while a threshold is near or met.
 pub const BUSY_PERIOD: Duration = Duration::from_millis(100);
-/// How often while watching after a kernel trigger (see `WATCH_WINDOW`).
-pub const WATCH_PERIOD: Duration = Duration::from_millis(5);
+/// How often while watching after a kernel trigger (see `WATCH_WINDOW`). The working set of
+/// a growing workload can cross a threshold for a millisecond or two and fall back under it
+/// for hundreds (a process of the workload exiting; seen in `scripts/bench-eviction.sh`):
+/// looks every 5 ms missed such a crossing in one or two repetitions of ten, and the decision
+/// then came with the next step of the workload, about 200 ms later. A look of the watch
+/// reads the memory signals only (`quick_look`), a few small kernel files, so looking every
+/// millisecond for the watch's second costs a few percent of one core, and only while memory
+/// is close to a threshold.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(1);
+/// How long the signals a quick look does not read (PIDs, file systems) stand, read at the
+/// last full look: the pace the monitor reads them at under pressure anyway.
+pub const FULL_LOOK_EVERY: Duration = BUSY_PERIOD;
 /// How long the monitor keeps looking every `WATCH_PERIOD` after a kernel trigger woke it,
 /// while a threshold is near. A trigger says that memory is moving across the line *now*; the
 /// working set can cross a threshold by a few pages and fall back before the look it caused
@@ -43,6 +53,13 @@ pub const WATCH_WINDOW: Duration = Duration::from_secs(1);
 /// working set meets the hard threshold (`v1_placement`), so that a small shrinking of the
 /// file cache does not make it fire after the crossing.
 pub const V1_EARLY: u64 = 512 << 10;
+/// How far below the usage at which the working set meets the hard threshold with no file
+/// cache (`wake_working_set`) the fixed v1 threshold, the floor, is registered (see
+/// `signals::Triggers`). The kernel compares usage with v1 thresholds only every 128 page
+/// events of each CPU (`THRESHOLDS_EVENTS_TARGET`): a workload that grows past the threshold by
+/// less than that and stops is never reported (seen in scripts/bench-eviction.sh: 312 KiB over
+/// it for 80 ms, no trigger). 2 MiB covers that batch (512 KiB) on four CPUs.
+pub const FLOOR_EARLY: u64 = 2 << 20;
 /// How far below that usage the registered threshold may be (as `inactive_file` grows)
 /// before it is moved up. Moving costs the kernel an RCU grace period (the registration waits
 /// in `synchronize_rcu`), so it is not moved for every page.
@@ -100,6 +117,8 @@ pub struct Round {
     pub evicted: Option<String>,
     /// How long to wait (for a trigger at most) before the next look.
     pub next: Duration,
+    /// Every signal was read (else the memory signals only: `quick_look`).
+    pub full: bool,
 }
 
 /// What decides how soon the monitor looks again (`next_look`).
@@ -119,6 +138,13 @@ pub struct Pace {
 /// go too; the memory of this one is released already), `WATCH_PERIOD` under pressure while
 /// watching after a trigger (unless there is nobody to evict), `BUSY_PERIOD` under pressure,
 /// else `IDLE_PERIOD`.
+/// Whether a look at `now` may read the memory signals only and take the others from the full
+/// look at `last_full`: only while watching after a trigger (memory is what a trigger is
+/// about, and what moves within milliseconds), and only within `FULL_LOOK_EVERY` of it.
+pub fn quick_look(watching: bool, last_full: Option<Duration>, now: Duration) -> bool {
+    watching && last_full.is_some_and(|at| now >= at && now - at < FULL_LOOK_EVERY)
+}
+
 pub fn next_look(p: Pace) -> Duration {
     if p.evicted {
         Duration::ZERO
@@ -162,6 +188,8 @@ pub struct Monitor {
     pods_memory: Option<signals::MemorySample>,
     /// Until when (monotonic) the last kernel trigger keeps the monitor watching.
     watch_until: Option<Duration>,
+    /// When the last full look read every signal, and what it read (`quick_look`).
+    last_full: Option<(Duration, Observations)>,
     /// Signals whose reading failed, so that a failure is logged once, not every second.
     failing: BTreeSet<Signal>,
     /// Logged once per episode: no pod may be evicted.
@@ -193,6 +221,7 @@ impl Monitor {
             published: policy::initial_conditions(started),
             pods_memory: None,
             watch_until: None,
+            last_full: None,
             failing: Default::default(),
             said_nothing_to_evict: false,
         }
@@ -244,10 +273,11 @@ impl Monitor {
 
     fn run(mut self) {
         let files = self.host.cgroups().memory_files(&self.kubepods);
-        // Until the first look: at the working set's own threshold (usage >= working set, so
-        // it fires at or before the crossing).
+        // The floor, and the moving threshold until the first look: below the working set's
+        // own threshold (usage >= working set, so it fires before the crossing).
         let wake_ws = self.wake_working_set();
-        let spec = signals::TriggerSpec::for_cgroup(&files, &self.paths.psi, wake_ws);
+        let floor = wake_ws.saturating_sub(FLOOR_EARLY).max(1);
+        let spec = signals::TriggerSpec::for_cgroup(&files, &self.paths.psi, floor);
         let (mut triggers, warnings) = signals::Triggers::open(&spec);
         for w in warnings {
             tracing::warn!("{w}");
@@ -267,13 +297,19 @@ impl Monitor {
                 tracing::warn!("{w}");
             }
             let round = self.round(wake);
+            next = round.next;
             if let Some(to) = round
                 .v1_target
                 .zip(triggers.v1_threshold())
                 .and_then(|(target, at)| v1_placement(at, wake_ws, target))
             {
                 match triggers.set_v1_threshold(to) {
-                    Ok(()) => move_failed = false,
+                    Ok(()) => {
+                        move_failed = false;
+                        if let Some(watch) = self.moved_threshold(to) {
+                            next = next.min(watch);
+                        }
+                    }
                     // The old threshold stays; the watch and the timers still look.
                     Err(e) if !move_failed => {
                         move_failed = true;
@@ -282,8 +318,26 @@ impl Monitor {
                     Err(_) => {}
                 }
             }
-            next = round.next;
         }
+    }
+
+    /// The v1 usage threshold was just moved to `to`. The kernel tells of a crossing only if
+    /// usage crosses `to` after the move: when it rose past `to` between this round's reading
+    /// and the move (a workload growing by megabytes in milliseconds), no trigger would come,
+    /// and the crossing would wait for a timer. So usage is read once more: at or above `to`,
+    /// the monitor watches as after a trigger, and this returns when to look next.
+    pub fn moved_threshold(&mut self, to: u64) -> Option<Duration> {
+        let usage = self
+            .host
+            .cgroups()
+            .memory_sample(&self.kubepods)
+            .ok()?
+            .usage;
+        if usage < to {
+            return None;
+        }
+        self.watch_until = Some(self.host.mono() + WATCH_WINDOW);
+        Some(WATCH_PERIOD)
     }
 
     /// One look: read the signals, decide, publish, act. `wake` says what ended the wait
@@ -293,7 +347,20 @@ impl Monitor {
         if !wake.timed_out() {
             self.watch_until = Some(now.mono + WATCH_WINDOW);
         }
-        let observed = self.observe();
+        let watching = self.watch_until.is_some_and(|until| now.mono < until);
+        let quick = quick_look(watching, self.last_full.as_ref().map(|f| f.0), now.mono);
+        let observed = match self.last_full.as_ref().filter(|_| quick) {
+            Some((_, full)) => {
+                let mut o = full.clone();
+                self.observe_memory(&mut o);
+                o
+            }
+            None => {
+                let o = self.observe();
+                self.last_full = Some((now.mono, o.clone()));
+                o
+            }
+        };
         let step = self.policy.step(now, &observed);
         if step.changed {
             self.announce(&step.conditions);
@@ -306,6 +373,7 @@ impl Monitor {
             act: step.act.as_ref().map(|a| a.threshold.signal),
             evicted: None,
             next: Duration::ZERO,
+            full: !quick,
         };
         if let Some(act) = step.act {
             tracing::debug!(
@@ -321,7 +389,7 @@ impl Monitor {
         round.next = next_look(Pace {
             evicted: round.evicted.is_some(),
             pressure: !round.met.is_empty() || self.policy.near(&observed, 0.5),
-            watching: self.watch_until.is_some_and(|until| now.mono < until),
+            watching,
             no_victim: self.said_nothing_to_evict,
         });
         // From the latest reading (an eviction reads again, and frees memory).
@@ -347,21 +415,7 @@ impl Monitor {
     /// Read every signal; one that cannot be read is left out (never met).
     pub fn observe(&mut self) -> Observations {
         let mut o = Observations::new();
-        let node = signals::node_memory(&self.paths.meminfo);
-        if let Some(m) = self.note(Signal::MemoryAvailable, node) {
-            o.insert(Signal::MemoryAvailable, obs(m.available(), m.capacity));
-        }
-        let pods = self.host.cgroups().memory_sample(&self.kubepods);
-        self.pods_memory = pods.as_ref().ok().copied();
-        if let Some(m) = self.note(Signal::AllocatableMemoryAvailable, pods) {
-            // kubelet: allocatable capacity (capacity minus reservations) minus the pods'
-            // working set, whatever limit the cgroup shows.
-            let cap = self.host.pods_memory_limit().max(0) as u64;
-            o.insert(
-                Signal::AllocatableMemoryAvailable,
-                obs(cap.saturating_sub(m.working_set), cap),
-            );
-        }
+        self.observe_memory(&mut o);
         let pids = signals::node_pids(&self.paths.pid_max, &self.paths.loadavg);
         if let Some(p) = self.note(Signal::PidAvailable, pids) {
             o.insert(Signal::PidAvailable, obs(p.available(), p.max));
@@ -377,6 +431,28 @@ impl Monitor {
             o.insert(Signal::ImageFsInodesFree, obs(f.inodes_free, f.inodes));
         }
         o
+    }
+
+    /// Read the memory signals into `o` (empty, or a copy of the last full look's for a quick
+    /// one); one that cannot be read is taken out (never met).
+    fn observe_memory(&mut self, o: &mut Observations) {
+        o.remove(&Signal::MemoryAvailable);
+        o.remove(&Signal::AllocatableMemoryAvailable);
+        let node = signals::node_memory(&self.paths.meminfo);
+        if let Some(m) = self.note(Signal::MemoryAvailable, node) {
+            o.insert(Signal::MemoryAvailable, obs(m.available(), m.capacity));
+        }
+        let pods = self.host.cgroups().memory_sample(&self.kubepods);
+        self.pods_memory = pods.as_ref().ok().copied();
+        if let Some(m) = self.note(Signal::AllocatableMemoryAvailable, pods) {
+            // kubelet: allocatable capacity (capacity minus reservations) minus the pods'
+            // working set, whatever limit the cgroup shows.
+            let cap = self.host.pods_memory_limit().max(0) as u64;
+            o.insert(
+                Signal::AllocatableMemoryAvailable,
+                obs(cap.saturating_sub(m.working_set), cap),
+            );
+        }
     }
 
     /// A log line and a node event for every condition whose state changed since the last

@@ -113,6 +113,7 @@ fn v1_threshold_wakes_on_crossings_and_working_set_follows_a_hog() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(trig.active(), vec!["v1 threshold"]);
     assert_eq!(trig.v1_threshold(), Some(bytes));
+    assert_eq!(trig.v1_floor(), Some(bytes));
     // Nothing crossed yet.
     assert!(trig.wait(Duration::from_millis(200)).timed_out());
 
@@ -120,8 +121,9 @@ fn v1_threshold_wakes_on_crossings_and_working_set_follows_a_hog() {
     let start = Instant::now();
     let wake = trig.wait(Duration::from_secs(60));
     let took = start.elapsed();
+    // Both thresholds are at `bytes`: either may be first to tell.
     assert!(
-        wake.threshold && !wake.psi && !wake.events,
+        (wake.threshold || wake.floor) && !wake.psi && !wake.events,
         "{wake:?} after {took:?}"
     );
     assert!(
@@ -147,7 +149,8 @@ fn v1_threshold_wakes_on_crossings_and_working_set_follows_a_hog() {
     );
     assert_eq!(full.available(), limit - full.working_set);
     // Let the remaining upward events settle, then move the threshold below the usage: the
-    // kernel fires the new one when usage falls under it.
+    // kernel fires the new one when usage falls under it, and the floor (still at `bytes`,
+    // further down) when usage falls under that.
     while !trig.wait(Duration::from_millis(300)).timed_out() {}
     let lower = full.usage - 16 * MIB;
     trig.set_v1_threshold(lower).unwrap();
@@ -159,13 +162,17 @@ fn v1_threshold_wakes_on_crossings_and_working_set_follows_a_hog() {
 
     cg.kill_all(&base).unwrap();
     let start = Instant::now();
-    let wake = trig.wait(Duration::from_secs(60));
+    let (mut moved, mut floor) = (false, false);
+    while !(moved && floor) && start.elapsed() < Duration::from_secs(30) {
+        let wake = trig.wait(Duration::from_secs(30));
+        moved |= wake.threshold;
+        floor |= wake.floor;
+    }
     eprintln!(
-        "downward crossing of {lower}: woken {:?} after kill_all",
+        "downward crossings of {lower} and {bytes}: woken {:?} after kill_all",
         start.elapsed()
     );
-    assert!(wake.threshold, "{wake:?} after {:?}", start.elapsed());
-    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(moved && floor, "moved {moved}, floor {floor}");
     let _ = child.wait();
     let after = sample_until(cg.as_ref(), &path, Duration::from_secs(5), |s| {
         s.usage < lower

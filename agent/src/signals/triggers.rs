@@ -134,13 +134,16 @@ impl std::fmt::Display for TriggerWarning {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Wake {
     pub psi: bool,
+    /// The v1 threshold that follows the file cache (`set_v1_threshold`).
     pub threshold: bool,
     pub events: bool,
+    /// The fixed v1 threshold at the spec's bytes (see `Triggers`).
+    pub floor: bool,
 }
 
 impl Wake {
     pub fn timed_out(&self) -> bool {
-        !(self.psi || self.threshold || self.events)
+        !(self.psi || self.threshold || self.events || self.floor)
     }
 }
 
@@ -207,12 +210,22 @@ struct Threshold {
 
 /// The live trigger sources; their file descriptors close on drop, which also unregisters
 /// the kernel-side triggers.
+///
+/// On v1 two usage thresholds are registered at the spec's bytes (a little below the usage at
+/// which the working set would meet the eviction threshold with no file cache): one that the
+/// monitor moves as the file cache changes (`set_v1_threshold`, kubelet's placement), and a
+/// fixed one, the floor. The moving one is placed for the file cache of the last look: when
+/// the cache shrinks before the next look, it sits above the crossing, which then wakes nobody
+/// (seen in scripts/bench-eviction.sh: decisions 30-70 ms late, from the 100 ms timer). Usage
+/// is never below the working set, so the floor fires before any crossing, never after; with
+/// a large file cache it fires early, once.
 #[derive(Debug)]
 pub struct Triggers {
     psi: Option<Watched>,
     /// The PSI window the kernel accepted (see `psi_unprivileged_fallback`).
     psi_window: Option<Duration>,
     threshold: Option<Threshold>,
+    floor: Option<Threshold>,
     /// Where v1 thresholds are registered (kept even if the first registration failed, so
     /// `set_v1_threshold` can retry).
     v1_files: Option<(PathBuf, PathBuf)>,
@@ -229,6 +242,7 @@ impl Triggers {
             psi: None,
             psi_window: None,
             threshold: None,
+            floor: None,
             v1_files: None,
             events: None,
             lost: Vec::new(),
@@ -244,12 +258,17 @@ impl Triggers {
         }
         if let Some(t) = &spec.v1_threshold {
             trig.v1_files = Some((t.usage_file.clone(), t.event_control.clone()));
-            match register_v1(&t.usage_file, &t.event_control, t.bytes) {
-                Ok(efd) => {
+            let register = || register_v1(&t.usage_file, &t.event_control, t.bytes);
+            match register().and_then(|moving| Ok((moving, register()?))) {
+                Ok((moving, floor)) => {
                     trig.threshold = Some(Threshold {
-                        efd,
+                        efd: moving,
                         bytes: t.bytes,
-                    })
+                    });
+                    trig.floor = Some(Threshold {
+                        efd: floor,
+                        bytes: t.bytes,
+                    });
                 }
                 Err(reason) => warnings.push(warning(THRESHOLD, &t.event_control, reason)),
             }
@@ -288,6 +307,11 @@ impl Triggers {
     /// The bytes of the registered v1 threshold, if one is live.
     pub fn v1_threshold(&self) -> Option<u64> {
         self.threshold.as_ref().map(|t| t.bytes)
+    }
+
+    /// The bytes of the fixed v1 threshold (the floor), if one is live.
+    pub fn v1_floor(&self) -> Option<u64> {
+        self.floor.as_ref().map(|t| t.bytes)
     }
 
     /// Sources that went away since the last call (their cgroup was removed), each once.
@@ -347,13 +371,13 @@ impl Triggers {
         }
     }
 
-    /// One `poll(2)`; the revents per source (psi, threshold, events).
-    fn poll_once(&self, left: Duration) -> (nix::Result<i32>, [Option<PollFlags>; 3]) {
+    /// One `poll(2)`; the revents per source (psi, threshold, events, floor).
+    fn poll_once(&self, left: Duration) -> (nix::Result<i32>, [Option<PollFlags>; 4]) {
         // Round up: a 0.4 ms remainder must not turn into a busy 0 ms poll.
         let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-        let mut fds = Vec::with_capacity(3);
-        let mut slots = [None; 3];
+        let mut fds = Vec::with_capacity(4);
+        let mut slots = [None; 4];
         if let Some(w) = &self.psi {
             slots[0] = Some(fds.len());
             fds.push(PollFd::new(w.file.as_fd(), PollFlags::POLLPRI));
@@ -366,8 +390,12 @@ impl Triggers {
             slots[2] = Some(fds.len());
             fds.push(PollFd::new(w.file.as_fd(), PollFlags::POLLPRI));
         }
+        if let Some(t) = &self.floor {
+            slots[3] = Some(fds.len());
+            fds.push(PollFd::new(t.efd.as_fd(), PollFlags::POLLIN));
+        }
         let result = poll(&mut fds, timeout);
-        let mut revents = [None; 3];
+        let mut revents = [None; 4];
         if result.is_ok() {
             for (i, slot) in slots.iter().enumerate() {
                 revents[i] = slot
@@ -378,7 +406,7 @@ impl Triggers {
         (result, revents)
     }
 
-    fn handle(&mut self, revents: [Option<PollFlags>; 3]) -> Wake {
+    fn handle(&mut self, revents: [Option<PollFlags>; 4]) -> Wake {
         let gone = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
         let mut wake = Wake::default();
         if let Some(r) = revents[0] {
@@ -391,11 +419,16 @@ impl Triggers {
         if let Some(r) = revents[1] {
             wake.threshold = true;
             if let Some(t) = &self.threshold {
-                // One read resets the counter; EAGAIN (already drained) is fine.
-                match t.efd.read() {
-                    Ok(_) | Err(Errno::EAGAIN) => {}
-                    Err(e) => tracing::debug!(error = %e, "draining threshold eventfd"),
-                }
+                drain(&t.efd);
+            }
+            if r.intersects(gone) {
+                self.lose_threshold(format!("poll reported {r:?}"));
+            }
+        }
+        if let Some(r) = revents[3] {
+            wake.floor = true;
+            if let Some(t) = &self.floor {
+                drain(&t.efd);
             }
             if r.intersects(gone) {
                 self.lose_threshold(format!("poll reported {r:?}"));
@@ -425,6 +458,8 @@ impl Triggers {
     }
 
     fn lose_threshold(&mut self, reason: String) {
+        // The floor is on the same cgroup: it goes with it.
+        self.floor = None;
         if self.threshold.take().is_some() {
             let path = self
                 .v1_files
@@ -535,6 +570,14 @@ fn rearm(file: &mut File) -> std::io::Result<()> {
 
 /// `eventfd` + the open usage file + `"<efd> <ufd> <bytes>"` into `cgroup.event_control`. The
 /// usage file's descriptor is only needed while registering.
+/// One read resets an eventfd's counter; EAGAIN (already drained) is fine.
+fn drain(efd: &EventFd) {
+    match efd.read() {
+        Ok(_) | Err(Errno::EAGAIN) => {}
+        Err(e) => tracing::debug!(error = %e, "draining threshold eventfd"),
+    }
+}
+
 fn register_v1(usage: &Path, control: &Path, bytes: u64) -> Result<EventFd, String> {
     let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
         .map_err(|e| format!("eventfd: {e}"))?;
