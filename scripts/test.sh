@@ -45,79 +45,6 @@ export CARGO_TERM_COLOR=never
 # location anyway): full debug info costs tens of seconds of CI in compiling and linking.
 export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 
-# cargo-deny (licenses, bans and sources of the dependency graph, deny.toml) and
-# cargo-machete (dependencies no source uses) come from crates.io, built in the background at
-# the lowest priority (about 5 minutes of one core, taken from what the tests leave idle) and
-# checked at the end; kept in target/ci-tools for the next run on the same checkout.
-DENY_VERSION=0.20.2
-MACHETE_VERSION=0.9.2
-tools_root=$PWD/target/ci-tools/bin-deny-$DENY_VERSION-machete-$MACHETE_VERSION
-tools_log=$(mktemp)
-if [ -x "$tools_root/bin/cargo-deny" ] && [ -x "$tools_root/bin/cargo-machete" ]; then
-  tools=
-else
-  (
-    for t in "cargo-deny@$DENY_VERSION" "cargo-machete@$MACHETE_VERSION"; do
-      nice -n 19 cargo install --quiet --locked "${t%@*}" --version "${t#*@}" \
-        --root "$tools_root" --target-dir target/ci-tools/build || exit 1
-    done
-  ) >"$tools_log" 2>&1 &
-  tools=$!
-fi
-
-# The lints need rustfmt and clippy (rustup components). Debian's cargo-web has neither:
-# there they are skipped with a note, except in CI, which must run them.
-# The Yocto layer's lint (mostly a pip install and systemd-analyze) runs beside the lints.
-yocto_log=$(mktemp)
-scripts/lint-yocto.sh >"$yocto_log" 2>&1 &
-yocto=$!
-if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
-  echo "== cargo fmt --check"
-  cargo fmt --all -- --check
-  echo "== cargo clippy"
-  cargo clippy --workspace --all-targets --locked -- -D warnings
-elif [ "${CI:-}" = true ]; then
-  echo "scripts/test.sh: CI needs rustfmt and clippy" >&2
-  exit 1
-else
-  echo "== lints skipped: this toolchain has no rustfmt/clippy (rustup component add rustfmt clippy)"
-fi
-echo "== layering: no new upward import of crate::agent, no cycle between modules (scripts/check-layers.sh)"
-scripts/check-layers.sh
-# rust-toolchain.toml pins what CI builds with; the workspace's rust-version must be that
-# version, so that the oldest Rust the crates claim is the one this run builds them with.
-pin=$(sed -n 's/^channel *= *"\(.*\)"$/\1/p' rust-toolchain.toml)
-msrv=$(sed -n 's/^rust-version *= *"\(.*\)"$/\1/p' Cargo.toml)
-built=$(rustc --version | cut -d' ' -f2)
-echo "== toolchain: rustc $built, pinned $pin, rust-version $msrv"
-[ "${pin%.*}" = "$msrv" ] || { echo "scripts/test.sh: rust-version $msrv is not the pinned toolchain $pin (rust-toolchain.toml)" >&2; exit 1; }
-if command -v rustup >/dev/null 2>&1; then
-  [ "$built" = "$pin" ] || { echo "scripts/test.sh: built with rustc $built, rust-toolchain.toml pins $pin" >&2; exit 1; }
-fi
-echo "== Yocto layer: oelint-adv, crate list, recipe sources (at ${SECONDS} s)"
-yocto_rc=0
-wait "$yocto" || yocto_rc=$?
-cat "$yocto_log"
-rm -f "$yocto_log"
-[ "$yocto_rc" = 0 ] || { echo "scripts/lint-yocto.sh failed" >&2; exit 1; }
-echo "== cargo build, and every host test built (at ${SECONDS} s)"
-cargo build --workspace --locked
-cargo test --workspace --locked --no-run
-# Which test targets run before and which after the cross builds: the VM suites need the
-# aarch64 binaries. A test target added to tests/Cargo.toml must be placed here too.
-E2E_TARGETS=(e2e mqtt_session)
-VM_TARGETS=(vm vm_systemd)
-have=$(cargo metadata --locked --no-deps --format-version 1 | python3 -c '
-import json, sys
-m = json.load(sys.stdin)
-p = next(p for p in m["packages"] if p["name"] == "tidelet-e2e")
-print(" ".join(sorted(t["name"] for t in p["targets"] if "test" in t["kind"])))')
-want=$(printf '%s\n' "${E2E_TARGETS[@]}" "${VM_TARGETS[@]}" | sort | tr '\n' ' ' | sed 's/ $//')
-[ "$have" = "$want" ] || {
-  echo "scripts/test.sh: tests/Cargo.toml's test targets are '$have', this script runs '$want'" >&2
-  exit 1
-}
-
 # The ARM binaries (aarch64, armv7) with Debian's toolchain, checked with file/readelf, and
 # the unit tests of the cross-built crates under qemu-user; the aarch64 binary then runs in
 # the QEMU guests of tests/vm and tests/vm_systemd.
@@ -133,7 +60,9 @@ scripts/cross-build.sh --setup-only
 #   started under qemu-user; its unit tests are not run.
 # All that keeps CI within 30 minutes: armv7's release build and separate test build cost
 # many minutes of both cores. `scripts/cross-build.sh armv7` does both (they passed through
-# issue 5).
+# issue 5). They start before the lints: aarch64's release build (fat LTO, its last minutes
+# on one core) is CI's long pole, and at its low priority it takes only what the lints and
+# the host's builds leave idle (their single-crate stretches leave one core idle for minutes).
 logs=$(mktemp -d)
 # A failing step ends the run: the background jobs (and all they started) end with it.
 kill_tree() {
@@ -167,6 +96,83 @@ mkdir -p target/vm
       target/vm/aarch64-systemd-backports
 ) >"$prefetch_log" 2>&1 &
 prefetch=$!
+
+# cargo-deny (licenses, bans and sources of the dependency graph, deny.toml) and
+# cargo-machete (dependencies no source uses) come from crates.io, built in the background at
+# the lowest priority and checked at the end; kept in target/ci-tools for the next run on the
+# same checkout. Unoptimised (`--debug`): optimising them cost minutes of a core that the
+# tests and the cross builds need, to speed up checks that take a second either way.
+DENY_VERSION=0.20.2
+MACHETE_VERSION=0.9.2
+tools_root=$PWD/target/ci-tools/bin-debug-deny-$DENY_VERSION-machete-$MACHETE_VERSION
+tools_log=$(mktemp)
+if [ -x "$tools_root/bin/cargo-deny" ] && [ -x "$tools_root/bin/cargo-machete" ]; then
+  tools=
+else
+  (
+    for t in "cargo-deny@$DENY_VERSION" "cargo-machete@$MACHETE_VERSION"; do
+      nice -n 19 cargo install --quiet --locked --debug "${t%@*}" --version "${t#*@}" \
+        --root "$tools_root" --target-dir target/ci-tools/build || exit 1
+    done
+  ) >"$tools_log" 2>&1 &
+  tools=$!
+fi
+
+# The lints need rustfmt and clippy (rustup components). Debian's cargo-web has neither:
+# there they are skipped with a note, except in CI, which must run them.
+# The Yocto layer's lint (mostly a pip install and systemd-analyze) runs beside the lints.
+yocto_log=$(mktemp)
+scripts/lint-yocto.sh >"$yocto_log" 2>&1 &
+yocto=$!
+if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check
+  echo "== cargo clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+elif [ "${CI:-}" = true ]; then
+  echo "scripts/test.sh: CI needs rustfmt and clippy" >&2
+  exit 1
+else
+  echo "== lints skipped: this toolchain has no rustfmt/clippy (rustup component add rustfmt clippy)"
+fi
+echo "== layering: no new upward import of crate::agent, no cycle between modules (scripts/check-layers.sh)"
+scripts/check-layers.sh
+echo "== code layout: unit tests of scripts/layout/linker"
+layout_out=$(python3 scripts/layout/test_linker.py 2>&1) || { echo "$layout_out"; exit 1; }
+tail -1 <<<"$layout_out"
+# rust-toolchain.toml pins what CI builds with; the workspace's rust-version must be that
+# version, so that the oldest Rust the crates claim is the one this run builds them with.
+pin=$(sed -n 's/^channel *= *"\(.*\)"$/\1/p' rust-toolchain.toml)
+msrv=$(sed -n 's/^rust-version *= *"\(.*\)"$/\1/p' Cargo.toml)
+built=$(rustc --version | cut -d' ' -f2)
+echo "== toolchain: rustc $built, pinned $pin, rust-version $msrv"
+[ "${pin%.*}" = "$msrv" ] || { echo "scripts/test.sh: rust-version $msrv is not the pinned toolchain $pin (rust-toolchain.toml)" >&2; exit 1; }
+if command -v rustup >/dev/null 2>&1; then
+  [ "$built" = "$pin" ] || { echo "scripts/test.sh: built with rustc $built, rust-toolchain.toml pins $pin" >&2; exit 1; }
+fi
+echo "== Yocto layer: oelint-adv, crate list, recipe sources (at ${SECONDS} s)"
+yocto_rc=0
+wait "$yocto" || yocto_rc=$?
+cat "$yocto_log"
+rm -f "$yocto_log"
+[ "$yocto_rc" = 0 ] || { echo "scripts/lint-yocto.sh failed" >&2; exit 1; }
+echo "== cargo build, and every host test built (at ${SECONDS} s)"
+cargo build --workspace --locked
+cargo test --workspace --locked --no-run
+# Which test targets run before and which after the cross builds: the VM suites need the
+# aarch64 binaries. A test target added to tests/Cargo.toml must be placed here too.
+E2E_TARGETS=(e2e mqtt_session)
+VM_TARGETS=(vm vm_systemd)
+have=$(cargo metadata --locked --no-deps --format-version 1 | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+p = next(p for p in m["packages"] if p["name"] == "tidelet-e2e")
+print(" ".join(sorted(t["name"] for t in p["targets"] if "test" in t["kind"])))')
+want=$(printf '%s\n' "${E2E_TARGETS[@]}" "${VM_TARGETS[@]}" | sort | tr '\n' ' ' | sed 's/ $//')
+[ "$have" = "$want" ] || {
+  echo "scripts/test.sh: tests/Cargo.toml's test targets are '$have', this script runs '$want'" >&2
+  exit 1
+}
 
 # The Python venv (grpcio, grpcio-tools: pinned, from PyPI, cached under target/) of the grpcio
 # device-plugin interop test (tests/e2e/devices_python.rs), made here so that a failed install

@@ -17,6 +17,8 @@ DEBIAN_RUST=1.96.0+dfsg1-1~deb12u2
 # Stripped size budget of each binary (issue 3: tidelet <= 8 MiB on aarch64).
 CROSS_SIZE_BUDGET=${CROSS_SIZE_BUDGET:-$((8 * 1024 * 1024))}
 CROSS_TEST_TIMEOUT=${CROSS_TEST_TIMEOUT:-600}
+# What scripts/layout/linker did in the aarch64 release build (cross_layout_check reads it).
+CROSS_LAYOUT_LOG=${CROSS_LAYOUT_LOG:-${TMPDIR:-/tmp}/tidelet-cross-layout.$$}
 
 # Rust triple of a short target name.
 cross_triple() {
@@ -40,7 +42,8 @@ cross_packages() {
   echo "rustc-web=$DEBIAN_RUST cargo-web=$DEBIAN_RUST libstd-rust-web-dev=$DEBIAN_RUST"
   echo "qemu-user-static file binutils"
   case "$1" in
-    aarch64) echo "libstd-rust-web-dev:arm64=$DEBIAN_RUST gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
+    # lld: the release binaries are linked with their hot code together (scripts/layout/linker).
+    aarch64) echo "libstd-rust-web-dev:arm64=$DEBIAN_RUST gcc-aarch64-linux-gnu libc6-dev-arm64-cross lld" ;;
     # rust-web-src: the sources of std, built by -Z build-std (same version as rustc).
     armv7) echo "rust-web-src=$DEBIAN_RUST gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
   esac
@@ -109,6 +112,22 @@ cross_env() {
     armv7) gcc=arm-linux-gnueabihf-gcc ;;
   esac
   export "CARGO_TARGET_${upper}_LINKER=$gcc" "CC_${triple//-/_}=$gcc"
+  if [ "$t" = aarch64 ] && ! cross_quick "$t"; then
+    # Through scripts/layout/linker, which gives the agent's fat-LTO link (and only that) lld
+    # and the order of its hot functions, and writes what it did to CROSS_LAYOUT_LOG, which
+    # cross_build checks. Its settings go in a wrapper of this target's own: exported, they
+    # would reach the host's links too (build scripts, proc macros), which must use cc.
+    # A cross gcc looks for `<triple>-ld.lld` on PATH, or `ld.lld` in its -B directories:
+    # Debian's lld has neither name for it, hence the link in bin/ given with -B.
+    local wrapper=$PWD/target/cross-linker/$t
+    mkdir -p "${wrapper%/*}/bin"
+    ln -sfn "$(command -v ld.lld)" "${wrapper%/*}/bin/ld.lld"
+    printf '#!/bin/sh\nTIDELET_LINKER=%s TIDELET_LAYOUT_LLD=1 TIDELET_LAYOUT_LOG=%s exec %s -B%s/ "$@"\n' \
+      "$gcc" "$CROSS_LAYOUT_LOG" "$PWD/scripts/layout/linker" "${wrapper%/*}/bin" >"$wrapper.tmp"
+    chmod +x "$wrapper.tmp"
+    mv "$wrapper.tmp" "$wrapper"
+    export "CARGO_TARGET_${upper}_LINKER=$wrapper"
+  fi
   export "CARGO_TARGET_${upper}_RUNNER=timeout -k 10 $CROSS_TEST_TIMEOUT $qemu -L $prefix"
   # Set for both targets although only armv7 needs it (-Z build-std): build scripts such as
   # proc-macro2's rerun when it changes, and the host artifacts (proc macros, build scripts)
@@ -151,6 +170,9 @@ cross_build() {
     static=()
   fi
   [ ${#pkgs[@]} -gt 0 ] || { echo "cross: CROSS_PACKAGES is empty" >&2; return 1; }
+  local marker
+  marker=$(mktemp)
+  : >"$CROSS_LAYOUT_LOG"
   echo "== $t: cargo build, $what, ${pkgs[*]} --bins"
   json=$(mktemp)
   "${CARGO[@]}" build --locked "${profile[@]}" --target "$triple" --target-dir "$dir" \
@@ -170,6 +192,10 @@ cross_build() {
   fi
   mapfile -t CROSS_BINS < <(grep -o '"executable":"[^"]*"' "$json" | cut -d'"' -f4 | sort -u)
   rm -f "$json"
+  if [ "$t" = aarch64 ] && ! cross_quick "$t"; then
+    cross_layout_check "$marker" || { rm -f "$marker"; return 1; }
+  fi
+  rm -f "$marker"
   for b in "${CROSS_EXPECTED_BINS[@]}"; do
     found=0
     for p in "${CROSS_BINS[@]}"; do [ "${p##*/}" != "$b" ] || found=1; done
@@ -178,6 +204,32 @@ cross_build() {
       return 1
     fi
   done
+}
+
+# The agent's release link must have been ordered by scripts/layout/linker, with a profile that
+# still matches most of the code (scripts/layout/hot.txt ages as functions are renamed and
+# added: below LAYOUT_MIN_MATCH percent of its keys found, it is recorded anew with
+# scripts/layout/profile.sh). A binary not linked in this build (cargo found it up to date) is
+# not checked. $1: a file made before the build.
+LAYOUT_MIN_MATCH=60
+cross_layout_check() {
+  local line bin k l
+  for bin in "${CROSS_BINS[@]}"; do [ "${bin##*/}" = tidelet ] && break; done
+  line=$(grep -E '^tidelet-[0-9a-f]+: ' "$CROSS_LAYOUT_LOG" | tail -1 || true)
+  if [ -z "$line" ]; then
+    if [ "$bin" -nt "$1" ]; then
+      echo "cross: tidelet was linked without the order of scripts/layout/linker (its log: $(cat "$CROSS_LAYOUT_LOG"))" >&2
+      return 1
+    fi
+    echo "== code layout: tidelet was up to date, not relinked"
+    return 0
+  fi
+  echo "== code layout: ${line#*: }"
+  read -r k l <<<"$(sed -n 's/.*; \([0-9]*\) of \([0-9]*\) profile keys matched.*/\1 \2/p' <<<"$line")"
+  if [ -z "$k" ] || [ $((k * 100)) -lt $((l * LAYOUT_MIN_MATCH)) ]; then
+    echo "cross: only ${k:-?} of ${l:-?} keys of scripts/layout/hot.txt matched tidelet's functions (under $LAYOUT_MIN_MATCH%): record it anew with scripts/layout/profile.sh" >&2
+    return 1
+  fi
 }
 
 # CI's quick build of a target (CROSS_QUICK lists them; scripts/test.sh sets armv7): the
