@@ -66,7 +66,7 @@ pub struct Ctx {
     /// Every desired pod, admitted or not: their images are in use for image GC even before
     /// their workers publish them.
     desired: Mutex<Vec<k8s_openapi::api::core::v1::Pod>>,
-    /// Wakes the main loop (an eviction or a condition change to act on).
+    /// Wakes the main loop (an eviction, a condition change or an idle worker to act on).
     wake: tokio::sync::Notify,
 }
 
@@ -768,7 +768,8 @@ impl Agent {
                     continue;
                 }
                 _ = ctx.wake.notified() => {
-                    // An eviction or a condition change: admission again, no rescan needed.
+                    // An eviction, a condition change or a worker gone idle: admission and
+                    // reconcile again (which lets go of idle workers), no rescan needed.
                     self.apply(&last);
                     continue;
                 }
