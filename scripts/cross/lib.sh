@@ -116,17 +116,19 @@ cross_env() {
     # Through scripts/layout/linker, which gives the agent's fat-LTO link (and only that) lld
     # and the order of its hot functions, and writes what it did to CROSS_LAYOUT_LOG, which
     # cross_build checks. Its settings go in a wrapper of this target's own: exported, they
-    # would reach the host's links too (build scripts, proc macros), which must use cc.
+    # would reach the host's links too (build scripts, proc macros), which must use cc. The
+    # wrapper is the same for every run (CI's unit-test job writes it too, at the same time);
+    # the log, which is not, comes through the environment.
     # A cross gcc looks for `<triple>-ld.lld` on PATH, or `ld.lld` in its -B directories:
     # Debian's lld has neither name for it, hence the link in bin/ given with -B.
     local wrapper=$PWD/target/cross-linker/$t
     mkdir -p "${wrapper%/*}/bin"
     ln -sfn "$(command -v ld.lld)" "${wrapper%/*}/bin/ld.lld"
-    printf '#!/bin/sh\nTIDELET_LINKER=%s TIDELET_LAYOUT_LLD=1 TIDELET_LAYOUT_LOG=%s exec %s -B%s/ "$@"\n' \
-      "$gcc" "$CROSS_LAYOUT_LOG" "$PWD/scripts/layout/linker" "${wrapper%/*}/bin" >"$wrapper.tmp"
-    chmod +x "$wrapper.tmp"
-    mv "$wrapper.tmp" "$wrapper"
-    export "CARGO_TARGET_${upper}_LINKER=$wrapper"
+    printf '#!/bin/sh\nTIDELET_LINKER=%s TIDELET_LAYOUT_LLD=1 exec %s -B%s/ "$@"\n' \
+      "$gcc" "$PWD/scripts/layout/linker" "${wrapper%/*}/bin" >"$wrapper.$$"
+    chmod +x "$wrapper.$$"
+    mv "$wrapper.$$" "$wrapper"
+    export "CARGO_TARGET_${upper}_LINKER=$wrapper" TIDELET_LAYOUT_LOG=$CROSS_LAYOUT_LOG
   fi
   export "CARGO_TARGET_${upper}_RUNNER=timeout -k 10 $CROSS_TEST_TIMEOUT $qemu -L $prefix"
   # Set for both targets although only armv7 needs it (-Z build-std): build scripts such as
