@@ -496,7 +496,7 @@ impl Worker {
             seq: 0,
             failed: None,
         };
-        Box::pin(self.teardown(r)).await;
+        self.teardown(r).await;
     }
 
     async fn teardown(&mut self, r: Running) {

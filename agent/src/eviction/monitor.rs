@@ -134,10 +134,6 @@ pub struct Pace {
     pub no_victim: bool,
 }
 
-/// How long to wait before the next look: at once after an eviction (the next pod may have to
-/// go too; the memory of this one is released already), `WATCH_PERIOD` under pressure while
-/// watching after a trigger (unless there is nobody to evict), `BUSY_PERIOD` under pressure,
-/// else `IDLE_PERIOD`.
 /// Whether a look at `now` may read the memory signals only and take the others from the full
 /// look at `last_full`: only while watching after a trigger (memory is what a trigger is
 /// about, and what moves within milliseconds), and only within `FULL_LOOK_EVERY` of it.
@@ -145,6 +141,10 @@ pub fn quick_look(watching: bool, last_full: Option<Duration>, now: Duration) ->
     watching && last_full.is_some_and(|at| now >= at && now - at < FULL_LOOK_EVERY)
 }
 
+/// How long to wait before the next look: at once after an eviction (the next pod may have to
+/// go too; the memory of this one is released already), `WATCH_PERIOD` under pressure while
+/// watching after a trigger (unless there is nobody to evict), `BUSY_PERIOD` under pressure,
+/// else `IDLE_PERIOD`.
 pub fn next_look(p: Pace) -> Duration {
     if p.evicted {
         Duration::ZERO
