@@ -4,6 +4,7 @@
 // Test code: an unwrap that fails is a failed test, named with its location.
 #![allow(clippy::unwrap_used)]
 
+mod allocator;
 mod bad_input;
 mod cpuset;
 mod devices;

@@ -446,6 +446,12 @@ impl Agent {
         panic!("no PID for container {c} of {pod} in:\n{text}");
     }
 
+    /// The agent's pid, while it runs (the agent may execute itself again at start, under
+    /// the same pid: see agent/src/malloc.rs).
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
     /// Pids of supervisor processes of this agent (their command line names our root).
     pub fn supervisor_pids(&self) -> Vec<i32> {
         processes_mentioning(&format!("shim\0--pod-dir\0{}/pods/", self.root.display()))
