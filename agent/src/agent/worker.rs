@@ -34,10 +34,12 @@ pub struct PodRecord {
     pub cgroup: String,
     pub log_dir: PathBuf,
     pub start_time_ns: i64,
-    pub containers: BTreeMap<String, Memo>,
+    /// Values boxed here and in `info`: a B-tree node has room for 11 entries whatever the
+    /// map holds, which for a one-container pod was 3 KiB and 3.5 KiB of empty slots.
+    pub containers: BTreeMap<String, Box<Memo>>,
     /// Run-time facts of running containers (for exec).
     #[serde(default)]
-    pub info: BTreeMap<String, ContainerInfo>,
+    pub info: BTreeMap<String, Box<ContainerInfo>>,
 }
 
 use crate::clock::now_ns;
@@ -63,7 +65,9 @@ pub struct Worker {
     rx: watch::Receiver<Option<Assigned>>,
     /// Pods of this name found on disk at start, to adopt or tear down.
     adopt: Vec<PodRecord>,
-    running: Option<Running>,
+    /// Boxed: a pod's plan and record are about 3 KiB, and every future that holds the worker
+    /// or moves the running pod through an await would otherwise keep room for them.
+    running: Option<Box<Running>>,
     /// The reason and message the pod is held with (not admitted, or evicted), once told.
     held: Option<(String, String)>,
     /// The containers of an evicted pod as they ended (by UID), shown while it is held.
@@ -143,7 +147,7 @@ impl Worker {
                 Next::Adopt => {
                     let rec = self.adopt.remove(0);
                     match Box::pin(self.adopt_pod(rec.clone())).await {
-                        Some(r) => self.running = Some(r),
+                        Some(r) => self.running = Some(Box::new(r)),
                         None => Box::pin(self.cleanup_record(&rec)).await,
                     }
                 }
@@ -203,7 +207,7 @@ impl Worker {
                     self.held_views = None;
                     if create {
                         match Box::pin(self.create(&d)).await {
-                            Ok(r) => self.running = Some(r),
+                            Ok(r) => self.running = Some(Box::new(r)),
                             Err(CreateFailure { reason, message }) => {
                                 self.events.push(true, &reason, message.clone(), now_ns());
                                 tracing::error!(pod = %self.key, %reason, error = %message, "cannot create pod sandbox");
@@ -284,7 +288,7 @@ impl Worker {
                 containers: layout::spec(&pod)
                     .containers
                     .iter()
-                    .map(|c| (c.name.clone(), Memo::default()))
+                    .map(|c| (c.name.clone(), Box::default()))
                     .collect(),
                 info: BTreeMap::new(),
             };
@@ -489,17 +493,17 @@ impl Worker {
     async fn cleanup_record(&mut self, rec: &PodRecord) {
         let plan = layout::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
         let client = Client::new(&plan.pod_dir);
-        let r = Running {
+        let r = Box::new(Running {
             plan,
             rec: rec.clone(),
             client,
             seq: 0,
             failed: None,
-        };
+        });
         self.teardown(r).await;
     }
 
-    async fn teardown(&mut self, r: Running) {
+    async fn teardown(&mut self, r: Box<Running>) {
         let span = tracing::info_span!("teardown", pod = %self.key, uid = %r.plan.uid);
         // Instrumented, not entered: a guard held across `.await` tags other tasks' lines.
         async {
@@ -864,7 +868,7 @@ impl Worker {
         }
         r.rec.info.insert(
             c.name.clone(),
-            ContainerInfo {
+            Box::new(ContainerInfo {
                 name: c.name.clone(),
                 pid,
                 env: spec.env.clone(),
@@ -881,7 +885,7 @@ impl Worker {
                         .unwrap_or_else(|| "host".into()),
                 )),
                 confinement: Some(spec.security.clone()),
-            },
+            }),
         );
         if let ContainerState::Exited { message, .. } = &record.state {
             self.events
@@ -922,7 +926,7 @@ impl Worker {
                 r.rec
                     .info
                     .get(&c.name)
-                    .cloned()
+                    .map(|i| ContainerInfo::clone(i))
                     .unwrap_or_else(|| ContainerInfo {
                         name: c.name.clone(),
                         ..Default::default()

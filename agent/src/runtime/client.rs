@@ -225,7 +225,9 @@ impl Client {
         })?;
         line.push(b'\n');
         w.write_all(&line).await.map_err(io)?;
-        let mut reader = BufReader::new(r).take(MAX_LINE as u64 + 1);
+        // A small buffer: the answer is read once into `buf`, and a pod's worker always has
+        // one call waiting (`wait`, up to 30 s), which kept tokio's default 8 KiB per pod.
+        let mut reader = BufReader::with_capacity(512, r).take(MAX_LINE as u64 + 1);
         let mut buf = Vec::new();
         reader.read_until(b'\n', &mut buf).await.map_err(io)?;
         if buf.last() != Some(&b'\n') {

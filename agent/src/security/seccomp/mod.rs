@@ -72,13 +72,18 @@ pub use profile::{Profile, ProfileError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Program {
     arch: Arch,
+    /// Shared: every container of every pod with the same profile and capabilities holds the
+    /// same compiled filter (about 4 KiB), which `Profiles` compiles once.
     #[serde(with = "packed")]
-    insns: Vec<Insn>,
+    insns: std::sync::Arc<[Insn]>,
 }
 
 impl Program {
     pub(crate) fn new(arch: Arch, insns: Vec<Insn>) -> Program {
-        Program { arch, insns }
+        Program {
+            arch,
+            insns: insns.into(),
+        }
     }
 
     /// Instructions.
@@ -108,7 +113,9 @@ mod packed {
         s.collect_seq(insns.iter().map(|i| i.pack()))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Insn>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::sync::Arc<[Insn]>, D::Error> {
         let packed = Vec::<u64>::deserialize(d)?;
         Ok(packed.into_iter().map(Insn::unpack).collect())
     }
