@@ -4,8 +4,8 @@
 //! file each), half of them are edited (a new label and command, so a new static-pod UID: the
 //! old pod is torn down and a new one started), and all of them are deleted; each step waits
 //! until the agent's API shows it done. With no pod and no supervisor left, after the
-//! blocking pool's idle threads have ended (tokio keeps them 10 s), the agent is measured
-//! again. Memory is `/proc/PID/status`'s VmRSS, split into RssAnon (heap, stacks: what a
+//! blocking pool's idle threads have ended (tokio keeps them 10 s) and the agent's periodic
+//! file check (20 s; it trims the heap) has come, the agent is measured again. Memory is `/proc/PID/status`'s VmRSS, split into RssAnon (heap, stacks: what a
 //! churn could leave behind) and RssFile (the executable's code and read-only data that
 //! the agent has run by then: page-cache pages, not a leak).
 
@@ -160,11 +160,13 @@ pub(crate) fn run(rounds: usize, pods: usize, smoke: bool) {
         Duration::from_secs(60),
         || a.supervisor_pids().is_empty().then_some(()),
     );
-    // The blocking pool's threads end 10 s after their last task.
+    // The blocking pool's threads end 10 s after their last task, and the agent gives its
+    // heap's free pages back at its periodic file check (20 s by default): measured once both
+    // have passed.
     std::thread::sleep(if smoke {
         Duration::from_millis(200)
     } else {
-        Duration::from_secs(12)
+        Duration::from_secs(22)
     });
     let after = Mem::of(pid);
     println!(
