@@ -39,7 +39,7 @@ if [ "$(id -u)" != 0 ]; then echo "scripts/cross-build.sh: run as root (it insta
 # The packages whose binaries ship, and the binaries that must come out of them (a package
 # that stopped producing its binary, or was renamed, fails the build here, not on a board).
 CROSS_PACKAGES=(tidelet)
-CROSS_EXPECTED_BINS=(tidelet tidelet-shim tidelet-gpu-plugin tidelet-generic-plugin)
+CROSS_EXPECTED_BINS=(tidelet tidelet-shim tidelet-fleet tidelet-gpu-plugin tidelet-generic-plugin)
 # Built apart and linked statically on aarch64 (see cross_build in scripts/cross/lib.sh).
 CROSS_STATIC_PACKAGES=(tidelet-gpu-plugin tidelet-generic-plugin)
 

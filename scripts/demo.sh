@@ -14,6 +14,8 @@ cargo build --release --locked -p tidelet
 install -m 0755 target/release/tidelet /usr/local/bin/tidelet
 # The per-pod supervisor, beside the agent (without it the agent runs `tidelet shim`).
 install -m 0755 target/release/tidelet-shim /usr/local/bin/tidelet-shim
+# The operator's fleet CLI (`tidelet fleet ...` runs it), for the MQTT examples of the README.
+install -m 0755 target/release/tidelet-fleet /usr/local/bin/tidelet-fleet
 bash images/build-test-images.sh target/test-images
 tidelet --root-dir "$ROOT" image import target/test-images/busybox.oci.tar
 mkdir -p "$MANIFESTS"

@@ -83,11 +83,27 @@ pub enum Command {
         command: Vec<String>,
     },
     /// The control plane's view of a fleet over MQTT: nodes, pods, apply, delete, watch.
-    Fleet(Box<FleetArgs>),
+    ///
+    /// Runs `tidelet-fleet`, the operator's CLI (beside this binary, else on the PATH), with
+    /// these arguments; `tidelet fleet --help` is its help.
+    #[command(disable_help_flag = true)]
+    Fleet {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
-/// `tidelet fleet`: connects to the broker the nodes use (a clean session of its own).
-#[derive(clap::Args, Debug)]
+/// The operator's CLI: a binary of its own (see `fleet_exec`).
+pub const FLEET_EXE: &str = "tidelet-fleet";
+
+/// `tidelet-fleet` (also run as `tidelet fleet`): connects to the broker the nodes use (a
+/// clean session of its own).
+#[derive(Parser, Debug)]
+#[command(
+    name = "tidelet-fleet",
+    version,
+    about = "The control plane's view of a fleet of tidelet nodes over MQTT"
+)]
 pub struct FleetArgs {
     /// mqtt://host[:port] or mqtts://host[:port].
     #[arg(
@@ -304,14 +320,40 @@ pub fn main(cli: Cli) -> Result<i32> {
             namespace,
             command,
         } => exec(&cli.root_dir, &pod, container, namespace, command),
-        Command::Fleet(args) => {
-            crate::logging::init(false);
-            fleet(*args)
-        }
+        Command::Fleet { args } => fleet_exec(args),
     }
 }
 
-fn fleet(a: FleetArgs) -> Result<i32> {
+/// `tidelet fleet ARGS`: run `tidelet-fleet ARGS` in this process's place. The fleet CLI is an
+/// operator's tool, not a board's: as a binary of its own it stays out of the agent that boards
+/// run, whose size has a budget (docs/benchmarks.md), while `tidelet fleet` keeps working where
+/// both are installed.
+fn fleet_exec(args: Vec<std::ffi::OsString>) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let program = fleet_program(&exe, |p| p.is_file());
+    let err = std::process::Command::new(&program).args(args).exec();
+    Err(format!(
+        "cannot run {} ({err}): `tidelet fleet` is the operator's CLI, {FLEET_EXE}; install it beside tidelet or on the PATH",
+        program.display()
+    )
+    .into())
+}
+
+/// `tidelet-fleet` beside `exe` when it is there, else the bare name for a lookup on the PATH
+/// (pure).
+pub fn fleet_program(exe: &std::path::Path, is_file: impl Fn(&std::path::Path) -> bool) -> PathBuf {
+    let own = exe.with_file_name(FLEET_EXE);
+    if exe.file_name().is_some() && is_file(&own) {
+        own
+    } else {
+        PathBuf::from(FLEET_EXE)
+    }
+}
+
+/// `tidelet-fleet`'s work, once its arguments are parsed.
+pub fn fleet(a: FleetArgs) -> Result<i32> {
+    crate::logging::init(false);
     use crate::fleet::{Cmd, Format, Options};
     let o = Options {
         broker: a.broker,
@@ -775,4 +817,72 @@ fn exec(
         c.confinement.as_ref(),
         &c.cgroup_procs,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn tidelet_fleet_hands_every_argument_to_tidelet_fleet() {
+        let cases: &[&[&str]] = &[
+            &["nodes"],
+            &[
+                "--broker",
+                "mqtts://b:8883",
+                "--ca",
+                "ca.pem",
+                "pods",
+                "--node",
+                "n1",
+            ],
+            &["--help"],
+            &["-o", "json", "watch"],
+            &[],
+        ];
+        for args in cases {
+            let argv = ["tidelet", "fleet"].iter().chain(args.iter());
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let Command::Fleet { args: got } = cli.command else {
+                panic!("{args:?}: not the fleet command");
+            };
+            assert_eq!(
+                got,
+                args.iter()
+                    .map(|a| a.into())
+                    .collect::<Vec<std::ffi::OsString>>()
+            );
+        }
+    }
+
+    #[test]
+    fn tidelet_fleet_runs_the_one_beside_it_else_the_one_on_the_path() {
+        let beside = |p: &Path| p == Path::new("/usr/bin/tidelet-fleet");
+        let cases = [
+            ("/usr/bin/tidelet", "/usr/bin/tidelet-fleet"),
+            ("/opt/tidelet/tidelet", "tidelet-fleet"),
+            ("/", "tidelet-fleet"),
+        ];
+        for (exe, want) in cases {
+            assert_eq!(
+                fleet_program(Path::new(exe), beside),
+                Path::new(want),
+                "{exe}"
+            );
+        }
+    }
+
+    #[test]
+    fn tidelet_fleet_parses_its_own_arguments() {
+        let a = FleetArgs::try_parse_from(["tidelet-fleet", "--broker", "mqtt://h:1", "nodes"])
+            .unwrap();
+        assert_eq!(a.broker, "mqtt://h:1");
+        assert!(matches!(a.command, FleetCmd::Nodes));
+        assert!(
+            FleetArgs::try_parse_from(["tidelet-fleet"]).is_err(),
+            "a command is required"
+        );
+    }
 }

@@ -334,8 +334,8 @@ class PluginUnits(unittest.TestCase):
              "${D}${sysconfdir}/tidelet/generic-devices.yaml", "${D}${sysconfdir}/generic.yaml",
              ["installs dist/generic-devices.yaml as /etc/generic.yaml"]),
             ("plugin package dropped",
-             'PACKAGE_BEFORE_PN = "${PN}-gpu-plugin ${PN}-generic-plugin"',
-             'PACKAGE_BEFORE_PN = "${PN}-gpu-plugin"',
+             'PACKAGE_BEFORE_PN = "${PN}-gpu-plugin ${PN}-generic-plugin ${PN}-fleet"',
+             'PACKAGE_BEFORE_PN = "${PN}-gpu-plugin ${PN}-fleet"',
              ["${PN}-generic-plugin is not a package"]),
         ]
         with tempfile.TemporaryDirectory() as d:

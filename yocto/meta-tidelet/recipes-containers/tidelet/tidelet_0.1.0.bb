@@ -2,15 +2,19 @@
 SUMMARY = "Kubelet-like node agent for embedded Linux"
 SUMMARY:${PN}-gpu-plugin = "tidelet's Kubernetes device plugin for GPUs"
 SUMMARY:${PN}-generic-plugin = "tidelet's Kubernetes device plugin for devices chosen by globs"
+SUMMARY:${PN}-fleet = "tidelet's fleet CLI for operators (tidelet-fleet)"
 DESCRIPTION = "tidelet watches a static-pod directory and runs Kubernetes Pods itself, \
                with Linux namespaces, cgroups (v1 and v2) and an overlayfs rootfs unpacked \
                from OCI images: no cluster and no container runtime, one binary. It runs as \
                a systemd service (Type=notify, watchdog, delegated cgroup subtree). \
                The packages tidelet-gpu-plugin and tidelet-generic-plugin hold its \
-               Kubernetes device plugins (GPUs; serial, video, GPIO, I2C devices)."
+               Kubernetes device plugins (GPUs; serial, video, GPIO, I2C devices), and \
+               tidelet-fleet the operator's fleet CLI, which boards do not need."
 DESCRIPTION:${PN}-gpu-plugin = "Advertises NVIDIA GPUs (nvidia.com/gpu) and DRM render \
                                 nodes (dri.tidelet.io/<driver>) over the device-plugin API \
                                 v1beta1, to tidelet or to a kubelet."
+DESCRIPTION:${PN}-fleet = "The control plane's view of a fleet of tidelet nodes over MQTT: \
+                           nodes, pods, apply, delete, watch (also run as tidelet fleet)."
 DESCRIPTION:${PN}-generic-plugin = "Advertises the device nodes matched by the glob groups of \
                                     /etc/tidelet/generic-devices.yaml (serial, video, GPIO, \
                                     I2C...) over the device-plugin API v1beta1, with hot-plug, \
@@ -68,9 +72,11 @@ do_install:append() {
     install -m 0644 ${S}/dist/generic-devices.yaml ${D}${sysconfdir}/tidelet/generic-devices.yaml
 }
 
-# The device plugins, each in its own package (cargo_do_install put their binaries in
-# ${bindir} beside tidelet's). Listed before ${PN}, so they take their files first.
-PACKAGE_BEFORE_PN = "${PN}-gpu-plugin ${PN}-generic-plugin"
+# The device plugins and the operator's fleet CLI, each in its own package (cargo_do_install
+# put their binaries in ${bindir} beside tidelet's). Listed before ${PN}, so they take their
+# files first: a board image gets the fleet CLI only if it asks for tidelet-fleet.
+PACKAGE_BEFORE_PN = "${PN}-gpu-plugin ${PN}-generic-plugin ${PN}-fleet"
+FILES:${PN}-fleet += "${bindir}/tidelet-fleet"
 FILES:${PN}-gpu-plugin += "${bindir}/tidelet-gpu-plugin \
                            ${systemd_system_unitdir}/tidelet-gpu-plugin.service"
 FILES:${PN}-generic-plugin += "${bindir}/tidelet-generic-plugin \
