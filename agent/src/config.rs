@@ -73,6 +73,41 @@ pub struct Config {
     pub allowed_unsafe_sysctls: Vec<String>,
     /// Where pods with `hostUsers: false` get their host ids (`userNamespaces:`).
     pub userns: crate::security::userns::UsernsConfig,
+    /// Pod networking (`cniConfDir`, `cniBinDir`, `podCIDR`, `cniTimeout`).
+    pub network: NetworkConfig,
+    /// kubelet's `clusterDNS`: nameservers of `ClusterFirst` pods (none: the node's).
+    pub cluster_dns: Vec<String>,
+    /// kubelet's `clusterDomain`.
+    pub cluster_domain: String,
+}
+
+/// Where pod networks come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// The first valid CNI config list here is used; none: the built-in default network.
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked for, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The built-in network's subnet.
+    pub pod_cidr: String,
+    /// How long one plugin run may take before it is killed.
+    pub cni_timeout: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            // `/opt/cni/bin` is where upstream's and Yocto's plugins go, `/usr/lib/cni`
+            // Debian's.
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            // Not Podman's and containerd's 10.88.0.0/16, nor the 10.89 pool Podman takes
+            // its other networks from: a board may run Podman too.
+            pod_cidr: "10.87.0.0/16".into(),
+            // CRI-O's fixed CNI timeout.
+            cni_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for Config {
@@ -106,6 +141,9 @@ impl Default for Config {
             seccomp_profile_root: None,
             allowed_unsafe_sysctls: Vec::new(),
             userns: Default::default(),
+            network: NetworkConfig::default(),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".into(),
         }
     }
 }
@@ -163,6 +201,18 @@ struct FileConfig {
     allowed_unsafe_sysctls: Option<Vec<String>>,
     /// tidelet's own: subordinate ids for `hostUsers: false` pods.
     user_namespaces: Option<UsernsFile>,
+    /// kubelet's former `--cni-conf-dir`.
+    cni_conf_dir: Option<PathBuf>,
+    /// kubelet's former `--cni-bin-dir`: a list, or one string of directories separated by
+    /// `,` or `:`.
+    cni_bin_dir: Option<serde_json::Value>,
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Option<String>,
+    /// tidelet's own: how long one CNI plugin run may take.
+    cni_timeout: Option<String>,
+    #[serde(rename = "clusterDNS")]
+    cluster_dns: Option<Vec<String>>,
+    cluster_domain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +249,56 @@ pub enum ConfigError {
         field: String,
         reason: String,
     },
+}
+
+/// `cniBinDir`: a list of absolute paths, or one string of them separated by `,` or `:`.
+fn parse_dirs(v: &serde_json::Value) -> Result<Vec<PathBuf>, String> {
+    let items: Vec<String> = match v {
+        serde_json::Value::String(s) => s
+            .split([',', ':'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map(String::from).ok_or("not a list of paths"))
+            .collect::<Result<_, _>>()?,
+        _ => return Err("not a path or a list of paths".into()),
+    };
+    if items.is_empty() {
+        return Err("no directory given".into());
+    }
+    items
+        .into_iter()
+        .map(|d| {
+            let p = PathBuf::from(&d);
+            if p.is_relative() {
+                Err(format!("{d:?} is not an absolute path"))
+            } else {
+                Ok(p)
+            }
+        })
+        .collect()
+}
+
+/// An IPv4 subnet `a.b.c.d/n` with room for pods (n ≤ 30) and no host bits set.
+pub fn check_ipv4_cidr(v: &str) -> Result<(), String> {
+    let bad = || format!("{v:?} is not an IPv4 subnet like 10.87.0.0/16");
+    let (ip, n) = v.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let n: u32 = n.parse().map_err(|_| bad())?;
+    if n > 30 {
+        return Err(format!("{v:?}: a /{n} has no room for pods (at most /30)"));
+    }
+    let mask = if n == 0 { 0 } else { u32::MAX << (32 - n) };
+    if u32::from(ip) & !mask != 0 {
+        return Err(format!(
+            "{v:?}: host bits are set (the subnet is {}/{n})",
+            std::net::Ipv4Addr::from(u32::from(ip) & mask)
+        ));
+    }
+    Ok(())
 }
 
 /// A map of quantities as YAML writes them: `100Mi` is a string, `1000` a number.
@@ -399,6 +499,45 @@ impl Config {
                 )
             })?;
         }
+        if let Some(v) = f.cni_conf_dir {
+            if v.is_relative() {
+                return Err(field(
+                    "cniConfDir",
+                    format!("{v:?} is not an absolute path"),
+                ));
+            }
+            self.network.cni_conf_dir = v;
+        }
+        if let Some(v) = f.cni_bin_dir {
+            self.network.cni_bin_dirs = parse_dirs(&v).map_err(|r| field("cniBinDir", r))?;
+        }
+        if let Some(v) = f.pod_cidr {
+            check_ipv4_cidr(&v).map_err(|r| field("podCIDR", r))?;
+            self.network.pod_cidr = v;
+        }
+        if let Some(v) = f.cni_timeout {
+            self.network.cni_timeout =
+                parse_duration(&v).filter(|d| !d.is_zero()).ok_or_else(|| {
+                    field(
+                        "cniTimeout",
+                        format!("{v:?} is not a positive duration like 60s"),
+                    )
+                })?;
+        }
+        if let Some(v) = f.cluster_dns {
+            for (i, ip) in v.iter().enumerate() {
+                ip.parse::<std::net::IpAddr>().map_err(|_| {
+                    field(
+                        &format!("clusterDNS[{i}]"),
+                        format!("{ip:?} is not an IP address"),
+                    )
+                })?;
+            }
+            self.cluster_dns = v;
+        }
+        if let Some(v) = f.cluster_domain {
+            self.cluster_domain = v.trim_end_matches('.').to_string();
+        }
         if let Some(v) = f.mqtt {
             self.mqtt_section = Some(v);
             self.mqtt()?;
@@ -489,6 +628,21 @@ impl Config {
     }
     pub fn images_dir(&self) -> PathBuf {
         self.root_dir.join("images")
+    }
+    /// What pod networking is set up from.
+    pub fn network_options(&self) -> crate::net::Options {
+        crate::net::Options {
+            conf_dir: self.network.cni_conf_dir.clone(),
+            bin_dirs: self.network.cni_bin_dirs.clone(),
+            default: crate::net::cni::config::DefaultNetwork {
+                name: "tidelet".into(),
+                bridge: "tidelet0".into(),
+                subnet: self.network.pod_cidr.clone(),
+            },
+            timeout: self.network.cni_timeout,
+            state_dir: self.root_dir.join("networks"),
+            netns_dir: self.root_dir.join("netns"),
+        }
     }
     pub fn socket_path(&self) -> PathBuf {
         api_socket(&self.root_dir)
@@ -649,6 +803,62 @@ mod tests {
             });
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(g, w, "{text}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{text}: {e}"),
+                (g, w) => panic!("{text}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+
+    /// (file, Ok((conf dir, bin dirs, pod CIDR, timeout secs, cluster DNS, domain)) or Err)
+    type NetKeysCase<'a> = (
+        &'a str,
+        Result<(&'a str, Vec<&'a str>, &'a str, u64, Vec<&'a str>, &'a str), &'a str>,
+    );
+
+    #[test]
+    fn network_keys_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        let cases: Vec<NetKeysCase> = vec![
+            ("{}", Ok(("/etc/cni/net.d", vec!["/opt/cni/bin", "/usr/lib/cni"], "10.87.0.0/16", 60, vec![], "cluster.local"))),
+            (
+                "cniConfDir: /c\ncniBinDir: /a,/b:/d\npodCIDR: 10.1.0.0/24\ncniTimeout: 2s\nclusterDNS: [10.96.0.10]\nclusterDomain: board.local.\n",
+                Ok(("/c", vec!["/a", "/b", "/d"], "10.1.0.0/24", 2, vec!["10.96.0.10"], "board.local")),
+            ),
+            ("cniBinDir: [/x, /y]\n", Ok(("/etc/cni/net.d", vec!["/x", "/y"], "10.87.0.0/16", 60, vec![], "cluster.local"))),
+            ("cniConfDir: etc/cni\n", Err("cniConfDir: \"etc/cni\" is not an absolute path")),
+            ("cniBinDir: /a,bin\n", Err("cniBinDir: \"bin\" is not an absolute path")),
+            ("cniBinDir: \"\"\n", Err("cniBinDir: no directory given")),
+            ("podCIDR: 10.1.0.1/24\n", Err("podCIDR: \"10.1.0.1/24\": host bits are set (the subnet is 10.1.0.0/24)")),
+            ("podCIDR: 10.1.0.0/31\n", Err("has no room for pods")),
+            ("podCIDR: fd00::/64\n", Err("is not an IPv4 subnet")),
+            ("cniTimeout: 0s\n", Err("cniTimeout: \"0s\" is not a positive duration")),
+            ("clusterDNS: [dns.local]\n", Err("clusterDNS[0]: \"dns.local\" is not an IP address")),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&p, text).unwrap();
+            let mut c = Config::default();
+            let got = c.merge_file(&p).map(|()| c.clone());
+            match (got, want) {
+                (Ok(c), Ok((conf, bins, cidr, secs, dns, domain))) => {
+                    let n = &c.network;
+                    assert_eq!(n.cni_conf_dir, PathBuf::from(conf), "{text}");
+                    assert_eq!(
+                        n.cni_bin_dirs,
+                        bins.iter().map(PathBuf::from).collect::<Vec<_>>(),
+                        "{text}"
+                    );
+                    assert_eq!(
+                        (n.pod_cidr.as_str(), n.cni_timeout.as_secs()),
+                        (cidr, secs),
+                        "{text}"
+                    );
+                    assert_eq!(
+                        (c.cluster_dns.clone(), c.cluster_domain.as_str()),
+                        (dns.iter().map(|s| s.to_string()).collect(), domain),
+                        "{text}"
+                    );
+                }
                 (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{text}: {e}"),
                 (g, w) => panic!("{text}: got {g:?}, want {w:?}"),
             }

@@ -18,6 +18,7 @@
 //! - `signals`: pressure triggers (PSI, cgroup v1 thresholds) that wake the monitor;
 //! - `gc`: image and container-log garbage collection under disk pressure;
 //! - `source`: pod sources (the static-pod directory, desired pods from the control plane);
+//! - `net`: pod networking through CNI (plugins, attachments, host ports, DNS and hosts files);
 //! - `mqtt`: sync with a remote control plane over MQTT (status up, desired pods down);
 //! - `fleet`: the operator's `tidelet fleet` CLI, which reads and writes those topics;
 //! - `reconcile`: desired vs actual pods -> actions (pure);
@@ -49,6 +50,7 @@ pub mod logging;
 pub mod malloc;
 pub mod manifest;
 pub mod mqtt;
+pub mod net;
 pub mod node;
 pub mod pod;
 pub mod qos;

@@ -230,6 +230,22 @@ pub fn node_object(
 }
 
 /// The node's architecture in Kubernetes (GOARCH) terms.
+/// The node is not ready for pods, as kubelet says when its runtime's network is not
+/// (`Ready` False, reason `KubeletNotReady`, the runtime's message).
+pub fn set_not_ready(n: &mut k8s_openapi::api::core::v1::Node, message: &str) {
+    let conds = n
+        .status
+        .as_mut()
+        .and_then(|s| s.conditions.as_mut())
+        .into_iter()
+        .flatten();
+    for c in conds.filter(|c| c.type_ == "Ready") {
+        c.status = "False".into();
+        c.reason = Some("KubeletNotReady".into());
+        c.message = Some(message.to_string());
+    }
+}
+
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",

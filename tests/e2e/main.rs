@@ -20,6 +20,7 @@ mod lifecycle;
 mod mqtt;
 mod mqtt_broker;
 mod mqtt_interop;
+mod network;
 mod security;
 mod status_schema;
 mod supervision;

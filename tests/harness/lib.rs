@@ -148,7 +148,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-fn random_suffix() -> String {
+pub fn random_suffix() -> String {
     let mut b = [0u8; 4];
     let _ = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
@@ -211,7 +211,14 @@ impl Agent {
             child: None,
         };
         let p = a.dir.path().join("config.yaml");
-        std::fs::write(&p, with_disk_signals_off(config.unwrap_or(""))).unwrap();
+        let mut text = with_disk_signals_off(config.unwrap_or(""));
+        if !text.contains("cniConfDir") {
+            // The machine's own CNI configs (Podman installs one) are not the test's: pods get
+            // tidelet's built-in network unless the test writes a config of its own.
+            let dir = a.dir.path().join("cni-conf");
+            text.push_str(&format!("\ncniConfDir: {}\n", dir.display()));
+        }
+        std::fs::write(&p, text).unwrap();
         a.config = Some(p);
         let imp = a.cli(&[
             "image",

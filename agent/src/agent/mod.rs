@@ -54,6 +54,8 @@ pub struct Ctx {
     pub profiles: crate::security::profiles::Profiles,
     /// Host id ranges of the pods with `hostUsers: false`.
     pub userns: crate::security::userns::Allocator,
+    /// Pod networks (CNI).
+    pub net: crate::net::Network,
     /// Capacity, allocatable and the `kubepods` limits.
     pub resources: NodeResources,
     pub started: Instant,
@@ -137,6 +139,9 @@ impl Ctx {
             crate::clock::now_ns(),
         );
         node::add_extended(&mut n, &self.devices.counts());
+        if let Some(why) = self.net.not_ready() {
+            node::set_not_ready(&mut n, &crate::net::not_ready_message(&why));
+        }
         n
     }
 }
@@ -374,9 +379,14 @@ impl Agent {
             &cfg.root_dir.join("userns_state"),
         )
         .map_err(AgentError::Userns)?;
+        let net = crate::net::Network::new(cfg.network_options());
+        if let Err(why) = net.config() {
+            tracing::warn!(reason = %why, "pod network not ready: pods without hostNetwork wait for it");
+        }
         let ctx = Arc::new(Ctx {
             profiles,
             userns,
+            net,
             cfg,
             node,
             store,
@@ -628,6 +638,13 @@ impl Agent {
         for rec in worker::load_records(&self.ctx.cfg.pods_dir()) {
             on_disk.entry(rec.key.clone()).or_default().push(rec);
         }
+        // Their network attachments are their workers' to adopt or DEL, not GC's.
+        self.ctx.net.claim_all(
+            on_disk
+                .values()
+                .flatten()
+                .filter_map(|r| r.pod.metadata.uid.as_deref()),
+        );
         let mut adopting = Vec::new();
         let gates = self.admit(&set);
         for (key, recs) in on_disk {
@@ -653,8 +670,11 @@ impl Agent {
     }
 
     /// Pods deleted while the agent was down give their devices, host id ranges and
-    /// exclusive CPUs back.
+    /// exclusive CPUs back; network attachments no pod owns are DELeted (in the background:
+    /// a plugin may take its time).
     fn release_what_pods_left(&self, set: &DesiredSet) {
+        let ctx = self.ctx.clone();
+        tokio::task::spawn_blocking(move || network_gc(&ctx));
         let active: BTreeSet<String> = set.pods.values().map(|d| d.pod.uid.clone()).collect();
         self.ctx.devices.retain(&active);
         self.ctx.userns.retain(&active);
@@ -765,7 +785,10 @@ impl Agent {
                 _ = tick.tick() => periodic = true,
                 _ = image_gc.tick() => {
                     let ctx = ctx.clone();
-                    tokio::task::spawn_blocking(move || image_gc_round(&ctx));
+                    tokio::task::spawn_blocking(move || {
+                        image_gc_round(&ctx);
+                        network_gc(&ctx);
+                    });
                     continue;
                 }
                 _ = ctx.wake.notified() => {
@@ -800,6 +823,12 @@ impl Agent {
             self.apply(&set);
             last = set;
             if periodic {
+                // The network's readiness (the node's `Ready`), as the CNI config directory and
+                // plugins are now: a readdir and a few stats.
+                let before = ctx.net.not_ready();
+                if ctx.net.config().err() != before {
+                    ctx.shared.touch();
+                }
                 // Give the heap's free pages back at every periodic check (20 s by default):
                 // the trims after a teardown run before the last requests of a churn (the
                 // API's, the status writer's) have allocated and freed again, and glibc
@@ -868,6 +897,20 @@ async fn device_notices(
 /// threshold (kubelet: 5 min).
 const IMAGE_GC_PERIOD: Duration = Duration::from_secs(300);
 
+/// DEL the network attachments no pod owns (see `net::Network::gc`).
+fn network_gc(ctx: &Ctx) {
+    let (released, errors) = ctx.net.gc();
+    if released > 0 {
+        tracing::info!(
+            attachments = released,
+            "network attachments of pods that are gone released"
+        );
+    }
+    for e in errors {
+        tracing::warn!(error = %e, "network garbage collection");
+    }
+}
+
 fn image_gc_round(ctx: &Ctx) {
     let in_use = ctx.images_in_use();
     match crate::gc::image_gc_tick(
@@ -897,5 +940,6 @@ fn candidate(key: &str, pod: &k8s_openapi::api::core::v1::Pod) -> Candidate {
         requests: Requests { cpu_milli, memory },
         best_effort: crate::qos::qos_class(spec) == crate::qos::QosClass::BestEffort,
         critical: crate::eviction::rank::is_critical(spec, pod.metadata.annotations.as_ref()),
+        host_ports: crate::net::ports::host_ports(spec),
     }
 }

@@ -56,29 +56,113 @@ pub fn pod_sysctls(
     )
 }
 
-/// Write the files every container of the pod bind-mounts: kubelet's managed `/etc/hosts`
-/// (the host's for hostNetwork pods), `/etc/hostname`, and `/etc/resolv.conf` from the node.
-pub fn write_pod_files(cfg: &Config, plan: &PodPlan, pod: &Pod) -> std::io::Result<()> {
+/// The pod's hostname and, with `subdomain`, its domain (kubelet's
+/// `GeneratePodHostNameAndDomain`); the hostname of a `hostNetwork` pod is the node's.
+pub fn pod_names(cfg: &Config, plan: &PodPlan, pod: &Pod) -> (String, Option<String>) {
     let s = spec(pod);
+    if s.host_network == Some(true) {
+        return (plan.hostname.clone(), None);
+    }
+    crate::net::hosts::hostname_and_domain(
+        &plan.name,
+        s.hostname.as_deref(),
+        s.subdomain.as_deref(),
+        &plan.namespace,
+        &cfg.cluster_domain,
+    )
+}
+
+/// The hostname in the pod's UTS namespace: the FQDN with `setHostnameAsFQDN` (kubelet's
+/// error when it is longer than 64 characters).
+pub fn uts_hostname(cfg: &Config, plan: &PodPlan, pod: &Pod) -> Result<String, String> {
+    let (h, domain) = pod_names(cfg, plan, pod);
+    crate::net::hosts::uts_hostname(
+        &h,
+        domain.as_deref(),
+        spec(pod).set_hostname_as_fqdn == Some(true),
+    )
+}
+
+/// The node's resolver config for a pod: `resolvConf` (none when it is set to ""). A pod with
+/// a network of its own cannot reach a resolver on the node's loopback (systemd-resolved's
+/// 127.0.0.53): it gets the servers behind it, from `/run/systemd/resolve/resolv.conf`, as
+/// Podman does and kubelet's documentation advises.
+fn host_resolv(cfg: &Config, host_network: bool) -> Option<crate::net::dns::HostResolv> {
+    use crate::net::dns::parse_resolv_conf;
+    if cfg.resolv_conf.as_os_str().is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
+    let host = parse_resolv_conf(&text);
+    let loopback_only = !host.nameservers.is_empty()
+        && host.nameservers.iter().all(|n| {
+            n.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        });
+    if !host_network && loopback_only {
+        if let Ok(t) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            return Some(parse_resolv_conf(&t));
+        }
+    }
+    Some(host)
+}
+
+/// Write the files every container of the pod bind-mounts: kubelet's managed `/etc/hosts`
+/// (`net::hosts`; its own line is added once the pod has its IPs, `write_hosts_file`),
+/// `/etc/hostname`, and `/etc/resolv.conf` as `dnsPolicy` and `dnsConfig` make it
+/// (`net::dns`). Returns the Warning events kubelet would record on the way (reason, message).
+pub fn write_pod_files(
+    cfg: &Config,
+    plan: &PodPlan,
+    pod: &Pod,
+) -> std::io::Result<Vec<(&'static str, String)>> {
+    let s = spec(pod);
+    let host_network = s.host_network == Some(true);
     let etc = plan.pod_dir.join("etc");
     std::fs::create_dir_all(&etc)?;
-    let hosts = if s.host_network == Some(true) {
-        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
-    } else {
-        format!(
-            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.1.1\t{}\n",
-            plan.hostname
-        )
+    write_hosts_file(cfg, plan, pod, &[])?;
+    let uts = uts_hostname(cfg, plan, pod).map_err(std::io::Error::other)?;
+    crate::state::atomic_replace(&etc.join("hostname"), format!("{uts}\n").as_bytes())?;
+    let host = host_resolv(cfg, host_network);
+    let (dns, warnings) = crate::net::dns::pod_dns(&crate::net::dns::Inputs {
+        dns_policy: s.dns_policy.as_deref(),
+        host_network,
+        dns_config: s.dns_config.as_ref(),
+        cluster_dns: &cfg.cluster_dns,
+        cluster_domain: &cfg.cluster_domain,
+        namespace: &plan.namespace,
+        host: host.as_ref(),
+    });
+    let resolv = match crate::net::dns::render(&dns) {
+        Some(text) => text.into_bytes(),
+        // Nothing to say: the node's file as it is, as containerd and CRI-O do.
+        None => std::fs::read(&cfg.resolv_conf).unwrap_or_default(),
     };
-    crate::state::atomic_write(&etc.join("hosts"), hosts.as_bytes())?;
-    crate::state::atomic_write(
-        &etc.join("hostname"),
-        format!("{}\n", plan.hostname).as_bytes(),
-    )?;
-    let resolv = std::fs::read(&cfg.resolv_conf).unwrap_or_default();
-    crate::state::atomic_write(&etc.join("resolv.conf"), &resolv)?;
+    crate::state::atomic_replace(&etc.join("resolv.conf"), &resolv)?;
     std::fs::create_dir_all(plan.pod_dir.join("volumes"))?;
-    Ok(())
+    Ok(warnings)
+}
+
+/// Write the pod's `/etc/hosts`: with its IPs once they are known (kubelet writes the pod's
+/// own line with them), its `hostAliases`; a `hostNetwork` pod's is the node's file.
+pub fn write_hosts_file(
+    cfg: &Config,
+    plan: &PodPlan,
+    pod: &Pod,
+    pod_ips: &[String],
+) -> std::io::Result<()> {
+    let s = spec(pod);
+    let node_hosts = (s.host_network == Some(true))
+        .then(|| std::fs::read_to_string("/etc/hosts").unwrap_or_default());
+    let (hostname, domain) = pod_names(cfg, plan, pod);
+    let text = crate::net::hosts::hosts_file(
+        pod_ips,
+        &hostname,
+        domain.as_deref(),
+        s.host_aliases.as_deref().unwrap_or_default(),
+        node_hosts.as_deref(),
+    );
+    crate::state::atomic_replace(&plan.pod_dir.join("etc").join("hosts"), text.as_bytes())
 }
 
 /// Why a container cannot be started (its waiting reason and message).
@@ -208,6 +292,8 @@ pub struct Inputs<'a> {
     pub cgroups: &'a dyn Cgroups,
     pub plan: &'a PodPlan,
     pub pod: &'a Pod,
+    /// The pod's IPs (the Downward API's `status.podIP`, `status.podIPs`).
+    pub pod_ips: &'a [String],
     /// Seccomp profiles, compiled once each.
     pub profiles: &'a crate::security::profiles::Profiles,
     /// Id ranges of `hostUsers: false` pods.
@@ -278,7 +364,7 @@ pub fn container_spec(
         pod_ip: if s.host_network == Some(true) {
             inp.node.ip.clone()
         } else {
-            String::new()
+            inp.pod_ips.first().cloned().unwrap_or_default()
         },
         service_account: s
             .service_account_name
@@ -287,7 +373,11 @@ pub fn container_spec(
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         annotations: pod.metadata.annotations.clone().unwrap_or_default(),
         hostname: plan.hostname.clone(),
-        pod_ips: vec![],
+        pod_ips: if s.host_network == Some(true) {
+            vec![]
+        } else {
+            inp.pod_ips.to_vec()
+        },
         allocatable: resolve::NodeAllocatable {
             cpu_milli: inp.node.cpus as i64 * 1000,
             memory_bytes: inp.node.memory_capacity,

@@ -40,6 +40,9 @@ pub struct PodRecord {
     /// Run-time facts of running containers (for exec).
     #[serde(default)]
     pub info: BTreeMap<String, Box<ContainerInfo>>,
+    /// The pod's addresses from its CNI attachment (empty with `hostNetwork`).
+    #[serde(default)]
+    pub pod_ips: Vec<String>,
 }
 
 use crate::clock::now_ns;
@@ -208,10 +211,18 @@ impl Worker {
                     if create {
                         match Box::pin(self.create(&d)).await {
                             Ok(r) => self.running = Some(Box::new(r)),
-                            Err(CreateFailure { reason, message }) => {
+                            Err(CreateFailure {
+                                reason,
+                                message,
+                                pending,
+                            }) => {
                                 self.events.push(true, &reason, message.clone(), now_ns());
                                 tracing::error!(pod = %self.key, %reason, error = %message, "cannot create pod sandbox");
-                                self.publish_failed(&d, &reason, &message);
+                                if pending {
+                                    self.publish_waiting(&d, &reason, &message);
+                                } else {
+                                    self.publish_failed(&d, &reason, &message);
+                                }
                                 tokio::select! {
                                     r = self.rx.changed() => if r.is_err() { return },
                                     _ = tokio::time::sleep(CREATE_RETRY) => {}
@@ -257,6 +268,7 @@ impl Worker {
             cgroups: &*self.ctx.cgroups,
             plan: &r.plan,
             pod: &r.rec.pod,
+            pod_ips: &r.rec.pod_ips,
             profiles: &self.ctx.profiles,
             userns: &self.ctx.userns,
         }
@@ -272,10 +284,17 @@ impl Worker {
         let span = tracing::info_span!("create", pod = %self.key, uid = %plan.uid);
         // Instrumented, not entered: a guard held across `.await` tags other tasks' lines.
         async {
+            self.ctx.net.claim(&plan.uid).await;
             // Leftovers of an earlier life of this UID (e.g. the supervisor died): start clean.
             let _ = self.ctx.cgroups.kill_all(&plan.cgroup);
             let _ = self.ctx.cgroups.remove(&plan.cgroup);
             let _ = prepare::remove_tree(&plan.pod_dir);
+            let ctx = self.ctx.clone();
+            let uid = plan.uid.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ctx.net.detach(&uid)).await {
+                tracing::warn!(pod = %self.key, error = %e, "the network of an earlier sandbox of this pod");
+            }
+            let network = self.network_plan(&plan, &pod)?;
             let mut sandbox = self.admit_sandbox(&plan, &pod).await?;
             self.make_sandbox(&plan, &pod)?;
             let rec = PodRecord {
@@ -291,6 +310,7 @@ impl Worker {
                     .map(|c| (c.name.clone(), Box::default()))
                     .collect(),
                 info: BTreeMap::new(),
+                pod_ips: Vec::new(),
             };
             save(&plan, &rec).map_err(CreateFailure::sandbox)?;
             let pid = self.start_supervisor(&plan, &mut sandbox).await?;
@@ -302,17 +322,131 @@ impl Worker {
                 now_ns(),
             );
             let client = Client::new(&plan.pod_dir);
-            Ok(Running {
+            let mut r = Running {
                 plan,
                 rec,
                 client,
                 seq: 0,
                 failed: None,
-            })
+            };
+            if let Some(n) = network {
+                match self.attach_network(&r, pid, n).await {
+                    Ok(ips) => r.rec.pod_ips = ips,
+                    Err(f) => {
+                        self.remove_sandbox(&r).await;
+                        return Err(f);
+                    }
+                }
+                prepare::write_hosts_file(&self.ctx.cfg, &r.plan, &r.rec.pod, &r.rec.pod_ips)
+                    .map_err(|e| CreateFailure::sandbox(format!("pod files: {e}")))?;
+                save(&r.plan, &r.rec).map_err(CreateFailure::sandbox)?;
+            }
+            Ok(r)
         }
         .instrument(span)
         .await
         .inspect_err(|_| self.release_resources(&plan_uid))
+    }
+
+    /// What the pod's network needs, checked before anything is made: the network ready (a
+    /// pod waits with kubelet's `NetworkNotReady` while it is not), its bandwidth annotations
+    /// valid, its host ports free on the host (held from now on). `None` for `hostNetwork`.
+    fn network_plan(
+        &self,
+        plan: &PodPlan,
+        pod: &Pod,
+    ) -> Result<Option<NetworkPlan>, CreateFailure> {
+        let s = layout::spec(pod);
+        if s.host_network == Some(true) {
+            return Ok(None);
+        }
+        let list = self.ctx.net.config().map_err(|why| CreateFailure {
+            reason: "NetworkNotReady".into(),
+            message: format!(
+                "network is not ready: {}",
+                crate::net::not_ready_message(&why)
+            ),
+            pending: true,
+        })?;
+        // Like a failed CNI ADD, these keep the pod Pending and are tried again.
+        let waits = |message: String| CreateFailure {
+            reason: "FailedCreatePodSandBox".into(),
+            message: format!("Failed to create pod sandbox: {message}"),
+            pending: true,
+        };
+        let bandwidth = crate::net::bandwidth::from_annotations(pod.metadata.annotations.as_ref())
+            .map_err(waits)?;
+        let ports = crate::net::ports::host_ports(s);
+        self.ctx.net.hold_ports(&plan.uid, &ports).map_err(waits)?;
+        Ok(Some(NetworkPlan {
+            list,
+            ports,
+            bandwidth,
+        }))
+    }
+
+    /// CNI ADD for the pod whose supervisor is `pid`; its IPs.
+    async fn attach_network(
+        &mut self,
+        r: &Running,
+        pid: i32,
+        n: NetworkPlan,
+    ) -> Result<Vec<String>, CreateFailure> {
+        let ctx = self.ctx.clone();
+        let (key, uid, name, namespace) = (
+            self.key.clone(),
+            r.plan.uid.clone(),
+            r.plan.name.clone(),
+            r.plan.namespace.clone(),
+        );
+        let res = tokio::task::spawn_blocking(move || {
+            ctx.net.attach(
+                &n.list,
+                &crate::net::Request {
+                    key: &key,
+                    uid: &uid,
+                    name: &name,
+                    namespace: &namespace,
+                    pid,
+                    ports: &n.ports,
+                    bandwidth: n.bandwidth,
+                },
+            )
+        })
+        .await
+        .map_err(CreateFailure::sandbox)?;
+        match res {
+            Ok(a) => {
+                tracing::info!(pod = %self.key, ips = ?a.pod_ips, elapsed_us = a.took.as_micros() as u64, "pod network attached");
+                Ok(a.pod_ips)
+            }
+            Err(e) => Err(CreateFailure {
+                reason: "FailedCreatePodSandBox".into(),
+                message: format!("Failed to create pod sandbox: {e}"),
+                pending: true,
+            }),
+        }
+    }
+
+    /// Undo a sandbox whose creation failed after its supervisor started.
+    async fn remove_sandbox(&self, r: &Running) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r.client.shutdown(0)).await;
+        let cg = self.ctx.cgroups.clone();
+        let ctx = self.ctx.clone();
+        let (cgroup, pod_dir, uid) = (
+            r.rec.cgroup.clone(),
+            r.plan.pod_dir.clone(),
+            r.plan.uid.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = cg.kill_all(&cgroup);
+            let _ = cg.remove(&cgroup);
+            if let Err(e) = ctx.net.detach(&uid) {
+                tracing::error!(uid, error = %e, "pod network teardown; GC tries again");
+            }
+            let _ = prepare::remove_tree(&pod_dir);
+        })
+        .await;
     }
 
     /// kubelet's admission of what the pod needs, all of it or nothing: its sysctls, a host
@@ -343,6 +477,10 @@ impl Worker {
             .await
             .map_err(|e| CreateFailure::new(e.reason.clone(), e.message))?;
         let mut sandbox = prepare::sandbox_spec(plan, pod, &*self.ctx.cgroups);
+        if !sandbox.host_network {
+            sandbox.hostname =
+                prepare::uts_hostname(&self.ctx.cfg, plan, pod).map_err(CreateFailure::sandbox)?;
+        }
         sandbox.sysctls = sysctls;
         sandbox.userns = userns;
         Ok(sandbox)
@@ -350,11 +488,14 @@ impl Worker {
 
     /// The pod's directory and files (`/etc/hosts`, ...), its cgroup with the pod's limits,
     /// and the infra process's cgroup under it.
-    fn make_sandbox(&self, plan: &PodPlan, pod: &Pod) -> Result<(), CreateFailure> {
+    fn make_sandbox(&mut self, plan: &PodPlan, pod: &Pod) -> Result<(), CreateFailure> {
         std::fs::create_dir_all(&plan.pod_dir)
             .map_err(|e| CreateFailure::sandbox(format!("{}: {e}", plan.pod_dir.display())))?;
-        prepare::write_pod_files(&self.ctx.cfg, plan, pod)
+        let warnings = prepare::write_pod_files(&self.ctx.cfg, plan, pod)
             .map_err(|e| CreateFailure::sandbox(format!("pod files: {e}")))?;
+        for (reason, message) in warnings {
+            self.events.push(true, reason, message, now_ns());
+        }
         let mut pod_res = crate::qos::pod_resources(layout::spec(pod));
         pod_res.pids_limit = self.ctx.cfg.pod_pids_limit;
         self.ctx
@@ -432,8 +573,11 @@ impl Worker {
         }
     }
 
-    /// Give the pod's exclusive CPUs back to the shared pool and free its devices.
+    /// Give the pod's exclusive CPUs back to the shared pool and free its devices, host ports
+    /// and its claim on its network attachment (GC DELs what a failed DEL left).
     fn release_resources(&self, uid: &str) {
+        self.ctx.net.release_ports(uid);
+        self.ctx.net.unclaim(uid);
         self.ctx.devices.release(uid);
         self.ctx.userns.release(uid);
         if let Some(cpu) = &self.ctx.cpu {
@@ -446,8 +590,12 @@ impl Worker {
     async fn adopt_pod(&mut self, rec: PodRecord) -> Option<Running> {
         let plan = layout::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
         let client = Client::new(&plan.pod_dir);
+        self.ctx.net.claim(&plan.uid).await;
         match client.status().await {
             Ok(st) => {
+                if !self.adopt_network(&plan, &rec).await {
+                    return None;
+                }
                 let after = if self.restarted {
                     "pod worker restart"
                 } else {
@@ -489,6 +637,46 @@ impl Worker {
         }
     }
 
+    /// Take a running pod's network back after a restart: its attachment must be complete
+    /// (an ADD cut short is undone and the pod made again, as a lost sandbox is), is CHECKed
+    /// (a failure is said, the pod keeps running), and its host ports are held again.
+    async fn adopt_network(&mut self, plan: &PodPlan, rec: &PodRecord) -> bool {
+        let s = layout::spec(&rec.pod);
+        if s.host_network == Some(true) {
+            return true;
+        }
+        let ctx = self.ctx.clone();
+        let uid = plan.uid.clone();
+        let checked = tokio::task::spawn_blocking(move || ctx.net.check(&uid))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match checked {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                tracing::warn!(pod = %self.key, error = %why, "CNI CHECK of an adopted pod failed");
+                self.events.push(
+                    true,
+                    "NetworkCheckFailed",
+                    format!("the pod's network failed its CNI CHECK: {why}"),
+                    now_ns(),
+                );
+            }
+            Err(why) => {
+                tracing::warn!(pod = %self.key, uid = %plan.uid, reason = %why, "adopted pod has no complete network; recreating the pod");
+                self.events.push(true, "SandboxChanged", format!("pod sandbox has no complete network ({why}); it will be killed and re-created"), now_ns());
+                return false;
+            }
+        }
+        if let Err(e) = self
+            .ctx
+            .net
+            .hold_ports(&plan.uid, &crate::net::ports::host_ports(s))
+        {
+            tracing::warn!(pod = %self.key, error = %e, "cannot hold the adopted pod's host ports again");
+        }
+        true
+    }
+
     /// Remove what a pod record describes (supervisor, cgroups, dirs).
     async fn cleanup_record(&mut self, rec: &PodRecord) {
         let plan = layout::plan(&self.ctx.cfg, &self.ctx.node, &rec.pod);
@@ -518,16 +706,22 @@ impl Worker {
                 Err(_) => tracing::warn!("supervisor shutdown timed out; killing the pod's cgroup"),
             }
             let cg = self.ctx.cgroups.clone();
-            let (cgroup, pod_dir, log_dir) = (
+            let ctx = self.ctx.clone();
+            let (cgroup, pod_dir, log_dir, uid) = (
                 r.rec.cgroup.clone(),
                 r.plan.pod_dir.clone(),
                 r.plan.log_dir.clone(),
+                r.plan.uid.clone(),
             );
             let result = tokio::task::spawn_blocking(move || {
                 cg.kill_all(&cgroup).map_err(|e| e.to_string())?;
+                // The network goes after the processes (nothing uses it any more) and before
+                // the pod's files; its namespace stays pinned until its DEL is done.
+                let net = ctx.net.detach(&uid);
                 cg.remove(&cgroup).map_err(|e| e.to_string())?;
                 prepare::remove_tree(&pod_dir).map_err(|e| format!("{}: {e}", pod_dir.display()))?;
-                prepare::remove_tree(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))
+                prepare::remove_tree(&log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+                net.map_err(|e| format!("{e} (the attachment is kept; GC tries again)"))
             })
             .await;
             self.release_resources(&r.plan.uid);
@@ -900,7 +1094,13 @@ impl Worker {
         pod_facts(
             &self.ctx.node.ip,
             rec_pod,
-            r.map(|r| (r.rec.start_time_ns, r.failed.clone())),
+            r.map(|r| {
+                (
+                    r.rec.start_time_ns,
+                    r.failed.clone(),
+                    r.rec.pod_ips.as_slice(),
+                )
+            }),
             self.notice.clone(),
         )
     }
@@ -946,6 +1146,27 @@ impl Worker {
         );
     }
 
+    /// A pod that cannot start yet but is not failed (its network is not ready): Pending,
+    /// its containers waiting, the reason shown.
+    fn publish_waiting(&self, d: &DesiredPod, reason: &str, msg: &str) {
+        let mut pod = d.pod.pod.clone();
+        let mut facts = self.facts(None, &pod);
+        facts.notice = Some((reason.to_string(), msg.to_string()));
+        let views = not_running_views(None, &pod, now_ns());
+        pod.status = Some(status::pod_status(&facts, &views));
+        self.ctx.shared.publish(
+            &self.key,
+            PodView {
+                pod,
+                events: self.events.clone(),
+                containers: vec![],
+                file: d.pod.file.clone(),
+                cgroup: String::new(),
+                devices: vec![],
+            },
+        );
+    }
+
     fn publish_failed(&self, d: &DesiredPod, reason: &str, msg: &str) {
         let mut pod = d.pod.pod.clone();
         let mut facts = self.facts(None, &pod);
@@ -972,6 +1193,13 @@ const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
 const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
 /// How long a container whose start failed waits before the next try.
 const START_RETRY_NS: i64 = 5_000_000_000;
+
+/// What a pod's network needs, found before its sandbox is made.
+struct NetworkPlan {
+    list: crate::net::cni::ConfList,
+    ports: Vec<crate::net::ports::HostPort>,
+    bandwidth: Option<serde_json::Value>,
+}
 
 /// A container's image and spec, ready for the supervisor.
 struct Prepared {
@@ -1033,6 +1261,9 @@ impl StartFailure {
 struct CreateFailure {
     reason: String,
     message: String,
+    /// The pod waits (phase Pending, retried) rather than fails: kubelet keeps a pod whose
+    /// network is not ready or whose sandbox's network set-up failed Pending.
+    pending: bool,
 }
 
 impl CreateFailure {
@@ -1041,6 +1272,7 @@ impl CreateFailure {
         CreateFailure {
             message: format!("{reason}: {detail}"),
             reason,
+            pending: false,
         }
     }
 
@@ -1049,6 +1281,7 @@ impl CreateFailure {
         CreateFailure {
             reason: "FailedCreatePodSandBox".into(),
             message: detail.to_string(),
+            pending: false,
         }
     }
 }
@@ -1136,28 +1369,33 @@ fn record_event(rec: &ContainerRecord, uid: &str) -> Option<Event> {
 }
 
 /// What a pod's status is computed from, besides its containers: a `hostNetwork` pod has
-/// the node's IP; other pods have none until pod networking comes. `running`: the sandbox's
-/// start time and the failure it records, when it exists.
+/// the node's IP; other pods those of their CNI attachment. `running`: the sandbox's start
+/// time, the failure it records and its IPs, when it exists.
+/// A running sandbox's start time, failure and IPs.
+type SandboxFacts<'a> = (i64, Option<(String, String)>, &'a [String]);
+
 fn pod_facts(
     node_ip: &str,
     pod: &Pod,
-    running: Option<(i64, Option<(String, String)>)>,
+    running: Option<SandboxFacts<'_>>,
     notice: Option<(String, String)>,
 ) -> PodFacts {
     let s = layout::spec(pod);
-    let (start_time_ns, failed) = match running {
-        Some((start, failed)) => (Some(start), failed),
-        None => (None, None),
+    let (start_time_ns, failed, ips) = match running {
+        Some((start, failed, ips)) => (Some(start), failed, ips),
+        None => (None, None, &[][..]),
+    };
+    let pod_ips: Vec<String> = if s.host_network == Some(true) {
+        vec![node_ip.to_string()]
+    } else {
+        ips.to_vec()
     };
     PodFacts {
         restart_policy: s.restart_policy.clone().unwrap_or_else(|| "Always".into()),
         qos_class: crate::qos::qos_class(s).as_str().to_string(),
         host_ip: node_ip.to_string(),
-        pod_ip: if s.host_network == Some(true) {
-            node_ip.to_string()
-        } else {
-            String::new()
-        },
+        pod_ip: pod_ips.first().cloned().unwrap_or_default(),
+        pod_ips,
         start_time_ns,
         failed,
         notice,
@@ -1386,9 +1624,9 @@ mod tests {
         .unwrap()
     }
 
-    /// What is published besides the containers: the pod IP only for hostNetwork pods (no
-    /// pod network yet), the start time and failure only when a sandbox exists, kubelet's
-    /// defaults for a spec that says nothing.
+    /// What is published besides the containers: the node's IP for hostNetwork pods, the
+    /// attachment's for others (IPv4 first), the start time and failure only when a sandbox
+    /// exists, kubelet's defaults for a spec that says nothing.
     #[test]
     fn pod_facts_follow_the_spec_and_the_sandbox() {
         let two = serde_json::json!({"containers": [{"name": "a", "image": "i"}]});
@@ -1396,6 +1634,7 @@ mod tests {
             "containers": [{"name": "a", "image": "i",
                 "resources": {"limits": {"cpu": "1", "memory": "1Mi"}}}]});
         let failed = Some(("Failed".to_string(), "m".to_string()));
+        let ips = ["10.87.0.5".to_string(), "fd00::5".to_string()];
         let rows = [
             (
                 pod("u", two.clone()),
@@ -1417,7 +1656,7 @@ mod tests {
             ),
             (
                 pod("u", two.clone()),
-                Some((7, None)),
+                Some((7, None, &[][..])),
                 "",
                 "Always",
                 "BestEffort",
@@ -1425,8 +1664,26 @@ mod tests {
                 None,
             ),
             (
+                pod("u", two.clone()),
+                Some((7, None, &ips[..])),
+                "10.87.0.5",
+                "Always",
+                "BestEffort",
+                Some(7),
+                None,
+            ),
+            (
+                pod("u", host),
+                Some((7, None, &ips[..])),
+                "10.0.0.2",
+                "Never",
+                "Guaranteed",
+                Some(7),
+                None,
+            ),
+            (
                 pod("u", two),
-                Some((7, failed.clone())),
+                Some((7, failed.clone(), &[][..])),
                 "",
                 "Always",
                 "BestEffort",

@@ -11,6 +11,8 @@
 //!   back-off has passed: 10 s after its first eviction, doubling for each eviction after,
 //!   at most 5 min; the count starts again once the pod has run 10 min without eviction.
 //!
+//! - rejected for host ports (kubelet's `NodePorts`): when the pod holding them is gone.
+//!
 //! Pods are considered in name order; already admitted pods keep their place.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use super::allocatable::{fits, Requests, Resources};
 use super::config::Condition;
+use crate::net::ports::{self, HostPort};
 
 pub const BACKOFF_START: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -41,6 +44,8 @@ pub struct Candidate {
     pub requests: Requests,
     pub best_effort: bool,
     pub critical: bool,
+    /// The host ports it would hold (`net::ports::host_ports`).
+    pub host_ports: Vec<HostPort>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,7 @@ struct Entry {
     uid: String,
     gate: Gate,
     requests: Requests,
+    host_ports: Vec<HostPort>,
     evictions: u32,
     /// When the last eviction happened, and the condition it was for.
     evicted: Option<(Duration, Condition)>,
@@ -121,6 +127,12 @@ impl Admission {
             .filter(|e| e.gate == Gate::Admitted)
             .map(|e| e.requests)
             .collect();
+        let mut taken: Vec<HostPort> = self
+            .entries
+            .values()
+            .filter(|e| e.gate == Gate::Admitted)
+            .flat_map(|e| e.host_ports.iter().cloned())
+            .collect();
         let mut recheck: Option<Duration> = None;
         let mut gates = BTreeMap::new();
         for c in desired {
@@ -131,6 +143,7 @@ impl Admission {
                     message: String::new(),
                 },
                 requests: c.requests,
+                host_ports: c.host_ports.clone(),
                 evictions: 0,
                 evicted: None,
                 admitted_at: None,
@@ -165,10 +178,20 @@ impl Admission {
                     reason: "Evicted".into(),
                     message: pressure_message(Condition::MemoryPressure),
                 }
+            } else if c
+                .host_ports
+                .iter()
+                .any(|p| taken.iter().any(|t| ports::conflict(p, t)))
+            {
+                Gate::Held {
+                    reason: ports::NODE_PORTS_REASON.into(),
+                    message: ports::NODE_PORTS_MESSAGE.into(),
+                }
             } else {
                 match fits(allocatable, &admitted, c.requests) {
                     Ok(()) => {
                         admitted.push(c.requests);
+                        taken.extend(c.host_ports.iter().cloned());
                         entry.admitted_at = Some(now);
                         Gate::Admitted
                     }
@@ -213,6 +236,7 @@ mod tests {
             },
             best_effort,
             critical: false,
+            host_ports: vec![],
         }
     }
 
@@ -259,6 +283,49 @@ mod tests {
         // `a` comes back: it is new now and does not fit next to `b`... 200 + 100 > 256.
         let d = a.decide(s(2), &pods, &alloc(), &none);
         assert_eq!(reasons(&d)[0], ("a".into(), "OutOfmemory".into()));
+    }
+
+    #[test]
+    fn a_pod_whose_host_ports_are_taken_waits_with_kubelets_node_ports_reason() {
+        let port = |proto: &str, ip: &str, p: u16| HostPort {
+            protocol: proto.into(),
+            host_ip: ip.parse().unwrap(),
+            host_port: p,
+            container_port: 80,
+        };
+        let with = |key: &str, ports: Vec<HostPort>| {
+            let mut c = cand(key, 0, false);
+            c.host_ports = ports;
+            c
+        };
+        let mut a = Admission::default();
+        let none = BTreeSet::new();
+        let pods = [
+            with("a", vec![port("TCP", "0.0.0.0", 8080)]),
+            with("b", vec![port("TCP", "127.0.0.1", 8080)]),
+            with("c", vec![port("UDP", "0.0.0.0", 8080)]),
+            with("d", vec![port("TCP", "0.0.0.0", 8081)]),
+        ];
+        let d = a.decide(s(0), &pods, &alloc(), &none);
+        assert_eq!(
+            reasons(&d),
+            [
+                ("a".into(), "Admitted".into()),
+                ("b".into(), "NodePorts".into()),
+                ("c".into(), "Admitted".into()),
+                ("d".into(), "Admitted".into())
+            ]
+        );
+        let Gate::Held { message, .. } = &d.gates["b"] else {
+            panic!()
+        };
+        assert_eq!(message, "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports");
+        // Decided again, `a` keeps its place and `b` still waits.
+        let d = a.decide(s(1), &pods, &alloc(), &none);
+        assert_eq!(reasons(&d)[1], ("b".into(), "NodePorts".into()));
+        // `a` goes away: `b` gets the port.
+        let d = a.decide(s(2), &pods[1..], &alloc(), &none);
+        assert_eq!(reasons(&d)[0], ("b".into(), "Admitted".into()));
     }
 
     #[test]

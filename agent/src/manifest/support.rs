@@ -39,7 +39,8 @@ pub const HONOURED: &[&str] = &[
     "spec.containers[].securityContext.readOnlyRootFilesystem",
     "spec.containers[].securityContext.seccompProfile",
     "spec.containers[].securityContext.procMount",
-    // Informational, as in Kubernetes: ports are not opened or forwarded by declaring them.
+    // `hostPort` (with `hostIP` and `protocol`) is published through CNI's portmap plugin;
+    // the rest is informational, as in Kubernetes: declaring a port opens nothing.
     "spec.containers[].ports",
     "spec.containers[].terminationMessagePath",
     "spec.containers[].terminationMessagePolicy",
@@ -60,6 +61,10 @@ pub const HONOURED: &[&str] = &[
     "spec.priorityClassName",
     "spec.serviceAccountName",
     "spec.dnsPolicy",
+    "spec.dnsConfig",
+    "spec.hostAliases",
+    "spec.subdomain",
+    "spec.setHostnameAsFQDN",
     "spec.enableServiceLinks",
     "spec.securityContext.runAsUser",
     "spec.securityContext.runAsGroup",

@@ -101,6 +101,7 @@ pub(crate) fn validate_pod_named(pod: &Pod, node_name: &str, naming: Naming) -> 
         spec.dns_policy.as_deref(),
         &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
     );
+    validate_dns(spec, &mut e);
     if let Some(g) = spec.termination_grace_period_seconds {
         if g < 0 {
             e.add(
@@ -145,6 +146,87 @@ pub(crate) fn validate_pod_named(pod: &Pod, node_name: &str, naming: Naming) -> 
     }
     validate_security(spec, &mut e);
     e.0
+}
+
+/// The API server's `validatePodDNSConfig` and `ValidateHostAliases`: `dnsPolicy: None` needs
+/// a `dnsConfig` with a nameserver; at most 3 nameservers, each an IP address; at most 32
+/// search domains of at most 2048 characters in all, each a DNS subdomain; options named;
+/// each host alias an IP address with names that are DNS subdomains.
+fn validate_dns(spec: &k8s_openapi::api::core::v1::PodSpec, e: &mut Errors) {
+    let ip = |v: &str| {
+        v.parse::<std::net::IpAddr>()
+            .map(|_| ())
+            .map_err(|_| format!("{v:?}: must be a valid IP address"))
+    };
+    let cfg = spec.dns_config.as_ref();
+    if spec.dns_policy.as_deref() == Some("None") {
+        match cfg {
+            None => e.add(
+                "spec.dnsConfig",
+                "must provide `dnsConfig` when `dnsPolicy` is None",
+            ),
+            Some(c) if c.nameservers.as_ref().is_none_or(|n| n.is_empty()) => e.add(
+                "spec.dnsConfig.nameservers",
+                "must provide at least one DNS nameserver when `dnsPolicy` is None",
+            ),
+            _ => {}
+        }
+    }
+    if let Some(c) = cfg {
+        let ns = c.nameservers.as_deref().unwrap_or_default();
+        if ns.len() > 3 {
+            e.add(
+                "spec.dnsConfig.nameservers",
+                format!("{}: must not have more than 3 nameservers", ns.len()),
+            );
+        }
+        for (i, n) in ns.iter().enumerate() {
+            e.check(format!("spec.dnsConfig.nameservers[{i}]"), ip(n));
+        }
+        let searches = c.searches.as_deref().unwrap_or_default();
+        if searches.len() > 32 {
+            e.add(
+                "spec.dnsConfig.searches",
+                format!(
+                    "{}: must not have more than 32 search paths",
+                    searches.len()
+                ),
+            );
+        }
+        let chars: usize =
+            searches.iter().map(|s| s.len()).sum::<usize>() + searches.len().saturating_sub(1);
+        if chars > 2048 {
+            e.add(
+                "spec.dnsConfig.searches",
+                format!("must not have more than 2048 characters (including spaces) in the search list, not {chars}"),
+            );
+        }
+        for (i, d) in searches.iter().enumerate() {
+            // A trailing dot is allowed (a fully qualified name).
+            let d = d.strip_suffix('.').unwrap_or(d);
+            e.check(
+                format!("spec.dnsConfig.searches[{i}]"),
+                names::dns1123_subdomain(d),
+            );
+        }
+        for (i, o) in c.options.iter().flatten().enumerate() {
+            if o.name.as_deref().unwrap_or("").is_empty() {
+                e.add(
+                    format!("spec.dnsConfig.options[{i}].name"),
+                    "must not be empty",
+                );
+            }
+        }
+    }
+    for (i, h) in spec.host_aliases.iter().flatten().enumerate() {
+        e.check(format!("spec.hostAliases[{i}].ip"), ip(&h.ip));
+        for (j, n) in h.hostnames.iter().flatten().enumerate() {
+            e.check(
+                format!("spec.hostAliases[{i}].hostnames[{j}]"),
+                names::dns1123_subdomain(n),
+            );
+        }
+    }
 }
 
 /// The `securityContext` rules the API server enforces, and what tidelet could not honour

@@ -67,6 +67,64 @@ fn each_rule_accepts_good_and_refuses_bad_values() {
     let rows: Vec<Row> = vec![
         // metadata
         ("".into(), Value::Null, None),
+        // DNS and host aliases (validatePodDNSConfig, ValidateHostAliases)
+        (
+            "/spec/dnsConfig".into(),
+            json!({"nameservers": ["10.0.0.10", "fd00::10"], "searches": ["a.example", "b.example."], "options": [{"name": "ndots", "value": "2"}]}),
+            None,
+        ),
+        (
+            "/spec/dnsPolicy".into(),
+            json!("None"),
+            Some(("spec.dnsConfig", "must provide `dnsConfig`")),
+        ),
+        (
+            "/spec/dnsConfig/nameservers".into(),
+            json!(["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"]),
+            Some(("spec.dnsConfig.nameservers", "more than 3")),
+        ),
+        (
+            "/spec/dnsConfig/nameservers".into(),
+            json!(["dns.local"]),
+            Some(("spec.dnsConfig.nameservers[0]", "valid IP")),
+        ),
+        (
+            "/spec/dnsConfig/searches".into(),
+            json!(["Bad_Domain"]),
+            Some(("spec.dnsConfig.searches[0]", "RFC 1123")),
+        ),
+        (
+            "/spec/dnsConfig/searches".into(),
+            json!((0..33).map(|i| format!("d{i}.example")).collect::<Vec<_>>()),
+            Some(("spec.dnsConfig.searches", "more than 32")),
+        ),
+        (
+            "/spec/dnsConfig/searches".into(),
+            json!((0..12)
+                .map(|i| format!("d{i}.{0}.{0}.{0}", "a".repeat(60)))
+                .collect::<Vec<_>>()),
+            Some(("spec.dnsConfig.searches", "2048 characters")),
+        ),
+        (
+            "/spec/dnsConfig/options".into(),
+            json!([{"value": "1"}]),
+            Some(("spec.dnsConfig.options[0].name", "must not be empty")),
+        ),
+        (
+            "/spec/hostAliases".into(),
+            json!([{"ip": "10.1.2.3", "hostnames": ["db", "db.local"]}]),
+            None,
+        ),
+        (
+            "/spec/hostAliases".into(),
+            json!([{"ip": "not-ip", "hostnames": ["db"]}]),
+            Some(("spec.hostAliases[0].ip", "valid IP")),
+        ),
+        (
+            "/spec/hostAliases".into(),
+            json!([{"ip": "10.1.2.3", "hostnames": ["DB"]}]),
+            Some(("spec.hostAliases[0].hostnames[0]", "RFC 1123")),
+        ),
         (
             "/metadata/name".into(),
             Value::Null,

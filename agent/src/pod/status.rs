@@ -163,7 +163,10 @@ pub struct PodFacts {
     pub restart_policy: String,
     pub qos_class: String,
     pub host_ip: String,
+    /// The first of `pod_ips`, or empty.
     pub pod_ip: String,
+    /// Every pod IP, IPv4 first (`status.podIPs`); empty means `[pod_ip]`.
+    pub pod_ips: Vec<String>,
     pub start_time_ns: Option<i64>,
     /// Set while the pod cannot run at all (e.g. rejected at admission): phase Failed.
     pub failed: Option<(String, String)>,
@@ -223,9 +226,17 @@ pub fn pod_status(facts: &PodFacts, containers: &[ContainerView]) -> PodStatus {
         }),
         pod_ip: (!facts.pod_ip.is_empty()).then(|| facts.pod_ip.clone()),
         pod_ips: (!facts.pod_ip.is_empty()).then(|| {
-            vec![PodIP {
-                ip: facts.pod_ip.clone(),
-            }]
+            if facts.pod_ips.is_empty() {
+                vec![PodIP {
+                    ip: facts.pod_ip.clone(),
+                }]
+            } else {
+                facts
+                    .pod_ips
+                    .iter()
+                    .map(|ip| PodIP { ip: ip.clone() })
+                    .collect()
+            }
         }),
         qos_class: Some(facts.qos_class.clone()),
         start_time: started.and_then(time),
