@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "scripts/demo.sh: run as root" >&2; exit 1; fi
 . scripts/lib.sh
 ensure_toolchain
-apt_need busybox-static
+# containernetworking-plugins: the CNI plugins that give pods their network (tidelet's built-in
+# bridge network needs bridge, host-local, portmap, bandwidth, loopback); iptables its rules.
+apt_need busybox-static containernetworking-plugins iptables
 ROOT=${TIDELET_ROOT_DIR:-/var/lib/tidelet}
 MANIFESTS=${TIDELET_MANIFESTS:-/etc/tidelet/manifests}
 cargo build --release --locked -p tidelet

@@ -18,7 +18,9 @@ fi
 # and nc for the guest's forward to the host's loopback. (scripts/cross-build.sh and
 # scripts/lint-yocto.sh install their own tools.) protoc checks that the checked-in gRPC code of
 # device-plugins/api is what its .proto generates; pgrep (procps) ends the background jobs of a
-# failed run; ss (iproute2) counts the MQTT bench's bytes on the wire in its smoke run. Debian's
+# failed run; ss (iproute2) counts the MQTT bench's bytes on the wire in its smoke run, and tc
+# shows the bandwidth plugin's qdiscs. Debian's CNI plugins (containernetworking-plugins) and
+# iptables give the e2e tests' pods their networks. Debian's
 # Go and grpc-go 1.33 (golang-*, protoc-gen-go-1-3) build the grpc-go device plugin of
 # tests/e2e/devices_go.rs offline, and sigs.k8s.io/yaml with go-yaml v2 the yaml2json that
 # tests/e2e/kubelet_yaml.rs holds tidelet's YAML reading against (kubelet's own).
@@ -32,7 +34,7 @@ if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q '~bpo' &&
 fi
 apt_need busybox-static python3 skopeo qemu-system-x86 qemu-system-arm cpio kmod \
   netcat-openbsd e2fsprogs mmdebstrap mosquitto mosquitto-clients openssl \
-  protobuf-compiler procps iproute2 \
+  protobuf-compiler procps iproute2 containernetworking-plugins iptables \
   golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-3-dev protoc-gen-go-1-3 \
   golang-k8s-sigs-yaml-dev golang-gopkg-yaml.v2-dev
 ensure_toolchain

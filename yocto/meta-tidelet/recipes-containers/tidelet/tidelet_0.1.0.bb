@@ -44,6 +44,14 @@ inherit cargo cargo-update-recipe-crates systemd
 # scripts/yocto-crates.py (or `bitbake -c update_crates tidelet`) after Cargo.lock changes.
 require ${BPN}-crates.inc
 
+# Pod networks: tidelet runs the CNI plugins (bridge, host-local, portmap, bandwidth,
+# loopback) of meta-virtualization's cni recipe, found in /opt/cni/bin, and iptables for its
+# network's masquerade and forward rules; with them the kernel's netfilter, NAT and traffic
+# control modules where the kernel builds those as modules. A board whose pods all use
+# hostNetwork can go without: PACKAGECONFIG:remove:pn-tidelet = "cni".
+PACKAGECONFIG ??= "cni"
+PACKAGECONFIG[cni] = ",,,cni iptables,kernel-module-nf-nat kernel-module-nf-conntrack kernel-module-xt-masquerade kernel-module-xt-conntrack kernel-module-xt-comment kernel-module-sch-tbf kernel-module-ifb"
+
 # Cargo.toml at the top is a workspace (CARGO_SRC_DIR keeps its default, the top). One cargo
 # invocation builds the agent and the two device plugins: they share their dependencies
 # (tokio, tonic, prost...), which are compiled once, and they come from the one Cargo.lock
@@ -103,3 +111,4 @@ CONFFILES:${PN}-generic-plugin = "${sysconfdir}/tidelet/generic-devices.yaml"
 # packages them as kernel-module-*, recommended here so they are installed when they exist
 # (RRECOMMENDS, because a kernel with them built in has no such packages).
 RRECOMMENDS:${PN} += "kernel-module-bridge kernel-module-overlay kernel-module-veth"
+
