@@ -17,7 +17,8 @@
 # PSS (supervisor + container) and where one supervisor's pages are; part (e) the agent's RSS
 # idle at start and after a churn (CHURN_ROUNDS rounds of CHURN_PODS pods created, half
 # edited, all deleted). PARTS is a comma list of tidelet's parts (a, b, c, d, e; all when
-# unset); with PARTS set, Podman runs only what those parts compare with: c -> its 20 pods'
+# unset); with PARTS set, Podman runs only what those parts compare with: a or b -> its
+# 2-container pod and 20 pods started (issue 17: with its CNI network), c -> its 20 pods'
 # PSS (shared/peer/bench.sh's (d') alone), d -> issue 14's four variants. For example
 #   sudo PARTS=c,e scripts/bench.sh
 #
@@ -96,6 +97,37 @@ podman_hardening() {
   )
 }
 
+# Issue 17 (start-up with a pod network): Podman's 2-container pod (own network and
+# hostNetwork) and its 20 pods, `podman kube play` (runc) until running, as shared/peer/bench.sh
+# times its (a) and (b), PODMAN_RUNS times each. Podman 4.3 on Debian 12 gives them its CNI
+# network (/etc/cni/net.d/87-podman-bridge.conflist: bridge with ipMasq, portmap, firewall,
+# tuning), as tidelet's part (a) and (b) get tidelet's built-in bridge network.
+podman_startup() {
+  (
+    cd /tmp/peer
+    . ./env.sh
+    down() {
+      podman kube down "$1" >/dev/null 2>&1 || true
+      for _ in $(seq 150); do
+        pgrep -x conmon >/dev/null || pgrep -f 'podman.*container cleanup' >/dev/null || return 0
+        sleep 0.1
+      done
+    }
+    export -f down
+    for y in pod2 pod2-hostnet all20; do
+      f=/tmp/peer/yaml/$y.yaml
+      hyperfine -N --style basic --runs "${PODMAN_RUNS:-5}" --warmup 1 \
+        --prepare "bash -c 'down $f'" --cleanup "bash -c 'down $f'" \
+        -n "kube-play-$y-runc" "podman --runtime runc kube play $f" \
+        --export-json "/tmp/peer/startup-$y.json" >/dev/null
+      jq -r '.results[] | (.times|sort) as $t |
+        "\(.command)\tmedian=\(.median*10000|round/10)ms min=\(.min*10000|round/10)ms max=\(.max*10000|round/10)ms n=\($t|length)"' \
+        "/tmp/peer/startup-$y.json"
+      down "$f"
+    done
+  )
+}
+
 # Podman's 20 single-container pods (runc), as shared/peer/bench.sh's (d') measures them:
 # every conmon, catatonit and container process in libpod_parent, RSS and PSS per pod.
 podman_memory() {
@@ -123,9 +155,16 @@ if [ "${SKIP_PEER:-0}" != 1 ] && [ -f "$PEER_DIR/bench.sh" ]; then
   if [ -z "$PARTS" ]; then
     echo "=== Podman (podman kube play; shared/peer/bench.sh)"
     bash /tmp/peer/bench.sh
-  elif part c; then
-    echo "=== Podman, 20 pods' memory (shared/peer/bench.sh's (d'))"
-    podman_memory
+  else
+    if part a || part b; then
+      echo "=== Podman, issue 17: start-up with its pod network (podman kube play, runc)"
+      echo "loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
+      podman_startup
+    fi
+    if part c; then
+      echo "=== Podman, 20 pods' memory (shared/peer/bench.sh's (d'))"
+      podman_memory
+    fi
   fi
   if part d; then
     echo "=== Podman, issue 14: the 2-container pod by confinement (podman kube play, runc)"

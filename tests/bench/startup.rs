@@ -1,8 +1,9 @@
 //! Start-up and memory figures of tidelet (issue 2), measured the way Podman's are measured by
 //! `shared/peer/bench.sh`: the same busybox image and the same Pod YAML.
 //!
-//! - (a) manifest written -> every container of a 2-container pod running (own network
-//!   namespace, and hostNetwork);
+//! - (a) manifest written -> every container of a 2-container pod running (its own network
+//!   from CNI, tidelet's built-in bridge network; and hostNetwork), and the network set-up's
+//!   share (CNI ADD and what tidelet does around it, from the agent's log);
 //! - (b) 20 single-container pods in one multi-document file -> all running;
 //! - (c) agent RSS with those 20 pods running, and the PSS each pod adds (its supervisor, which
 //!   is the infra process);
@@ -132,6 +133,24 @@ pub(crate) fn settle() {
     std::thread::sleep(*SETTLE.get().unwrap_or(&Duration::from_millis(1500)));
 }
 
+/// How long each pod's network set-up took, from the agent's log (`pod network attached`,
+/// `elapsed_us`): its pin, record and CNI ADD.
+fn network_setups(a: &Agent) -> Vec<Duration> {
+    a.agent_log()
+        .lines()
+        .filter(|l| l.contains("pod network attached"))
+        .filter_map(|l| {
+            l.split("elapsed_us=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .map(Duration::from_micros)
+        .collect()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -194,6 +213,7 @@ fn main() {
             break;
         }
         let mut times = vec![];
+        let mut net = vec![];
         for _ in 0..runs {
             // A fresh agent each run; dropping it kills the pod (no 30 s grace to wait out).
             // Let the kernel finish tearing down the previous run's namespaces, and the new
@@ -204,9 +224,15 @@ fn main() {
             let t0 = Instant::now();
             std::fs::write(a.manifests.join("pod.yaml"), yaml).unwrap();
             times.push(until(1, &a.root, t0));
+            net.extend(network_setups(&a));
         }
         println!("(a) {label}: manifest written -> both containers running: median {} (min {}, max {}, n={runs})",
             ms(median(times.clone())), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()));
+        if !net.is_empty() {
+            // The built-in bridge network (the harness gives each agent an empty cniConfDir).
+            println!("(a) {label}: of which the network's set-up (pin, record, CNI ADD of bridge+loopback): median {} (min {}, max {}, n={})",
+                ms(median(net.clone())), ms(*net.iter().min().unwrap()), ms(*net.iter().max().unwrap()), net.len());
+        }
     }
 
     if part("b") || part("c") {
@@ -230,6 +256,15 @@ fn twenty_pods(p20: &str, runs: usize, smoke: bool) {
         let t0 = Instant::now();
         std::fs::write(a.manifests.join("all20.yaml"), p20).unwrap();
         times.push(until(20, &a.root, t0));
+        let net = network_setups(&a);
+        assert_eq!(net.len(), 20, "every pod got its network");
+        if i == 0 {
+            println!(
+                "(b) the 20 network set-ups (CNI ADD, run in parallel): median {}, max {}",
+                ms(median(net.clone())),
+                ms(*net.iter().max().unwrap())
+            );
+        }
         if i == runs.min(5) - 1 {
             last = Some(a);
         }

@@ -455,6 +455,14 @@ impl Network {
                 }
             }
         }
+        // The built-in network's rules again, in case a firewall reload removed them (three
+        // `iptables -C` when they are there).
+        if self.masq_done.load(std::sync::atomic::Ordering::Acquire) {
+            let d = &self.opts.default;
+            if let Err(e) = masq::ensure(&d.name, &d.subnet) {
+                errors.push(format!("network {:?}: {e}", d.name));
+            }
+        }
         if let Ok(list) = self.config() {
             let live: Vec<String> = lock(&self.live).iter().cloned().collect();
             let valid: Vec<(String, String)> = live

@@ -434,6 +434,46 @@ mod tests {
     }
 
     #[test]
+    fn status_and_gc_reach_plugins_of_1_1_0_lists_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        fake(
+            dir.path(),
+            "newer",
+            &format!(
+                r#"in=$(cat); echo "$CNI_COMMAND id=${{CNI_CONTAINERID:-none}} $(echo "$in" | grep -o '"cni.dev/valid-attachments":[^]]*]')" >> {}; [ "$CNI_COMMAND" = STATUS ] && [ -e {}/down ] && {{ echo '{{"code":50,"msg":"plugin not available"}}'; exit 1; }}; exit 0"#,
+                log.display(),
+                dir.path().display()
+            ),
+        );
+        let rt = Runtime {
+            bin_dirs: vec![dir.path().to_path_buf()],
+            timeout: Duration::from_secs(10),
+        };
+        let v110 =
+            list(json!({"cniVersion": "1.1.0", "name": "n", "plugins": [{"type": "newer"}]}));
+        let v100 =
+            list(json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "newer"}]}));
+        rt.status(&v110).unwrap();
+        rt.status(&v100).unwrap();
+        rt.gc(&v110, &[("c1-ab".into(), "eth0".into())]).unwrap();
+        rt.gc(&v100, &[]).unwrap();
+        std::fs::write(dir.path().join("down"), "").unwrap();
+        let e = rt.status(&v110).unwrap_err();
+        assert_eq!((e.code, e.op), (Some(50), "status"));
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            log.lines().collect::<Vec<_>>(),
+            [
+                "STATUS id=none ",
+                r#"GC id=none "cni.dev/valid-attachments":[{"containerID":"c1-ab","ifname":"eth0"}]"#,
+                "STATUS id=none ",
+            ],
+            "1.0.0 lists get neither verb"
+        );
+    }
+
+    #[test]
     fn garbage_and_silent_failures_are_reported_as_libcni_words_them() {
         let dir = tempfile::tempdir().unwrap();
         fake(
