@@ -417,7 +417,7 @@ impl Worker {
         .map_err(CreateFailure::sandbox)?;
         match res {
             Ok(a) => {
-                tracing::info!(pod = %self.key, ips = ?a.pod_ips, elapsed_us = a.took.as_micros() as u64, "pod network attached");
+                tracing::info!(pod = %self.key, ips = ?a.pod_ips, elapsed_us = a.took.as_micros() as u64, record_us = a.record_took.as_micros() as u64, add_us = a.add_took.as_micros() as u64, "pod network attached");
                 Ok(a.pod_ips)
             }
             Err(e) => Err(CreateFailure {

@@ -87,8 +87,11 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attached {
     pub pod_ips: Vec<String>,
-    /// The ADD's own time, for the start-up figures.
+    /// The whole attach's time, for the start-up figures, and its parts: the record written
+    /// before the ADD (durably), and the plugins' ADD.
     pub took: Duration,
+    pub record_took: Duration,
+    pub add_took: Duration,
 }
 
 /// The CNI container ID of a new attachment of pod `uid`: the UID and a suffix of this
@@ -327,10 +330,13 @@ impl Network {
         std::fs::create_dir_all(&self.opts.state_dir)
             .map_err(|e| format!("{}: {e}", self.opts.state_dir.display()))?;
         // Durably: after a power cut the IPAM leases on disk must still be freed.
+        let t_record = std::time::Instant::now();
         crate::state::atomic_write_json(&path, &rec).map_err(|e| {
             let _ = netns::unpin(&pin);
             format!("{}: {e}", path.display())
         })?;
+        let record_took = t_record.elapsed();
+        let t_add = std::time::Instant::now();
         let result = match self.rt.add(list, &rec.args) {
             Ok(r) => r,
             Err(e) => {
@@ -341,6 +347,7 @@ impl Network {
                 return Err(msg);
             }
         };
+        let add_took = t_add.elapsed();
         let pod_ips = cni::result::pod_ips(&result, IFNAME);
         rec.result = Some(result);
         if let Err(e) = crate::state::atomic_replace_json(&path, &rec) {
@@ -350,6 +357,8 @@ impl Network {
         Ok(Attached {
             pod_ips,
             took: t.elapsed(),
+            record_took,
+            add_took,
         })
     }
 
