@@ -116,6 +116,11 @@ fn status_goes_up_and_desired_pods_come_down_over_mutual_tls() {
         local["metadata"]["uid"],
         a.pod("local-e2e").unwrap()["metadata"]["uid"]
     );
+    // Its address on the pod network (issue 17), as the local API shows it.
+    let ip = local["status"]["podIP"].as_str().unwrap_or_default();
+    assert!(ip.starts_with("10.87."), "{local}");
+    assert_eq!(local["status"]["podIPs"], serde_json::json!([{"ip": ip}]));
+    assert_eq!(a.pod("local-e2e").unwrap()["status"]["podIP"], ip);
     let node = json(&b.wait_retained("tidelet/e2e/node", |p| !p.is_empty(), WAIT));
     assert_eq!(
         (node["apiVersion"].as_str(), node["kind"].as_str()),
