@@ -5,14 +5,17 @@
 #                              its uncompressed ELF vmlinux instead, which QEMU boots through
 #                              the PVH entry: that skips ~8 s of xz decompression under TCG
 #   OUTDIR/initramfs.cpio.gz   busybox-static, tidelet and tidelet-generic-plugin (stripped)
-#                              and their shared libraries and loader, the kernel modules the
-#                              test needs ($MODULES below and
+#                              and their shared libraries and loader, Debian's CNI plugins
+#                              (bridge host-local portmap bandwidth loopback, in /usr/lib/cni)
+#                              and iptables-nft of the guest's architecture with theirs, the
+#                              kernel modules the test needs ($MODULES below and
 #                              their dependencies, with modules.dep from `depmod -b`), the
 #                              busybox test image of the guest's architecture and the guest
 #                              scripts (/init, /stage2, /devices.sh, /security.sh,
 #                              /pods/*.yaml)
 # and prints those two paths. The result is cached: it is rebuilt only when an input changed
-# (the scripts, the tidelet and plugin binaries, the kernel version, busybox, the test image).
+# (the scripts, the tidelet and plugin binaries, the kernel version, busybox, the test image,
+# the CNI plugins and iptables).
 #
 # Architecture-specific values live in one table below (ARCH: x86_64 or aarch64). For a guest
 # that is not the host's architecture, TIDELET_BIN and TIDELET_PLUGIN_BIN are cross-built
@@ -51,9 +54,15 @@ case "$ARCH" in
 esac
 # The kernel modules the guest loads (stage2 modprobes each): overlay for the rootfs, and for
 # networking virtio_pci + virtio_net (the NIC), veth and bridge (pod networks), tun (the
-# driver of char 10:200, the device the device-plugin stage hands to a pod). Their
+# driver of char 10:200, the device the device-plugin stage hands to a pod); then $NF_MODULES,
+# what iptables-nft needs for the agent's masquerade and forward rules and for portmap's
+# (nf_tables with nft_compat for the xt matches and targets, the nat chain type, conntrack,
+# comment, MASQUERADE and DNAT (xt_nat), addrtype, mark/MARK, multiport, tcp/udp), with
+# crc32c_generic first: libcrc32c (nf_tables, nf_conntrack and nf_nat need it) only names it as
+# a `softdep`, which busybox's modprobe does not follow, and fails to load without it. Their
 # dependencies are added from the modules' own `depends`.
-MODULES="overlay virtio_pci virtio_net veth bridge tun"
+NF_MODULES="crc32c_generic nf_tables nft_compat nft_chain_nat nf_nat nf_conntrack xt_conntrack xt_comment xt_MASQUERADE xt_nat xt_addrtype xt_mark xt_multiport xt_tcpudp"
+MODULES="overlay virtio_pci virtio_net veth bridge tun $NF_MODULES"
 HOST_DEB_ARCH=$(dpkg --print-architecture)
 PKG_SUFFIX=""
 [ "$DEB_ARCH" = "$HOST_DEB_ARCH" ] || PKG_SUFFIX=":$DEB_ARCH"
@@ -142,7 +151,8 @@ if [ "$(cat "$KDIR/.done" 2>/dev/null)" != "$MODULES" ]; then
     dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$ALL" --wildcards --no-wildcards-match-slash \
         './boot/vmlinuz-*' './boot/config-*' "$K/modules.builtin*" "$K/modules.order" \
         "$K/kernel/fs/overlayfs/*" "$K/kernel/drivers/net/*" "$K/kernel/drivers/virtio/*" \
-        "$K/kernel/net/*/*" 2>/dev/null || true   # a pattern may match nothing: checked below
+        "$K/kernel/net/*/*" "$K/kernel/net/*/netfilter/*" "$K/kernel/crypto/crc32c*" \
+        2>/dev/null || true   # a pattern may match nothing: checked below
     ls "$ALL"/boot/vmlinuz-* "$ALL/$K/modules.builtin" >/dev/null \
         || { echo "$0: $DEB: no kernel or modules.builtin" >&2; exit 1; }
     mkdir -p "$KDIR/boot" "$KDIR/$K"
@@ -276,11 +286,87 @@ else
 fi
 echo "$ARCH: the libraries of tidelet and tidelet-generic-plugin: ${LIB_DST[*]}" >&2
 
+# ---- pod networking (the agent's built-in CNI network): Debian's containernetworking-plugins
+# of the guest's architecture, only the plugins that network runs (installed in /usr/lib/cni,
+# one of the agent's default cniBinDirs), and iptables-nft (xtables-nft-multi, with
+# /usr/sbin/iptables pointing at it as the alternatives would) with the xtables extensions it
+# dlopens for the agent's rules (standard, comment, conntrack, MASQUERADE) and portmap's
+# (addrtype, multiport, mark, MARK, DNAT, tcp, udp). Both are dynamically linked: their
+# libraries (libxtables, libnftnl, libmnl from the same packages; libc and the loader as for
+# tidelet) are resolved from NEEDED, recursively, and go to /lib/TRIPLE. The packages are
+# downloaded once (`apt-get download`, whatever the host has installed) and cached, pruned to
+# those files, in cache/net.
+CNI_PLUGINS="bridge host-local portmap bandwidth loopback"
+XT_EXTENSIONS="standard comment conntrack MASQUERADE NAT DNAT SNAT addrtype multiport mark MARK tcp udp"
+NET_PKGS="containernetworking-plugins iptables libxtables12 libnftnl11 libmnl0"
+NETDIR=$CACHE/net
+NETROOT=$NETDIR/root
+XTDIR=usr/lib/$TRIPLE/xtables
+if [ "$(cat "$NETDIR/.done" 2>/dev/null)" != "$NET_PKGS" ]; then
+    rm -rf "$NETDIR"
+    mkdir -p "$NETDIR/debs" "$NETROOT"
+    pkgs=()
+    for p in $NET_PKGS; do pkgs+=("$p$PKG_SUFFIX"); done
+    (cd "$NETDIR/debs" && apt-get download "${pkgs[@]}" >&2) || {
+        apt_update
+        (cd "$NETDIR/debs" && apt-get download "${pkgs[@]}" >&2)
+    }
+    for d in "$NETDIR"/debs/*.deb; do dpkg-deb -x "$d" "$NETDIR/all"; done
+    mkdir -p "$NETROOT/usr/lib/cni" "$NETROOT/usr/sbin" "$NETROOT/$XTDIR" "$NETROOT/lib/$TRIPLE"
+    for p in $CNI_PLUGINS; do cp -a "$NETDIR/all/usr/lib/cni/$p" "$NETROOT/usr/lib/cni/"; done
+    cp -a "$NETDIR/all/usr/sbin/xtables-nft-multi" "$NETROOT/usr/sbin/"
+    for x in $XT_EXTENSIONS; do cp -a "$NETDIR/all/$XTDIR/libxt_$x.so" "$NETROOT/$XTDIR/"; done
+    # (the libraries, wherever the package put them: /usr/lib/TRIPLE or /lib/TRIPLE)
+    find "$NETDIR/all" -path "*/lib/$TRIPLE/lib*.so*" ! -type d -exec cp -a {} "$NETROOT/lib/$TRIPLE/" \;
+    rm -rf "$NETDIR/debs" "$NETDIR/all"
+    echo "$NET_PKGS" > "$NETDIR/.done"
+fi
+NET_BINS=()
+for p in $CNI_PLUGINS; do NET_BINS+=("$NETROOT/usr/lib/cni/$p"); done
+NET_BINS+=("$NETROOT/usr/sbin/xtables-nft-multi")
+for x in $XT_EXTENSIONS; do
+    [ -L "$NETROOT/$XTDIR/libxt_$x.so" ] || NET_BINS+=("$NETROOT/$XTDIR/libxt_$x.so")
+done
+# Their loader and libraries, each once (what tidelet's already ship is not shipped again).
+declare -A dst_shipped=()
+for d in "${LIB_DST[@]}"; do dst_shipped[$d]=1; done
+if [ -z "$PKG_SUFFIX" ]; then
+    NET_LIBDIRS="$NETROOT/lib/$TRIPLE /lib/$TRIPLE /usr/lib/$TRIPLE"
+else
+    NET_LIBDIRS="$NETROOT/lib/$TRIPLE /usr/$TRIPLE/lib /usr/lib/$TRIPLE /lib/$TRIPLE"
+fi
+net_lib() {
+    for d in $NET_LIBDIRS; do
+        [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }
+    done
+    echo "$0: $1 (needed by $2) not found in $NET_LIBDIRS" >&2
+    return 1
+}
+queue=("${NET_BINS[@]}")
+while [ ${#queue[@]} -gt 0 ]; do
+    obj=${queue[0]}; queue=("${queue[@]:1}")
+    INTERP=$(readelf -l "$obj" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+    if [ -n "$INTERP" ] && [ -z "${dst_shipped[$INTERP]:-}" ]; then
+        dst_shipped[$INTERP]=1
+        if [ -z "$PKG_SUFFIX" ]; then src=$INTERP; else src=$(net_lib "$(basename "$INTERP")" "$obj"); fi
+        LIB_SRC+=("$src"); LIB_DST+=("$INTERP")
+    fi
+    for lib in $(readelf -d "$obj" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+        dst=/lib/$TRIPLE/$lib
+        [ -z "${dst_shipped[$dst]:-}" ] || continue
+        dst_shipped[$dst]=1
+        src=$(net_lib "$lib" "$obj")
+        LIB_SRC+=("$src"); LIB_DST+=("$dst")
+        queue+=("$src")
+    done
+done
+echo "$ARCH: with the CNI plugins and iptables: ${LIB_DST[*]}" >&2
+
 # ---- cache key over every input.
 KEY=$( {
-    echo "arch=$ARCH kernel=$KPKG modules=$MODULES libs=${LIB_DST[*]}"
+    echo "arch=$ARCH kernel=$KPKG modules=$MODULES libs=${LIB_DST[*]} net=$NET_PKGS"
     sha256sum "$HERE/build-initramfs.sh" "$HERE/init" "$HERE/stage2" "$HERE/devices.sh" \
-        "$HERE/security.sh" "$HERE"/pods/*.yaml \
+        "$HERE/security.sh" "$HERE"/pods/*.yaml "${NET_BINS[@]}" \
         "$TIDELET_BIN" "$PLUGIN_BIN" "$BUSYBOX" "$IMAGE" "$KDIR/boot/vmlinuz-$KVER" "${LIB_SRC[@]}" \
         | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)
@@ -316,6 +402,14 @@ for i in "${!LIB_SRC[@]}"; do
     mkdir -p "$STAGE$(dirname "${LIB_DST[$i]}")"
     cp -L "${LIB_SRC[$i]}" "$STAGE${LIB_DST[$i]}"
 done
+
+# The CNI plugins and iptables-nft (its extensions with their symlinks, e.g. libxt_MASQUERADE.so
+# -> libxt_NAT.so); /usr/sbin/iptables as the alternatives system links it.
+mkdir -p "$STAGE/usr/lib/cni" "$STAGE/$XTDIR"
+cp -a "$NETROOT/usr/lib/cni/." "$STAGE/usr/lib/cni/"
+cp -a "$NETROOT/$XTDIR/." "$STAGE/$XTDIR/"
+install -m 755 "$NETROOT/usr/sbin/xtables-nft-multi" "$STAGE/usr/sbin/xtables-nft-multi"
+ln -s xtables-nft-multi "$STAGE/usr/sbin/iptables"
 
 # Kernel modules, with modules.dep for modprobe.
 MODS=$STAGE/lib/modules/$KVER

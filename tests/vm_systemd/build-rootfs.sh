@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Build the systemd VM test's guest (tests/vm_systemd/main.rs), aarch64 only:
 #   OUTDIR/vmlinuz       Debian's arm64 kernel
-#   OUTDIR/initrd.gz     busybox-static + virtio/ext4/overlay modules; mounts /dev/vda
+#   OUTDIR/initrd.gz     busybox-static + virtio/ext4/overlay modules and the pod network's
+#                        (veth, bridge, netfilter for iptables-nft); mounts /dev/vda
 #                        read-only and switch_roots to systemd (tests/vm_systemd/guest/init)
 #   OUTDIR/rootfs.ext4   Debian 12 arm64 with systemd 252 (mmdebstrap --variant=extract: no
-#                        maintainer script runs under emulation, ~30 s cold), tidelet, the unit
+#                        maintainer script runs under emulation, ~30 s cold), Debian's
+#                        containernetworking-plugins and iptables (the alternatives' links
+#                        made here, as iptables' postinst would), tidelet, the unit
 #                        and config from dist/, a busybox OCI image, a static pod and the test
 #                        units of tests/vm_systemd/guest/
 # and prints those three paths. The Debian part is cached in OUTDIR/base-KEY.tar (KEY: the
@@ -49,9 +52,10 @@ case "$SYSTEMD_FROM" in
         ;;
     *) echo "$0: TIDELET_VMSD_SYSTEMD=$SYSTEMD_FROM: not stable or backports" >&2; exit 2 ;;
 esac
-# What the guest runs: systemd as PID 1 and the tools the test script uses. Dependencies are
-# resolved by apt; nothing is configured by maintainer scripts (see configure_root below).
-PACKAGES=systemd,systemd-sysv,libc-bin,base-files,base-passwd,bash,coreutils,dash,grep,sed,mount,util-linux,procps
+# What the guest runs: systemd as PID 1, the tools the test script uses, and what tidelet's
+# built-in pod network needs (Debian's CNI plugins in /usr/lib/cni, iptables-nft). Dependencies
+# are resolved by apt; nothing is configured by maintainer scripts (see configure_root below).
+PACKAGES=systemd,systemd-sysv,libc-bin,base-files,base-passwd,bash,coreutils,dash,grep,sed,mount,util-linux,procps,containernetworking-plugins,iptables
 
 [ $PREFETCH = yes ] || [ -x "$TIDELET_BIN" ] || {
     echo "$0: $TIDELET_BIN missing: run scripts/cross-build.sh (or set TIDELET_AARCH64_BIN)" >&2
@@ -126,7 +130,9 @@ KPKG=$(kernel_pkg)
 [ -n "$KPKG" ] || { echo "$0: apt-cache depends linux-image-arm64:arm64 names no kernel" >&2; exit 1; }
 KVER=${KPKG#linux-image-}
 KDIR=$CACHE/kernel-$KVER
-if [ ! -f "$KDIR/.done" ]; then
+# (the version of what is extracted: a new one re-extracts)
+KEXTRACT=with-net-v1
+if [ "$(cat "$KDIR/.done" 2>/dev/null)" != "$KEXTRACT" ]; then
     log "downloading $KPKG"
     rm -rf "$CACHE"/kernel-*
     mkdir -p "$KDIR"
@@ -136,12 +142,18 @@ if [ ! -f "$KDIR/.done" ]; then
         './boot/vmlinuz-*' './boot/config-*' "./lib/modules/$KVER/modules.*" \
         "./lib/modules/$KVER/kernel/fs/*" "./lib/modules/$KVER/kernel/drivers/block/*" \
         "./lib/modules/$KVER/kernel/drivers/virtio/*" "./lib/modules/$KVER/kernel/lib/*" \
-        "./lib/modules/$KVER/kernel/crypto/*" "./lib/modules/$KVER/kernel/arch/*"
+        "./lib/modules/$KVER/kernel/crypto/*" "./lib/modules/$KVER/kernel/arch/*" \
+        "./lib/modules/$KVER/kernel/net/*" "./lib/modules/$KVER/kernel/drivers/net/veth.ko"
     rm -f "$CACHE/${KPKG}"_*_arm64.deb
     "$DEPMOD" -b "$KDIR" "$KVER"
-    touch "$KDIR/.done"
+    echo "$KEXTRACT" > "$KDIR/.done"
 fi
-GUEST_MODULES="virtio_mmio virtio_blk ext4 overlay"
+# The root file system has no kernel modules: the initrd loads what the guest needs. Besides
+# the disk and overlay, the pod network's: veth and bridge (the bridge plugin), and what
+# iptables-nft needs for the agent's masquerade and forward rules (crc32c_generic first:
+# libcrc32c names it only as a softdep, which busybox's modprobe does not follow).
+NET_MODULES="veth bridge crc32c_generic nf_tables nft_compat nft_chain_nat nf_nat nf_conntrack xt_conntrack xt_comment xt_MASQUERADE xt_nat xt_addrtype xt_mark xt_multiport xt_tcpudp"
+GUEST_MODULES="virtio_mmio virtio_blk ext4 overlay $NET_MODULES"
 
 # ---- busybox-static for the initrd and the pod's image.
 BUSYBOX=$CACHE/busybox-arm64
@@ -206,7 +218,8 @@ for ko in $("$MODPROBE" -d "$KDIR" -S "$KVER" --show-depends -a $GUEST_MODULES \
 done
 cp "$KDIR/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$STAGE/lib/modules/$KVER/"
 "$DEPMOD" -b "$STAGE" "$KVER"
-install -m 755 "$HERE/guest/init" "$STAGE/init"
+sed "s/@NET_MODULES@/$NET_MODULES/" "$HERE/guest/init" > "$STAGE/init"
+chmod 755 "$STAGE/init"
 (cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) \
     | gzip -1 > "$OUTDIR/initrd.gz.tmp"
 mv "$OUTDIR/initrd.gz.tmp" "$OUTDIR/initrd.gz"
@@ -241,6 +254,12 @@ configure_root() {
         ln -sf /dev/null "$ROOT/etc/systemd/system/$u"
     done
     ln -sf /lib/systemd/system/multi-user.target "$ROOT/etc/systemd/system/default.target"
+    # iptables' postinst: the alternatives (iptables-nft, Debian 12's default).
+    mkdir -p "$ROOT/etc/alternatives"
+    for t in iptables iptables-restore iptables-save ip6tables ip6tables-restore ip6tables-save; do
+        ln -sf "/usr/sbin/${t%%-*}-nft${t#"${t%%-*}"}" "$ROOT/etc/alternatives/$t"
+        ln -sf "/etc/alternatives/$t" "$ROOT/usr/sbin/$t"
+    done
 }
 configure_root
 

@@ -3,9 +3,10 @@
 //! Debian 12's systemd 252 from that disk, with tidelet installed from `dist/` as the Yocto
 //! recipe installs it (`tidelet.service`, `/etc/tidelet/config.yaml`) and a static pod baked
 //! into the image. `tidelet-vmtest.service` (tests/vm_systemd/guest/vmtest.sh) checks the
-//! service, the pod's cgroup inside the delegated subtree, a `systemctl restart tidelet`, the
-//! missing-controllers error and the read-only root, and prints `TIDELET-VMSD key=value`
-//! console lines that this test asserts on.
+//! service, the pod's cgroup inside the delegated subtree, the pod's network (tidelet's
+//! built-in CNI network with Debian's containernetworking-plugins and iptables-nft from the
+//! image), a `systemctl restart tidelet`, the missing-controllers error and the read-only
+//! root, and prints `TIDELET-VMSD key=value` console lines that this test asserts on.
 //!
 //! Inputs: the cross-built binary (`$TIDELET_AARCH64_BIN`, else
 //! `target/cross/aarch64-unknown-linux-gnu/release/tidelet` from scripts/cross-build.sh).
@@ -235,6 +236,86 @@ fn systemd_254_service_keeps_its_pod_inside_its_cgroup_across_a_restart_on_aarch
     check(&m);
 }
 
+/// True if `ip` is in the built-in network's 10.87.0.0/16.
+fn in_pod_subnet(ip: &str) -> bool {
+    ip.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|a| a.octets()[..2] == [10, 87])
+}
+
+fn check_network(m: &BTreeMap<String, String>, pod: &Value) {
+    // (build-rootfs.sh's NET_MODULES, each in /sys/module once the initrd loaded it)
+    let loaded: Vec<&str> = get(m, "initrd.net_modules").split_whitespace().collect();
+    for module in [
+        "veth",
+        "bridge",
+        "crc32c_generic",
+        "nf_tables",
+        "nft_compat",
+        "nft_chain_nat",
+        "nf_nat",
+        "nf_conntrack",
+        "xt_conntrack",
+        "xt_comment",
+        "xt_MASQUERADE",
+        "xt_nat",
+        "xt_addrtype",
+        "xt_mark",
+        "xt_multiport",
+        "xt_tcpudp",
+    ] {
+        assert!(
+            loaded.contains(&module),
+            "the initrd did not load {module}: {loaded:?}"
+        );
+    }
+    let ip = get(m, "pod.ip");
+    assert!(
+        in_pod_subnet(ip),
+        "the pod's podIP {ip:?} is not in 10.87.0.0/16"
+    );
+    assert_eq!(pod["status"]["podIP"], ip, "podIP after the restart: {pod}");
+    assert_eq!(get(m, "pod.ip.after"), ip, "podIP after the restart");
+    let mut links: Vec<&str> = get(m, "app1.net_links").split_whitespace().collect();
+    links.sort_unstable();
+    assert_eq!(links, ["eth0", "lo"], "the pod's interfaces");
+    let addrs: Vec<&str> = get(m, "app1.net_addrs").split_whitespace().collect();
+    assert_eq!(addrs, [ip, "127.0.0.1"], "the pod's local addresses");
+    assert_eq!(
+        get(m, "app2.net_addrs"),
+        get(m, "app1.net_addrs"),
+        "after the restart"
+    );
+    assert_eq!(get(m, "net.ip_forward"), "1");
+    assert!(
+        get(m, "net.iptables.version").contains("nf_tables"),
+        "{:?}",
+        get(m, "net.iptables.version")
+    );
+    let comment = "-m comment --comment \"tidelet network tidelet\"";
+    let nat: Vec<&str> = get(m, "net.iptables.nat").split('|').collect();
+    let masq = format!("-A POSTROUTING -s 10.87.0.0/16 ! -d 10.87.0.0/16 {comment} -j MASQUERADE");
+    assert!(nat.contains(&masq.as_str()), "nat POSTROUTING: {nat:#?}");
+    let fwd: Vec<&str> = get(m, "net.iptables.filter").split('|').collect();
+    for rule in [
+        format!("-A FORWARD -s 10.87.0.0/16 {comment} -j ACCEPT"),
+        format!(
+            "-A FORWARD -d 10.87.0.0/16 -m conntrack --ctstate RELATED,ESTABLISHED,DNAT {comment} -j ACCEPT"
+        ),
+    ] {
+        assert!(fwd.contains(&rule.as_str()), "filter FORWARD lacks {rule}: {fwd:#?}");
+    }
+    assert_eq!(
+        get(m, "pod.tcp_probe"),
+        "refused",
+        "TCP from the host to the pod"
+    );
+    assert_eq!(
+        get(m, "journal.cni_warnings"),
+        "0",
+        "network warnings in tidelet's journal"
+    );
+}
+
 /// The assertions shared by both systemd versions.
 fn check(m: &BTreeMap<String, String>) {
     // cgroup v2, tidelet started as a Type=notify service with a watchdog.
@@ -302,6 +383,11 @@ fn check(m: &BTreeMap<String, String>) {
         get(m, "sup1.cmd")
     );
     assert_eq!(get(m, "sup1.cgroup"), format!("{pod_cg}/_infra"));
+
+    // The pod's network: an address of the built-in network (10.87.0.0/16) in its status and
+    // on its eth0, the agent's rules through iptables-nft, forwarding on (the bridge
+    // plugin), and the pod reachable from the host (its kernel refuses a closed port).
+    check_network(m, &pod);
 
     // The restart: a new agent process, in the same place, the same pod process.
     assert_ne!(

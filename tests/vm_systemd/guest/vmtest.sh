@@ -2,8 +2,10 @@
 # The systemd VM test's checks, run by tidelet-vmtest.service after tidelet.service: the
 # service is active (Type=notify), its pod runs in a cgroup inside the service's delegated
 # subtree with limits, `systemctl restart tidelet` keeps the pod's process (same PID), the
-# service is active again; a unit without delegation gets the missing-controllers error; the
-# root file system stayed read-only throughout. Prints `TIDELET-VMSD key=value` lines (read by
+# service is active again; the pod has an address of tidelet's built-in CNI network (bridge
+# tidelet0, 10.87.0.0/16: Debian's plugins, iptables-nft) on its eth0, reachable from the host,
+# the same after the restart; a unit without delegation gets the missing-controllers error;
+# the root file system stayed read-only throughout. Prints `TIDELET-VMSD key=value` lines (read by
 # tests/vm_systemd/main.rs); the unit's ExecStopPost powers the VM off.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ROOT=/var/lib/tidelet
@@ -78,6 +80,30 @@ say "app1.supervisor=$SUP1"
 say "sup1.cmd=$(tr '\0' ' ' < /proc/"$SUP1"/cmdline | cut -c1-40)"
 say "sup1.cgroup=$(sed -n 's/^0:://p' /proc/"$SUP1"/cgroup 2>/dev/null)"
 
+# ---- the pod's network (tidelet's built-in CNI network), seen without iproute2: the pod's
+# interfaces and local addresses from its /proc/PID/net, the agent's iptables rules, and a
+# TCP connection from the host to a closed port of the pod, which its kernel refuses (RST):
+# the pod is reachable through the bridge.
+pod_ip() { pod_json | sed -n 's/.*"podIP": *"\([^"]*\)".*/\1/p'; }
+POD_IP=$(pod_ip)
+say "pod.ip=$POD_IP"
+say "app1.net_links=$(mawk -F: 'NR > 2 {gsub(/ /, "", $1); printf "%s ", $1}' /proc/"$PID1"/net/dev)"
+say "app1.net_addrs=$(mawk '/\|--/ {ip = $2} /\/32 host LOCAL/ {print ip}' /proc/"$PID1"/net/fib_trie | sort -u | tr '\n' ' ')"
+say "net.ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
+say "net.iptables.version=$(iptables --version 2>&1)"
+say "net.iptables.nat=$(iptables -w -t nat -S POSTROUTING 2>&1 | grep -e 'tidelet network' -e 'iptables' | tr '\n' '|')"
+say "net.iptables.filter=$(iptables -w -t filter -S FORWARD 2>&1 | grep -e 'tidelet network' -e 'iptables' | tr '\n' '|')"
+tcp_probe() {
+    out=$(timeout 5 bash -c "exec 3<>/dev/tcp/$1/9" 2>&1)
+    case "$?:$out" in
+        124:*) echo timeout ;;
+        *"Connection refused"*) echo refused ;;
+        0:*) echo connected ;;
+        *) echo "error: $(echo "$out" | tr '\n' ' ')" ;;
+    esac
+}
+say "pod.tcp_probe=$(tcp_probe "$POD_IP")"
+
 # ---- restart: the agent goes, the pod stays.
 say "restart.start=$(up)"
 timeout 120 systemctl restart tidelet.service || fail "systemctl restart tidelet: $?"
@@ -96,6 +122,10 @@ say "app2.alive=$([ -d /proc/"$PID1" ] && echo yes || echo no)"
 say "app2.cgroup=$(sed -n 's/^0:://p' /proc/"$PID1"/cgroup 2>/dev/null)"
 say "app2.supervisor_alive=$([ -d /proc/"$SUP1" ] && echo yes || echo no)"
 say "pod.json=$(pod_json)"
+say "pod.ip.after=$(pod_ip)"
+say "app2.net_addrs=$(mawk '/\|--/ {ip = $2} /\/32 host LOCAL/ {print ip}' /proc/"$PID1"/net/fib_trie 2>/dev/null | sort -u | tr '\n' ' ')"
+say "journal.cni_warnings=$(journalctl -u tidelet.service --no-pager -o cat \
+    | grep -c -e 'CNI CHECK of an adopted pod failed' -e 'adopted pod has no complete network' -e 'NetworkNotReady')"
 
 # ---- no delegation: the same agent as a unit without Delegate=, in a slice of its own where
 # systemd enables only what its members' accounting needs. (A unit in /run: the root is
