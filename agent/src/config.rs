@@ -638,6 +638,11 @@ impl Config {
                 name: "tidelet".into(),
                 bridge: "tidelet0".into(),
                 subnet: self.network.pod_cidr.clone(),
+                // Leases matter only while the host is up (a reboot ends every pod's network
+                // namespace), so they live in /run, which is writable on a read-only root:
+                // host-local's own default, /var/lib/cni/networks, is not. One directory for
+                // every agent of the host, as there is one bridge.
+                ipam_dir: "/run/tidelet/networks".into(),
             },
             timeout: self.network.cni_timeout,
             state_dir: self.root_dir.join("networks"),

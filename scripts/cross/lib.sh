@@ -125,9 +125,11 @@ cross_env() {
     mkdir -p "${wrapper%/*}/bin"
     ln -sfn "$(command -v ld.lld)" "${wrapper%/*}/bin/ld.lld"
     printf '#!/bin/sh\nTIDELET_LINKER=%s TIDELET_LAYOUT_LLD=1 exec %s -B%s/ "$@"\n' \
-      "$gcc" "$PWD/scripts/layout/linker" "${wrapper%/*}/bin" >"$wrapper.$$"
-    chmod +x "$wrapper.$$"
-    mv "$wrapper.$$" "$wrapper"
+      "$gcc" "$PWD/scripts/layout/linker" "${wrapper%/*}/bin" >"$wrapper.$BASHPID"
+    # $BASHPID, not $$: the release build and the unit-test job are subshells of one script,
+    # whose $$ is the same, and one's mv took the other's file from under its chmod.
+    chmod +x "$wrapper.$BASHPID"
+    mv "$wrapper.$BASHPID" "$wrapper"
     export "CARGO_TARGET_${upper}_LINKER=$wrapper" TIDELET_LAYOUT_LOG=$CROSS_LAYOUT_LOG
   fi
   export "CARGO_TARGET_${upper}_RUNNER=timeout -k 10 $CROSS_TEST_TIMEOUT $qemu -L $prefix"

@@ -431,6 +431,17 @@ fn a_node_without_a_network_says_so_and_its_pods_wait_until_there_is_one() {
     });
 }
 
+/// A network of the test's own: its bridge and its host-local directory go with the test
+/// (declared before the agent, so that they go after it has released its pods).
+struct OwnNetwork(String);
+
+impl Drop for OwnNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        let _ = std::fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(&self.0));
+    }
+}
+
 /// A plugin of the test's: a shell script.
 fn plugin(dir: &Path, name: &str, body: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -500,6 +511,7 @@ fn bad_configs_and_plugins_hold_the_pod_with_a_reason_and_leave_nothing() {
     }
     let r = random_suffix();
     let name = format!("tdb{r}");
+    let _own = OwnNetwork(name.clone());
     let conf = tempfile::tempdir().unwrap();
     let bins = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(CNI_BIN).unwrap().flatten() {
@@ -638,6 +650,7 @@ fn nothing_leaks_after_a_hundred_pods_and_ten_agent_kills() {
     }
     let r = random_suffix();
     let name = format!("tdl{r}");
+    let _own = OwnNetwork(name.clone());
     let third = u8::from_str_radix(&r[..2], 16).unwrap();
     let subnet = format!("10.125.{third}.0/24");
     let conf = tempfile::tempdir().unwrap();

@@ -244,39 +244,7 @@ impl Agent {
 
     /// (Re)start the agent process.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        let child = Command::new(bin())
-            .args([
-                "--root-dir",
-                self.root.to_str().unwrap(),
-                "run",
-                "--static-pod-path",
-                self.manifests.to_str().unwrap(),
-            ])
-            .args([
-                "--node-name",
-                &self.node,
-                "--cgroup-root",
-                &self.cgroup_root,
-            ])
-            .arg("--device-plugin-dir")
-            .arg(self.device_plugin_dir())
-            .args(
-                self.config
-                    .iter()
-                    .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
-            )
-            .env("TIDELET_LOG", "info,tidelet::agent=debug")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tidelet");
+        let child = self.command().spawn().expect("start tidelet");
         self.child = Some(child);
         let sock = self.root.join("tidelet.sock");
         wait_for("the agent's API socket", Duration::from_secs(20), || {
@@ -284,6 +252,75 @@ impl Agent {
                 .ok()
                 .map(|_| ())
         });
+    }
+
+    /// The agent's command line, its output appended to its log.
+    fn command(&self) -> Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "--root-dir",
+            self.root.to_str().unwrap(),
+            "run",
+            "--static-pod-path",
+            self.manifests.to_str().unwrap(),
+        ])
+        .args([
+            "--node-name",
+            &self.node,
+            "--cgroup-root",
+            &self.cgroup_root,
+        ])
+        .arg("--device-plugin-dir")
+        .arg(self.device_plugin_dir())
+        .args(
+            self.config
+                .iter()
+                .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+        )
+        .env("TIDELET_LOG", "info,tidelet::agent=debug")
+        .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        cmd
+    }
+
+    /// The pods' networks this agent attached and did not release (the test ended with its
+    /// pods running, or killed the agent): an agent started once more on this root, with no
+    /// manifest and the pods' processes gone, DELs every attachment from its record, so that
+    /// no test leaves veths, IPAM leases or pinned namespaces on the machine. Best effort,
+    /// never a panic: it runs from `drop`.
+    fn release_networks(&mut self) {
+        let entries = |d: &str| {
+            std::fs::read_dir(self.root.join(d))
+                .map(|r| {
+                    r.flatten()
+                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        if entries("networks") + entries("netns") == 0 {
+            return;
+        }
+        if let Ok(rd) = std::fs::read_dir(&self.manifests) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let Ok(mut child) = self.command().spawn() else {
+            return;
+        };
+        let _ = wait_for_quiet(Duration::from_secs(20), || {
+            entries("networks") + entries("netns") == 0
+        });
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// SIGTERM the agent (a clean stop, as systemd does) and wait for it to exit.
@@ -555,10 +592,14 @@ fn wait_for_quiet(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
-        // Best effort after a failed test: kill what this agent left, then its cgroups.
+        // The log as the test left it (the release below appends to it).
+        let log = std::thread::panicking().then(|| self.agent_log());
+        // Best effort after a failed test: kill what this agent left, then its cgroups; then
+        // the pods' networks, and what that last agent's clean-up may have left.
         self.kill_pods();
-        if std::thread::panicking() {
-            let log = self.agent_log();
+        self.release_networks();
+        self.kill_pods();
+        if let Some(log) = log {
             let tail: Vec<&str> = log.lines().rev().take(80).collect();
             eprintln!("---- agent log (last 80 lines) ----");
             for l in tail.iter().rev() {

@@ -124,8 +124,9 @@ pub struct Network {
     held: Mutex<BTreeMap<String, Vec<OwnedFd>>>,
     /// Why the network is not ready, as last found (`None`: ready).
     not_ready: Mutex<Option<String>>,
-    /// The built-in network's own rules are in place (`masq`).
-    masq_done: std::sync::atomic::AtomicBool,
+    /// The built-in network's own rules are in place (`masq`). A mutex, not a flag alone:
+    /// two first attaches at once would both find a rule missing and both insert it.
+    masq_done: Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,7 +146,7 @@ impl Network {
             busy: Mutex::new(BTreeSet::new()),
             held: Mutex::new(BTreeMap::new()),
             not_ready: Mutex::new(None),
-            masq_done: std::sync::atomic::AtomicBool::new(false),
+            masq_done: Mutex::new(false),
         }
     }
 
@@ -281,13 +282,14 @@ impl Network {
         let t = std::time::Instant::now();
         let default;
         let list = if list.file.is_none() {
-            use std::sync::atomic::Ordering;
-            if !self.masq_done.load(Ordering::Acquire) {
+            let mut done = lock(&self.masq_done);
+            if !*done {
                 let d = &self.opts.default;
                 masq::ensure(&d.name, &d.subnet)
                     .map_err(|e| format!("network {:?}: {e}", d.name))?;
-                self.masq_done.store(true, Ordering::Release);
+                *done = true;
             }
+            drop(done);
             default = config::default_for_pod(
                 &self.opts.default,
                 !req.ports.is_empty(),
@@ -466,12 +468,14 @@ impl Network {
         }
         // The built-in network's rules again, in case a firewall reload removed them (three
         // `iptables -C` when they are there).
-        if self.masq_done.load(std::sync::atomic::Ordering::Acquire) {
+        let done = lock(&self.masq_done);
+        if *done {
             let d = &self.opts.default;
             if let Err(e) = masq::ensure(&d.name, &d.subnet) {
                 errors.push(format!("network {:?}: {e}", d.name));
             }
         }
+        drop(done);
         if let Ok(list) = self.config() {
             let live: Vec<String> = lock(&self.live).iter().cloned().collect();
             let valid: Vec<(String, String)> = live

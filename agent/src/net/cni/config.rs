@@ -234,6 +234,8 @@ pub struct DefaultNetwork {
     pub bridge: String,
     /// The pods' subnet (`podCIDR`).
     pub subnet: String,
+    /// Where host-local keeps its leases.
+    pub ipam_dir: String,
 }
 
 /// tidelet's default network, used when the config directory has none: a bridge with the
@@ -259,7 +261,8 @@ pub fn default_list(d: &DefaultNetwork) -> ConfList {
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": d.subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}]
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": d.ipam_dir
                 }
             },
             {"type": "portmap", "capabilities": {"portMappings": true}},
@@ -425,6 +428,7 @@ mod tests {
             name: "tidelet".into(),
             bridge: "tidelet0".into(),
             subnet: "10.87.0.0/16".into(),
+            ipam_dir: "/run/tidelet/networks".into(),
         };
         let l = default_list(&d);
         assert_eq!(l.types(), ["bridge", "portmap", "bandwidth", "loopback"]);
