@@ -1149,29 +1149,27 @@ impl Worker {
     /// A pod that cannot start yet but is not failed (its network is not ready): Pending,
     /// its containers waiting, the reason shown.
     fn publish_waiting(&self, d: &DesiredPod, reason: &str, msg: &str) {
-        let mut pod = d.pod.pod.clone();
-        let mut facts = self.facts(None, &pod);
-        facts.notice = Some((reason.to_string(), msg.to_string()));
-        let views = not_running_views(None, &pod, now_ns());
-        pod.status = Some(status::pod_status(&facts, &views));
-        self.ctx.shared.publish(
-            &self.key,
-            PodView {
-                pod,
-                events: self.events.clone(),
-                containers: vec![],
-                file: d.pod.file.clone(),
-                cgroup: String::new(),
-                devices: vec![],
-            },
-        );
+        self.publish_not_running(d, reason, msg, true);
     }
 
     fn publish_failed(&self, d: &DesiredPod, reason: &str, msg: &str) {
+        self.publish_not_running(d, reason, msg, false);
+    }
+
+    /// A pod with no sandbox, with its reason: waiting (a notice; phase Pending) or failed
+    /// (phase Failed, an evicted pod's containers as they ended).
+    fn publish_not_running(&self, d: &DesiredPod, reason: &str, msg: &str, waiting: bool) {
         let mut pod = d.pod.pod.clone();
         let mut facts = self.facts(None, &pod);
-        facts.failed = Some((reason.to_string(), msg.to_string()));
-        let views = not_running_views(self.held_views.as_ref(), &pod, now_ns());
+        let said = Some((reason.to_string(), msg.to_string()));
+        let held = if waiting {
+            facts.notice = said;
+            None
+        } else {
+            facts.failed = said;
+            self.held_views.as_ref()
+        };
+        let views = not_running_views(held, &pod, now_ns());
         pod.status = Some(status::pod_status(&facts, &views));
         self.ctx.shared.publish(
             &self.key,

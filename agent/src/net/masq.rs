@@ -65,6 +65,7 @@ fn run(ipt: &Path, args: Vec<String>) -> Result<(), String> {
         env: &[],
         stdin: b"",
         timeout: Duration::from_secs(30),
+        hold: None,
     })
     .map(|_| ())
     .map_err(|e| match e {

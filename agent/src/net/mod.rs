@@ -94,6 +94,24 @@ pub struct Attached {
     pub add_took: Duration,
 }
 
+/// An attachment's lock (`Network::op_lock`), released when dropped.
+struct OpLock {
+    file: Option<std::fs::File>,
+    path: PathBuf,
+}
+
+impl OpLock {
+    fn fd(&self) -> cni::Hold {
+        use std::os::fd::AsRawFd;
+        self.file.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// The attachment is gone: its lock file too (removed while held, so no one waits on it).
+    fn forget(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// The CNI container ID of a new attachment of pod `uid`: the UID and a suffix of this
 /// sandbox's own, as kubelet's sandbox IDs are new for each sandbox. A pod made again with
 /// the same UID (its supervisor died) never meets its predecessor's leftovers in a plugin's
@@ -299,8 +317,12 @@ impl Network {
         } else {
             list
         };
+        let lock = self.op_lock(req.uid);
         let pin = self.pin_path(req.uid);
-        netns::pin(req.pid, &pin).map_err(|e| format!("network namespace: {e}"))?;
+        if let Err(e) = netns::pin(req.pid, &pin) {
+            lock.forget();
+            return Err(format!("network namespace: {e}"));
+        }
         let mut caps = Map::new();
         if let Some(pm) = ports::port_mappings(req.ports) {
             caps.insert("portMappings".into(), pm);
@@ -333,17 +355,18 @@ impl Network {
             .map_err(|e| format!("{}: {e}", self.opts.state_dir.display()))?;
         // Durably: after a power cut the IPAM leases on disk must still be freed.
         let t_record = std::time::Instant::now();
-        crate::state::atomic_write_json(&path, &rec).map_err(|e| {
+        if let Err(e) = crate::state::atomic_write_json(&path, &rec) {
             let _ = netns::unpin(&pin);
-            format!("{}: {e}", path.display())
-        })?;
+            lock.forget();
+            return Err(format!("{}: {e}", path.display()));
+        }
         let record_took = t_record.elapsed();
         let t_add = std::time::Instant::now();
-        let result = match self.rt.add(list, &rec.args) {
+        let result = match self.rt.add(list, &rec.args, lock.fd()) {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("failed to setup network for sandbox {:?}: {e}", req.uid);
-                if let Err(d) = self.delete(&rec) {
+                if let Err(d) = self.delete_locked(&rec, lock) {
                     tracing::error!(pod = %req.key, error = %d, "CNI DEL after a failed ADD; the record is kept for a later try");
                 }
                 return Err(msg);
@@ -364,9 +387,61 @@ impl Network {
         })
     }
 
+    /// The attachment `uid`'s lock, held through each of its operations and inherited by the
+    /// plugins they run (and what those start). CNI allows no two operations on one container
+    /// at once; within the agent the worker's claim sees to that, and this lock to the rest: a
+    /// plugin the previous agent started before it was killed keeps running, and the new
+    /// agent's DEL of that attachment must wait for it, or the ADD finishes after the DEL and
+    /// leaves its rules behind. Waited for at most the plugins' timeout; after that, the
+    /// operation goes on unlocked (said in the log).
+    fn op_lock(&self, uid: &str) -> OpLock {
+        let path = self.opts.state_dir.join(format!("{uid}.lock"));
+        let _ = std::fs::create_dir_all(&self.opts.state_dir);
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "network attachment lock");
+                return OpLock { file: None, path };
+            }
+        };
+        let deadline = std::time::Instant::now() + self.opts.timeout + Duration::from_secs(5);
+        loop {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return OpLock {
+                    file: Some(file),
+                    path,
+                };
+            }
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(
+                    uid,
+                    "a plugin of an earlier operation on this attachment still runs; going on"
+                );
+                return OpLock {
+                    file: Some(file),
+                    path,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// DEL what `rec` says and forget it: unpin, remove the record. On failure the record
     /// stays, for GC to try again.
     fn delete(&self, rec: &Attachment) -> Result<(), String> {
+        let lock = self.op_lock(&rec.uid);
+        self.delete_locked(rec, lock)
+    }
+
+    fn delete_locked(&self, rec: &Attachment, lock: OpLock) -> Result<(), String> {
         let list = config::from_raw(&rec.list)
             .map_err(|e| format!("recorded network of {}: {e}", rec.key))?;
         let pin = self.pin_path(&rec.uid);
@@ -374,16 +449,18 @@ impl Network {
         // A namespace gone with a reboot: DEL without one, as the spec allows.
         args.netns = args.netns.filter(|p| cni::is_netns(p));
         self.rt
-            .del(&list, &args, rec.result.as_ref())
+            .del(&list, &args, rec.result.as_ref(), lock.fd())
             .map_err(|e| format!("failed to destroy network for sandbox {:?}: {e}", rec.uid))?;
         netns::unpin(&pin).map_err(|e| format!("{}: {e}", pin.display()))?;
         let path = self.record_path(&rec.uid);
-        match std::fs::remove_file(&path) {
+        let r = match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(format!("{}: {e}", path.display()))
             }
             _ => Ok(()),
-        }
+        };
+        lock.forget();
+        r
     }
 
     /// Detach the pod `uid` (blocking): DEL from its record, if it has one, and let go of its
@@ -407,9 +484,10 @@ impl Network {
             .as_ref()
             .ok_or_else(|| "the network's ADD did not finish".to_string())?;
         let list = config::from_raw(&rec.list)?;
+        let lock = self.op_lock(uid);
         Ok(self
             .rt
-            .check(&list, &rec.args, result)
+            .check(&list, &rec.args, result, lock.fd())
             .err()
             .map(|e| e.to_string()))
     }

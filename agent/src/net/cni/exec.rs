@@ -39,6 +39,9 @@ pub struct Invocation<'a> {
     pub env: &'a [(String, String)],
     pub stdin: &'a [u8],
     pub timeout: Duration,
+    /// A descriptor the plugin inherits (and whatever it starts): the attachment's lock, held
+    /// until they are all gone, even when the agent that started them was killed.
+    pub hold: Option<std::os::fd::RawFd>,
 }
 
 /// How a plugin run failed.
@@ -74,6 +77,17 @@ pub fn run(inv: &Invocation<'_>) -> Result<Vec<u8>, ExecError> {
         .stderr(Stdio::piped())
         // A group of its own, so that a kill on the deadline reaches what it started.
         .process_group(0);
+    if let Some(fd) = inv.hold {
+        // SAFETY: fcntl is async-signal-safe; it only clears close-on-exec on `fd`.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+    }
     let mut child = cmd.spawn().map_err(|e| ExecError::Spawn {
         plugin: plugin.clone(),
         message: e.to_string(),
@@ -285,6 +299,7 @@ mod tests {
             env: &env,
             stdin,
             timeout: Duration::from_millis(timeout_ms),
+            hold: None,
         })
     }
 
@@ -381,6 +396,7 @@ mod tests {
             env: &env,
             stdin: b"",
             timeout: Duration::from_secs(1),
+            hold: None,
         })
         .unwrap_err();
         assert!(matches!(err, ExecError::Spawn { .. }), "{err:?}");

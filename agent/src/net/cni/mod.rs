@@ -29,6 +29,9 @@ pub struct Runtime {
     pub timeout: Duration,
 }
 
+/// A descriptor every plugin of an operation inherits (`exec::Invocation::hold`).
+pub type Hold = Option<std::os::fd::RawFd>;
+
 /// One attachment's identity and arguments: the same for its ADD, CHECK and DEL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -115,6 +118,7 @@ impl Runtime {
         command: &str,
         args: Option<&Args>,
         stdin: &[u8],
+        hold: Hold,
     ) -> Result<Vec<u8>, Error> {
         let t = list.types().get(i).copied().unwrap_or_default().to_string();
         let fail = |reason: String, code: Option<u64>| Error {
@@ -133,6 +137,7 @@ impl Runtime {
             env: &env,
             stdin,
             timeout: self.timeout,
+            hold,
         })
         .map_err(|e| match e {
             exec::ExecError::Failed {
@@ -165,11 +170,11 @@ impl Runtime {
 
     /// ADD the attachment: each plugin in order, each given the one before's result; the
     /// last plugin's result.
-    pub fn add(&self, list: &ConfList, args: &Args) -> Result<Value, Error> {
+    pub fn add(&self, list: &ConfList, args: &Args, hold: Hold) -> Result<Value, Error> {
         let mut prev: Option<Value> = None;
         for i in 0..list.plugins.len() {
             let stdin = plugin_stdin(list, i, prev.as_ref(), &args.capability_args, None);
-            let out = self.invoke(list, i, "add", "ADD", Some(args), &stdin)?;
+            let out = self.invoke(list, i, "add", "ADD", Some(args), &stdin, hold)?;
             let r = result::parse_result(&out).map_err(|reason| Error {
                 plugin: list.types()[i].to_string(),
                 op: "add",
@@ -184,11 +189,17 @@ impl Runtime {
     /// DEL the attachment: each plugin in reverse order, given the ADD's result when there is
     /// one. Every plugin is run even when one fails (what the others hold is still freed);
     /// the first failure is returned.
-    pub fn del(&self, list: &ConfList, args: &Args, prev: Option<&Value>) -> Result<(), Error> {
+    pub fn del(
+        &self,
+        list: &ConfList,
+        args: &Args,
+        prev: Option<&Value>,
+        hold: Hold,
+    ) -> Result<(), Error> {
         let mut first = None;
         for i in (0..list.plugins.len()).rev() {
             let stdin = plugin_stdin(list, i, prev, &args.capability_args, None);
-            if let Err(e) = self.invoke(list, i, "delete", "DEL", Some(args), &stdin) {
+            if let Err(e) = self.invoke(list, i, "delete", "DEL", Some(args), &stdin, hold) {
                 tracing::warn!(error = %e, container = %args.container_id, "CNI DEL");
                 first.get_or_insert(e);
             }
@@ -198,13 +209,19 @@ impl Runtime {
 
     /// CHECK the attachment against the ADD's result (0.4.0 and later, unless the list has
     /// `disableCheck`); `Ok` when there is nothing to check.
-    pub fn check(&self, list: &ConfList, args: &Args, prev: &Value) -> Result<(), Error> {
+    pub fn check(
+        &self,
+        list: &ConfList,
+        args: &Args,
+        prev: &Value,
+        hold: Hold,
+    ) -> Result<(), Error> {
         if list.disable_check || !config::has_check(&list.cni_version) {
             return Ok(());
         }
         for i in 0..list.plugins.len() {
             let stdin = plugin_stdin(list, i, Some(prev), &args.capability_args, None);
-            self.invoke(list, i, "check", "CHECK", Some(args), &stdin)?;
+            self.invoke(list, i, "check", "CHECK", Some(args), &stdin, hold)?;
         }
         Ok(())
     }
@@ -216,7 +233,7 @@ impl Runtime {
         }
         for i in 0..list.plugins.len() {
             let stdin = plugin_stdin(list, i, None, &Map::new(), None);
-            self.invoke(list, i, "status", "STATUS", None, &stdin)?;
+            self.invoke(list, i, "status", "STATUS", None, &stdin, None)?;
         }
         Ok(())
     }
@@ -235,7 +252,7 @@ impl Runtime {
         let mut first = None;
         for i in 0..list.plugins.len() {
             let stdin = plugin_stdin(list, i, None, &Map::new(), Some(&attachments));
-            if let Err(e) = self.invoke(list, i, "gc", "GC", None, &stdin) {
+            if let Err(e) = self.invoke(list, i, "gc", "GC", None, &stdin, None) {
                 first.get_or_insert(e);
             }
         }
@@ -403,9 +420,9 @@ mod tests {
         let l = list(
             json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "one"}, {"type": "two"}]}),
         );
-        let r = rt.add(&l, &args()).unwrap();
+        let r = rt.add(&l, &args(), None).unwrap();
         assert_eq!(result::pod_ips(&r, "eth0"), ["10.9.0.2"]);
-        let e = rt.del(&l, &args(), Some(&r)).unwrap_err();
+        let e = rt.del(&l, &args(), Some(&r), None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "plugin type=\"two\" failed (delete): busy (CNI error 11)"
@@ -425,7 +442,7 @@ mod tests {
         let missing =
             list(json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "nope"}]}));
         assert_eq!(rt.missing(&missing), ["nope"]);
-        let e = rt.add(&missing, &args()).unwrap_err();
+        let e = rt.add(&missing, &args(), None).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("plugin type=\"nope\" failed (add): no executable \"nope\""),
@@ -509,7 +526,7 @@ mod tests {
             ),
         ] {
             let l = list(json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": t}]}));
-            let e = rt.add(&l, &args()).unwrap_err().to_string();
+            let e = rt.add(&l, &args(), None).unwrap_err().to_string();
             assert!(e.contains(want), "{t}: {e}");
         }
     }
