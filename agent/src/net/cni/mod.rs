@@ -115,7 +115,6 @@ impl Runtime {
         list: &ConfList,
         i: usize,
         op: &'static str,
-        command: &str,
         args: Option<&Args>,
         stdin: &[u8],
         hold: Hold,
@@ -130,6 +129,14 @@ impl Runtime {
         let plugin = self
             .find(&t)
             .ok_or_else(|| fail(format!("no executable {t:?} in {}", self.cni_path()), None))?;
+        // libcni's word for each operation in its errors, and the verb the plugin is given.
+        let command = match op {
+            "delete" => "DEL",
+            "add" => "ADD",
+            "check" => "CHECK",
+            "status" => "STATUS",
+            _ => "GC",
+        };
         let env = self.env(command, args);
         exec::run(&exec::Invocation {
             plugin: &plugin,
@@ -174,7 +181,7 @@ impl Runtime {
         let mut prev: Option<Value> = None;
         for i in 0..list.plugins.len() {
             let stdin = plugin_stdin(list, i, prev.as_ref(), &args.capability_args, None);
-            let out = self.invoke(list, i, "add", "ADD", Some(args), &stdin, hold)?;
+            let out = self.invoke(list, i, "add", Some(args), &stdin, hold)?;
             let r = result::parse_result(&out).map_err(|reason| Error {
                 plugin: list.types()[i].to_string(),
                 op: "add",
@@ -199,7 +206,7 @@ impl Runtime {
         let mut first = None;
         for i in (0..list.plugins.len()).rev() {
             let stdin = plugin_stdin(list, i, prev, &args.capability_args, None);
-            if let Err(e) = self.invoke(list, i, "delete", "DEL", Some(args), &stdin, hold) {
+            if let Err(e) = self.invoke(list, i, "delete", Some(args), &stdin, hold) {
                 tracing::warn!(error = %e, container = %args.container_id, "CNI DEL");
                 first.get_or_insert(e);
             }
@@ -221,7 +228,7 @@ impl Runtime {
         }
         for i in 0..list.plugins.len() {
             let stdin = plugin_stdin(list, i, Some(prev), &args.capability_args, None);
-            self.invoke(list, i, "check", "CHECK", Some(args), &stdin, hold)?;
+            self.invoke(list, i, "check", Some(args), &stdin, hold)?;
         }
         Ok(())
     }
@@ -233,7 +240,7 @@ impl Runtime {
         }
         for i in 0..list.plugins.len() {
             let stdin = plugin_stdin(list, i, None, &Map::new(), None);
-            self.invoke(list, i, "status", "STATUS", None, &stdin, None)?;
+            self.invoke(list, i, "status", None, &stdin, None)?;
         }
         Ok(())
     }
@@ -252,7 +259,7 @@ impl Runtime {
         let mut first = None;
         for i in 0..list.plugins.len() {
             let stdin = plugin_stdin(list, i, None, &Map::new(), Some(&attachments));
-            if let Err(e) = self.invoke(list, i, "gc", "GC", None, &stdin, None) {
+            if let Err(e) = self.invoke(list, i, "gc", None, &stdin, None) {
                 first.get_or_insert(e);
             }
         }
