@@ -317,6 +317,48 @@ fn dns_and_hosts_files_follow_the_pod_spec_and_the_node() {
 }
 
 #[test]
+fn a_host_ip_publishes_the_port_on_that_address_only() {
+    if !privileged() {
+        return;
+    }
+    let a = Agent::start();
+    let port = free_port();
+    let node_ip = |a: &Agent| {
+        a.wait_running("lo")["status"]["hostIP"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Two pods, one host port, two addresses of the node: no conflict.
+    let with_ip = |name: &str, ip: &str| {
+        web_pod(name, name, port, free_port()).replace(
+            &format!("hostPort: {port}}}"),
+            &format!("hostPort: {port}, hostIP: {ip}}}"),
+        )
+    };
+    a.write("lo.yaml", &with_ip("lo", "127.0.0.1"));
+    let node = node_ip(&a);
+    a.write("node.yaml", &with_ip("node", &node));
+    a.wait_running("node");
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{port}")).as_deref(),
+        Some("lo")
+    );
+    assert_eq!(http_get(&format!("{node}:{port}")).as_deref(), Some("node"));
+    // Once the node's address is given up, nothing answers there: the loopback pod's port is
+    // published on loopback only.
+    a.remove("node.yaml");
+    wait_for("the node-address pod gone", Duration::from_secs(30), || {
+        a.pod("node").is_none().then_some(())
+    });
+    assert_eq!(http_get(&format!("{node}:{port}")), None);
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{port}")).as_deref(),
+        Some("lo")
+    );
+}
+
+#[test]
 fn host_ports_in_use_are_refused_with_clear_reasons_and_given_when_free() {
     if !privileged() {
         return;
@@ -702,14 +744,19 @@ fn nothing_leaks_after_a_hundred_pods_and_ten_agent_kills() {
             a.pods().is_empty().then_some(())
         });
     }
-    // Ten SIGKILLs of the agent at moments of churn: creating, removing, both; and manifests
-    // removed while it is down.
+    // Ten SIGKILLs of the agent at moments of churn: creating, removing, both; three of them
+    // power cuts (the pods' processes killed too); and manifests removed while it is down.
     for k in 0..10u64 {
         for i in 0..4 {
             a.write(&format!("p{i}.yaml"), &pod(i));
         }
         std::thread::sleep(Duration::from_millis(40 * k));
-        a.kill9();
+        if k % 4 == 1 {
+            // A power cut: the agent and every pod's processes gone at once.
+            a.power_cut();
+        } else {
+            a.kill9();
+        }
         if k % 2 == 0 {
             gone(&a, k as usize % 4);
         }
