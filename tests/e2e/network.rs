@@ -939,6 +939,45 @@ fn adopted_pods_keep_their_addresses_and_an_unfinished_attachment_is_redone() {
     );
 }
 
+#[test]
+fn a_0_4_0_config_list_of_the_directory_gives_addresses_and_passes_check() {
+    if !privileged() {
+        return;
+    }
+    let r = random_suffix();
+    let name = format!("tdv{r}");
+    let _own = OwnNetwork(name.clone());
+    let third = u8::from_str_radix(&r[..2], 16).unwrap();
+    let subnet = format!("10.126.{third}.0/24");
+    let conf = tempfile::tempdir().unwrap();
+    // As Podman's and containerd's defaults are written: CNI 0.4.0, results with `version`.
+    let list = conflist(&name, &subnet, "", "")
+        .replace("\"cniVersion\":\"1.0.0\"", "\"cniVersion\":\"0.4.0\"");
+    std::fs::write(conf.path().join("87-old.conflist"), list).unwrap();
+    let mut a = Agent::start_with_config(Some(&format!("cniConfDir: {}\n", conf.path().display())));
+    a.write("v.yaml", &pod_yaml("v", "", &[("c", "sleep 3600", "")]));
+    let p = a.wait_running("v");
+    let ip = pod_ip(&p);
+    assert!(ip.starts_with(&format!("10.126.{third}.")), "{p}");
+    let rec = std::fs::read_to_string(
+        a.root
+            .join("networks")
+            .join(format!("{}.json", p["metadata"]["uid"].as_str().unwrap())),
+    )
+    .unwrap();
+    assert!(rec.contains("\"version\":\"4\""), "a 0.4.0 result: {rec}");
+    // Adopted after a restart: CHECK (0.4.0 has it) passes with the real plugins.
+    a.kill9();
+    a.spawn();
+    let p2 = a.wait_running("v");
+    assert_eq!(pod_ip(&p2), ip);
+    let ev = String::from_utf8_lossy(&a.cli(&["describe", "pod", "v"]).stdout).to_string();
+    assert!(
+        ev.contains("Adopted") && !ev.contains("NetworkCheckFailed"),
+        "{ev}"
+    );
+}
+
 fn all_running_with_ip(p: &Value) -> bool {
     tidelet_e2e::all_running(p) && !pod_ip(p).is_empty()
 }
