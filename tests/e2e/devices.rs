@@ -140,8 +140,16 @@ fn ten_thousand_devices_are_refused_and_other_plugins_keep_working() {
         "10000 devices, more than the 1024 tidelet takes",
         Duration::from_secs(15),
     );
-    let ev = node_events(&a);
-    assert!(ev.contains("DevicePluginStopped"), "{ev}");
+    // The node event follows the log line (the agent's notice reader posts it).
+    wait_for(
+        "the DevicePluginStopped node event",
+        Duration::from_secs(15),
+        || {
+            node_events(&a)
+                .contains("DevicePluginStopped")
+                .then_some(())
+        },
+    );
     // Nothing of it counted; the good plugin is untouched; pods run.
     wait_counts(&a, "example.com/flood", Some(("0", "0")));
     assert_eq!(counts(&a, RES), Some(("1".into(), "1".into())));

@@ -371,8 +371,13 @@ fn logs_follow_and_rotate_by_size() {
     let parts: Vec<&str> = first.splitn(4, ' ').collect();
     assert!(parts[0].ends_with('Z') && parts[0].contains('T'), "{first}");
     assert_eq!(&parts[1..3], &["stdout", "F"], "{first}");
-    // `tidelet logs` prints the kept files oldest first, in order, without the CRI prefix.
-    let out = String::from_utf8_lossy(&a.cli(&["logs", &name]).stdout).to_string();
+    // `tidelet logs` prints the kept files oldest first, in order, without the CRI prefix;
+    // once the 400 lines are all written (the ticks follow them: a loaded machine may still be
+    // writing them when the third file appears).
+    let out = wait_for("the 400 lines written", Duration::from_secs(20), || {
+        let out = String::from_utf8_lossy(&a.cli(&["logs", &name]).stdout).to_string();
+        out.contains("tick-").then_some(out)
+    });
     let nums: Vec<u32> = out
         .lines()
         .filter_map(|l| l.strip_prefix("line "))

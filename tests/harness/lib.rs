@@ -244,7 +244,10 @@ impl Agent {
 
     /// (Re)start the agent process.
     pub fn spawn(&mut self) {
-        let child = self.command().spawn().expect("start tidelet");
+        let child = self
+            .command(self.config.as_deref())
+            .spawn()
+            .expect("start tidelet");
         self.child = Some(child);
         let sock = self.root.join("tidelet.sock");
         wait_for("the agent's API socket", Duration::from_secs(20), || {
@@ -254,8 +257,8 @@ impl Agent {
         });
     }
 
-    /// The agent's command line, its output appended to its log.
-    fn command(&self) -> Command {
+    /// The agent's command line with config file `config`, its output appended to its log.
+    fn command(&self, config: Option<&Path>) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -278,7 +281,7 @@ impl Agent {
         .arg("--device-plugin-dir")
         .arg(self.device_plugin_dir())
         .args(
-            self.config
+            config
                 .iter()
                 .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
         )
@@ -313,7 +316,29 @@ impl Agent {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let Ok(mut child) = self.command().spawn() else {
+        // Nor the pods a control plane gave it (persisted, and retained at a broker that may
+        // still run): the releasing agent gets the test's network keys only, no `mqtt:`.
+        let _ = std::fs::remove_dir_all(self.root.join("remote-pods"));
+        let text = self
+            .config
+            .as_deref()
+            .and_then(|c| std::fs::read_to_string(c).ok())
+            .unwrap_or_default();
+        let mut release = with_disk_signals_off("");
+        for l in text.lines() {
+            if ["cniConfDir:", "cniBinDir:", "cniTimeout:", "podCIDR:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+            {
+                release.push_str(l);
+                release.push('\n');
+            }
+        }
+        let cfg = self.dir.path().join("release.yaml");
+        if std::fs::write(&cfg, release).is_err() {
+            return;
+        }
+        let Ok(mut child) = self.command(Some(&cfg)).spawn() else {
             return;
         };
         let _ = wait_for_quiet(Duration::from_secs(20), || {
